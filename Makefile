@@ -1,0 +1,83 @@
+# identity-worker: run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+KAFKA_PORT ?= 19092
+REDIS_PORT ?= 16379
+export KAFKA_PORT REDIS_PORT
+PYTEST_ARGS ?=
+
+.PHONY: help install check-tools kafka-jars redis-install services-up services-down services-status \
+        services-clean run demo test test-unit test-integration lint fmt typecheck bench clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+check-tools: ## Check that Python 3.11+, Java 17+ and Maven are present; say how to get what is missing
+	@deploy/local/check-tools.sh
+
+$(STAMP): pyproject.toml
+	@deploy/local/check-tools.sh python
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install the package with its dev dependencies
+
+kafka-jars: ## Resolve the Apache Kafka broker's jars from Maven Central (once)
+	@deploy/local/kafka.sh jars
+
+redis-install: ## Install Debian's redis-server when missing
+	@deploy/local/redis.sh install
+
+services-up: kafka-jars redis-install ## Start local Kafka (KRaft) and Redis (AOF) on 127.0.0.1
+	@deploy/local/redis.sh start
+	@deploy/local/kafka.sh start
+
+services-down: ## Stop local Kafka and Redis (their data is kept)
+	@deploy/local/kafka.sh stop
+	@deploy/local/redis.sh stop
+
+services-status: ## Say whether local Kafka and Redis are running
+	@deploy/local/kafka.sh status || true
+	@deploy/local/redis.sh status || true
+
+services-clean: ## Stop local Kafka and Redis and delete their data
+	@deploy/local/kafka.sh clean
+	@deploy/local/redis.sh clean
+
+run: install services-up ## Main job: local services, topics, the worker and a small demo stream
+	@$(PY) -m deploy.local.demo --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis redis://127.0.0.1:$(REDIS_PORT)/0
+
+test: install kafka-jars redis-install ## Run the whole test suite (unit, property, integration, e2e)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install ## Run only the tests that need no services
+	$(PY) -m pytest tests/unit tests/property $(PYTEST_ARGS)
+
+test-integration: install kafka-jars redis-install ## Run only the tests against real Kafka and Redis
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: install ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: install ## Format and auto-fix with ruff
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: install ## mypy --strict
+	$(VENV)/bin/mypy
+
+bench: install services-up ## Benchmarks (results: docs/BENCHMARKS.md)
+	$(PY) -m tests.bench.bench_store --redis-url redis://127.0.0.1:$(REDIS_PORT)/0
+
+clean: ## Remove the venv, caches and local service data
+	-@deploy/local/kafka.sh stop; deploy/local/redis.sh stop
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .hypothesis

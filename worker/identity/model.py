@@ -1,0 +1,203 @@
+"""Frozen value types of the identity layer.
+
+Everything here is pure data: no I/O, no clock. Times are integer milliseconds since the Unix
+epoch, passed in by the caller. Property values are JSON values (``JsonValue``); the Redis store
+carries them as canonical JSON text and converts back at its boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeAlias
+
+JsonValue: TypeAlias = (
+    None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
+)
+
+
+class EventKind(StrEnum):
+    """The three kinds of input event (contract A1)."""
+
+    TRACK = "track"
+    IDENTIFY = "identify"
+    ALIAS = "alias"
+
+
+class PersonMode(StrEnum):
+    """How the emitted event relates to a person (contract A6, A7)."""
+
+    FULL = "full"
+    PROPERTYLESS = "propertyless"
+    FORCE_UPGRADE = "force_upgrade"
+
+
+class OrderingMode(StrEnum):
+    """How property updates are ordered (contract A4)."""
+
+    TIMESTAMP = "timestamp"
+    ARRIVAL = "arrival"
+
+
+class PropertyOp(StrEnum):
+    """The operation that produced a property's current state."""
+
+    SET = "set"
+    SET_ONCE = "set_once"
+    UNSET = "unset"
+
+
+class Outcome(StrEnum):
+    """What the pipeline does with an event after resolution."""
+
+    EMIT = "emit"
+    """Emit the enriched event (possibly personless)."""
+    REJECT = "reject"
+    """Do not emit the event; its warnings say why (e.g. an over-long distinct id)."""
+
+
+class WarningKind(StrEnum):
+    """Ingestion warning types. The values are the names written to the warnings topic."""
+
+    CANNOT_MERGE_WITH_ILLEGAL_DISTINCT_ID = "cannot_merge_with_illegal_distinct_id"
+    CANNOT_MERGE_ALREADY_IDENTIFIED = "cannot_merge_already_identified"
+    MERGE_LIMIT_EXCEEDED = "merge_limit_exceeded"
+    PERSON_PROPERTIES_SIZE_VIOLATION = "person_properties_size_violation"
+    SKIPPING_EVENT_INVALID_DISTINCT_ID = "skipping_event_invalid_distinct_id"
+    ILLEGAL_DISTINCT_ID = "illegal_distinct_id"
+    INVALID_EVENT_WHEN_PROCESS_PERSON_PROFILE_IS_FALSE = (
+        "invalid_event_when_process_person_profile_is_false"
+    )
+    EVENT_TIMESTAMP_IN_FUTURE = "event_timestamp_in_future"
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityWarning:
+    """A typed ingestion warning; ``details`` holds short, non-personal context."""
+
+    kind: WarningKind
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyUpdates:
+    """The ``$set`` / ``$set_once`` / ``$unset`` operations carried by one event.
+
+    Pairs keep the order they had in the event. A key may appear in several groups; the
+    ordering mode decides the outcome (contract A4).
+    """
+
+    set: tuple[tuple[str, JsonValue], ...] = ()
+    set_once: tuple[tuple[str, JsonValue], ...] = ()
+    unset: tuple[str, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.set or self.set_once or self.unset)
+
+
+NO_UPDATES = PropertyUpdates()
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityEvent:
+    """One event as the identity layer sees it.
+
+    ``other_id`` is the anonymous id of an identify or the alias of an alias; ``None`` for a
+    track or an identify without an anonymous id. ``timestamp_ms`` is already skew-corrected
+    and clamped (see ``timestamps.normalize_timestamp``).
+    """
+
+    tenant: str
+    kind: EventKind
+    distinct_id: str
+    uuid: str
+    timestamp_ms: int
+    other_id: str | None = None
+    merge_dangerously: bool = False
+    process_person: bool = True
+    updates: PropertyUpdates = NO_UPDATES
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyState:
+    """Per-key state of a person property.
+
+    In ``timestamp`` mode the state is a last-writer-wins register ordered by
+    ``(ts_ms, uuid)`` of the event that wrote it; an ``UNSET`` state is a tombstone whose
+    ``value`` is ``None`` and which is not visible. In ``arrival`` mode only ``SET`` states
+    exist and the order fields record the last writer.
+    """
+
+    op: PropertyOp
+    value: JsonValue
+    ts_ms: int
+    uuid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """A person: the record held at the root of a union-find tree."""
+
+    person_id: str
+    created_at_ms: int
+    """The earliest event timestamp applied to the person (its first-seen time)."""
+    last_seen_ms: int
+    is_identified: bool
+    version: int
+    distinct_ids: frozenset[str]
+    properties: Mapping[str, PropertyState]
+
+    @property
+    def visible_properties(self) -> dict[str, JsonValue]:
+        return {k: s.value for k, s in self.properties.items() if s.op is not PropertyOp.UNSET}
+
+
+@dataclass(frozen=True, slots=True)
+class DistinctIdOverride:
+    """A distinct id whose person changed: past events under ``old_person_id`` now belong to
+    ``new_person_id`` (contract A7)."""
+
+    distinct_id: str
+    old_person_id: str
+    new_person_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What the identity layer decided for one event.
+
+    For an emitted event, ``person_id`` and ``person_mode`` are set and ``properties`` is the
+    person's visible properties after this event's own updates (empty for personless events).
+    """
+
+    event_uuid: str
+    outcome: Outcome
+    person_id: str | None
+    person_mode: PersonMode | None
+    properties: Mapping[str, JsonValue]
+    created_at_ms: int | None
+    is_identified: bool
+    warnings: tuple[IdentityWarning, ...] = ()
+    overrides: tuple[DistinctIdOverride, ...] = ()
+    merged: bool = False
+    """True when this event merged two persons or joined an id to a person."""
+    person_created: bool = False
+    """True when this event created a person."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedOp:
+    """An event that needs the store, after the stateless rules ran (``rules.prepare``).
+
+    ``merge_with`` is the id to merge with (``None`` when no merge is to be attempted: a
+    track, an identify without anonymous id, or a merge refused for an illegal id).
+    ``updates`` are the property operations left after the length limits; ``warnings`` are the
+    stateless warnings already decided, which come first in the final ``Resolution``.
+    """
+
+    event: IdentityEvent
+    merge_with: str | None
+    updates: PropertyUpdates
+    warnings: tuple[IdentityWarning, ...] = ()
