@@ -1,0 +1,43 @@
+"""Input and output codecs: Kafka message bytes ⇄ ``InputEvent`` / output records.
+
+Inputs: our Avro ``Event`` (Confluent wire format, with schema evolution through a registry),
+our JSON shape, PostHog capture events and Segment spec calls (``decode_message``). Outputs:
+enriched events, distinct-id overrides and ingestion warnings as Avro or JSON
+(``OutputEncoder``). Formats are documented in docs/FORMATS.md.
+"""
+
+from worker.codec.avro import SCHEMA_IDS, AvroCodec, SchemaName, SchemaResolver
+from worker.codec.decode import DecodeOptions, decode_message, tenant_from_key
+from worker.codec.encode import OutputEncoder, OutputFormat, OutputRecord
+from worker.codec.envelope import InputEvent, RawFormat, to_identity_event
+from worker.codec.errors import (
+    DECODE_REASONS,
+    DecodeError,
+    DecodeReason,
+    EncodeError,
+    SchemaRegistryUnavailableError,
+)
+from worker.codec.json_formats import JsonDialect, JsonOptions
+
+__all__ = [
+    "DECODE_REASONS",
+    "SCHEMA_IDS",
+    "AvroCodec",
+    "DecodeError",
+    "DecodeOptions",
+    "DecodeReason",
+    "EncodeError",
+    "InputEvent",
+    "JsonDialect",
+    "JsonOptions",
+    "OutputEncoder",
+    "OutputFormat",
+    "OutputRecord",
+    "RawFormat",
+    "SchemaName",
+    "SchemaRegistryUnavailableError",
+    "SchemaResolver",
+    "decode_message",
+    "tenant_from_key",
+    "to_identity_event",
+]

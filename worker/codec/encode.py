@@ -1,0 +1,158 @@
+"""Output records: enriched events, distinct-id overrides and ingestion warnings.
+
+Each is encoded as Avro in the wire format or as compact UTF-8 JSON, per ``OutputFormat``. The
+JSON shapes have the Avro field names; JSON-text fields of the Avro records (``properties``,
+``set``, ``set_once``, ``person_properties``) are plain JSON objects there. Keys: enriched events
+``"{tenant}:{person_id}"``, overrides ``"{tenant}:{distinct_id}"``, warnings ``"{tenant}"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from worker.codec import native
+from worker.codec.avro import AvroCodec, SchemaName
+from worker.codec.envelope import InputEvent
+from worker.codec.errors import EncodeError
+from worker.codec.fields import dumps_json
+from worker.identity.model import DistinctIdOverride, IdentityWarning, Outcome, Resolution
+
+OutputFormat = Literal["avro", "json"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    """One Kafka message to produce."""
+
+    key: bytes
+    value: bytes
+
+
+def _json_bytes(obj: Mapping[str, Any]) -> bytes:
+    return dumps_json(obj).encode("utf-8")
+
+
+class OutputEncoder:
+    """Encodes output records in one format.
+
+    With ``reuse_input_body`` (the default), an enriched event whose input was Avro written with
+    our ``Event`` schema is encoded as the input body plus the person fields, without
+    re-encoding the input fields (``EnrichedEvent`` starts with ``Event``'s fields).
+    """
+
+    def __init__(
+        self,
+        output_format: OutputFormat,
+        avro: AvroCodec | None = None,
+        *,
+        reuse_input_body: bool = True,
+    ) -> None:
+        if output_format not in ("avro", "json"):
+            raise ValueError(f"unknown output format {output_format!r}")
+        self._format: OutputFormat = output_format
+        self._avro = avro if avro is not None else AvroCodec()
+        self._reuse_input_body = reuse_input_body
+
+    @property
+    def output_format(self) -> OutputFormat:
+        return self._format
+
+    def input_event(self, e: InputEvent) -> bytes:
+        """``e`` as an input message of our format (for producers, the demo and tests)."""
+        if self._format == "avro":
+            return self._avro.encode(SchemaName.EVENT, native.to_avro_record(e))
+        return _json_bytes(native.to_json_object(e))
+
+    def enriched(self, e: InputEvent, r: Resolution, *, buffered_ms: int = 0) -> OutputRecord:
+        """The enriched event of an emitted ``e`` (``r.outcome`` must be ``emit``)."""
+        if r.outcome is not Outcome.EMIT or r.person_id is None or r.person_mode is None:
+            raise EncodeError(f"event {e.uuid} has no person to emit (outcome {r.outcome})")
+        key = f"{e.tenant}:{r.person_id}".encode()
+        if self._format == "json":
+            obj = native.to_json_object(e)
+            obj.update(self._person_fields(r, buffered_ms, dict(r.properties)))
+            return OutputRecord(key, _json_bytes(obj))
+        tail = self._person_fields(r, buffered_ms, dumps_json(dict(r.properties)))
+        if self._reuse_input_body and e.avro_body is not None:
+            value = self._avro.encode_appended(
+                SchemaName.ENRICHED_EVENT, SchemaName.EVENT, e.avro_body, tail
+            )
+        else:
+            record = native.to_avro_record(e)
+            record.update(tail)
+            value = self._avro.encode(SchemaName.ENRICHED_EVENT, record)
+        return OutputRecord(key, value)
+
+    @staticmethod
+    def _person_fields(r: Resolution, buffered_ms: int, properties: object) -> dict[str, Any]:
+        return {
+            "person_id": r.person_id,
+            "person_properties": properties,
+            "person_created_at": r.created_at_ms,
+            "is_identified": r.is_identified,
+            "person_mode": r.person_mode.value if r.person_mode is not None else None,
+            "buffered_ms": buffered_ms,
+        }
+
+    def override(
+        self, tenant: str, o: DistinctIdOverride, *, event_uuid: str | None, timestamp_ms: int
+    ) -> OutputRecord:
+        record = {
+            "tenant": tenant,
+            "distinct_id": o.distinct_id,
+            "old_person_id": o.old_person_id,
+            "new_person_id": o.new_person_id,
+            "event_uuid": event_uuid,
+            "timestamp": timestamp_ms,
+        }
+        return OutputRecord(
+            f"{tenant}:{o.distinct_id}".encode(),
+            self._encode(SchemaName.DISTINCT_ID_OVERRIDE, record),
+        )
+
+    def overrides(
+        self, e: InputEvent, r: Resolution, *, timestamp_ms: int | None = None
+    ) -> list[OutputRecord]:
+        """One record per override of ``r``, stamped with ``timestamp_ms`` (default: the
+        event's timestamp)."""
+        ts = e.timestamp_ms if timestamp_ms is None else timestamp_ms
+        return [self.override(e.tenant, o, event_uuid=e.uuid, timestamp_ms=ts) for o in r.overrides]
+
+    def warning(
+        self,
+        tenant: str,
+        w: IdentityWarning,
+        *,
+        event_uuid: str | None,
+        distinct_id: str | None,
+        timestamp_ms: int,
+    ) -> OutputRecord:
+        record = {
+            "type": w.kind.value,
+            "tenant": tenant,
+            "event_uuid": event_uuid,
+            "distinct_id": distinct_id,
+            "details": dict(w.details),
+            "timestamp": timestamp_ms,
+        }
+        return OutputRecord(tenant.encode(), self._encode(SchemaName.INGESTION_WARNING, record))
+
+    def warnings(self, e: InputEvent, r: Resolution, *, timestamp_ms: int) -> list[OutputRecord]:
+        """One record per warning of ``r``; ``timestamp_ms`` is when they were raised."""
+        return [
+            self.warning(
+                e.tenant,
+                w,
+                event_uuid=e.uuid,
+                distinct_id=e.distinct_id,
+                timestamp_ms=timestamp_ms,
+            )
+            for w in r.warnings
+        ]
+
+    def _encode(self, name: SchemaName, record: Mapping[str, Any]) -> bytes:
+        if self._format == "avro":
+            return self._avro.encode(name, record)
+        return _json_bytes(record)

@@ -1,0 +1,70 @@
+"""The decoded, validated input event, whatever format it came in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from worker.codec.errors import DecodeError
+from worker.identity.model import EventKind, IdentityEvent, JsonValue, PropertyUpdates
+
+RawFormat = Literal["avro", "json"]
+
+
+@dataclass(frozen=True, slots=True)
+class InputEvent:
+    """One input event, decoded and validated (contract A1).
+
+    ``properties`` are the event's own properties exactly as received: ``$set``, ``$set_once``,
+    ``$unset`` and ``$process_person_profile`` stay in them (PostHog's top-level ``$set`` /
+    ``$set_once`` are folded into ``properties`` first, as PostHog does). ``updates`` are the
+    person property operations read from the format's carriers, so nothing downstream needs to
+    look inside ``properties``.
+
+    ``avro_body`` is the exact Avro body of the input when it was written with our ``Event``
+    schema; the encoder then reuses it for the enriched event. It is not part of equality.
+    Anyone who derives a changed copy with ``dataclasses.replace`` must set it to ``None``.
+    """
+
+    tenant: str
+    kind: EventKind
+    uuid: str
+    distinct_id: str
+    event: str | None
+    timestamp_ms: int
+    sent_at_ms: int | None
+    other_id: str | None
+    merge_dangerously: bool
+    process_person: bool
+    is_backend: bool
+    properties: Mapping[str, JsonValue]
+    updates: PropertyUpdates
+    raw_format: RawFormat
+    avro_body: bytes | None = field(default=None, compare=False, repr=False)
+
+
+def check_kind_fields(kind: EventKind, event: str | None, other_id: str | None) -> None:
+    """The fields a kind cannot do without: a track's event name, an alias's alias."""
+    if kind is EventKind.TRACK and not event:
+        raise DecodeError("missing_field", "a track event needs an event name", field="event")
+    if kind is EventKind.ALIAS and other_id is None:
+        raise DecodeError("missing_field", "an alias event needs the alias id", field="other_id")
+
+
+def to_identity_event(e: InputEvent, timestamp_ms: int) -> IdentityEvent:
+    """The identity layer's view of ``e``; ``timestamp_ms`` is the skew-corrected timestamp.
+
+    A track's ``other_id`` is dropped: only identify and alias merge.
+    """
+    return IdentityEvent(
+        tenant=e.tenant,
+        kind=e.kind,
+        distinct_id=e.distinct_id,
+        uuid=e.uuid,
+        timestamp_ms=timestamp_ms,
+        other_id=None if e.kind is EventKind.TRACK else e.other_id,
+        merge_dangerously=e.merge_dangerously,
+        process_person=e.process_person,
+        updates=e.updates,
+    )

@@ -1,0 +1,232 @@
+"""Field validation shared by every input format: plain functions over decoded JSON values.
+
+Each helper returns a clean value or raises ``DecodeError`` naming the field. Plain checks are
+used instead of pydantic models: the shapes are small and vary by format, and the checks cost a
+fraction of a model validation (see docs/FORMATS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, NoReturn
+
+from worker.codec.errors import DecodeError, DecodeReason, EncodeError
+from worker.identity.model import JsonValue, PropertyUpdates
+
+EVENT_UUID_NAMESPACE: Final = uuid.UUID("6a3053f1-29a7-51d5-a234-8322e423c83d")
+"""Namespace of the uuids derived for events that carry none (never random, A1)."""
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
+MIN_TIMESTAMP_MS: Final = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _ONE_MS
+MAX_TIMESTAMP_MS: Final = (
+    datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - _EPOCH
+) // _ONE_MS
+
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+_CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def derive_uuid(name: str) -> str:
+    """A deterministic event uuid: uuid5 of ``name`` in ``EVENT_UUID_NAMESPACE``."""
+    return str(uuid.uuid5(EVENT_UUID_NAMESPACE, name))
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+"""One strict decoder: ``json.loads`` with keyword arguments builds a new one per call."""
+
+
+def loads_json(data: bytes | str, *, reason: DecodeReason, field: str | None = None) -> Any:
+    """Parse UTF-8 JSON text strictly: no ``NaN``/``Infinity``, no lone surrogates (they could
+    not be written back as UTF-8)."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        value = _DECODER.decode(text)
+    except (ValueError, RecursionError) as exc:
+        where = f" in {field}" if field else ""
+        raise DecodeError(reason, f"invalid JSON{where}: {exc}", field=field) from exc
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DecodeError(
+                reason, "JSON text holds a lone UTF-16 surrogate", field=field
+            ) from exc
+    return value
+
+
+def dumps_json(value: object) -> str:
+    """Compact JSON text, non-ASCII kept as is."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (ValueError, TypeError) as exc:
+        raise EncodeError(f"not JSON-serialisable: {exc}") from exc
+
+
+def get_path(obj: Mapping[str, Any], path: str) -> Any:
+    """``obj[a][b]`` for ``path = "a.b"``; ``None`` when any step is missing or not an object."""
+    value: Any = obj
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def as_object(value: Any, field: str) -> dict[str, JsonValue]:
+    if not isinstance(value, dict):
+        raise DecodeError("invalid_field", f"{field} must be a JSON object", field=field)
+    return value
+
+
+def opt_object(value: Any, field: str) -> dict[str, JsonValue] | None:
+    return None if value is None else as_object(value, field)
+
+
+def as_str(value: Any, field: str) -> str:
+    if value is None:
+        raise DecodeError("missing_field", f"{field} is required", field=field)
+    if not isinstance(value, str):
+        raise DecodeError("invalid_field", f"{field} must be a string", field=field)
+    return value
+
+
+def opt_str(value: Any, field: str) -> str | None:
+    return None if value is None else as_str(value, field)
+
+
+def as_bool(value: Any, field: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise DecodeError("invalid_field", f"{field} must be a boolean", field=field)
+    return value
+
+
+def opt_id(value: Any, field: str) -> str | None:
+    """A distinct id: a string, or an integer (JSON SDKs send numeric ids) as its decimal text.
+
+    Empty and illegal ids are kept: the identity layer decides what they mean (A5).
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise DecodeError("invalid_field", f"{field} must be a string or an integer", field=field)
+
+
+def as_id(value: Any, field: str) -> str:
+    result = opt_id(value, field)
+    if result is None:
+        raise DecodeError("missing_field", f"{field} is required", field=field)
+    return result
+
+
+def as_uuid(value: Any, field: str) -> str:
+    """A uuid in canonical text form (lower case, hyphenated)."""
+    text = as_str(value, field)
+    if _CANONICAL_UUID.fullmatch(text):
+        return text
+    try:
+        return str(uuid.UUID(text))
+    except ValueError as exc:
+        raise DecodeError("invalid_field", f"{field} is not a UUID", field=field) from exc
+
+
+def check_timestamp_ms(value: int, field: str) -> int:
+    if not MIN_TIMESTAMP_MS <= value <= MAX_TIMESTAMP_MS:
+        raise DecodeError("invalid_field", f"{field} is out of range: {value}", field=field)
+    return value
+
+
+def as_timestamp_ms(value: Any, field: str) -> int:
+    """Milliseconds since the epoch from an integer/float of ms or an ISO 8601 string (a string
+    without a zone is UTC)."""
+    if value is None:
+        raise DecodeError("missing_field", f"{field} is required", field=field)
+    if isinstance(value, bool):
+        raise DecodeError("invalid_field", f"{field} must be ms or ISO 8601", field=field)
+    if isinstance(value, int):
+        return check_timestamp_ms(value, field)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DecodeError("invalid_field", f"{field} must be finite", field=field)
+        return check_timestamp_ms(math.floor(value), field)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise DecodeError(
+                "invalid_field",
+                f"{field} is not an ISO 8601 timestamp: {value[:40]!r}",
+                field=field,
+            ) from exc
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        try:
+            return check_timestamp_ms((parsed - _EPOCH) // _ONE_MS, field)
+        except OverflowError as exc:
+            raise DecodeError("invalid_field", f"{field} is out of range", field=field) from exc
+    raise DecodeError("invalid_field", f"{field} must be ms or ISO 8601", field=field)
+
+
+def opt_timestamp_ms(value: Any, field: str) -> int | None:
+    return None if value is None else as_timestamp_ms(value, field)
+
+
+def unset_keys(value: Any, field: str) -> tuple[str, ...]:
+    """``$unset`` in list form (``["a", "b"]``) or object form (``{"a": null}``: the keys)."""
+    if value is None:
+        return ()
+    if isinstance(value, dict):
+        return tuple(value)
+    if isinstance(value, list):
+        if not all(isinstance(key, str) for key in value):
+            raise DecodeError("invalid_field", f"{field} must list strings", field=field)
+        return tuple(value)
+    raise DecodeError("invalid_field", f"{field} must be a list or an object", field=field)
+
+
+def property_updates(
+    set_: Mapping[str, JsonValue] | None,
+    set_once: Mapping[str, JsonValue] | None,
+    unset: tuple[str, ...],
+) -> PropertyUpdates:
+    return PropertyUpdates(
+        set=tuple(set_.items()) if set_ else (),
+        set_once=tuple(set_once.items()) if set_once else (),
+        unset=unset,
+    )
+
+
+def first_tenant(obj: Mapping[str, Any], paths: tuple[str, ...]) -> str | None:
+    """The first non-empty tenant among the candidate field ``paths`` (a string, or an integer
+    such as PostHog's ``team_id``)."""
+    for path in paths:
+        value = get_path(obj, path)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def require_tenant(tenant: str | None, fallback: str | None, fields: tuple[str, ...]) -> str:
+    if tenant:
+        return tenant
+    if fallback:
+        return fallback
+    raise DecodeError(
+        "missing_field",
+        f"no tenant: none of {', '.join(fields)} is set and the message key has none",
+        field="tenant",
+    )

@@ -1,0 +1,196 @@
+"""Our own event format, both ways: the Avro ``Event`` record and its JSON twin.
+
+The JSON shape has the Avro field names; ``properties``, ``set`` and ``set_once`` are JSON
+objects there instead of JSON text, ``timestamp``/``sent_at`` may also be ISO 8601 strings, and
+``uuid`` and ``tenant`` may be missing (derived uuid; tenant from a configured field or the
+message key). Person property updates come from ``set``/``set_once``/``unset`` only; the
+``properties`` of our format are carried, never interpreted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from worker.codec.envelope import InputEvent, check_kind_fields
+from worker.codec.errors import DecodeError
+from worker.codec.fields import (
+    as_bool,
+    as_id,
+    as_object,
+    as_str,
+    as_timestamp_ms,
+    as_uuid,
+    check_timestamp_ms,
+    derive_uuid,
+    dumps_json,
+    first_tenant,
+    loads_json,
+    opt_id,
+    opt_object,
+    opt_str,
+    opt_timestamp_ms,
+    property_updates,
+    require_tenant,
+    unset_keys,
+)
+from worker.identity.model import EventKind, JsonValue
+
+SOURCE_CLIENT: Final = "client"
+SOURCE_BACKEND: Final = "backend"
+_SOURCES: Final = frozenset({SOURCE_CLIENT, SOURCE_BACKEND})
+_KINDS: Final = {kind.value: kind for kind in EventKind}
+
+
+def _kind(value: Any) -> EventKind:
+    name = as_str(value, "type")
+    kind = _KINDS.get(name)
+    if kind is None:
+        raise DecodeError(
+            "unknown_event_type", f"unsupported event type {name[:40]!r}", field="type"
+        )
+    return kind
+
+
+def _json_text_object(text: str | None, field: str) -> dict[str, JsonValue] | None:
+    if text is None:
+        return None
+    return as_object(loads_json(text, reason="invalid_field", field=field), field)
+
+
+def from_avro_record(record: Mapping[str, Any], body: bytes | None) -> InputEvent:
+    """An ``InputEvent`` from a decoded ``Event`` record (fastavro already checked the types).
+
+    ``body`` is the record's exact encoding with our schema, or ``None``.
+    """
+    kind = _kind(record["type"])
+    tenant: str = record["tenant"]
+    if not tenant:
+        raise DecodeError("invalid_field", "tenant must not be empty", field="tenant")
+    event: str | None = record["event"]
+    other_id: str | None = record["other_id"]
+    check_kind_fields(kind, event, other_id)
+    sent_at: int | None = record["sent_at"]
+    properties = _json_text_object(record["properties"], "properties")
+    return InputEvent(
+        tenant=tenant,
+        kind=kind,
+        uuid=as_uuid(record["uuid"], "uuid"),
+        distinct_id=record["distinct_id"],
+        event=event,
+        timestamp_ms=check_timestamp_ms(record["timestamp"], "timestamp"),
+        sent_at_ms=None if sent_at is None else check_timestamp_ms(sent_at, "sent_at"),
+        other_id=other_id,
+        merge_dangerously=record["merge_dangerously"],
+        process_person=record["process_person"],
+        is_backend=record["source"] == SOURCE_BACKEND,
+        properties=properties if properties is not None else {},
+        updates=property_updates(
+            _json_text_object(record["set"], "set"),
+            _json_text_object(record["set_once"], "set_once"),
+            tuple(record["unset"]),
+        ),
+        raw_format="avro",
+        avro_body=body,
+    )
+
+
+def from_json_object(
+    obj: Mapping[str, Any],
+    *,
+    source_ref: str,
+    tenant_fields: tuple[str, ...],
+    tenant_fallback: str | None,
+    received_at_ms: int | None,
+) -> InputEvent:
+    """An ``InputEvent`` from our JSON shape."""
+    kind = _kind(obj.get("type"))
+    event = opt_str(obj.get("event"), "event")
+    other_id = opt_id(obj.get("other_id"), "other_id")
+    check_kind_fields(kind, event, other_id)
+    raw_uuid = obj.get("uuid")
+    timestamp = obj.get("timestamp")
+    source = obj.get("source")
+    if source is None:
+        source = SOURCE_CLIENT
+    elif not isinstance(source, str) or source not in _SOURCES:
+        raise DecodeError("invalid_field", "source must be client or backend", field="source")
+    properties = opt_object(obj.get("properties"), "properties")
+    return InputEvent(
+        tenant=require_tenant(first_tenant(obj, tenant_fields), tenant_fallback, tenant_fields),
+        kind=kind,
+        uuid=derive_uuid(source_ref) if raw_uuid is None else as_uuid(raw_uuid, "uuid"),
+        distinct_id=as_id(obj.get("distinct_id"), "distinct_id"),
+        event=event,
+        timestamp_ms=(
+            received_at_ms
+            if timestamp is None and received_at_ms is not None
+            else as_timestamp_ms(timestamp, "timestamp")
+        ),
+        sent_at_ms=opt_timestamp_ms(obj.get("sent_at"), "sent_at"),
+        other_id=other_id,
+        merge_dangerously=as_bool(obj.get("merge_dangerously"), "merge_dangerously", False),
+        process_person=as_bool(obj.get("process_person"), "process_person", True),
+        is_backend=source == SOURCE_BACKEND,
+        properties=properties if properties is not None else {},
+        updates=property_updates(
+            opt_object(obj.get("set"), "set"),
+            opt_object(obj.get("set_once"), "set_once"),
+            _unset_list(obj.get("unset")),
+        ),
+        raw_format="json",
+    )
+
+
+def _unset_list(value: Any) -> tuple[str, ...]:
+    if value is not None and not isinstance(value, list):
+        raise DecodeError("invalid_field", "unset must be a list of strings", field="unset")
+    return unset_keys(value, "unset")
+
+
+def _updates_object(pairs: tuple[tuple[str, JsonValue], ...]) -> dict[str, JsonValue] | None:
+    return dict(pairs) if pairs else None
+
+
+def to_avro_record(e: InputEvent) -> dict[str, Any]:
+    """The ``Event`` record of ``e`` (also the leading fields of an ``EnrichedEvent``)."""
+    set_ = _updates_object(e.updates.set)
+    set_once = _updates_object(e.updates.set_once)
+    return {
+        "uuid": e.uuid,
+        "type": e.kind.value,
+        "tenant": e.tenant,
+        "distinct_id": e.distinct_id,
+        "event": e.event,
+        "timestamp": e.timestamp_ms,
+        "sent_at": e.sent_at_ms,
+        "other_id": e.other_id,
+        "merge_dangerously": e.merge_dangerously,
+        "process_person": e.process_person,
+        "source": SOURCE_BACKEND if e.is_backend else SOURCE_CLIENT,
+        "properties": dumps_json(e.properties),
+        "set": None if set_ is None else dumps_json(set_),
+        "set_once": None if set_once is None else dumps_json(set_once),
+        "unset": list(e.updates.unset),
+    }
+
+
+def to_json_object(e: InputEvent) -> dict[str, Any]:
+    """Our JSON shape of ``e`` (also the leading fields of a JSON enriched event)."""
+    return {
+        "uuid": e.uuid,
+        "type": e.kind.value,
+        "tenant": e.tenant,
+        "distinct_id": e.distinct_id,
+        "event": e.event,
+        "timestamp": e.timestamp_ms,
+        "sent_at": e.sent_at_ms,
+        "other_id": e.other_id,
+        "merge_dangerously": e.merge_dangerously,
+        "process_person": e.process_person,
+        "source": SOURCE_BACKEND if e.is_backend else SOURCE_CLIENT,
+        "properties": e.properties,
+        "set": _updates_object(e.updates.set),
+        "set_once": _updates_object(e.updates.set_once),
+        "unset": list(e.updates.unset),
+    }
