@@ -1,0 +1,153 @@
+"""KafkaSource / KafkaSink against the real broker: delivery, size failures, commit, rewind."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+from worker.kafka.admin import TopicSpec, create_topics
+from worker.kafka.records import OutputRecord, RawMessage
+from worker.kafka.sink import KafkaSink
+from worker.kafka.source import KafkaSource
+
+pytestmark = pytest.mark.integration
+
+
+def _topic(bootstrap: str, name: str, partitions: int = 2, **config: str) -> str:
+    spec = TopicSpec(name, partitions, 1)
+    if config:
+        from confluent_kafka.admin import AdminClient
+        from confluent_kafka.cimpl import NewTopic
+
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)]
+        )
+        futures[name].result(30)
+    else:
+        assert create_topics(bootstrap, [spec]) == {name: "created"}
+    return name
+
+
+def _fill(bootstrap: str, topic: str, count: int) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in range(count):
+        producer.produce(topic, key=f"k{i % 5}".encode(), value=f"v{i}".encode())
+    assert producer.flush(30) == 0
+
+
+def _drain(source: KafkaSource, want: int, timeout: float = 30.0) -> list[RawMessage]:
+    got: list[RawMessage] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        got.extend(source.poll_batch(100, 0.5))
+    return got
+
+
+def _source(bootstrap: str, topic: str, group: str) -> KafkaSource:
+    return KafkaSource({"bootstrap.servers": bootstrap, "group.id": group}, [topic])
+
+
+def test_create_topics_is_idempotent(kafka_bootstrap: str, unique_name: str) -> None:
+    spec = TopicSpec(unique_name, 3, 1, compacted=True)
+    assert create_topics(kafka_bootstrap, [spec]) == {unique_name: "created"}
+    assert create_topics(kafka_bootstrap, [spec]) == {unique_name: "exists"}
+
+
+def test_sink_confirms_delivery_and_reports_too_large(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    topic = _topic(kafka_bootstrap, unique_name, 1, **{"max.message.bytes": "2000"})
+    sink = KafkaSink({"bootstrap.servers": kafka_bootstrap})
+    ok = OutputRecord(topic, b"small", b"k", (("h", b"1"),))
+    big = OutputRecord(topic, os.urandom(50_000), b"k")  # incompressible
+    sink.produce(ok)
+    sink.produce(big)
+    failures = sink.flush(30)
+    # the broker rejects the whole record batch, so the small neighbour may fail with it
+    assert big in [f.record for f in failures]
+    assert all(f.too_large for f in failures)
+    assert sink.flush(5) == []  # failures are reported once
+    if ok in [f.record for f in failures]:
+        assert sink.produce_alone(ok, 30) is None
+    alone = sink.produce_alone(big, 30)
+    assert alone is not None
+    assert alone.too_large
+    assert alone.record == big
+    source = _source(kafka_bootstrap, topic, unique_name)
+    try:
+        (message,) = _drain(source, 1)
+        assert (message.key, message.value, message.headers) == (b"k", b"small", (("h", b"1"),))
+    finally:
+        source.close()
+
+
+def test_commit_then_a_new_member_resumes_after_it(kafka_bootstrap: str, unique_name: str) -> None:
+    topic = _topic(kafka_bootstrap, unique_name)
+    _fill(kafka_bootstrap, topic, 20)
+    source = _source(kafka_bootstrap, topic, unique_name)
+    try:
+        got = _drain(source, 20)
+        assert len(got) == 20
+        first_ten = sorted(got, key=lambda m: (m.partition, m.offset))
+        # commit only part of what was read: the first message of each partition
+        commit = {(m.topic, m.partition): m.offset + 1 for m in first_ten if m.offset == 0}
+        source.commit(commit)
+    finally:
+        source.close()
+    again = _source(kafka_bootstrap, topic, unique_name)
+    try:
+        redelivered = _drain(again, 18)
+        assert len(redelivered) == 18
+        assert all(m.offset >= 1 for m in redelivered)
+    finally:
+        again.close()
+
+
+def test_rewind_rereads_an_uncommitted_batch(kafka_bootstrap: str, unique_name: str) -> None:
+    topic = _topic(kafka_bootstrap, unique_name, 1)
+    _fill(kafka_bootstrap, topic, 10)
+    source = _source(kafka_bootstrap, topic, unique_name)
+    try:
+        first = _drain(source, 10)
+        source.rewind({(topic, 0): first[3].offset})
+        again = _drain(source, 7)
+        assert [m.offset for m in again] == [m.offset for m in first[3:]]
+    finally:
+        source.close()
+
+
+def test_two_members_share_the_partitions(kafka_bootstrap: str, unique_name: str) -> None:
+    topic = _topic(kafka_bootstrap, unique_name, 4)
+    _fill(kafka_bootstrap, topic, 40)
+    a = _source(kafka_bootstrap, topic, unique_name)
+    b = _source(kafka_bootstrap, topic, unique_name)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            a.poll_batch(1, 0.2)
+            b.poll_batch(1, 0.2)
+            if len(a.assignment) + len(b.assignment) == 4 and a.assignment and b.assignment:
+                break
+        assert a.assignment
+        assert b.assignment
+        assert a.assignment.isdisjoint(b.assignment)
+        assert len(a.assignment | b.assignment) == 4
+    finally:
+        a.close()
+        b.close()
+
+
+def test_lag_counts_unread_messages(kafka_bootstrap: str, unique_name: str) -> None:
+    topic = _topic(kafka_bootstrap, unique_name, 1)
+    _fill(kafka_bootstrap, topic, 12)
+    source = _source(kafka_bootstrap, topic, unique_name)
+    try:
+        got = _drain(source, 12)
+        source.commit({(topic, 0): got[-1].offset + 1})
+        assert source.lag() == {(topic, 0): 0}
+    finally:
+        source.close()

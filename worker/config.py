@@ -1,0 +1,231 @@
+"""Settings of the worker: pydantic-settings, env prefix ``IDENTITY_WORKER_``, nested with ``__``.
+
+Sources, highest priority first: explicit arguments, environment variables, the TOML config file
+(``--config`` or ``IDENTITY_WORKER_CONFIG_FILE``), defaults. Examples::
+
+    IDENTITY_WORKER_KAFKA__BOOTSTRAP_SERVERS=broker:9092
+    IDENTITY_WORKER_KAFKA__CONSUMER='{"fetch.min.bytes": "65536"}'   # any librdkafka option
+    IDENTITY_WORKER_REDIS__URL=redis://:secret@redis:6379/0
+    IDENTITY_WORKER_BUFFER__DELAY_SECONDS=60
+
+Secrets (the Redis URL, the SASL password, the schema registry credentials) are ``SecretStr``:
+``Settings.redacted()`` is what ``check-config`` prints, and they never reach a log line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from worker.identity.config import (
+    DEFAULT_ILLEGAL_IDS_CASE_INSENSITIVE,
+    DEFAULT_ILLEGAL_IDS_CASE_SENSITIVE,
+    IdentityConfig,
+)
+from worker.identity.model import OrderingMode
+
+CONFIG_FILE_ENV = "IDENTITY_WORKER_CONFIG_FILE"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    group_id: str = "identity-worker"
+    client_id: str = "identity-worker"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    consumer: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """librdkafka consumer options passed through unchanged (they win over ours)."""
+    producer: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """librdkafka producer options passed through unchanged (they win over ours)."""
+
+    def common(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        return conf
+
+
+class TopicSettings(_Section):
+    identify: str = "identity.identify"
+    alias: str = "identity.alias"
+    track: str = "identity.track"
+    extra_inputs: tuple[str, ...] = ()
+    """More input topics (any kind of event may arrive on any input topic)."""
+    enriched: str = "identity.enriched"
+    person_changes: str = "identity.person_changes"
+    overrides: str = "identity.distinct_id_overrides"
+    warnings: str = "identity.warnings"
+    dead_letters: str = "identity.dead_letters"
+    partitions: int = Field(default=6, ge=1)
+    """Partitions used by ``create-topics`` for topics it creates."""
+    replication_factor: int = Field(default=1, ge=1)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.identify, self.alias, self.track, *self.extra_inputs)
+
+    @property
+    def compacted(self) -> tuple[str, ...]:
+        return (self.person_changes, self.overrides)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (
+            self.enriched,
+            self.person_changes,
+            self.overrides,
+            self.warnings,
+            self.dead_letters,
+        )
+
+
+class RedisSettings(_Section):
+    url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
+    key_prefix: str = "iw"
+    max_ops_per_call: int = Field(default=200, ge=1)
+    """Operations per Lua call: keeps each script short so Redis is never blocked for long."""
+    retry_attempts: int = Field(default=8, ge=1)
+    retry_backoff_seconds: float = Field(default=0.05, gt=0)
+    retry_backoff_max_seconds: float = Field(default=2.0, gt=0)
+    socket_timeout_seconds: float = Field(default=5.0, gt=0)
+
+
+class IdentitySettings(_Section):
+    ordering: OrderingMode = OrderingMode.TIMESTAMP
+    max_distinct_ids_per_person: int = Field(default=10_000, ge=1)
+    max_distinct_id_length: int = Field(default=400, ge=1)
+    max_property_key_length: int = Field(default=1_024, ge=1)
+    max_property_value_length: int = Field(default=1_024, ge=1)
+    max_properties_bytes: int = Field(default=512 * 1024, ge=1)
+    force_upgrade_after_seconds: float = Field(default=60.0, ge=0)
+    future_timestamp_margin_seconds: float = Field(default=23 * 3600.0, ge=0)
+    illegal_ids_case_insensitive: tuple[str, ...] = DEFAULT_ILLEGAL_IDS_CASE_INSENSITIVE
+    illegal_ids_case_sensitive: tuple[str, ...] = DEFAULT_ILLEGAL_IDS_CASE_SENSITIVE
+
+    def to_config(self) -> IdentityConfig:
+        return IdentityConfig(
+            ordering=self.ordering,
+            max_distinct_ids_per_person=self.max_distinct_ids_per_person,
+            max_distinct_id_length=self.max_distinct_id_length,
+            max_property_key_length=self.max_property_key_length,
+            max_property_value_length=self.max_property_value_length,
+            max_properties_bytes=self.max_properties_bytes,
+            force_upgrade_after_ms=round(self.force_upgrade_after_seconds * 1000),
+            future_timestamp_margin_ms=round(self.future_timestamp_margin_seconds * 1000),
+            illegal_ids_case_insensitive=self.illegal_ids_case_insensitive,
+            illegal_ids_case_sensitive=self.illegal_ids_case_sensitive,
+        )
+
+
+class BufferSettings(_Section):
+    enabled: bool = True
+    delay_seconds: float = Field(default=60.0, ge=0)
+    """How long a backend event for an unknown distinct id waits for an identify/alias."""
+    max_events_per_id: int = Field(default=100, ge=1)
+    max_events_total: int = Field(default=1_000_000, ge=1)
+    release_batch_size: int = Field(default=500, ge=1)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    """A worker that took due events and did not acknowledge them within this time is presumed
+    dead; another worker releases them again (at least once)."""
+
+
+class FormatSettings(_Section):
+    output: Literal["avro", "json"] = "json"
+    tenant_fields: tuple[str, ...] = ("tenant", "team_id", "token", "api_key", "writeKey")
+    default_tenant: str | None = None
+    """Tenant for events that name none (else they are dead letters)."""
+    schema_registry_url: SecretStr | None = None
+
+
+class BatchSettings(_Section):
+    max_messages: int = Field(default=1_000, ge=1)
+    max_wait_seconds: float = Field(default=0.1, gt=0)
+    shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class ObservabilitySettings(_Section):
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - the metrics endpoint is scraped from outside
+    metrics_port: int = Field(default=9400, ge=0, le=65535)
+    log_format: Literal["json", "text", "auto"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_personal_data: bool = False
+    """Allow property values and distinct ids in debug logs. Off by default."""
+
+
+class Settings(BaseSettings):
+    """All settings. ``load_settings`` builds one from the environment and an optional file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IDENTITY_WORKER_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    redis: RedisSettings = RedisSettings()
+    identity: IdentitySettings = IdentitySettings()
+    buffer: BufferSettings = BufferSettings()
+    formats: FormatSettings = FormatSettings()
+    batch: BatchSettings = BatchSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
+
+    @field_validator("kafka")
+    @classmethod
+    def _sasl_needs_credentials(cls, value: KafkaSettings) -> KafkaSettings:
+        if value.security_protocol.startswith("SASL") and not value.sasl_mechanism:
+            raise ValueError("kafka.sasl_mechanism is required with a SASL security_protocol")
+        return value
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain data with every secret replaced by ``**********``."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings: ``overrides`` > environment > TOML ``config_file`` > defaults."""
+    path = config_file or os.environ.get(CONFIG_FILE_ENV)
+    if not path:
+        return Settings(**overrides)
+    toml_path = Path(path)
+    if not toml_path.is_file():
+        raise FileNotFoundError(f"config file not found: {toml_path}")
+
+    class _FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_path)
+            return (init_settings, env_settings, toml, file_secret_settings)
+
+    return _FileSettings(**overrides)

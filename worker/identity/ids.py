@@ -1,0 +1,13 @@
+"""Deterministic person ids (contract A2)."""
+
+from __future__ import annotations
+
+import uuid
+
+PERSON_NAMESPACE = uuid.UUID("6f1f2b8e-3c0f-5a8e-9d54-1d1b0c6a7e21")
+
+
+def person_id_for(tenant: str, distinct_id: str) -> str:
+    """uuid5 of ``"{tenant}:{distinct_id}"``: the id of the person ``distinct_id`` creates, and
+    of its personless events."""
+    return str(uuid.uuid5(PERSON_NAMESPACE, f"{tenant}:{distinct_id}"))

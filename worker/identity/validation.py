@@ -1,0 +1,36 @@
+"""Illegal distinct ids (contract A5): PostHog's lists, configurable, with quoted forms."""
+
+from __future__ import annotations
+
+from worker.identity.config import IdentityConfig
+
+_QUOTES = ("'", '"')
+
+
+def _unquoted(distinct_id: str) -> str:
+    for quote in _QUOTES:
+        if len(distinct_id) >= 2 and distinct_id[0] == quote and distinct_id[-1] == quote:
+            return distinct_id[1:-1]
+    return distinct_id
+
+
+def is_illegal_id(distinct_id: str, config: IdentityConfig) -> bool:
+    """Empty or whitespace-only, or (bare or in single/double quotes, surrounding white space
+    ignored) one of the configured
+    illegal ids: case-insensitively for ``illegal_ids_case_insensitive``, exactly for
+    ``illegal_ids_case_sensitive``. Length is checked separately (``is_overlong``)."""
+    stripped = distinct_id.strip()
+    if not stripped:
+        return True
+    for candidate in {stripped, _unquoted(stripped)}:
+        if candidate in config.illegal_ids_case_sensitive:
+            return True
+        folded = candidate.casefold()
+        if any(folded == bad.casefold() for bad in config.illegal_ids_case_insensitive):
+            return True
+    return False
+
+
+def is_overlong(distinct_id: str, config: IdentityConfig) -> bool:
+    """Longer than ``max_distinct_id_length`` characters: the event is rejected."""
+    return len(distinct_id) > config.max_distinct_id_length

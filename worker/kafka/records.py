@@ -1,0 +1,43 @@
+"""Messages in and out of Kafka, as plain values the pipeline can use without confluent types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One consumed message, exactly as the broker returned it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int | None = None
+
+    @property
+    def source_ref(self) -> str:
+        """``topic/partition/offset``: names the message (and seeds derived uuids)."""
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    """One message to produce."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFailure:
+    """A record the producer could not deliver, with librdkafka's reason."""
+
+    record: OutputRecord
+    reason: str
+    too_large: bool
+    """The record exceeds a message size limit: retrying cannot help."""

@@ -1,0 +1,181 @@
+"""The consumer side: a consumer-group member that hands out batches of ``RawMessage``.
+
+Offsets are never committed automatically: the pipeline calls ``commit`` with what it has
+safely written. Rebalancing is cooperative-sticky, so a rebalance moves only the partitions that
+change owner. Because the pipeline finishes (or abandons, uncommitted) a batch before it polls
+again, rebalance callbacks, which run inside ``poll_batch``, never see a half-done batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from worker.errors import KafkaUnavailableError
+from worker.kafka.records import RawMessage
+
+CONSUMER_DEFAULTS: Mapping[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+    "partition.assignment.strategy": "cooperative-sticky",
+    "enable.partition.eof": False,
+    # the batch loop polls at least every batch.max_wait; five minutes covers a Redis outage
+    # during which the worker backs off inside one batch
+    "max.poll.interval.ms": 300_000,
+}
+
+Partition = tuple[str, int]
+PartitionsCallback = Callable[[list[Partition]], None]
+
+# errors a consumer reports that do not stop consumption (librdkafka recovers by itself)
+_BENIGN = frozenset(
+    {
+        KafkaError._PARTITION_EOF,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
+def _headers(raw: object) -> tuple[tuple[str, bytes], ...]:
+    if not isinstance(raw, list):
+        return ()
+    out: list[tuple[str, bytes]] = []
+    for name, value in raw:
+        data = value.encode() if isinstance(value, str) else (value or b"")
+        out.append((str(name), data))
+    return tuple(out)
+
+
+class KafkaSource:
+    def __init__(
+        self,
+        conf: Mapping[str, Any],
+        topics: Sequence[str],
+        *,
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+    ) -> None:
+        self._consumer = Consumer({**CONSUMER_DEFAULTS, **conf})
+        self._assigned: set[Partition] = set()
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self.last_error: str | None = None
+        self._consumer.subscribe(
+            list(topics),
+            on_assign=self._assigned_cb,
+            on_revoke=self._revoked_cb,
+            on_lost=self._revoked_cb,
+        )
+
+    def _assigned_cb(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        added = [(tp.topic, tp.partition) for tp in partitions]
+        self._assigned.update(added)
+        if self._on_assign:
+            self._on_assign(added)
+
+    def _revoked_cb(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        removed = [(tp.topic, tp.partition) for tp in partitions]
+        self._assigned.difference_update(removed)
+        if self._on_revoke:
+            self._on_revoke(removed)
+
+    @property
+    def assignment(self) -> frozenset[Partition]:
+        return frozenset(self._assigned)
+
+    def poll_batch(self, max_messages: int, timeout: float) -> list[RawMessage]:
+        """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds for the first."""
+        try:
+            messages = self._consumer.consume(num_messages=max_messages, timeout=timeout)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"consume failed: {exc.args[0]}") from exc
+        batch: list[RawMessage] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal() or error.code() not in _BENIGN:
+                    raise KafkaUnavailableError(f"consumer error: {error.str()}")
+                self.last_error = error.str()
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if topic is None or partition is None or offset is None:
+                continue
+            _kind, timestamp = message.timestamp()
+            batch.append(
+                RawMessage(
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    key=message.key(),
+                    value=message.value(),
+                    headers=_headers(message.headers()),
+                    timestamp_ms=timestamp if timestamp > 0 else None,
+                )
+            )
+        if batch:
+            self.last_error = None
+        return batch
+
+    def commit(self, next_offsets: Mapping[Partition, int]) -> None:
+        """Commit, synchronously, the offset of the next message to read per partition.
+
+        Partitions no longer assigned are skipped: their new owner re-reads from the last
+        commit, which is safe (at least once) and the only correct choice after a revoke.
+        """
+        offsets = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in next_offsets.items()
+            if (topic, partition) in self._assigned
+        ]
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"offset commit failed: {exc.args[0]}") from exc
+
+    def rewind(self, first_offsets: Mapping[Partition, int]) -> None:
+        """Seek back so the next poll re-reads from ``first_offsets`` (a failed batch)."""
+        for (topic, partition), offset in first_offsets.items():
+            if (topic, partition) not in self._assigned:
+                continue
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                raise KafkaUnavailableError(f"seek {topic}/{partition} failed: {exc}") from exc
+
+    def pause(self, partitions: Iterable[Partition]) -> None:
+        self._consumer.pause([TopicPartition(t, p) for t, p in partitions])
+
+    def resume(self, partitions: Iterable[Partition]) -> None:
+        self._consumer.resume([TopicPartition(t, p) for t, p in partitions])
+
+    def lag(self) -> dict[Partition, int]:
+        """Messages behind the high watermark, per assigned partition (cached watermarks)."""
+        assigned = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        if not assigned:
+            return {}
+        lags: dict[Partition, int] = {}
+        try:
+            positions = self._consumer.position(assigned)
+            for tp in positions:
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:
+                    continue
+                position = tp.offset if tp.offset >= 0 else None
+                if position is None:
+                    committed = self._consumer.committed([tp], timeout=5)[0].offset
+                    position = committed if committed >= 0 else _low
+                lags[(tp.topic, tp.partition)] = max(high - position, 0)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"lag lookup failed: {exc}") from exc
+        return lags
+
+    def close(self) -> None:
+        """Leave the group (its partitions move to the other members at once)."""
+        self._consumer.close()
