@@ -1,0 +1,120 @@
+"""Composition root: the only module that builds the worker's parts from ``Settings``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from prometheus_client import CollectorRegistry
+
+from worker.clock import Clock, SystemClock
+from worker.codec.avro import AvroCodec
+from worker.codec.decode import DecodeOptions
+from worker.codec.encode import OutputEncoder
+from worker.codec.json_formats import JsonOptions
+from worker.config import Settings
+from worker.kafka.sink import KafkaSink
+from worker.kafka.source import KafkaSource
+from worker.observability.http import OpsServer, liveness, readiness
+from worker.observability.metrics import WorkerMetrics
+from worker.observability.recorder import MetricsRecorder
+from worker.pipeline.processor import Processor
+from worker.pipeline.runner import Runner
+from worker.store.redis_store import RedisIdentityStore
+
+
+@dataclass(slots=True)
+class Worker:
+    runner: Runner
+    source: KafkaSource
+    sink: KafkaSink
+    store: RedisIdentityStore
+    redis: redis.Redis
+    metrics: WorkerMetrics
+
+    def close(self) -> None:
+        """Leave the group, flush the producer, close Redis (in that order)."""
+        try:
+            self.source.close()
+        finally:
+            try:
+                self.sink.close()
+            finally:
+                self.redis.close()
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.redis.url.get_secret_value(),
+        socket_timeout=settings.redis.socket_timeout_seconds,
+        socket_connect_timeout=settings.redis.socket_timeout_seconds,
+        health_check_interval=30,
+    )
+
+
+def build_store(settings: Settings, client: redis.Redis) -> RedisIdentityStore:
+    return RedisIdentityStore(
+        client,
+        settings.identity.to_config(),
+        prefix=settings.redis.key_prefix,
+        max_ops_per_call=settings.redis.max_ops_per_call,
+    )
+
+
+def build_worker(
+    settings: Settings, clock: Clock | None = None, registry: CollectorRegistry | None = None
+) -> Worker:
+    clock = clock or SystemClock()
+    client = redis_client(settings)
+    store = build_store(settings, client)
+    kafka_common = settings.kafka.common()
+    sink = KafkaSink({**kafka_common, **settings.kafka.producer})
+    avro = AvroCodec()
+    processor = Processor(
+        store=store,
+        sink=sink,
+        encoder=OutputEncoder(settings.formats.output, avro),
+        decode_options=DecodeOptions(
+            avro=avro,
+            json=JsonOptions(
+                tenant_fields=settings.formats.tenant_fields,
+                default_tenant=settings.formats.default_tenant,
+            ),
+        ),
+        identity_config=settings.identity.to_config(),
+        topics=settings.topics,
+        clock=clock,
+        flush_timeout_seconds=settings.batch.shutdown_timeout_seconds,
+    )
+    source = KafkaSource(
+        {**kafka_common, "group.id": settings.kafka.group_id, **settings.kafka.consumer},
+        settings.topics.inputs,
+    )
+    metrics = WorkerMetrics.create(registry)
+    runner = Runner(
+        source,
+        processor,
+        clock,
+        max_messages=settings.batch.max_messages,
+        max_wait_seconds=settings.batch.max_wait_seconds,
+        observer=MetricsRecorder(metrics),
+    )
+    return Worker(
+        runner=runner, source=source, sink=sink, store=store, redis=client, metrics=metrics
+    )
+
+
+def build_ops_server(settings: Settings, worker: Worker, clock: Clock | None = None) -> OpsServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on ``observability.metrics_port``."""
+    clock = clock or SystemClock()
+    obs = settings.observability
+    # the loop polls at least every batch.max_wait; a loop silent for the whole shutdown
+    # timeout plus a minute is stuck, not slow
+    stall = settings.batch.shutdown_timeout_seconds + 60
+    return OpsServer(
+        obs.metrics_host,
+        obs.metrics_port,
+        worker.metrics.registry,
+        liveness(worker.runner.health, clock.monotonic, stall),
+        readiness(worker.runner.health),
+    )

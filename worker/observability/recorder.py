@@ -1,0 +1,52 @@
+"""Turns what the loop reports into Prometheus samples: once per batch, once per tick."""
+
+from __future__ import annotations
+
+import logging
+
+from worker.errors import TransientError
+from worker.kafka.source import KafkaSource
+from worker.observability.metrics import WorkerMetrics
+from worker.pipeline.runner import BatchStats
+
+log = logging.getLogger(__name__)
+
+
+class MetricsRecorder:
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self._m = metrics
+
+    def batch_done(self, size: int, seconds: float, stats: BatchStats) -> None:
+        m = self._m
+        m.batch_size.observe(size)
+        m.batch_duration.observe(seconds)
+        for topic, n in stats.consumed.items():
+            m.events_consumed.labels(topic).inc(n)
+        for (topic, kind), n in stats.emitted.items():
+            m.events_emitted.labels(topic, kind).inc(n)
+        for reason, n in stats.dead_letters.items():
+            m.dead_letters.labels(reason).inc(n)
+        for kind, n in stats.warnings.items():
+            m.warnings.labels(kind).inc(n)
+        for result, n in stats.merges.items():
+            m.merges.labels(result).inc(n)
+        for reason, n in stats.releases.items():
+            m.buffer_releases.labels(reason).inc(n)
+        if stats.persons_created:
+            m.persons_created.inc(stats.persons_created)
+        for seconds_ in stats.store_seconds:
+            m.store_duration.observe(seconds_)
+        for delay in stats.delays_seconds:
+            m.end_to_end_delay.observe(delay)
+
+    def transient_error(self, component: str, during_commit: bool) -> None:
+        self._m.errors.labels(component).inc()
+        if during_commit:
+            self._m.commit_failures.inc()
+
+    def tick(self, source: KafkaSource) -> None:
+        self._m.assigned_partitions.set(len(source.assignment))
+        try:
+            self._m.set_lag(source.lag())
+        except TransientError as exc:  # lag is best effort: never stop the loop for it
+            log.debug("lag sample failed: %s", exc)

@@ -1,0 +1,241 @@
+"""One batch: decode → resolve (one store call per tenant chunk) → encode → produce → confirm.
+
+``process`` returns only once Kafka acknowledged every output record of the batch, so the offsets
+it returns may be committed. Bad input never stops a partition: undecodable messages become dead
+letters, rule violations become warning records, and an output too large for its topic turns the
+input into a dead letter. Anything transient (Redis or Kafka unavailable) raises a
+``TransientError`` and the runner retries the whole batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from worker.clock import Clock
+from worker.codec.decode import DecodeOptions, decode_message
+from worker.codec.encode import OutputEncoder
+from worker.codec.envelope import InputEvent, to_identity_event
+from worker.codec.errors import DecodeError, EncodeError, SchemaRegistryUnavailableError
+from worker.config import TopicSettings
+from worker.errors import KafkaUnavailableError, TransientSchemaRegistryError
+from worker.identity.config import IdentityConfig
+from worker.identity.model import IdentityEvent, IdentityWarning, Outcome, Resolution, WarningKind
+from worker.identity.timestamps import normalize_timestamp
+from worker.kafka.records import OutputRecord, RawMessage
+from worker.kafka.sink import KafkaSink
+from worker.pipeline.deadletter import dead_letter
+from worker.pipeline.runner import BatchOutcome, BatchProcessor, BatchStats
+from worker.store.base import IdentityStore
+
+_REFUSALS = {
+    WarningKind.CANNOT_MERGE_ALREADY_IDENTIFIED: "refused_identified",
+    WarningKind.MERGE_LIMIT_EXCEEDED: "refused_limit",
+    WarningKind.CANNOT_MERGE_WITH_ILLEGAL_DISTINCT_ID: "refused_illegal",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    message: RawMessage
+    event: InputEvent
+    identity: IdentityEvent
+    pre_warnings: tuple[IdentityWarning, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Out:
+    """An output record with what it is, for accounting once it is acknowledged."""
+
+    source: RawMessage
+    record: OutputRecord
+    kind: str  # enriched | override | warning | dead_letter
+    label: str = ""  # the warning type, or the dead letter's reason
+
+
+class Processor(BatchProcessor):
+    def __init__(
+        self,
+        *,
+        store: IdentityStore,
+        sink: KafkaSink,
+        encoder: OutputEncoder,
+        decode_options: DecodeOptions,
+        identity_config: IdentityConfig,
+        topics: TopicSettings,
+        clock: Clock,
+        flush_timeout_seconds: float = 30.0,
+    ) -> None:
+        self._store = store
+        self._sink = sink
+        self._encoder = encoder
+        self._decode_options = decode_options
+        self._identity_config = identity_config
+        self._topics = topics
+        self._clock = clock
+        self._flush_timeout = flush_timeout_seconds
+
+    def process(self, batch: Sequence[RawMessage]) -> BatchOutcome:
+        now_ms = self._clock.now_ms()
+        stats = BatchStats()
+        outs: list[_Out] = []
+        decoded: list[_Decoded] = []
+
+        for message in batch:
+            stats.consumed[message.topic] += 1
+            try:
+                event = decode_message(
+                    message.value,
+                    message.key,
+                    message.headers,
+                    message.source_ref,
+                    self._decode_options,
+                    received_at_ms=message.timestamp_ms,
+                )
+            except DecodeError as exc:
+                record = dead_letter(message, self._topics.dead_letters, exc)
+                outs.append(_Out(message, record, "dead_letter", exc.reason))
+                continue
+            except SchemaRegistryUnavailableError as exc:
+                raise TransientSchemaRegistryError(str(exc)) from exc
+            timestamp_ms, warning = normalize_timestamp(
+                event.timestamp_ms,
+                event.sent_at_ms,
+                now_ms,
+                self._identity_config.future_timestamp_margin_ms,
+            )
+            decoded.append(
+                _Decoded(
+                    message,
+                    event,
+                    to_identity_event(event, timestamp_ms),
+                    (warning,) if warning else (),
+                )
+            )
+
+        for item, resolution in self._resolve(decoded, now_ms, stats):
+            outs.extend(self._outputs(item, resolution, now_ms, stats))
+
+        for out in outs:
+            self._sink.produce(out.record)
+        outs = self._confirm(outs)
+        self._account(outs, stats)
+        return BatchOutcome(next_offsets=next_offsets(batch), stats=stats)
+
+    def _resolve(
+        self, decoded: list[_Decoded], now_ms: int, stats: BatchStats
+    ) -> list[tuple[_Decoded, Resolution]]:
+        """One store call per tenant; the result keeps the batch's order."""
+        by_tenant: dict[str, list[int]] = defaultdict(list)
+        for index, item in enumerate(decoded):
+            by_tenant[item.identity.tenant].append(index)
+        resolved: dict[int, Resolution] = {}
+        for tenant, indexes in by_tenant.items():
+            events = [decoded[i].identity for i in indexes]
+            started = time.perf_counter()
+            resolutions = self._store.resolve_batch(tenant, events, now_ms)
+            stats.store_seconds.append(time.perf_counter() - started)
+            resolved.update(zip(indexes, resolutions, strict=True))
+        return [(item, resolved[i]) for i, item in enumerate(decoded)]
+
+    def _outputs(
+        self, item: _Decoded, resolution: Resolution, now_ms: int, stats: BatchStats
+    ) -> list[_Out]:
+        event, message = item.event, item.message
+        warnings = (*item.pre_warnings, *resolution.warnings)
+        out: list[_Out] = []
+        try:
+            for warning in warnings:
+                rec = self._encoder.warning(
+                    event.tenant,
+                    warning,
+                    event_uuid=event.uuid,
+                    distinct_id=event.distinct_id,
+                    timestamp_ms=now_ms,
+                )
+                record = OutputRecord(self._topics.warnings, rec.value, rec.key)
+                out.append(_Out(message, record, "warning", warning.kind.value))
+                if warning.kind in _REFUSALS:
+                    stats.merges[_REFUSALS[warning.kind]] += 1
+            if resolution.outcome is Outcome.EMIT:
+                rec = self._encoder.enriched(event, resolution)
+                record = OutputRecord(self._topics.enriched, rec.value, rec.key)
+                out.append(_Out(message, record, "enriched"))
+            else:
+                stats.rejected += 1
+            for rec in self._encoder.overrides(event, resolution, timestamp_ms=now_ms):
+                record = OutputRecord(self._topics.overrides, rec.value, rec.key)
+                out.append(_Out(message, record, "override"))
+        except EncodeError as exc:
+            dead = dead_letter(message, self._topics.dead_letters, exc, reason="encode_failed")
+            return [_Out(message, dead, "dead_letter", "encode_failed")]
+        if resolution.merged:
+            stats.merges["merged"] += 1
+        if resolution.person_created:
+            stats.persons_created += 1
+        return out
+
+    def _confirm(self, outs: list[_Out]) -> list[_Out]:
+        """Wait for every delivery; dead-letter inputs whose output is too large; else raise.
+
+        Returns what was delivered. A size failure is retried once in a request of its own (the
+        broker rejects a whole batch when one record is too large); a record still too large
+        alone turns its input message into a dead letter. Such a retried record lands after the
+        batch's other records.
+        """
+        failures = self._sink.flush(self._flush_timeout)
+        if not failures:
+            return outs
+        by_record = {id(out.record): out for out in outs}
+        lost: set[int] = set()
+        dead: dict[tuple[str, int, int], _Out] = {}
+        for failure in failures:
+            out = by_record.get(id(failure.record))
+            if not failure.too_large or out is None:
+                raise KafkaUnavailableError(
+                    f"delivery to {failure.record.topic} failed: {failure.reason}"
+                )
+            alone = self._sink.produce_alone(failure.record, self._flush_timeout)
+            if alone is None:
+                continue
+            if not alone.too_large or out.kind == "dead_letter":
+                raise KafkaUnavailableError(
+                    f"delivery to {failure.record.topic} failed: {alone.reason} (a dead letter "
+                    "too large for its topic needs a larger max.message.bytes there)"
+                )
+            lost.add(id(out.record))
+            message = out.source
+            error = EncodeError(f"output for {failure.record.topic} too large: {alone.reason}")
+            record = dead_letter(
+                message, self._topics.dead_letters, error, reason="output_too_large"
+            )
+            dead[(message.topic, message.partition, message.offset)] = _Out(
+                message, record, "dead_letter", "output_too_large"
+            )
+        for out in dead.values():  # one dead letter per input, however many outputs failed
+            undelivered = self._sink.produce_alone(out.record, self._flush_timeout)
+            if undelivered is not None:
+                raise KafkaUnavailableError(f"dead-letter delivery failed: {undelivered.reason}")
+        return [out for out in outs if id(out.record) not in lost] + list(dead.values())
+
+    def _account(self, delivered: list[_Out], stats: BatchStats) -> None:
+        now_ms = self._clock.now_ms()
+        for out in delivered:
+            stats.emitted[(out.record.topic, out.kind)] += 1
+            if out.kind == "dead_letter":
+                stats.dead_letters[out.label] += 1
+            elif out.kind == "warning":
+                stats.warnings[out.label] += 1
+            elif out.kind == "enriched" and out.source.timestamp_ms is not None:
+                stats.delays_seconds.append(max(now_ms - out.source.timestamp_ms, 0) / 1000)
+
+
+def next_offsets(batch: Sequence[RawMessage]) -> dict[tuple[str, int], int]:
+    """Per partition, one past the highest offset in ``batch``: what to commit."""
+    offsets: dict[tuple[str, int], int] = {}
+    for message in batch:
+        key = (message.topic, message.partition)
+        offsets[key] = max(offsets.get(key, 0), message.offset + 1)
+    return offsets
