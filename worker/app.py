@@ -8,10 +8,11 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from worker.clock import Clock, SystemClock
-from worker.codec.avro import AvroCodec
+from worker.codec.avro import AvroCodec, SchemaName
 from worker.codec.decode import DecodeOptions
 from worker.codec.encode import OutputEncoder
 from worker.codec.json_formats import JsonOptions
+from worker.codec.schema_registry import ConfluentSchemaResolver, register_schemas
 from worker.config import Settings
 from worker.kafka.sink import KafkaSink
 from worker.kafka.source import KafkaSource
@@ -61,6 +62,27 @@ def build_store(settings: Settings, client: redis.Redis) -> RedisIdentityStore:
     )
 
 
+def build_avro(settings: Settings) -> AvroCodec:
+    """Our schemas under fixed ids, or, with ``formats.schema_registry_url``, registered in the
+    registry (``<topic>-value`` subjects; the input schema under ``io.identityworker.Event``)
+    with unknown writer ids resolved through it."""
+    url = settings.formats.schema_registry_url
+    if url is None:
+        return AvroCodec()
+    resolver = ConfluentSchemaResolver.from_config({"url": url.get_secret_value()})
+    topics = settings.topics
+    ids = register_schemas(
+        resolver,
+        {
+            SchemaName.EVENT: "io.identityworker.Event",
+            SchemaName.ENRICHED_EVENT: f"{topics.enriched}-value",
+            SchemaName.DISTINCT_ID_OVERRIDE: f"{topics.overrides}-value",
+            SchemaName.INGESTION_WARNING: f"{topics.warnings}-value",
+        },
+    )
+    return AvroCodec(schema_ids=ids, resolver=resolver)
+
+
 def build_worker(
     settings: Settings, clock: Clock | None = None, registry: CollectorRegistry | None = None
 ) -> Worker:
@@ -69,7 +91,7 @@ def build_worker(
     store = build_store(settings, client)
     kafka_common = settings.kafka.common()
     sink = KafkaSink({**kafka_common, **settings.kafka.producer})
-    avro = AvroCodec()
+    avro = build_avro(settings)
     processor = Processor(
         store=store,
         sink=sink,

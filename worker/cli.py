@@ -115,6 +115,62 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """The person holding a distinct id, as JSON (property values are the operator's ask)."""
+    from worker.app import build_store, redis_client
+
+    settings = _settings(args)
+    client = redis_client(settings)
+    try:
+        store = build_store(settings, client)
+        person = store.person_for(args.tenant, args.distinct_id)
+        if person is None:
+            print(
+                json.dumps({"tenant": args.tenant, "distinct_id": args.distinct_id, "person": None})
+            )
+            return 1
+        print(
+            json.dumps(
+                {
+                    "tenant": args.tenant,
+                    "distinct_id": args.distinct_id,
+                    "person": {
+                        "person_id": person.person_id,
+                        "created_at_ms": person.created_at_ms,
+                        "last_seen_ms": person.last_seen_ms,
+                        "is_identified": person.is_identified,
+                        "version": person.version,
+                        "distinct_id_count": len(person.distinct_ids),
+                        "distinct_ids": sorted(person.distinct_ids)[: args.max_ids],
+                        "properties": person.visible_properties,
+                    },
+                },
+                indent=2,
+                sort_keys=True,
+                default=str,
+            )
+        )
+        return 0
+    finally:
+        client.close()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from worker.ops.replay import ReplayFilter, replay_dead_letters
+
+    settings = _settings(args)
+    report = replay_dead_letters(
+        settings.kafka.common(),
+        settings.topics.dead_letters,
+        ReplayFilter(frozenset(args.reason), frozenset(args.source_topic)),
+        to_topic=args.to,
+        dry_run=not args.execute,
+    )
+    if not args.execute:
+        print("dry run: nothing was produced; add --execute to replay", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
@@ -141,6 +197,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "create-topics", help="create the input and output topics that do not exist"
     ).set_defaults(func=cmd_create_topics)
+    inspect = sub.add_parser("inspect", help="show the person that holds a distinct id")
+    inspect.add_argument("--tenant", required=True)
+    inspect.add_argument("--distinct-id", required=True)
+    inspect.add_argument("--max-ids", type=int, default=100, help="distinct ids to list")
+    inspect.set_defaults(func=cmd_inspect)
+    dead = sub.add_parser("dead-letters", help="work with the dead-letter topic")
+    dead_sub = dead.add_subparsers(dest="dead_command", required=True)
+    replay = dead_sub.add_parser(
+        "replay", help="send dead letters back to their source topic (dry run by default)"
+    )
+    replay.add_argument("--reason", action="append", default=[], help="only this reason")
+    replay.add_argument(
+        "--source-topic", action="append", default=[], help="only letters from this topic"
+    )
+    replay.add_argument("--to", help="produce to this topic instead of the source topic")
+    replay.add_argument("--execute", action="store_true", help="really produce (default: dry run)")
+    replay.set_defaults(func=cmd_replay)
     demo = sub.add_parser(
         "demo", help="create topics, start a worker, feed it a demo stream, print the output"
     )

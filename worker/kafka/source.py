@@ -156,22 +156,20 @@ class KafkaSource:
         self._consumer.resume([TopicPartition(t, p) for t, p in partitions])
 
     def lag(self) -> dict[Partition, int]:
-        """Messages behind the high watermark, per assigned partition (cached watermarks)."""
+        """Messages between the consumer's position and the high watermark, per assigned
+        partition with a known position. Never blocks: watermarks are the ones the last fetch
+        brought (``cached``), so the value is as fresh as the last fetch."""
         assigned = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
         if not assigned:
             return {}
         lags: dict[Partition, int] = {}
         try:
-            positions = self._consumer.position(assigned)
-            for tp in positions:
+            for tp in self._consumer.position(assigned):
+                if tp.offset < 0:
+                    continue  # nothing fetched yet: no position to measure from
                 _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-                if high < 0:
-                    continue
-                position = tp.offset if tp.offset >= 0 else None
-                if position is None:
-                    committed = self._consumer.committed([tp], timeout=5)[0].offset
-                    position = committed if committed >= 0 else _low
-                lags[(tp.topic, tp.partition)] = max(high - position, 0)
+                if high >= 0:
+                    lags[(tp.topic, tp.partition)] = max(high - tp.offset, 0)
         except KafkaException as exc:
             raise KafkaUnavailableError(f"lag lookup failed: {exc}") from exc
         return lags

@@ -1,8 +1,11 @@
 """Every Prometheus metric the worker exports, built against an injected registry.
 
 Names follow Prometheus conventions (``_total`` counters, ``_seconds`` durations). The pipeline
-records them per batch, not per event, where that is cheaper. ``METRIC_NAMES`` lists every
-exported family; the README table and the dashboard tests are checked against it.
+records them per batch, not per event, where that is cheaper. ``exported_names`` lists every
+series; the deploy tests check the dashboard, the alerts and the docs against it.
+
+Labelled counters start at zero for every label value the worker knows (decode reasons, warning
+types, merge results, components), so ``increase()`` sees the first occurrence too.
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from worker import __version__
+from worker.codec.errors import DECODE_REASONS
+from worker.identity.model import WarningKind
 
 PREFIX = "identity_worker"
+MERGE_RESULTS = ("merged", "refused_identified", "refused_limit", "refused_illegal")
+RELEASE_REASONS = ("merge", "timeout", "overflow", "redelivery")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _DELAY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 300.0)
@@ -127,7 +134,20 @@ class WorkerMetrics:
             build_info=Info(f"{p}_build", "Version of the worker", registry=r),
         )
         metrics.build_info.info({"version": __version__})
+        metrics._zero_known_labels()
         return metrics
+
+    def _zero_known_labels(self) -> None:
+        for reason in (*DECODE_REASONS, "encode_failed", "output_too_large"):
+            self.dead_letters.labels(reason)
+        for kind in WarningKind:
+            self.warnings.labels(kind.value)
+        for result in MERGE_RESULTS:
+            self.merges.labels(result)
+        for component in ("redis", "kafka", "schema_registry"):
+            self.errors.labels(component)
+        for reason in RELEASE_REASONS:
+            self.buffer_releases.labels(reason)
 
     def set_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
         """Replace the lag gauge's series with ``lags`` (revoked partitions disappear)."""
