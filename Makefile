@@ -52,7 +52,7 @@ services-clean: ## Stop local Kafka and Redis and delete their data
 	@deploy/local/redis.sh clean
 
 run: install services-up ## Main job: local services, topics, the worker and a small demo stream
-	@$(PY) -m deploy.local.demo --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis redis://127.0.0.1:$(REDIS_PORT)/0
+	IDENTITY_WORKER_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) IDENTITY_WORKER_REDIS__URL=redis://127.0.0.1:$(REDIS_PORT)/0 $(PY) -m worker demo
 
 test: install kafka-jars redis-install ## Run the whole test suite (unit, property, integration, e2e)
 	$(PY) -m pytest $(PYTEST_ARGS)

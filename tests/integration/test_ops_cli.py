@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -91,7 +92,7 @@ def test_replay_dead_letters_dry_run_filter_and_execute(
 
     consumer = Consumer({**conf, "group.id": unique_name, "auto.offset.reset": "earliest"})
     consumer.subscribe([source])
-    got = []
+    got: list[Any] = []
     deadline = time.monotonic() + 30
     while len(got) < 2 and time.monotonic() < deadline:
         got.extend(m for m in consumer.consume(10, 0.5) if m.error() is None)
