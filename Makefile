@@ -23,8 +23,9 @@ check-tools: ## Check that Python 3.11+, Java 17+ and Maven are present; say how
 $(STAMP): pyproject.toml
 	@deploy/local/check-tools.sh python
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	@echo "installing the package and its dev dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@$(PY) -m pip install -q --upgrade pip > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@$(PY) -m pip install -q -e '.[dev]' >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@touch $@
 
 install: $(STAMP) ## Create .venv and install the package with its dev dependencies

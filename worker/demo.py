@@ -85,13 +85,20 @@ def demo_events(tenant: str, extra: int) -> Iterator[tuple[str, str, dict[str, A
         yield "track", f"anon-x{i % 7}", posthog(100 + i, "tick", f"anon-x{i % 7}", n=i)
 
 
-def _consume_new(consumer: Consumer, deadline: float, want: int, tenant: str) -> list[Any]:
-    seen: list[Any] = []
-    while time.monotonic() < deadline and len(seen) < want:
-        for message in consumer.consume(num_messages=500, timeout=0.5):
+def _next_enriched(consumer: Consumer, enriched_topic: str, tenant: str, seen: list[Any]) -> Any:
+    """Read outputs until the next enriched event of ``tenant`` arrives (or the wait ends);
+    every output of the tenant read on the way is kept in ``seen``."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        found = None
+        for message in consumer.consume(num_messages=100, timeout=0.2):
             if message.error() is None and (message.key() or b"").startswith(tenant.encode()):
                 seen.append(message)
-    return seen
+                if found is None and message.topic() == enriched_topic:
+                    found = message
+        if found is not None:
+            return found
+    return None
 
 
 def _at_end(settings: Settings, topics: list[str], group: str) -> Consumer:
@@ -127,19 +134,37 @@ def run_demo(settings: Settings, events: int = 0) -> int:
     print("== starting identity-worker run")
     env = {**os.environ, "IDENTITY_WORKER_OBSERVABILITY__LOG_FORMAT": "text"}
     worker = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env)
+    emitted: list[Any] = []
     try:
         producer = Producer({**settings.kafka.common(), "enable.idempotence": True})
         stream = list(demo_events(tenant, events))
+        print(f"== tenant {tenant}: producing {len(stream)} events one by one\n")
+        print(f"   {'event':18s} {'distinct_id':12s} {'person':10s} {'mode':13s} id? properties")
+        topic_of = {"track": topics.track, "identify": topics.identify, "alias": topics.alias}
         for kind, distinct_id, payload in stream:
-            topic = {"track": topics.track, "identify": topics.identify, "alias": topics.alias}[
-                kind
-            ]
             producer.produce(
-                topic, key=f"{tenant}:{distinct_id}".encode(), value=json.dumps(payload).encode()
+                topic_of[kind],
+                key=f"{tenant}:{distinct_id}".encode(),
+                value=json.dumps(payload).encode(),
             )
-        producer.flush(30)
-        print(f"== produced {len(stream)} events for tenant {tenant}; waiting for the worker")
-        emitted = _consume_new(reader, time.monotonic() + WAIT_SECONDS, len(stream) + 6, tenant)
+            producer.flush(30)
+            message = _next_enriched(reader, topics.enriched, tenant, emitted)
+            if message is None:
+                print(f"   no enriched event for {distinct_id} after {WAIT_SECONDS:.0f}s")
+                break
+            e = json.loads(message.value())
+            print(
+                f"   {e.get('event') or e['type']:18s} {e['distinct_id']:12s} "
+                f"{e['person_id'][:8]:10s} {e['person_mode']:13s} "
+                f"{'yes' if e['is_identified'] else 'no ':3s} "
+                f"{json.dumps(e['person_properties'], sort_keys=True)}"
+            )
+        # the last event's warnings and overrides may trail its enriched event
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            for message in reader.consume(num_messages=100, timeout=0.2):
+                if message.error() is None and (message.key() or b"").startswith(tenant.encode()):
+                    emitted.append(message)
     finally:
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(timeout=60)
@@ -148,15 +173,6 @@ def run_demo(settings: Settings, events: int = 0) -> int:
     by_topic: dict[str, list[Any]] = {}
     for message in emitted:
         by_topic.setdefault(message.topic(), []).append(message)
-    print(f"\n== {topics.enriched}: enriched events")
-    print(f"   {'event':18s} {'distinct_id':12s} {'person':10s} {'mode':13s} id? properties")
-    for message in by_topic.get(topics.enriched, []):
-        e = json.loads(message.value())
-        print(
-            f"   {e.get('event') or e['type']:18s} {e['distinct_id']:12s} {e['person_id'][:8]:10s} "
-            f"{e['person_mode']:13s} {'yes' if e['is_identified'] else 'no ':3s} "
-            f"{json.dumps(e['person_properties'], sort_keys=True)}"
-        )
     print(f"\n== {topics.overrides}: distinct-id overrides")
     for message in by_topic.get(topics.overrides, []):
         o = json.loads(message.value())
