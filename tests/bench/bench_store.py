@@ -1,0 +1,352 @@
+"""Benchmark of the Redis identity store (a script, not a test).
+
+    .venv/bin/python -m tests.bench.bench_store --redis-url redis://127.0.0.1:16379/0 [--quick]
+
+Measures, against a real Redis:
+1. resolutions per second for batches of 500 mixed operations (80% track, a quarter of them
+   with a few ``$set``; 15% identify with an anonymous id; 5% alias; Zipf-distributed distinct
+   ids), with the batched store (one script call per ``max_ops_per_call`` operations) and a
+   naive variant (the same script called once per operation), side by side;
+2. server time per script call (SLOWLOG with ``slowlog-log-slower-than 0``) for several chunk
+   sizes, which is how the default ``max_ops_per_call`` was chosen;
+3. Redis memory per distinct id and per person on a population of ``--population`` distinct
+   ids (1,000,000 by default): ``INFO memory`` ``used_memory`` delta, plus ``MEMORY USAGE``
+   samples of each kind of key.
+
+It changes the server's SLOWLOG settings while it runs (and restores them), and writes only
+under its own key prefix, which it deletes at the end (unless ``--keep``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import itertools
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from worker.identity.config import IdentityConfig
+from worker.identity.model import EventKind, IdentityEvent, PropertyUpdates
+from worker.store.keys import TenantKeys
+from worker.store.redis_store import DEFAULT_MAX_OPS_PER_CALL, RedisIdentityStore
+
+TENANT = "bench"
+T0 = 1_700_000_000_000
+PROPERTY_KEYS = ("plan", "country", "browser", "os", "utm_source", "referrer", "locale")
+
+
+class Zipf:
+    """Ranks 0..n-1 with P(k) ∝ 1/(k+1)^s (inverse CDF by bisection)."""
+
+    def __init__(self, n: int, s: float, rng: random.Random) -> None:
+        total = 0.0
+        self._cdf: list[float] = []
+        for k in range(n):
+            total += 1.0 / (k + 1) ** s
+            self._cdf.append(total)
+        self._total = total
+        self._rng = rng
+
+    def __call__(self) -> int:
+        return bisect.bisect_left(self._cdf, self._rng.random() * self._total)
+
+
+@dataclass
+class Workload:
+    """The mixed stream: tracks, identifies with anonymous ids, aliases."""
+
+    ids: int
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._zipf = Zipf(self.ids, 1.05, self._rng)
+        self._uuids = itertools.count()
+        self._ts = T0
+
+    def _event(self, kind: EventKind, distinct_id: str, other: str | None = None) -> IdentityEvent:
+        rng = self._rng
+        self._ts += 1
+        updates = PropertyUpdates()
+        if kind is EventKind.IDENTIFY:
+            updates = PropertyUpdates(set=(("email", f"{distinct_id}@example.com"),))
+        elif rng.random() < 0.25:
+            keys = rng.sample(PROPERTY_KEYS, rng.randint(1, 3))
+            updates = PropertyUpdates(
+                set=tuple((k, f"{k}-{rng.randint(0, 20)}") for k in keys),
+                set_once=(("first_seen_plan", "free"),) if rng.random() < 0.3 else (),
+            )
+        return IdentityEvent(
+            tenant=TENANT,
+            kind=kind,
+            distinct_id=distinct_id,
+            uuid=f"{next(self._uuids):012d}-{self.seed}",
+            timestamp_ms=self._ts,
+            other_id=other,
+            updates=updates,
+        )
+
+    def batch(self, size: int) -> list[IdentityEvent]:
+        out = []
+        for _ in range(size):
+            roll = self._rng.random()
+            rank = self._zipf()
+            if roll < 0.80:
+                prefix = "user" if rank % 3 == 0 else "anon"
+                out.append(self._event(EventKind.TRACK, f"{prefix}-{rank}"))
+            elif roll < 0.95:
+                anon = f"anon-{self._zipf()}"
+                out.append(self._event(EventKind.IDENTIFY, f"user-{rank}", anon))
+            else:
+                out.append(self._event(EventKind.ALIAS, f"user-{rank}", f"user-{self._zipf()}"))
+        return out
+
+
+@dataclass
+class SlowlogWindow:
+    """Records every command's duration while active; restores the settings afterwards."""
+
+    client: redis.Redis
+
+    def __enter__(self) -> SlowlogWindow:
+        config = self.client.config_get("slowlog-*")
+        self._saved = {k: config[k] for k in ("slowlog-log-slower-than", "slowlog-max-len")}
+        self.client.config_set("slowlog-log-slower-than", 0)
+        self.client.config_set("slowlog-max-len", 100_000)
+        self.client.slowlog_reset()
+        return self
+
+    def script_durations_us(self) -> list[int]:
+        entries = self.client.slowlog_get(100_000)
+        return [int(e["duration"]) for e in entries if _command(e).startswith("EVALSHA")]
+
+    def __exit__(self, *_: object) -> None:
+        for key, value in self._saved.items():
+            self.client.config_set(key, str(value))
+        self.client.slowlog_reset()
+
+
+def _command(entry: dict[str, object]) -> str:
+    command = entry.get("command", b"")
+    return command.decode(errors="replace") if isinstance(command, bytes) else str(command)
+
+
+def _delete_prefix(client: redis.Redis, prefix: str) -> None:
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            client.unlink(*batch)
+            batch = []
+    if batch:
+        client.unlink(*batch)
+
+
+def _store(client: redis.Redis, prefix: str, max_ops: int) -> RedisIdentityStore:
+    return RedisIdentityStore(client, IdentityConfig(), prefix=prefix, max_ops_per_call=max_ops)
+
+
+def _throughput(
+    store: RedisIdentityStore, batches: Sequence[list[IdentityEvent]]
+) -> tuple[float, list[float]]:
+    latencies = []
+    start = time.perf_counter()
+    for batch in batches:
+        t = time.perf_counter()
+        store.resolve_batch(TENANT, batch, now_ms=T0)
+        latencies.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - start
+    return sum(len(b) for b in batches) / elapsed, latencies
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench_throughput(client: redis.Redis, args: argparse.Namespace) -> list[str]:
+    rows = []
+    results = {}
+    for name, max_ops, batches in (
+        ("batched (Lua, one call per chunk)", args.chunk, args.batches),
+        ("naive (same script, one call per op)", 1, max(2, args.batches // 10)),
+    ):
+        prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        workload = Workload(ids=args.universe)
+        store = _store(client, prefix, max_ops)
+        warm = [workload.batch(500) for _ in range(args.warmup)]
+        _throughput(store, warm)
+        timed = [workload.batch(500) for _ in range(batches)]
+        with SlowlogWindow(client) as slowlog:
+            rate, latencies = _throughput(store, timed)
+            scripts = slowlog.script_durations_us()
+        results[name] = rate
+        rows.append(
+            f"| {name} | {max_ops} | {batches * 500:,} | {rate:,.0f} | "
+            f"{1000 * statistics.median(latencies):.1f} | {1000 * _pct(latencies, 0.99):.1f} | "
+            f"{statistics.median(scripts):,.0f} | {max(scripts):,} |"
+        )
+        _delete_prefix(client, prefix)
+    ratio = (
+        results["batched (Lua, one call per chunk)"]
+        / results["naive (same script, one call per op)"]
+    )
+    return [
+        "### Throughput, batches of 500 mixed operations",
+        "",
+        "| variant | ops per call | resolutions | resolutions/s | batch p50 ms | batch p99 ms "
+        "| script p50 µs | script max µs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        f"Batched / naive: **{ratio:.1f}x**.",
+        "",
+    ]
+
+
+def bench_chunk_sizes(client: redis.Redis, args: argparse.Namespace) -> list[str]:
+    rows = []
+    for chunk in (50, 100, 200, 300, 500):
+        prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        workload = Workload(ids=args.universe, seed=chunk)
+        store = _store(client, prefix, chunk)
+        _throughput(store, [workload.batch(500) for _ in range(args.warmup)])
+        timed = [workload.batch(500) for _ in range(max(4, args.batches // 2))]
+        with SlowlogWindow(client) as slowlog:
+            rate, _ = _throughput(store, timed)
+            scripts = slowlog.script_durations_us()
+        rows.append(
+            f"| {chunk} | {rate:,.0f} | {statistics.median(scripts):,.0f} | "
+            f"{_pct(scripts, 0.99):,.0f} | {max(scripts):,} | "
+            f"{statistics.median(scripts) / chunk:.1f} |"
+        )
+        _delete_prefix(client, prefix)
+    return [
+        "### Server time per script call, by chunk size (SLOWLOG, all calls)",
+        "",
+        "| max_ops_per_call | resolutions/s | script p50 µs | script p99 µs | script max µs "
+        "| µs per op |",
+        "|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+
+
+def _population(n_ids: int, seed: int = 11) -> Iterator[tuple[list[IdentityEvent], int]]:
+    """Batches creating ``n_ids`` distinct ids (and how many persons each batch creates):
+    persons of 1 id (70%) or of 2 ids (30%, an identify merging an anonymous id), each with two
+    properties."""
+    rng = random.Random(seed)
+    made = 0
+    counter = itertools.count()
+    batch: list[IdentityEvent] = []
+    for i in counter:
+        if made >= n_ids:
+            break
+        props = PropertyUpdates(set=(("plan", "free"), ("country", rng.choice(["fr", "de", "us"]))))
+        anon = f"anon-{i}"
+        if rng.random() < 0.3 and made + 2 <= n_ids:
+            kind, distinct_id, other = EventKind.IDENTIFY, f"user-{i}", anon
+            made += 2
+        else:
+            kind, distinct_id, other = EventKind.TRACK, anon, None
+            made += 1
+        batch.append(
+            IdentityEvent(TENANT, kind, distinct_id, f"{i:036d}", T0 + i, other, updates=props)
+        )
+        if len(batch) == 500:
+            yield batch, len(batch)
+            batch = []
+    if batch:
+        yield batch, len(batch)
+
+
+def bench_memory(client: redis.Redis, args: argparse.Namespace) -> list[str]:
+    prefix = f"bench-mem-{uuid.uuid4().hex[:8]}"
+    store = _store(client, prefix, args.chunk)
+    keys = TenantKeys(prefix, TENANT)
+    before = int(client.info("memory")["used_memory"])
+    start = time.perf_counter()
+    persons = 0
+    for n, (batch, created) in enumerate(_population(args.population)):
+        store.resolve_batch(TENANT, batch, now_ms=T0)
+        persons += created
+        if args.verbose and n % 200 == 0:
+            print(f"  populated {n * 500:,} events", file=sys.stderr)
+    elapsed = time.perf_counter() - start
+    # the last reply is kept for the retry TTL: not part of the identity state
+    client.unlink(*list(client.scan_iter(match=f"{prefix}:*reply:*")))
+    after = int(client.info("memory")["used_memory"])
+    ids = int(client.hlen(keys.ids))
+    sets = [k for k in client.scan_iter(match=keys.members_pattern(), count=5000)]
+    sampled_sets = sets[:: max(1, len(sets) // 2000)]
+    set_bytes = [int(client.memory_usage(k) or 0) for k in sampled_sets]
+    records = [
+        value
+        for _, value in itertools.islice(client.hscan_iter(keys.ids, count=5000), 20_000)
+        if value.startswith(b"R")
+    ]
+    ids_bytes = int(client.memory_usage(keys.ids, samples=0) or 0)
+    delta = after - before
+    lines = [
+        f"### Memory, {ids:,} distinct ids in {persons:,} persons "
+        f"({len(sets):,} members sets; populated in {elapsed:.0f} s, {ids / elapsed:,.0f} ids/s)",
+        "",
+        "| measure | bytes |",
+        "|---|---:|",
+        f"| used_memory delta | {delta:,} |",
+        f"| **used_memory delta per distinct id** | **{delta / ids:,.0f}** |",
+        f"| **used_memory delta per person** | **{delta / persons:,.0f}** |",
+        f"| ids hash (MEMORY USAGE SAMPLES 0) per distinct id | {ids_bytes / ids:,.0f} |",
+        f"| person record text, mean length of {len(records):,} | "
+        f"{statistics.mean(len(r) for r in records):,.0f} |",
+        f"| members set of a 2-id person, mean MEMORY USAGE of {len(set_bytes):,} | "
+        f"{statistics.mean(set_bytes) if set_bytes else 0:,.0f} |",
+        "",
+    ]
+    if not args.keep:
+        _delete_prefix(client, prefix)
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:16379/0")
+    parser.add_argument("--quick", action="store_true", help="small runs (about a minute)")
+    parser.add_argument("--population", type=int, help="distinct ids for the memory measure")
+    parser.add_argument("--batches", type=int, help="timed batches of 500 (batched variant)")
+    parser.add_argument("--chunk", type=int, default=DEFAULT_MAX_OPS_PER_CALL)
+    parser.add_argument("--skip", action="append", default=[], choices=["memory", "chunks"])
+    parser.add_argument("--keep", action="store_true", help="keep the memory population")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    args.population = args.population or (100_000 if args.quick else 1_000_000)
+    args.batches = args.batches or (20 if args.quick else 100)
+    args.universe = 20_000 if args.quick else 200_000
+    args.warmup = 5 if args.quick else 20
+    client = redis.Redis.from_url(args.redis_url)
+    server = client.info("server")
+    out = [
+        f"## Redis identity store benchmark (Redis {server['redis_version']}, "
+        f"redis-py {redis.__version__}, {'quick' if args.quick else 'full'} run)",
+        "",
+    ]
+    out += bench_throughput(client, args)
+    if "chunks" not in args.skip:
+        out += bench_chunk_sizes(client, args)
+    if "memory" not in args.skip:
+        out += bench_memory(client, args)
+    print("\n".join(out))
+    client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

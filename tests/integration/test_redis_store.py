@@ -1,0 +1,901 @@
+"""``RedisIdentityStore`` against a real Redis: the rules of docs/IDENTITY.md scenario by scenario,
+concurrency invariants, retries, and the key layout."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.retry import Retry
+
+from worker.errors import PermanentStoreError, TransientStoreError
+from worker.identity.config import IdentityConfig
+from worker.identity.model import (
+    DistinctIdOverride,
+    EventKind,
+    IdentityEvent,
+    IdentityWarning,
+    OrderingMode,
+    Outcome,
+    Person,
+    PersonMode,
+    PropertyOp,
+    PropertyState,
+    PropertyUpdates,
+    Resolution,
+    WarningKind,
+)
+from worker.store.base import IdentityStore
+from worker.store.codec import person_id_for
+from worker.store.keys import TenantKeys
+from worker.store.redis_store import RedisIdentityStore, classify
+
+pytestmark = pytest.mark.integration
+
+TENANT = "team:{1}%"  # every character the key schema must escape
+T0 = 1_700_000_000_000
+
+
+# -- fixtures and builders ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(redis_client: redis.Redis) -> Iterator[str]:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    keys = list(redis_client.scan_iter(match=f"{name}:*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
+
+
+StoreFactory = Callable[..., RedisIdentityStore]
+
+
+@pytest.fixture
+def make_store(redis_client: redis.Redis, prefix: str) -> StoreFactory:
+    def make(config: IdentityConfig | None = None, **kwargs: Any) -> RedisIdentityStore:
+        kwargs.setdefault("prefix", prefix)
+        kwargs.setdefault("client", redis_client)
+        return RedisIdentityStore(config=config or IdentityConfig(), **kwargs)
+
+    return make
+
+
+_uuids = itertools.count()
+
+
+def ev(
+    kind: EventKind | str,
+    distinct_id: str,
+    ts: int = T0,
+    other: str | None = None,
+    *,
+    tenant: str = TENANT,
+    dangerous: bool = False,
+    process_person: bool = True,
+    set: dict[str, Any] | None = None,
+    set_once: dict[str, Any] | None = None,
+    unset: tuple[str, ...] = (),
+    event_uuid: str | None = None,
+) -> IdentityEvent:
+    return IdentityEvent(
+        tenant=tenant,
+        kind=EventKind(kind),
+        distinct_id=distinct_id,
+        uuid=event_uuid or f"e-{next(_uuids):08d}",
+        timestamp_ms=ts,
+        other_id=other,
+        merge_dangerously=dangerous,
+        process_person=process_person,
+        updates=PropertyUpdates(
+            set=tuple((set or {}).items()),
+            set_once=tuple((set_once or {}).items()),
+            unset=unset,
+        ),
+    )
+
+
+def pid(distinct_id: str, tenant: str = TENANT) -> str:
+    return person_id_for(tenant, distinct_id)
+
+
+def run(store: RedisIdentityStore, *events: IdentityEvent) -> list[Resolution]:
+    return store.resolve_batch(TENANT, list(events), now_ms=T0)
+
+
+def one(store: RedisIdentityStore, event: IdentityEvent) -> Resolution:
+    (resolution,) = run(store, event)
+    return resolution
+
+
+def person(store: RedisIdentityStore, distinct_id: str) -> Person:
+    found = store.person_for(TENANT, distinct_id)
+    assert found is not None, distinct_id
+    return found
+
+
+def kinds(resolution: Resolution) -> list[WarningKind]:
+    return [w.kind for w in resolution.warnings]
+
+
+# -- invariants of the stored forest -----------------------------------------------------------
+
+
+def _s(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "surrogatepass") if isinstance(raw, bytes) else raw
+
+
+def check_invariants(client: redis.Redis, keys: TenantKeys) -> dict[str, set[str]]:
+    """Check the union-find of one tenant; return root -> distinct ids.
+
+    No cycle; every id reaches a root that holds a person record; the members sets partition
+    the ids exactly as the parent pointers do (a root alone in its tree has no set), and each
+    record's count equals its tree's size (and SCARD); no person id belongs to two roots; no
+    stray members set; every key of the tenant is in one slot.
+    """
+    entries = {_s(k): _s(v) for k, v in client.hgetall(keys.ids).items()}
+    assert all(v[:1] in ("P", "R") for v in entries.values())
+    trees: dict[str, set[str]] = {}
+    for distinct_id in entries:
+        node, seen = distinct_id, {distinct_id}
+        while entries[node].startswith("P"):
+            node = entries[node][1:]
+            assert node in entries, f"{distinct_id}: chain leaves the forest at {node}"
+            assert node not in seen, f"cycle through {distinct_id}"
+            seen.add(node)
+        trees.setdefault(node, set()).add(distinct_id)
+    person_ids: dict[str, str] = {}
+    for root, ids in trees.items():
+        person_id, count = entries[root][1:].split("|")[0], int(entries[root].split("|")[5])
+        assert person_id not in person_ids, f"{person_id} at {root} and {person_ids[person_id]}"
+        person_ids[person_id] = root
+        assert count == len(ids)
+        members = {_s(m) for m in client.smembers(keys.members(root))}
+        if len(ids) == 1:
+            assert members == set()
+        else:
+            assert members == ids
+            assert client.scard(keys.members(root)) == count
+    member_roots = {
+        keys.root_of_members_key(_s(k))
+        for k in client.scan_iter(match=keys.members_pattern(), count=1000)
+    }
+    assert member_roots == {root for root, ids in trees.items() if len(ids) > 1}
+    slots = {key_slot(k) for k in client.scan_iter(match=keys.all_pattern(), count=1000)}
+    assert len(slots) <= 1
+    return trees
+
+
+# -- persons and merges (A2, A3) ---------------------------------------------------------------
+
+
+def test_it_is_an_identity_store(make_store: StoreFactory) -> None:
+    store: IdentityStore = make_store()  # checked by mypy
+    assert store.persons(TENANT) == []
+
+
+def test_track_creates_a_person(make_store: StoreFactory, redis_client: redis.Redis) -> None:
+    store = make_store()
+    r = one(store, ev("track", "anon-1", set={"plan": "free"}))
+    assert r.outcome is Outcome.EMIT
+    assert r.person_id == pid("anon-1")
+    assert r.person_mode is PersonMode.FULL
+    assert r.properties == {"plan": "free"}
+    assert (r.created_at_ms, r.is_identified, r.person_created, r.merged) == (
+        T0,
+        False,
+        True,
+        False,
+    )
+    p = person(store, "anon-1")
+    assert (p.version, p.last_seen_ms, p.distinct_ids) == (0, T0, frozenset({"anon-1"}))
+    check_invariants(redis_client, store.keys(TENANT))
+
+
+def test_later_events_update_the_person(make_store: StoreFactory) -> None:
+    store = make_store()
+    run(store, ev("track", "a", T0, set={"x": 1}))
+    r = one(store, ev("track", "a", T0 - 10, set={"y": 2}))
+    assert r.created_at_ms == T0 - 10  # created_at is the earliest event applied
+    assert r.properties == {"x": 1, "y": 2}
+    assert not r.person_created
+    one(store, ev("track", "a", T0 + 10))  # no property change: version unchanged
+    p = person(store, "a")
+    assert (p.created_at_ms, p.last_seen_ms, p.version) == (T0 - 10, T0 + 10, 1)
+
+
+def test_identify_without_anonymous_id_merges_nothing(make_store: StoreFactory) -> None:
+    store = make_store()
+    r = one(store, ev("identify", "user", set={"email": "u@x"}))
+    assert (r.is_identified, r.merged, r.person_created) == (False, False, True)
+
+
+def test_a3_3_neither_has_a_person(make_store: StoreFactory, redis_client: redis.Redis) -> None:
+    store = make_store()
+    r = one(store, ev("identify", "user", other="anon", set={"n": 1}))
+    assert r.person_id == pid("user")
+    assert (r.is_identified, r.merged, r.person_created) == (True, True, True)
+    assert r.overrides == (DistinctIdOverride("anon", pid("anon"), pid("user")),)
+    p = person(store, "anon")
+    assert p.person_id == pid("user")
+    assert (p.distinct_ids, p.version) == (frozenset({"user", "anon"}), 0)
+    check_invariants(redis_client, store.keys(TENANT))
+
+
+def test_a3_4_other_joins_intos_person(make_store: StoreFactory) -> None:
+    store = make_store()
+    run(store, ev("track", "user"))
+    r = one(store, ev("identify", "user", other="anon"))
+    assert (r.person_id, r.merged, r.person_created, r.is_identified) == (
+        pid("user"),
+        True,
+        False,
+        True,
+    )
+    assert r.overrides == (DistinctIdOverride("anon", pid("anon"), pid("user")),)
+    assert person(store, "anon").version == 1
+
+
+def test_a3_4_into_joins_others_person_which_keeps_its_id(make_store: StoreFactory) -> None:
+    store = make_store()
+    run(store, ev("track", "anon", T0, set={"a": 1}))
+    r = one(store, ev("identify", "user", T0 + 5, other="anon", set={"b": 2}))
+    assert r.person_id == pid("anon")
+    assert r.overrides == (DistinctIdOverride("user", pid("user"), pid("anon")),)
+    assert r.properties == {"a": 1, "b": 2}
+    p = person(store, "user")
+    assert (p.person_id, p.version, p.is_identified) == (pid("anon"), 1, True)
+
+
+def test_a3_5_same_person_becomes_identified(make_store: StoreFactory) -> None:
+    store = make_store()
+    run(store, ev("track", "a"), ev("alias", "a", other="b", dangerous=True))
+    r = one(store, ev("identify", "b", other="a"))
+    assert (r.merged, r.overrides, r.is_identified) == (False, (), True)
+    assert person(store, "a").version == 1  # identified by the alias; nothing changed since
+
+
+def test_a3_6_merge_of_two_persons(make_store: StoreFactory, redis_client: redis.Redis) -> None:
+    store = make_store()
+    run(
+        store,
+        ev("track", "u", T0 + 100, set={"name": "U", "shared": "from-u"}),
+        ev("track", "o1", T0, set={"plan": "pro", "shared": "from-o"}),
+        ev("alias", "o1", T0 + 1, other="o2"),  # o's person: o1, o2; identified...
+    )
+    # ... so only merge_dangerously may merge it.
+    refused = one(store, ev("identify", "u", T0 + 200, other="o2"))
+    assert kinds(refused) == [WarningKind.CANNOT_MERGE_ALREADY_IDENTIFIED]
+    assert (refused.person_id, refused.merged, refused.is_identified) == (pid("u"), False, True)
+    versions = (person(store, "u").version, person(store, "o1").version)
+    r = one(store, ev("alias", "u", T0 + 300, other="o2", dangerous=True))
+    assert (r.person_id, r.merged, r.warnings) == (pid("u"), True, ())
+    assert r.overrides == (
+        DistinctIdOverride("o1", pid("o1"), pid("u")),
+        DistinctIdOverride("o2", pid("o1"), pid("u")),
+    )
+    # timestamp mode: the later $set of each key wins
+    assert r.properties == {"name": "U", "plan": "pro", "shared": "from-u"}
+    assert r.created_at_ms == T0
+    p = person(store, "o2")
+    assert p.person_id == pid("u")
+    assert p.distinct_ids == frozenset({"u", "o1", "o2"})
+    assert p.version == max(versions) + 1
+    assert p.last_seen_ms == T0 + 300
+    trees = check_invariants(redis_client, store.keys(TENANT))
+    assert list(trees.values()) == [{"u", "o1", "o2"}]
+
+
+def test_a3_6_merge_of_an_unidentified_person_is_allowed(make_store: StoreFactory) -> None:
+    store = make_store()
+    run(store, ev("track", "u"), ev("track", "anon"))
+    r = one(store, ev("identify", "u", other="anon"))
+    assert r.merged
+    assert person(store, "anon").person_id == pid("u")
+
+
+def test_a3_7_cap_refuses_joins_and_merges_whole(
+    make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    store = make_store(IdentityConfig(max_distinct_ids_per_person=3))
+    run(store, ev("identify", "u", other="a1"), ev("alias", "u", other="a2"))
+    assert len(person(store, "u").distinct_ids) == 3
+    # A3.4 into has the full person: refused, the event lands on u's person.
+    r = one(store, ev("alias", "u", other="a3"))
+    assert kinds(r) == [WarningKind.MERGE_LIMIT_EXCEEDED]
+    assert (r.person_id, r.merged) == (pid("u"), False)
+    assert store.person_for(TENANT, "a3") is None
+    # A3.4 other has the full person: into gets its own person, identified.
+    r = one(store, ev("identify", "new", other="a1"))
+    assert kinds(r) == [WarningKind.MERGE_LIMIT_EXCEEDED]
+    assert (r.person_id, r.person_created, r.is_identified) == (pid("new"), True, True)
+    # A3.6: 2 + 3 > 3, refused whole.
+    run(store, ev("track", "x"), ev("alias", "x", other="y"))
+    r = one(store, ev("alias", "x", other="u", dangerous=True))
+    assert kinds(r) == [WarningKind.MERGE_LIMIT_EXCEEDED]
+    assert person(store, "x").distinct_ids == frozenset({"x", "y"})
+    check_invariants(redis_client, store.keys(TENANT))
+
+
+def test_stateless_refusals_make_no_store_call(
+    make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    store = make_store()
+    results = run(
+        store,
+        ev("track", "null"),
+        ev("identify", "'guest'", other="user"),
+        ev("alias", "user", other='"undefined"'),
+        ev("identify", "x" * 401),
+        ev("alias", "a", other="b", process_person=False),
+        ev("alias", "same", other="same"),
+    )
+    assert results[0].person_mode is PersonMode.PROPERTYLESS
+    assert results[0].person_id == pid("null")
+    assert kinds(results[1]) == [
+        WarningKind.CANNOT_MERGE_WITH_ILLEGAL_DISTINCT_ID,
+        WarningKind.ILLEGAL_DISTINCT_ID,
+    ]
+    # illegal other: processed on into, not identified
+    assert kinds(results[2]) == [WarningKind.CANNOT_MERGE_WITH_ILLEGAL_DISTINCT_ID]
+    assert (results[2].person_id, results[2].is_identified) == (pid("user"), False)
+    assert results[3].outcome is Outcome.REJECT
+    assert results[4].outcome is Outcome.REJECT
+    assert (results[5].merged, results[5].is_identified) == (False, False)
+    assert {p.person_id for p in store.persons(TENANT)} == {pid("user"), pid("same")}
+    assert store.person_for(TENANT, "null") is None
+
+
+def test_path_compression_and_union_by_size(
+    make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    store = make_store()
+    keys = store.keys(TENANT)
+    run(store, *(ev("alias", "x1", other=f"x{i}") for i in range(2, 5)))  # 4 ids under x1
+    run(store, ev("track", "a1"), ev("identify", "a1", other="b1"))  # b1 -> a1
+    # a1's person (2 ids) is smaller: its root a1 goes under x1, b1 is two hops away
+    r = one(store, ev("alias", "a1", other="x1", dangerous=True))
+    assert r.person_id == pid("a1")  # into's person id survives, wherever the root is
+    assert redis_client.hget(keys.ids, "a1") == b"Px1"
+    assert redis_client.hget(keys.ids, "b1") == b"Pa1"
+    assert _s(redis_client.hget(keys.ids, "x1") or b"").startswith("R" + pid("a1"))
+    assert person(store, "b1").person_id == pid("a1")
+    one(store, ev("track", "b1"))
+    assert redis_client.hget(keys.ids, "b1") == b"Px1"  # compressed
+    check_invariants(redis_client, keys)
+
+
+def test_long_chains_of_merges(make_store: StoreFactory, redis_client: redis.Redis) -> None:
+    store = make_store()
+    events = [ev("track", f"id{i}", T0 + i) for i in range(60)]
+    events += [ev("alias", f"id{i}", T0 + 100 + i, other=f"id{i + 1}") for i in range(59)]
+    results = run(store, *events)
+    assert all(r.merged for r in results[60:])
+    assert all(not r.warnings for r in results)
+    trees = check_invariants(redis_client, store.keys(TENANT))
+    assert len(trees) == 1
+    p = person(store, "id59")
+    assert p.person_id == pid("id0")  # each alias lands on the person id0 created
+    assert p.created_at_ms == T0
+
+
+# -- properties (A4) ---------------------------------------------------------------------------
+
+
+PROPERTY_EVENTS = [
+    ev("track", "p", T0 + 3, set={"a": "3"}, event_uuid="u3"),
+    ev("track", "p", T0 + 1, set={"a": "1", "b": 1}, set_once={"o": "first"}, event_uuid="u1"),
+    ev("track", "p", T0 + 2, set_once={"o": "second", "c": 0}, unset=("b",), event_uuid="u2"),
+    ev("track", "p", T0 + 5, unset=("a",), event_uuid="u5"),
+    ev("track", "p", T0 + 4, set={"a": "4", "c": 4}, event_uuid="u4"),
+    ev("track", "p", T0 + 2, set={"d": "tie-x"}, event_uuid="same"),
+    ev("track", "p", T0 + 2, set={"d": "tie-y"}, event_uuid="same"),
+]
+
+
+def test_timestamp_mode_is_order_independent_and_idempotent(make_store: StoreFactory) -> None:
+    finals = []
+    for order in [
+        PROPERTY_EVENTS,
+        PROPERTY_EVENTS[::-1],
+        PROPERTY_EVENTS[2:] + PROPERTY_EVENTS[:2],
+    ]:
+        store = make_store(prefix=f"ord-{uuid.uuid4().hex[:10]}")
+        run(store, *order)
+        before = person(store, "p")
+        run(store, *order)  # replay: nothing changes
+        assert person(store, "p") == before
+        finals.append(before)
+    assert all(f.properties == finals[0].properties for f in finals)
+    assert finals[0].visible_properties == {"o": "first", "c": 4, "d": "tie-y"}
+    assert finals[0].properties["a"] == PropertyState(PropertyOp.UNSET, None, T0 + 5, "u5")
+    assert finals[0].properties["o"] == PropertyState(PropertyOp.SET_ONCE, "first", T0 + 1, "u1")
+
+
+def test_timestamp_mode_set_once_never_replaces_a_set(make_store: StoreFactory) -> None:
+    store = make_store()
+    run(store, ev("track", "p", T0 + 10, set={"k": "set"}))
+    r = one(store, ev("track", "p", T0, set_once={"k": "once"}))
+    assert r.properties == {"k": "set"}
+    r = one(store, ev("track", "p", T0 + 5, set={"k": "older"}))
+    assert r.properties == {"k": "set"}
+
+
+def test_within_one_event_set_beats_set_once_and_unset_applies_last(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    r = one(store, ev("track", "p", set={"k": "s", "u": 1}, set_once={"k": "o"}, unset=("u",)))
+    assert r.properties == {"k": "s"}
+
+
+def test_arrival_mode_follows_posthog(make_store: StoreFactory) -> None:
+    store = make_store(IdentityConfig(ordering=OrderingMode.ARRIVAL))
+    r = one(store, ev("track", "p", T0, set={"a": 1}, set_once={"o": 1}, unset=("gone",)))
+    assert r.properties == {"a": 1, "o": 1}
+    r = one(store, ev("track", "p", T0 - 100, set={"a": 2}, set_once={"o": 2, "n": 3}))
+    assert r.properties == {"a": 2, "o": 1, "n": 3}  # arrival order, not timestamps
+    r = one(store, ev("track", "p", T0, set={"b": 1, "a": 2}, unset=("b", "n", "o")))
+    # sets first, then unsets of keys present before the event: b (absent before) stays set,
+    # n and o go; a's value is unchanged, so its state keeps the event that last changed it
+    assert r.properties == {"a": 2, "b": 1}
+    p = person(store, "p")
+    assert p.properties["a"] == PropertyState(PropertyOp.SET, 2, T0 - 100, p.properties["a"].uuid)
+    # merge: {...other, ...into}
+    run(store, ev("track", "q", T0, set={"a": "q", "only_q": 1}))
+    r = one(store, ev("alias", "q", other="p"))
+    assert r.properties == {"a": "q", "only_q": 1, "b": 1}
+
+
+def test_properties_size_limit(make_store: StoreFactory) -> None:
+    # size = len(key) + len(canonical json): "k" + '"xxxx"' = 7 bytes
+    store = make_store(IdentityConfig(max_properties_bytes=20))
+    r = one(store, ev("track", "p", T0, set={"k": "xxxx", "l": "yyyy"}))
+    assert (r.properties, r.warnings) == ({"k": "xxxx", "l": "yyyy"}, ())  # 14 bytes
+    r = one(store, ev("track", "p", T0 + 1, set={"m": "zzzz"}))  # 21 > 20: refused whole
+    assert kinds(r) == [WarningKind.PERSON_PROPERTIES_SIZE_VIOLATION]
+    assert r.warnings[0].details == {"reason": "properties_too_large"}
+    assert r.properties == {"k": "xxxx", "l": "yyyy"}
+    assert person(store, "p").version == 0
+    r = one(store, ev("track", "p", T0 + 2, set={"m": "z"}, unset=("k",)))
+    assert (r.properties, r.warnings) == ({"l": "yyyy", "m": "z"}, ())
+    # a merge is never refused for size, and an update that shrinks is allowed above the limit
+    run(store, ev("track", "q", T0, set={"big": "0123456789"}))
+    r = one(store, ev("alias", "p", T0 + 3, other="q"))
+    assert r.merged
+    assert r.warnings == ()
+    r = one(store, ev("track", "p", T0 + 4, set={"big": "0"}))
+    assert (r.warnings, r.properties["big"]) == ((), "0")
+
+
+def test_key_and_value_length_limits_refuse_the_whole_update(make_store: StoreFactory) -> None:
+    store = make_store(IdentityConfig(max_property_value_length=3))
+    r = one(store, ev("track", "p", set={"ok": "abc", "bad": "abcd"}))
+    assert r.warnings == (
+        IdentityWarning(WarningKind.PERSON_PROPERTIES_SIZE_VIOLATION, {"reason": "value_too_long"}),
+    )
+    assert (r.properties, r.person_created) == ({}, True)
+
+
+def test_values_keep_their_exact_json(make_store: StoreFactory) -> None:
+    store = make_store()
+    values = {
+        "float": 0.1 + 0.2,
+        "big": 2**70,
+        "neg0": -0.0,
+        "nested": {"z": [1, None, True, {"é": 'ü/\\"\n'}]},
+        "emoji": "🙂",
+        'key/with"quotes': "",
+    }
+    r = one(store, ev("track", "p", set=values))
+    assert r.properties == values
+    assert person(store, "p").visible_properties == values
+
+
+# -- personless (A6) ---------------------------------------------------------------------------
+
+
+def test_personless_without_a_person(make_store: StoreFactory, redis_client: redis.Redis) -> None:
+    store = make_store()
+    r = one(store, ev("track", "ghost", process_person=False, set={"x": 1}))
+    assert (r.person_id, r.person_mode, r.properties) == (
+        pid("ghost"),
+        PersonMode.PROPERTYLESS,
+        {},
+    )
+    assert (r.created_at_ms, r.is_identified, r.person_created) == (None, False, False)
+    assert store.persons(TENANT) == []
+    stored = redis_client.scan_iter(match=store.keys(TENANT).all_pattern())
+    assert [k for k in stored if b":reply:" not in k] == []  # only the kept reply
+
+
+def test_personless_with_a_person(make_store: StoreFactory) -> None:
+    store = make_store()
+    run(store, ev("identify", "u", T0, other="a", set={"x": 1}))
+    before = person(store, "a")
+    r = one(store, ev("track", "a", T0 + 60_000, process_person=False, set={"y": 1}))
+    assert (r.person_id, r.person_mode, r.properties) == (pid("u"), PersonMode.PROPERTYLESS, {})
+    assert (r.created_at_ms, r.is_identified) == (T0, True)
+    r = one(store, ev("track", "a", T0 + 60_001, process_person=False))
+    assert r.person_mode is PersonMode.FORCE_UPGRADE
+    assert person(store, "a") == before
+
+
+# -- batches, tenants, keys --------------------------------------------------------------------
+
+
+def test_chunks_give_the_same_answers_as_one_call(make_store: StoreFactory) -> None:
+    events = [ev("track", f"a{i % 4}", T0 + i, set={"i": i}) for i in range(12)]
+    events += [ev("identify", f"a{i}", T0 + 20, other=f"a{i + 1}") for i in range(3)]
+    events += [ev("track", "null"), ev("track", "a0", process_person=False)]
+    whole = make_store(prefix=f"w-{uuid.uuid4().hex[:10]}")
+    chunked = make_store(prefix=f"c-{uuid.uuid4().hex[:10]}", max_ops_per_call=2)
+    assert run(whole, *events) == run(chunked, *events)
+
+    def by_id(store: RedisIdentityStore) -> list[Person]:
+        return sorted(store.persons(TENANT), key=lambda p: p.person_id)
+
+    assert by_id(whole) == by_id(chunked)
+
+
+def test_tenants_are_isolated_each_in_one_slot(
+    make_store: StoreFactory, redis_client: redis.Redis, prefix: str
+) -> None:
+    store = make_store()
+    tenants = ["t1", "t{1}", "t:1", "t%7B1%7D"]
+    for tenant in tenants:
+        store.resolve_batch(tenant, [ev("alias", "a", other="b", tenant=tenant)], now_ms=T0)
+    slots: dict[str, set[int]] = {}
+    for key in redis_client.scan_iter(match=f"{prefix}:*"):
+        tag = _s(key).split("{", 1)[1].split("}", 1)[0]
+        slots.setdefault(tag, set()).add(key_slot(key))
+    assert len(slots) == len(tenants)
+    assert all(len(s) == 1 for s in slots.values())
+    for tenant in tenants:
+        (p,) = store.persons(tenant)
+        assert p.person_id == pid("a", tenant)
+        assert p.distinct_ids == frozenset({"a", "b"})
+        check_invariants(redis_client, store.keys(tenant))
+
+
+def test_each_call_keeps_only_the_latest_reply(
+    make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    store = make_store(reply_ttl_ms=60_000)
+    keys = store.keys(TENANT)
+    for i in range(3):
+        run(store, ev("track", f"a{i}"))
+    replies = [k for k in redis_client.scan_iter(match=keys.all_pattern()) if b":reply:" in k]
+    assert len(replies) == 1
+    assert 0 < redis_client.pttl(replies[0]) <= 60_000
+
+
+def test_a_client_that_decodes_responses_works_too(
+    redis_url: str, make_store: StoreFactory
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = make_store(client=client)
+    (r,) = run(store, ev("identify", "u", other="a", set={"k": "é"}))
+    assert r.properties == {"k": "é"}
+    assert person(store, "a").distinct_ids == frozenset({"u", "a"})
+    assert [p.person_id for p in store.persons(TENANT)] == [pid("u")]
+    client.close()
+
+
+def test_events_of_another_tenant_are_refused(make_store: StoreFactory) -> None:
+    with pytest.raises(ValueError, match="tenant"):
+        make_store().resolve_batch("other", [ev("track", "a")], now_ms=T0)
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+def _hammer(redis_url: str, prefix: str, worker: int, rounds: int) -> None:
+    client = redis.Redis.from_url(redis_url)
+    store = RedisIdentityStore(
+        client, IdentityConfig(max_distinct_ids_per_person=12), prefix=prefix
+    )
+    ids = [f"id{i}" for i in range(16)]
+    for r in range(rounds):
+        batch = []
+        for j in range(8):
+            a = ids[(worker * 7 + r * 3 + j * 5) % len(ids)]
+            b = ids[(worker * 3 + r * 5 + j * 11 + 1) % len(ids)]
+            kind = ("track", "identify", "alias")[(r + j + worker) % 3]
+            batch.append(
+                ev(
+                    kind,
+                    a,
+                    T0 + r,
+                    None if kind == "track" else b,
+                    dangerous=(r + j) % 4 == 0,
+                    set={f"w{worker}": r},
+                    event_uuid=f"w{worker}-{r}-{j}",
+                )
+            )
+        store.resolve_batch(TENANT, batch, now_ms=T0)
+    client.close()
+
+
+def test_concurrent_threads_and_processes_keep_one_valid_forest(
+    redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    threads = [threading.Thread(target=_hammer, args=(redis_url, prefix, w, 40)) for w in range(4)]
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_hammer, args=(redis_url, prefix, w, 40)) for w in range(4, 7)
+    ]
+    workers: list[threading.Thread | multiprocessing.process.BaseProcess] = [*threads, *processes]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert all(p.exitcode == 0 for p in processes)
+    store = RedisIdentityStore(redis_client, IdentityConfig(), prefix=prefix)
+    trees = check_invariants(redis_client, store.keys(TENANT))
+    assert sum(len(ids) for ids in trees.values()) == 16
+    persons = store.persons(TENANT)
+    assert len({p.person_id for p in persons}) == len(persons) == len(trees)
+    assert all(len(p.distinct_ids) <= 12 for p in persons)
+
+
+# -- errors and retries ------------------------------------------------------------------------
+
+
+def _recording_sleep(sleeps: list[float]) -> Callable[[float], None]:
+    """Record the store's backoff delays, but sleep a fixed short time."""
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(0.05)
+
+    return sleep
+
+
+class _LoseFirstReply(redis.Redis):
+    """A client whose first EVALSHA runs on the server but whose reply is 'lost'."""
+
+    lost = 0
+
+    def evalsha(self, *args: Any, **kwargs: Any) -> Any:
+        reply = super().evalsha(*args, **kwargs)
+        if self.lost == 0:
+            self.lost += 1
+            raise redis.exceptions.ConnectionError("connection reset after the script ran")
+        return reply
+
+
+def test_a_lost_reply_is_not_applied_twice(redis_url: str, make_store: StoreFactory) -> None:
+    client = _LoseFirstReply.from_url(redis_url)
+    assert isinstance(client, _LoseFirstReply)
+    sleeps: list[float] = []
+    config = IdentityConfig(ordering=OrderingMode.ARRIVAL)
+    store = make_store(config, client=client, sleep=sleeps.append)
+    r1, r2 = run(store, ev("track", "a", set={"n": 1}), ev("alias", "a", other="b"))
+    assert client.lost == 1
+    assert len(sleeps) == 1
+    # the retry returned the original reply: created, merged and the override are all there
+    assert (r1.person_created, r2.merged) == (True, True)
+    assert r2.overrides == (DistinctIdOverride("b", pid("b"), pid("a")),)
+    assert person(store, "a").version == 1  # arrival mode: a second run would have bumped it
+    client.close()
+
+
+def test_a_killed_connection_between_calls_is_replaced(
+    redis_url: str, make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
+    store = make_store(client=client)
+    run(store, ev("track", "a"))
+    assert redis_client.client_kill_filter(_id=str(client.client_id())) == 1
+    r = one(store, ev("alias", "a", other="b"))
+    assert r.merged
+    assert person(store, "b").distinct_ids == frozenset({"a", "b"})
+    client.close()
+
+
+BUSY_SCRIPT = """
+local function now() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end
+local start = now()
+while now() - start < tonumber(ARGV[1]) do end
+return 1
+"""
+
+
+def test_a_timed_out_call_that_ran_later_is_not_applied_twice(
+    redis_url: str, make_store: StoreFactory
+) -> None:
+    """Redis is blocked by another client's slow script; our call times out client-side while
+    its command waits in the server's buffer. The server runs it after the slow script (the
+    reply goes nowhere); the retries find the kept reply instead of running again."""
+    blocker = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0), socket_timeout=0.15)
+    sleeps: list[float] = []
+    store = make_store(IdentityConfig(ordering=OrderingMode.ARRIVAL), client=client)
+    store_sleep = make_store(
+        IdentityConfig(ordering=OrderingMode.ARRIVAL),
+        client=client,
+        retry_attempts=50,
+        sleep=_recording_sleep(sleeps),
+    )
+    run(store, ev("track", "a", set={"n": 1}))
+    slow = threading.Thread(target=lambda: blocker.eval(BUSY_SCRIPT, 0, 600_000))
+    slow.start()
+    time.sleep(0.1)  # the slow script is running
+    try:
+        r1, r2 = run(
+            store_sleep, ev("track", "a", T0 + 1, set={"n": 2}), ev("alias", "a", other="b")
+        )
+    finally:
+        slow.join()
+    assert sleeps  # it did time out and retry
+    assert (r1.properties, r2.merged) == ({"n": 2}, True)
+    assert r2.overrides == (DistinctIdOverride("b", pid("b"), pid("a")),)
+    p = person(store, "b")
+    # arrival mode: running the chunk twice would have bumped the version twice more
+    assert (p.version, p.visible_properties) == (2, {"n": 2})
+    blocker.close()
+    client.close()
+
+
+def test_unreachable_redis_raises_transient_after_bounded_attempts(
+    make_store: StoreFactory,
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = redis.Redis(port=port, retry=Retry(NoBackoff(), 0), socket_connect_timeout=0.2)
+    sleeps: list[float] = []
+    store = make_store(client=client, retry_attempts=4, sleep=sleeps.append)
+    with pytest.raises(TransientStoreError, match="after 4 attempts") as info:
+        run(store, ev("track", "a"))
+    assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
+    assert len(sleeps) == 3
+    for attempt, slept in enumerate(sleeps):  # exponential, with jitter in [d/2, d]
+        delay = 0.05 * 2**attempt
+        assert delay / 2 <= slept <= delay
+
+
+def test_foreign_data_is_a_permanent_error(
+    make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    sleeps: list[float] = []
+    store = make_store(sleep=sleeps.append)
+    redis_client.set(store.keys(TENANT).ids, "not a hash")
+    with pytest.raises(PermanentStoreError):
+        run(store, ev("track", "a"))
+    assert sleeps == []
+
+
+def test_a_flushed_script_cache_is_reloaded(
+    make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    store = make_store()
+    run(store, ev("track", "a"))
+    redis_client.script_flush()
+    assert one(store, ev("alias", "a", other="b")).merged
+    redis_client.script_flush()
+    assert person(store, "b").distinct_ids == frozenset({"a", "b"})
+    assert store.person_for(TENANT, "unknown") is None
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (redis.exceptions.ConnectionError("reset"), True),
+        (redis.exceptions.TimeoutError("slow"), True),
+        (redis.exceptions.BusyLoadingError("LOADING"), True),
+        (redis.exceptions.ReadOnlyError("READONLY You can't write against a replica."), True),
+        (redis.exceptions.ResponseError("BUSY Redis is busy running a script."), True),
+        (redis.exceptions.ResponseError("MASTERDOWN Link with MASTER is down"), True),
+        (redis.exceptions.AuthenticationError("invalid password"), False),
+        (redis.exceptions.ResponseError("ERR user_script:1: boom"), False),
+        (redis.exceptions.OutOfMemoryError("OOM command not allowed"), False),
+    ],
+)
+def test_classify(error: Exception, transient: bool) -> None:
+    assert (classify(error) is TransientStoreError) == transient
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server of our own (with an AOF), which a test may stop and start again."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--dir", str(self.directory), "--save", ""),
+                *("--appendonly", "yes", "--appendfsync", "always"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        probe = redis.Redis(port=self.port)
+        while True:
+            try:
+                probe.ping()
+                probe.close()
+                return
+            except redis.exceptions.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (make redis-install)")
+    server = PrivateRedis(binary, tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_retries_across_a_redis_restart(private_redis: PrivateRedis) -> None:
+    client = redis.Redis(
+        port=private_redis.port, retry=Retry(NoBackoff(), 0), socket_connect_timeout=0.5
+    )
+    sleeps: list[float] = []
+    store = RedisIdentityStore(
+        client,
+        IdentityConfig(ordering=OrderingMode.ARRIVAL),
+        retry_attempts=100,
+        sleep=_recording_sleep(sleeps),
+    )
+    run(store, ev("track", "a", set={"n": 1}))
+    private_redis.stop()
+    restarter = threading.Timer(0.5, private_redis.start)  # back in ~0.5 s, scripts forgotten
+    restarter.start()
+    try:
+        r = one(store, ev("alias", "a", T0 + 1, other="b", set={"n": 2}))
+    finally:
+        restarter.join()
+    assert sleeps
+    assert r.merged
+    p = person(store, "b")
+    assert (p.distinct_ids, p.version, p.visible_properties) == (
+        frozenset({"a", "b"}),
+        1,
+        {"n": 2},
+    )
+    client.close()

@@ -1,0 +1,251 @@
+"""ARGV encoding and reply decoding of the Redis store (no Redis needed)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from worker.identity.config import IdentityConfig
+from worker.identity.model import (
+    DistinctIdOverride,
+    EventKind,
+    IdentityEvent,
+    IdentityWarning,
+    OrderingMode,
+    Outcome,
+    PersonMode,
+    PreparedOp,
+    PropertyOp,
+    PropertyState,
+    PropertyUpdates,
+    WarningKind,
+)
+from worker.identity.properties import canonical_json
+from worker.store import codec
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _op(
+    *,
+    distinct_id: str = "a",
+    other: str | None = None,
+    updates: PropertyUpdates | None = None,
+    process_person: bool = True,
+    dangerous: bool = False,
+    warnings: tuple[IdentityWarning, ...] = (),
+) -> PreparedOp:
+    event = IdentityEvent(
+        tenant="t",
+        kind=EventKind.IDENTIFY if other else EventKind.TRACK,
+        distinct_id=distinct_id,
+        uuid="u-1",
+        timestamp_ms=1_700_000_000_000,
+        other_id=other,
+        merge_dangerously=dangerous,
+        process_person=process_person,
+        updates=updates or PropertyUpdates(),
+    )
+    return PreparedOp(event=event, merge_with=other, updates=event.updates, warnings=warnings)
+
+
+def test_person_id_is_uuid5_of_tenant_and_distinct_id() -> None:
+    namespace = uuid.UUID("6f1f2b8e-3c0f-5a8e-9d54-1d1b0c6a7e21")
+    assert codec.person_id_for("t", "a:b") == str(uuid.uuid5(namespace, "t:a:b"))
+
+
+def test_canonical_json() -> None:
+    assert canonical_json({"b": [1, 2.5], "a": "é"}) == '{"a":"é","b":[1,2.5]}'
+
+
+@given(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.text(),
+    st.text(),
+)
+def test_order_key_sorts_bytewise_like_ts_then_uuid(t1: int, t2: int, u1: str, u2: str) -> None:
+    k1, k2 = codec.order_key(t1, u1), codec.order_key(t2, u2)
+    b1, b2 = (k.encode("utf-8", "surrogatepass") for k in (k1, k2))
+    expected = (t1, u1.encode("utf-8", "surrogatepass")) < (t2, u2.encode("utf-8", "surrogatepass"))
+    assert (b1 < b2) == expected
+    assert codec.parse_order_key(k1) == (t1, u1)
+
+
+def test_order_key_range() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        codec.order_key(2**63, "u")
+
+
+UPDATES = PropertyUpdates(
+    set=(("a", 1), ("b", 2), ("a", 3), ("f", 7)),
+    set_once=(("a", 9), ("c", 4), ("c", 5), ("d", 6)),
+    unset=("d", "e", "f"),
+)
+
+
+def _key(op: tuple[str, str, object]) -> str:
+    return op[1]
+
+
+def test_key_operations_timestamp_mode_decides_one_op_per_key() -> None:
+    assert sorted(codec.key_operations(UPDATES, OrderingMode.TIMESTAMP), key=_key) == [
+        ("s", "a", 3),
+        ("s", "b", 2),
+        ("o", "c", 4),
+        ("u", "d", None),
+        ("u", "e", None),
+        ("u", "f", None),
+    ]
+
+
+def test_key_operations_arrival_mode_sets_then_unsets() -> None:
+    assert sorted(codec.key_operations(UPDATES, OrderingMode.ARRIVAL), key=_key) == [
+        ("s", "a", 3),
+        ("s", "b", 2),
+        ("o", "c", 4),
+        ("x", "d", 6),
+        ("u", "e", None),
+        ("x", "f", 7),
+    ]
+
+
+def test_encode_args_layout() -> None:
+    limits = codec.CallLimits.of(
+        IdentityConfig(ordering=OrderingMode.ARRIVAL, max_distinct_ids_per_person=7), 5000
+    )
+    ops = [
+        _op(updates=PropertyUpdates(set=(("k", {"x": 1.0}),), unset=("gone",))),
+        _op(distinct_id="u", other="a", dangerous=True),
+        _op(process_person=False),
+    ]
+    args = [a.decode() for a in codec.encode_args(ops, limits)]
+    header = ["3", "arrival", "7", str(512 * 1024), "60000", "5000", "3"]
+    assert args[:7] == header
+    ts, ord_key = "1700000000000", codec.order_key(1_700_000_000_000, "u-1")
+    pid = codec.person_id_for
+    assert args[7:] == [
+        *["1", "a", pid("t", "a"), "", "", ts, ord_key, "2"],
+        *["s", "k", '{"x":1.0}', "u", "gone", ""],
+        *["7", "u", pid("t", "u"), "a", pid("t", "a"), ts, ord_key, "0"],
+        *["0", "a", pid("t", "a"), "", "", ts, ord_key, "0"],
+    ]
+
+
+def test_lone_surrogates_survive_the_wire() -> None:
+    limits = codec.CallLimits.of(IdentityConfig(), 0)
+    updates = PropertyUpdates(set=(("k\ud800", "v\udfff"),))
+    args = codec.encode_args([_op(updates=updates)], limits)
+    assert args[-2:] == [
+        "k\ud800".encode("utf-8", "surrogatepass"),
+        '"v\udfff"'.encode("utf-8", "surrogatepass"),
+    ]
+    assert codec.as_text(args[-1]) == '"v\udfff"'
+
+
+def test_decode_reply() -> None:
+    stateless = IdentityWarning(WarningKind.CANNOT_MERGE_WITH_ILLEGAL_DISTINCT_ID)
+    ops = [_op(other="b", warnings=(stateless,)), _op(process_person=False)]
+    reply = json.dumps(
+        [
+            [
+                "p1",
+                "full",
+                5,
+                True,
+                {"k": [1, {"z": None}]},
+                True,
+                False,
+                ["merge_limit_exceeded", "person_properties_size_violation"],
+                [["z", "old", "p1"], ["b", "old", "p1"]],
+            ],
+            ["p2", "propertyless", None, False, {}, False, False, [], []],
+        ]
+    ).encode()
+    first, second = codec.decode_reply(reply, ops)
+    assert first.event_uuid == "u-1"
+    assert first.outcome is Outcome.EMIT
+    assert first.person_mode is PersonMode.FULL
+    assert first.properties == {"k": [1, {"z": None}]}
+    assert first.created_at_ms == 5
+    assert first.is_identified
+    assert first.merged
+    assert not first.person_created
+    assert first.warnings == (
+        stateless,
+        IdentityWarning(WarningKind.MERGE_LIMIT_EXCEEDED),
+        IdentityWarning(
+            WarningKind.PERSON_PROPERTIES_SIZE_VIOLATION, {"reason": "properties_too_large"}
+        ),
+    )
+    assert first.overrides == (  # sorted by distinct id
+        DistinctIdOverride("b", "old", "p1"),
+        DistinctIdOverride("z", "old", "p1"),
+    )
+    assert second.person_mode is PersonMode.PROPERTYLESS
+    assert second.created_at_ms is None
+
+
+@pytest.mark.parametrize("reply", [b"{}", b"[]", b'[["p"]]', b"not json", b"[[1,2,3,4,5,6,7,8,9]]"])
+def test_decode_reply_rejects_malformed(reply: bytes) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 (json.JSONDecodeError is a ValueError)
+        codec.decode_reply(reply, [_op()])
+
+
+@given(json_values)
+def test_values_round_trip_through_their_text(value: object) -> None:
+    text = canonical_json(value)  # type: ignore[arg-type]
+    assert json.loads(text) == value
+
+
+def _record(meta: dict[str, str], vals: dict[str, str], *, count: int = 2) -> bytes:
+    meta_json, vals_json = json.dumps(meta).encode(), json.dumps(vals).encode()
+    snapshot = ("{" + ",".join(f"{json.dumps(k)}:{t}" for k, t in vals.items()) + "}").encode()
+    header = b"Rp|-5|12|1|3|%d|%d|%d|" % (count, len(meta_json), len(vals_json))
+    return header + meta_json + vals_json + snapshot
+
+
+def test_decode_person() -> None:
+    ord_set = codec.order_key(10, "e1")
+    ord_unset = codec.order_key(12, "e2")
+    meta = {"a": "s" + ord_set, "b": "u" + ord_unset, "c|é": "o" + ord_set}
+    vals = {"a": '"x|"', "c|é": "[1]"}
+    person = codec.decode_person("a", _record(meta, vals), [b"a", b"b"])
+    assert person.person_id == "p"
+    assert (person.created_at_ms, person.last_seen_ms, person.version) == (-5, 12, 3)
+    assert person.is_identified
+    assert person.distinct_ids == frozenset({"a", "b"})
+    assert person.properties == {
+        "a": PropertyState(PropertyOp.SET, "x|", 10, "e1"),
+        "b": PropertyState(PropertyOp.UNSET, None, 12, "e2"),
+        "c|é": PropertyState(PropertyOp.SET_ONCE, [1], 10, "e1"),
+    }
+    assert person.visible_properties == {"a": "x|", "c|é": [1]}
+
+
+def test_decode_person_alone_in_its_tree() -> None:
+    person = codec.decode_person("root|x", _record({}, {}, count=1).decode(), [])
+    assert person.distinct_ids == frozenset({"root|x"})
+    assert person.properties == {}
+
+
+@pytest.mark.parametrize(
+    ("record", "members"),
+    [
+        (b"Pparent", []),
+        (_record({}, {}, count=3), [b"a", b"b"]),
+        (b"Rp|1|2", []),
+        (_record({}, {"a": "1"}, count=1), []),
+    ],
+)
+def test_decode_person_rejects_malformed(record: bytes, members: list[bytes]) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011
+        codec.decode_person("a", record, members)

@@ -1,0 +1,254 @@
+"""ARGV encoding and reply decoding for ``lua/resolve_batch.lua`` (pure: no I/O).
+
+The script never decodes a property value: Python sends each value as its canonical JSON text
+and the script stores, compares and concatenates those texts. Strings cross the wire as UTF-8
+with ``surrogatepass``, so a lone surrogate from a broken client round-trips instead of failing.
+The layouts are documented at the top of the script.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from worker.identity import ids
+from worker.identity.config import IdentityConfig
+from worker.identity.model import (
+    DistinctIdOverride,
+    IdentityWarning,
+    JsonValue,
+    OrderingMode,
+    Outcome,
+    Person,
+    PersonMode,
+    PreparedOp,
+    PropertyOp,
+    PropertyState,
+    PropertyUpdates,
+    Resolution,
+    WarningKind,
+)
+from worker.identity.properties import canonical_json
+
+FORMAT_VERSION = "3"
+"""First ARGV of every call; the script refuses any other."""
+
+_TS_OFFSET = 1 << 63
+_TS_WIDTH = 20
+_ENCODING = "utf-8"
+_ERRORS = "surrogatepass"
+
+_OPS_BY_CODE = {"s": PropertyOp.SET, "o": PropertyOp.SET_ONCE, "u": PropertyOp.UNSET}
+"""Codes of the stored property states."""
+
+
+@lru_cache(maxsize=65_536)
+def person_id_for(tenant: str, distinct_id: str) -> str:
+    """``worker.identity.ids.person_id_for``, cached: hot ids recur in every batch."""
+    return ids.person_id_for(tenant, distinct_id)
+
+
+def order_key(ts_ms: int, event_uuid: str) -> str:
+    """A text whose bytewise order is the order of ``(ts_ms, event_uuid)``: the timestamp
+    shifted by 2^63 and zero-padded to 20 digits, then the uuid."""
+    shifted = ts_ms + _TS_OFFSET
+    if not 0 <= shifted < 1 << 64:
+        raise ValueError(f"timestamp {ts_ms} is out of range")
+    return f"{shifted:0{_TS_WIDTH}d}{event_uuid}"
+
+
+def parse_order_key(key: str) -> tuple[int, str]:
+    """Inverse of ``order_key``."""
+    return int(key[:_TS_WIDTH]) - _TS_OFFSET, key[_TS_WIDTH:]
+
+
+def key_operations(
+    updates: PropertyUpdates, ordering: OrderingMode
+) -> list[tuple[str, str, JsonValue]]:
+    """The event's property operations as (code, key, value), one per key, for the script.
+
+    ``timestamp`` mode (docs/IDENTITY.md, Properties): in ``$unset`` → ``u``; else in ``$set``
+    → ``s`` (the last pair wins); else ``o`` (set_once, the first pair wins).
+
+    ``arrival`` mode (PostHog's order, as ``worker.identity.properties.apply_arrival``): the sets
+    apply first and ``$unset`` then removes only keys present before the event, so a key in
+    both ``$set``/``$set_once`` and ``$unset`` becomes ``x``: set if absent before the event,
+    removed if present. Otherwise ``s``, ``o`` or ``u`` as above.
+    """
+    sets: dict[str, tuple[str, JsonValue]] = {}
+    for key, value in updates.set_once:
+        sets.setdefault(key, ("o", value))
+    for key, value in updates.set:
+        sets[key] = ("s", value)
+    unset = dict.fromkeys(updates.unset)
+    result: list[tuple[str, str, JsonValue]] = []
+    for key, (code, value) in sets.items():
+        if key not in unset:
+            result.append((code, key, value))
+        elif ordering is OrderingMode.ARRIVAL:
+            result.append(("x", key, value))
+    result += [("u", key, None) for key in unset]
+    if ordering is OrderingMode.ARRIVAL:
+        result = [op for op in result if op[0] != "u" or op[1] not in sets]
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """The configuration values the script needs."""
+
+    ordering: OrderingMode
+    max_distinct_ids: int
+    max_properties_bytes: int
+    force_upgrade_after_ms: int
+    reply_ttl_ms: int
+
+    @classmethod
+    def of(cls, config: IdentityConfig, reply_ttl_ms: int) -> CallLimits:
+        return cls(
+            ordering=config.ordering,
+            max_distinct_ids=config.max_distinct_ids_per_person,
+            max_properties_bytes=config.max_properties_bytes,
+            force_upgrade_after_ms=config.force_upgrade_after_ms,
+            reply_ttl_ms=reply_ttl_ms,
+        )
+
+
+def encode_args(ops: Sequence[PreparedOp], limits: CallLimits) -> list[bytes]:
+    """ARGV of one call of ``resolve_batch.lua`` (layout at the top of the script)."""
+    args: list[str] = [
+        FORMAT_VERSION,
+        limits.ordering.value,
+        str(limits.max_distinct_ids),
+        str(limits.max_properties_bytes),
+        str(limits.force_upgrade_after_ms),
+        str(limits.reply_ttl_ms),
+        str(len(ops)),
+    ]
+    for op in ops:
+        event = op.event
+        flags = (
+            (1 if event.process_person else 0)
+            + (2 if event.merge_dangerously else 0)
+            + (4 if op.merge_with is not None else 0)
+        )
+        other = op.merge_with
+        key_ops = key_operations(op.updates, limits.ordering) if not op.updates.is_empty else []
+        args += [
+            _FLAG_TEXTS[flags],
+            event.distinct_id,
+            person_id_for(event.tenant, event.distinct_id),
+            other if other is not None else "",
+            person_id_for(event.tenant, other) if other is not None else "",
+            str(event.timestamp_ms),
+            order_key(event.timestamp_ms, event.uuid),
+            str(len(key_ops)),
+        ]
+        for code, key, value in key_ops:
+            args += [code, key, "" if code == "u" else canonical_json(value)]
+    return [arg.encode(_ENCODING, _ERRORS) for arg in args]
+
+
+_FLAG_TEXTS = [str(flags) for flags in range(8)]
+
+
+def as_text(raw: bytes | str) -> str:
+    return raw.decode(_ENCODING, _ERRORS) if isinstance(raw, bytes) else raw
+
+
+_SCRIPT_WARNINGS: dict[str, IdentityWarning] = {
+    "merge_limit_exceeded": IdentityWarning(WarningKind.MERGE_LIMIT_EXCEEDED),
+    "cannot_merge_already_identified": IdentityWarning(WarningKind.CANNOT_MERGE_ALREADY_IDENTIFIED),
+    "person_properties_size_violation": IdentityWarning(
+        WarningKind.PERSON_PROPERTIES_SIZE_VIOLATION, {"reason": "properties_too_large"}
+    ),
+}
+
+
+def decode_reply(raw: bytes | str, ops: Sequence[PreparedOp]) -> list[Resolution]:
+    """The script's reply as one ``Resolution`` per op; stateless warnings come first.
+
+    Raises ``ValueError`` when the reply does not have the documented shape.
+    """
+    entries = json.loads(as_text(raw))
+    if not isinstance(entries, list) or len(entries) != len(ops):
+        raise ValueError(f"reply has {_len(entries)} entries for {len(ops)} operations")
+    return [_resolution(entry, op) for entry, op in zip(entries, ops, strict=True)]
+
+
+def _len(value: object) -> int | str:
+    return len(value) if isinstance(value, list) else type(value).__name__
+
+
+_MODES = {mode.value: mode for mode in PersonMode}
+
+
+def _resolution(entry: Any, op: PreparedOp) -> Resolution:
+    if not isinstance(entry, list) or len(entry) != 9:
+        raise ValueError(f"malformed reply entry {entry!r}")
+    pid, mode, created_at, identified, props, merged, created, warnings, overrides = entry
+    if not isinstance(props, dict) or not isinstance(created_at, int | None):
+        raise ValueError(f"malformed reply entry {entry!r}")
+    return Resolution(
+        event_uuid=op.event.uuid,
+        outcome=Outcome.EMIT,
+        person_id=str(pid),
+        person_mode=_MODES[mode],
+        properties=props,
+        created_at_ms=created_at,
+        is_identified=identified is True,
+        warnings=op.warnings + tuple(_SCRIPT_WARNINGS[w] for w in warnings)
+        if warnings
+        else op.warnings,
+        overrides=tuple(
+            DistinctIdOverride(str(d), str(old), str(new)) for d, old, new in sorted(overrides)
+        )
+        if overrides
+        else (),
+        merged=merged is True,
+        person_created=created is True,
+    )
+
+
+def decode_person(root: str, record: bytes | str, members: Iterable[bytes | str]) -> Person:
+    """A person from its root, its record (the root's value in the ``ids`` hash, layout in
+    ``lua/resolve_batch.lua``) and its members set (empty for a root alone in its tree).
+
+    Raises ``ValueError`` (or ``KeyError``) when the record is malformed.
+    """
+    raw = record.encode(_ENCODING, _ERRORS) if isinstance(record, str) else record
+    if not raw.startswith(b"R"):
+        raise ValueError(f"{root!r} is not a root")
+    pid, created, last_seen, identified, version, count, meta_len, vals_len, tail = raw[1:].split(
+        b"|", 8
+    )
+    vals_end = int(meta_len) + int(vals_len)
+    meta = json.loads(as_text(tail[: int(meta_len)]))
+    vals = json.loads(as_text(tail[int(meta_len) : vals_end]))
+    snapshot = json.loads(as_text(tail[vals_end:]))
+    properties: dict[str, PropertyState] = {}
+    # cjson writes an empty table as {}; accept [] too.
+    for key, state in meta.items() if isinstance(meta, dict) else ():
+        op = _OPS_BY_CODE[state[0]]
+        ts_ms, event_uuid = parse_order_key(state[1:])
+        value = None if op is PropertyOp.UNSET else json.loads(vals[key])
+        properties[key] = PropertyState(op=op, value=value, ts_ms=ts_ms, uuid=event_uuid)
+    visible = {k: s.value for k, s in properties.items() if s.op is not PropertyOp.UNSET}
+    if len(visible) != len(vals) or visible != snapshot:
+        raise ValueError(f"person at {root!r} has inconsistent property texts")
+    n = int(count)
+    distinct_ids = frozenset(as_text(m) for m in members) if n > 1 else frozenset({root})
+    if len(distinct_ids) != n:
+        raise ValueError(f"person at {root!r} counts {n} ids but has {len(distinct_ids)}")
+    return Person(
+        person_id=as_text(pid),
+        created_at_ms=int(created),
+        last_seen_ms=int(last_seen),
+        is_identified=identified == b"1",
+        version=int(version),
+        distinct_ids=distinct_ids,
+        properties=properties,
+    )

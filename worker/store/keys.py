@@ -1,0 +1,124 @@
+"""Redis key schema of the identity store (pure: no I/O).
+
+Every key of a tenant carries the hash tag ``{<tenant>}``, so all of a tenant's keys live in one
+Redis Cluster slot and one Lua script can touch them all::
+
+    <prefix>:{<tenant>}:ids                hash   the union-find: distinct id -> "P" parent id
+                                                  (a non-root) or "R" person record (a root)
+    <prefix>:{<tenant>}:members:<root>     set    every distinct id of the root's tree, for a
+                                                  tree of two ids or more
+    <prefix>:{<tenant>}:reply:<token>      string a call's reply, kept briefly so a retried
+                                                  call returns it instead of running again
+
+The person record layout is documented in ``lua/resolve_batch.lua`` and decoded by
+``codec.decode_person``.
+
+``<tenant>`` is percent-encoded: ``%``, ``{``, ``}`` and ``:`` become ``%25``, ``%7B``, ``%7D``
+and ``%3A``. The encoding is injective and leaves no brace in the tag, so two tenants never share
+a tag (or a key), and the tag Redis hashes is exactly the encoded tenant. The prefix may not
+contain braces (it would move the hash tag) and is followed by ``:{``, so keys of different
+prefixes cannot collide either. ``<root>`` and ``<token>`` are the raw tail of the key: nothing
+follows them, so they need no escaping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_ESCAPES = {"%": "%25", "{": "%7B", "}": "%7D", ":": "%3A"}
+_UNESCAPES = {v: k for k, v in _ESCAPES.items()}
+_GLOB_SPECIAL = frozenset("*?[]\\^")
+
+
+def escape_tenant(tenant: str) -> str:
+    """Percent-encode the characters that would break the hash tag or the key layout."""
+    return "".join(_ESCAPES.get(c, c) for c in tenant)
+
+
+def unescape_tenant(escaped: str) -> str:
+    """Inverse of ``escape_tenant``."""
+    out: list[str] = []
+    i = 0
+    while i < len(escaped):
+        chunk = escaped[i : i + 3]
+        if chunk in _UNESCAPES:
+            out.append(_UNESCAPES[chunk])
+            i += 3
+        else:
+            out.append(escaped[i])
+            i += 1
+    return "".join(out)
+
+
+def glob_escape(text: str) -> str:
+    """Escape ``text`` for a Redis glob pattern (``SCAN MATCH``), so it matches literally."""
+    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it is usable as a key prefix, else raise ``ValueError``."""
+    if not prefix:
+        raise ValueError("key prefix must not be empty")
+    if "{" in prefix or "}" in prefix:
+        raise ValueError(f"key prefix {prefix!r} must not contain braces (they set the hash tag)")
+    return prefix
+
+
+@dataclass(frozen=True, slots=True)
+class TenantKeys:
+    """The keys (and key prefixes) of one tenant."""
+
+    prefix: str
+    tenant: str
+
+    @classmethod
+    def of(cls, prefix: str, tenant: str) -> TenantKeys:
+        return cls(validate_prefix(prefix), tenant)
+
+    @property
+    def tag(self) -> str:
+        """The hash tag, braces included: every key of the tenant contains it."""
+        return "{" + escape_tenant(self.tenant) + "}"
+
+    @property
+    def base(self) -> str:
+        """``<prefix>:{<tenant>}:``, the start of every key of the tenant."""
+        return f"{self.prefix}:{self.tag}:"
+
+    @property
+    def ids(self) -> str:
+        """The union-find hash: every distinct id of the tenant."""
+        return self.base + "ids"
+
+    @property
+    def members_prefix(self) -> str:
+        return self.base + "members:"
+
+    @property
+    def reply_prefix(self) -> str:
+        return self.base + "reply:"
+
+    def members(self, root: str) -> str:
+        return self.members_prefix + root
+
+    def reply(self, token: str) -> str:
+        return self.reply_prefix + token
+
+    def members_pattern(self) -> str:
+        """``SCAN MATCH`` pattern of every members set of the tenant."""
+        return glob_escape(self.members_prefix) + "*"
+
+    def all_pattern(self) -> str:
+        """``SCAN MATCH`` pattern of every key of the tenant."""
+        return glob_escape(self.base) + "*"
+
+    def root_of_members_key(self, key: str) -> str:
+        """The root distinct id named by a members key of this tenant."""
+        if not key.startswith(self.members_prefix):
+            raise ValueError(f"{key!r} is not a members key of tenant {self.tenant!r}")
+        return key[len(self.members_prefix) :]
+
+    def script_keys(self, token: str, previous_token: str | None) -> list[str]:
+        """``KEYS`` of ``resolve_batch.lua``, in the order the script reads them."""
+        previous = self.reply(previous_token) if previous_token else self.reply(token)
+        return [self.ids, self.members_prefix, self.reply(token), previous]
