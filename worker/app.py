@@ -59,6 +59,9 @@ def build_store(settings: Settings, client: redis.Redis) -> RedisIdentityStore:
         settings.identity.to_config(),
         prefix=settings.redis.key_prefix,
         max_ops_per_call=settings.redis.max_ops_per_call,
+        retry_attempts=settings.redis.retry_attempts,
+        retry_base_delay_s=settings.redis.retry_backoff_seconds,
+        retry_max_delay_s=settings.redis.retry_backoff_max_seconds,
     )
 
 

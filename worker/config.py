@@ -105,7 +105,7 @@ class TopicSettings(_Section):
 class RedisSettings(_Section):
     url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
     key_prefix: str = "iw"
-    max_ops_per_call: int = Field(default=200, ge=1)
+    max_ops_per_call: int = Field(default=64, ge=1)
     """Operations per Lua call: keeps each script short so Redis is never blocked for long."""
     retry_attempts: int = Field(default=8, ge=1)
     retry_backoff_seconds: float = Field(default=0.05, gt=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from worker.identity.config import IdentityConfig
 
 _QUOTES = ("'", '"')
@@ -14,6 +16,11 @@ def _unquoted(distinct_id: str) -> str:
     return distinct_id
 
 
+@cache
+def _folded(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(name.casefold() for name in names)
+
+
 def is_illegal_id(distinct_id: str, config: IdentityConfig) -> bool:
     """Empty or whitespace-only, or (bare or in single/double quotes, surrounding white space
     ignored) one of the configured
@@ -22,11 +29,9 @@ def is_illegal_id(distinct_id: str, config: IdentityConfig) -> bool:
     stripped = distinct_id.strip()
     if not stripped:
         return True
+    insensitive = _folded(config.illegal_ids_case_insensitive)
     for candidate in {stripped, _unquoted(stripped)}:
-        if candidate in config.illegal_ids_case_sensitive:
-            return True
-        folded = candidate.casefold()
-        if any(folded == bad.casefold() for bad in config.illegal_ids_case_insensitive):
+        if candidate in config.illegal_ids_case_sensitive or candidate.casefold() in insensitive:
             return True
     return False
 
