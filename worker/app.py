@@ -21,6 +21,7 @@ from worker.observability.metrics import WorkerMetrics
 from worker.observability.recorder import MetricsRecorder
 from worker.pipeline.processor import Processor
 from worker.pipeline.runner import Runner
+from worker.store.codec import BufferPolicy
 from worker.store.redis_store import RedisIdentityStore
 
 
@@ -54,6 +55,7 @@ def redis_client(settings: Settings) -> redis.Redis:
 
 
 def build_store(settings: Settings, client: redis.Redis) -> RedisIdentityStore:
+    buffer = settings.buffer
     return RedisIdentityStore(
         client,
         settings.identity.to_config(),
@@ -62,6 +64,12 @@ def build_store(settings: Settings, client: redis.Redis) -> RedisIdentityStore:
         retry_attempts=settings.redis.retry_attempts,
         retry_base_delay_s=settings.redis.retry_backoff_seconds,
         retry_max_delay_s=settings.redis.retry_backoff_max_seconds,
+        buffer=BufferPolicy(
+            delay_ms=round(buffer.delay_seconds * 1000) if buffer.enabled else 0,
+            max_per_id=buffer.max_events_per_id,
+            max_total=buffer.max_events_total,
+            lease_ms=round(buffer.lease_seconds * 1000),
+        ),
     )
 
 
@@ -110,6 +118,7 @@ def build_worker(
         topics=settings.topics,
         clock=clock,
         flush_timeout_seconds=settings.batch.shutdown_timeout_seconds,
+        buffer=settings.buffer,
     )
     source = KafkaSource(
         {**kafka_common, "group.id": settings.kafka.group_id, **settings.kafka.consumer},

@@ -159,7 +159,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from worker.ops.replay import ReplayFilter, replay_dead_letters
 
     settings = _settings(args)
-    report = replay_dead_letters(
+    replay_dead_letters(
         settings.kafka.common(),
         settings.topics.dead_letters,
         ReplayFilter(frozenset(args.reason), frozenset(args.source_topic)),

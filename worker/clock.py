@@ -40,3 +40,20 @@ class ManualClock:
     def advance(self, seconds: float) -> None:
         self._now_ms += round(seconds * 1000)
         self._mono += seconds
+
+
+class ShiftedClock(SystemClock):
+    """The system clock plus an offset that tests move forward: time passes for real, and a
+    test can also jump (e.g. past the buffer's delay) without sleeping."""
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+
+    def now_ms(self) -> int:
+        return super().now_ms() + round(self._offset * 1000)
+
+    def monotonic(self) -> float:
+        return super().monotonic() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        self._offset += seconds

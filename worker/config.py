@@ -147,6 +147,10 @@ class BufferSettings(_Section):
     max_events_per_id: int = Field(default=100, ge=1)
     max_events_total: int = Field(default=1_000_000, ge=1)
     release_batch_size: int = Field(default=500, ge=1)
+    """Most ids (and most expired leases) one release call hands out per tenant."""
+    release_interval_seconds: float = Field(default=1.0, gt=0)
+    """How often a worker looks for events whose wait is over: the release is late by at
+    most this much."""
     lease_seconds: float = Field(default=30.0, gt=0)
     """A worker that took due events and did not acknowledge them within this time is presumed
     dead; another worker releases them again (at least once)."""

@@ -57,6 +57,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     data["redis"]["url"] = settings.redis.url.get_secret_value()
     for section, values in data.items():
         for key, value in values.items():
+            if value is None:
+                continue  # unset: the worker's default is None too
             name = f"IDENTITY_WORKER_{section.upper()}__{key.upper()}"
             env[name] = value if isinstance(value, str) else json.dumps(value)
     return env

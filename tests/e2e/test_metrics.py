@@ -100,7 +100,9 @@ def test_metrics_count_what_was_processed(kafka_bootstrap: str, redis_url: str) 
             ops.close()
 
     assert _sum(s, "identity_worker_events_consumed_total") == expected_consumed
-    assert _sum(s, "identity_worker_events_consumed_total", topic=topics.track) == 22  # 20 tracks, "null", garbage
+    assert (
+        _sum(s, "identity_worker_events_consumed_total", topic=topics.track) == 22
+    )  # 20 tracks, "null", garbage
     assert _sum(s, "identity_worker_events_emitted_total", kind="enriched") == 26
     assert _sum(s, "identity_worker_events_emitted_total", kind="override") == 5
     assert _sum(s, "identity_worker_dead_letters_total") == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 
@@ -127,17 +128,34 @@ def test_encode_args_layout() -> None:
         _op(distinct_id="u", other="a", dangerous=True),
         _op(process_person=False),
     ]
-    args = [a.decode() for a in codec.encode_args(ops, limits)]
-    header = ["3", "arrival", "7", str(512 * 1024), "60000", "5000", "3"]
-    assert args[:7] == header
+    args = [a.decode() for a in codec.encode_args(ops, limits, now_ms=42)]
+    header = ["4", "arrival", "7", str(512 * 1024), "60000", "5000", "42"]
+    header += ["0", "100", "1000000", "30000", "resolve", "0", "3"]  # buffer off; command
+    assert args[:14] == header
     ts, ord_key = "1700000000000", codec.order_key(1_700_000_000_000, "u-1")
     pid = codec.person_id_for
-    assert args[7:] == [
+    assert args[14:] == [
         *["1", "a", pid("t", "a"), "", "", ts, ord_key, "2"],
         *["s", "k", '{"x":1.0}', "u", "gone", ""],
         *["7", "u", pid("t", "u"), "a", pid("t", "a"), ts, ord_key, "0"],
         *["0", "a", pid("t", "a"), "", "", ts, ord_key, "0"],
     ]
+
+
+def test_a_bufferable_op_carries_its_ingestion_time_and_payload() -> None:
+    limits = codec.CallLimits.of(IdentityConfig(), 0)
+    event = _op().event
+    bufferable = PreparedOp(
+        dataclasses.replace(event, buffer_payload=b"\x00raw"), None, event.updates
+    )
+    policy = codec.BufferPolicy(delay_ms=60_000, max_per_id=3, max_total=9, lease_ms=5)
+    args = codec.encode_args([bufferable], limits, now_ms=7, buffer=policy)
+    assert [a.decode() for a in args[7:14]] == ["60000", "3", "9", "5", "resolve", "0", "1"]
+    assert args[14] == b"9"  # process person + bufferable
+    assert args[-2:] == [b"7", b"\x00raw"]
+    off = codec.encode_args([bufferable], limits, now_ms=7)  # buffer off: applied at once
+    assert off[14] == b"1"
+    assert off[-1] != b"\x00raw"
 
 
 def test_lone_surrogates_survive_the_wire() -> None:
@@ -154,23 +172,30 @@ def test_lone_surrogates_survive_the_wire() -> None:
 def test_decode_reply() -> None:
     stateless = IdentityWarning(WarningKind.CANNOT_MERGE_WITH_ILLEGAL_DISTINCT_ID)
     ops = [_op(other="b", warnings=(stateless,)), _op(process_person=False)]
+    released_entry = ["p3", "full", 9, False, {}, False, True, ["buffer_overflow"], []]
     reply = json.dumps(
         [
             [
-                "p1",
-                "full",
-                5,
-                True,
-                {"k": [1, {"z": None}]},
-                True,
-                False,
-                ["merge_limit_exceeded", "person_properties_size_violation"],
-                [["z", "old", "p1"], ["b", "old", "p1"]],
+                [
+                    "p1",
+                    "full",
+                    5,
+                    True,
+                    {"k": [1, {"z": None}]},
+                    True,
+                    False,
+                    ["merge_limit_exceeded", "person_properties_size_violation"],
+                    [["z", "old", "p1"], ["b", "old", "p1"]],
+                ],
+                ["p2", "propertyless", None, False, {}, False, False, [], []],
             ],
-            ["p2", "propertyless", None, False, {}, False, False, [], []],
+            [["e-9", "overflow", 1234, released_entry]],
         ]
     ).encode()
-    first, second = codec.decode_reply(reply, ops)
+    (first, second), (released,) = codec.decode_reply(reply, ops)
+    assert (released.event_uuid, released.reason, released.ingested_ms) == ("e-9", "overflow", 1234)
+    assert released.resolution.person_created
+    assert released.resolution.warnings == (IdentityWarning(WarningKind.BUFFER_OVERFLOW),)
     assert first.event_uuid == "u-1"
     assert first.outcome is Outcome.EMIT
     assert first.person_mode is PersonMode.FULL
@@ -194,7 +219,19 @@ def test_decode_reply() -> None:
     assert second.created_at_ms is None
 
 
-@pytest.mark.parametrize("reply", [b"{}", b"[]", b'[["p"]]', b"not json", b"[[1,2,3,4,5,6,7,8,9]]"])
+def test_decode_a_buffered_result() -> None:
+    ops = [_op()]
+    reply = json.dumps([[["", "buffered", None, False, {}, False, False, [], []]], []])
+    (resolution,), released = codec.decode_reply(reply, ops)
+    assert resolution.outcome is Outcome.BUFFER
+    assert resolution.person_id is None
+    assert released == []
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"{}", b"[]", b'[["p"]]', b"not json", b"[[[1,2,3,4,5,6,7,8,9]],[]]", b'[[], [["x"]]]'],
+)
 def test_decode_reply_rejects_malformed(reply: bytes) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (json.JSONDecodeError is a ValueError)
         codec.decode_reply(reply, [_op()])

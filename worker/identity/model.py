@@ -53,6 +53,8 @@ class Outcome(StrEnum):
     """Emit the enriched event (possibly personless)."""
     REJECT = "reject"
     """Do not emit the event; its warnings say why (e.g. an over-long distinct id)."""
+    BUFFER = "buffer"
+    """The event waits in the buffer (A8); it comes back, resolved, when released."""
 
 
 class WarningKind(StrEnum):
@@ -68,6 +70,7 @@ class WarningKind(StrEnum):
         "invalid_event_when_process_person_profile_is_false"
     )
     EVENT_TIMESTAMP_IN_FUTURE = "event_timestamp_in_future"
+    BUFFER_OVERFLOW = "buffer_overflow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,10 @@ class IdentityEvent:
     merge_dangerously: bool = False
     process_person: bool = True
     updates: PropertyUpdates = NO_UPDATES
+    buffer_payload: bytes | None = None
+    """Set on a bufferable event (a backend event that merges nothing, contract A8): it may
+    wait in the buffer, which keeps this payload and hands it back on release. The identity
+    rules ignore it; a store without a buffer applies the event at once."""
 
 
 @dataclass(frozen=True, slots=True)

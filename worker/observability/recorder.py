@@ -18,8 +18,13 @@ class MetricsRecorder:
 
     def batch_done(self, size: int, seconds: float, stats: BatchStats) -> None:
         m = self._m
-        m.batch_size.observe(size)
-        m.batch_duration.observe(seconds)
+        if size:
+            m.batch_size.observe(size)
+            m.batch_duration.observe(seconds)
+        if stats.buffer_events is not None:
+            m.buffer_depth.set(stats.buffer_events)
+        if stats.buffer_oldest_age_seconds is not None:
+            m.buffer_oldest_age.set(stats.buffer_oldest_age_seconds)
         for topic, n in stats.consumed.items():
             m.events_consumed.labels(topic).inc(n)
         for (topic, kind), n in stats.emitted.items():

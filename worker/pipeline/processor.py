@@ -9,26 +9,39 @@ input into a dead letter. Anything transient (Redis or Kafka unavailable) raises
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from worker.clock import Clock
 from worker.codec.decode import DecodeOptions, decode_message
 from worker.codec.encode import OutputEncoder
 from worker.codec.envelope import InputEvent, to_identity_event
 from worker.codec.errors import DecodeError, EncodeError, SchemaRegistryUnavailableError
-from worker.config import TopicSettings
-from worker.errors import KafkaUnavailableError, TransientSchemaRegistryError
+from worker.config import BufferSettings, TopicSettings
+from worker.errors import KafkaUnavailableError, TransientError, TransientSchemaRegistryError
 from worker.identity.config import IdentityConfig
-from worker.identity.model import IdentityEvent, IdentityWarning, Outcome, Resolution, WarningKind
+from worker.identity.model import (
+    EventKind,
+    IdentityEvent,
+    IdentityWarning,
+    Outcome,
+    Resolution,
+    WarningKind,
+)
 from worker.identity.timestamps import normalize_timestamp
 from worker.kafka.records import OutputRecord, RawMessage
 from worker.kafka.sink import KafkaSink
 from worker.pipeline.deadletter import dead_letter
 from worker.pipeline.runner import BatchOutcome, BatchProcessor, BatchStats
-from worker.store.base import IdentityStore
+from worker.store.base import BufferingStore, Released
+
+log = logging.getLogger(__name__)
+
+BUFFER_SOURCE = "identity-worker.buffer"
+"""``iw.source.topic`` of a dead letter made from a released buffered event."""
 
 _REFUSALS = {
     WarningKind.CANNOT_MERGE_ALREADY_IDENTIFIED: "refused_identified",
@@ -59,7 +72,7 @@ class Processor(BatchProcessor):
     def __init__(
         self,
         *,
-        store: IdentityStore,
+        store: BufferingStore,
         sink: KafkaSink,
         encoder: OutputEncoder,
         decode_options: DecodeOptions,
@@ -67,8 +80,12 @@ class Processor(BatchProcessor):
         topics: TopicSettings,
         clock: Clock,
         flush_timeout_seconds: float = 30.0,
+        buffer: BufferSettings | None = None,
     ) -> None:
         self._store = store
+        self._buffer = buffer or BufferSettings(enabled=False)
+        self._payloads = OutputEncoder("json", decode_options.avro)
+        self._next_release = 0.0
         self._sink = sink
         self._encoder = encoder
         self._decode_options = decode_options
@@ -106,28 +123,98 @@ class Processor(BatchProcessor):
                 now_ms,
                 self._identity_config.future_timestamp_margin_ms,
             )
-            decoded.append(
-                _Decoded(
-                    message,
-                    event,
-                    to_identity_event(event, timestamp_ms),
-                    (warning,) if warning else (),
-                )
-            )
+            identity = to_identity_event(event, timestamp_ms)
+            if self._bufferable(event):
+                identity = replace(identity, buffer_payload=self._payloads.input_event(event))
+            decoded.append(_Decoded(message, event, identity, (warning,) if warning else ()))
 
-        for item, resolution in self._resolve(decoded, now_ms, stats):
+        released: dict[str, list[Released]] = {}
+        for item, resolution in self._resolve(decoded, now_ms, stats, released):
             outs.extend(self._outputs(item, resolution, now_ms, stats))
+        for freed in released.values():
+            outs.extend(self._released_outputs(freed, now_ms, stats))
 
-        for out in outs:
-            self._sink.produce(out.record)
-        outs = self._confirm(outs)
-        self._account(outs, stats)
+        self._emit(outs, stats)
+        self._ack(released)
         return BatchOutcome(next_offsets=next_offsets(batch), stats=stats)
 
+    def _bufferable(self, event: InputEvent) -> bool:
+        """A backend event that merges nothing and processes its person (docs/BUFFER.md)."""
+        if not (self._buffer.enabled and event.is_backend and event.process_person):
+            return False
+        return event.kind is EventKind.TRACK or (
+            event.kind is EventKind.IDENTIFY and event.other_id is None
+        )
+
+    def _emit(self, outs: list[_Out], stats: BatchStats) -> None:
+        for out in outs:
+            self._sink.produce(out.record)
+        self._account(self._confirm(outs), stats)
+
+    def _ack(self, released: dict[str, list[Released]]) -> None:
+        """Forget released entries whose outputs Kafka acknowledged. A failed ack is only
+        logged: the lease expires and the entries are released again (at least once)."""
+        for tenant, freed in released.items():
+            try:
+                self._store.ack(tenant, [r.event_uuid for r in freed])
+            except TransientError as exc:
+                log.warning("buffer ack failed, entries will be redelivered: %s", exc)
+
+    def housekeeping(self) -> BatchStats | None:
+        """At most every ``buffer.release_interval_seconds``: release what waited long enough
+        (and expired leases) in every tenant that buffers, emit it, acknowledge it."""
+        if not self._buffer.enabled or self._clock.monotonic() < self._next_release:
+            return None
+        self._next_release = self._clock.monotonic() + self._buffer.release_interval_seconds
+        now_ms = self._clock.now_ms()
+        stats = BatchStats(buffer_events=0, buffer_oldest_age_seconds=0.0)
+        released: dict[str, list[Released]] = {}
+        for tenant in self._store.buffered_tenants():
+            freed = self._store.release_due(tenant, now_ms, self._buffer.release_batch_size)
+            if freed:
+                released[tenant] = freed
+            buffered = self._store.buffer_stats(tenant, now_ms)
+            stats.buffer_events = (stats.buffer_events or 0) + buffered.events
+            if buffered.oldest_age_ms is not None:
+                age = buffered.oldest_age_ms / 1000
+                stats.buffer_oldest_age_seconds = max(stats.buffer_oldest_age_seconds or 0, age)
+        outs: list[_Out] = []
+        for freed in released.values():
+            outs.extend(self._released_outputs(freed, now_ms, stats))
+        self._emit(outs, stats)
+        self._ack(released)
+        return stats
+
+    def _released_outputs(
+        self, freed: list[Released], now_ms: int, stats: BatchStats
+    ) -> list[_Out]:
+        """Outputs of buffered events handed back by the store, in their release order."""
+        outs: list[_Out] = []
+        for entry in freed:
+            stats.releases[entry.reason] += 1
+            source = RawMessage(BUFFER_SOURCE, -1, -1, None, entry.payload, (), entry.ingested_ms)
+            try:
+                event = decode_message(
+                    entry.payload, None, None, entry.event_uuid, self._decode_options
+                )
+            except DecodeError as exc:  # only a foreign writer in our keys could cause this
+                record = dead_letter(source, self._topics.dead_letters, exc)
+                outs.append(_Out(source, record, "dead_letter", exc.reason))
+                continue
+            item = _Decoded(source, event, to_identity_event(event, event.timestamp_ms), ())
+            buffered_ms = max(now_ms - entry.ingested_ms, 0)
+            outs.extend(self._outputs(item, entry.resolution, now_ms, stats, buffered_ms))
+        return outs
+
     def _resolve(
-        self, decoded: list[_Decoded], now_ms: int, stats: BatchStats
+        self,
+        decoded: list[_Decoded],
+        now_ms: int,
+        stats: BatchStats,
+        released: dict[str, list[Released]],
     ) -> list[tuple[_Decoded, Resolution]]:
-        """One store call per tenant; the result keeps the batch's order."""
+        """One store call per tenant; the result keeps the batch's order. Buffered events the
+        calls released are collected per tenant in ``released``."""
         by_tenant: dict[str, list[int]] = defaultdict(list)
         for index, item in enumerate(decoded):
             by_tenant[item.identity.tenant].append(index)
@@ -135,13 +222,20 @@ class Processor(BatchProcessor):
         for tenant, indexes in by_tenant.items():
             events = [decoded[i].identity for i in indexes]
             started = time.perf_counter()
-            resolutions = self._store.resolve_batch(tenant, events, now_ms)
+            result = self._store.resolve_buffered(tenant, events, now_ms)
             stats.store_seconds.append(time.perf_counter() - started)
-            resolved.update(zip(indexes, resolutions, strict=True))
+            resolved.update(zip(indexes, result.resolutions, strict=True))
+            if result.released:
+                released[tenant] = result.released
         return [(item, resolved[i]) for i, item in enumerate(decoded)]
 
     def _outputs(
-        self, item: _Decoded, resolution: Resolution, now_ms: int, stats: BatchStats
+        self,
+        item: _Decoded,
+        resolution: Resolution,
+        now_ms: int,
+        stats: BatchStats,
+        buffered_ms: int = 0,
     ) -> list[_Out]:
         event, message = item.event, item.message
         warnings = (*item.pre_warnings, *resolution.warnings)
@@ -160,9 +254,11 @@ class Processor(BatchProcessor):
                 if warning.kind in _REFUSALS:
                     stats.merges[_REFUSALS[warning.kind]] += 1
             if resolution.outcome is Outcome.EMIT:
-                rec = self._encoder.enriched(event, resolution)
+                rec = self._encoder.enriched(event, resolution, buffered_ms=buffered_ms)
                 record = OutputRecord(self._topics.enriched, rec.value, rec.key)
                 out.append(_Out(message, record, "enriched"))
+            elif resolution.outcome is Outcome.BUFFER:
+                stats.buffered += 1
             else:
                 stats.rejected += 1
             for rec in self._encoder.overrides(event, resolution, timestamp_ms=now_ms):
@@ -228,7 +324,7 @@ class Processor(BatchProcessor):
                 stats.dead_letters[out.label] += 1
             elif out.kind == "warning":
                 stats.warnings[out.label] += 1
-            elif out.kind == "enriched" and out.source.timestamp_ms is not None:
+            elif out.kind == "enriched" and out.source.partition >= 0 and out.source.timestamp_ms:
                 stats.delays_seconds.append(max(now_ms - out.source.timestamp_ms, 0) / 1000)
 
 

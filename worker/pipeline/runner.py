@@ -59,6 +59,9 @@ class BatchStats:
     buffered: int = 0
     releases: Counter[str] = field(default_factory=Counter)
     """buffered events released, by reason"""
+    buffer_events: int | None = None
+    """events waiting in the buffer, sampled by housekeeping"""
+    buffer_oldest_age_seconds: float | None = None
     store_seconds: list[float] = field(default_factory=list)
     delays_seconds: list[float] = field(default_factory=list)
     """per enriched event: Kafka timestamp of the input to acknowledgement of the output"""
@@ -89,8 +92,10 @@ class BatchProcessor:
     def process(self, batch: Sequence[RawMessage]) -> BatchOutcome:
         raise NotImplementedError
 
-    def housekeeping(self) -> None:
-        """Periodic work between batches (buffer releases); may raise ``TransientError``."""
+    def housekeeping(self) -> BatchStats | None:
+        """Periodic work between batches (buffer releases); may raise ``TransientError``.
+        Returns what it did, if anything."""
+        return None
 
 
 def first_offsets(batch: Sequence[RawMessage]) -> dict[Partition, int]:
@@ -158,7 +163,9 @@ class Runner:
                     if self._observer:
                         elapsed = self._clock.monotonic() - started
                         self._observer.batch_done(len(batch), elapsed, outcome.stats)
-                self._processor.housekeeping()
+                chores = self._processor.housekeeping()
+                if chores is not None and self._observer:
+                    self._observer.batch_done(0, 0.0, chores)
                 if self._observer and now >= self._next_tick:
                     self._next_tick = now + self._tick_seconds
                     self._observer.tick(self._source)

@@ -33,7 +33,7 @@ from worker.identity.model import (
 )
 from worker.identity.properties import canonical_json
 
-FORMAT_VERSION = "3"
+FORMAT_VERSION = "4"
 """First ARGV of every call; the script refuses any other."""
 
 _TS_OFFSET = 1 << 63
@@ -117,23 +117,56 @@ class CallLimits:
         )
 
 
-def encode_args(ops: Sequence[PreparedOp], limits: CallLimits) -> list[bytes]:
-    """ARGV of one call of ``resolve_batch.lua`` (layout at the top of the script)."""
-    args: list[str] = [
+@dataclass(frozen=True, slots=True)
+class BufferPolicy:
+    """How the 60-second buffer behaves (docs/BUFFER.md). ``delay_ms = 0`` turns it off."""
+
+    delay_ms: int = 0
+    max_per_id: int = 100
+    max_total: int = 1_000_000
+    lease_ms: int = 30_000
+
+
+NO_BUFFER = BufferPolicy()
+
+
+def encode_args(
+    ops: Sequence[PreparedOp],
+    limits: CallLimits,
+    *,
+    now_ms: int = 0,
+    buffer: BufferPolicy = NO_BUFFER,
+    command: str = "resolve",
+    release_limit: int = 0,
+) -> list[bytes]:
+    """ARGV of one call of ``resolve_batch.lua`` (layout at the top of the script). An op whose
+    event carries a ``buffer_payload`` is bufferable (when the buffer is on)."""
+    header: list[str] = [
         FORMAT_VERSION,
         limits.ordering.value,
         str(limits.max_distinct_ids),
         str(limits.max_properties_bytes),
         str(limits.force_upgrade_after_ms),
         str(limits.reply_ttl_ms),
+        str(now_ms),
+        str(buffer.delay_ms),
+        str(buffer.max_per_id),
+        str(buffer.max_total),
+        str(buffer.lease_ms),
+        command,
+        str(release_limit),
         str(len(ops)),
     ]
+    out = [arg.encode(_ENCODING, _ERRORS) for arg in header]
     for op in ops:
+        args: list[str] = []
         event = op.event
+        bufferable = event.buffer_payload is not None and buffer.delay_ms > 0
         flags = (
             (1 if event.process_person else 0)
             + (2 if event.merge_dangerously else 0)
             + (4 if op.merge_with is not None else 0)
+            + (8 if bufferable else 0)
         )
         other = op.merge_with
         key_ops = key_operations(op.updates, limits.ordering) if not op.updates.is_empty else []
@@ -149,10 +182,13 @@ def encode_args(ops: Sequence[PreparedOp], limits: CallLimits) -> list[bytes]:
         ]
         for code, key, value in key_ops:
             args += [code, key, "" if code == "u" else canonical_json(value)]
-    return [arg.encode(_ENCODING, _ERRORS) for arg in args]
+        out += [arg.encode(_ENCODING, _ERRORS) for arg in args]
+        if bufferable and event.buffer_payload is not None:
+            out += [str(now_ms).encode(), event.buffer_payload]
+    return out
 
 
-_FLAG_TEXTS = [str(flags) for flags in range(8)]
+_FLAG_TEXTS = [str(flags) for flags in range(16)]
 
 
 def as_text(raw: bytes | str) -> str:
@@ -165,18 +201,52 @@ _SCRIPT_WARNINGS: dict[str, IdentityWarning] = {
     "person_properties_size_violation": IdentityWarning(
         WarningKind.PERSON_PROPERTIES_SIZE_VIOLATION, {"reason": "properties_too_large"}
     ),
+    "buffer_overflow": IdentityWarning(WarningKind.BUFFER_OVERFLOW),
 }
 
 
-def decode_reply(raw: bytes | str, ops: Sequence[PreparedOp]) -> list[Resolution]:
-    """The script's reply as one ``Resolution`` per op; stateless warnings come first.
+@dataclass(frozen=True, slots=True)
+class ReleasedEntry:
+    """A buffered event the script released and applied; its payload is read separately."""
+
+    event_uuid: str
+    reason: str
+    """merge (its id got a person), timeout, overflow, or redelivery (an expired lease)"""
+    ingested_ms: int
+    resolution: Resolution
+
+
+def decode_reply(
+    raw: bytes | str, ops: Sequence[PreparedOp]
+) -> tuple[list[Resolution], list[ReleasedEntry]]:
+    """The script's reply: one ``Resolution`` per op (stateless warnings first), and the
+    buffered entries it released, in order.
 
     Raises ``ValueError`` when the reply does not have the documented shape.
     """
-    entries = json.loads(as_text(raw))
+    reply = json.loads(as_text(raw))
+    if not isinstance(reply, list) or len(reply) != 2:
+        raise ValueError(f"malformed reply {str(reply)[:80]!r}")
+    entries, released = reply
     if not isinstance(entries, list) or len(entries) != len(ops):
         raise ValueError(f"reply has {_len(entries)} entries for {len(ops)} operations")
-    return [_resolution(entry, op) for entry, op in zip(entries, ops, strict=True)]
+    resolutions = [
+        _resolution(entry, op.event.uuid, op.warnings)
+        for entry, op in zip(entries, ops, strict=True)
+    ]
+    if not isinstance(released, list):
+        raise ValueError("malformed released entries")
+    out = []
+    for item in released:
+        if not isinstance(item, list) or len(item) != 4:
+            raise ValueError(f"malformed released entry {item!r}")
+        event_uuid, reason, ingested, entry = item
+        out.append(
+            ReleasedEntry(
+                str(event_uuid), str(reason), int(ingested), _resolution(entry, str(event_uuid), ())
+            )
+        )
+    return resolutions, out
 
 
 def _len(value: object) -> int | str:
@@ -186,23 +256,34 @@ def _len(value: object) -> int | str:
 _MODES = {mode.value: mode for mode in PersonMode}
 
 
-def _resolution(entry: Any, op: PreparedOp) -> Resolution:
+def _resolution(entry: Any, event_uuid: str, stateless: tuple[IdentityWarning, ...]) -> Resolution:
     if not isinstance(entry, list) or len(entry) != 9:
         raise ValueError(f"malformed reply entry {entry!r}")
     pid, mode, created_at, identified, props, merged, created, warnings, overrides = entry
     if not isinstance(props, dict) or not isinstance(created_at, int | None):
         raise ValueError(f"malformed reply entry {entry!r}")
+    if mode == "buffered":
+        return Resolution(
+            event_uuid=event_uuid,
+            outcome=Outcome.BUFFER,
+            person_id=None,
+            person_mode=None,
+            properties={},
+            created_at_ms=None,
+            is_identified=False,
+            warnings=stateless,
+        )
     return Resolution(
-        event_uuid=op.event.uuid,
+        event_uuid=event_uuid,
         outcome=Outcome.EMIT,
         person_id=str(pid),
         person_mode=_MODES[mode],
         properties=props,
         created_at_ms=created_at,
         is_identified=identified is True,
-        warnings=op.warnings + tuple(_SCRIPT_WARNINGS[w] for w in warnings)
+        warnings=stateless + tuple(_SCRIPT_WARNINGS[w] for w in warnings)
         if warnings
-        else op.warnings,
+        else stateless,
         overrides=tuple(
             DistinctIdOverride(str(d), str(old), str(new)) for d, old, new in sorted(overrides)
         )

@@ -98,6 +98,34 @@ class TenantKeys:
     def reply_prefix(self) -> str:
         return self.base + "reply:"
 
+    @property
+    def buffer_prefix(self) -> str:
+        """Start of the 60-second buffer's keys (``q:<id>``, ``e``, ``p``, ``due``, ...)."""
+        return self.base + "buf:"
+
+    @property
+    def buffer_entries(self) -> str:
+        return self.buffer_prefix + "e"
+
+    @property
+    def buffer_payloads(self) -> str:
+        return self.buffer_prefix + "p"
+
+    @property
+    def buffer_due(self) -> str:
+        return self.buffer_prefix + "due"
+
+    @property
+    def buffer_pending(self) -> str:
+        return self.buffer_prefix + "pending"
+
+    @property
+    def buffer_count(self) -> str:
+        return self.buffer_prefix + "n"
+
+    def buffer_queue(self, distinct_id: str) -> str:
+        return self.buffer_prefix + "q:" + distinct_id
+
     def members(self, root: str) -> str:
         return self.members_prefix + root
 
@@ -121,4 +149,4 @@ class TenantKeys:
     def script_keys(self, token: str, previous_token: str | None) -> list[str]:
         """``KEYS`` of ``resolve_batch.lua``, in the order the script reads them."""
         previous = self.reply(previous_token) if previous_token else self.reply(token)
-        return [self.ids, self.members_prefix, self.reply(token), previous]
+        return [self.ids, self.members_prefix, self.reply(token), previous, self.buffer_prefix]

@@ -50,6 +50,7 @@ from worker.identity import rules
 from worker.identity.config import IdentityConfig
 from worker.identity.model import IdentityEvent, Person, PreparedOp, Resolution
 from worker.store import codec
+from worker.store.base import BatchResult, BufferStats, Released
 from worker.store.keys import TenantKeys
 
 DEFAULT_MAX_OPS_PER_CALL = 64
@@ -118,6 +119,7 @@ class RedisIdentityStore:
         retry_base_delay_s: float = 0.05,
         retry_max_delay_s: float = 2.0,
         reply_ttl_ms: int = DEFAULT_REPLY_TTL_MS,
+        buffer: codec.BufferPolicy = codec.NO_BUFFER,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if max_ops_per_call < 1:
@@ -140,6 +142,9 @@ class RedisIdentityStore:
         self._read = client.register_script(_load_script("read_person.lua"))
         self._previous_reply: dict[str, str] = {}
         self._lock = Lock()
+        self._buffer = buffer
+        self._tenant_index = f"{prefix}:buffered-tenants"
+        self._indexed: set[str] = set()
 
     @property
     def config(self) -> IdentityConfig:
@@ -154,8 +159,24 @@ class RedisIdentityStore:
     def resolve_batch(
         self, tenant: str, events: Sequence[IdentityEvent], now_ms: int
     ) -> list[Resolution]:
-        """Resolve ``events`` (all of ``tenant``) in order. ``now_ms`` is not needed here:
-        timestamps are normalised before the store (``timestamps.normalize_timestamp``)."""
+        """Resolve ``events`` (all of ``tenant``) in order, each applied at once (no event
+        waits in the buffer here: see ``resolve_buffered``)."""
+        return self._resolve_events(tenant, events, now_ms, codec.NO_BUFFER).resolutions
+
+    def resolve_buffered(
+        self, tenant: str, events: Sequence[IdentityEvent], now_ms: int
+    ) -> BatchResult:
+        """Like ``resolve_batch``, but an event with a ``buffer_payload`` may wait in the
+        buffer (``Outcome.BUFFER``), and events whose ids got a person come back released."""
+        return self._resolve_events(tenant, events, now_ms, self._buffer)
+
+    def _resolve_events(
+        self,
+        tenant: str,
+        events: Sequence[IdentityEvent],
+        now_ms: int,
+        buffer: codec.BufferPolicy,
+    ) -> BatchResult:
         prepared: list[PreparedOp | Resolution] = []
         for event in events:
             if event.tenant != tenant:
@@ -163,24 +184,97 @@ class RedisIdentityStore:
                     f"event {event.uuid} is of tenant {event.tenant!r}, not {tenant!r}"
                 )
             prepared.append(rules.prepare(event, self._config))
-        return self.resolve_prepared(tenant, prepared)
+        return self.resolve_prepared(tenant, prepared, now_ms=now_ms, buffer=buffer)
 
     def resolve_prepared(
-        self, tenant: str, prepared: Sequence[PreparedOp | Resolution]
-    ) -> list[Resolution]:
+        self,
+        tenant: str,
+        prepared: Sequence[PreparedOp | Resolution],
+        *,
+        now_ms: int = 0,
+        buffer: codec.BufferPolicy = codec.NO_BUFFER,
+    ) -> BatchResult:
         """The stateful half of ``resolve_batch``: ``PreparedOp``s go to Redis in order, in
         chunks of at most ``max_ops_per_call``; ``Resolution``s (decided by the stateless
         rules) are passed through in place."""
         results: list[Resolution | None] = [
             item if isinstance(item, Resolution) else None for item in prepared
         ]
+        released: list[Released] = []
         pending = [(i, op) for i, op in enumerate(prepared) if isinstance(op, PreparedOp)]
+        if buffer.delay_ms > 0 and any(op.event.buffer_payload is not None for _, op in pending):
+            self._index_buffered_tenant(tenant)
         for start in range(0, len(pending), self._max_ops):
             chunk = pending[start : start + self._max_ops]
-            resolved = self._run_chunk(tenant, [op for _, op in chunk])
+            resolved, freed = self._run_chunk(
+                tenant, [op for _, op in chunk], now_ms=now_ms, buffer=buffer
+            )
             for (index, _), resolution in zip(chunk, resolved, strict=True):
                 results[index] = resolution
-        return cast(list[Resolution], results)
+            released += freed
+        return BatchResult(cast(list[Resolution], results), released)
+
+    # -- the buffer --------------------------------------------------------------------------
+
+    def release_due(self, tenant: str, now_ms: int, limit: int) -> list[Released]:
+        """Apply and lease what waited ``delay`` (reason timeout) and what an expired lease
+        holds (reason redelivery), at most ``limit`` ids and ``limit`` leases per call."""
+        _, released = self._run_chunk(
+            tenant, [], now_ms=now_ms, buffer=self._buffer, command="release", limit=limit
+        )
+        return released
+
+    def ack(self, tenant: str, event_uuids: Sequence[str]) -> None:
+        """Forget released entries: their outputs are written. Idempotent."""
+        if not event_uuids:
+            return
+        keys = self.keys(tenant)
+        uuids = [_b(u) for u in event_uuids]
+
+        def action() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.zrem(keys.buffer_pending, *uuids)
+            pipe.hdel(keys.buffer_entries, *uuids)
+            pipe.hdel(keys.buffer_payloads, *uuids)
+            pipe.execute()
+
+        self._call(action)
+
+    def buffered_tenants(self) -> list[str]:
+        """Tenants that ever buffered an event (the index never shrinks on its own)."""
+        members = self._call(lambda: self._client.smembers(self._tenant_index))
+        return sorted(codec.as_text(m) for m in members)
+
+    def buffer_stats(self, tenant: str, now_ms: int) -> BufferStats:
+        keys = self.keys(tenant)
+
+        def action() -> list[object]:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.get(keys.buffer_count)
+            pipe.zcard(keys.buffer_due)
+            pipe.zcard(keys.buffer_pending)
+            pipe.zrange(keys.buffer_due, 0, 0, withscores=True)
+            return cast(list[object], pipe.execute())
+
+        count, ids, leased, oldest = self._call(action)
+        age = None
+        if isinstance(oldest, list) and oldest:
+            due = int(oldest[0][1])
+            age = max(now_ms - (due - self._buffer.delay_ms), 0)
+        return BufferStats(
+            events=int(cast(bytes, count) or 0),
+            ids=int(cast(int, ids)),
+            leased=int(cast(int, leased)),
+            oldest_age_ms=age,
+        )
+
+    def _index_buffered_tenant(self, tenant: str) -> None:
+        if tenant in self._indexed:
+            return
+        self._call(lambda: self._client.sadd(self._tenant_index, _b(tenant)))
+        self._indexed.add(tenant)
+
+    # -- reading -------------------------------------------------------------------------------
 
     def person_for(self, tenant: str, distinct_id: str) -> Person | None:
         keys = self.keys(tenant)
@@ -223,17 +317,38 @@ class RedisIdentityStore:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _run_chunk(self, tenant: str, ops: Sequence[PreparedOp]) -> list[Resolution]:
+    def _run_chunk(
+        self,
+        tenant: str,
+        ops: Sequence[PreparedOp],
+        *,
+        now_ms: int,
+        buffer: codec.BufferPolicy,
+        command: str = "resolve",
+        limit: int = 0,
+    ) -> tuple[list[Resolution], list[Released]]:
         keys = self.keys(tenant)
         token = uuid.uuid4().hex
         with self._lock:
             previous = self._previous_reply.pop(tenant, None)
         script_keys = keys.script_keys(token, previous)
-        args = codec.encode_args(ops, self._limits)
+        args = codec.encode_args(
+            ops, self._limits, now_ms=now_ms, buffer=buffer, command=command, release_limit=limit
+        )
         raw = self._call(lambda: self._resolve(keys=script_keys, args=args, client=self._client))
         with self._lock:
             self._previous_reply[tenant] = token
-        return self._decode(lambda: codec.decode_reply(raw, ops))
+        resolutions, entries = self._decode(lambda: codec.decode_reply(raw, ops))
+        if not entries:
+            return resolutions, []
+        uuids = [_b(e.event_uuid) for e in entries]
+        payloads = self._call(lambda: self._client.hmget(keys.buffer_payloads, uuids))
+        released = [
+            Released(e.event_uuid, e.reason, e.ingested_ms, _bytes(payload), e.resolution)
+            for e, payload in zip(entries, payloads, strict=True)
+            if payload is not None  # acknowledged meanwhile by another worker
+        ]
+        return resolutions, released
 
     def _call(self, action: Callable[[], T]) -> T:
         """Run ``action`` (one Redis call, safe to repeat), retrying transient errors."""
@@ -259,6 +374,10 @@ class RedisIdentityStore:
             return action()
         except (ValueError, KeyError, TypeError) as exc:
             raise PermanentStoreError(f"unreadable data from Redis: {exc!r}") from exc
+
+
+def _bytes(raw: bytes | str) -> bytes:
+    return raw if isinstance(raw, bytes) else _b(raw)
 
 
 def _b(text: str) -> bytes:

@@ -60,6 +60,7 @@ local IDS = KEYS[1]
 local MEMBERS = KEYS[2]
 local REPLY = KEYS[3]
 local PREVIOUS_REPLY = KEYS[4]
+local BUF = KEYS[5]
 
 -- A retried call: the first attempt ran, return its reply.
 local stored = redis.call('GET', REPLY)
@@ -77,7 +78,7 @@ local function bad(what)
   error('resolve_batch: bad ARGV: ' .. what)
 end
 
-if ARGV[1] ~= '3' then
+if ARGV[1] ~= '4' then
   bad('unknown format ' .. tostring(ARGV[1]))
 end
 local TIMESTAMP_MODE = ARGV[2] == 'timestamp'
@@ -88,62 +89,84 @@ local MAX_IDS = tonumber(ARGV[3])
 local MAX_BYTES = tonumber(ARGV[4])
 local FORCE_UPGRADE_MS = tonumber(ARGV[5])
 local REPLY_TTL_MS = tonumber(ARGV[6])
-local nops = tonumber(ARGV[7])
-if not (MAX_IDS and MAX_BYTES and FORCE_UPGRADE_MS and REPLY_TTL_MS and nops) then
+local NOW = tonumber(ARGV[7])
+local BUFFER_DELAY_MS = tonumber(ARGV[8])
+local BUFFER_MAX_PER_ID = tonumber(ARGV[9])
+local BUFFER_MAX_TOTAL = tonumber(ARGV[10])
+local LEASE_MS = tonumber(ARGV[11])
+local COMMAND = ARGV[12]
+local RELEASE_LIMIT = tonumber(ARGV[13])
+local nops = tonumber(ARGV[14])
+if not (MAX_IDS and MAX_BYTES and FORCE_UPGRADE_MS and REPLY_TTL_MS and NOW and BUFFER_DELAY_MS
+    and BUFFER_MAX_PER_ID and BUFFER_MAX_TOTAL and LEASE_MS and RELEASE_LIMIT and nops)
+    or (COMMAND ~= 'resolve' and COMMAND ~= 'release') then
   bad('header')
 end
 
-local FLAGS = { -- digit -> {process, dangerous, merge}
-  ['0'] = { false, false, false },
-  ['1'] = { true, false, false },
-  ['2'] = { false, true, false },
-  ['3'] = { true, true, false },
-  ['4'] = { false, false, true },
-  ['5'] = { true, false, true },
-  ['6'] = { false, true, true },
-  ['7'] = { true, true, true },
-}
-local CODES = { s = true, o = true, u = true, x = not TIMESTAMP_MODE }
+local CODES = { s = true, o = true, u = true, x = true }
 
-local ops = {}
-local a = 8
-for i = 1, nops do
-  local f = FLAGS[ARGV[a]]
-  local nprops = tonumber(ARGV[a + 7])
-  if f == nil or nprops == nil then
+-- One operation from src (ARGV, or a buffered entry decoded from cjson) at index a.
+-- Returns the op and the index after it. flags: 1 process person + 2 merge dangerously +
+-- 4 merge with other + 8 bufferable; a bufferable op carries two more fields after its
+-- property triples: its ingestion time and its payload.
+local function parse_op(src, a, i)
+  local flags = tonumber(src[a])
+  local nprops = tonumber(src[a + 7])
+  if flags == nil or flags < 0 or flags > 15 or nprops == nil then
     bad('op ' .. i)
   end
   local op = {
-    process = f[1],
-    dangerous = f[2],
-    merge = f[3],
-    into = ARGV[a + 1],
-    into_pid = ARGV[a + 2],
-    other = ARGV[a + 3],
-    other_pid = ARGV[a + 4],
-    ts_text = ARGV[a + 5],
-    ts = tonumber(ARGV[a + 5]),
-    ord = ARGV[a + 6],
-    props = nprops,
+    process = flags % 2 == 1,
+    dangerous = math.floor(flags / 2) % 2 == 1,
+    merge = math.floor(flags / 4) % 2 == 1,
+    buffer = flags >= 8,
+    into = src[a + 1],
+    into_pid = src[a + 2],
+    other = src[a + 3],
+    other_pid = src[a + 4],
+    ts_text = src[a + 5],
+    ts = tonumber(src[a + 5]),
+    ord = src[a + 6],
   }
-  if op.ts == nil then
-    bad('timestamp of op ' .. i)
+  if op.ts == nil or op.into == nil or op.ord == nil then
+    bad('op ' .. i)
   end
   if op.merge and op.other == op.into then
     op.merge = false -- never a self-loop (the stateless rules already made this no merge)
   end
+  local first = a
   a = a + 8
   local props = {}
   for j = 1, nprops do
-    local code = ARGV[a]
-    if not CODES[code] or ARGV[a + 2] == nil then
+    local code = src[a]
+    if not CODES[code] or src[a + 2] == nil then
       bad('property operation ' .. j .. ' of op ' .. i)
     end
-    props[j] = { code, ARGV[a + 1], ARGV[a + 2] }
+    props[j] = { code, src[a + 1], src[a + 2] }
     a = a + 3
   end
   op.props = props
-  ops[i] = op
+  if op.buffer then
+    -- the entry kept while the event waits: its fields, flags without the bufferable bit
+    local fields = { tostring(flags - 8) }
+    for k = first + 1, a - 1 do
+      fields[#fields + 1] = src[k]
+    end
+    op.fields = fields
+    op.ingested = src[a]
+    op.payload = src[a + 1]
+    if tonumber(op.ingested) == nil or op.payload == nil then
+      bad('buffer fields of op ' .. i)
+    end
+    a = a + 2
+  end
+  return op, a
+end
+
+local ops = {}
+local a = 15
+for i = 1, nops do
+  ops[i], a = parse_op(ARGV, a, i)
 end
 if ARGV[a] ~= nil then
   bad((#ARGV - a + 1) .. ' unread values')
@@ -575,21 +598,20 @@ local LIMIT = 'merge_limit_exceeded'
 local IDENTIFIED = 'cannot_merge_already_identified'
 local SIZE = 'person_properties_size_violation'
 
-local results = {}
-for idx, op in ipairs(ops) do
+-- Apply one operation (never a bufferable one: see section 6) and return its result text.
+-- `warning` (or nil) is put first in the result's warnings.
+local function apply(op, warning)
   if not op.process then
     -- A6: personless. Nothing is created or updated.
     local root = find(op.into)
     if root then
       local p = load(root)
       local pm = op.ts > p.c + FORCE_UPGRADE_MS and 'force_upgrade' or 'propertyless'
-      results[idx] = result(p.pid, pm, p.c_text, p.i, '{}', false, false, NONE, NONE)
-    else
-      results[idx] = result(op.into_pid, 'propertyless', nil, false, '{}', false, false, NONE,
-        NONE)
+      return result(p.pid, pm, p.c_text, p.i, '{}', false, false, NONE, NONE)
     end
+    return result(op.into_pid, 'propertyless', nil, false, '{}', false, false, NONE, NONE)
   else
-    local warnings = {}
+    local warnings = { warning }
     local overrides = {}
     local merged = false -- A3.3, A3.4, allowed A3.6
     local created = false -- the event created its person (its version stays 0)
@@ -683,8 +705,164 @@ for idx, op in ipairs(ops) do
       p.v = p.v + 1
       p.v_text = tostring(p.v)
     end
-    results[idx] = result(p.pid, 'full', p.c_text, p.i, snapshot(p), merged, created, warnings,
+    return result(p.pid, 'full', p.c_text, p.i, snapshot(p), merged, created, warnings,
       overrides)
+  end
+end
+
+---------------------------------------------------------------------------------------------
+-- 6. The 60-second buffer (docs/BUFFER.md). Keys start with KEYS[5] = <p>:{t}:buf: and so
+-- share the tenant's slot: q:<id> (list of entry uuids, oldest first), e (hash uuid -> the
+-- entry: ingestion time then the op's fields, as cjson), p (hash uuid -> payload), due (zset
+-- id -> due time of its oldest entry), pending (zset uuid -> lease deadline: released, not yet
+-- acknowledged), n (entries waiting). Like every other write, buffer writes are deferred to
+-- the end of the script; in between, `queues` holds each touched id's queue.
+---------------------------------------------------------------------------------------------
+local OVERFLOW = 'buffer_overflow'
+local queues = {} -- id -> { stored = entries in Redis (0 once cleared), cleared, pushed = {} }
+local entries_out = {} -- uuid -> { blob, payload }: entries to write (pushed or released)
+local pending_out = {} -- uuid -> lease deadline
+local released = {} -- result texts of released entries, in release order
+local n_delta = 0
+local any_queue = nil
+
+local function queue(id)
+  local q = queues[id]
+  if q == nil then
+    q = { stored = redis.call('LLEN', BUF .. 'q:' .. id), cleared = false, pushed = {} }
+    queues[id] = q
+  end
+  return q
+end
+
+local function tenant_has_queues()
+  if any_queue == nil then
+    any_queue = redis.call('EXISTS', BUF .. 'due') == 1
+  end
+  return any_queue
+end
+
+local function waiting(id)
+  if not tenant_has_queues() then
+    return 0
+  end
+  local q = queue(id)
+  return q.stored + #q.pushed
+end
+
+local total_cache = nil
+local function total()
+  if total_cache == nil then
+    total_cache = tonumber(redis.call('GET', BUF .. 'n') or '0')
+  end
+  return total_cache + n_delta
+end
+
+local function entry_text(uuid, reason, ingested, res)
+  return '[' .. cjson.encode(uuid) .. ',"' .. reason .. '",' .. ingested .. ',' .. res .. ']'
+end
+
+-- Release every waiting entry of `id`, in order: apply it now, lease it to this caller.
+local function release(id, reason)
+  local q = queue(id)
+  local list = {}
+  if q.stored > 0 then
+    local uuids = redis.call('LRANGE', BUF .. 'q:' .. id, 0, -1)
+    local blobs = redis.call('HMGET', BUF .. 'e', unpack(uuids))
+    for k, uuid in ipairs(uuids) do
+      if blobs[k] then
+        list[#list + 1] = { uuid, blobs[k] }
+      end
+    end
+  end
+  for _, pushed in ipairs(q.pushed) do
+    list[#list + 1] = pushed
+  end
+  n_delta = n_delta - q.stored - #q.pushed
+  q.stored, q.cleared, q.pushed = 0, true, {}
+  for k, item in ipairs(list) do
+    local fields = cjson.decode(item[2])
+    local op = parse_op(fields, 2, k)
+    local res = apply(op, reason == 'overflow' and OVERFLOW or nil)
+    released[#released + 1] = entry_text(item[1], reason, fields[1], res)
+    pending_out[item[1]] = NOW + LEASE_MS
+  end
+end
+
+local function uuid_of(op)
+  return sub(op.ord, 21)
+end
+
+-- A bufferable op: wait behind the id's queue, or while no person holds the id. Returns the
+-- result text, or nil when the op is to be applied now.
+local function maybe_buffer(op)
+  if BUFFER_DELAY_MS <= 0 then
+    return nil
+  end
+  local n = waiting(op.into)
+  if n == 0 and find(op.into) then
+    return nil
+  end
+  if n >= BUFFER_MAX_PER_ID or total() >= BUFFER_MAX_TOTAL then
+    release(op.into, 'overflow')
+    return apply(op, OVERFLOW)
+  end
+  local uuid = uuid_of(op)
+  if entries_out[uuid] == nil and redis.call('HEXISTS', BUF .. 'e', uuid) == 0 then
+    local blob = cjson.encode({ op.ingested, unpack(op.fields) })
+    local q = queue(op.into)
+    q.pushed[#q.pushed + 1] = { uuid, blob }
+    entries_out[uuid] = { blob, op.payload }
+    n_delta = n_delta + 1
+    any_queue = true
+  end
+  return result('', 'buffered', nil, false, '{}', false, false, NONE, NONE)
+end
+
+-- After an op: an id that now has a person releases its waiting entries (reason merge: a
+-- merge, or any event that gave it a person).
+local function release_gained(op)
+  if not tenant_has_queues() then
+    return
+  end
+  if waiting(op.into) > 0 and find(op.into) then
+    release(op.into, 'merge')
+  end
+  if op.merge and waiting(op.other) > 0 and find(op.other) then
+    release(op.other, 'merge')
+  end
+end
+
+local results = {}
+if COMMAND == 'resolve' then
+  for idx, op in ipairs(ops) do
+    local res = op.buffer and maybe_buffer(op) or nil
+    if res == nil then
+      res = apply(op, nil)
+      release_gained(op)
+    end
+    results[idx] = res
+  end
+else
+  -- release: leases that expired (their worker died), then ids whose wait is over.
+  local expired = redis.call('ZRANGEBYSCORE', BUF .. 'pending', '-inf', NOW, 'LIMIT', 0,
+    RELEASE_LIMIT)
+  if #expired > 0 then
+    local blobs = redis.call('HMGET', BUF .. 'e', unpack(expired))
+    for k, uuid in ipairs(expired) do
+      if blobs[k] then
+        local fields = cjson.decode(blobs[k])
+        local res = apply(parse_op(fields, 2, k), nil)
+        released[#released + 1] = entry_text(uuid, 'redelivery', fields[1], res)
+        pending_out[uuid] = NOW + LEASE_MS
+      else
+        pending_out[uuid] = false
+      end
+    end
+  end
+  local due = redis.call('ZRANGEBYSCORE', BUF .. 'due', '-inf', NOW, 'LIMIT', 0, RELEASE_LIMIT)
+  for _, id in ipairs(due) do
+    release(id, 'timeout')
   end
 end
 
@@ -728,7 +906,41 @@ for k = 1, #fields, 1000 do
   redis.call('HSET', IDS, unpack(fields, k, math.min(k + 999, #fields)))
 end
 
-local reply = '[' .. concat(results, ',') .. ']'
+-- the buffer's writes
+for id, q in pairs(queues) do
+  local key = BUF .. 'q:' .. id
+  if q.cleared then
+    redis.call('DEL', key)
+    redis.call('ZREM', BUF .. 'due', id)
+  end
+  if #q.pushed > 0 then
+    local uuids = {}
+    for k, pushed in ipairs(q.pushed) do
+      uuids[k] = pushed[1]
+    end
+    redis.call('RPUSH', key, unpack(uuids))
+    if q.stored == 0 then -- a new queue: due when its first entry has waited long enough
+      local first = cjson.decode(q.pushed[1][2])[1]
+      redis.call('ZADD', BUF .. 'due', tonumber(first) + BUFFER_DELAY_MS, id)
+    end
+  end
+end
+for uuid, entry in pairs(entries_out) do
+  redis.call('HSET', BUF .. 'e', uuid, entry[1])
+  redis.call('HSET', BUF .. 'p', uuid, entry[2])
+end
+for uuid, deadline in pairs(pending_out) do
+  if deadline then
+    redis.call('ZADD', BUF .. 'pending', deadline, uuid)
+  else -- an expired lease whose entry was acknowledged meanwhile
+    redis.call('ZREM', BUF .. 'pending', uuid)
+  end
+end
+if n_delta ~= 0 then
+  redis.call('INCRBY', BUF .. 'n', n_delta)
+end
+
+local reply = '[[' .. concat(results, ',') .. '],[' .. concat(released, ',') .. ']]'
 if REPLY_TTL_MS > 0 then
   redis.call('SET', REPLY, reply, 'PX', REPLY_TTL_MS)
 end

@@ -1,0 +1,221 @@
+"""The 60-second buffer in the real Redis, with time passed in (no sleeping)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from worker.identity.config import IdentityConfig
+from worker.identity.model import EventKind, IdentityEvent, Outcome, PropertyUpdates, WarningKind
+from worker.store.codec import BufferPolicy
+from worker.store.redis_store import RedisIdentityStore
+
+pytestmark = pytest.mark.integration
+
+T = "buf"
+DELAY = 60_000
+NOW = 1_800_000_000_000
+_n = itertools.count(1)
+
+
+def ev(kind: str, distinct_id: str, *, backend: bool = False, **fields: object) -> IdentityEvent:
+    n = next(_n)
+    event_uuid = str(uuid.UUID(int=n))
+    return IdentityEvent(
+        T,
+        EventKind(kind),
+        distinct_id,
+        event_uuid,
+        NOW - 1000 + n,
+        buffer_payload=f"payload-{event_uuid}".encode() if backend else None,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
+def make_store(client: redis.Redis, prefix: str, **policy: int) -> RedisIdentityStore:
+    return RedisIdentityStore(
+        client,
+        IdentityConfig(),
+        prefix=prefix,
+        buffer=BufferPolicy(**{"delay_ms": DELAY, "lease_ms": 10_000, **policy}),
+    )
+
+
+def test_backend_event_for_an_unknown_id_waits_then_a_merge_releases_it(
+    client: redis.Redis, unique_name: str
+) -> None:
+    store = make_store(client, unique_name)
+    e1 = ev("track", "srv-1", backend=True, updates=PropertyUpdates(set=(("plan", "pro"),)))
+    e2 = ev("track", "srv-1", backend=True)
+    first = store.resolve_buffered(T, [e1, e2], NOW)
+    assert [r.outcome for r in first.resolutions] == [Outcome.BUFFER, Outcome.BUFFER]
+    assert first.released == []
+    assert store.person_for(T, "srv-1") is None
+    stats = store.buffer_stats(T, NOW + 5000)
+    assert (stats.events, stats.ids, stats.leased, stats.oldest_age_ms) == (2, 1, 0, 5000)
+    assert store.buffered_tenants() == [T]
+
+    anon = store.resolve_buffered(T, [ev("track", "web-anon")], NOW + 10)
+    identify = ev("identify", "srv-1", other_id="web-anon")
+    result = store.resolve_buffered(T, [identify], NOW + 20)
+    (resolution,) = result.resolutions
+    person = anon.resolutions[0].person_id
+    assert resolution.person_id == person
+    assert [(r.event_uuid, r.reason, r.ingested_ms) for r in result.released] == [
+        (e1.uuid, "merge", NOW),
+        (e2.uuid, "merge", NOW),
+    ]
+    assert [r.payload for r in result.released] == [e1.buffer_payload, e2.buffer_payload]
+    assert all(r.resolution.person_id == person for r in result.released)
+    assert result.released[0].resolution.properties == {"plan": "pro"}
+    stats = store.buffer_stats(T, NOW + 30)
+    assert (stats.events, stats.ids, stats.leased) == (0, 0, 2)
+    store.ack(T, [r.event_uuid for r in result.released])
+    assert store.buffer_stats(T, NOW + 30).leased == 0
+
+
+def test_released_at_the_due_time_in_order(client: redis.Redis, unique_name: str) -> None:
+    store = make_store(client, unique_name)
+    events = [
+        ev("track", "late", backend=True, updates=PropertyUpdates(set=(("n", i),)))
+        for i in range(3)
+    ]
+    store.resolve_buffered(T, events[:1], NOW)
+    store.resolve_buffered(T, events[1:], NOW + 30_000)
+    assert store.release_due(T, NOW + DELAY - 1, 100) == []
+    released = store.release_due(T, NOW + DELAY, 100)
+    assert [r.event_uuid for r in released] == [e.uuid for e in events]
+    assert {r.reason for r in released} == {"timeout"}
+    assert released[0].resolution.person_created
+    assert [r.resolution.properties["n"] for r in released] == [0, 1, 2]
+    assert store.person_for(T, "late") is not None
+
+
+def test_later_events_of_a_waiting_id_wait_behind_it(client: redis.Redis, unique_name: str) -> None:
+    store = make_store(client, unique_name)
+    waiting = ev("track", "w", backend=True)
+    store.resolve_buffered(T, [waiting], NOW)
+    # a client event gives the id a person: the waiting event is released right after it
+    client_event = ev("track", "w")
+    result = store.resolve_buffered(T, [client_event, ev("track", "w", backend=True)], NOW + 1)
+    assert result.resolutions[0].outcome is Outcome.EMIT
+    assert result.resolutions[1].outcome is Outcome.EMIT  # the id has a person and no queue
+    assert [r.event_uuid for r in result.released] == [waiting.uuid]
+
+
+def test_overflow_releases_at_once_with_a_warning(client: redis.Redis, unique_name: str) -> None:
+    store = make_store(client, unique_name, max_per_id=2)
+    a, b, c = (ev("track", "busy", backend=True) for _ in range(3))
+    assert [r.outcome for r in store.resolve_buffered(T, [a, b], NOW).resolutions] == [
+        Outcome.BUFFER,
+        Outcome.BUFFER,
+    ]
+    result = store.resolve_buffered(T, [c], NOW + 1)
+    (resolution,) = result.resolutions
+    assert resolution.outcome is Outcome.EMIT
+    assert [w.kind for w in resolution.warnings] == [WarningKind.BUFFER_OVERFLOW]
+    assert [(r.event_uuid, r.reason) for r in result.released] == [
+        (a.uuid, "overflow"),
+        (b.uuid, "overflow"),
+    ]
+    assert all(
+        r.resolution.warnings[0].kind is WarningKind.BUFFER_OVERFLOW for r in result.released
+    )
+    assert store.buffer_stats(T, NOW).events == 0
+
+
+def test_total_cap_per_tenant(client: redis.Redis, unique_name: str) -> None:
+    store = make_store(client, unique_name, max_total=2)
+    store.resolve_buffered(
+        T, [ev("track", "x1", backend=True), ev("track", "x2", backend=True)], NOW
+    )
+    result = store.resolve_buffered(T, [ev("track", "x3", backend=True)], NOW)
+    assert result.resolutions[0].outcome is Outcome.EMIT
+    assert result.resolutions[0].warnings[0].kind is WarningKind.BUFFER_OVERFLOW
+
+
+def test_a_redelivered_message_is_not_buffered_twice(client: redis.Redis, unique_name: str) -> None:
+    store = make_store(client, unique_name)
+    e = ev("track", "dup", backend=True)
+    store.resolve_buffered(T, [e], NOW)
+    again = store.resolve_buffered(T, [e], NOW + 1)
+    assert again.resolutions[0].outcome is Outcome.BUFFER
+    assert store.buffer_stats(T, NOW).events == 1
+    assert [r.event_uuid for r in store.release_due(T, NOW + DELAY, 10)] == [e.uuid]
+
+
+def test_an_unacknowledged_release_is_redelivered_after_its_lease(
+    client: redis.Redis, unique_name: str
+) -> None:
+    store = make_store(client, unique_name, lease_ms=10_000)
+    e = ev("track", "lease", backend=True)
+    store.resolve_buffered(T, [e], NOW)
+    (first,) = store.release_due(T, NOW + DELAY, 10)  # this worker "crashes" before acking
+    assert store.release_due(T, NOW + DELAY + 9_999, 10) == []
+    (again,) = store.release_due(T, NOW + DELAY + 10_000, 10)
+    assert (again.event_uuid, again.reason) == (e.uuid, "redelivery")
+    assert again.resolution.person_id == first.resolution.person_id
+    store.ack(T, [e.uuid])
+    assert store.release_due(T, NOW + DELAY + 100_000, 10) == []
+
+
+def test_the_buffer_survives_a_new_store_instance(redis_url: str, unique_name: str) -> None:
+    first_client = redis.Redis.from_url(redis_url)
+    e = ev("track", "restart", backend=True)
+    make_store(first_client, unique_name).resolve_buffered(T, [e], NOW)
+    first_client.close()
+    second_client = redis.Redis.from_url(redis_url)
+    try:
+        released = make_store(second_client, unique_name).release_due(T, NOW + DELAY, 10)
+        assert [r.payload for r in released] == [e.buffer_payload]
+    finally:
+        second_client.close()
+
+
+def test_buffer_off_applies_everything(client: redis.Redis, unique_name: str) -> None:
+    store = make_store(client, unique_name, delay_ms=0)
+    result = store.resolve_buffered(T, [ev("track", "now", backend=True)], NOW)
+    assert result.resolutions[0].outcome is Outcome.EMIT
+    assert store.buffered_tenants() == []
+
+
+def test_concurrent_releases_hand_each_entry_to_one_worker(
+    redis_url: str, unique_name: str
+) -> None:
+    setup = redis.Redis.from_url(redis_url)
+    events = [ev("track", f"c{i % 40}", backend=True) for i in range(200)]
+    make_store(setup, unique_name).resolve_buffered(T, events, NOW)
+    setup.close()
+    got: list[list[str]] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        c = redis.Redis.from_url(redis_url)
+        store = make_store(c, unique_name)
+        mine: list[str] = []
+        for _ in range(20):
+            mine += [r.event_uuid for r in store.release_due(T, NOW + DELAY, 5)]
+        c.close()
+        with lock:
+            got.append(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    flat = [u for mine in got for u in mine]
+    assert sorted(flat) == sorted(e.uuid for e in events)  # each released exactly once
+    assert sum(1 for mine in got if mine) >= 1
