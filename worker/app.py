@@ -119,6 +119,7 @@ def build_worker(
         clock=clock,
         flush_timeout_seconds=settings.batch.shutdown_timeout_seconds,
         buffer=settings.buffer,
+        log_personal_data=settings.observability.log_personal_data,
     )
     source = KafkaSource(
         {**kafka_common, "group.id": settings.kafka.group_id, **settings.kafka.consumer},

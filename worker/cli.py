@@ -171,6 +171,50 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_buffer_stats(args: argparse.Namespace) -> int:
+    """Per buffered tenant: events waiting, ids, leased entries, oldest wait."""
+    from worker.app import build_store, redis_client
+    from worker.clock import SystemClock
+
+    settings = _settings(args)
+    client = redis_client(settings)
+    try:
+        store = build_store(settings, client)
+        now_ms = SystemClock().now_ms()
+        tenants = [args.tenant] if args.tenant else store.buffered_tenants()
+        rows = []
+        for i, tenant in enumerate(tenants, 1):
+            stats = store.buffer_stats(tenant, now_ms)
+            rows.append(
+                {
+                    "tenant": tenant,
+                    "events": stats.events,
+                    "ids": stats.ids,
+                    "leased": stats.leased,
+                    "oldest_age_seconds": None
+                    if stats.oldest_age_ms is None
+                    else round(stats.oldest_age_ms / 1000, 1),
+                }
+            )
+            if len(tenants) > 50 and i % 50 == 0:
+                print(f"  {i}/{len(tenants)} tenants read", file=sys.stderr)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(f"{'tenant':30s} {'events':>8s} {'ids':>8s} {'leased':>8s} {'oldest_s':>9s}")
+            for row in rows:
+                age = row["oldest_age_seconds"]
+                print(
+                    f"{row['tenant']!s:30s} {row['events']:>8} {row['ids']:>8} "
+                    f"{row['leased']:>8} {'-' if age is None else age:>9}"
+                )
+            total = sum(int(str(r["events"])) for r in rows)
+            print(f"{len(rows)} tenants, {total} events waiting")
+        return 0
+    finally:
+        client.close()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
@@ -214,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--to", help="produce to this topic instead of the source topic")
     replay.add_argument("--execute", action="store_true", help="really produce (default: dry run)")
     replay.set_defaults(func=cmd_replay)
+    buffer = sub.add_parser("buffer", help="the 60-second buffer")
+    buffer_sub = buffer.add_subparsers(dest="buffer_command", required=True)
+    stats = buffer_sub.add_parser("stats", help="events waiting per tenant")
+    stats.add_argument("--tenant", help="only this tenant")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.set_defaults(func=cmd_buffer_stats)
     demo = sub.add_parser(
         "demo", help="create topics, start a worker, feed it a demo stream, print the output"
     )

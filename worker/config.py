@@ -158,7 +158,9 @@ class BufferSettings(_Section):
 
 class FormatSettings(_Section):
     output: Literal["avro", "json"] = "json"
-    tenant_fields: tuple[str, ...] = ("tenant", "team_id", "token", "api_key", "writeKey")
+    tenant_fields: tuple[str, ...] | None = None
+    """Fields naming the tenant, tried in order (``a.b`` = nested), for every JSON dialect.
+    Unset: each dialect's own list (docs/FORMATS.md)."""
     default_tenant: str | None = None
     """Tenant for events that name none (else they are dead letters)."""
     schema_registry_url: SecretStr | None = None

@@ -99,3 +99,37 @@ def test_replay_dead_letters_dry_run_filter_and_execute(
     consumer.close()
     assert sorted(m.value() for m in got) == [b"v0", b"v1"]
     assert all(m.headers() == [("trace", b"x")] for m in got)  # our iw.* headers are gone
+
+
+def test_buffer_stats_lists_waiting_events(
+    redis_url: str,
+    unique_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from worker.store.codec import BufferPolicy
+
+    client = redis.Redis.from_url(redis_url)
+    store = RedisIdentityStore(
+        client, IdentityConfig(), prefix=unique_name, buffer=BufferPolicy(delay_ms=60_000)
+    )
+    now = int(time.time() * 1000)
+    events = [
+        IdentityEvent(
+            "shop",
+            EventKind.TRACK,
+            f"srv-{i % 2}",
+            f"00000000-0000-4000-8000-{i:012d}",
+            now,
+            buffer_payload=b"{}",
+        )
+        for i in range(3)
+    ]
+    store.resolve_buffered("shop", events, now - 5000)
+    client.close()
+    monkeypatch.setenv("IDENTITY_WORKER_REDIS__URL", redis_url)
+    monkeypatch.setenv("IDENTITY_WORKER_REDIS__KEY_PREFIX", unique_name)
+    assert main(["buffer", "stats", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["tenant"], row["events"], row["ids"], row["leased"]) == ("shop", 3, 2, 0)
+    assert row["oldest_age_seconds"] >= 5

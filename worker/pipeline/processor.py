@@ -81,8 +81,10 @@ class Processor(BatchProcessor):
         clock: Clock,
         flush_timeout_seconds: float = 30.0,
         buffer: BufferSettings | None = None,
+        log_personal_data: bool = False,
     ) -> None:
         self._store = store
+        self._log_personal_data = log_personal_data
         self._buffer = buffer or BufferSettings(enabled=False)
         self._payloads = OutputEncoder("json", decode_options.avro)
         self._next_release = 0.0
@@ -267,6 +269,18 @@ class Processor(BatchProcessor):
         except EncodeError as exc:
             dead = dead_letter(message, self._topics.dead_letters, exc, reason="encode_failed")
             return [_Out(message, dead, "dead_letter", "encode_failed")]
+        if self._log_personal_data and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "resolved",
+                extra={
+                    "tenant": event.tenant,
+                    "distinct_id": event.distinct_id,
+                    "event_uuid": event.uuid,
+                    "person_id": resolution.person_id,
+                    "outcome": resolution.outcome.value,
+                    "properties": dict(resolution.properties),
+                },
+            )
         if resolution.merged:
             stats.merges["merged"] += 1
         if resolution.person_created:
