@@ -152,10 +152,8 @@ def _updates_object(pairs: tuple[tuple[str, JsonValue], ...]) -> dict[str, JsonV
     return dict(pairs) if pairs else None
 
 
-def to_avro_record(e: InputEvent) -> dict[str, Any]:
-    """The ``Event`` record of ``e`` (also the leading fields of an ``EnrichedEvent``)."""
-    set_ = _updates_object(e.updates.set)
-    set_once = _updates_object(e.updates.set_once)
+def _shared_fields(e: InputEvent) -> dict[str, Any]:
+    """The fields whose form is the same in our Avro record and our JSON object."""
     return {
         "uuid": e.uuid,
         "type": e.kind.value,
@@ -168,6 +166,16 @@ def to_avro_record(e: InputEvent) -> dict[str, Any]:
         "merge_dangerously": e.merge_dangerously,
         "process_person": e.process_person,
         "source": SOURCE_BACKEND if e.is_backend else SOURCE_CLIENT,
+    }
+
+
+def to_avro_record(e: InputEvent) -> dict[str, Any]:
+    """The ``Event`` record of ``e`` (also the leading fields of an ``EnrichedEvent``); the
+    JSON-valued fields are JSON text there. The field order is the schema's."""
+    set_ = _updates_object(e.updates.set)
+    set_once = _updates_object(e.updates.set_once)
+    return {
+        **_shared_fields(e),
         "properties": dumps_json(e.properties),
         "set": None if set_ is None else dumps_json(set_),
         "set_once": None if set_once is None else dumps_json(set_once),
@@ -178,17 +186,7 @@ def to_avro_record(e: InputEvent) -> dict[str, Any]:
 def to_json_object(e: InputEvent) -> dict[str, Any]:
     """Our JSON shape of ``e`` (also the leading fields of a JSON enriched event)."""
     return {
-        "uuid": e.uuid,
-        "type": e.kind.value,
-        "tenant": e.tenant,
-        "distinct_id": e.distinct_id,
-        "event": e.event,
-        "timestamp": e.timestamp_ms,
-        "sent_at": e.sent_at_ms,
-        "other_id": e.other_id,
-        "merge_dangerously": e.merge_dangerously,
-        "process_person": e.process_person,
-        "source": SOURCE_BACKEND if e.is_backend else SOURCE_CLIENT,
+        **_shared_fields(e),
         "properties": e.properties,
         "set": _updates_object(e.updates.set),
         "set_once": _updates_object(e.updates.set_once),
