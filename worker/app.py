@@ -22,7 +22,7 @@ from worker.observability.recorder import MetricsRecorder
 from worker.pipeline.processor import Processor
 from worker.pipeline.runner import Runner
 from worker.store.codec import BufferPolicy
-from worker.store.redis_store import RedisIdentityStore
+from worker.store.redis_store import RedisClient, RedisIdentityStore
 
 
 @dataclass(slots=True)
@@ -31,7 +31,7 @@ class Worker:
     source: KafkaSource
     sink: KafkaSink
     store: RedisIdentityStore
-    redis: redis.Redis
+    redis: RedisClient
     metrics: WorkerMetrics
 
     def close(self) -> None:
@@ -45,16 +45,21 @@ class Worker:
                 self.redis.close()
 
 
-def redis_client(settings: Settings) -> redis.Redis:
+def redis_client(settings: Settings) -> RedisClient:
+    """A client for ``redis.url``: a Redis Cluster client when ``redis.cluster`` is set (the
+    URL names any node; the others are discovered)."""
+    url = settings.redis.url.get_secret_value()
+    timeout = settings.redis.socket_timeout_seconds
+    if settings.redis.cluster:
+        return redis.RedisCluster.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
     return redis.Redis.from_url(
-        settings.redis.url.get_secret_value(),
-        socket_timeout=settings.redis.socket_timeout_seconds,
-        socket_connect_timeout=settings.redis.socket_timeout_seconds,
-        health_check_interval=30,
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
     )
 
 
-def build_store(settings: Settings, client: redis.Redis) -> RedisIdentityStore:
+def build_store(settings: Settings, client: RedisClient) -> RedisIdentityStore:
     buffer = settings.buffer
     return RedisIdentityStore(
         client,

@@ -104,6 +104,9 @@ class TopicSettings(_Section):
 
 class RedisSettings(_Section):
     url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
+    cluster: bool = False
+    """``url`` names a node of a Redis Cluster: use a cluster client (each tenant's keys share
+    a hash slot, so every script call goes to one node)."""
     key_prefix: str = "iw"
     max_ops_per_call: int = Field(default=64, ge=1)
     """Operations per Lua call: keeps each script short so Redis is never blocked for long."""

@@ -67,6 +67,10 @@ Redis restart) so a retry never misses it; the next call of the tenant deletes i
 
 T = TypeVar("T")
 
+RedisClient = redis.Redis | redis.RedisCluster
+"""A single Redis (or a primary behind Sentinel) or a Redis Cluster: every call of the store
+touches keys of one tenant, which share one hash slot."""
+
 _TRANSIENT_REPLIES = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
@@ -110,7 +114,7 @@ class RedisIdentityStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         config: IdentityConfig,
         *,
         prefix: str = "iw",
