@@ -39,8 +39,13 @@ start() {
 }
 
 stop() {
-  if pid_alive "$PIDFILE"; then redis-cli -p "$PORT" shutdown >/dev/null 2>&1 || true; fi
-  stop_pid "$PIDFILE" redis 10
+  if ! pid_alive "$PIDFILE"; then stop_pid "$PIDFILE" redis 10; return 0; fi
+  local pid; pid="$(cat "$PIDFILE")"
+  redis-cli -p "$PORT" shutdown >/dev/null 2>&1 || true   # fsyncs the AOF, then exits
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then stop_pid "$PIDFILE" redis 10; return 0; fi
+  rm -f "$PIDFILE"
+  log "redis: stopped"
 }
 
 status() {
