@@ -43,7 +43,8 @@ TENANTS = ("t1", "t:{2}")
 LEGAL_IDS = ("a", "b", "c", "d", "e", "f", "user-1", "anon:é")
 ILLEGAL_IDS = ("null", "'guest'", '"Anonymous"', "", "   ", "0", "NaN", "[object Object]")
 KEYS = ("k1", "k2", "k3", "$initial_url", "k" * 12)
-EXAMPLES_PER_MODE = 700
+EXAMPLES_PER_MODE = 1000
+"""2,000 random sequences per run of the suite (both ordering modes), about a minute."""
 
 
 # -- strategies --------------------------------------------------------------------------------
