@@ -26,7 +26,7 @@ from worker.identity.model import (
     Resolution,
     WarningKind,
 )
-from worker.identity.rules import prepare
+from worker.identity.rules import personless, prepare
 
 
 @dataclass(slots=True)
@@ -198,26 +198,15 @@ class ReferenceStore:
     ) -> Resolution:
         person = state.owner.get(event.distinct_id)
         if person is None:
-            return Resolution(
-                event_uuid=event.uuid,
-                outcome=Outcome.EMIT,
-                person_id=person_id_for(event.tenant, event.distinct_id),
-                person_mode=PersonMode.PROPERTYLESS,
-                properties={},
-                created_at_ms=None,
-                is_identified=False,
-                warnings=tuple(warnings),
-            )
+            return personless(event, tuple(warnings))
         upgrade = event.timestamp_ms > person.created_at_ms + self._config.force_upgrade_after_ms
-        return Resolution(
-            event_uuid=event.uuid,
-            outcome=Outcome.EMIT,
+        return personless(
+            event,
+            tuple(warnings),
             person_id=person.person_id,
-            person_mode=PersonMode.FORCE_UPGRADE if upgrade else PersonMode.PROPERTYLESS,
-            properties={},
             created_at_ms=person.created_at_ms,
             is_identified=person.is_identified,
-            warnings=tuple(warnings),
+            mode=PersonMode.FORCE_UPGRADE if upgrade else PersonMode.PROPERTYLESS,
         )
 
     @staticmethod

@@ -74,16 +74,7 @@ def prepare(event: IdentityEvent, config: IdentityConfig) -> PreparedOp | Resolu
 
     if is_illegal_id(event.distinct_id, config):
         warnings.append(IdentityWarning(WarningKind.ILLEGAL_DISTINCT_ID))
-        return Resolution(
-            event_uuid=event.uuid,
-            outcome=Outcome.EMIT,
-            person_id=person_id_for(event.tenant, event.distinct_id),
-            person_mode=PersonMode.PROPERTYLESS,
-            properties={},
-            created_at_ms=None,
-            is_identified=False,
-            warnings=tuple(warnings),
-        )
+        return personless(event, tuple(warnings))
 
     updates = event.updates
     violation = length_violation(updates, config)
@@ -93,6 +84,29 @@ def prepare(event: IdentityEvent, config: IdentityConfig) -> PreparedOp | Resolu
         )
         updates = NO_UPDATES
     return PreparedOp(event=event, merge_with=merge_with, updates=updates, warnings=tuple(warnings))
+
+
+def personless(
+    event: IdentityEvent,
+    warnings: tuple[IdentityWarning, ...],
+    *,
+    person_id: str | None = None,
+    created_at_ms: int | None = None,
+    is_identified: bool = False,
+    mode: PersonMode = PersonMode.PROPERTYLESS,
+) -> Resolution:
+    """An emitted event that touches no person (A5, A6): with no person, the id its distinct
+    id would give one (``person_id_for``); with one, that person's id, and empty properties."""
+    return Resolution(
+        event_uuid=event.uuid,
+        outcome=Outcome.EMIT,
+        person_id=person_id or person_id_for(event.tenant, event.distinct_id),
+        person_mode=mode,
+        properties={},
+        created_at_ms=created_at_ms,
+        is_identified=is_identified,
+        warnings=warnings,
+    )
 
 
 def _illegal(distinct_id: str, config: IdentityConfig) -> bool:
