@@ -172,7 +172,7 @@ def test_lone_surrogates_survive_the_wire() -> None:
 def test_decode_reply() -> None:
     stateless = IdentityWarning(WarningKind.CANNOT_MERGE_WITH_ILLEGAL_DISTINCT_ID)
     ops = [_op(other="b", warnings=(stateless,)), _op(process_person=False)]
-    released_entry = ["p3", "full", 9, False, {}, False, True, ["buffer_overflow"], []]
+    released_entry = ["p3", "full", 9, False, {}, False, True, ["buffer_overflow"], [], 0]
     reply = json.dumps(
         [
             [
@@ -186,8 +186,9 @@ def test_decode_reply() -> None:
                     False,
                     ["merge_limit_exceeded", "person_properties_size_violation"],
                     [["z", "old", "p1"], ["b", "old", "p1"]],
+                    7,
                 ],
-                ["p2", "propertyless", None, False, {}, False, False, [], []],
+                ["p2", "propertyless", None, False, {}, False, False, [], [], None],
             ],
             [["e-9", "overflow", 1234, released_entry]],
         ]
@@ -215,13 +216,15 @@ def test_decode_reply() -> None:
         DistinctIdOverride("b", "old", "p1"),
         DistinctIdOverride("z", "old", "p1"),
     )
+    assert first.person_version == 7
     assert second.person_mode is PersonMode.PROPERTYLESS
     assert second.created_at_ms is None
+    assert second.person_version is None
 
 
 def test_decode_a_buffered_result() -> None:
     ops = [_op()]
-    reply = json.dumps([[["", "buffered", None, False, {}, False, False, [], []]], []])
+    reply = json.dumps([[["", "buffered", None, False, {}, False, False, [], [], None]], []])
     (resolution,), released = codec.decode_reply(reply, ops)
     assert resolution.outcome is Outcome.BUFFER
     assert resolution.person_id is None
@@ -230,7 +233,7 @@ def test_decode_a_buffered_result() -> None:
 
 @pytest.mark.parametrize(
     "reply",
-    [b"{}", b"[]", b'[["p"]]', b"not json", b"[[[1,2,3,4,5,6,7,8,9]],[]]", b'[[], [["x"]]]'],
+    [b"{}", b"[]", b'[["p"]]', b"not json", b"[[[1,2,3,4,5,6,7,8,9,10]],[]]", b'[[], [["x"]]]'],
 )
 def test_decode_reply_rejects_malformed(reply: bytes) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (json.JSONDecodeError is a ValueError)

@@ -190,6 +190,9 @@ class Resolution:
     """True when this event merged two persons or joined an id to a person."""
     person_created: bool = False
     """True when this event created a person."""
+    person_version: int | None = None
+    """The version of the person after this event (full mode only): it grows with every
+    change, so consumers of person changes can ignore stale records."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,6 +185,7 @@ class ReferenceStore:
             overrides=tuple(sorted(overrides, key=lambda o: o.distinct_id)),
             merged=merged,
             person_created=created,
+            person_version=person.version,
         )
 
     def _updated_properties(self, person: _Record, op: PreparedOp) -> dict[str, PropertyState]:

@@ -257,9 +257,11 @@ _MODES = {mode.value: mode for mode in PersonMode}
 
 
 def _resolution(entry: Any, event_uuid: str, stateless: tuple[IdentityWarning, ...]) -> Resolution:
-    if not isinstance(entry, list) or len(entry) != 9:
+    if not isinstance(entry, list) or len(entry) != 10:
         raise ValueError(f"malformed reply entry {entry!r}")
-    pid, mode, created_at, identified, props, merged, created, warnings, overrides = entry
+    pid, mode, created_at, identified, props, merged, created, warnings, overrides, version = entry
+    if not isinstance(version, int | None):
+        raise ValueError(f"malformed reply entry {entry!r}")
     if not isinstance(props, dict) or not isinstance(created_at, int | None):
         raise ValueError(f"malformed reply entry {entry!r}")
     if mode == "buffered":
@@ -291,6 +293,7 @@ def _resolution(entry: Any, event_uuid: str, stateless: tuple[IdentityWarning, .
         else (),
         merged=merged is True,
         person_created=created is True,
+        person_version=version,
     )
 
 

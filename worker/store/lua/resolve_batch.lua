@@ -39,9 +39,11 @@ number of ops, then per op:
   arrival mode: "s" set (if the value changes), "o" set if absent, "u" remove if present,
   "x" a key both set and unset by the event: set if absent before it, else removed.
 
-Reply: one JSON array text, one entry per op:
+Reply: one JSON array text [[entry per op], [released entry]], an entry being
   [person_id, person_mode, created_at_ms|null, is_identified, {properties}, merged,
-   person_created, [warning kinds], [[distinct_id, old_person_id, new_person_id], ...]]
+   person_created, [warning kinds], [[distinct_id, old_person_id, new_person_id], ...],
+   person_version|null]
+and a released entry [uuid, reason, ingested_ms, entry] (section 6).
 The same text is kept at KEYS[3] for the reply TTL: a retry of a call whose reply was lost (the
 connection dropped after the script ran) gets the stored reply back and applies nothing twice.
 
@@ -576,7 +578,7 @@ end
 local NONE = {}
 
 local function result(pid, person_mode, created_at, identified, props_json, merged, created,
-                      warnings, overrides)
+                      warnings, overrides, version)
   local warned, parts = '', ''
   if #warnings > 0 then
     warned = '"' .. concat(warnings, '","') .. '"'
@@ -591,7 +593,7 @@ local function result(pid, person_mode, created_at, identified, props_json, merg
   return '["' .. pid .. '","' .. person_mode .. '",' .. (created_at or 'null') .. ',' ..
       (identified and 'true' or 'false') .. ',' .. props_json .. ',' ..
       (merged and 'true' or 'false') .. ',' .. (created and 'true' or 'false') .. ',[' ..
-      warned .. '],[' .. parts .. ']]'
+      warned .. '],[' .. parts .. '],' .. (version or 'null') .. ']'
 end
 
 local LIMIT = 'merge_limit_exceeded'
@@ -706,7 +708,7 @@ local function apply(op, warning)
       p.v_text = tostring(p.v)
     end
     return result(p.pid, 'full', p.c_text, p.i, snapshot(p), merged, created, warnings,
-      overrides)
+      overrides, p.v_text)
   end
 end
 
