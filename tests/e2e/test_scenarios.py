@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from worker.identity.ids import person_id_for
 
 from tests.e2e.harness import Collector, e2e_settings, produce, running_worker
 from worker.config import Settings
+from worker.identity.ids import person_id_for
 
 pytestmark = pytest.mark.e2e
 
@@ -89,7 +89,14 @@ def env(kafka_bootstrap: str, redis_url: str) -> Iterator[tuple[Settings, Collec
     settings = e2e_settings(kafka_bootstrap, redis_url, name, buffer={"enabled": False})
     topics = settings.topics
     collector = Collector(
-        settings, [topics.enriched, topics.warnings, topics.overrides, topics.dead_letters]
+        settings,
+        [
+            topics.enriched,
+            topics.warnings,
+            topics.overrides,
+            topics.dead_letters,
+            topics.person_changes,
+        ],
     )
     with running_worker(settings):
         yield settings, collector
@@ -205,6 +212,30 @@ def test_timestamp_mode_orders_property_updates_by_event_time(stream: Stream) ->
     stream.step("track", "p", unset=["plan"], timestamp=T0 + 20_000)
     resurrect = stream.step("track", "p", set={"plan": "old"}, timestamp=T0 + 15_000)
     assert resurrect["person_properties"] == {}
+
+
+def test_person_changes_announce_states_and_merges(stream: Stream) -> None:
+    topic = stream.settings.topics.person_changes
+    stream.step("track", "anon", set={"a": 1})
+    u1 = stream.step("identify", "u1", other_id="anon", set={"plan": "pro"})
+    u2 = stream.step("identify", "u2", other_id="anon2", set={"b": 2})
+    last = stream.step("alias", "u1", other_id="u2", merge_dangerously=True)
+    assert last["person_id"] == u1["person_id"]
+
+    def records() -> list[dict[str, Any]]:
+        return [r for r in stream.collector.json(topic) if r["tenant"] == stream.tenant]
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(r["merged_into"] for r in records()):
+        stream.collector.poll(0.2)
+    states = [r for r in records() if r["person_id"] == u1["person_id"] and not r["merged_into"]]
+    versions = [r["version"] for r in states]
+    assert versions == sorted(set(versions))  # each version once, increasing
+    assert states[-1]["properties"] == last["person_properties"] == {"a": 1, "plan": "pro", "b": 2}
+    assert states[-1]["is_identified"] is True
+    (gone,) = [r for r in records() if r["person_id"] == u2["person_id"] and r["merged_into"]]
+    assert gone["merged_into"] == u1["person_id"]
+    assert gone["version"] == states[-1]["version"]
 
 
 def test_undecodable_input_is_a_dead_letter(env: tuple[Settings, Collector]) -> None:

@@ -23,6 +23,7 @@ REQUIRED_FIELDS = {
         "timestamp",
     },
     SchemaName.INGESTION_WARNING: {"type", "tenant", "timestamp"},
+    SchemaName.PERSON_CHANGE: {"tenant", "person_id", "version", "timestamp"},
 }
 
 SAMPLE_RECORDS: dict[SchemaName, dict[str, Any]] = {
@@ -59,6 +60,17 @@ SAMPLE_RECORDS: dict[SchemaName, dict[str, Any]] = {
         "details": {"other": "x"},
         "timestamp": 1_700_000_000_000,
     },
+}
+SAMPLE_RECORDS[SchemaName.PERSON_CHANGE] = {
+    "tenant": "t1",
+    "person_id": "p-1",
+    "version": 3,
+    "properties": '{"plan":"pro"}',
+    "created_at": 1_700_000_000_000,
+    "is_identified": True,
+    "merged_into": None,
+    "event_uuid": "0190b8b6-7d6a-7a4e-8c1e-1a2b3c4d5e6f",
+    "timestamp": 1_700_000_000_001,
 }
 SAMPLE_RECORDS[SchemaName.ENRICHED_EVENT] = {
     **SAMPLE_RECORDS[SchemaName.EVENT],

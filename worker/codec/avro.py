@@ -40,6 +40,7 @@ class SchemaName(StrEnum):
     ENRICHED_EVENT = "EnrichedEvent"
     DISTINCT_ID_OVERRIDE = "DistinctIdOverride"
     INGESTION_WARNING = "IngestionWarning"
+    PERSON_CHANGE = "PersonChange"
 
 
 SCHEMA_IDS: Final[Mapping[SchemaName, int]] = MappingProxyType(
@@ -48,6 +49,7 @@ SCHEMA_IDS: Final[Mapping[SchemaName, int]] = MappingProxyType(
         SchemaName.ENRICHED_EVENT: 2,
         SchemaName.DISTINCT_ID_OVERRIDE: 3,
         SchemaName.INGESTION_WARNING: 4,
+        SchemaName.PERSON_CHANGE: 5,
     }
 )
 """Local schema ids, used when no registry is configured. With a registry, pass the ids it

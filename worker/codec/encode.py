@@ -120,6 +120,54 @@ class OutputEncoder:
         ts = e.timestamp_ms if timestamp_ms is None else timestamp_ms
         return [self.override(e.tenant, o, event_uuid=e.uuid, timestamp_ms=ts) for o in r.overrides]
 
+    def person_change(self, e: InputEvent, r: Resolution, *, timestamp_ms: int) -> OutputRecord:
+        """The state of ``r``'s person after ``e`` (``r`` must be full mode, with a version)."""
+        if r.person_id is None or r.person_version is None:
+            raise EncodeError(f"event {e.uuid} has no person version to announce")
+        record = {
+            "tenant": e.tenant,
+            "person_id": r.person_id,
+            "version": r.person_version,
+            "properties": dict(r.properties),
+            "created_at": r.created_at_ms,
+            "is_identified": r.is_identified,
+            "merged_into": None,
+            "event_uuid": e.uuid,
+            "timestamp": timestamp_ms,
+        }
+        return OutputRecord(f"{e.tenant}:{r.person_id}".encode(), self._person(record))
+
+    def person_merged(
+        self,
+        tenant: str,
+        old_person_id: str,
+        new_person_id: str,
+        version: int,
+        *,
+        event_uuid: str | None,
+        timestamp_ms: int,
+    ) -> OutputRecord:
+        """``old_person_id`` was merged into ``new_person_id`` (keyed by the old id)."""
+        record = {
+            "tenant": tenant,
+            "person_id": old_person_id,
+            "version": version,
+            "properties": {},
+            "created_at": None,
+            "is_identified": True,
+            "merged_into": new_person_id,
+            "event_uuid": event_uuid,
+            "timestamp": timestamp_ms,
+        }
+        return OutputRecord(f"{tenant}:{old_person_id}".encode(), self._person(record))
+
+    def _person(self, record: dict[str, Any]) -> bytes:
+        if self._format == "avro":
+            return self._encode(
+                SchemaName.PERSON_CHANGE, {**record, "properties": dumps_json(record["properties"])}
+            )
+        return _json_bytes(record)
+
     def warning(
         self,
         tenant: str,

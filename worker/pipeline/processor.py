@@ -35,6 +35,7 @@ from worker.identity.timestamps import normalize_timestamp
 from worker.kafka.records import OutputRecord, RawMessage
 from worker.kafka.sink import KafkaSink
 from worker.pipeline.deadletter import dead_letter
+from worker.pipeline.person_changes import AnnouncedVersions, changed_person, merged_away
 from worker.pipeline.runner import BatchOutcome, BatchProcessor, BatchStats
 from worker.store.base import BufferingStore, Released
 
@@ -64,7 +65,7 @@ class _Out:
 
     source: RawMessage
     record: OutputRecord
-    kind: str  # enriched | override | warning | dead_letter
+    kind: str  # enriched | override | person_change | warning | dead_letter
     label: str = ""  # the warning type, or the dead letter's reason
 
 
@@ -88,6 +89,7 @@ class Processor(BatchProcessor):
         self._buffer = buffer or BufferSettings(enabled=False)
         self._payloads = OutputEncoder("json", decode_options.avro)
         self._next_release = 0.0
+        self._announced = AnnouncedVersions()
         self._sink = sink
         self._encoder = encoder
         self._decode_options = decode_options
@@ -266,6 +268,7 @@ class Processor(BatchProcessor):
             for rec in self._encoder.overrides(event, resolution, timestamp_ms=now_ms):
                 record = OutputRecord(self._topics.overrides, rec.value, rec.key)
                 out.append(_Out(message, record, "override"))
+            out.extend(self._person_changes(item, resolution, now_ms))
         except EncodeError as exc:
             dead = dead_letter(message, self._topics.dead_letters, exc, reason="encode_failed")
             return [_Out(message, dead, "dead_letter", "encode_failed")]
@@ -285,6 +288,27 @@ class Processor(BatchProcessor):
             stats.merges["merged"] += 1
         if resolution.person_created:
             stats.persons_created += 1
+        return out
+
+    def _person_changes(self, item: _Decoded, resolution: Resolution, now_ms: int) -> list[_Out]:
+        """Merged-away persons first, then the person's new state if its version moved."""
+        if resolution.person_id is None or resolution.person_version is None:
+            return []
+        topic, event = self._topics.person_changes, item.event
+        out = []
+        for old in merged_away(resolution):
+            rec = self._encoder.person_merged(
+                event.tenant,
+                old,
+                resolution.person_id,
+                resolution.person_version,
+                event_uuid=event.uuid,
+                timestamp_ms=now_ms,
+            )
+            out.append(_Out(item.message, OutputRecord(topic, rec.value, rec.key), "person_change"))
+        if changed_person(resolution, self._announced):
+            rec = self._encoder.person_change(event, resolution, timestamp_ms=now_ms)
+            out.append(_Out(item.message, OutputRecord(topic, rec.value, rec.key), "person_change"))
         return out
 
     def _confirm(self, outs: list[_Out]) -> list[_Out]:
