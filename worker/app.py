@@ -94,6 +94,7 @@ def build_avro(settings: Settings) -> AvroCodec:
             SchemaName.ENRICHED_EVENT: f"{topics.enriched}-value",
             SchemaName.DISTINCT_ID_OVERRIDE: f"{topics.overrides}-value",
             SchemaName.INGESTION_WARNING: f"{topics.warnings}-value",
+            SchemaName.PERSON_CHANGE: f"{topics.person_changes}-value",
         },
     )
     return AvroCodec(schema_ids=ids, resolver=resolver)
