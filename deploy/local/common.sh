@@ -24,3 +24,9 @@ stop_pid() {
   rm -f "$file"
   log "$name: stopped"
 }
+
+# service_status NAME PIDFILE PORT: say whether the service runs; non-zero when it does not
+service_status() {
+  if pid_alive "$2" && port_open "$3"; then echo "$1: running on 127.0.0.1:$3 (pid $(cat "$2"))"
+  else echo "$1: not running"; return 1; fi
+}

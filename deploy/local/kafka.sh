@@ -77,10 +77,7 @@ start() {
 
 stop() { stop_pid "$PIDFILE" kafka 30; }
 
-status() {
-  if pid_alive "$PIDFILE" && port_open "$PORT"; then echo "kafka: running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"
-  else echo "kafka: not running"; return 1; fi
-}
+status() { service_status kafka "$PIDFILE" "$PORT"; }
 
 clean() { stop; rm -rf "$RUN"; log "kafka: data removed"; }
 

@@ -48,10 +48,7 @@ stop() {
   log "redis: stopped"
 }
 
-status() {
-  if pid_alive "$PIDFILE" && port_open "$PORT"; then echo "redis: running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"
-  else echo "redis: not running"; return 1; fi
-}
+status() { service_status redis "$PIDFILE" "$PORT"; }
 
 clean() { stop; rm -rf "$RUN"; log "redis: data removed"; }
 

@@ -179,6 +179,13 @@ def as_timestamp_ms(value: Any, field: str) -> int:
     raise DecodeError("invalid_field", f"{field} must be ms or ISO 8601", field=field)
 
 
+def timestamp_or_received(value: Any, received_at_ms: int | None, field: str) -> int:
+    """The event's timestamp, or, when it has none, when the message was received."""
+    if value is None and received_at_ms is not None:
+        return received_at_ms
+    return as_timestamp_ms(value, field)
+
+
 def opt_timestamp_ms(value: Any, field: str) -> int | None:
     return None if value is None else as_timestamp_ms(value, field)
 

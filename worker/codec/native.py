@@ -19,7 +19,6 @@ from worker.codec.fields import (
     as_id,
     as_object,
     as_str,
-    as_timestamp_ms,
     as_uuid,
     check_timestamp_ms,
     derive_uuid,
@@ -32,6 +31,7 @@ from worker.codec.fields import (
     opt_timestamp_ms,
     property_updates,
     require_tenant,
+    timestamp_or_received,
     unset_keys,
 )
 from worker.identity.model import EventKind, JsonValue
@@ -122,11 +122,7 @@ def from_json_object(
         uuid=derive_uuid(source_ref) if raw_uuid is None else as_uuid(raw_uuid, "uuid"),
         distinct_id=as_id(obj.get("distinct_id"), "distinct_id"),
         event=event,
-        timestamp_ms=(
-            received_at_ms
-            if timestamp is None and received_at_ms is not None
-            else as_timestamp_ms(timestamp, "timestamp")
-        ),
+        timestamp_ms=timestamp_or_received(timestamp, received_at_ms, "timestamp"),
         sent_at_ms=opt_timestamp_ms(obj.get("sent_at"), "sent_at"),
         other_id=other_id,
         merge_dangerously=as_bool(obj.get("merge_dangerously"), "merge_dangerously", False),

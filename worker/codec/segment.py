@@ -19,7 +19,6 @@ from worker.codec.envelope import InputEvent, check_kind_fields
 from worker.codec.errors import DecodeError
 from worker.codec.fields import (
     as_str,
-    as_timestamp_ms,
     derive_uuid,
     first_tenant,
     get_path,
@@ -29,6 +28,7 @@ from worker.codec.fields import (
     opt_timestamp_ms,
     property_updates,
     require_tenant,
+    timestamp_or_received,
 )
 from worker.identity.model import EventKind
 
@@ -103,11 +103,7 @@ def decode_segment(
         uuid=derive_uuid(f"segment:{message_id}" if message_id else source_ref),
         distinct_id=distinct_id,
         event=event,
-        timestamp_ms=(
-            received_at_ms
-            if timestamp is None and received_at_ms is not None
-            else as_timestamp_ms(timestamp, "timestamp")
-        ),
+        timestamp_ms=timestamp_or_received(timestamp, received_at_ms, "timestamp"),
         sent_at_ms=opt_timestamp_ms(obj.get("sentAt"), "sentAt"),
         other_id=other_id,
         merge_dangerously=False,
