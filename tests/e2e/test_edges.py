@@ -7,6 +7,8 @@ import os
 import signal
 import socket
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import pytest
@@ -101,12 +103,25 @@ def test_an_output_too_large_for_its_topic_becomes_a_dead_letter(
         collector.close()
 
 
+def _loop_age(port: int) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return float(json.loads(r.read())["loop_age_seconds"])
+    except urllib.error.HTTPError as e:
+        return float(json.loads(e.read())["loop_age_seconds"])
+    except OSError:
+        return 0.0  # not listening yet
+
+
 def test_a_second_signal_exits_at_once(kafka_bootstrap: str, redis_url: str) -> None:
     """A worker stuck in its batch (Redis is not there) finishes nothing on the first SIGTERM;
     the second one ends it at once, with nothing committed."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
     name = f"sig-{uuid.uuid4().hex[:8]}"
     settings = e2e_settings(
         kafka_bootstrap,
@@ -119,6 +134,7 @@ def test_a_second_signal_exits_at_once(kafka_bootstrap: str, redis_url: str) -> 
             "retry_backoff_max_seconds": 0.2,
         },
         batch={"shutdown_timeout_seconds": 60},
+        observability={"metrics_port": metrics_port},
     )
     body = {
         "type": "track",
@@ -130,7 +146,12 @@ def test_a_second_signal_exits_at_once(kafka_bootstrap: str, redis_url: str) -> 
     }
     with worker_process(settings) as proc:
         produce(settings, [(settings.topics.track, b"s:d", json.dumps(body).encode())])
-        time.sleep(4)  # joined the group, fetched the message, retrying Redis
+        # wait until the loop is stuck in the batch (retrying Redis): /healthz reports the age
+        # of the loop's last turn
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _loop_age(metrics_port) < 1.0:
+            time.sleep(0.2)
+        assert _loop_age(metrics_port) >= 1.0
         proc.send_signal(signal.SIGTERM)
         time.sleep(1.5)
         assert proc.poll() is None  # still finishing the batch it cannot finish

@@ -20,9 +20,11 @@ HealthCheck = Callable[[], tuple[bool, dict[str, object]]]
 
 def liveness(health: Health, now: Callable[[], float], stall_seconds: float) -> HealthCheck:
     def check() -> tuple[bool, dict[str, object]]:
+        if health.last_loop_monotonic <= 0:
+            return False, {"alive": False, "started": False, "loop_age_seconds": None}
         age = now() - health.last_loop_monotonic
-        alive = health.last_loop_monotonic > 0 and age < stall_seconds
-        return alive, {"alive": alive, "loop_age_seconds": round(age, 3)}
+        alive = age < stall_seconds
+        return alive, {"alive": alive, "started": True, "loop_age_seconds": round(age, 3)}
 
     return check
 
