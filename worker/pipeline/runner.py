@@ -160,9 +160,11 @@ class Runner:
                     outcome = self._processor.process(batch)
                     committing = True
                     self._source.commit(outcome.next_offsets)
+                    committing = False
                     if self._observer:
                         elapsed = self._clock.monotonic() - started
                         self._observer.batch_done(len(batch), elapsed, outcome.stats)
+                    batch = []  # committed: a later failure (housekeeping) must not rewind it
                 chores = self._processor.housekeeping()
                 if chores is not None and self._observer:
                     self._observer.batch_done(0, 0.0, chores)

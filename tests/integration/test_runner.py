@@ -1,0 +1,89 @@
+"""The runner's commit rule against the real broker, with a processor that records its input."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+from confluent_kafka import Producer
+
+from worker.clock import SystemClock
+from worker.errors import TransientStoreError
+from worker.kafka.admin import TopicSpec, create_topics
+from worker.kafka.records import RawMessage
+from worker.kafka.source import KafkaSource
+from worker.pipeline.processor import next_offsets
+from worker.pipeline.runner import BatchOutcome, BatchProcessor, BatchStats, Runner
+
+pytestmark = pytest.mark.integration
+
+
+class Recording(BatchProcessor):
+    """Records every offset it processes; its work can fail on demand."""
+
+    def __init__(self, fail_process: int = 0, fail_housekeeping: int = 0) -> None:
+        self.seen: list[int] = []
+        self.fail_process = fail_process
+        self.fail_housekeeping = fail_housekeeping
+
+    def process(self, batch: Sequence[RawMessage]) -> BatchOutcome:
+        if self.fail_process:
+            self.fail_process -= 1
+            raise TransientStoreError("Redis is away")
+        self.seen += [m.offset for m in batch]
+        return BatchOutcome(next_offsets(batch), BatchStats())
+
+    def housekeeping(self) -> BatchStats | None:
+        if self.seen and self.fail_housekeeping:
+            self.fail_housekeeping -= 1
+            raise TransientStoreError("Redis is away during the buffer sweep")
+        return None
+
+
+def _run(bootstrap: str, topic: str, processor: Recording, want: int) -> None:
+    source = KafkaSource({"bootstrap.servers": bootstrap, "group.id": topic}, [topic])
+    runner = Runner(
+        source,
+        processor,
+        SystemClock(),
+        max_messages=100,
+        max_wait_seconds=0.05,
+        backoff_initial_seconds=0.05,
+    )
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while len(processor.seen) < want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # room for a wrong replay to show up
+    runner.request_shutdown()
+    thread.join(10)
+    source.close()
+
+
+@pytest.fixture
+def topic(kafka_bootstrap: str, unique_name: str) -> str:
+    create_topics(kafka_bootstrap, [TopicSpec(unique_name, 1, 1)])
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i in range(10):
+        producer.produce(unique_name, value=str(i).encode())
+    assert producer.flush(30) == 0
+    return unique_name
+
+
+def test_a_failed_batch_is_processed_again_from_its_first_offset(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    processor = Recording(fail_process=2)
+    _run(kafka_bootstrap, topic, processor, 10)
+    assert processor.seen == list(range(10))  # nothing skipped, nothing twice
+
+
+def test_a_failure_after_the_commit_does_not_replay_the_committed_batch(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    processor = Recording(fail_housekeeping=1)
+    _run(kafka_bootstrap, topic, processor, 10)
+    assert processor.seen == list(range(10))
