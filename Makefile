@@ -76,9 +76,10 @@ fmt: install ## Format and auto-fix with ruff
 typecheck: install ## mypy --strict
 	$(VENV)/bin/mypy
 
-bench: install services-up ## Benchmarks: the Redis store, then the whole worker (results: docs/BENCHMARKS.md)
+bench: install services-up ## Benchmarks: the store, the worker's drain rate, latency (results: docs/BENCHMARKS.md)
 	$(PY) -m tests.bench.bench_store --redis-url redis://127.0.0.1:$(REDIS_PORT)/0
 	$(PY) -m tests.bench.bench_worker --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0
+	$(PY) -m tests.bench.bench_latency --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0
 
 clean: ## Remove the venv, caches and local service data
 	-@deploy/local/kafka.sh stop; deploy/local/redis.sh stop
