@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import copy
-import io
 import json
 from typing import Any
 
-import fastavro
 import pytest
 
+from tests.support.avro import avro_body
 from worker.codec import DecodeError, DecodeOptions, decode_message
 from worker.codec.avro import AvroCodec, SchemaName, load_schema_text
 from worker.codec.errors import SchemaRegistryUnavailableError
@@ -36,12 +35,6 @@ def _older_schema() -> dict[str, Any]:
     dropped = {"sent_at", "source", "set_once", "unset"}
     schema["fields"] = [f for f in schema["fields"] if f["name"] not in dropped]
     return schema
-
-
-def _body(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
-    out = io.BytesIO()
-    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
-    return out.getvalue()
 
 
 BASE_RECORD: dict[str, Any] = {
@@ -80,7 +73,7 @@ def test_newer_writer_with_an_added_field_and_symbol() -> None:
     options = _options(resolver)
     record = {**BASE_RECORD, "sent_at": None, "source": "edge", "set_once": None, "unset": []}
     record["ip"] = "10.0.0.1"
-    value = frame(100, _body(_newer_schema(), record))
+    value = frame(100, avro_body(_newer_schema(), record))
     e = decode_message(value, None, None, "r", options)
     assert e.kind is EventKind.IDENTIFY
     assert e.other_id == "anon-1"
@@ -92,7 +85,7 @@ def test_newer_writer_with_an_added_field_and_symbol() -> None:
 
 def test_older_writer_lacking_optional_fields_gets_defaults() -> None:
     options = _options(DictResolver({101: json.dumps(_older_schema())}))
-    value = frame(101, _body(_older_schema(), BASE_RECORD))
+    value = frame(101, avro_body(_older_schema(), BASE_RECORD))
     e = decode_message(value, None, None, "r", options)
     assert e.sent_at_ms is None
     assert e.is_backend is False
@@ -104,7 +97,7 @@ def test_older_writer_lacking_optional_fields_gets_defaults() -> None:
 def test_same_schema_under_another_id_takes_the_fast_path() -> None:
     options = _options(DictResolver({555: load_schema_text(SchemaName.EVENT)}))
     record = {**BASE_RECORD, "sent_at": 5, "source": "backend", "set_once": None, "unset": []}
-    body = _body(EVENT_SCHEMA, record)
+    body = avro_body(EVENT_SCHEMA, record)
     e = decode_message(frame(555, body), None, None, "r", options)
     assert e.avro_body == body
     assert e.is_backend
@@ -118,7 +111,7 @@ def test_incompatible_writer_is_rejected() -> None:
     options = _options(DictResolver({102: json.dumps(schema)}))
     record = {**BASE_RECORD, "distinct_id": 5}
     with pytest.raises(DecodeError) as info:
-        decode_message(frame(102, _body(schema, record)), None, None, "r", options)
+        decode_message(frame(102, avro_body(schema, record)), None, None, "r", options)
     assert info.value.reason == "incompatible_schema"
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-import io
 import json
 from typing import Any
 
-import fastavro
 import pytest
 
+from tests.support.avro import avro_body
 from worker.codec import DecodeOptions, decode_message
 from worker.codec.avro import SCHEMA_IDS, AvroCodec, SchemaName, load_schema_text
 from worker.codec.wire import frame
@@ -23,12 +21,6 @@ def _newer_schema() -> dict[str, Any]:
     schema: dict[str, Any] = json.loads(load_schema_text(SchemaName.EVENT))
     schema["fields"].append({"name": "ip", "type": ["null", "string"], "default": None})
     return schema
-
-
-def _body(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
-    out = io.BytesIO()
-    fastavro.schemaless_writer(out, fastavro.parse_schema(copy.deepcopy(schema)), record)
-    return out.getvalue()
 
 
 BASE_RECORD: dict[str, Any] = {
@@ -75,7 +67,7 @@ def test_confluent_mock_registry_resolves_a_newer_writer() -> None:
     assert schema_id not in SCHEMA_IDS.values()
     record = {**BASE_RECORD, "ip": "::1"}
     e = decode_message(
-        frame(schema_id, _body(_newer_schema(), record)), None, None, "r", _options(resolver)
+        frame(schema_id, avro_body(_newer_schema(), record)), None, None, "r", _options(resolver)
     )
     assert e.distinct_id == "user-1"
     assert e.is_backend
