@@ -1,5 +1,8 @@
 """ARGV encoding and reply decoding for ``lua/resolve_batch.lua`` (pure: no I/O).
 
+The values both sides must agree on (format version, flag bits, codes, warning names, reply
+field order) come from ``protocol.py``, which also renders them into the script.
+
 The script never decodes a property value: Python sends each value as its canonical JSON text
 and the script stores, compares and concatenates those texts. Strings cross the wire as UTF-8
 with ``surrogatepass``, so a lone surrogate from a broken client round-trips instead of failing.
@@ -31,18 +34,23 @@ from worker.identity.model import (
     Resolution,
     WarningKind,
 )
-from worker.identity.properties import canonical_json
-
-FORMAT_VERSION = "4"
-"""First ARGV of every call; the script refuses any other."""
+from worker.identity.properties import canonical_json, event_operations
+from worker.store import protocol
+from worker.store.protocol import FORMAT_VERSION as FORMAT_VERSION  # re-exported
+from worker.store.protocol import OpFlag
 
 _TS_OFFSET = 1 << 63
 _TS_WIDTH = 20
 _ENCODING = "utf-8"
 _ERRORS = "surrogatepass"
 
-_OPS_BY_CODE = {"s": PropertyOp.SET, "o": PropertyOp.SET_ONCE, "u": PropertyOp.UNSET}
-"""Codes of the stored property states."""
+_OPS_BY_CODE = {
+    protocol.SET: PropertyOp.SET,
+    protocol.SET_ONCE: PropertyOp.SET_ONCE,
+    protocol.UNSET: PropertyOp.UNSET,
+}
+"""Codes of the stored property states (and of the operations of timestamp mode)."""
+_CODES_BY_OP = {op: code for code, op in _OPS_BY_CODE.items()}
 
 
 @lru_cache(maxsize=65_536)
@@ -70,30 +78,33 @@ def key_operations(
 ) -> list[tuple[str, str, JsonValue]]:
     """The event's property operations as (code, key, value), one per key, for the script.
 
-    ``timestamp`` mode (docs/IDENTITY.md, Properties): in ``$unset`` → ``u``; else in ``$set``
-    → ``s`` (the last pair wins); else ``o`` (set_once, the first pair wins).
+    ``timestamp`` mode: ``worker.identity.properties.event_operations`` decides (in ``$unset``
+    → ``u``; else in ``$set`` → ``s``, the last pair wins; else ``o``, set_once, the first pair
+    wins); the sets come first, then the unsets in their order in the event.
 
     ``arrival`` mode (PostHog's order, as ``worker.identity.properties.apply_arrival``): the sets
     apply first and ``$unset`` then removes only keys present before the event, so a key in
     both ``$set``/``$set_once`` and ``$unset`` becomes ``x``: set if absent before the event,
     removed if present. Otherwise ``s``, ``o`` or ``u`` as above.
     """
+    unset = dict.fromkeys(updates.unset)
+    if ordering is OrderingMode.TIMESTAMP:
+        decided = event_operations(updates)
+        return [
+            (_CODES_BY_OP[op], key, value)
+            for key, (op, value) in decided.items()
+            if op is not PropertyOp.UNSET
+        ] + [(protocol.UNSET, key, None) for key in unset]
     sets: dict[str, tuple[str, JsonValue]] = {}
     for key, value in updates.set_once:
-        sets.setdefault(key, ("o", value))
+        sets.setdefault(key, (protocol.SET_ONCE, value))
     for key, value in updates.set:
-        sets[key] = ("s", value)
-    unset = dict.fromkeys(updates.unset)
-    result: list[tuple[str, str, JsonValue]] = []
-    for key, (code, value) in sets.items():
-        if key not in unset:
-            result.append((code, key, value))
-        elif ordering is OrderingMode.ARRIVAL:
-            result.append(("x", key, value))
-    result += [("u", key, None) for key in unset]
-    if ordering is OrderingMode.ARRIVAL:
-        result = [op for op in result if op[0] != "u" or op[1] not in sets]
-    return result
+        sets[key] = (protocol.SET, value)
+    result: list[tuple[str, str, JsonValue]] = [
+        (code, key, value) if key not in unset else (protocol.SET_THEN_UNSET, key, value)
+        for key, (code, value) in sets.items()
+    ]
+    return result + [(protocol.UNSET, key, None) for key in unset if key not in sets]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +147,7 @@ def encode_args(
     *,
     now_ms: int = 0,
     buffer: BufferPolicy = NO_BUFFER,
-    command: str = "resolve",
+    command: str = protocol.COMMAND_RESOLVE,
     release_limit: int = 0,
 ) -> list[bytes]:
     """ARGV of one call of ``resolve_batch.lua`` (layout at the top of the script). An op whose
@@ -163,10 +174,10 @@ def encode_args(
         event = op.event
         bufferable = event.buffer_payload is not None and buffer.delay_ms > 0
         flags = (
-            (1 if event.process_person else 0)
-            + (2 if event.merge_dangerously else 0)
-            + (4 if op.merge_with is not None else 0)
-            + (8 if bufferable else 0)
+            (OpFlag.PROCESS_PERSON if event.process_person else 0)
+            + (OpFlag.MERGE_DANGEROUSLY if event.merge_dangerously else 0)
+            + (OpFlag.MERGE_WITH_OTHER if op.merge_with is not None else 0)
+            + (OpFlag.BUFFERABLE if bufferable else 0)
         )
         other = op.merge_with
         key_ops = key_operations(op.updates, limits.ordering) if not op.updates.is_empty else []
@@ -181,14 +192,14 @@ def encode_args(
             str(len(key_ops)),
         ]
         for code, key, value in key_ops:
-            args += [code, key, "" if code == "u" else canonical_json(value)]
+            args += [code, key, "" if code == protocol.UNSET else canonical_json(value)]
         out += [arg.encode(_ENCODING, _ERRORS) for arg in args]
         if bufferable and event.buffer_payload is not None:
             out += [str(now_ms).encode(), event.buffer_payload]
     return out
 
 
-_FLAG_TEXTS = [str(flags) for flags in range(16)]
+_FLAG_TEXTS = [str(flags) for flags in range(protocol.MAX_FLAGS + 1)]
 
 
 def as_text(raw: bytes | str) -> str:
@@ -196,13 +207,16 @@ def as_text(raw: bytes | str) -> str:
 
 
 _SCRIPT_WARNINGS: dict[str, IdentityWarning] = {
-    "merge_limit_exceeded": IdentityWarning(WarningKind.MERGE_LIMIT_EXCEEDED),
-    "cannot_merge_already_identified": IdentityWarning(WarningKind.CANNOT_MERGE_ALREADY_IDENTIFIED),
-    "person_properties_size_violation": IdentityWarning(
+    protocol.WARNING_MERGE_LIMIT: IdentityWarning(WarningKind.MERGE_LIMIT_EXCEEDED),
+    protocol.WARNING_ALREADY_IDENTIFIED: IdentityWarning(
+        WarningKind.CANNOT_MERGE_ALREADY_IDENTIFIED
+    ),
+    protocol.WARNING_PROPERTIES_SIZE: IdentityWarning(
         WarningKind.PERSON_PROPERTIES_SIZE_VIOLATION, {"reason": "properties_too_large"}
     ),
-    "buffer_overflow": IdentityWarning(WarningKind.BUFFER_OVERFLOW),
+    protocol.WARNING_BUFFER_OVERFLOW: IdentityWarning(WarningKind.BUFFER_OVERFLOW),
 }
+"""The script's warning names (``protocol.WARNINGS``) and what each becomes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +252,11 @@ def decode_reply(
         raise ValueError("malformed released entries")
     out = []
     for item in released:
-        if not isinstance(item, list) or len(item) != 4:
+        if not isinstance(item, list) or len(item) != len(protocol.RELEASED_ENTRY_FIELDS):
             raise ValueError(f"malformed released entry {item!r}")
-        event_uuid, reason, ingested, entry = item
+        fields = dict(zip(protocol.RELEASED_ENTRY_FIELDS, item, strict=True))
+        event_uuid, reason = fields["event_uuid"], fields["reason"]
+        ingested, entry = fields["ingested_ms"], fields["entry"]
         out.append(
             ReleasedEntry(
                 str(event_uuid), str(reason), int(ingested), _resolution(entry, str(event_uuid), ())
@@ -257,14 +273,19 @@ _MODES = {mode.value: mode for mode in PersonMode}
 
 
 def _resolution(entry: Any, event_uuid: str, stateless: tuple[IdentityWarning, ...]) -> Resolution:
-    if not isinstance(entry, list) or len(entry) != 10:
+    if not isinstance(entry, list) or len(entry) != len(protocol.REPLY_ENTRY_FIELDS):
         raise ValueError(f"malformed reply entry {entry!r}")
-    pid, mode, created_at, identified, props, merged, created, warnings, overrides, version = entry
+    fields = dict(zip(protocol.REPLY_ENTRY_FIELDS, entry, strict=True))
+    pid, mode, created_at = fields["person_id"], fields["person_mode"], fields["created_at_ms"]
+    identified, props = fields["is_identified"], fields["properties"]
+    merged, created = fields["merged"], fields["person_created"]
+    warnings, overrides = fields["warnings"], fields["overrides"]
+    version = fields["person_version"]
     if not isinstance(version, int | None):
         raise ValueError(f"malformed reply entry {entry!r}")
     if not isinstance(props, dict) or not isinstance(created_at, int | None):
         raise ValueError(f"malformed reply entry {entry!r}")
-    if mode == "buffered":
+    if mode == protocol.PERSON_MODE_BUFFERED:
         return Resolution(
             event_uuid=event_uuid,
             outcome=Outcome.BUFFER,
@@ -299,7 +320,7 @@ def _resolution(entry: Any, event_uuid: str, stateless: tuple[IdentityWarning, .
 
 def decode_person(root: str, record: bytes | str, members: Iterable[bytes | str]) -> Person:
     """A person from its root, its record (the root's value in the ``ids`` hash, layout in
-    ``lua/resolve_batch.lua``) and its members set (empty for a root alone in its tree).
+    ``lua/resolve/records.lua``) and its members set (empty for a root alone in its tree).
 
     Raises ``ValueError`` (or ``KeyError``) when the record is malformed.
     """

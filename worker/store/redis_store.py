@@ -1,7 +1,8 @@
 """``RedisIdentityStore``: the identity store on Redis, one Lua call per chunk of a batch.
 
-Layout of the data: ``keys.py``. Wire format: ``codec.py``. The rules: ``lua/resolve_batch.lua``
-(an executable port of the stateful part of ``worker.identity.reference``).
+Layout of the data: ``keys.py``. Wire format: ``codec.py`` and ``protocol.py``. The rules:
+``lua/resolve_batch.lua`` and its modules in ``lua/resolve/``, joined by ``lua_loader.py`` (an
+executable port of the stateful part of ``worker.identity.reference``).
 
 Retries and exactly-once
 ------------------------
@@ -39,7 +40,6 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from importlib import resources
 from threading import Lock
 from typing import TypeVar, cast
 
@@ -52,6 +52,7 @@ from worker.identity.model import IdentityEvent, Person, PreparedOp, Resolution
 from worker.store import codec
 from worker.store.base import BatchResult, BufferStats, Released
 from worker.store.keys import TenantKeys
+from worker.store.lua_loader import load_script
 
 DEFAULT_MAX_OPS_PER_CALL = 64
 """Operations per script call. Measured with tests/bench/bench_store.py on the 2-vCPU
@@ -72,10 +73,6 @@ RedisClient = redis.Redis | redis.RedisCluster
 touches keys of one tenant, which share one hash slot."""
 
 _TRANSIENT_REPLIES = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
-
-
-def _load_script(name: str) -> str:
-    return resources.files("worker.store").joinpath("lua", name).read_text(encoding="utf-8")
 
 
 def classify(exc: Exception) -> type[StoreError]:
@@ -142,8 +139,8 @@ class RedisIdentityStore:
         self._max_delay = retry_max_delay_s
         self._limits = codec.CallLimits.of(config, reply_ttl_ms)
         self._sleep = sleep
-        self._resolve = client.register_script(_load_script("resolve_batch.lua"))
-        self._read = client.register_script(_load_script("read_person.lua"))
+        self._resolve = client.register_script(load_script("resolve_batch.lua"))
+        self._read = client.register_script(load_script("read_person.lua"))
         self._previous_reply: dict[str, str] = {}
         self._lock = Lock()
         self._buffer = buffer

@@ -1,0 +1,133 @@
+--[[
+argv.lua: reads ARGV into ctx.config and ctx.ops, and checks it. Raises (before anything is
+written) on a malformed value.
+
+argv.header(args) -> config: the 14 header values (layout in resolve_batch.lua's header):
+  format_version, timestamp_mode (bool), max_ids, max_bytes, force_upgrade_ms, reply_ttl_ms,
+  now, buffer_delay_ms, buffer_max_per_id, buffer_max_total, lease_ms, command, release_limit,
+  op_count.
+argv.parse_op(src, at, index) -> op, next: one operation of src starting at index `at` (src is
+  ARGV, or a buffered entry decoded from cjson, whose first value is its ingestion time). An op
+  is { process, dangerous, merge, buffer, into, into_person_id, other, other_person_id, ts_text,
+  ts, ord, props = { {code, key, text}, ... } }, and a bufferable op (flag bufferable) also has
+  fields (what its buffered entry keeps: flags without the bufferable bit, then its values up to
+  its last property triple), ingested and payload. A merge of an id with itself is no merge.
+argv.parse_ops(args, config) -> ops: the config.op_count ops that follow the header; raises
+  when values are left over.
+]]
+local argv = {}
+
+local function bad(what)
+  error('resolve_batch: bad ARGV: ' .. what)
+end
+
+local CODES = {}
+for _, code in pairs(PROTOCOL.code) do
+  CODES[code] = true
+end
+
+local function has_flag(flags, bit)
+  return math.floor(flags / bit) % 2 == 1
+end
+
+function argv.header(args)
+  if args[1] ~= PROTOCOL.format_version then
+    bad('unknown format ' .. tostring(args[1]))
+  end
+  local config = {
+    format_version = args[1],
+    timestamp_mode = args[2] == PROTOCOL.ordering.timestamp,
+    max_ids = tonumber(args[3]),
+    max_bytes = tonumber(args[4]),
+    force_upgrade_ms = tonumber(args[5]),
+    reply_ttl_ms = tonumber(args[6]),
+    now = tonumber(args[7]),
+    buffer_delay_ms = tonumber(args[8]),
+    buffer_max_per_id = tonumber(args[9]),
+    buffer_max_total = tonumber(args[10]),
+    lease_ms = tonumber(args[11]),
+    command = args[12],
+    release_limit = tonumber(args[13]),
+    op_count = tonumber(args[14]),
+  }
+  if not config.timestamp_mode and args[2] ~= PROTOCOL.ordering.arrival then
+    bad('ordering mode ' .. tostring(args[2]))
+  end
+  if not (config.max_ids and config.max_bytes and config.force_upgrade_ms and config.reply_ttl_ms
+      and config.now and config.buffer_delay_ms and config.buffer_max_per_id
+      and config.buffer_max_total and config.lease_ms and config.release_limit
+      and config.op_count)
+      or (config.command ~= PROTOCOL.command.resolve
+        and config.command ~= PROTOCOL.command.release) then
+    bad('header')
+  end
+  return config
+end
+
+function argv.parse_op(src, at, index)
+  local flags = tonumber(src[at])
+  local nprops = tonumber(src[at + 7])
+  if flags == nil or flags < 0 or flags > PROTOCOL.max_flags or nprops == nil then
+    bad('op ' .. index)
+  end
+  local op = {
+    process = has_flag(flags, PROTOCOL.flag.process_person),
+    dangerous = has_flag(flags, PROTOCOL.flag.merge_dangerously),
+    merge = has_flag(flags, PROTOCOL.flag.merge_with_other),
+    buffer = has_flag(flags, PROTOCOL.flag.bufferable),
+    into = src[at + 1],
+    into_person_id = src[at + 2],
+    other = src[at + 3],
+    other_person_id = src[at + 4],
+    ts_text = src[at + 5],
+    ts = tonumber(src[at + 5]),
+    ord = src[at + 6],
+  }
+  if op.ts == nil or op.into == nil or op.ord == nil then
+    bad('op ' .. index)
+  end
+  if op.merge and op.other == op.into then
+    op.merge = false -- never a self-loop (the stateless rules already made this no merge)
+  end
+  local first = at
+  at = at + 8
+  local props = {}
+  for j = 1, nprops do
+    local code = src[at]
+    if not CODES[code] or src[at + 2] == nil then
+      bad('property operation ' .. j .. ' of op ' .. index)
+    end
+    props[j] = { code, src[at + 1], src[at + 2] }
+    at = at + 3
+  end
+  op.props = props
+  if op.buffer then
+    -- the entry kept while the event waits: its fields, flags without the bufferable bit
+    local fields = { tostring(flags - PROTOCOL.flag.bufferable) }
+    for k = first + 1, at - 1 do
+      fields[#fields + 1] = src[k]
+    end
+    op.fields = fields
+    op.ingested = src[at]
+    op.payload = src[at + 1]
+    if tonumber(op.ingested) == nil or op.payload == nil then
+      bad('buffer fields of op ' .. index)
+    end
+    at = at + 2
+  end
+  return op, at
+end
+
+function argv.parse_ops(args, config)
+  local ops = {}
+  local at = 15
+  for index = 1, config.op_count do
+    ops[index], at = argv.parse_op(args, at, index)
+  end
+  if args[at] ~= nil then
+    bad((#args - at + 1) .. ' unread values')
+  end
+  return ops
+end
+
+return argv

@@ -1,0 +1,107 @@
+--[[
+properties.lua: person properties (contract A4) in both ordering modes, on person tables of
+records.lua.
+
+properties.update(ctx, person, op) -> changed, refused_for_size: applies the op's property
+  operations (one per key, PROTOCOL.code):
+  timestamp mode: each key's state is replaced when the new one outranks it (ordering.lua);
+  arrival mode: set replaces a different value, set_once sets an absent key, unset removes a
+    present key, set_then_unset sets a key absent before the event and removes a present one;
+    a state records the event that last changed its value (op set).
+  Nothing changes (refused_for_size) when the visible properties would grow past
+  ctx.config.max_bytes.
+properties.join(ctx, into_person, other_person) -> meta, vals, size: the properties of two
+  merged persons: timestamp mode, the outranking state of each key; arrival mode,
+  {...other, ...into}.
+]]
+local properties = {}
+
+local SET, SET_ONCE = PROTOCOL.code.set, PROTOCOL.code.set_once
+local UNSET, SET_THEN_UNSET = PROTOCOL.code.unset, PROTOCOL.code.set_then_unset
+
+function properties.update(ctx, person, op)
+  local vals = records.vals_of(person)
+  local meta = records.meta_of(person)
+  local changes = {}
+  local size = person.properties_size
+  for _, operation in ipairs(op.props) do
+    local code, key, text = operation[1], operation[2], operation[3]
+    local current_meta, current_text = meta[key], vals[key]
+    local new_meta, new_text = false, false -- false: no state (arrival-mode unset)
+    local replace
+    if ctx.config.timestamp_mode then
+      new_meta = code .. op.ord
+      if code ~= UNSET then
+        new_text = text
+      end
+      replace = ordering.outranks(new_meta, text, current_meta, current_text or '')
+    elseif code == SET then -- a state records the event that last changed its value
+      new_meta, new_text = SET .. op.ord, text
+      replace = text ~= current_text
+    elseif code == SET_ONCE then
+      new_meta, new_text = SET .. op.ord, text
+      replace = current_text == nil
+    elseif code == SET_THEN_UNSET then -- set, then unset of a key present before the event
+      if current_text == nil then
+        new_meta, new_text = SET .. op.ord, text
+      end
+      replace = true
+    else -- unset: only a key present before the event
+      replace = current_text ~= nil
+    end
+    if replace then
+      changes[#changes + 1] = { key, new_meta, new_text }
+      if current_text then
+        size = size - #key - #current_text
+      end
+      if new_text then
+        size = size + #key + #new_text
+      end
+    end
+  end
+  if #changes == 0 then
+    return false, false
+  end
+  if size > ctx.config.max_bytes and size > person.properties_size then
+    return false, true
+  end
+  for _, change in ipairs(changes) do
+    meta[change[1]] = change[2] or nil
+    vals[change[1]] = change[3] or nil
+  end
+  person.properties_size = size
+  person.snapshot = false
+  person.properties_changed = true
+  return true, false
+end
+
+function properties.join(ctx, into_person, other_person)
+  local into_meta, into_vals = records.meta_of(into_person), records.vals_of(into_person)
+  local other_meta, other_vals = records.meta_of(other_person), records.vals_of(other_person)
+  local meta, vals = {}, {}
+  if ctx.config.timestamp_mode then -- the join of both registers, key by key
+    for key, m in pairs(into_meta) do
+      meta[key], vals[key] = m, into_vals[key]
+    end
+    for key, m in pairs(other_meta) do
+      local text = other_vals[key]
+      if ordering.outranks(m, text or '', meta[key], vals[key] or '') then
+        meta[key], vals[key] = m, text
+      end
+    end
+  else -- arrival: {...other, ...into}
+    for key, m in pairs(other_meta) do
+      meta[key], vals[key] = m, other_vals[key]
+    end
+    for key, m in pairs(into_meta) do
+      meta[key], vals[key] = m, into_vals[key]
+    end
+  end
+  local size = 0
+  for key, text in pairs(vals) do
+    size = size + #key + #text
+  end
+  return meta, vals, size
+end
+
+return properties

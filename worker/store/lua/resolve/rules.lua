@@ -1,0 +1,199 @@
+--[[
+rules.lua: the stateful identity rules (docs/IDENTITY.md, contract A3.3-A3.6, A6), one op at a
+time, on the union-find (union_find.lua) and the person records (records.lua);
+worker/identity/reference.py is the same ladder with the same names.
+
+The two ids of a merge are `into` (the event's distinct id) and `other` (the id to merge with);
+their roots are into_root and other_root, their persons into_person and other_person.
+
+rules.apply(ctx, op, warning) -> the op's reply entry text (reply.lua). `warning` (or nil) is
+  put first in the entry's warnings. Never called with an op that is to wait in the buffer
+  (buffer.lua decides that first).
+rules.merge(ctx, into_root, into_person, other_root, other_person, overrides) -> the root of
+  the merged person (A3.6, allowed): other_person is merged into into_person, which keeps its
+  person id and lives at the root of the larger tree (union by size); an override per id of
+  other's tree is appended to overrides.
+]]
+local rules = {}
+
+local MERGE_LIMIT = PROTOCOL.warning.merge_limit
+local ALREADY_IDENTIFIED = PROTOCOL.warning.already_identified
+local PROPERTIES_SIZE = PROTOCOL.warning.properties_size
+
+function rules.merge(ctx, into_root, into_person, other_root, other_person, overrides)
+  local other_ids = union_find.members_of(ctx, other_root, other_person)
+  for _, id in ipairs(other_ids) do
+    overrides[#overrides + 1] = { id, other_person.person_id, into_person.person_id }
+  end
+  local big, small, small_ids, big_person, small_person =
+    into_root, other_root, other_ids, into_person, other_person
+  if other_person.id_count > into_person.id_count then
+    big, small, big_person, small_person = other_root, into_root, other_person, into_person
+    small_ids = union_find.members_of(ctx, into_root, into_person)
+  end
+  union_find.union(ctx, big, small, small_ids, small_person)
+
+  local meta, vals, size = properties.join(ctx, into_person, other_person)
+  local version = math.max(into_person.version, other_person.version) + 1
+  local merged = records.new_person({
+    person_id = into_person.person_id,
+    created_at = into_person.created_at,
+    created_at_text = into_person.created_at_text,
+    last_seen = into_person.last_seen,
+    last_seen_text = into_person.last_seen_text,
+    identified = true,
+    version = version,
+    version_text = tostring(version),
+    id_count = into_person.id_count + other_person.id_count,
+    has_members_set = big_person.has_members_set,
+    meta = meta,
+    vals = vals,
+    properties_size = size,
+    snapshot = false,
+  })
+  if other_person.created_at < into_person.created_at then
+    merged.created_at, merged.created_at_text = other_person.created_at,
+      other_person.created_at_text
+  end
+  if other_person.last_seen > into_person.last_seen then
+    merged.last_seen, merged.last_seen_text = other_person.last_seen,
+      other_person.last_seen_text
+  end
+  ctx.persons[small] = nil
+  ctx.dirty[small] = nil
+  ctx.persons[big] = merged
+  ctx.dirty[big] = true
+  return big
+end
+
+-- A6: personless. Nothing is created or updated.
+local function apply_personless(ctx, op)
+  local root = union_find.find(ctx, op.into)
+  if root then
+    local person = records.load(ctx, root)
+    local mode = op.ts > person.created_at + ctx.config.force_upgrade_ms
+      and PROTOCOL.person_mode.force_upgrade or PROTOCOL.person_mode.propertyless
+    return reply.entry({
+      person_id = person.person_id, person_mode = mode,
+      created_at_ms = person.created_at_text, is_identified = person.identified,
+      properties = '{}', merged = false, person_created = false,
+      warnings = reply.NONE, overrides = reply.NONE,
+    })
+  end
+  return reply.entry({
+    person_id = op.into_person_id, person_mode = PROTOCOL.person_mode.propertyless,
+    is_identified = false, properties = '{}', merged = false, person_created = false,
+    warnings = reply.NONE, overrides = reply.NONE,
+  })
+end
+
+function rules.apply(ctx, op, warning)
+  if not op.process then
+    return apply_personless(ctx, op)
+  end
+  local max_ids = ctx.config.max_ids
+  local warnings = { warning }
+  local overrides = {}
+  local merged = false -- A3.3, A3.4, allowed A3.6
+  local created = false -- the event created its person (its version stays 0)
+  local remade = false -- A3.6 merge: version already set to max + 1
+  local bump = false -- the person's distinct ids changed (a join)
+  local into_root = union_find.find(ctx, op.into)
+  local root
+  if not op.merge then
+    if into_root then
+      root = into_root
+    else
+      root, created = op.into, true
+      records.create(ctx, op.into, op.into_person_id, op.ts, op.ts_text)
+    end
+  else
+    local other_root = union_find.find(ctx, op.other)
+    if not into_root and not other_root then
+      -- A3.3: one new person, created by into, holds both.
+      root, created = op.into, true
+      local person = records.create(ctx, op.into, op.into_person_id, op.ts, op.ts_text)
+      if max_ids < 2 then
+        warnings[#warnings + 1] = MERGE_LIMIT
+      else
+        union_find.join(ctx, op.other, root, person)
+        overrides[1] = { op.other, op.other_person_id, op.into_person_id }
+        merged = true
+      end
+    elseif not other_root then
+      -- A3.4: other joins into's person.
+      root = into_root
+      local into_person = records.load(ctx, into_root)
+      if into_person.id_count >= max_ids then
+        warnings[#warnings + 1] = MERGE_LIMIT
+      else
+        union_find.join(ctx, op.other, into_root, into_person)
+        overrides[1] = { op.other, op.other_person_id, into_person.person_id }
+        merged, bump = true, true
+      end
+    elseif not into_root then
+      -- A3.4: into joins other's person (which keeps its id).
+      local other_person = records.load(ctx, other_root)
+      if other_person.id_count >= max_ids then
+        warnings[#warnings + 1] = MERGE_LIMIT
+        root, created = op.into, true
+        records.create(ctx, op.into, op.into_person_id, op.ts, op.ts_text)
+      else
+        root = other_root
+        union_find.join(ctx, op.into, other_root, other_person)
+        overrides[1] = { op.into, op.into_person_id, other_person.person_id }
+        merged, bump = true, true
+      end
+    elseif into_root == other_root then
+      -- A3.5: same person.
+      root = into_root
+    else
+      -- A3.6: different persons.
+      local into_person = records.load(ctx, into_root)
+      local other_person = records.load(ctx, other_root)
+      root = into_root
+      if other_person.identified and not op.dangerous then
+        warnings[#warnings + 1] = ALREADY_IDENTIFIED
+      elseif into_person.id_count + other_person.id_count > max_ids then
+        warnings[#warnings + 1] = MERGE_LIMIT
+      else
+        root = rules.merge(ctx, into_root, into_person, other_root, other_person, overrides)
+        merged, remade = true, true
+      end
+    end
+  end
+
+  -- The event itself, on the person it landed on.
+  local person = records.load(ctx, root)
+  ctx.dirty[root] = true
+  if op.ts < person.created_at then
+    person.created_at, person.created_at_text = op.ts, op.ts_text
+  end
+  if op.ts > person.last_seen then
+    person.last_seen, person.last_seen_text = op.ts, op.ts_text
+  end
+  if op.merge and not person.identified then
+    person.identified = true
+    bump = true
+  end
+  local changed = false
+  if #op.props > 0 then
+    local refused
+    changed, refused = properties.update(ctx, person, op)
+    if refused then
+      warnings[#warnings + 1] = PROPERTIES_SIZE
+    end
+  end
+  if (bump or changed) and not created and not remade then
+    person.version = person.version + 1
+    person.version_text = tostring(person.version)
+  end
+  return reply.entry({
+    person_id = person.person_id, person_mode = PROTOCOL.person_mode.full,
+    created_at_ms = person.created_at_text, is_identified = person.identified,
+    properties = records.snapshot(person), merged = merged, person_created = created,
+    warnings = warnings, overrides = overrides, person_version = person.version_text,
+  })
+end
+
+return rules

@@ -1,0 +1,135 @@
+--[[
+union_find.lua: the union-find of distinct ids in the hash ctx.keys.ids, and the members sets.
+
+Every known distinct id is a field of the hash: a non-root holds "P" .. parent, a root holds its
+person record ("R" ..., see records.lua). Values are read into ctx.values (id -> value, or false
+for an unknown id) and changed there; ctx.written (id -> true) lists what write_back.lua writes.
+The members set of a root (ctx.keys.members .. root) holds the ids of a tree of two ids or more;
+ids joining a tree in this call are queued in ctx.added (root -> array of ids), and ctx.dropped
+(root -> true) lists the sets to delete (their root joined another tree).
+
+union_find.prefetch(ctx, ops): reads the ops' ids (into, and other of a merge) and their
+  ancestors with HMGETs, one level of the trees at a time.
+union_find.get(ctx, id) -> value or false; union_find.put(ctx, id, value).
+union_find.find(ctx, id) -> the root of id, or nil when no person holds it. Compresses the path
+  it walked. Raises on a parent cycle, a broken chain or a root that is not a record.
+union_find.members_of(ctx, root, person) -> array: the ids of root's tree (stored and added).
+union_find.join(ctx, id, root, person): id (a new id) joins root's tree.
+union_find.union(ctx, big, small, small_ids, small_person): small's tree joins big's.
+]]
+local union_find = {}
+
+local byte, sub = string.byte, string.sub
+local PARENT, RECORD = byte('P'), byte('R')
+
+local function fetch(ctx, list)
+  local values = ctx.values
+  for k = 1, #list, 500 do
+    local last = math.min(k + 499, #list)
+    local got = redis.call('HMGET', ctx.keys.ids, unpack(list, k, last))
+    for j = k, last do
+      values[list[j]] = got[j - k + 1]
+    end
+  end
+end
+
+function union_find.prefetch(ctx, ops)
+  local values = ctx.values
+  local want, queued = {}, {}
+  local function need(id)
+    if values[id] == nil and not queued[id] then
+      queued[id] = true
+      want[#want + 1] = id
+    end
+  end
+  for _, op in ipairs(ops) do
+    need(op.into)
+    if op.merge then
+      need(op.other)
+    end
+  end
+  while #want > 0 do
+    fetch(ctx, want)
+    local level = want
+    want = {}
+    for _, id in ipairs(level) do
+      local value = values[id]
+      if value and byte(value, 1) == PARENT then
+        need(sub(value, 2))
+      end
+    end
+  end
+end
+
+function union_find.get(ctx, id)
+  local value = ctx.values[id]
+  if value == nil then
+    value = redis.call('HGET', ctx.keys.ids, id)
+    ctx.values[id] = value
+  end
+  return value
+end
+
+function union_find.put(ctx, id, value)
+  ctx.values[id] = value
+  ctx.written[id] = true
+end
+
+function union_find.find(ctx, id)
+  local value = union_find.get(ctx, id)
+  if not value then
+    return nil
+  end
+  local node = id
+  local path = {}
+  while byte(value, 1) == PARENT do
+    path[#path + 1] = node
+    if #path > 100000 then
+      error('resolve_batch: parent cycle at ' .. id)
+    end
+    node = sub(value, 2)
+    value = union_find.get(ctx, node)
+    if not value then
+      error('resolve_batch: broken parent chain at ' .. node)
+    end
+  end
+  if byte(value, 1) ~= RECORD then
+    error('resolve_batch: unreadable entry for ' .. node)
+  end
+  for k = 1, #path - 1 do
+    union_find.put(ctx, path[k], 'P' .. node)
+  end
+  return node
+end
+
+function union_find.members_of(ctx, root, person)
+  local ids = person.has_members_set and redis.call('SMEMBERS', ctx.keys.members .. root)
+    or { root }
+  for _, id in ipairs(ctx.added[root] or {}) do
+    ids[#ids + 1] = id
+  end
+  return ids
+end
+
+function union_find.join(ctx, id, root, person)
+  union_find.put(ctx, id, 'P' .. root)
+  local list = ctx.added[root] or {}
+  list[#list + 1] = id
+  ctx.added[root] = list
+  person.id_count = person.id_count + 1
+end
+
+function union_find.union(ctx, big, small, small_ids, small_person)
+  union_find.put(ctx, small, 'P' .. big)
+  local list = ctx.added[big] or {}
+  for _, id in ipairs(small_ids) do
+    list[#list + 1] = id
+  end
+  ctx.added[big] = list
+  ctx.added[small] = nil
+  if small_person.has_members_set then
+    ctx.dropped[small] = true
+  end
+end
+
+return union_find

@@ -1,0 +1,94 @@
+--[[
+write_back.lua: every write of the call, at its end, so that malformed ARGV or corrupt data met
+before raises with nothing written (Redis does not roll a script back).
+
+write_back.run(ctx, entries) -> the reply text. In order: deletes the previous call's reply
+  (ctx.keys.previous_reply, unless it is this call's), the members sets of ctx.dropped; SADDs
+  ctx.added (a root whose set did not exist yet is added to it too); encodes the records of
+  ctx.dirty; writes every field of ctx.written with HSETs of up to 500 fields; the buffer's
+  queues (DEL/ZREM of cleared ones, RPUSH of pushed entries, ZADD due of a new queue: its
+  first entry's ingestion time + buffer_delay_ms), entries and payloads, leases, the count n;
+  and keeps the reply at ctx.keys.reply for reply_ttl_ms (when > 0).
+]]
+local write_back = {}
+
+local function write_union_find(ctx)
+  local keys = ctx.keys
+  if keys.previous_reply ~= keys.reply then
+    redis.call('DEL', keys.previous_reply)
+  end
+  for root in pairs(ctx.dropped) do
+    redis.call('DEL', keys.members .. root)
+  end
+  for root, ids in pairs(ctx.added) do
+    local person = ctx.persons[root]
+    if person and #ids > 0 then
+      if not person.has_members_set then
+        ids[#ids + 1] = root
+      end
+      for k = 1, #ids, 1000 do
+        redis.call('SADD', keys.members .. root, unpack(ids, k, math.min(k + 999, #ids)))
+      end
+    end
+  end
+
+  for root in pairs(ctx.dirty) do
+    union_find.put(ctx, root, records.encode(ctx.persons[root]))
+  end
+  local fields = {}
+  for id in pairs(ctx.written) do
+    fields[#fields + 1] = id
+    fields[#fields + 1] = ctx.values[id]
+  end
+  for k = 1, #fields, 1000 do
+    redis.call('HSET', keys.ids, unpack(fields, k, math.min(k + 999, #fields)))
+  end
+end
+
+local function write_buffer(ctx)
+  local prefix = ctx.keys.buffer
+  for id, q in pairs(ctx.queues) do
+    local key = prefix .. 'q:' .. id
+    if q.cleared then
+      redis.call('DEL', key)
+      redis.call('ZREM', prefix .. 'due', id)
+    end
+    if #q.pushed > 0 then
+      local uuids = {}
+      for k, pushed in ipairs(q.pushed) do
+        uuids[k] = pushed[1]
+      end
+      redis.call('RPUSH', key, unpack(uuids))
+      if q.stored == 0 then -- a new queue: due when its first entry has waited long enough
+        local first = cjson.decode(q.pushed[1][2])[1]
+        redis.call('ZADD', prefix .. 'due', tonumber(first) + ctx.config.buffer_delay_ms, id)
+      end
+    end
+  end
+  for uuid, entry in pairs(ctx.entries_out) do
+    redis.call('HSET', prefix .. 'e', uuid, entry[1])
+    redis.call('HSET', prefix .. 'p', uuid, entry[2])
+  end
+  for uuid, deadline in pairs(ctx.pending_out) do
+    if deadline then
+      redis.call('ZADD', prefix .. 'pending', deadline, uuid)
+    else -- an expired lease whose entry was acknowledged meanwhile
+      redis.call('ZREM', prefix .. 'pending', uuid)
+    end
+  end
+  if ctx.waiting_delta ~= 0 then
+    redis.call('INCRBY', prefix .. 'n', ctx.waiting_delta)
+  end
+end
+
+function write_back.run(ctx, entries)
+  write_union_find(ctx)
+  write_buffer(ctx)
+  local text = reply.whole(entries, ctx.released)
+  if ctx.config.reply_ttl_ms > 0 then
+    redis.call('SET', ctx.keys.reply, text, 'PX', ctx.config.reply_ttl_ms)
+  end
+  return text
+end
+
+return write_back
