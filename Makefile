@@ -10,14 +10,16 @@ KAFKA_PORT ?= 19092
 REDIS_PORT ?= 16379
 export KAFKA_PORT REDIS_PORT
 PYTEST_ARGS ?=
+LOCAL_LUA := .local/lua
 
 .PHONY: help install check-tools kafka-jars redis-install services-up services-down services-status \
-        services-clean run demo test test-unit test-integration lint fmt typecheck bench clean
+        services-clean run demo test test-unit test-integration lint lint-lua lua-tools fmt typecheck bench \
+        clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
-check-tools: ## Check that Python 3.11+, Java 17+ and Maven are present; say how to get what is missing
+check-tools: ## Check that Python 3.11+, Java 17+, Maven (and Redis, luacheck or apt-get) are present; say how to get what is missing
 	@deploy/local/check-tools.sh
 
 $(STAMP): pyproject.toml
@@ -35,6 +37,9 @@ kafka-jars: ## Resolve the Apache Kafka broker's jars from Maven Central (once)
 
 redis-install: ## Install Debian's redis-server when missing
 	@deploy/local/redis.sh install
+
+lua-tools: ## Install luacheck (Debian's lua-check) when missing
+	@deploy/local/lua.sh install
 
 services-up: kafka-jars redis-install ## Start local Kafka (KRaft) and Redis (AOF) on 127.0.0.1
 	@deploy/local/redis.sh start
@@ -64,10 +69,15 @@ test-unit: install ## Run only the tests that need no services
 test-integration: install kafka-jars redis-install ## Run only the tests against real Kafka and Redis
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-lint: install ## ruff (lint + format check) and mypy --strict
+lint: install lint-lua ## ruff (lint + format check), mypy --strict and luacheck
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+lint-lua: install lua-tools ## luacheck on the Lua modules and on the scripts joined from them
+	luacheck worker/store/lua
+	$(PY) -m worker.store.lua_loader $(LOCAL_LUA)
+	luacheck $(LOCAL_LUA)
 
 fmt: install ## Format and auto-fix with ruff
 	$(VENV)/bin/ruff format .

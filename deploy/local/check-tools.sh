@@ -27,10 +27,15 @@ check_redis() {
   command -v apt-get >/dev/null 2>&1 || need "redis-server, and no apt-get to install it" "install Redis 7 (redis-server) with your package manager"
 }
 
+check_luacheck() {
+  command -v luacheck >/dev/null 2>&1 && return
+  command -v apt-get >/dev/null 2>&1 || need "luacheck (make lint), and no apt-get to install it" "luarocks install luacheck"
+}
+
 case "${1:-all}" in
   python) check_python ;;
   java) check_java ;;
-  all) check_python; check_java; check_redis ;;
+  all) check_python; check_java; check_redis; check_luacheck ;;
   *) echo "usage: $0 [python|java|all]" >&2; exit 2 ;;
 esac
 [ "$missing" -eq 0 ] && { [ "${1:-all}" = all ] && echo "tools: ok"; exit 0; }
