@@ -10,7 +10,7 @@ Redis Cluster slot and one Lua script can touch them all::
     <prefix>:{<tenant>}:reply:<token>      string a call's reply, kept briefly so a retried
                                                   call returns it instead of running again
 
-The person record layout is documented in ``lua/resolve_batch.lua`` and decoded by
+The person record layout is documented in ``lua/resolve/records.lua`` and decoded by
 ``codec.decode_person``.
 
 ``<tenant>`` is percent-encoded: ``%``, ``{``, ``}`` and ``:`` become ``%25``, ``%7B``, ``%7D``

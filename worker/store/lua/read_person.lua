@@ -3,8 +3,8 @@
 read_person.lua: the person holding a distinct id, read atomically (without path compression,
 so it may run on a replica).
 
-KEYS: [1] <p>:{t}:ids  [2] <p>:{t}:members:  (layout in resolve_batch.lua; the members set
-KEYS[2] .. root shares the tenant's hash tag.)
+KEYS: [1] <p>:{t}:ids  [2] <p>:{t}:members:  (layout in resolve_batch.lua, resolve/union_find.lua
+and resolve/records.lua; the members set KEYS[2] .. root shares the tenant's hash tag.)
 ARGV: [1] distinct id
 Reply: nil when no person holds the id, else {root, person record, SMEMBERS of the root} (the
 set is empty for a root alone in its tree).

@@ -6,10 +6,11 @@ An executable port of worker/identity/reference.py; tests/integration/test_diffe
 checks that they agree.
 
 This file is the main script. worker/store/lua_loader.py joins it at load time into one script:
-each `--- @include "name"` line below is replaced by the file lua/name.lua, and "protocol" by
-the PROTOCOL table rendered from worker/store/protocol.py (the format version, flag bits, codes,
-warning names, reply field order: the values Python and Lua must agree on). Each module says at
-its top what it does; the modules share nothing but the one `ctx` table built below.
+each include line below is replaced by the module lua/resolve/<name>.lua (as a local of that
+name), and "protocol" by the PROTOCOL table rendered from worker/store/protocol.py (the format
+version, flag bits, codes, warning names, reply field order: the values Python and Lua must
+agree on). Each module says at its top what it does; the modules share nothing but the one
+`ctx` table built below.
 
 KEYS (all share the tenant's hash tag, see worker/store/keys.py, TenantKeys.script_keys):
   [1] <p>:{t}:ids             hash: distinct id -> "P" .. parent id | person record (records.lua)
@@ -41,19 +42,19 @@ then per op:
     "x" a key both set and unset by the event: set if absent before it, else removed;
   and, for a bufferable op only, its ingestion time ms and its payload.
 
-Reply: one JSON array text [[entry per op], [released entry, ...]], an entry being
-  [person_id, person_mode, created_at_ms|null, is_identified, {properties}, merged,
-   person_created, [warning names], [[distinct_id, old_person_id, new_person_id], ...],
-   person_version|null]
-(PROTOCOL.reply_entry_fields) and a released entry [uuid, reason, ingested_ms, entry]
+Reply: one JSON array text [[entry per op], [released entry, ...]], an entry being the array
+  [person_id, person_mode, created_at_ms (or null), is_identified, properties (an object),
+   merged, person_created, warnings (names), overrides ([distinct_id, old_person_id,
+   new_person_id] each), person_version (or null)]
+(PROTOCOL.reply_entry_fields) and a released entry [event_uuid, reason, ingested_ms, entry]
 (PROTOCOL.released_entry_fields; buffer.lua). An op waiting in the buffer gets the entry
 ["", "buffered", null, false, {}, false, false, [], [], null].
 The same text is kept at KEYS[3] for the reply TTL: a retry of a call whose reply was lost (the
 connection dropped after the script ran) gets the stored reply back and applies nothing twice.
 
 Cost: the chunk's ids are read with a few HMGETs (one per level of the trees), every change is
-written at the end with one HSET, members sets are touched only by joins and merges; the rest
-is Lua.
+written at the end with one HSET per 500 fields, members sets are touched only by joins and
+merges; the rest is Lua.
 
 Atomicity: Redis does not roll a script back when it raises, so every write is deferred to
 write_back.lua: malformed ARGV or corrupt data met on the way raises before anything is written.

@@ -23,7 +23,8 @@ snapshot (false once properties changed), properties_changed (meta and vals to b
 records.load(ctx, root) -> person: decoded on first use; raises on an unreadable record.
 records.create(ctx, id, person_id, ts, ts_text) -> person: a new person rooted at id.
 records.new_person(fields) -> person: a person table with the given fields.
-records.vals_of(person), records.meta_of(person) -> table: decoded on first use.
+records.vals_of(person) -> vals, decoded on first use (and properties_size computed).
+records.meta_of(person) -> meta, decoded on first use.
 records.snapshot(person) -> the visible properties as a JSON object text.
 records.encode(person) -> the record text.
 ]]

@@ -10,7 +10,8 @@ ids joining a tree in this call are queued in ctx.added (root -> array of ids), 
 
 union_find.prefetch(ctx, ops): reads the ops' ids (into, and other of a merge) and their
   ancestors with HMGETs, one level of the trees at a time.
-union_find.get(ctx, id) -> value or false; union_find.put(ctx, id, value).
+union_find.get(ctx, id) -> the value of id, or false.
+union_find.put(ctx, id, value): sets the value of id, to be written.
 union_find.find(ctx, id) -> the root of id, or nil when no person holds it. Compresses the path
   it walked. Raises on a parent cycle, a broken chain or a root that is not a record.
 union_find.members_of(ctx, root, person) -> array: the ids of root's tree (stored and added).

@@ -4,7 +4,8 @@ before raises with nothing written (Redis does not roll a script back).
 
 write_back.run(ctx, entries) -> the reply text. In order: deletes the previous call's reply
   (ctx.keys.previous_reply, unless it is this call's), the members sets of ctx.dropped; SADDs
-  ctx.added (a root whose set did not exist yet is added to it too); encodes the records of
+  ctx.added of each root still holding a person (a root whose set did not exist yet is
+  added to it too); encodes the records of
   ctx.dirty; writes every field of ctx.written with HSETs of up to 500 fields; the buffer's
   queues (DEL/ZREM of cleared ones, RPUSH of pushed entries, ZADD due of a new queue: its
   first entry's ingestion time + buffer_delay_ms), entries and payloads, leases, the count n;

@@ -1,0 +1,289 @@
+"""The pure Lua modules of ``lua/resolve/``, run inside the real Redis through small harness
+scripts (a module joined with the ``PROTOCOL`` prelude by ``lua_loader.join``, then a few lines
+that call it with ARGV), and compared with the Python they port.
+
+- ``ordering.outranks`` against ``worker.identity.properties.outranks`` over random states:
+  set / set_once / unset, timestamps from -2^63 to 2^63 - 1, uuids and value texts of any
+  characters (lone surrogates included), with collisions made likely so the tie-breaks run;
+- ``ordering.compare`` and ``ordering.bytecmp`` against Python's order of ``(ts, uuid)`` and of
+  bytes;
+- the ``PROTOCOL`` table the script sees against ``protocol.py``;
+- ``records``: a record decoded and encoded again is the same text, and ``reply.entry`` gives the
+  entry ``codec`` decodes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from worker.identity.model import JsonValue, PropertyOp, PropertyState
+from worker.identity.properties import canonical_json, outranks
+from worker.store import codec, protocol
+from worker.store.lua_loader import join
+
+pytestmark = pytest.mark.integration
+
+ENCODING, ERRORS = "utf-8", "surrogatepass"
+
+
+def harness(modules: Sequence[str], body: str) -> str:
+    """A script: the PROTOCOL prelude, ``modules`` (names under ``lua/``), then ``body``."""
+    includes = [f'--- @include "{name}"' for name in ("protocol", *modules)]
+    return join("\n".join([*includes, body]) + "\n")
+
+
+OUTRANKS = harness(
+    ["resolve/ordering"],
+    """
+local out = {}
+for k = 1, #ARGV, 4 do
+  out[#out + 1] = ordering.outranks(ARGV[k], ARGV[k + 1], ARGV[k + 2], ARGV[k + 3]) and 1 or 0
+end
+return out
+""",
+)
+
+COMPARE = harness(
+    ["resolve/ordering"],
+    """
+local out = {}
+for k = 1, #ARGV, 2 do
+  out[#out + 1] = ordering.compare(ARGV[k], ARGV[k + 1])
+  out[#out + 1] = ordering.bytecmp(ARGV[k], ARGV[k + 1], 1)
+end
+return out
+""",
+)
+
+PRELUDE = harness([], "return cjson.encode(PROTOCOL)")
+
+RECORD_ROUND_TRIP = harness(
+    ["resolve/union_find", "resolve/records"],
+    """
+local ctx = { values = { root = ARGV[1] }, written = {}, persons = {}, dirty = {} }
+local person = records.load(ctx, 'root')
+local untouched = records.encode(person)
+records.vals_of(person)
+records.meta_of(person)
+person.properties_changed = true
+return { untouched, records.encode(person), person.id_count, person.properties_size }
+""",
+)
+
+ENTRY = harness(
+    ["resolve/reply"],
+    """
+return reply.entry({
+  person_id = ARGV[1], person_mode = PROTOCOL.person_mode.full, created_at_ms = ARGV[2],
+  is_identified = true, properties = ARGV[3], merged = false, person_created = true,
+  warnings = { PROTOCOL.warning.merge_limit }, overrides = { { ARGV[4], 'old', 'new' } },
+  person_version = ARGV[5],
+})
+""",
+)
+
+
+@pytest.fixture(scope="module")
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    redis_client = redis.Redis.from_url(redis_url)
+    yield redis_client
+    redis_client.close()
+
+
+def _b(text: str) -> bytes:
+    return text.encode(ENCODING, ERRORS)
+
+
+def _eval(client: redis.Redis, script: str, args: Sequence[bytes]) -> object:
+    return client.eval(script, 0, *args)
+
+
+# -- strategies --------------------------------------------------------------------------------
+
+timestamps = st.one_of(
+    st.sampled_from([0, 1, -1, 10, 1_700_000_000_000, -(2**63), 2**63 - 1, 2**53, -(2**53)]),
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(-1000, 1000),
+)
+uuids = st.one_of(
+    st.sampled_from(["", "e1", "e2", "00000000-0000-0000-0000-000000000001", "é", "\udfff"]),
+    st.uuids().map(str),
+    st.text(max_size=6),
+)
+values: st.SearchStrategy[JsonValue] = st.one_of(
+    st.sampled_from([0, 1, "x", "y", None, True, "é", "\udfff"]),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=6),
+    st.lists(st.integers(0, 3), max_size=2),
+)
+
+
+@st.composite
+def states(draw: st.DrawFn) -> PropertyState:
+    op = draw(st.sampled_from([PropertyOp.SET, PropertyOp.SET_ONCE, PropertyOp.UNSET]))
+    value = None if op is PropertyOp.UNSET else draw(values)
+    return PropertyState(op, value, draw(timestamps), draw(uuids))
+
+
+_CODES = {PropertyOp.SET: protocol.SET, PropertyOp.SET_ONCE: protocol.SET_ONCE}
+
+
+def _meta_and_text(state: PropertyState) -> tuple[str, str]:
+    """The state as the script holds it: op code .. order key, and its value text."""
+    code = _CODES.get(state.op, protocol.UNSET)
+    text = "" if state.op is PropertyOp.UNSET else canonical_json(state.value)
+    return code + codec.order_key(state.ts_ms, state.uuid), text
+
+
+def _sign(x: tuple[int, str] | bytes, y: tuple[int, str] | bytes) -> int:
+    return int(x > y) - int(x < y)  # type: ignore[operator]
+
+
+# -- tests -------------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pairs=st.lists(st.tuples(states(), states()), min_size=1, max_size=20))
+def test_outranks_agrees_with_python(
+    client: redis.Redis, pairs: list[tuple[PropertyState, ...]]
+) -> None:
+    args: list[bytes] = []
+    for new, current in pairs:
+        args += [_b(part) for part in (*_meta_and_text(new), *_meta_and_text(current))]
+    got = _eval(client, OUTRANKS, args)
+    assert got == [int(outranks(new, current)) for new, current in pairs]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pairs=st.lists(st.tuples(st.tuples(timestamps, uuids), st.tuples(timestamps, uuids))))
+def test_order_key_comparison_agrees_with_python(
+    client: redis.Redis, pairs: list[tuple[tuple[int, str], tuple[int, str]]]
+) -> None:
+    args: list[bytes] = []
+    expected: list[int] = []
+    for (ts_x, uuid_x), (ts_y, uuid_y) in pairs:
+        meta_x = _b(protocol.SET + codec.order_key(ts_x, uuid_x))
+        meta_y = _b(protocol.SET_ONCE + codec.order_key(ts_y, uuid_y))
+        args += [meta_x, meta_y]
+        expected += [_sign((ts_x, uuid_x), (ts_y, uuid_y)), _sign(meta_x, meta_y)]
+    assert _eval(client, COMPARE, args) == expected
+
+
+def test_outranks_examples(client: redis.Redis) -> None:
+    """Hand-written cases: each rule of the ranking, and the bytes a strcoll compare gets
+    wrong."""
+    cases = [  # (new, current, outranks)
+        (PropertyState(PropertyOp.SET, 1, 5, "a"), PropertyState(PropertyOp.SET, 2, 4, "z"), True),
+        (PropertyState(PropertyOp.SET, 1, 4, "a"), PropertyState(PropertyOp.SET, 2, 5, "a"), False),
+        (
+            PropertyState(PropertyOp.SET_ONCE, 1, 4, "a"),
+            PropertyState(PropertyOp.SET_ONCE, 2, 5, "a"),
+            True,
+        ),
+        (
+            PropertyState(PropertyOp.SET_ONCE, 1, 1, "a"),
+            PropertyState(PropertyOp.UNSET, None, 9, "a"),
+            False,
+        ),
+        (
+            PropertyState(PropertyOp.UNSET, None, -1, "a"),
+            PropertyState(PropertyOp.SET_ONCE, 1, 0, "a"),
+            True,
+        ),
+        (
+            PropertyState(PropertyOp.SET, "b", 3, "u"),
+            PropertyState(PropertyOp.SET, "a", 3, "u"),
+            True,
+        ),
+        (
+            PropertyState(PropertyOp.SET, "B", 3, "u"),
+            PropertyState(PropertyOp.SET, "a", 3, "u"),
+            False,
+        ),
+        (
+            PropertyState(PropertyOp.SET, 1, -(2**63), "u"),
+            PropertyState(PropertyOp.SET, 1, 2**63 - 1, "u"),
+            False,
+        ),
+        (PropertyState(PropertyOp.SET, 1, 7, "é"), PropertyState(PropertyOp.SET, 1, 7, "z"), True),
+    ]
+    args: list[bytes] = []
+    for new, current, expected in cases:
+        assert outranks(new, current) is expected  # the cases are right
+        args += [_b(part) for part in (*_meta_and_text(new), *_meta_and_text(current))]
+    assert _eval(client, OUTRANKS, args) == [int(expected) for _, _, expected in cases]
+
+
+def test_prelude_is_protocol(client: redis.Redis) -> None:
+    raw = _eval(client, PRELUDE, [])
+    assert isinstance(raw, bytes)
+    assert json.loads(raw) == {
+        "format_version": protocol.FORMAT_VERSION,
+        "flag": {flag.name.lower(): flag.value for flag in protocol.OpFlag if flag.name},
+        "max_flags": protocol.MAX_FLAGS,
+        "reply_entry_fields": list(protocol.REPLY_ENTRY_FIELDS),
+        "released_entry_fields": list(protocol.RELEASED_ENTRY_FIELDS),
+        "code": protocol.PROPERTY_CODES,
+        "warning": protocol.WARNINGS,
+        "command": protocol.COMMANDS,
+        "person_mode": protocol.PERSON_MODES,
+        "ordering": protocol.ORDERING_MODES,
+        "release_reason": protocol.RELEASE_REASONS,
+    }
+
+
+def _record(meta: dict[str, str], vals: dict[str, str], count: int) -> bytes:
+    meta_json = json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()
+    vals_json = json.dumps(vals, separators=(",", ":"), ensure_ascii=False).encode()
+    snapshot = ("{" + ",".join(f"{json.dumps(k)}:{t}" for k, t in vals.items()) + "}").encode()
+    header = b"Rp-1|-5|12|1|3|%d|%d|%d|" % (count, len(meta_json), len(vals_json))
+    return header + meta_json + vals_json + snapshot
+
+
+@pytest.mark.parametrize(
+    ("meta", "vals", "count"),
+    [
+        ({}, {}, 1),
+        ({"a": "s" + codec.order_key(10, "e1")}, {"a": '"x|"'}, 2),
+        ({"a": "u" + codec.order_key(-10, "e2")}, {}, 5),
+    ],
+)
+def test_record_round_trip(
+    client: redis.Redis, meta: dict[str, str], vals: dict[str, str], count: int
+) -> None:
+    record = _record(meta, vals, count)
+    reply = _eval(client, RECORD_ROUND_TRIP, [record])
+    assert isinstance(reply, list)
+    untouched, reencoded, id_count, size = reply
+    assert untouched == record
+    members = [f"m{k}".encode() for k in range(count)] if count > 1 else []
+    assert codec.decode_person("root", reencoded, members) == codec.decode_person(
+        "root", record, members
+    )
+    assert id_count == count
+    assert size == sum(len(k.encode()) + len(t.encode()) for k, t in vals.items())
+
+
+def test_reply_entry_is_what_codec_decodes(client: redis.Redis) -> None:
+    raw = _eval(client, ENTRY, [b"pid", b"-3", b'{"k":1}', _b("é|\udfff"), b"7"])
+    assert isinstance(raw, bytes)
+    entry = json.loads(codec.as_text(raw))
+    assert dict(zip(protocol.REPLY_ENTRY_FIELDS, entry, strict=True)) == {
+        "person_id": "pid",
+        "person_mode": "full",
+        "created_at_ms": -3,
+        "is_identified": True,
+        "properties": {"k": 1},
+        "merged": False,
+        "person_created": True,
+        "warnings": [protocol.WARNING_MERGE_LIMIT],
+        "overrides": [["é|\udfff", "old", "new"]],
+        "person_version": 7,
+    }
