@@ -16,10 +16,10 @@ from worker.codec.avro import AvroCodec
 from worker.config import Settings
 from worker.errors import InternalError, KafkaUnavailableError
 from worker.identity.ids import person_id_for
-from worker.identity.model import IdentityEvent, Person, Resolution
+from worker.identity.model import IdentityEvent, Outcome, Person, PersonMode, Resolution
 from worker.identity.reference import ReferenceStore
 from worker.kafka.records import DeliveryFailure, OutputRecord, RawMessage
-from worker.pipeline.deadletter import HEADER_OFFSET, HEADER_REASON
+from worker.pipeline.deadletter import HEADER_OFFSET, HEADER_REASON, HEADER_TOPIC
 from worker.pipeline.orchestrator import BatchPipeline
 from worker.store.base import BatchResult, BufferStats, Released
 
@@ -28,11 +28,15 @@ TOPICS = Settings().topics
 
 
 class Unbuffered:
-    """The reference store as a ``BufferingStore`` whose buffer is always empty."""
+    """The reference store as a ``BufferingStore`` that buffers nothing; a test can script
+    released entries (``to_release``) to exercise their emission and acknowledgement."""
 
     def __init__(self) -> None:
         self.reference = ReferenceStore()
         self.calls: list[tuple[str, int]] = []
+        self.to_release: list[Released] = []
+        """handed back, once, by the next ``resolve_buffered``"""
+        self.acked: list[str] = []
 
     def resolve_batch(
         self, tenant: str, events: Sequence[IdentityEvent], now_ms: int
@@ -49,13 +53,14 @@ class Unbuffered:
         self, tenant: str, events: Sequence[IdentityEvent], now_ms: int
     ) -> BatchResult:
         self.calls.append((tenant, len(events)))
-        return BatchResult(self.reference.resolve_batch(tenant, events, now_ms), [])
+        released, self.to_release = self.to_release, []
+        return BatchResult(self.reference.resolve_batch(tenant, events, now_ms), released)
 
     def release_due(self, tenant: str, now_ms: int, limit: int) -> list[Released]:
         return []
 
     def ack(self, tenant: str, event_uuids: Sequence[str]) -> None:
-        return None
+        self.acked.extend(event_uuids)
 
     def buffered_tenants(self) -> list[str]:
         return []
@@ -255,3 +260,42 @@ def test_a_delivery_failure_other_than_size_fails_the_batch() -> None:
     sink = MemorySink(broken=[TOPICS.enriched])
     with pytest.raises(KafkaUnavailableError, match="broker down"):
         pipeline(sink).process([message(0, event("track", "u"))])
+
+
+def _released(distinct_id: str, reason: str, payload: bytes) -> Released:
+    uuid_ = json.loads(payload)["uuid"] if payload.startswith(b"{") else str(uuid.uuid4())
+    resolution = Resolution(
+        event_uuid=uuid_,
+        outcome=Outcome.EMIT,
+        person_id=person_id_for("t", distinct_id),
+        person_mode=PersonMode.FULL,
+        properties={},
+        created_at_ms=T0 - 60_000,
+        is_identified=False,
+        person_version=1,
+    )
+    return Released(uuid_, reason, T0 - 60_000, payload, resolution)
+
+
+def test_released_events_are_emitted_then_acknowledged() -> None:
+    store, sink = Unbuffered(), MemorySink()
+    waited = _released("w", "merge", event("track", "w"))
+    foreign = _released("x", "timeout", b"\x07 not ours")
+    store.to_release = [waited, foreign]
+    outcome = pipeline(sink, store).process([message(0, event("identify", "w"))])
+
+    enriched = sink.json(TOPICS.enriched)
+    assert [(e["distinct_id"], e["buffered_ms"]) for e in enriched] == [("w", 0), ("w", 60_000)]
+    (dead,) = sink.on(TOPICS.dead_letters)
+    assert dict(dead.headers)[HEADER_REASON] == b"unknown_magic_byte"
+    assert dict(dead.headers)[HEADER_TOPIC] == b"identity-worker.buffer"
+    assert store.acked == [waited.event_uuid, foreign.event_uuid]
+    assert outcome.stats.releases == {"merge": 1, "timeout": 1}
+
+
+def test_released_events_are_not_acknowledged_when_their_delivery_fails() -> None:
+    store, sink = Unbuffered(), MemorySink(broken=[TOPICS.enriched])
+    store.to_release = [_released("w", "merge", event("track", "w"))]
+    with pytest.raises(KafkaUnavailableError):
+        pipeline(sink, store).process([message(0, event("track", "other"))])
+    assert store.acked == []

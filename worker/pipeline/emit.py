@@ -74,7 +74,7 @@ class Emitter:
                     item, entry.resolution, self._outputs, now_ms=now_ms, buffered_ms=buffered_ms
                 )
             )
-            tally(item, entry.resolution, stats)
+            tally(entry.resolution, stats)
         return outs
 
     def _ack(self, released: ReleasedByTenant) -> None:

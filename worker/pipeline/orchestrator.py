@@ -69,7 +69,7 @@ class BatchPipeline(BatchProcessor):
         released: dict[str, list[Released]] = {}
         for item, resolution in self._resolve(decoded, now_ms, stats, released):
             outs.extend(event_outputs(item, resolution, self._outputs, now_ms=now_ms))
-            tally(item, resolution, stats)
+            tally(resolution, stats)
             self._log_resolved(item, resolution)
         self._emitter.emit(outs, released, now_ms, stats)
         return BatchOutcome(next_offsets=next_offsets(batch), stats=stats)

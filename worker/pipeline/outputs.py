@@ -63,7 +63,7 @@ def event_outputs(
         return [Output(message, dead, OutputKind.DEAD_LETTER, "encode_failed")]
 
 
-def tally(item: Decoded, resolution: Resolution, stats: BatchStats) -> None:
+def tally(resolution: Resolution, stats: BatchStats) -> None:
     """Count what ``resolution`` did (merges and refusals, persons created, outcome)."""
     for warning in resolution.warnings:
         if warning.kind in _REFUSALS:
