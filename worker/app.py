@@ -19,8 +19,16 @@ from worker.kafka.source import KafkaSource
 from worker.observability.http import OpsServer, liveness, readiness
 from worker.observability.metrics import WorkerMetrics
 from worker.observability.recorder import MetricsRecorder
-from worker.pipeline.processor import Processor
+from worker.pipeline.decoding import Decoder
+from worker.pipeline.delivery import Delivery
+from worker.pipeline.emit import Emitter
+from worker.pipeline.orchestrator import BatchPipeline
+from worker.pipeline.outputs import OutputContext
+from worker.pipeline.person_changes import AnnouncedVersions
+from worker.pipeline.ports import Sink
+from worker.pipeline.releaser import BufferReleaser
 from worker.pipeline.runner import Runner
+from worker.store.base import BufferingStore
 from worker.store.codec import BufferPolicy
 from worker.store.redis_store import RedisClient, RedisIdentityStore
 
@@ -100,6 +108,55 @@ def build_avro(settings: Settings) -> AvroCodec:
     return AvroCodec(schema_ids=ids, resolver=resolver)
 
 
+def build_pipeline(
+    settings: Settings, store: BufferingStore, sink: Sink, avro: AvroCodec, clock: Clock
+) -> BatchPipeline:
+    """One batch's parts: decoder, outputs, delivery, emitter, buffer releaser, orchestrator."""
+    topics, buffer = settings.topics, settings.buffer
+    options = DecodeOptions(
+        avro=avro,
+        json=JsonOptions(
+            tenant_fields=settings.formats.tenant_fields,
+            default_tenant=settings.formats.default_tenant,
+        ),
+    )
+    decoder = Decoder(
+        options=options,
+        # buffered events are kept as JSON input messages, whatever the output format
+        payloads=OutputEncoder("json", avro),
+        dead_letters=topics.dead_letters,
+        future_timestamp_margin_ms=settings.identity.to_config().future_timestamp_margin_ms,
+        buffer=buffer,
+    )
+    outputs = OutputContext(
+        encoder=OutputEncoder(settings.formats.output, avro),
+        topics=topics,
+        announced=AnnouncedVersions(),
+    )
+    delivery = Delivery(sink, topics.dead_letters, settings.batch.shutdown_timeout_seconds)
+    emitter = Emitter(store=store, decoder=decoder, outputs=outputs, delivery=delivery, clock=clock)
+    releaser = (
+        BufferReleaser(
+            store=store,
+            emitter=emitter,
+            clock=clock,
+            batch_size=buffer.release_batch_size,
+            interval_seconds=buffer.release_interval_seconds,
+        )
+        if buffer.enabled
+        else None
+    )
+    return BatchPipeline(
+        store=store,
+        decoder=decoder,
+        outputs=outputs,
+        emitter=emitter,
+        clock=clock,
+        releaser=releaser,
+        log_personal_data=settings.observability.log_personal_data,
+    )
+
+
 def build_worker(
     settings: Settings, clock: Clock | None = None, registry: CollectorRegistry | None = None
 ) -> Worker:
@@ -109,24 +166,7 @@ def build_worker(
     kafka_common = settings.kafka.common()
     sink = KafkaSink({**kafka_common, **settings.kafka.producer})
     avro = build_avro(settings)
-    processor = Processor(
-        store=store,
-        sink=sink,
-        encoder=OutputEncoder(settings.formats.output, avro),
-        decode_options=DecodeOptions(
-            avro=avro,
-            json=JsonOptions(
-                tenant_fields=settings.formats.tenant_fields,
-                default_tenant=settings.formats.default_tenant,
-            ),
-        ),
-        identity_config=settings.identity.to_config(),
-        topics=settings.topics,
-        clock=clock,
-        flush_timeout_seconds=settings.batch.shutdown_timeout_seconds,
-        buffer=settings.buffer,
-        log_personal_data=settings.observability.log_personal_data,
-    )
+    pipeline = build_pipeline(settings, store, sink, avro, clock)
     source = KafkaSource(
         {**kafka_common, "group.id": settings.kafka.group_id, **settings.kafka.consumer},
         settings.topics.inputs,
@@ -134,7 +174,7 @@ def build_worker(
     metrics = WorkerMetrics.create(registry)
     runner = Runner(
         source,
-        processor,
+        pipeline,
         clock,
         max_messages=settings.batch.max_messages,
         max_wait_seconds=settings.batch.max_wait_seconds,

@@ -1,23 +1,43 @@
-"""The worker's error types. Library exceptions (redis-py, confluent-kafka, fastavro) are
-converted into these at the boundary of the module that talks to the library; nothing else in
-the worker catches a library exception.
+"""The worker's error types: one tree, rooted at ``WorkerError``.
+
+Library exceptions (redis-py, confluent-kafka, fastavro, the registry client) are converted into
+these at the boundary of the module that talks to the library; nothing else in the worker
+catches a library exception. What to catch:
 
 ::
 
     WorkerError
-    ├── ConfigError                  bad settings: fix the configuration
-    ├── TransientError               retried with backoff; the batch is not committed
-    │   ├── TransientStoreError      Redis unreachable, loading, busy, failing over
-    │   ├── KafkaUnavailableError    broker unreachable, commit or delivery failed
-    │   └── TransientSchemaRegistryError  the schema registry did not answer
-    └── StoreError                   (base of the store's errors)
-        ├── TransientStoreError      (also a TransientError)
-        └── PermanentStoreError      a script or data error that retrying cannot fix
+    ├── ConfigError                         bad settings: fix the configuration
+    ├── InternalError                       the worker broke its own invariant: a bug
+    ├── TransientError  (.component)        retried with backoff; the batch is not committed
+    │   ├── TransientStoreError             Redis unreachable, loading, busy, failing over
+    │   ├── KafkaUnavailableError           broker unreachable, commit or delivery failed
+    │   └── TransientSchemaRegistryError    the schema registry did not answer
+    │       └── SchemaRegistryUnavailableError   (worker.codec.errors; also a CodecError)
+    ├── StoreError                          (base of the store's errors)
+    │   ├── TransientStoreError             (also a TransientError)
+    │   └── PermanentStoreError             a script or data error that retrying cannot fix
+    └── CodecError                          (worker.codec.errors: base of the codecs' errors)
+        ├── DecodeError                     an input that can never be decoded: dead-lettered
+        ├── EncodeError                     one of our own records could not be encoded
+        └── SchemaRegistryUnavailableError  (also a TransientSchemaRegistryError)
+
+Each ``TransientError`` names the ``Component`` that failed; the runner, the metrics (the
+``component`` label of ``identity_worker_errors_total``) and the health endpoints use it.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import ClassVar
+
+
+class Component(StrEnum):
+    """An external system the worker depends on; the value is the metric label."""
+
+    REDIS = "redis"
+    KAFKA = "kafka"
+    SCHEMA_REGISTRY = "schema_registry"
 
 
 class WorkerError(Exception):
@@ -29,11 +49,17 @@ class ConfigError(WorkerError):
     check-config`` prints what the worker sees) and restart."""
 
 
+class InternalError(WorkerError):
+    """The worker found one of its own invariants broken (a bug, not bad input or a failing
+    dependency). The worker stops; report it with the log. A restart resumes from the last
+    committed offsets, so nothing is lost."""
+
+
 class TransientError(WorkerError):
     """A dependency is briefly unavailable. The worker pauses, backs off and retries the batch;
-    nothing is committed meanwhile. If it persists, check the named component."""
+    nothing is committed meanwhile. If it persists, check the ``component`` it names."""
 
-    component: ClassVar[str] = "unknown"
+    component: ClassVar[Component]
 
 
 class StoreError(WorkerError):
@@ -44,7 +70,7 @@ class TransientStoreError(StoreError, TransientError):
     """Redis did not answer (connection lost, timeout, LOADING, BUSY, READONLY during a
     failover). Retried with backoff; check Redis health and network if it persists."""
 
-    component: ClassVar[str] = "redis"
+    component: ClassVar[Component] = Component.REDIS
 
 
 class PermanentStoreError(StoreError):
@@ -56,11 +82,11 @@ class KafkaUnavailableError(TransientError):
     """Kafka did not answer or did not acknowledge writes in time. Retried with backoff; check
     the brokers and the worker's network if it persists."""
 
-    component: ClassVar[str] = "kafka"
+    component: ClassVar[Component] = Component.KAFKA
 
 
 class TransientSchemaRegistryError(TransientError):
     """A writer schema could not be fetched from the schema registry right now. Retried with
-    backoff; check the registry URL and its health if it persists."""
+    backoff; check the registry URL, its credentials and its health if it persists."""
 
-    component: ClassVar[str] = "schema_registry"
+    component: ClassVar[Component] = Component.SCHEMA_REGISTRY

@@ -21,7 +21,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from worker.errors import PermanentStoreError, TransientStoreError
+from worker.errors import InternalError, PermanentStoreError, TransientStoreError
 from worker.identity.config import IdentityConfig
 from worker.identity.model import (
     DistinctIdOverride,
@@ -603,7 +603,7 @@ def test_a_client_that_decodes_responses_works_too(
 
 
 def test_events_of_another_tenant_are_refused(make_store: StoreFactory) -> None:
-    with pytest.raises(ValueError, match="tenant"):
+    with pytest.raises(InternalError, match="tenant"):
         make_store().resolve_batch("other", [ev("track", "a")], now_ms=T0)
 
 

@@ -14,8 +14,9 @@ from worker.errors import TransientStoreError
 from worker.kafka.admin import TopicSpec, create_topics
 from worker.kafka.records import RawMessage
 from worker.kafka.source import KafkaSource
-from worker.pipeline.processor import next_offsets
-from worker.pipeline.runner import BatchOutcome, BatchProcessor, BatchStats, Runner
+from worker.observability.status import BatchStats
+from worker.pipeline.offsets import next_offsets
+from worker.pipeline.runner import BatchOutcome, BatchProcessor, Runner
 
 pytestmark = pytest.mark.integration
 

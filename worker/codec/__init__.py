@@ -8,10 +8,11 @@ enriched events, distinct-id overrides and ingestion warnings as Avro or JSON
 
 from worker.codec.avro import SCHEMA_IDS, AvroCodec, SchemaName, SchemaResolver
 from worker.codec.decode import DecodeOptions, decode_message, tenant_from_key
-from worker.codec.encode import OutputEncoder, OutputFormat, OutputRecord
+from worker.codec.encode import EncodedRecord, OutputEncoder, OutputFormat
 from worker.codec.envelope import InputEvent, RawFormat, to_identity_event
 from worker.codec.errors import (
     DECODE_REASONS,
+    CodecError,
     DecodeError,
     DecodeReason,
     EncodeError,
@@ -23,16 +24,17 @@ __all__ = [
     "DECODE_REASONS",
     "SCHEMA_IDS",
     "AvroCodec",
+    "CodecError",
     "DecodeError",
     "DecodeOptions",
     "DecodeReason",
     "EncodeError",
+    "EncodedRecord",
     "InputEvent",
     "JsonDialect",
     "JsonOptions",
     "OutputEncoder",
     "OutputFormat",
-    "OutputRecord",
     "RawFormat",
     "SchemaName",
     "SchemaRegistryUnavailableError",

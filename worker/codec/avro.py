@@ -1,6 +1,7 @@
 """Avro bodies in the Confluent wire format, with a local schema table and schema evolution.
 
-Our schemas live in ``schemas/*.avsc`` and are parsed once. Each has a fixed id in
+Our schemas live in ``schemas/*.avsc`` (shipped inside the package as ``worker/schemas/``, read
+with ``importlib.resources``) and are parsed once. Each has a fixed id in
 ``SCHEMA_IDS`` (the only place ids are written) that we frame our own output with. A message
 whose schema id is not in the local table is read with the writer schema fetched from a
 ``SchemaResolver`` (e.g. a Confluent schema registry) and our schema as reader schema, so newer
@@ -20,7 +21,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
@@ -56,7 +58,10 @@ SCHEMA_IDS: Final[Mapping[SchemaName, int]] = MappingProxyType(
 assigned to our schemas instead (``schema_registry.register_schemas``): registry ids start at 1
 too, and a local id always wins over the resolver."""
 
-SCHEMA_DIR: Final = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMA_DIR: Final[Traversable] = resources.files("worker.schemas")
+"""The ``.avsc`` files: the top-level ``schemas/`` folder, which the wheel ships as the
+``worker.schemas`` package (pyproject.toml maps one onto the other; an editable install reads the
+folder itself)."""
 
 
 class SchemaResolver(Protocol):
@@ -69,9 +74,9 @@ class SchemaResolver(Protocol):
     def get_schema(self, schema_id: int) -> str: ...
 
 
-def load_schema_text(name: SchemaName, schema_dir: Path = SCHEMA_DIR) -> str:
+def load_schema_text(name: SchemaName, schema_dir: Traversable = SCHEMA_DIR) -> str:
     """The ``.avsc`` text of one of our schemas, as registered in a schema registry."""
-    return (schema_dir / f"{name.value}.avsc").read_text(encoding="utf-8")
+    return schema_dir.joinpath(f"{name.value}.avsc").read_text(encoding="utf-8")
 
 
 def _without_logical_types(node: Any) -> Any:
@@ -118,7 +123,7 @@ class AvroCodec:
         *,
         schema_ids: Mapping[SchemaName, int] = SCHEMA_IDS,
         resolver: SchemaResolver | None = None,
-        schema_dir: Path = SCHEMA_DIR,
+        schema_dir: Traversable = SCHEMA_DIR,
     ) -> None:
         missing = set(SchemaName) - set(schema_ids)
         if missing:

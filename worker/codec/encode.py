@@ -23,8 +23,8 @@ OutputFormat = Literal["avro", "json"]
 
 
 @dataclass(frozen=True, slots=True)
-class OutputRecord:
-    """One Kafka message to produce."""
+class EncodedRecord:
+    """An encoded output: the key and value of one Kafka message (the pipeline adds the topic)."""
 
     key: bytes
     value: bytes
@@ -65,7 +65,7 @@ class OutputEncoder:
             return self._avro.encode(SchemaName.EVENT, native.to_avro_record(e))
         return _json_bytes(native.to_json_object(e))
 
-    def enriched(self, e: InputEvent, r: Resolution, *, buffered_ms: int = 0) -> OutputRecord:
+    def enriched(self, e: InputEvent, r: Resolution, *, buffered_ms: int = 0) -> EncodedRecord:
         """The enriched event of an emitted ``e`` (``r.outcome`` must be ``emit``)."""
         if r.outcome is not Outcome.EMIT or r.person_id is None or r.person_mode is None:
             raise EncodeError(f"event {e.uuid} has no person to emit (outcome {r.outcome})")
@@ -73,7 +73,7 @@ class OutputEncoder:
         if self._format == "json":
             obj = native.to_json_object(e)
             obj.update(self._person_fields(r, buffered_ms, dict(r.properties)))
-            return OutputRecord(key, _json_bytes(obj))
+            return EncodedRecord(key, _json_bytes(obj))
         tail = self._person_fields(r, buffered_ms, dumps_json(dict(r.properties)))
         if self._reuse_input_body and e.avro_body is not None:
             value = self._avro.encode_appended(
@@ -83,7 +83,7 @@ class OutputEncoder:
             record = native.to_avro_record(e)
             record.update(tail)
             value = self._avro.encode(SchemaName.ENRICHED_EVENT, record)
-        return OutputRecord(key, value)
+        return EncodedRecord(key, value)
 
     @staticmethod
     def _person_fields(r: Resolution, buffered_ms: int, properties: object) -> dict[str, Any]:
@@ -98,7 +98,7 @@ class OutputEncoder:
 
     def override(
         self, tenant: str, o: DistinctIdOverride, *, event_uuid: str | None, timestamp_ms: int
-    ) -> OutputRecord:
+    ) -> EncodedRecord:
         record = {
             "tenant": tenant,
             "distinct_id": o.distinct_id,
@@ -107,20 +107,20 @@ class OutputEncoder:
             "event_uuid": event_uuid,
             "timestamp": timestamp_ms,
         }
-        return OutputRecord(
+        return EncodedRecord(
             f"{tenant}:{o.distinct_id}".encode(),
             self._encode(SchemaName.DISTINCT_ID_OVERRIDE, record),
         )
 
     def overrides(
         self, e: InputEvent, r: Resolution, *, timestamp_ms: int | None = None
-    ) -> list[OutputRecord]:
+    ) -> list[EncodedRecord]:
         """One record per override of ``r``, stamped with ``timestamp_ms`` (default: the
         event's timestamp)."""
         ts = e.timestamp_ms if timestamp_ms is None else timestamp_ms
         return [self.override(e.tenant, o, event_uuid=e.uuid, timestamp_ms=ts) for o in r.overrides]
 
-    def person_change(self, e: InputEvent, r: Resolution, *, timestamp_ms: int) -> OutputRecord:
+    def person_change(self, e: InputEvent, r: Resolution, *, timestamp_ms: int) -> EncodedRecord:
         """The state of ``r``'s person after ``e`` (``r`` must be full mode, with a version)."""
         if r.person_id is None or r.person_version is None:
             raise EncodeError(f"event {e.uuid} has no person version to announce")
@@ -135,7 +135,7 @@ class OutputEncoder:
             "event_uuid": e.uuid,
             "timestamp": timestamp_ms,
         }
-        return OutputRecord(f"{e.tenant}:{r.person_id}".encode(), self._person(record))
+        return EncodedRecord(f"{e.tenant}:{r.person_id}".encode(), self._person(record))
 
     def person_merged(
         self,
@@ -146,7 +146,7 @@ class OutputEncoder:
         *,
         event_uuid: str | None,
         timestamp_ms: int,
-    ) -> OutputRecord:
+    ) -> EncodedRecord:
         """``old_person_id`` was merged into ``new_person_id`` (keyed by the old id)."""
         record = {
             "tenant": tenant,
@@ -159,7 +159,7 @@ class OutputEncoder:
             "event_uuid": event_uuid,
             "timestamp": timestamp_ms,
         }
-        return OutputRecord(f"{tenant}:{old_person_id}".encode(), self._person(record))
+        return EncodedRecord(f"{tenant}:{old_person_id}".encode(), self._person(record))
 
     def _person(self, record: dict[str, Any]) -> bytes:
         if self._format == "avro":
@@ -176,7 +176,7 @@ class OutputEncoder:
         event_uuid: str | None,
         distinct_id: str | None,
         timestamp_ms: int,
-    ) -> OutputRecord:
+    ) -> EncodedRecord:
         record = {
             "type": w.kind.value,
             "tenant": tenant,
@@ -185,9 +185,9 @@ class OutputEncoder:
             "details": dict(w.details),
             "timestamp": timestamp_ms,
         }
-        return OutputRecord(tenant.encode(), self._encode(SchemaName.INGESTION_WARNING, record))
+        return EncodedRecord(tenant.encode(), self._encode(SchemaName.INGESTION_WARNING, record))
 
-    def warnings(self, e: InputEvent, r: Resolution, *, timestamp_ms: int) -> list[OutputRecord]:
+    def warnings(self, e: InputEvent, r: Resolution, *, timestamp_ms: int) -> list[EncodedRecord]:
         """One record per warning of ``r``; ``timestamp_ms`` is when they were raised."""
         return [
             self.warning(

@@ -1,15 +1,22 @@
 """Errors raised by the codecs. No fastavro, json or registry exception leaves ``worker.codec``.
 
+They belong to the worker's one error tree (drawn in ``worker.errors``):
+
 ::
 
-    * DecodeError                     input that can never be decoded: dead-letter it
-    * SchemaRegistryUnavailableError  transient: retry the message later, do not dead-letter
-    * EncodeError                     one of our own records could not be encoded: a bug
+    WorkerError
+    └── CodecError
+        ├── DecodeError                     input that can never be decoded: dead-letter it
+        ├── EncodeError                     one of our own records could not be encoded: a bug
+        └── SchemaRegistryUnavailableError  transient (a TransientSchemaRegistryError too):
+                                            retry the message later, do not dead-letter
 """
 
 from __future__ import annotations
 
 from typing import Final, Literal, get_args
+
+from worker.errors import TransientSchemaRegistryError, WorkerError
 
 DecodeReason = Literal[
     "empty_value",
@@ -38,7 +45,11 @@ def _shorten(text: str) -> str:
     return text[: _MAX_MESSAGE_CHARS - 3] + "..."
 
 
-class DecodeError(Exception):
+class CodecError(WorkerError):
+    """Base of the codecs' errors."""
+
+
+class DecodeError(CodecError):
     """An input message that cannot be decoded or validated.
 
     Operator action: none per message; it goes to the dead-letter topic with ``reason`` in its
@@ -53,16 +64,17 @@ class DecodeError(Exception):
         super().__init__(f"{reason}: {self.message}")
 
 
-class SchemaRegistryUnavailableError(Exception):
+class SchemaRegistryUnavailableError(CodecError, TransientSchemaRegistryError):
     """The schema registry could not be asked for a writer schema (network, 5xx, auth).
 
     Operator action: check the registry URL, credentials and health. The message itself may be
-    fine, so the worker retries it instead of dead-lettering it.
+    fine, so the worker retries the batch with backoff instead of dead-lettering it.
     """
 
 
-class EncodeError(Exception):
+class EncodeError(CodecError):
     """One of our own output records could not be encoded.
 
-    Operator action: report a bug; the record does not match its schema.
+    Operator action: report a bug; the record does not match its schema. The input it came
+    from goes to the dead-letter topic (reason ``encode_failed``), so nothing stops.
     """

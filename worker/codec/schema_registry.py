@@ -7,7 +7,7 @@ attrs); it is imported only when a registry is configured, so the worker runs wi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any, Protocol
 
 from worker.codec.avro import SCHEMA_DIR, SchemaName, load_schema_text
@@ -70,7 +70,7 @@ class ConfluentSchemaResolver:
 def register_schemas(
     resolver: ConfluentSchemaResolver,
     subjects: Mapping[SchemaName, str],
-    schema_dir: Path = SCHEMA_DIR,
+    schema_dir: Traversable = SCHEMA_DIR,
 ) -> dict[SchemaName, int]:
     """Register our schemas under ``subjects`` (e.g. ``{EVENT: "events-value", ...}``) and return
     the ids the registry gave them, to build an ``AvroCodec(schema_ids=...)`` with.

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+Partition = tuple[str, int]
+"""A topic partition: ``(topic, partition)``."""
+
 
 @dataclass(frozen=True, slots=True)
 class RawMessage:
@@ -41,3 +44,5 @@ class DeliveryFailure:
     reason: str
     too_large: bool
     """The record exceeds a message size limit: retrying cannot help."""
+    tag: int = 0
+    """The tag the record was produced with (lets the producer's caller find its output)."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from worker.errors import KafkaUnavailableError
+from worker.errors import InternalError, KafkaUnavailableError
 from worker.kafka.records import DeliveryFailure, OutputRecord
 
 PRODUCER_DEFAULTS: Mapping[str, Any] = {
@@ -36,9 +36,10 @@ class KafkaSink:
         self._failures: list[DeliveryFailure] = []
         self._pending = 0
 
-    def produce(self, record: OutputRecord) -> None:
+    def produce(self, record: OutputRecord, tag: int = 0) -> None:
         """Enqueue ``record``. A record over the client's size limit fails at once (reported by
-        the next ``flush``); a full local queue is drained by polling, never dropped."""
+        the next ``flush``); a full local queue is drained by polling, never dropped. A failure
+        of the record carries ``tag``."""
         while True:
             try:
                 self._producer.produce(
@@ -46,7 +47,7 @@ class KafkaSink:
                     value=record.value,
                     key=record.key,
                     headers=list(record.headers) or None,
-                    on_delivery=self._callback(record),
+                    on_delivery=self._callback(record, tag),
                 )
                 self._pending += 1
                 return
@@ -56,16 +57,19 @@ class KafkaSink:
                 error = exc.args[0]
                 code = error.code() if isinstance(error, KafkaError) else None
                 if code == KafkaError.MSG_SIZE_TOO_LARGE:
-                    self._failures.append(DeliveryFailure(record, str(error), too_large=True))
+                    self._failures.append(
+                        DeliveryFailure(record, str(error), too_large=True, tag=tag)
+                    )
                     return
                 raise KafkaUnavailableError(f"producing to {record.topic} failed: {error}") from exc
 
-    def _callback(self, record: OutputRecord) -> Any:
+    def _callback(self, record: OutputRecord, tag: int) -> Any:
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             self._pending -= 1
             if error is not None:
                 too_large = error.code() in _SIZE_ERRORS
-                self._failures.append(DeliveryFailure(record, error.str(), too_large=too_large))
+                failure = DeliveryFailure(record, error.str(), too_large=too_large, tag=tag)
+                self._failures.append(failure)
 
         return on_delivery
 
@@ -83,16 +87,18 @@ class KafkaSink:
         failures, self._failures = self._failures, []
         return failures
 
-    def produce_alone(self, record: OutputRecord, timeout: float) -> DeliveryFailure | None:
+    def produce_alone(
+        self, record: OutputRecord, timeout: float, tag: int = 0
+    ) -> DeliveryFailure | None:
         """Produce ``record`` in a request of its own and wait for it.
 
         The broker rejects a whole record batch that exceeds a topic's ``max.message.bytes``,
         so a size failure reported by ``flush`` may belong to a neighbour: retrying alone tells
-        which record is really too large.
+        which record is really too large. Call it with an empty queue (after ``flush``).
         """
         if self._pending:
-            raise RuntimeError("produce_alone needs an empty queue: call flush first")
-        self.produce(record)
+            raise InternalError("produce_alone needs an empty queue: call flush first")
+        self.produce(record, tag)
         failures = self.flush(timeout)
         return failures[0] if failures else None
 

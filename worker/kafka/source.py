@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from worker.errors import KafkaUnavailableError
-from worker.kafka.records import RawMessage
+from worker.kafka.records import Partition, RawMessage
 
 CONSUMER_DEFAULTS: Mapping[str, Any] = {
     "enable.auto.commit": False,
@@ -27,7 +27,6 @@ CONSUMER_DEFAULTS: Mapping[str, Any] = {
     "max.poll.interval.ms": 300_000,
 }
 
-Partition = tuple[str, int]
 PartitionsCallback = Callable[[list[Partition]], None]
 
 # errors a consumer reports that do not stop consumption (librdkafka recovers by itself)

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from worker.pipeline.runner import Health
+from worker.observability.status import Health
 
 HealthCheck = Callable[[], tuple[bool, dict[str, object]]]
 

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from worker import __version__
 from worker.codec.errors import DECODE_REASONS
+from worker.errors import Component
 from worker.identity.model import WarningKind
 
 PREFIX = "identity_worker"
@@ -144,8 +145,8 @@ class WorkerMetrics:
             self.warnings.labels(kind.value)
         for result in MERGE_RESULTS:
             self.merges.labels(result)
-        for component in ("redis", "kafka", "schema_registry"):
-            self.errors.labels(component)
+        for component in Component:
+            self.errors.labels(component.value)
         for reason in RELEASE_REASONS:
             self.buffer_releases.labels(reason)
 

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
-from worker.errors import TransientError
-from worker.kafka.source import KafkaSource
+from worker.errors import Component, TransientError
+from worker.kafka.records import Partition
 from worker.observability.metrics import WorkerMetrics
-from worker.pipeline.runner import BatchStats
+from worker.observability.status import BatchStats
 
 log = logging.getLogger(__name__)
+
+
+class Assigned(Protocol):
+    """What a tick samples from the consumer (``worker.pipeline.ports.Source`` has it)."""
+
+    @property
+    def assignment(self) -> frozenset[Partition]: ...
+
+    def lag(self) -> dict[Partition, int]: ...
 
 
 class MetricsRecorder:
@@ -44,12 +54,12 @@ class MetricsRecorder:
         for delay in stats.delays_seconds:
             m.end_to_end_delay.observe(delay)
 
-    def transient_error(self, component: str, during_commit: bool) -> None:
-        self._m.errors.labels(component).inc()
+    def transient_error(self, component: Component, during_commit: bool) -> None:
+        self._m.errors.labels(component.value).inc()
         if during_commit:
             self._m.commit_failures.inc()
 
-    def tick(self, source: KafkaSource) -> None:
+    def tick(self, source: Assigned) -> None:
         self._m.assigned_partitions.set(len(source.assignment))
         try:
             self._m.set_lag(source.lag())

@@ -15,56 +15,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from worker.clock import Clock
-from worker.errors import TransientError
-from worker.kafka.records import RawMessage
-from worker.kafka.source import KafkaSource, Partition
+from worker.errors import Component, TransientError
+from worker.kafka.records import Partition, RawMessage
+from worker.observability.status import BatchStats, Health
+from worker.pipeline.offsets import first_offsets
+from worker.pipeline.ports import Source
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Health:
-    """What ``/healthz`` and ``/readyz`` report; written by the loop, read by the HTTP thread."""
-
-    last_loop_monotonic: float = 0.0
-    assigned: frozenset[Partition] = frozenset()
-    kafka_ok: bool = False
-    redis_ok: bool = True
-    last_error: str | None = None
-    stopping: bool = False
-
-
-@dataclass(slots=True)
-class BatchStats:
-    """What one batch did, for metrics and logs (recorded once per batch)."""
-
-    consumed: Counter[str] = field(default_factory=Counter)
-    """input messages by topic"""
-    emitted: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """acknowledged output records by (topic, kind)"""
-    dead_letters: Counter[str] = field(default_factory=Counter)
-    """by reason"""
-    warnings: Counter[str] = field(default_factory=Counter)
-    """by warning type"""
-    merges: Counter[str] = field(default_factory=Counter)
-    """by result: merged, refused_identified, refused_limit, refused_illegal"""
-    persons_created: int = 0
-    rejected: int = 0
-    buffered: int = 0
-    releases: Counter[str] = field(default_factory=Counter)
-    """buffered events released, by reason"""
-    buffer_events: int | None = None
-    """events waiting in the buffer, sampled by housekeeping"""
-    buffer_oldest_age_seconds: float | None = None
-    store_seconds: list[float] = field(default_factory=list)
-    delays_seconds: list[float] = field(default_factory=list)
-    """per enriched event: Kafka timestamp of the input to acknowledgement of the output"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +41,15 @@ class RunObserver(Protocol):
 
     def batch_done(self, size: int, seconds: float, stats: BatchStats) -> None: ...
 
-    def transient_error(self, component: str, during_commit: bool) -> None: ...
+    def transient_error(self, component: Component, during_commit: bool) -> None: ...
 
-    def tick(self, source: KafkaSource) -> None:
+    def tick(self, source: Source) -> None:
         """Called about once a second from the loop: sample lag and assignment."""
         ...
 
 
 class BatchProcessor:
-    """Port for one batch's work (decode, resolve, emit); see ``pipeline.processor``."""
+    """Port for one batch's work (decode, resolve, emit); see ``pipeline.orchestrator``."""
 
     def process(self, batch: Sequence[RawMessage]) -> BatchOutcome:
         raise NotImplementedError
@@ -98,19 +60,10 @@ class BatchProcessor:
         return None
 
 
-def first_offsets(batch: Sequence[RawMessage]) -> dict[Partition, int]:
-    firsts: dict[Partition, int] = {}
-    for message in batch:
-        key = (message.topic, message.partition)
-        if key not in firsts or message.offset < firsts[key]:
-            firsts[key] = message.offset
-    return firsts
-
-
 class Runner:
     def __init__(
         self,
-        source: KafkaSource,
+        source: Source,
         processor: BatchProcessor,
         clock: Clock,
         *,
@@ -153,7 +106,7 @@ class Runner:
             committing = False
             try:
                 batch = self._source.poll_batch(self._max_messages, self._max_wait)
-                self.health.kafka_ok = True
+                self.health.mark_ok(Component.KAFKA)
                 self.health.assigned = self._source.assignment
                 if batch:
                     started = self._clock.monotonic()
@@ -172,7 +125,7 @@ class Runner:
                     self._next_tick = now + self._tick_seconds
                     self._observer.tick(self._source)
                 self.health.last_error = None
-                self.health.redis_ok = True
+                self.health.mark_ok()
                 backoff = self._backoff_initial
             except TransientError as exc:
                 self._record_failure(exc, committing)
@@ -185,10 +138,7 @@ class Runner:
         self.health.last_error = f"{type(exc).__name__}: {exc}"
         if self._observer:
             self._observer.transient_error(exc.component, during_commit)
-        if exc.component == "redis":
-            self.health.redis_ok = False
-        elif exc.component == "kafka":
-            self.health.kafka_ok = False
+        self.health.mark_down(exc.component)
         log.warning("batch not committed, will retry: %s", self.health.last_error)
 
     def _back_off(self, seconds: float) -> None:

@@ -45,7 +45,13 @@ from typing import TypeVar, cast
 
 import redis
 
-from worker.errors import PermanentStoreError, StoreError, TransientStoreError
+from worker.errors import (
+    ConfigError,
+    InternalError,
+    PermanentStoreError,
+    StoreError,
+    TransientStoreError,
+)
 from worker.identity import rules
 from worker.identity.config import IdentityConfig
 from worker.identity.model import IdentityEvent, Person, PreparedOp, Resolution
@@ -124,12 +130,15 @@ class RedisIdentityStore:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if max_ops_per_call < 1:
-            raise ValueError("max_ops_per_call must be at least 1")
+            raise ConfigError("max_ops_per_call must be at least 1")
         if retry_attempts < 1:
-            raise ValueError("retry_attempts must be at least 1")
+            raise ConfigError("retry_attempts must be at least 1")
         if reply_ttl_ms < 0:
-            raise ValueError("reply_ttl_ms must not be negative")
-        TenantKeys.of(prefix, "")  # validates the prefix
+            raise ConfigError("reply_ttl_ms must not be negative")
+        try:
+            TenantKeys.of(prefix, "")  # validates the prefix
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         self._client = client
         self._config = config
         self._prefix = prefix
@@ -181,7 +190,7 @@ class RedisIdentityStore:
         prepared: list[PreparedOp | Resolution] = []
         for event in events:
             if event.tenant != tenant:
-                raise ValueError(
+                raise InternalError(
                     f"event {event.uuid} is of tenant {event.tenant!r}, not {tenant!r}"
                 )
             prepared.append(rules.prepare(event, self._config))

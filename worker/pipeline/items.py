@@ -1,0 +1,43 @@
+"""The values a batch is made of between decoding and delivery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from worker.codec.envelope import InputEvent
+from worker.identity.model import IdentityEvent, IdentityWarning
+from worker.kafka.records import OutputRecord, RawMessage
+
+
+class OutputKind(StrEnum):
+    """What an output record is; the value is the ``kind`` label of the emitted-records metric."""
+
+    ENRICHED = "enriched"
+    OVERRIDE = "override"
+    PERSON_CHANGE = "person_change"
+    WARNING = "warning"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """An input message decoded, with its identity view (skew-corrected timestamp) and the
+    warnings decoding raised."""
+
+    message: RawMessage
+    event: InputEvent
+    identity: IdentityEvent
+    pre_warnings: tuple[IdentityWarning, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """An output record with the input it came from and what it is, for accounting once it is
+    acknowledged (and for dead-lettering that input if the record is too large)."""
+
+    source: RawMessage
+    record: OutputRecord
+    kind: OutputKind
+    label: str = ""
+    """the warning type, or the dead letter's reason"""

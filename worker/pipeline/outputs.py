@@ -1,0 +1,148 @@
+"""The output records of one resolved event: a pure function of (decoded event, resolution,
+context). No Kafka, no Redis, no clock: the time to stamp records with is an argument.
+
+Order per event: warnings, the enriched event, distinct-id overrides, then person changes
+(merged-away persons first, then the person's new state if its version moved). A record that
+cannot be encoded turns the event's input into one dead letter (``encode_failed``) instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from worker.codec.encode import OutputEncoder
+from worker.codec.errors import EncodeError
+from worker.config import TopicSettings
+from worker.identity.model import IdentityWarning, Outcome, Resolution, WarningKind
+from worker.kafka.records import OutputRecord
+from worker.observability.status import BatchStats
+from worker.pipeline.deadletter import dead_letter
+from worker.pipeline.items import Decoded, Output, OutputKind
+from worker.pipeline.person_changes import AnnouncedVersions, changed_person, merged_away
+
+_REFUSALS = {
+    WarningKind.CANNOT_MERGE_ALREADY_IDENTIFIED: "refused_identified",
+    WarningKind.MERGE_LIMIT_EXCEEDED: "refused_limit",
+    WarningKind.CANNOT_MERGE_WITH_ILLEGAL_DISTINCT_ID: "refused_illegal",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OutputContext:
+    """What building outputs needs besides the event: how to encode, where to, and when.
+
+    ``announced`` is the one piece of state: the person versions this worker already
+    announced, so a person change is written once per version (``person_changes``).
+    """
+
+    encoder: OutputEncoder
+    topics: TopicSettings
+    announced: AnnouncedVersions
+
+
+def event_outputs(
+    item: Decoded,
+    resolution: Resolution,
+    ctx: OutputContext,
+    *,
+    now_ms: int,
+    buffered_ms: int = 0,
+) -> list[Output]:
+    """Every output record ``resolution`` of ``item`` calls for, in order; warnings, overrides
+    and person changes are stamped with ``now_ms``."""
+    try:
+        return [
+            *_warnings(item, resolution, ctx, now_ms),
+            *_enriched(item, resolution, ctx, buffered_ms),
+            *_overrides(item, resolution, ctx, now_ms),
+            *_person_changes(item, resolution, ctx, now_ms),
+        ]
+    except EncodeError as exc:
+        message = item.message
+        dead = dead_letter(message, ctx.topics.dead_letters, exc, reason="encode_failed")
+        return [Output(message, dead, OutputKind.DEAD_LETTER, "encode_failed")]
+
+
+def tally(resolution: Resolution, stats: BatchStats) -> None:
+    """Count what ``resolution`` did (merges and refusals, persons created, outcome)."""
+    for warning in resolution.warnings:
+        if warning.kind in _REFUSALS:
+            stats.merges[_REFUSALS[warning.kind]] += 1
+    if resolution.outcome is Outcome.BUFFER:
+        stats.buffered += 1
+    elif resolution.outcome is not Outcome.EMIT:
+        stats.rejected += 1
+    if resolution.merged:
+        stats.merges["merged"] += 1
+    if resolution.person_created:
+        stats.persons_created += 1
+
+
+def warnings_of(item: Decoded, resolution: Resolution) -> tuple[IdentityWarning, ...]:
+    """Decoding's warnings, then the rules'."""
+    return (*item.pre_warnings, *resolution.warnings)
+
+
+def _warnings(
+    item: Decoded, resolution: Resolution, ctx: OutputContext, now_ms: int
+) -> list[Output]:
+    event, out = item.event, []
+    for warning in warnings_of(item, resolution):
+        rec = ctx.encoder.warning(
+            event.tenant,
+            warning,
+            event_uuid=event.uuid,
+            distinct_id=event.distinct_id,
+            timestamp_ms=now_ms,
+        )
+        record = OutputRecord(ctx.topics.warnings, rec.value, rec.key)
+        out.append(Output(item.message, record, OutputKind.WARNING, warning.kind.value))
+    return out
+
+
+def _enriched(
+    item: Decoded, resolution: Resolution, ctx: OutputContext, buffered_ms: int
+) -> list[Output]:
+    if resolution.outcome is not Outcome.EMIT:
+        return []
+    rec = ctx.encoder.enriched(item.event, resolution, buffered_ms=buffered_ms)
+    record = OutputRecord(ctx.topics.enriched, rec.value, rec.key)
+    return [Output(item.message, record, OutputKind.ENRICHED)]
+
+
+def _overrides(
+    item: Decoded, resolution: Resolution, ctx: OutputContext, now_ms: int
+) -> list[Output]:
+    return [
+        Output(
+            item.message,
+            OutputRecord(ctx.topics.overrides, rec.value, rec.key),
+            OutputKind.OVERRIDE,
+        )
+        for rec in ctx.encoder.overrides(item.event, resolution, timestamp_ms=now_ms)
+    ]
+
+
+def _person_changes(
+    item: Decoded, resolution: Resolution, ctx: OutputContext, now_ms: int
+) -> list[Output]:
+    """Merged-away persons first, then the person's new state if its version moved."""
+    if resolution.person_id is None or resolution.person_version is None:
+        return []
+    topic, event, out = ctx.topics.person_changes, item.event, []
+    for old in merged_away(resolution):
+        rec = ctx.encoder.person_merged(
+            event.tenant,
+            old,
+            resolution.person_id,
+            resolution.person_version,
+            event_uuid=event.uuid,
+            timestamp_ms=now_ms,
+        )
+        record = OutputRecord(topic, rec.value, rec.key)
+        out.append(Output(item.message, record, OutputKind.PERSON_CHANGE))
+    if changed_person(resolution, ctx.announced):
+        rec = ctx.encoder.person_change(event, resolution, timestamp_ms=now_ms)
+        record = OutputRecord(topic, rec.value, rec.key)
+        out.append(Output(item.message, record, OutputKind.PERSON_CHANGE))
+    return out

@@ -1,0 +1,65 @@
+"""The pipeline's ports: what it needs from the broker, as two small protocols.
+
+``worker.kafka.source.KafkaSource`` and ``worker.kafka.sink.KafkaSink`` implement them against
+Kafka; a test can implement them in memory. The pipeline never names a Kafka class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from worker.kafka.records import DeliveryFailure, OutputRecord, Partition, RawMessage
+
+
+class Source(Protocol):
+    """A consumer-group member handing out batches of messages.
+
+    Offsets are committed only by ``commit``; rebalance callbacks run inside ``poll_batch``.
+    Every method raises ``TransientError`` (``KafkaUnavailableError``) when the broker fails.
+    """
+
+    @property
+    def assignment(self) -> frozenset[Partition]:
+        """The partitions this member owns now."""
+        ...
+
+    def poll_batch(self, max_messages: int, timeout: float) -> list[RawMessage]:
+        """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds for the first."""
+        ...
+
+    def commit(self, next_offsets: Mapping[Partition, int]) -> None:
+        """Commit, per partition, the offset of the next message to read (synchronously)."""
+        ...
+
+    def rewind(self, first_offsets: Mapping[Partition, int]) -> None:
+        """Make the next polls re-read from ``first_offsets`` (a batch that failed)."""
+        ...
+
+    def pause(self, partitions: Iterable[Partition]) -> None: ...
+
+    def resume(self, partitions: Iterable[Partition]) -> None: ...
+
+    def lag(self) -> dict[Partition, int]:
+        """Messages behind the high watermark, per assigned partition (best effort)."""
+        ...
+
+
+class Sink(Protocol):
+    """A producer whose writes are confirmed in bulk.
+
+    ``produce`` enqueues; ``flush`` waits until every enqueued record is acknowledged or failed
+    and returns the failures (each carrying the ``tag`` its record was produced with), or raises
+    ``TransientError`` when some records stay unacknowledged.
+    """
+
+    def produce(self, record: OutputRecord, tag: int = 0) -> None: ...
+
+    def flush(self, timeout: float) -> list[DeliveryFailure]: ...
+
+    def produce_alone(
+        self, record: OutputRecord, timeout: float, tag: int = 0
+    ) -> DeliveryFailure | None:
+        """Produce ``record`` in a request of its own (the queue must be empty) and wait for
+        it: tells whether this record itself is too large, not a neighbour in its batch."""
+        ...
