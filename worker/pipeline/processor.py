@@ -126,6 +126,7 @@ class Processor(BatchProcessor):
                 event.sent_at_ms,
                 now_ms,
                 self._identity_config.future_timestamp_margin_ms,
+                ignored=event.ignored_timestamp,
             )
             identity = to_identity_event(event, timestamp_ms)
             if self._bufferable(event):
