@@ -175,7 +175,6 @@ class FormatSettings(_Section):
     """Tenant for events that name none (else they are dead letters). Not empty, no ``:``."""
     schema_registry_url: SecretStr | None = None
 
-
     @field_validator("default_tenant")
     @classmethod
     def _tenant_fits_keys(cls, value: str | None) -> str | None:

@@ -195,7 +195,11 @@ def _issue_13() -> Iterator[HostileMessage]:
     )
     yield HostileMessage(
         "backend 2,700 $unset keys",
-        _json(_posthog(properties={"$lib": "posthog-python", "$unset": [f"k{i}" for i in range(2700)]})),
+        _json(
+            _posthog(
+                properties={"$lib": "posthog-python", "$unset": [f"k{i}" for i in range(2700)]}
+            )
+        ),
         "too_many_properties",
     )
 
@@ -244,7 +248,9 @@ def _values() -> Iterator[HostileMessage]:
         yield HostileMessage(
             f"properties of {count} keys", _json(_posthog(properties=many)), reason
         )
-        yield HostileMessage(f"native set_once of {count} keys", _json({**NATIVE, "set_once": many}), reason)
+        yield HostileMessage(
+            f"native set_once of {count} keys", _json({**NATIVE, "set_once": many}), reason
+        )
     ops = {
         "$set": {f"s{i}": i for i in range(1000)},
         "$set_once": {f"o{i}": i for i in range(1000)},
@@ -268,7 +274,9 @@ def _timestamps() -> Iterator[HostileMessage]:
         ("NUL", "\x00"),
         ("empty", ""),
     ):
-        yield HostileMessage(f"posthog timestamp {name}", _json(_posthog(timestamp=value)), EVENT, warning=warn)
+        yield HostileMessage(
+            f"posthog timestamp {name}", _json(_posthog(timestamp=value)), EVENT, warning=warn
+        )
         yield HostileMessage(
             f"native timestamp {name}", _json({**NATIVE, "timestamp": value}), EVENT, warning=warn
         )
@@ -285,7 +293,10 @@ def _timestamps() -> Iterator[HostileMessage]:
             received_at_ms=None,
         )
     yield HostileMessage(
-        "year 1500", _json(_posthog(timestamp="1500-01-01T00:00:00Z", sent_at=None)), EVENT, warning=warn
+        "year 1500",
+        _json(_posthog(timestamp="1500-01-01T00:00:00Z", sent_at=None)),
+        EVENT,
+        warning=warn,
     )
     yield HostileMessage(
         "sent_at far ahead: corrected time before 1970",
@@ -314,7 +325,9 @@ def _timestamps() -> Iterator[HostileMessage]:
 def _tenants() -> Iterator[HostileMessage]:
     yield HostileMessage("posthog team_id a:b", _json(_posthog(team_id="a:b")), "invalid_field")
     yield HostileMessage("native tenant :", _json({**NATIVE, "tenant": ":"}), "invalid_field")
-    yield HostileMessage("segment writeKey a:b", _json({**SEGMENT, "writeKey": "a:b"}), "invalid_field")
+    yield HostileMessage(
+        "segment writeKey a:b", _json({**SEGMENT, "writeKey": "a:b"}), "invalid_field"
+    )
     yield HostileMessage("avro tenant a:b", _avro(tenant="a:b"), "invalid_field")
     yield HostileMessage("avro tenant empty", _avro(tenant=""), "invalid_field")
     no_tenant = {k: v for k, v in POSTHOG.items() if k != "team_id"}
@@ -343,8 +356,22 @@ def _ids() -> Iterator[HostileMessage]:
     yield HostileMessage(
         "10 MB property value", _json(_posthog(**{"$set": {"big": "v" * TEN_MB}})), EVENT
     )
-    yield HostileMessage("NUL everywhere", _json(_posthog(event="\x00", distinct_id="\x00", properties={"\x00": "\x00", "$set": {"\x00": "\x00"}})), EVENT)
-    yield HostileMessage("avro NUL everywhere", _avro(event="\x00", distinct_id="\x00", properties='{"\\u0000":"\\u0000"}'), EVENT)
+    yield HostileMessage(
+        "NUL everywhere",
+        _json(
+            _posthog(
+                event="\x00",
+                distinct_id="\x00",
+                properties={"\x00": "\x00", "$set": {"\x00": "\x00"}},
+            )
+        ),
+        EVENT,
+    )
+    yield HostileMessage(
+        "avro NUL everywhere",
+        _avro(event="\x00", distinct_id="\x00", properties='{"\\u0000":"\\u0000"}'),
+        EVENT,
+    )
 
 
 def _framing() -> Iterator[HostileMessage]:
@@ -356,28 +383,53 @@ def _framing() -> Iterator[HostileMessage]:
     yield HostileMessage("schema id 999", frame(999, good[5:]), "unknown_schema_id")
     yield HostileMessage("schema id 0", frame(0, good[5:]), "unknown_schema_id")
     yield HostileMessage("schema id 2^32-1", b"\x00\xff\xff\xff\xff" + good[5:], "invalid_frame")
-    for schema in (SchemaName.ENRICHED_EVENT, SchemaName.DISTINCT_ID_OVERRIDE, SchemaName.INGESTION_WARNING):
-        yield HostileMessage(f"schema id of {schema.value}", frame(SCHEMA_IDS[schema], good[5:]), ANY)
+    for schema in (
+        SchemaName.ENRICHED_EVENT,
+        SchemaName.DISTINCT_ID_OVERRIDE,
+        SchemaName.INGESTION_WARNING,
+    ):
+        yield HostileMessage(
+            f"schema id of {schema.value}", frame(SCHEMA_IDS[schema], good[5:]), ANY
+        )
     for cut in range(5, len(good), 7):
         yield HostileMessage(f"avro truncated at {cut}", good[:cut], ANY)
     yield HostileMessage("avro trailing bytes", good + b"\x00", "avro_invalid")
     yield HostileMessage("avro invalid UTF-8", frame(event_id, b"\x04\xff\xfe"), "avro_invalid")
-    yield HostileMessage("avro huge length", frame(event_id, b"\xfe\xff\xff\xff\x0f"), "avro_invalid")
+    yield HostileMessage(
+        "avro huge length", frame(event_id, b"\xfe\xff\xff\xff\x0f"), "avro_invalid"
+    )
     yield HostileMessage("JSON array", b"[1, 2]", "json_invalid")
     yield HostileMessage("JSON array of events", b"[" + _json(POSTHOG) + b"]", "json_invalid")
     yield HostileMessage("JSON string", b' "event"', "unknown_magic_byte")
     yield HostileMessage("empty object", b"{}", "unknown_format")
-    yield HostileMessage("empty object as posthog", b"{}", "missing_field", headers=(("event-format", b"posthog"),))
-    yield HostileMessage("unknown dialect header", _json(POSTHOG), "invalid_field", headers=(("event-format", b"\xff"),))
+    yield HostileMessage(
+        "empty object as posthog", b"{}", "missing_field", headers=(("event-format", b"posthog"),)
+    )
+    yield HostileMessage(
+        "unknown dialect header",
+        _json(POSTHOG),
+        "invalid_field",
+        headers=(("event-format", b"\xff"),),
+    )
     yield HostileMessage("invalid UTF-8 in JSON", b'{"event": "\xc3\x28"}', "json_invalid")
     yield HostileMessage("UTF-16 JSON", _json(POSTHOG).decode().encode("utf-16"), ANY)
-    yield HostileMessage("lone surrogate", b'{"event": "x", "distinct_id": "\\udc00", "team_id": 1}', "json_invalid")
-    yield HostileMessage("NaN", b'{"event": "x", "distinct_id": "u", "team_id": 1, "properties": {"a": NaN}}', "json_invalid")
-    yield HostileMessage("duplicate keys", b'{"event": "x", "event": "y", "distinct_id": "u", "team_id": 1}', EVENT)
+    yield HostileMessage(
+        "lone surrogate", b'{"event": "x", "distinct_id": "\\udc00", "team_id": 1}', "json_invalid"
+    )
+    yield HostileMessage(
+        "NaN",
+        b'{"event": "x", "distinct_id": "u", "team_id": 1, "properties": {"a": NaN}}',
+        "json_invalid",
+    )
+    yield HostileMessage(
+        "duplicate keys", b'{"event": "x", "event": "y", "distinct_id": "u", "team_id": 1}', EVENT
+    )
     rng = random.Random(13)
     for index in range(40):
         yield HostileMessage(f"random bytes {index}", rng.randbytes(rng.randrange(1, 200)), ANY)
-        yield HostileMessage(f"random after magic byte {index}", b"\x00" + rng.randbytes(rng.randrange(0, 60)), ANY)
+        yield HostileMessage(
+            f"random after magic byte {index}", b"\x00" + rng.randbytes(rng.randrange(0, 60)), ANY
+        )
 
 
 def _wrong_types() -> Iterator[HostileMessage]:
@@ -391,8 +443,14 @@ def _wrong_types() -> Iterator[HostileMessage]:
         for name in base:
             for index, wrong in enumerate(WRONG_VALUES):
                 changed = {**base, name: wrong}
-                yield HostileMessage(f"{dialect} {name} = wrong value {index}", encode(changed), ANY)
-            yield HostileMessage(f"{dialect} without {name}", encode({k: v for k, v in base.items() if k != name}), ANY)
+                yield HostileMessage(
+                    f"{dialect} {name} = wrong value {index}", encode(changed), ANY
+                )
+            yield HostileMessage(
+                f"{dialect} without {name}",
+                encode({k: v for k, v in base.items() if k != name}),
+                ANY,
+            )
 
 
 def corpus() -> list[HostileMessage]:

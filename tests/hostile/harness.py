@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tests.hostile.corpus import HostileMessage
 from worker.codec import AvroCodec, DecodeError, DecodeOptions, InputEvent, decode_message
 from worker.codec.encode import OutputEncoder
 from worker.codec.envelope import to_identity_event
@@ -14,8 +15,6 @@ from worker.identity.model import IdentityEvent, IdentityWarning, Outcome, Resol
 from worker.identity.reference import ReferenceStore
 from worker.identity.rules import prepare
 from worker.identity.timestamps import normalize_timestamp
-
-from tests.hostile.corpus import HostileMessage
 
 CODEC = AvroCodec()
 OPTIONS = DecodeOptions(avro=CODEC)
@@ -67,7 +66,11 @@ def handle(event: InputEvent) -> Handled:
         encoder.overrides(event, resolution, timestamp_ms=NOW_MS)
         for w in warnings:
             encoder.warning(
-                event.tenant, w, event_uuid=event.uuid, distinct_id=event.distinct_id, timestamp_ms=NOW_MS
+                event.tenant,
+                w,
+                event_uuid=event.uuid,
+                distinct_id=event.distinct_id,
+                timestamp_ms=NOW_MS,
             )
         if resolution.person_version is not None:
             encoder.person_change(event, resolution, timestamp_ms=NOW_MS)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from worker.codec import DECODE_REASONS, DecodeError
-from worker.identity.timestamps import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS
-
 from tests.hostile.corpus import ANY, EVENT, HostileMessage, corpus
 from tests.hostile.harness import NOW_MS, decode, handle
+from worker.codec import DECODE_REASONS, DecodeError
+from worker.identity.timestamps import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS
 
 CORPUS = corpus()
 

@@ -48,4 +48,5 @@ def test_a_time_the_decoder_ignored_becomes_now_with_its_reason() -> None:
 def test_a_future_time_within_range_is_still_clamped_as_before() -> None:
     ts, warning = normalize_timestamp(NOW + MARGIN + 1, None, NOW, MARGIN)
     assert ts == NOW
-    assert warning is not None and warning.kind is WarningKind.EVENT_TIMESTAMP_IN_FUTURE
+    assert warning is not None
+    assert warning.kind is WarningKind.EVENT_TIMESTAMP_IN_FUTURE

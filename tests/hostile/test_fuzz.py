@@ -10,10 +10,16 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.codec import DECODE_REASONS, DecodeError
-
-from tests.hostile.corpus import AVRO_RECORD, GOOD_MESSAGES, NATIVE, POSTHOG, SEGMENT, HostileMessage
+from tests.hostile.corpus import (
+    AVRO_RECORD,
+    GOOD_MESSAGES,
+    NATIVE,
+    POSTHOG,
+    SEGMENT,
+    HostileMessage,
+)
 from tests.hostile.harness import decode, handle
+from worker.codec import DECODE_REASONS, DecodeError
 
 FIELD_NAMES = sorted(
     {
@@ -47,13 +53,28 @@ scalars = (
     | st.floats()
     | EDGE_NUMBERS
     | st.text(max_size=20)
-    | st.sampled_from(["", "null", "a:b", "\x00", "$identify", "$create_alias", "track", "identify", "alias", "backend"])
+    | st.sampled_from(
+        [
+            "",
+            "null",
+            "a:b",
+            "\x00",
+            "$identify",
+            "$create_alias",
+            "track",
+            "identify",
+            "alias",
+            "backend",
+        ]
+    )
     | st.sampled_from(["2024-05-01T12:00:00Z", "10000-01-01", "0001-01-01T00:00:00+14:00"])
 )
 values = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=8), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=8), children, max_size=5)
+    ),
     max_leaves=20,
 )
 events = st.dictionaries(st.sampled_from(FIELD_NAMES), values, max_size=12)
@@ -79,14 +100,22 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 
 
 @FUZZ
-@given(events, st.sampled_from([None, b"team:u", b":x", b"\xff:y", b"a:b:c"]), st.none() | st.integers())
-def test_random_objects_of_dialect_fields(obj: dict[str, Any], key: bytes | None, received: int | None) -> None:
+@given(
+    events,
+    st.sampled_from([None, b"team:u", b":x", b"\xff:y", b"a:b:c"]),
+    st.none() | st.integers(),
+)
+def test_random_objects_of_dialect_fields(
+    obj: dict[str, Any], key: bytes | None, received: int | None
+) -> None:
     _check(_json_text(obj), key, received)
 
 
 @FUZZ
 @given(st.sampled_from([POSTHOG, NATIVE, SEGMENT]), events)
-def test_valid_events_with_random_fields_overridden(base: dict[str, Any], changes: dict[str, Any]) -> None:
+def test_valid_events_with_random_fields_overridden(
+    base: dict[str, Any], changes: dict[str, Any]
+) -> None:
     _check(_json_text({**base, **changes}), received=1_714_564_800_000)
 
 

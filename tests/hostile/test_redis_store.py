@@ -11,6 +11,8 @@ from dataclasses import replace
 import pytest
 import redis
 
+from tests.hostile.corpus import RECEIVED_AT_MS, HostileMessage, corpus
+from tests.hostile.harness import CODEC, decode
 from worker.codec import DecodeError, InputEvent
 from worker.codec.encode import OutputEncoder
 from worker.codec.envelope import to_identity_event
@@ -21,9 +23,6 @@ from worker.identity.model import EventKind, IdentityEvent, Outcome, PropertyUpd
 from worker.identity.timestamps import normalize_timestamp
 from worker.store.codec import BufferPolicy, order_key
 from worker.store.redis_store import RedisIdentityStore
-
-from tests.hostile.corpus import RECEIVED_AT_MS, HostileMessage, corpus
-from tests.hostile.harness import CODEC, decode
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +81,10 @@ def test_a_huge_posthog_offset_reaches_the_store_as_the_receive_time(
 
 @pytest.mark.parametrize(
     ("name", "reason"),
-    [("backend $set 1e400", "value_out_of_range"), ("backend 2,700 $unset keys", "too_many_properties")],
+    [
+        ("backend $set 1e400", "value_out_of_range"),
+        ("backend 2,700 $unset keys", "too_many_properties"),
+    ],
 )
 def test_the_other_crashers_never_reach_the_store(name: str, reason: str) -> None:
     result = decode(_by_name(name))
@@ -90,7 +92,10 @@ def test_the_other_crashers_never_reach_the_store(name: str, reason: str) -> Non
     assert result.reason == reason
 
 
-def _backend_track(distinct_id: str, updates: PropertyUpdates = PropertyUpdates()) -> IdentityEvent:
+NO_UPDATES = PropertyUpdates()
+
+
+def _backend_track(distinct_id: str, updates: PropertyUpdates = NO_UPDATES) -> IdentityEvent:
     event = InputEvent(
         tenant=TENANT,
         kind=EventKind.TRACK,

@@ -56,6 +56,7 @@ def _nested(depth: int) -> dict[str, Any]:
         value = {"a": value}
     return value
 
+
 CASES: list[tuple[str, bytes | None, str]] = [
     ("empty_value", None, "tombstone"),
     ("empty_value", b"", "empty bytes"),
@@ -113,7 +114,11 @@ CASES: list[tuple[str, bytes | None, str]] = [
     ("value_out_of_range", _json({**POSTHOG_OK, "properties": {"n": 2**63}}), "2^63"),
     ("value_out_of_range", _avro(set='{"a": 1e999}'), "Avro set holds 1e999"),
     ("nesting_too_deep", _json({**POSTHOG_OK, "properties": _nested(65)}), "65 levels"),
-    ("too_many_properties", _json({**POSTHOG_OK, "$set": {f"k{i}": i for i in range(1001)}}), "1,001"),
+    (
+        "too_many_properties",
+        _json({**POSTHOG_OK, "$set": {f"k{i}": i for i in range(1001)}}),
+        "1,001",
+    ),
     (
         "too_many_properties",
         _json({**POSTHOG_OK, "properties": {"$unset": [f"k{i}" for i in range(2700)]}}),

@@ -296,7 +296,8 @@ def test_a_malformed_timestamp_gives_the_receive_time_when_there_is_one(timestam
         json.dumps(obj).encode(), None, None, "r", DecodeOptions(), received_at_ms=RECEIVED_MS
     )
     assert e.timestamp_ms == RECEIVED_MS
-    assert e.ignored_timestamp is not None and "timestamp" in e.ignored_timestamp
+    assert e.ignored_timestamp is not None
+    assert "timestamp" in e.ignored_timestamp
     with pytest.raises(DecodeError) as info:  # without a receive time, nothing can stand in
         decode_message(json.dumps(obj).encode(), None, None, "r", DecodeOptions())
     assert (info.value.reason, info.value.field) == ("invalid_field", "timestamp")
