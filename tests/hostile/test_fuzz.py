@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.hostile.corpus import (
@@ -96,7 +96,7 @@ def _check(value: bytes | None, key: bytes | None = None, received: int | None =
     handle(result)
 
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=200)
 
 
 @FUZZ
