@@ -143,13 +143,20 @@ class IdentitySettings(_Section):
         )
 
 
+LUA_UNPACK_BOUND = 5_000
+"""Upper bound of the settings whose value is a count the Redis script unpacks in one call
+(``buffer.max_events_per_id``: one id's queue; ``buffer.release_batch_size``: the expired leases
+of one release). Lua 5.1 unpacks at most about 8,000 values; this leaves room for the command
+name and key that go with them."""
+
+
 class BufferSettings(_Section):
     enabled: bool = True
     delay_seconds: float = Field(default=60.0, ge=0)
     """How long a backend event for an unknown distinct id waits for an identify/alias."""
-    max_events_per_id: int = Field(default=100, ge=1)
+    max_events_per_id: int = Field(default=100, ge=1, le=LUA_UNPACK_BOUND)
     max_events_total: int = Field(default=1_000_000, ge=1)
-    release_batch_size: int = Field(default=500, ge=1)
+    release_batch_size: int = Field(default=500, ge=1, le=LUA_UNPACK_BOUND)
     """Most ids (and most expired leases) one release call hands out per tenant."""
     release_interval_seconds: float = Field(default=1.0, gt=0)
     """How often a worker looks for events whose wait is over: the release is late by at
@@ -165,8 +172,18 @@ class FormatSettings(_Section):
     """Fields naming the tenant, tried in order (``a.b`` = nested), for every JSON dialect.
     Unset: each dialect's own list (docs/FORMATS.md)."""
     default_tenant: str | None = None
-    """Tenant for events that name none (else they are dead letters)."""
+    """Tenant for events that name none (else they are dead letters). Not empty, no ``:``."""
     schema_registry_url: SecretStr | None = None
+
+    @field_validator("default_tenant")
+    @classmethod
+    def _tenant_fits_keys(cls, value: str | None) -> str | None:
+        if value is not None and (not value or ":" in value):
+            raise ValueError(
+                "formats.default_tenant must be non-empty and must not contain ':' (output keys "
+                "and person ids join tenant and id with ':')"
+            )
+        return value
 
 
 class BatchSettings(_Section):

@@ -47,6 +47,15 @@ def _json(obj: Any) -> bytes:
 
 
 POSTHOG_OK = {"event": "pageview", "distinct_id": "d1", "team_id": 1, "timestamp": 1}
+POSTHOG_HEAD = b'{"event": "pageview", "distinct_id": "d1", "team_id": 1, "timestamp": 1, '
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
 
 CASES: list[tuple[str, bytes | None, str]] = [
     ("empty_value", None, "tombstone"),
@@ -98,6 +107,35 @@ CASES: list[tuple[str, bytes | None, str]] = [
     ("invalid_field", _avro(uuid="nope"), "Avro uuid"),
     ("invalid_field", _avro(tenant=""), "Avro empty tenant"),
     ("unknown_event_type", _json({"type": "page", "userId": "u", "writeKey": "k"}), "Segment page"),
+    ("invalid_field", _json({**POSTHOG_OK, "team_id": "a:b"}), "tenant with a colon"),
+    ("invalid_field", _avro(tenant="a:b"), "Avro tenant with a colon"),
+    ("value_out_of_range", POSTHOG_HEAD + b'"$set": {"a": 1e400}}', "1e400 in $set"),
+    ("value_out_of_range", POSTHOG_HEAD + b'"properties": {"a": [-1e400]}}', "-1e400"),
+    ("value_out_of_range", _json({**POSTHOG_OK, "properties": {"n": 2**63}}), "2^63"),
+    ("value_out_of_range", _avro(set='{"a": 1e999}'), "Avro set holds 1e999"),
+    ("nesting_too_deep", _json({**POSTHOG_OK, "properties": _nested(65)}), "65 levels"),
+    (
+        "too_many_properties",
+        _json({**POSTHOG_OK, "$set": {f"k{i}": i for i in range(1001)}}),
+        "1,001",
+    ),
+    (
+        "too_many_properties",
+        _json({**POSTHOG_OK, "properties": {"$unset": [f"k{i}" for i in range(2700)]}}),
+        "2,700 $unset keys",
+    ),
+    (
+        "too_many_properties",
+        _json(
+            {
+                **POSTHOG_OK,
+                "$set": {f"s{i}": i for i in range(900)},
+                "$set_once": {f"o{i}": i for i in range(900)},
+                "properties": {"$unset": [f"u{i}" for i in range(900)]},
+            }
+        ),
+        "2,700 operations in all",
+    ),
 ]
 
 

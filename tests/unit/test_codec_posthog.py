@@ -269,3 +269,50 @@ def test_timestamp_forms(text: Any, ms: int) -> None:
         decode({"event": "x", "distinct_id": "u", "team_id": 1, "timestamp": text}).timestamp_ms
         == ms
     )
+
+
+RECEIVED_MS = 1_714_564_800_000
+
+
+@pytest.mark.parametrize(
+    "offset", [10**30, -(10**30), 1.5, True, "250", RECEIVED_MS + 1, -(300_000_000_000_000)]
+)
+def test_an_insane_offset_gives_the_receive_time_and_the_reason(offset: object) -> None:
+    value = json.dumps({"event": "x", "distinct_id": "u", "team_id": 1, "offset": offset})
+    e = decode_message(value.encode(), None, None, "r", DecodeOptions(), received_at_ms=RECEIVED_MS)
+    if offset == RECEIVED_MS + 1:  # year 1969: in the decoder's range, refused after correction
+        assert e.ignored_timestamp is None
+        assert e.timestamp_ms == -1
+    else:
+        assert e.timestamp_ms == RECEIVED_MS
+        assert e.ignored_timestamp is not None
+        assert "offset" in e.ignored_timestamp
+
+
+@pytest.mark.parametrize("timestamp", ["yesterday", 10**20, "10000-01-01T00:00:00Z", [1], ""])
+def test_a_malformed_timestamp_gives_the_receive_time_when_there_is_one(timestamp: object) -> None:
+    obj = {"event": "x", "distinct_id": "u", "team_id": 1, "timestamp": timestamp}
+    e = decode_message(
+        json.dumps(obj).encode(), None, None, "r", DecodeOptions(), received_at_ms=RECEIVED_MS
+    )
+    assert e.timestamp_ms == RECEIVED_MS
+    assert e.ignored_timestamp is not None
+    assert "timestamp" in e.ignored_timestamp
+    with pytest.raises(DecodeError) as info:  # without a receive time, nothing can stand in
+        decode_message(json.dumps(obj).encode(), None, None, "r", DecodeOptions())
+    assert (info.value.reason, info.value.field) == ("invalid_field", "timestamp")
+
+
+def test_a_tenant_with_a_colon_is_refused_wherever_it_comes_from() -> None:
+    obj = {"event": "x", "distinct_id": "u", "timestamp": 1}
+    for options, key in (
+        ({"posthog_tenant_fields": ("token",)}, None),
+        ({"default_tenant": "a:b"}, None),
+    ):
+        body = json.dumps({**obj, "token": "a:b"}).encode()
+        with pytest.raises(DecodeError) as info:
+            decode_message(body, key, None, "r", DecodeOptions(json=JsonOptions(**options)))
+        assert (info.value.reason, info.value.field) == ("invalid_field", "tenant")
+    # a key's tenant is its prefix before the first ':', so it never holds one
+    e = decode_message(json.dumps(obj).encode(), b"a:b:c", None, "r", DecodeOptions())
+    assert e.tenant == "a"

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.codec import AvroCodec, DecodeOptions, InputEvent, OutputEncoder, decode_message
-from worker.codec.fields import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
+from worker.codec.fields import MAX_SAFE_INTEGER, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 from worker.identity.model import (
     EventKind,
     JsonValue,
@@ -27,7 +27,7 @@ JSON = OutputEncoder("json", CODEC)
 json_values: st.SearchStrategy[JsonValue] = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers()
+    | st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
     lambda children: (
@@ -45,7 +45,7 @@ def input_events(draw: st.DrawFn) -> InputEvent:
     event = draw(st.text(min_size=1)) if kind is EventKind.TRACK else draw(st.none() | st.text())
     other_id = draw(st.text()) if kind is EventKind.ALIAS else draw(st.none() | st.text())
     return InputEvent(
-        tenant=draw(st.text(min_size=1)),
+        tenant=draw(st.text(min_size=1).filter(lambda t: ":" not in t)),
         kind=kind,
         uuid=str(draw(st.uuids())),
         distinct_id=draw(st.text()),

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from worker.cli import main
-from worker.config import Settings, load_settings
+from worker.config import LUA_UNPACK_BOUND, Settings, load_settings
 from worker.identity.model import OrderingMode
 
 
@@ -62,6 +62,30 @@ def test_unknown_and_invalid_settings_are_rejected() -> None:
         Settings(batch={"max_messages": 0})  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="sasl_mechanism"):
         Settings(kafka={"security_protocol": "SASL_SSL"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["max_events_per_id", "release_batch_size"])
+def test_buffer_counts_the_script_unpacks_are_bounded(name: str) -> None:
+    assert getattr(Settings(buffer={name: LUA_UNPACK_BOUND}).buffer, name) == LUA_UNPACK_BOUND  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=f"buffer.{name}") as info:
+        Settings(buffer={name: LUA_UNPACK_BOUND + 1})  # type: ignore[arg-type]
+    assert info.value.errors()[0]["type"] == "less_than_equal"
+
+
+def test_bounds_apply_to_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IDENTITY_WORKER_BUFFER__MAX_EVENTS_PER_ID", "8000")
+    with pytest.raises(ValidationError, match="max_events_per_id"):
+        load_settings()
+
+
+@pytest.mark.parametrize("tenant", ["a:b", ":", ""])
+def test_default_tenant_must_fit_the_keys(tenant: str) -> None:
+    with pytest.raises(ValidationError, match="must not contain ':'"):
+        Settings(formats={"default_tenant": tenant})  # type: ignore[arg-type]
+
+
+def test_a_plain_default_tenant_is_kept() -> None:
+    assert Settings(formats={"default_tenant": "team-1"}).formats.default_tenant == "team-1"  # type: ignore[arg-type]
 
 
 def test_identity_settings_become_the_pure_config() -> None:

@@ -95,7 +95,7 @@ def decode_message(
     if first == MAGIC_BYTE:
         decoded = options.avro.decode(SchemaName.EVENT, value)
         return native.from_avro_record(
-            decoded.record, decoded.body if decoded.same_schema else None
+            decoded.record, decoded.body if decoded.same_schema else None, received_at_ms
         )
     if first in _WHITESPACE:
         stripped = value.lstrip(_WHITESPACE)

@@ -42,6 +42,9 @@ class InputEvent:
     updates: PropertyUpdates
     raw_format: RawFormat
     avro_body: bytes | None = field(default=None, compare=False, repr=False)
+    ignored_timestamp: str | None = None
+    """Why the event's own time (timestamp, PostHog offset) was ignored as malformed or out of
+    range; ``timestamp_ms`` is then the receive time (warning ``ignored_invalid_timestamp``)."""
 
 
 def check_kind_fields(kind: EventKind, event: str | None, other_id: str | None) -> None:

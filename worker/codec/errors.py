@@ -30,6 +30,9 @@ DecodeReason = Literal[
     "missing_field",
     "invalid_field",
     "unknown_event_type",
+    "value_out_of_range",
+    "nesting_too_deep",
+    "too_many_properties",
 ]
 """Machine-readable reasons, written to the dead-letter headers and used as metric labels."""
 

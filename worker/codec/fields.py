@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,20 @@ MIN_TIMESTAMP_MS: Final = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _ONE_MS
 MAX_TIMESTAMP_MS: Final = (
     datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - _EPOCH
 ) // _ONE_MS
+
+MAX_SAFE_INTEGER: Final = (1 << 63) - 1
+"""Largest magnitude of an integer property value: a signed 64-bit integer, what every JSON
+consumer of the outputs (ClickHouse, Java, Go) can read back as a number."""
+MAX_NESTING: Final = 64
+"""Deepest nesting of objects and arrays inside one property map (the map itself is level 1)."""
+MAX_OBJECT_KEYS: Final = 1_000
+"""Most keys of one JSON object inside the properties and person property updates."""
+MAX_PROPERTY_OPERATIONS: Final = 2_000
+"""Most person property operations (``$set`` + ``$set_once`` keys + ``$unset`` keys) of one
+event. The Redis script unpacks a buffered event's fields in one call (8 values + 3 per
+operation) and Lua 5.1 unpacks at most about 8,000 values: 2,000 operations are 6,008 values."""
+
+_MAX_FLOAT: Final = sys.float_info.max
 
 _SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 _CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -70,6 +85,66 @@ def dumps_json(value: object) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (ValueError, TypeError) as exc:
         raise EncodeError(f"not JSON-serialisable: {exc}") from exc
+
+
+def _check_container(value: Mapping[str, Any] | list[Any], field: str, depth: int) -> None:
+    if depth > MAX_NESTING:
+        raise DecodeError(
+            "nesting_too_deep", f"{field} nests deeper than {MAX_NESTING} levels", field=field
+        )
+    items: Any = value
+    if not isinstance(value, list):
+        if len(value) > MAX_OBJECT_KEYS:
+            raise DecodeError(
+                "too_many_properties",
+                f"{field} has an object of {len(value)} keys (at most {MAX_OBJECT_KEYS})",
+                field=field,
+            )
+        items = value.values()
+    for item in items:
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is int:
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                raise DecodeError(
+                    "value_out_of_range", f"{field} holds an integer beyond 64 bits", field=field
+                )
+        elif kind is float:
+            if not -_MAX_FLOAT <= item <= _MAX_FLOAT:  # false for infinities and NaN
+                raise DecodeError(
+                    "value_out_of_range", f"{field} holds a number that is not finite", field=field
+                )
+        elif kind is dict or kind is list:
+            _check_container(item, field, depth + 1)
+        else:
+            raise DecodeError("invalid_field", f"{field} holds a {kind.__name__}", field=field)
+
+
+def check_values(value: Mapping[str, JsonValue] | None, field: str) -> None:
+    """Refuse what JSON can carry but the outputs cannot, in one pass over ``value``:
+    non-finite numbers (``1e400`` parses as infinity), integers beyond 64 bits, nesting deeper
+    than ``MAX_NESTING``, objects of more than ``MAX_OBJECT_KEYS`` keys."""
+    if value:
+        _check_container(value, field, 1)
+
+
+def check_operation_count(updates: PropertyUpdates) -> PropertyUpdates:
+    """Refuse an event with more than ``MAX_PROPERTY_OPERATIONS`` person property operations."""
+    count = len(updates.set) + len(updates.set_once) + len(updates.unset)
+    if count > MAX_PROPERTY_OPERATIONS:
+        raise DecodeError(
+            "too_many_properties",
+            f"{count} person property operations (at most {MAX_PROPERTY_OPERATIONS})",
+            field="updates",
+        )
+    if len(updates.unset) > MAX_OBJECT_KEYS:
+        raise DecodeError(
+            "too_many_properties",
+            f"{len(updates.unset)} keys to unset (at most {MAX_OBJECT_KEYS})",
+            field="unset",
+        )
+    return updates
 
 
 def get_path(obj: Mapping[str, Any], path: str) -> Any:
@@ -179,11 +254,21 @@ def as_timestamp_ms(value: Any, field: str) -> int:
     raise DecodeError("invalid_field", f"{field} must be ms or ISO 8601", field=field)
 
 
-def timestamp_or_received(value: Any, received_at_ms: int | None, field: str) -> int:
-    """The event's timestamp, or, when it has none, when the message was received."""
+def timestamp_or_ignored(
+    value: Any, received_at_ms: int | None, field: str
+) -> tuple[int, str | None]:
+    """The event's timestamp and ``None``; or, when it has none, the receive time and ``None``;
+    or, when it is malformed or out of range and the receive time is known, the receive time and
+    why the timestamp was ignored (PostHog warns ``ignored_invalid_timestamp`` and does the
+    same). Without a receive time a bad timestamp is a ``DecodeError``."""
     if value is None and received_at_ms is not None:
-        return received_at_ms
-    return as_timestamp_ms(value, field)
+        return received_at_ms, None
+    try:
+        return as_timestamp_ms(value, field), None
+    except DecodeError as exc:
+        if received_at_ms is None or value is None:
+            raise
+        return received_at_ms, exc.message
 
 
 def opt_timestamp_ms(value: Any, field: str) -> int | None:
@@ -208,10 +293,13 @@ def property_updates(
     set_once: Mapping[str, JsonValue] | None,
     unset: tuple[str, ...],
 ) -> PropertyUpdates:
-    return PropertyUpdates(
-        set=tuple(set_.items()) if set_ else (),
-        set_once=tuple(set_once.items()) if set_once else (),
-        unset=unset,
+    """The updates of an event, refused when they hold too many operations."""
+    return check_operation_count(
+        PropertyUpdates(
+            set=tuple(set_.items()) if set_ else (),
+            set_once=tuple(set_once.items()) if set_once else (),
+            unset=unset,
+        )
     )
 
 
@@ -227,11 +315,27 @@ def first_tenant(obj: Mapping[str, Any], paths: tuple[str, ...]) -> str | None:
     return None
 
 
+TENANT_SEPARATOR: Final = ":"
+"""Output keys are ``tenant:id`` and person ids uuid5 of ``tenant:distinct_id``: a tenant holding
+this character would make them ambiguous across tenants (``a:b`` + ``c`` vs ``a`` + ``b:c``)."""
+
+
+def check_tenant(tenant: str, field: str = "tenant") -> str:
+    """A tenant that can be used in keys: not empty, no ``:``."""
+    if not tenant:
+        raise DecodeError("invalid_field", "tenant must not be empty", field=field)
+    if TENANT_SEPARATOR in tenant:
+        raise DecodeError(
+            "invalid_field", f"tenant must not contain ':': {tenant[:40]!r}", field=field
+        )
+    return tenant
+
+
 def require_tenant(tenant: str | None, fallback: str | None, fields: tuple[str, ...]) -> str:
     if tenant:
-        return tenant
+        return check_tenant(tenant)
     if fallback:
-        return fallback
+        return check_tenant(fallback)
     raise DecodeError(
         "missing_field",
         f"no tenant: none of {', '.join(fields)} is set and the message key has none",

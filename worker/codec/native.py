@@ -20,7 +20,9 @@ from worker.codec.fields import (
     as_object,
     as_str,
     as_uuid,
+    check_tenant,
     check_timestamp_ms,
+    check_values,
     derive_uuid,
     dumps_json,
     first_tenant,
@@ -31,7 +33,7 @@ from worker.codec.fields import (
     opt_timestamp_ms,
     property_updates,
     require_tenant,
-    timestamp_or_received,
+    timestamp_or_ignored,
     unset_keys,
 )
 from worker.identity.model import EventKind, JsonValue
@@ -55,30 +57,40 @@ def _kind(value: Any) -> EventKind:
 def _json_text_object(text: str | None, field: str) -> dict[str, JsonValue] | None:
     if text is None:
         return None
-    return as_object(loads_json(text, reason="invalid_field", field=field), field)
+    value = as_object(loads_json(text, reason="invalid_field", field=field), field)
+    check_values(value, field)
+    return value
 
 
-def from_avro_record(record: Mapping[str, Any], body: bytes | None) -> InputEvent:
+def _checked_object(value: Any, field: str) -> dict[str, JsonValue] | None:
+    obj = opt_object(value, field)
+    check_values(obj, field)
+    return obj
+
+
+def from_avro_record(
+    record: Mapping[str, Any], body: bytes | None, received_at_ms: int | None = None
+) -> InputEvent:
     """An ``InputEvent`` from a decoded ``Event`` record (fastavro already checked the types).
 
-    ``body`` is the record's exact encoding with our schema, or ``None``.
+    ``body`` is the record's exact encoding with our schema, or ``None``. A timestamp out of
+    range is replaced by ``received_at_ms`` when there is one (``ignored_timestamp``).
     """
     kind = _kind(record["type"])
-    tenant: str = record["tenant"]
-    if not tenant:
-        raise DecodeError("invalid_field", "tenant must not be empty", field="tenant")
+    tenant = check_tenant(record["tenant"])
     event: str | None = record["event"]
     other_id: str | None = record["other_id"]
     check_kind_fields(kind, event, other_id)
     sent_at: int | None = record["sent_at"]
     properties = _json_text_object(record["properties"], "properties")
+    timestamp_ms, ignored = timestamp_or_ignored(record["timestamp"], received_at_ms, "timestamp")
     return InputEvent(
         tenant=tenant,
         kind=kind,
         uuid=as_uuid(record["uuid"], "uuid"),
         distinct_id=record["distinct_id"],
         event=event,
-        timestamp_ms=check_timestamp_ms(record["timestamp"], "timestamp"),
+        timestamp_ms=timestamp_ms,
         sent_at_ms=None if sent_at is None else check_timestamp_ms(sent_at, "sent_at"),
         other_id=other_id,
         merge_dangerously=record["merge_dangerously"],
@@ -91,7 +103,8 @@ def from_avro_record(record: Mapping[str, Any], body: bytes | None) -> InputEven
             tuple(record["unset"]),
         ),
         raw_format="avro",
-        avro_body=body,
+        avro_body=body if ignored is None else None,
+        ignored_timestamp=ignored,
     )
 
 
@@ -115,14 +128,15 @@ def from_json_object(
         source = SOURCE_CLIENT
     elif not isinstance(source, str) or source not in _SOURCES:
         raise DecodeError("invalid_field", "source must be client or backend", field="source")
-    properties = opt_object(obj.get("properties"), "properties")
+    properties = _checked_object(obj.get("properties"), "properties")
+    timestamp_ms, ignored = timestamp_or_ignored(timestamp, received_at_ms, "timestamp")
     return InputEvent(
         tenant=require_tenant(first_tenant(obj, tenant_fields), tenant_fallback, tenant_fields),
         kind=kind,
         uuid=derive_uuid(source_ref) if raw_uuid is None else as_uuid(raw_uuid, "uuid"),
         distinct_id=as_id(obj.get("distinct_id"), "distinct_id"),
         event=event,
-        timestamp_ms=timestamp_or_received(timestamp, received_at_ms, "timestamp"),
+        timestamp_ms=timestamp_ms,
         sent_at_ms=opt_timestamp_ms(obj.get("sent_at"), "sent_at"),
         other_id=other_id,
         merge_dangerously=as_bool(obj.get("merge_dangerously"), "merge_dangerously", False),
@@ -130,11 +144,12 @@ def from_json_object(
         is_backend=source == SOURCE_BACKEND,
         properties=properties if properties is not None else {},
         updates=property_updates(
-            opt_object(obj.get("set"), "set"),
-            opt_object(obj.get("set_once"), "set_once"),
+            _checked_object(obj.get("set"), "set"),
+            _checked_object(obj.get("set_once"), "set_once"),
             _unset_list(obj.get("unset")),
         ),
         raw_format="json",
+        ignored_timestamp=ignored,
     )
 
 

@@ -17,11 +17,13 @@ from typing import Any, Final
 from worker.codec.envelope import InputEvent, check_kind_fields
 from worker.codec.errors import DecodeError
 from worker.codec.fields import (
+    MAX_TIMESTAMP_MS,
+    MIN_TIMESTAMP_MS,
     as_id,
     as_object,
     as_str,
-    as_timestamp_ms,
     as_uuid,
+    check_values,
     derive_uuid,
     first_tenant,
     opt_id,
@@ -29,6 +31,7 @@ from worker.codec.fields import (
     opt_timestamp_ms,
     property_updates,
     require_tenant,
+    timestamp_or_ignored,
     unset_keys,
 )
 from worker.identity.model import EventKind, JsonValue
@@ -77,15 +80,22 @@ def _distinct_id(obj: Mapping[str, Any], properties: Mapping[str, JsonValue]) ->
     raise DecodeError("missing_field", "distinct_id is required", field="distinct_id")
 
 
-def _timestamp_ms(obj: Mapping[str, Any], received_at_ms: int | None) -> int:
-    """``timestamp``; without one, PostHog's ``now - offset`` with the message's receive time."""
+def _timestamp_ms(obj: Mapping[str, Any], received_at_ms: int | None) -> tuple[int, str | None]:
+    """``timestamp``; without one, PostHog's ``now - offset`` with the message's receive time.
+
+    A malformed or out-of-range timestamp or offset gives the receive time and the reason it
+    was ignored (``fields.timestamp_or_ignored``)."""
     timestamp = obj.get("timestamp")
     if timestamp is not None or received_at_ms is None:
-        return as_timestamp_ms(timestamp, "timestamp")
-    offset = obj.get("offset", 0)
+        return timestamp_or_ignored(timestamp, received_at_ms, "timestamp")
+    offset = obj.get("offset")
+    if offset is None:
+        return received_at_ms, None
     if isinstance(offset, bool) or not isinstance(offset, int):
-        raise DecodeError("invalid_field", "offset must be an integer of ms", field="offset")
-    return received_at_ms - offset
+        return received_at_ms, "offset must be an integer of ms"
+    if not MIN_TIMESTAMP_MS <= received_at_ms - offset <= MAX_TIMESTAMP_MS:
+        return received_at_ms, f"offset is out of range: {str(offset)[:40]}"
+    return received_at_ms - offset, None
 
 
 def _is_backend(lib: JsonValue, backend_libs: frozenset[str]) -> bool:
@@ -113,6 +123,8 @@ def decode_posthog(
         kind = EventKind.TRACK
         other_id = None
     check_kind_fields(kind, event, other_id)
+    check_values(properties, "properties")
+    timestamp_ms, ignored = _timestamp_ms(obj, received_at_ms)
     set_ = properties.get("$set")
     set_once = properties.get("$set_once")
     raw_uuid = obj.get("uuid")
@@ -122,7 +134,7 @@ def decode_posthog(
         uuid=derive_uuid(source_ref) if raw_uuid is None else as_uuid(raw_uuid, "uuid"),
         distinct_id=_distinct_id(obj, properties),
         event=event,
-        timestamp_ms=_timestamp_ms(obj, received_at_ms),
+        timestamp_ms=timestamp_ms,
         sent_at_ms=opt_timestamp_ms(obj.get("sent_at"), "sent_at"),
         other_id=other_id,
         merge_dangerously=event == MERGE_DANGEROUSLY_EVENT,
@@ -135,4 +147,5 @@ def decode_posthog(
             unset_keys(properties.get("$unset"), "properties.$unset"),
         ),
         raw_format="json",
+        ignored_timestamp=ignored,
     )

@@ -19,6 +19,7 @@ from worker.codec.envelope import InputEvent, check_kind_fields
 from worker.codec.errors import DecodeError
 from worker.codec.fields import (
     as_str,
+    check_values,
     derive_uuid,
     first_tenant,
     get_path,
@@ -28,7 +29,7 @@ from worker.codec.fields import (
     opt_timestamp_ms,
     property_updates,
     require_tenant,
-    timestamp_or_received,
+    timestamp_or_ignored,
 )
 from worker.identity.model import EventKind
 
@@ -97,13 +98,16 @@ def decode_segment(
     library = get_path(obj, "context.library.name")
     traits = opt_object(obj.get("traits"), "traits") if kind is EventKind.IDENTIFY else None
     properties = opt_object(obj.get("properties"), "properties")
+    check_values(traits, "traits")
+    check_values(properties, "properties")
+    timestamp_ms, ignored = timestamp_or_ignored(timestamp, received_at_ms, "timestamp")
     return InputEvent(
         tenant=require_tenant(first_tenant(obj, tenant_fields), tenant_fallback, tenant_fields),
         kind=kind,
         uuid=derive_uuid(f"segment:{message_id}" if message_id else source_ref),
         distinct_id=distinct_id,
         event=event,
-        timestamp_ms=timestamp_or_received(timestamp, received_at_ms, "timestamp"),
+        timestamp_ms=timestamp_ms,
         sent_at_ms=opt_timestamp_ms(obj.get("sentAt"), "sentAt"),
         other_id=other_id,
         merge_dangerously=False,
@@ -112,4 +116,5 @@ def decode_segment(
         properties=properties if properties is not None else {},
         updates=property_updates(traits, None, ()),
         raw_format="json",
+        ignored_timestamp=ignored,
     )

@@ -71,6 +71,7 @@ class WarningKind(StrEnum):
     )
     EVENT_TIMESTAMP_IN_FUTURE = "event_timestamp_in_future"
     BUFFER_OVERFLOW = "buffer_overflow"
+    IGNORED_INVALID_TIMESTAMP = "ignored_invalid_timestamp"
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,11 @@ class Decoder:
         except DecodeError as exc:
             return self._dead(message, exc)
         timestamp_ms, warning = normalize_timestamp(
-            event.timestamp_ms, event.sent_at_ms, now_ms, self.future_timestamp_margin_ms
+            event.timestamp_ms,
+            event.sent_at_ms,
+            now_ms,
+            self.future_timestamp_margin_ms,
+            ignored=event.ignored_timestamp,
         )
         identity = to_identity_event(event, timestamp_ms)
         if self.bufferable(event):
