@@ -90,8 +90,8 @@ def kinds(resolution: Resolution) -> list[str]:
     return [w.kind.value for w in resolution.warnings]
 
 
-def summary(p: Person) -> tuple[str, frozenset[str], bool, int]:
-    return p.person_id, p.distinct_ids, p.is_identified, p.version
+def summary(p: Person) -> tuple[str, set[str], bool, int]:
+    return p.person_id, set(p.distinct_ids), p.is_identified, p.version
 
 
 # -- A2: creation, created_at / last_seen ---------------------------------------------------------
