@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,21 @@ MUTANTS: tuple[Mutant, ...] = (
         "identify = other is not None",
         "identify = other is not None or event.kind == 'identify'",
     ),
+    Mutant(
+        "identity-imports-os",
+        "purity: an identity module imports os (always in sys.modules, so an import-time"
+        " check cannot see it)",
+        "worker/identity/ids.py",
+        "import uuid\n",
+        "import os\nimport uuid\n\nassert os.sep\n",
+    ),
+    Mutant(
+        "identity-imports-time",
+        "purity: an identity module imports the clock",
+        "worker/identity/timestamps.py",
+        "from __future__ import annotations\n",
+        "from __future__ import annotations\n\nfrom time import monotonic as _clock\n",
+    ),
 )
 
 
@@ -124,7 +140,7 @@ def _apply(tree: Path, mutant: Mutant) -> None:
     target.write_text(text.replace(mutant.before, mutant.after))
 
 
-def _run_suites(tree: Path) -> tuple[int, list[str]]:
+def _run_suites(tree: Path, suites: Sequence[str] = SUITES) -> tuple[int, list[str]]:
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
     code = (
         "import sys, worker.identity.reference as m; "
@@ -133,7 +149,7 @@ def _run_suites(tree: Path) -> tuple[int, list[str]]:
     if subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, check=False).returncode:
         raise SystemExit(f"the copy in {tree} does not shadow the installed package")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", *SUITES, "-q", "-p", "no:cacheprovider", "-rf"],
+        [sys.executable, "-m", "pytest", *suites, "-q", "-p", "no:cacheprovider", "-rf"],
         cwd=tree,
         env=env,
         capture_output=True,
@@ -148,22 +164,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="only these mutants (default: all)")
     parser.add_argument("--show", type=int, default=8, help="failed tests to list per mutant")
+    parser.add_argument(
+        "--suite",
+        action="append",
+        choices=SUITES,
+        help="run only this suite (repeatable; default: all of them)",
+    )
     args = parser.parse_args(argv)
     chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
+    suites: tuple[str, ...] = tuple(args.suite or SUITES)
     survivors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="identity-mutants-") as scratch:
         baseline = Path(scratch) / "baseline"
         _copy_tree(baseline)
-        code, failed = _run_suites(baseline)
+        code, failed = _run_suites(baseline, suites)
         if code != 0:
-            print(f"the unmutated tree fails {SUITES}: {failed}")
+            print(f"the unmutated tree fails {suites}: {failed}")
             return 2
-        print(f"baseline: {' and '.join(SUITES)} pass")
+        print(f"baseline: {' and '.join(suites)} pass")
         for mutant in chosen:
             tree = Path(scratch) / mutant.name
             _copy_tree(tree)
             _apply(tree, mutant)
-            code, failed = _run_suites(tree)
+            code, failed = _run_suites(tree, suites)
             caught = code != 0
             print(f"\n{mutant.name}: {'CAUGHT' if caught else 'SURVIVED'} ({mutant.bug})")
             for test in failed[: args.show]:
@@ -180,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if survivors:
         print(f"{len(survivors)} of {len(chosen)} mutants not caught: {', '.join(survivors)}")
         return 1
-    print(f"all {len(chosen)} mutants caught by {' and '.join(SUITES)} alone")
+    print(f"all {len(chosen)} mutants caught by {' and '.join(suites)} alone")
     return 0
 
 
