@@ -3,7 +3,8 @@
 ``python -m tests.mutation.mutants`` (or ``make mutants``) copies the tree to a temporary
 directory once per mutant, applies the mutant's textual patch (one exact ``before`` snippet
 replaced by ``after``; the snippet must occur exactly once), runs ``tests/unit`` and
-``tests/property`` there (no Kafka, no Redis) and reports which tests failed. It exits non-zero
+``tests/property`` there (no Kafka, no Redis; Hypothesis without shrinking) and reports which
+tests failed. It exits non-zero
 when the unmutated tree fails, when a patch no longer applies (re-target it), or when a mutant
 survives. It is not part of ``make test``: it runs the fast suites once per mutant.
 """
@@ -124,8 +125,25 @@ MUTANTS: tuple[Mutant, ...] = (
 )
 
 
+_NO_SHRINK = """
+
+# added by tests/mutation/mutants.py in its temporary copy: a mutant needs one failing
+# example, not the smallest one, so Hypothesis skips shrinking here
+from hypothesis import Phase as _Phase  # noqa: E402
+
+settings.register_profile(
+    "mutants",
+    parent=settings.get_profile("ci"),
+    phases=[_Phase.explicit, _Phase.reuse, _Phase.generate],
+)
+settings.load_profile("mutants")
+"""
+
+
 def _copy_tree(destination: Path) -> None:
     shutil.copytree(ROOT, destination, ignore=_SKIP, symlinks=True)
+    conftest = destination / "tests" / "conftest.py"
+    conftest.write_text(conftest.read_text() + _NO_SHRINK)
 
 
 def _apply(tree: Path, mutant: Mutant) -> None:
