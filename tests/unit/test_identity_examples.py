@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import pytest
 
+from worker.identity import properties as props
 from worker.identity.config import IdentityConfig
 from worker.identity.model import (
     EventKind,
@@ -24,6 +25,8 @@ from worker.identity.model import (
     Outcome,
     Person,
     PersonMode,
+    PropertyOp,
+    PropertyState,
     PropertyUpdates,
     Resolution,
 )
@@ -796,3 +799,88 @@ def test_version_identify_of_an_unidentified_person_bumps_once(mode: OrderingMod
     assert (r.is_identified, r.person_version) == (True, 1)
     r = run(store, ev("identify", "u", 3_000, "a"))  # refused again: nothing changes
     assert (r.is_identified, r.person_version) == (True, 1)
+
+
+# -- the pure property functions, directly ----------------------------------------------------
+
+
+def state(op: str, value: JsonValue, ts: int, uid: str = "u") -> PropertyState:
+    return PropertyState(PropertyOp(op), value, ts, uid)
+
+
+@pytest.mark.parametrize(
+    ("new", "current", "expected"),
+    [
+        (state("set", 1, 2), state("set", 2, 1), True),  # strong: later wins
+        (state("set", 1, 1), state("set", 2, 2), False),
+        (state("unset", None, 2), state("set", 2, 1), True),
+        (state("set", 1, 1, "b"), state("set", 2, 1, "a"), True),  # same ts: larger uuid
+        (state("set_once", 1, 1), state("set_once", 2, 2), True),  # weak: earlier wins
+        (state("set_once", 1, 2), state("set_once", 2, 1), False),
+        (state("set_once", 1, 1, "a"), state("set_once", 2, 1, "b"), True),
+        (state("set", 1, 1), state("set_once", 2, 9), True),  # strong beats weak, any time
+        (state("set_once", 1, 1), state("set", 2, 9), False),
+        (state("set_once", 1, 0), state("unset", None, 9), False),
+        (state("set", "b", 1), state("set", "a", 1), True),  # same (ts, uuid): larger text
+        (state("set", "a", 1), state("set", "a", 1), False),
+    ],
+)
+def test_outranks(new: PropertyState, current: PropertyState, expected: bool) -> None:
+    assert props.outranks(new, current) is expected
+
+
+def test_event_operations_reduce_to_one_per_key() -> None:
+    updates = PropertyUpdates(
+        set=(("s", 1), ("s", 2), ("both", "set")),
+        set_once=(("o", 1), ("o", 2), ("both", "once"), ("gone", 1)),
+        unset=("gone",),
+    )
+    assert props.event_operations(updates) == {
+        "s": (PropertyOp.SET, 2),
+        "o": (PropertyOp.SET_ONCE, 1),
+        "both": (PropertyOp.SET, "set"),
+        "gone": (PropertyOp.UNSET, None),
+    }
+
+
+def test_apply_timestamp_and_join() -> None:
+    before = {"k": state("set", 1, 5), "o": state("set_once", "first", 5)}
+    updates = PropertyUpdates(set=(("k", 2),), set_once=(("o", "earlier"), ("n", 3)))
+    assert props.apply_timestamp(before, updates, 4, "e") == {
+        "k": state("set", 1, 5),  # older set loses
+        "o": state("set_once", "earlier", 4, "e"),  # earlier set_once wins
+        "n": state("set_once", 3, 4, "e"),
+    }
+    other = {"k": state("unset", None, 6), "x": state("set", 0, 1)}
+    assert props.join_timestamp(before, other) == {
+        "k": state("unset", None, 6),
+        "o": state("set_once", "first", 5),
+        "x": state("set", 0, 1),
+    }
+
+
+def test_apply_arrival_and_merge() -> None:
+    before = {"k": state("set", 1, 5), "same": state("set", "v", 5)}
+    updates = PropertyUpdates(
+        set=(("same", "v"), ("new", 1)), set_once=(("k", 9), ("o", 2)), unset=("k", "new")
+    )
+    assert props.apply_arrival(before, updates, 7, "e") == {
+        "same": state("set", "v", 5),  # unchanged value: state not rewritten
+        "new": state("set", 1, 7, "e"),  # absent before the event: the unset skips it
+        "o": state("set", 2, 7, "e"),
+    }
+    into = {"k": state("set", "into", 1)}
+    other = {"k": state("set", "other", 9), "j": state("set", "other", 9)}
+    assert props.merge_arrival(into, other) == {
+        "k": state("set", "into", 1),
+        "j": state("set", "other", 9),
+    }
+
+
+def test_properties_size_counts_visible_keys_and_canonical_values() -> None:
+    properties = {
+        "k": state("set", "0123456789", 1),  # 1 + 12
+        "é": state("set", {"b": 1, "a": [1, 2]}, 1),  # 2 + len('{"a":[1,2],"b":1}') = 17
+        "gone": state("unset", None, 1),
+    }
+    assert props.properties_size(properties) == 13 + 2 + 17
