@@ -13,8 +13,8 @@ PYTEST_ARGS ?=
 LOCAL_LUA := .local/lua
 
 .PHONY: help install check-tools kafka-jars redis-install services-up services-down services-status \
-        services-clean run demo test test-unit test-integration lint lint-lua lua-tools fmt typecheck bench \
-        clean
+        services-clean run demo test test-unit test-integration mutants lint lint-lua lua-tools fmt \
+        typecheck bench clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ test: install kafka-jars redis-install ## Run the whole test suite (unit, proper
 
 test-unit: install ## Run only the tests that need no services
 	$(PY) -m pytest tests/unit tests/property $(PYTEST_ARGS)
+
+mutants: install ## Planted bugs in worker/identity/: show the unit and property tests catch each one
+	$(PY) -m tests.mutation.mutants
 
 test-integration: install kafka-jars redis-install ## Run only the tests against real Kafka and Redis
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)

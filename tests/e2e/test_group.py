@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.harness import Collector, e2e_settings, produce, worker_process
 from worker.config import Settings
@@ -30,15 +33,17 @@ def _events(
     """Per user: an anonymous track, an identify merging it, then tracks on both ids.
 
     A user's events share one topic and one key, so one partition keeps their order (any kind
-    of event may arrive on any input topic).
+    of event may arrive on any input topic); users are spread over the three input topics.
     """
     topics = settings.topics
+    inputs = [topics.track, topics.identify, topics.alias]
     records: list[tuple[str, bytes, bytes]] = []
     for u in range(users):
         anon, user = f"anon-{u}", f"user-{u}"
+        topic = inputs[u % len(inputs)]  # every input partition gets events
 
         def event(
-            kind: str, distinct_id: str, n: int, user: str = user, **fields: Any
+            kind: str, distinct_id: str, n: int, user: str = user, topic: str = topic, **fields: Any
         ) -> tuple[str, bytes, bytes]:
             body = {
                 "type": kind,
@@ -50,13 +55,53 @@ def _events(
             }
             if kind == "track":
                 body["event"] = "tick"
-            return topics.track, f"{tenant}:{user}".encode(), json.dumps(body).encode()
+            return topic, f"{tenant}:{user}".encode(), json.dumps(body).encode()
 
         records.append(event("track", anon, 0))
         records.append(event("identify", user, 1, other_id=anon))
         for n in range(per_user):
             records.append(event("track", user if n % 2 else anon, 2 + n, set={"n": n}))
     return records
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Member:
+    """A worker subprocess's own /metrics, on a port of its own."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.env = {"IDENTITY_WORKER_OBSERVABILITY__METRICS_PORT": str(self.port)}
+
+    def _samples(self) -> dict[str, float]:
+        """Sample name (labels dropped) -> the sum of its values; empty until it answers."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        totals: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+        return totals
+
+    def assigned(self) -> int:
+        return int(self._samples().get("identity_worker_assigned_partitions", 0))
+
+    def consumed(self) -> int:
+        return int(self._samples().get("identity_worker_events_consumed_total", 0))
+
+
+def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -82,9 +127,25 @@ def test_two_workers_share_partitions_and_emit_every_event(
 ) -> None:
     settings, collector = group
     records = _events(settings, "grp", users=30, per_user=6)
-    with worker_process(settings) as a, worker_process(settings) as b:
+    partitions = 3 * len(settings.topics.inputs)
+    ma, mb = Member(), Member()
+    with worker_process(settings, ma.env) as a, worker_process(settings, mb.env) as b:
+        _wait_until(
+            lambda: (
+                ma.assigned() > 0
+                and mb.assigned() > 0
+                and ma.assigned() + mb.assigned() == partitions
+            ),
+            "both workers hold input partitions",
+        )
         produce(settings, records)
         collector.wait_for(settings.topics.enriched, len(records), timeout=90)
+        _wait_until(
+            lambda: ma.consumed() + mb.consumed() >= len(records), "both counted what they read"
+        )
+        # both read a share: neither sat idle while the other did all the work
+        assert ma.consumed() > 0
+        assert mb.consumed() > 0
         a.send_signal(signal.SIGTERM)
         b.send_signal(signal.SIGTERM)
         assert a.wait(60) == 0
@@ -130,17 +191,34 @@ def test_sigterm_finishes_and_commits_then_a_restart_reads_nothing_twice(
     group: tuple[Settings, Collector],
 ) -> None:
     settings, collector = group
-    records = _events(settings, "graceful", users=10, per_user=4)
-    with worker_process(settings) as first:
+    per_user = 4
+    records = _events(settings, "graceful", users=10, per_user=per_user)
+    first_member = Member()
+    with worker_process(settings, first_member.env) as first:
         produce(settings, records)
         collector.wait_for(settings.topics.enriched, len(records), timeout=60)
+        _wait_until(lambda: first_member.consumed() >= len(records), "the first counted all")
+        assert first_member.consumed() == len(records)
         first.send_signal(signal.SIGTERM)
         assert first.wait(60) == 0
-    with worker_process(settings) as second:
-        time.sleep(5)  # long enough to join, get partitions and read anything uncommitted
+    # one more event per user: same topics and keys, so every partition the first worker read
+    # gets a new message after the ones it committed
+    more = [
+        (topic, key, json.dumps({**json.loads(value), "uuid": str(uuid.uuid4())}).encode())
+        for topic, key, value in records[:: 2 + per_user]  # each user's first event
+    ]
+    assert len(more) == 10
+    second_member = Member()
+    with worker_process(settings, second_member.env) as second:
+        _wait_until(lambda: second_member.assigned() > 0, "the restarted worker joined")
+        produce(settings, more)
+        collector.wait_for(settings.topics.enriched, len(records) + len(more), timeout=60)
+        _wait_until(lambda: second_member.consumed() >= len(more), "the second counted all")
+        # it read exactly the new events: anything uncommitted would have come before them
+        assert second_member.consumed() == len(more)
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 0
     collector.settle(1.0)
     counts = [len(copies) for copies in _by_uuid(collector).values()]
-    assert len(counts) == len(records)
+    assert len(counts) == len(records) + len(more)
     assert set(counts) == {1}

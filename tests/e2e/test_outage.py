@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from tests.e2e.harness import Collector, e2e_settings, produce, running_worker
 from worker.app import build_ops_server
+from worker.identity.ids import person_id_for
 
 pytestmark = pytest.mark.e2e
 
@@ -138,21 +139,38 @@ def test_a_redis_outage_pauses_the_worker_without_loss(
             out.append((topics.track, f"o:user-{i % 5}".encode(), json.dumps(body).encode()))
         return out
 
+    def one(kind: str, distinct_id: str, **fields: object) -> tuple[str, bytes, bytes]:
+        body = {
+            "type": kind,
+            "tenant": "o",
+            "uuid": str(uuid.uuid4()),
+            "distinct_id": distinct_id,
+            "timestamp": 1_760_000_000_000,
+            **fields,
+        }
+        topic = getattr(topics, kind)
+        return topic, f"o:{distinct_id}".encode(), json.dumps(body).encode()
+
+    # before the outage: anon-0 joins user-0's person, which gets a property; after it, a track
+    # of anon-0 can only find that person (not uuid5 of anon-0) and the property in Redis
+    merge = one("identify", "user-0", other_id="anon-0", set={"plan": "pro"})
+    after_merge = one("track", "anon-0", event="e")
+
     collector = Collector(settings, [topics.enriched])
     try:
         with running_worker(settings) as worker:
             ops = build_ops_server(settings, worker)
             ops.start()
             try:
-                produce(settings, events(0, 10))
-                assert len(collector.wait_for(topics.enriched, 10)) == 10
+                produce(settings, [*events(0, 10), merge])
+                assert len(collector.wait_for(topics.enriched, 11)) == 11
                 deadline = time.monotonic() + 20
-                while _committed(kafka_bootstrap, name) < 10 and time.monotonic() < deadline:
+                while _committed(kafka_bootstrap, name) < 11 and time.monotonic() < deadline:
                     time.sleep(0.2)
-                assert _committed(kafka_bootstrap, name) == 10
+                assert _committed(kafka_bootstrap, name) == 11
 
                 private_redis.stop()
-                produce(settings, events(10, 10))
+                produce(settings, [*events(10, 10), after_merge])
                 deadline = time.monotonic() + 30
                 while _get(ops.port, "/readyz")[0] == 200 and time.monotonic() < deadline:
                     time.sleep(0.2)
@@ -161,13 +179,12 @@ def test_a_redis_outage_pauses_the_worker_without_loss(
                 assert body["redis_ok"] is False
                 assert body["reason"] == "redis unavailable"
                 assert _get(ops.port, "/healthz")[0] == 200  # alive, just waiting
-                time.sleep(2)
-                collector.poll(0.5)
-                assert len(collector.messages[topics.enriched]) == 10  # nothing skipped...
-                assert _committed(kafka_bootstrap, name) == 10  # ...and nothing committed
+                collector.settle(2.0)
+                assert len(collector.messages[topics.enriched]) == 11  # nothing skipped...
+                assert _committed(kafka_bootstrap, name) == 11  # ...and nothing committed
 
                 private_redis.start()  # same port, same AOF: the state comes back
-                assert len(collector.wait_for(topics.enriched, 20, timeout=60)) >= 20
+                assert len(collector.wait_for(topics.enriched, 22, timeout=60)) >= 22
                 deadline = time.monotonic() + 30
                 while _get(ops.port, "/readyz")[0] != 200 and time.monotonic() < deadline:
                     time.sleep(0.2)
@@ -181,8 +198,15 @@ def test_a_redis_outage_pauses_the_worker_without_loss(
                 ops.close()
     finally:
         collector.close()
+    enriched = collector.json(topics.enriched)
     persons: dict[str, set[str]] = {}
-    for e in collector.json(topics.enriched):
+    for e in enriched:
         persons.setdefault(e["distinct_id"], set()).add(e["person_id"])
-    assert all(len(ids) == 1 for ids in persons.values())  # the state survived the restart
-    assert len(persons) == 5
+    assert all(len(ids) == 1 for ids in persons.values())
+    assert len(persons) == 6
+    # the state survived the restart: only Redis knew that anon-0 belongs to user-0's person
+    after_uuid = json.loads(after_merge[2])["uuid"]
+    (after,) = [e for e in enriched if e["uuid"] == after_uuid]
+    assert after["person_id"] == person_id_for("o", "user-0") != person_id_for("o", "anon-0")
+    assert after["is_identified"] is True
+    assert after["person_properties"] == {"plan": "pro"}

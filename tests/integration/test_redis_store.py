@@ -722,6 +722,20 @@ return 1
 """
 
 
+def _wait_until_redis_is_busy(redis_url: str, timeout: float = 10.0) -> None:
+    """Until a PING goes unanswered for 0.1 s: the server is inside the slow script."""
+    deadline = time.monotonic() + timeout
+    while True:
+        probe = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0), socket_timeout=0.1)
+        try:
+            probe.ping()
+        except redis.exceptions.TimeoutError:
+            return
+        finally:
+            probe.close()
+        assert time.monotonic() < deadline, "the slow script never started"
+
+
 def test_a_timed_out_call_that_ran_later_is_not_applied_twice(
     redis_url: str, make_store: StoreFactory
 ) -> None:
@@ -739,15 +753,19 @@ def test_a_timed_out_call_that_ran_later_is_not_applied_twice(
         sleep=_recording_sleep(sleeps),
     )
     run(store, ev("track", "a", set={"n": 1}))
-    slow = threading.Thread(target=lambda: blocker.eval(BUSY_SCRIPT, 0, 600_000))
+    connection = blocker.connection_pool.get_connection()
+    # sent before the probe starts: the idle server picks it up at once
+    connection.send_command("EVAL", BUSY_SCRIPT, 0, 600_000)  # type: ignore[no-untyped-call]
+    slow = threading.Thread(target=connection.read_response)
     slow.start()
-    time.sleep(0.1)  # the slow script is running
+    _wait_until_redis_is_busy(redis_url)
     try:
         r1, r2 = run(
             store_sleep, ev("track", "a", T0 + 1, set={"n": 2}), ev("alias", "a", other="b")
         )
     finally:
         slow.join()
+        blocker.connection_pool.release(connection)
     assert sleeps  # it did time out and retry
     assert (r1.properties, r2.merged) == ({"n": 2}, True)
     assert r2.overrides == (DistinctIdOverride("b", pid("b"), pid("a")),)

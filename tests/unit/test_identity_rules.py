@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 import subprocess
 import sys
@@ -458,25 +459,105 @@ def test_version_is_unchanged_by_a_no_op_and_bumped_by_a_change(store: Reference
 # -- purity -------------------------------------------------------------------------------------
 
 
-def test_identity_package_does_no_io() -> None:
-    """Importing every module of worker.identity pulls in no I/O or clock library."""
-    root = Path(__file__).resolve().parents[2]
-    modules = sorted(
-        p.stem for p in (root / "worker" / "identity").glob("*.py") if p.stem != "__init__"
+PURE_STDLIB = frozenset(
+    {
+        "__future__",
+        "abc",
+        "bisect",
+        "collections",
+        "copy",
+        "dataclasses",
+        "enum",
+        "functools",
+        "hashlib",
+        "heapq",
+        "itertools",
+        "json",
+        "math",
+        "operator",
+        "re",
+        "string",
+        "typing",
+        "uuid",
+    }
+)
+"""The standard-library modules the identity rules may import: no I/O, no clock, no logging,
+no randomness, no threads (so not os, time, datetime, logging, random, socket, threading)."""
+
+IDENTITY = Path(__file__).resolve().parents[2] / "worker" / "identity"
+
+
+def _imported_modules(source: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in ``source``, at any depth."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source.read_text(), filename=str(source))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: inside worker.identity
+                found.append((node.lineno, "worker.identity." + (node.module or "")))
+            else:
+                found.append((node.lineno, node.module or ""))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in {"__import__", "exec", "eval", "open"}
+        ):
+            found.append((node.lineno, f"<{node.func.id}()>"))
+    return found
+
+
+@pytest.mark.parametrize("source", sorted(IDENTITY.glob("*.py")), ids=lambda p: p.name)
+def test_identity_modules_import_only_pure_modules(source: Path) -> None:
+    """Checked statically: ``os`` and ``time`` are always in ``sys.modules``, so watching what
+    an import adds to it cannot see them."""
+    bad = [
+        f"line {line}: {module}"
+        for line, module in _imported_modules(source)
+        if module.split(".")[0] not in PURE_STDLIB
+        and module != "worker.identity"
+        and not module.startswith("worker.identity.")
+    ]
+    assert bad == [], f"{source.name} imports beyond the pure standard library: {bad}"
+
+
+def test_the_import_check_sees_what_it_must(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import os\nimport time as clock\nfrom datetime import datetime\n"
+        "from . import model\nfrom worker.store import codec\n"
+        "def f() -> None:\n    import logging\n    __import__('random')\n"
     )
+    assert _imported_modules(sample) == [
+        (1, "os"),
+        (2, "time"),
+        (3, "datetime"),
+        (4, "worker.identity."),
+        (5, "worker.store"),
+        (7, "logging"),
+        (8, "<__import__()>"),
+    ]
+
+
+def test_identity_package_does_no_io() -> None:
+    """Importing every module of worker.identity at run time pulls in no I/O library either
+    (this sees indirect imports, which the static check above does not)."""
+    root = IDENTITY.parents[1]
+    modules = sorted(p.stem for p in IDENTITY.glob("*.py") if p.stem != "__init__")
     code = (
         "import sys; before = set(sys.modules)\n"
         + "".join(f"import worker.identity.{m}\n" for m in modules)
         + "new = set(sys.modules) - before\n"
-        + "bad = {'redis', 'confluent_kafka', 'prometheus_client', 'time', 'socket', 'logging',"
-        + " 'datetime', 'threading', 'fastavro', 'random', 'os'} & {m.split('.')[0] for m in new}\n"
+        + "bad = {'redis', 'confluent_kafka', 'prometheus_client', 'socket', 'logging',"
+        + " 'datetime', 'threading', 'fastavro', 'random', 'worker.store', 'worker.pipeline'}"
+        + " & ({m.split('.')[0] for m in new} | {'.'.join(m.split('.')[:2]) for m in new})\n"
         + "print(sorted(bad))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
     assert result.stdout.strip() == "[]"
-    for source in (root / "worker" / "identity").glob("*.py"):
+    for source in IDENTITY.glob("*.py"):
         text = source.read_text()
         for clock in ("time.time", "datetime.now", "time.monotonic", "datetime.utcnow"):
             assert clock not in text, f"{source.name} reads the clock ({clock})"
