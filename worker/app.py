@@ -128,7 +128,7 @@ def build_worker(
         log_personal_data=settings.observability.log_personal_data,
     )
     source = KafkaSource(
-        {**kafka_common, "group.id": settings.kafka.group_id, **settings.kafka.consumer},
+        {**kafka_common, **settings.kafka.membership(), **settings.kafka.consumer},
         settings.topics.inputs,
     )
     metrics = WorkerMetrics.create(registry)
