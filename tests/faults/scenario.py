@@ -44,6 +44,9 @@ class Plan:
     dynamic_kills: int
     """kill -9 of a worker without static membership (each costs a session timeout)."""
     static_kills: int
+    static_members_gone: int
+    """kill -9 of a static member replaced by a member of another id: the trade-off, its
+    partitions wait for the static session timeout."""
     redis_restarts: int
     broker_restarts: int
     slow_redis: tuple[float, ...]
@@ -56,13 +59,14 @@ class Plan:
 FULL = Plan(
     name="full",
     min_events=50_000,
-    rate=140.0,
+    rate=190.0,
     users_per_tenant=3_000,
     dynamic_kills=3,
     static_kills=20,
+    static_members_gone=2,
     redis_restarts=2,
     broker_restarts=2,
-    slow_redis=(2.0, 3.0, 7.0, 3.0),
+    slow_redis=(2.0, 3.0, 7.0, 20.0),
     rebalance_cycles=2,
 )
 SHORT = Plan(
@@ -72,6 +76,7 @@ SHORT = Plan(
     users_per_tenant=400,
     dynamic_kills=0,
     static_kills=3,
+    static_members_gone=0,
     redis_restarts=1,
     broker_restarts=1,
     slow_redis=(3.0,),
@@ -172,7 +177,9 @@ def run(plan: Plan, services: PrivateServices, work_dir: Path) -> dict[str, Any]
     feeder = _Feeder(settings, stream, plan)
     resume_dynamic: list[float] = []
     resume_static: list[float] = []
+    resume_gone: list[float] = []
     rebalances = 0
+    restarts = 0
     log: list[str] = []
 
     def note(text: str) -> None:
@@ -195,6 +202,7 @@ def run(plan: Plan, services: PrivateServices, work_dir: Path) -> dict[str, Any]
             time.sleep(rng.uniform(0.5, 3.0))  # a random moment of the stream
             at = pool.kill("w0")
             pool.start("w0", static=False)
+            restarts += 1
             resume_dynamic.append(resumed_after(at))
             note(f"kill -9 (dynamic member): resumed after {resume_dynamic[-1]:.1f} s")
         if pool.members["w0"].proc.poll() is None:
@@ -207,8 +215,21 @@ def run(plan: Plan, services: PrivateServices, work_dir: Path) -> dict[str, Any]
             time.sleep(rng.uniform(0.2, 3.0))  # a random moment of the stream
             at = pool.kill("w0")
             pool.start("w0", static=True)
+            restarts += 1
             resume_static.append(resumed_after(at))
             note(f"kill -9 (static member): resumed after {resume_static[-1]:.1f} s")
+
+        # -- a static member that does not come back: its partitions wait for its session ------
+        for _ in range(plan.static_members_gone):
+            time.sleep(rng.uniform(0.2, 3.0))
+            at = pool.kill("w0")
+            pool.start("w0", static=False)
+            restarts += 1
+            resume_gone.append(resumed_after(at))
+            note(f"static member gone, replaced: resumed after {resume_gone[-1]:.1f} s")
+            pool.stop("w0")
+            pool.start("w0", static=True)
+            resumed_after(time.time())
 
         # -- Redis restarted (SHUTDOWN: AOF fsynced, replayed at start) -----------------------
         rss.phase = "redis_restart"
@@ -281,7 +302,8 @@ def run(plan: Plan, services: PrivateServices, work_dir: Path) -> dict[str, Any]
         f"Python {platform.python_version()}",
         "seconds": round(time.monotonic() - started, 1),
         "kills": pool.kills,
-        "restarts": pool.starts - 1,
+        "restarts": restarts,
+        "worker_starts": pool.starts,
         "redis_restarts": plan.redis_restarts,
         "broker_restarts": plan.broker_restarts,
         "slow_redis_pauses_seconds": list(plan.slow_redis),
@@ -289,6 +311,7 @@ def run(plan: Plan, services: PrivateServices, work_dir: Path) -> dict[str, Any]
         "workers_crashed_by_themselves": crashed,
         "resume_after_kill_static": _summary_stats(resume_static),
         "resume_after_kill_dynamic": _summary_stats(resume_dynamic),
+        "resume_after_static_member_gone": _summary_stats(resume_gone),
         "rss_max_mib_by_phase": {k: round(v / MIB, 1) for k, v in rss.max_by_phase.items()},
         "rss_samples": rss.samples,
         **result.as_json(),
