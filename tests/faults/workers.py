@@ -31,8 +31,9 @@ class WorkerPool:
 
     def __init__(self, settings: Settings, log_dir: Path) -> None:
         self._settings = settings
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("IDENTITY_WORKER_")}
         self._env = {
-            **os.environ,
+            **inherited,  # a developer's IDENTITY_WORKER_* settings would change the run
             **settings_env(settings),
             "IDENTITY_WORKER_OBSERVABILITY__LOG_FORMAT": "json",
         }
