@@ -13,8 +13,8 @@ PYTEST_ARGS ?=
 LOCAL_LUA := .local/lua
 
 .PHONY: help install check-tools kafka-jars redis-install services-up services-down services-status \
-        services-clean run demo test test-unit test-integration mutants lint lint-lua lua-tools fmt \
-        typecheck bench clean
+        services-clean run demo test test-unit test-integration mutants faults lint lint-lua lua-tools \
+        fmt typecheck bench clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -60,7 +60,7 @@ services-clean: ## Stop local Kafka and Redis and delete their data
 run: install services-up ## Main job: local services, topics, the worker and a small demo stream
 	IDENTITY_WORKER_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) IDENTITY_WORKER_REDIS__URL=redis://127.0.0.1:$(REDIS_PORT)/0 $(PY) -m worker demo
 
-test: install kafka-jars redis-install ## Run the whole test suite (unit, property, integration, e2e)
+test: install kafka-jars redis-install ## Run the whole test suite (unit, property, integration, e2e, the short fault run)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install ## Run only the tests that need no services
@@ -71,6 +71,9 @@ mutants: install ## Planted bugs in worker/identity/: show the unit and property
 
 test-integration: install kafka-jars redis-install ## Run only the tests against real Kafka and Redis
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+faults: install kafka-jars redis-install ## Full fault suite on its own Kafka+Redis (free ports): kill -9, restarts, rebalances, slow Redis (docs/RELIABILITY.md)
+	$(PY) -m tests.faults --out .local/faults/summary.json
 
 lint: install lint-lua ## ruff (lint + format check), mypy --strict and luacheck
 	$(VENV)/bin/ruff check .

@@ -168,7 +168,7 @@ def build_worker(
     avro = build_avro(settings)
     pipeline = build_pipeline(settings, store, sink, avro, clock)
     source = KafkaSource(
-        {**kafka_common, "group.id": settings.kafka.group_id, **settings.kafka.consumer},
+        {**kafka_common, **settings.kafka.membership(), **settings.kafka.consumer},
         settings.topics.inputs,
     )
     metrics = WorkerMetrics.create(registry)

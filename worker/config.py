@@ -52,6 +52,21 @@ class KafkaSettings(_Section):
     """librdkafka consumer options passed through unchanged (they win over ours)."""
     producer: dict[str, str | int | float | bool] = Field(default_factory=dict)
     """librdkafka producer options passed through unchanged (they win over ours)."""
+    group_instance_id: str | None = Field(default=None, min_length=1, max_length=249)
+    """Kafka static membership (``group.instance.id``): a member that restarts under the same
+    id within the session timeout gets its partitions back at once, without a rebalance. Unset
+    (the default): dynamic membership, and a restarted worker waits for the dead member's
+    session to expire. It must be unique per running process: the broker fences the older of
+    two members sharing one, so never take it from something two processes can share (a
+    Deployment's template, a host name under ``hostNetwork``). ``deploy/k8s`` sets it to the
+    StatefulSet pod's name through the downward API; nothing reads ``HOSTNAME`` implicitly."""
+    static_session_timeout_seconds: float = Field(default=30.0, ge=6, le=1800)
+    """``session.timeout.ms`` with static membership: how long the broker keeps a silent static
+    member's partitions for it. Longer than a container restart (kubelet restarts a crashed
+    container at once; the worker rejoins in a few seconds), so a crash costs no rebalance;
+    shorter than librdkafka's 45 s default, since a member that is really gone stalls its
+    partitions this long. Without static membership librdkafka's default applies.
+    ``kafka.consumer`` still wins (``{"session.timeout.ms": ...}``)."""
 
     def common(self) -> dict[str, Any]:
         conf: dict[str, Any] = {
@@ -65,6 +80,15 @@ class KafkaSettings(_Section):
             conf["sasl.username"] = self.sasl_username
         if self.sasl_password is not None:
             conf["sasl.password"] = self.sasl_password.get_secret_value()
+        return conf
+
+    def membership(self) -> dict[str, Any]:
+        """The consumer's group options: ``group.id``, and with static membership
+        ``group.instance.id`` and its ``session.timeout.ms``."""
+        conf: dict[str, Any] = {"group.id": self.group_id}
+        if self.group_instance_id is not None:
+            conf["group.instance.id"] = self.group_instance_id
+            conf["session.timeout.ms"] = round(self.static_session_timeout_seconds * 1000)
         return conf
 
 

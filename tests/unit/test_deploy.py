@@ -263,7 +263,7 @@ def secret_env() -> dict[str, str]:
 
 
 def worker_container() -> dict[str, Any]:
-    containers = k8s("Deployment")["spec"]["template"]["spec"]["containers"]
+    containers = k8s("StatefulSet")["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     container: dict[str, Any] = containers[0]
     return container
@@ -430,7 +430,7 @@ def test_k8s_ports_and_probes_match_the_metrics_port() -> None:
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert resolve_container_port(container[probe]["httpGet"]["port"]) == port, probe
     service = k8s("Service")
-    deployment = k8s("Deployment")
+    deployment = k8s("StatefulSet")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -565,7 +565,7 @@ def test_k8s_grace_period_exceeds_the_shutdown_timeout(monkeypatch: pytest.Monke
     timeout = settings_from_env(
         monkeypatch, {**configmap_env(), **secret_env()}
     ).batch.shutdown_timeout_seconds
-    grace = k8s("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    grace = k8s("StatefulSet")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > timeout, f"terminationGracePeriodSeconds {grace} <= shutdown timeout {timeout}"
 
 
@@ -597,7 +597,7 @@ def test_dockerfile_is_multi_stage_and_runs_as_non_root() -> None:
     # numeric, so Kubernetes' runAsNonRoot can check it
     assert user.isdigit(), f"USER {users[-1]!r} should be a numeric uid"
     assert int(user) != 0
-    pod = k8s("Deployment")["spec"]["template"]["spec"]["securityContext"]
+    pod = k8s("StatefulSet")["spec"]["template"]["spec"]["securityContext"]
     assert pod["runAsUser"] == int(user)
 
 
@@ -718,21 +718,21 @@ def test_k8s_worker_is_locked_down_and_sized() -> None:
     context = container["securityContext"]
     assert context["readOnlyRootFilesystem"] is True
     assert context["allowPrivilegeEscalation"] is False
-    pod = k8s("Deployment")["spec"]["template"]["spec"]
+    pod = k8s("StatefulSet")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(container["resources"][kind]), kind
     build_parser().parse_args(container["args"])
-    assert k8s("Deployment")["spec"]["replicas"] == 3
+    assert k8s("StatefulSet")["spec"]["replicas"] == 3
 
 
 def test_k8s_replicas_never_exceed_the_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
     partitions = settings_from_env(
         monkeypatch, {**configmap_env(), **secret_env()}
     ).topics.partitions
-    deployment, hpa = k8s("Deployment"), k8s("HorizontalPodAutoscaler")
+    deployment, hpa = k8s("StatefulSet"), k8s("HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
-    assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
     low, high = hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]
     assert low <= deployment["spec"]["replicas"] <= high <= partitions
 
@@ -753,7 +753,7 @@ def test_k8s_hpa_scales_on_the_exported_lag(registry_names: set[str]) -> None:
 
 def test_k8s_pdb_selects_the_workers() -> None:
     pdb = k8s("PodDisruptionBudget")
-    labels = k8s("Deployment")["spec"]["template"]["metadata"]["labels"]
+    labels = k8s("StatefulSet")["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert "maxUnavailable" in pdb["spec"] or "minAvailable" in pdb["spec"]
 
