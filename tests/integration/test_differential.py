@@ -469,6 +469,21 @@ CASES = pytest.mark.parametrize(
 
 
 @CASES
+def test_redis_store_agrees_with_the_reference_model_on_seeded_sequences(
+    redis_client: redis.Redis, unique_name: str, ordering: OrderingMode, buffered: bool
+) -> None:
+    for seed in range(SEED, SEED + SEQUENCES):
+        generated = scenario(SeededChoices(random.Random(seed)), ordering, buffered)
+        try:
+            _check(redis_client, generated, f"{unique_name}-{seed}")
+        except AssertionError as exc:
+            raise AssertionError(
+                f"seed {seed} (replay: IDENTITY_DIFF_SEED={seed} IDENTITY_DIFF_SEQUENCES=1): "
+                f"{generated}"
+            ) from exc
+
+
+@CASES
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -488,18 +503,3 @@ def test_redis_store_agrees_with_the_reference_model(
 ) -> None:
     drawn = data.draw(scenarios(ordering, buffered), label="scenario")
     _check(redis_client, drawn, f"{unique_name}-{next(_examples)}")
-
-
-@CASES
-def test_redis_store_agrees_with_the_reference_model_on_seeded_sequences(
-    redis_client: redis.Redis, unique_name: str, ordering: OrderingMode, buffered: bool
-) -> None:
-    for seed in range(SEED, SEED + SEQUENCES):
-        generated = scenario(SeededChoices(random.Random(seed)), ordering, buffered)
-        try:
-            _check(redis_client, generated, f"{unique_name}-{seed}")
-        except AssertionError as exc:
-            raise AssertionError(
-                f"seed {seed} (replay: IDENTITY_DIFF_SEED={seed} IDENTITY_DIFF_SEQUENCES=1): "
-                f"{generated}"
-            ) from exc
