@@ -33,6 +33,28 @@ What happens, in the order the script does it:
    A released entry's resolution carries only the warnings of its application (its stateless
    warnings went out when it was buffered).
 4. ``ack``: the entries and their leases are forgotten (``count`` is not touched).
+
+An entry's ingestion time is the ``now_ms`` of the call that queued it; it keeps the op as
+prepared then (timestamp, uuid, property operations), so a release applies exactly that op.
+Ops applied by a release (any reason) release no other queue.
+
+Where the script, and so this model, departs from docs/BUFFER.md today:
+
+- the store buffers any op whose event has a payload: personless events and merging
+  identifies/aliases too (only the pipeline keeps them out). A personless op applied with
+  ``buffer_overflow`` drops the warning; a buffered merge released later does not release the
+  other id's queue, which then waits for its own due time;
+- a release applies the event that gave the id its person before the id's older entries
+  (arrival order reversed in ``arrival`` mode);
+- an event whose uuid is kept for another id (or released, not yet acknowledged) answers
+  ``Outcome.BUFFER`` without being queued;
+- ``resolve_batch`` (no buffer policy) still releases the queues its events give a person:
+  their entries are applied and leased for the default ``lease_ms`` but not returned, so they
+  come back only as ``redelivery`` once that lease expires;
+- acknowledging an entry still queued leaves its uuid in the queue and in ``count`` until the
+  queue is released (then skipped); the script looks such a uuid up as the entries stood when
+  its call began, so if the uuid is queued again in the same call its answer depends on the
+  store's chunk boundaries (not modelled: the pipeline acknowledges only released entries).
 """
 
 from __future__ import annotations
