@@ -1,38 +1,56 @@
 """Differential test: the Redis store (Lua) against the reference model (pure Python).
 
-Hypothesis generates random event sequences: merges and chains, refused merges,
-merge_dangerously, illegal ids (quoted forms included), personless events, property operations
-with clashing keys and timestamps, replays and malformed duplicate uuids, several tenants, small
-distinct-id caps and small size limits, in both ordering modes. Both stores get the same batches
-(the Redis store with a random chunk size, so chunk boundaries fall anywhere) and must return
-identical resolutions, field by field, and end with identical persons.
+One generator makes random event sequences, its choices drawn by Hypothesis (which shrinks a
+failure) or by a seeded ``random.Random`` (cheaper: the bulk of the run): merges and chains,
+refused merges, merge_dangerously, illegal ids (quoted forms included), personless events,
+property operations with clashing keys and timestamps, replays and malformed duplicate uuids,
+several tenants, small distinct-id caps and small size limits, in both ordering modes, with the
+60-second buffer off and on. Backend events (with a ``buffer_payload``, of any kind) may wait;
+batches are interleaved with ``release_due`` calls at advancing times (timeouts, expired
+leases) and acknowledgements (of released entries, and now and then of an event still
+waiting), under small per-id and per-tenant caps. Both stores get the same calls (the Redis
+store with a random chunk size, so chunk boundaries fall anywhere) and must return identical
+resolutions and released entries (uuid, reason, ingestion time, payload, resolution), field by
+field; at the end the buffer stats must agree, then everything still waiting or leased is
+released and compared (twice: the second time every lease has expired), with the stats after
+each pass, and the persons must be identical.
+
+Four cases: each ordering mode with the buffer off and on. Per case, ``IDENTITY_DIFF_EXAMPLES``
+Hypothesis sequences (default 150) and ``IDENTITY_DIFF_SEQUENCES`` seeded ones (default 1,000,
+from ``IDENTITY_DIFF_SEED``, random unless given), so 2,300 sequences per ordering mode in about
+a minute on a 2-core machine; raise both for a longer run.
 """
 
 from __future__ import annotations
 
 import itertools
-import uuid
-from collections.abc import Iterator
+import os
+import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol, TypeVar
 
+import hypothesis
 import pytest
 import redis
-from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.test_redis_store import check_invariants
+from worker.identity.buffer import NO_BUFFER, BufferPolicy, Released
 from worker.identity.config import IdentityConfig
 from worker.identity.model import (
     EventKind,
     IdentityEvent,
     JsonValue,
     OrderingMode,
+    Outcome,
     Person,
     PropertyUpdates,
     Resolution,
 )
 from worker.identity.reference import ReferenceStore
+from worker.store.base import BufferingStore
 from worker.store.redis_store import RedisIdentityStore
 
 pytestmark = pytest.mark.integration
@@ -43,147 +61,261 @@ TENANTS = ("t1", "t:{2}")
 LEGAL_IDS = ("a", "b", "c", "d", "e", "f", "user-1", "anon:é")
 ILLEGAL_IDS = ("null", "'guest'", '"Anonymous"', "", "   ", "0", "NaN", "[object Object]")
 KEYS = ("k1", "k2", "k3", "$initial_url", "k" * 12)
-EXAMPLES_PER_MODE = 1000
-"""2,000 random sequences per run of the suite (both ordering modes), about a minute."""
+DAY = 86_400_000
+EXAMPLES = int(os.environ.get("IDENTITY_DIFF_EXAMPLES", "150"))
+"""Hypothesis sequences per case (ordering mode x buffer off/on); they shrink on failure."""
+SEQUENCES = int(os.environ.get("IDENTITY_DIFF_SEQUENCES", "1000"))
+"""Seeded sequences per case, cheaper to generate: the bulk of the run."""
+SEED = int(os.environ.get("IDENTITY_DIFF_SEED", str(random.SystemRandom().randrange(2**32))))
+"""First seed of the seeded sequences (printed by a failure, to replay it)."""
 
 
-# -- strategies --------------------------------------------------------------------------------
-
-json_values: st.SearchStrategy[JsonValue] = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
-    ),
-    max_leaves=5,
-)
-small_values = st.one_of(
-    st.integers(0, 3), st.sampled_from(["x", "y", "xyzxyzxyzxyz"]), json_values
-)
-
-
-def _weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
-    """Pick a strategy with the given weights (percent), so rare cases stay rare."""
-    total = sum(weight for weight, _ in choices)
-
-    def pick(roll: int) -> st.SearchStrategy[Any]:
-        for weight, strategy in choices:
-            if roll < weight:
-                return strategy
-            roll -= weight
-        raise AssertionError(roll)
-
-    return st.integers(0, total - 1).flatmap(pick)
-
-
-distinct_ids = _weighted((85, st.sampled_from(LEGAL_IDS)), (15, st.sampled_from(ILLEGAL_IDS)))
-updates = st.builds(
-    PropertyUpdates,
-    set=st.lists(st.tuples(st.sampled_from(KEYS), small_values), max_size=3).map(tuple),
-    set_once=st.lists(st.tuples(st.sampled_from(KEYS), small_values), max_size=2).map(tuple),
-    unset=st.lists(st.sampled_from(KEYS), max_size=2).map(tuple),
-)
+# -- the calls --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Draft:
-    """An event before its tenant, uuid and timestamp are decided."""
+class Batch:
+    """Resolve ``events`` (of one tenant): with the buffer (``resolve_buffered``) or without
+    (``resolve_batch``, which still releases queues its events give a person)."""
 
-    kind: EventKind
-    distinct_id: str
-    other: str | None
-    dangerous: bool
-    process_person: bool
-    updates: PropertyUpdates
-    ts_offset: int
+    tenant: str
+    events: list[IdentityEvent]
+    buffered: bool
 
 
-drafts = st.builds(
-    Draft,
-    kind=_weighted(
-        (50, st.just(EventKind.TRACK)),
-        (25, st.just(EventKind.IDENTIFY)),
-        (25, st.just(EventKind.ALIAS)),
-    ),
-    distinct_id=distinct_ids,
-    other=_weighted((15, st.none()), (85, distinct_ids)),
-    dangerous=_weighted((60, st.just(False)), (40, st.just(True))),
-    process_person=_weighted((92, st.just(True)), (8, st.just(False))),
-    updates=_weighted((40, st.just(PropertyUpdates())), (60, updates)),
-    ts_offset=st.sampled_from([0, 1, 2, 59_999, 60_000, 60_001, 120_000, -5]),
-)
+@dataclass(frozen=True)
+class ReleaseDue:
+    tenant: str
+    limit: int
 
 
-Batches = list[tuple[str, list[IdentityEvent]]]
+@dataclass(frozen=True)
+class Ack:
+    """Acknowledge the ``count`` oldest released, unacknowledged entries of ``tenant``, and
+    ``stray`` (the uuid of any event of the tenant) if given and not waiting in the buffer.
+
+    Never an event still waiting: the pipeline acknowledges only released events, and the
+    script looks a waiting uuid up as the entries stood when the call began, so acknowledging a
+    waiting event, then sending its uuid again, gives results that depend on where the store's
+    chunks begin (something the reference model does not know)."""
+
+    tenant: str
+    count: int
+    stray: str | None
 
 
-def _same_tenant_prefix(events: list[IdentityEvent]) -> list[IdentityEvent]:
-    return [e for e in itertools.takewhile(lambda e: e.tenant == events[0].tenant, events)]
+Action = Batch | ReleaseDue | Ack
+Steps = list[tuple[int, Action]]
+"""(milliseconds the clock advances before the action, the action)"""
 
 
-@st.composite
-def scenarios(draw: st.DrawFn, ordering: OrderingMode) -> tuple[IdentityConfig, Batches, int]:
-    """A config, batches (tenant, events) and the Redis chunk size."""
-    config = IdentityConfig(
-        ordering=ordering,
-        max_distinct_ids_per_person=draw(st.sampled_from([10_000, 2, 3, 4])),
-        max_properties_bytes=draw(st.sampled_from([512 * 1024, 200, 60, 24])),
-        max_property_key_length=draw(st.sampled_from([1024, 1024, 6])),
-        max_property_value_length=draw(st.sampled_from([1024, 1024, 8])),
+@dataclass(frozen=True)
+class Scenario:
+    config: IdentityConfig
+    buffer: BufferPolicy
+    steps: Steps
+    chunk: int
+    """operations per script call of the Redis store"""
+
+
+# -- generating scenarios ----------------------------------------------------------------------
+#
+# One generator, two sources of choices: Hypothesis (``DrawnChoices``: failures shrink to a
+# small sequence) and a seeded ``random.Random`` (``SeededChoices``: cheap, for the bulk of the
+# sequences; a failure names its seed).
+
+T = TypeVar("T")
+
+
+class Choices(Protocol):
+    def pick(self, options: Sequence[T]) -> T: ...
+
+    def number(self, low: int, high: int) -> int:
+        """An integer in [low, high]."""
+        ...
+
+
+@dataclass(frozen=True)
+class DrawnChoices:
+    draw: st.DrawFn
+
+    def pick(self, options: Sequence[T]) -> T:
+        return self.draw(st.sampled_from(options))
+
+    def number(self, low: int, high: int) -> int:
+        return self.draw(st.integers(low, high))
+
+
+@dataclass(frozen=True)
+class SeededChoices:
+    rng: random.Random
+
+    def pick(self, options: Sequence[T]) -> T:
+        return self.rng.choice(options)
+
+    def number(self, low: int, high: int) -> int:
+        return self.rng.randint(low, high)
+
+
+def weighted(c: Choices, *options: tuple[int, T]) -> T:
+    """One of ``options`` (weight, value), so rare cases stay rare."""
+    roll = c.number(0, sum(weight for weight, _ in options) - 1)
+    for weight, value in options:
+        if roll < weight:
+            return value
+        roll -= weight
+    raise AssertionError(roll)
+
+
+CHARACTERS = "ab xyz0é€😀\"\\\n\x00'"
+FLOATS = (0.0, -0.0, 0.1, 1.5, -2.5e-300, 1e300, 1e16, 123456789.125, 5e-324)
+
+
+def text(c: Choices, longest: int) -> str:
+    return "".join(c.pick(CHARACTERS) for _ in range(c.number(0, longest)))
+
+
+def json_value(c: Choices, depth: int = 0) -> JsonValue:
+    kind = c.pick("nbiiftt" if depth >= 2 else "nbiifttLD")
+    if kind == "n":
+        return None
+    if kind == "b":
+        return c.pick((False, True))
+    if kind == "i":
+        return weighted(c, (3, c.number(-3, 3)), (1, c.number(-(2**70), 2**70)))
+    if kind == "f":
+        return c.pick(FLOATS)
+    if kind == "t":
+        return text(c, 12)
+    if kind == "L":
+        return [json_value(c, depth + 1) for _ in range(c.number(0, 3))]
+    return {text(c, 4): json_value(c, depth + 1) for _ in range(c.number(0, 3))}
+
+
+def small_value(c: Choices) -> JsonValue:
+    return weighted(
+        c, (1, c.number(0, 3)), (1, c.pick(["x", "y", "xyzxyzxyzxyz"])), (2, json_value(c))
     )
+
+
+def distinct_id(c: Choices) -> str:
+    return c.pick(LEGAL_IDS) if c.number(0, 99) < 85 else c.pick(ILLEGAL_IDS)
+
+
+def property_updates(c: Choices) -> PropertyUpdates:
+    if c.number(0, 9) < 4:
+        return PropertyUpdates()
+    return PropertyUpdates(
+        set=tuple((c.pick(KEYS), small_value(c)) for _ in range(c.number(0, 3))),
+        set_once=tuple((c.pick(KEYS), small_value(c)) for _ in range(c.number(0, 2))),
+        unset=tuple(c.pick(KEYS) for _ in range(c.number(0, 2))),
+    )
+
+
+def identity_config(c: Choices, ordering: OrderingMode) -> IdentityConfig:
+    return IdentityConfig(
+        ordering=ordering,
+        max_distinct_ids_per_person=c.pick([10_000, 2, 3, 4]),
+        max_properties_bytes=c.pick([512 * 1024, 200, 60, 24]),
+        max_property_key_length=c.pick([1024, 1024, 6]),
+        max_property_value_length=c.pick([1024, 1024, 8]),
+    )
+
+
+def buffer_policy(c: Choices) -> BufferPolicy:
+    return BufferPolicy(
+        delay_ms=c.pick([60_000, 60_000, 1_000]),
+        max_per_id=c.pick([100, 100, 1, 2, 3]),
+        max_total=c.pick([1_000_000, 1_000_000, 3, 5]),
+        lease_ms=c.pick([30_000, 5_000]),
+    )
+
+
+def _payload(event_uuid: str, distinct: str, n: int) -> bytes:
+    return f"{event_uuid}|{distinct}|{n}".encode("utf-8", "surrogatepass")
+
+
+def identity_events(c: Choices) -> list[IdentityEvent]:
+    """Tracks, identifies and aliases (merging, refused, dangerous, with illegal ids),
+    personless events, backend events (with a ``buffer_payload``) of any kind, replays and
+    malformed duplicates (an earlier uuid and timestamp for another event)."""
     events: list[IdentityEvent] = []
-    counter = itertools.count()
-    for draft in draw(st.lists(drafts, min_size=1, max_size=24)):
-        roll = draw(st.integers(0, 9))
+    for n in range(c.number(1, 24)):
+        roll = c.number(0, 9)
         if events and roll == 0:  # an exact replay of an earlier event
-            events.append(draw(st.sampled_from(events)))
+            events.append(c.pick(events))
             continue
-        tenant = draw(_weighted((80, st.just(TENANTS[0])), (20, st.just(TENANTS[1]))))
-        event_uuid = f"00000000-0000-0000-0000-{next(counter):012d}"
-        ts = T0 + draft.ts_offset + draw(st.integers(0, 3))
+        kind = weighted(c, (2, EventKind.TRACK), (1, EventKind.IDENTIFY), (1, EventKind.ALIAS))
+        own = distinct_id(c)
+        other = None if c.number(0, 99) < 15 else distinct_id(c)
+        tenant = weighted(c, (4, TENANTS[0]), (1, TENANTS[1]))
+        event_uuid = f"00000000-0000-0000-0000-{n:012d}"
+        ts = T0 + c.pick([0, 1, 2, 59_999, 60_000, 60_001, 120_000, -5]) + c.number(0, 3)
         if events and roll == 1:  # a malformed duplicate: same uuid and timestamp
-            twin = draw(st.sampled_from(events))
+            twin = c.pick(events)
             tenant, event_uuid, ts = twin.tenant, twin.uuid, twin.timestamp_ms
         events.append(
             IdentityEvent(
                 tenant=tenant,
-                kind=draft.kind,
-                distinct_id=draft.distinct_id,
+                kind=kind,
+                distinct_id=own,
                 uuid=event_uuid,
                 timestamp_ms=ts,
-                other_id=None if draft.kind is EventKind.TRACK else draft.other,
-                merge_dangerously=draft.dangerous,
-                process_person=draft.process_person,
-                updates=draft.updates,
+                other_id=None if kind is EventKind.TRACK else other,
+                merge_dangerously=c.number(0, 4) < 2,
+                process_person=c.number(0, 24) > 1,
+                updates=property_updates(c),
+                buffer_payload=_payload(event_uuid, own, n) if c.number(0, 4) < 2 else None,
             )
         )
-    batches: Batches = []
-    sizes = draw(st.lists(st.integers(1, 6), min_size=len(events), max_size=len(events)))
+    return events
+
+
+def _same_tenant_prefix(events: list[IdentityEvent]) -> list[IdentityEvent]:
+    return list(itertools.takewhile(lambda e: e.tenant == events[0].tenant, events))
+
+
+ADVANCES = (0, 0, 1, 700, 5_000, 29_999, 30_000, 59_999, 60_000, 61_000)
+"""How far the clock moves before a step (ms)."""
+
+
+def scenario(c: Choices, ordering: OrderingMode, buffered: bool) -> Scenario:
+    """A config, a buffer policy (off: ``NO_BUFFER``) and steps: the events in batches of one
+    tenant, mostly through ``resolve_buffered`` (else ``resolve_batch``), each followed by up
+    to two ``release_due`` or ``ack`` calls."""
+    config = identity_config(c, ordering)
+    buffer = buffer_policy(c) if buffered else NO_BUFFER
+    events = identity_events(c)
+    steps: Steps = []
     rest = list(events)
-    for size in sizes:
-        if not rest:
-            break
-        batch = _same_tenant_prefix(rest)[:size]
-        batches.append((batch[0].tenant, batch))
+    while rest:
+        batch = _same_tenant_prefix(rest)[: c.number(1, 6)]
         rest = rest[len(batch) :]
-    return config, batches, draw(st.integers(1, 5))
+        through_buffer = c.number(0, 9) > 0
+        steps.append((c.pick(ADVANCES), Batch(batch[0].tenant, batch, through_buffer)))
+        for _ in range(weighted(c, (10, 0), (7, 1), (3, 2))):
+            tenant = weighted(c, (4, TENANTS[0]), (1, TENANTS[1]))
+            if c.pick((False, True)):
+                steps.append((c.pick(ADVANCES), ReleaseDue(tenant, c.pick([100, 1, 2]))))
+            else:
+                seen = [e.uuid for e in events if e.tenant == tenant] or [""]
+                stray = c.pick(seen) if c.number(0, 99) < 15 else None
+                steps.append((c.pick(ADVANCES), Ack(tenant, c.number(0, 4), stray)))
+    return Scenario(config, buffer, steps, c.number(1, 5))
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, ordering: OrderingMode, buffered: bool) -> Scenario:
+    return scenario(DrawnChoices(draw), ordering, buffered)
 
 
 # -- the test ----------------------------------------------------------------------------------
-
-
-RUN = f"diff-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="module")
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
-    for key in client.scan_iter(match=f"{RUN}-*", count=5000):
-        client.unlink(key)
     client.close()
 
 
@@ -207,6 +339,18 @@ def _normalised(person: Person) -> Person:
     )
 
 
+def event(label: str) -> None:
+    """A coverage label (``pytest --hypothesis-show-statistics``), inside Hypothesis only."""
+    if hypothesis.currently_in_test_context():
+        hypothesis.event(label)
+
+
+def note(text: str) -> None:
+    """Printed with a failing Hypothesis example."""
+    if hypothesis.currently_in_test_context():
+        hypothesis.note(text)
+
+
 def _label(resolution: Resolution) -> None:
     """Coverage labels (``pytest --hypothesis-show-statistics``)."""
     if resolution.merged:
@@ -219,44 +363,155 @@ def _label(resolution: Resolution) -> None:
         event(f"warning {warning.kind.value}")
     if resolution.person_mode is not None:
         event(f"mode {resolution.person_mode.value}")
+    if resolution.outcome is Outcome.BUFFER:
+        event("buffered")
 
 
-def _check(
-    client: redis.Redis,
-    config: IdentityConfig,
-    batches: Batches,
-    chunk: int,
+def _label_released(released: list[Released]) -> None:
+    for item in released:
+        event(f"released: {item.reason}")
+        _label(item.resolution)
+
+
+class _Pair:
+    """Both stores, driven alike, compared at every step."""
+
+    def __init__(self, client: redis.Redis, scenario: Scenario, prefix: str) -> None:
+        self.expected = ReferenceStore(scenario.config, buffer=scenario.buffer)
+        self.actual = RedisIdentityStore(
+            client,
+            scenario.config,
+            prefix=prefix,
+            max_ops_per_call=scenario.chunk,
+            buffer=scenario.buffer,
+        )
+        self.unacknowledged: dict[str, list[str]] = {tenant: [] for tenant in TENANTS}
+        self.waiting: dict[str, set[str]] = {tenant: set() for tenant in TENANTS}
+        """uuids answered ``Outcome.BUFFER`` and not released since"""
+
+    def stores(self) -> tuple[BufferingStore, BufferingStore]:
+        return self.expected, self.actual
+
+    def compare_released(self, tenant: str, want: list[Released], got: list[Released]) -> None:
+        assert got == want
+        _label_released(want)
+        self.unacknowledged[tenant] += [item.event_uuid for item in want]
+        self.waiting[tenant] -= {item.event_uuid for item in want}
+
+    def run(self, now: int, action: Action) -> None:
+        if isinstance(action, Batch):
+            tenant, events = action.tenant, action.events
+            released: tuple[list[Released], list[Released]] = ([], [])
+            if action.buffered:
+                want, got = (store.resolve_buffered(tenant, events, now) for store in self.stores())
+                pairs = zip(want.resolutions, got.resolutions, strict=True)
+                released = (want.released, got.released)
+            else:
+                pairs = zip(
+                    *(store.resolve_batch(tenant, events, now) for store in self.stores()),
+                    strict=True,
+                )
+            for item, (wanted, gotten) in zip(events, pairs, strict=True):
+                assert gotten == wanted, f"event {item}"
+                _label(wanted)
+                if wanted.outcome is Outcome.BUFFER:
+                    self.waiting[tenant].add(wanted.event_uuid)
+            self.compare_released(tenant, *released)
+        elif isinstance(action, ReleaseDue):
+            want_released = self.expected.release_due(action.tenant, now, action.limit)
+            got_released = self.actual.release_due(action.tenant, now, action.limit)
+            self.compare_released(action.tenant, want_released, got_released)
+        else:
+            queue = self.unacknowledged[action.tenant]
+            uuids, queue[:] = queue[: action.count], queue[action.count :]
+            if action.stray is not None and action.stray not in self.waiting[action.tenant]:
+                uuids.append(action.stray)
+            for store in self.stores():
+                store.ack(action.tenant, uuids)
+
+    def drain(self, now: int) -> None:
+        """Compare the buffer stats; release everything still waiting or leased, twice (the
+        second time every lease has expired), comparing what comes out and the stats after."""
+        self.compare_stats(now)
+        for later in (now + 10 * DAY, now + 20 * DAY):
+            for tenant in TENANTS:
+                self.run(later, ReleaseDue(tenant, -1))
+            self.compare_stats(later)
+        assert self.actual.buffered_tenants() == self.expected.buffered_tenants()
+
+    def compare_stats(self, now: int) -> None:
+        for tenant in TENANTS:
+            want = self.expected.buffer_stats(tenant, now)
+            assert self.actual.buffer_stats(tenant, now) == want, f"buffer stats of {tenant}"
+
+    def compare_persons(self, client: redis.Redis) -> None:
+        for tenant in TENANTS:
+            want_persons = [_normalised(p) for p in _by_id(self.expected.persons(tenant))]
+            got_persons = [_normalised(p) for p in _by_id(self.actual.persons(tenant))]
+            assert got_persons == want_persons, tenant
+            check_invariants(client, self.actual.keys(tenant))
+            for person in want_persons:
+                for distinct_id in person.distinct_ids:
+                    found = self.actual.person_for(tenant, distinct_id)
+                    assert found is not None
+                    assert _normalised(found) == person
+
+
+def _check(client: redis.Redis, scenario: Scenario, prefix: str) -> None:
+    note(f"config={scenario.config} buffer={scenario.buffer} chunk={scenario.chunk}")
+    pair = _Pair(client, scenario, prefix)
+    now = T0
+    try:
+        for number, (advance, action) in enumerate(scenario.steps):
+            now += advance
+            note(f"step {number} at T0+{now - T0}: {action}")
+            pair.run(now, action)
+        pair.drain(now)
+        pair.compare_persons(client)
+    finally:
+        for key in client.scan_iter(match=f"{prefix}:*", count=10_000):
+            client.unlink(key)
+
+
+CASES = pytest.mark.parametrize(
+    ("ordering", "buffered"),
+    [(ordering, buffered) for ordering in OrderingMode for buffered in (False, True)],
+    ids=lambda value: value if isinstance(value, str) else ("buffer-on" if value else "buffer-off"),
+)
+
+
+@CASES
+def test_redis_store_agrees_with_the_reference_model_on_seeded_sequences(
+    redis_client: redis.Redis, unique_name: str, ordering: OrderingMode, buffered: bool
 ) -> None:
-    prefix = f"{RUN}-{next(_examples)}"
-    expected_store = ReferenceStore(config)
-    actual_store = RedisIdentityStore(client, config, prefix=prefix, max_ops_per_call=chunk)
-    note(f"config={config} chunk={chunk}")
-    for number, (tenant, events) in enumerate(batches):
-        expected = expected_store.resolve_batch(tenant, events, now_ms=T0)
-        actual = actual_store.resolve_batch(tenant, events, now_ms=T0)
-        for item, want, got in zip(events, expected, actual, strict=True):
-            assert got == want, f"batch {number}, event {item}"
-            _label(want)
-    for tenant in TENANTS:
-        want_persons = [_normalised(p) for p in _by_id(expected_store.persons(tenant))]
-        got_persons = [_normalised(p) for p in _by_id(actual_store.persons(tenant))]
-        assert got_persons == want_persons, tenant
-        check_invariants(client, actual_store.keys(tenant))
-        for person in want_persons:
-            for distinct_id in person.distinct_ids:
-                found = actual_store.person_for(tenant, distinct_id)
-                assert found is not None
-                assert _normalised(found) == person
+    for seed in range(SEED, SEED + SEQUENCES):
+        generated = scenario(SeededChoices(random.Random(seed)), ordering, buffered)
+        try:
+            _check(redis_client, generated, f"{unique_name}-{seed}")
+        except AssertionError as exc:
+            raise AssertionError(
+                f"seed {seed} (replay: IDENTITY_DIFF_SEED={seed} IDENTITY_DIFF_SEQUENCES=1): "
+                f"{generated}"
+            ) from exc
 
 
-@pytest.mark.parametrize("ordering", list(OrderingMode))
+@CASES
 @settings(
-    max_examples=EXAMPLES_PER_MODE,
+    max_examples=EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 @given(data=st.data())
 def test_redis_store_agrees_with_the_reference_model(
-    redis_client: redis.Redis, ordering: OrderingMode, data: st.DataObject
+    redis_client: redis.Redis,
+    unique_name: str,
+    ordering: OrderingMode,
+    buffered: bool,
+    data: st.DataObject,
 ) -> None:
-    _check(redis_client, *data.draw(scenarios(ordering), label="scenario"))
+    drawn = data.draw(scenarios(ordering, buffered), label="scenario")
+    _check(redis_client, drawn, f"{unique_name}-{next(_examples)}")

@@ -1,8 +1,13 @@
 """The reference model: an in-memory, obviously correct implementation of the whole contract.
 
-It is the executable specification (docs/IDENTITY.md) and the oracle of the differential tests
-against the Redis store. Clarity over speed: each tenant maps distinct ids straight to person
-records, which hold their members; no trees, no compression.
+It is the executable specification (docs/IDENTITY.md, docs/BUFFER.md) and the oracle of the
+differential tests against the Redis store. Clarity over speed: each tenant maps distinct ids
+straight to person records, which hold their members; no trees, no compression. The 60-second
+buffer is ``worker.identity.buffer``; this module gives it the person rules it applies.
+
+Names, shared with the Lua script: an event's own distinct id is ``into``, the id it asks to
+merge with (``PreparedOp.merge_with``) is ``other``; their persons are ``into_person`` and
+``other_person``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from worker.identity import properties as props
+from worker.identity.buffer import (
+    NO_BUFFER,
+    BatchResult,
+    BufferPolicy,
+    BufferStats,
+    Released,
+    TenantBuffer,
+)
 from worker.identity.config import IdentityConfig
 from worker.identity.ids import person_id_for
 from worker.identity.model import (
@@ -55,14 +68,36 @@ class _Record:
 class _Tenant:
     owner: dict[str, _Record] = field(default_factory=dict)
     """distinct id -> the record of its person"""
+    buffer: TenantBuffer = field(default_factory=TenantBuffer)
+
+
+@dataclass(frozen=True, slots=True)
+class _TenantRules:
+    """The person rules of one tenant, as ``TenantBuffer`` applies them."""
+
+    store: ReferenceStore
+    state: _Tenant
+
+    def apply(self, op: PreparedOp, warning: IdentityWarning | None) -> Resolution:
+        return self.store._apply(self.state, op, warning)
+
+    def has_person(self, distinct_id: str) -> bool:
+        return distinct_id in self.state.owner
 
 
 class ReferenceStore:
-    """Implements ``worker.store.base.IdentityStore`` in memory."""
+    """Implements ``worker.store.base.BufferingStore`` in memory.
 
-    def __init__(self, config: IdentityConfig | None = None) -> None:
+    ``buffer`` is the policy ``resolve_buffered`` and ``release_due`` use, as the Redis store's.
+    """
+
+    def __init__(
+        self, config: IdentityConfig | None = None, *, buffer: BufferPolicy = NO_BUFFER
+    ) -> None:
         self._config = config or IdentityConfig()
+        self._buffer = buffer
         self._tenants: dict[str, _Tenant] = {}
+        self._buffered_tenants: set[str] = set()
 
     @property
     def config(self) -> IdentityConfig:
@@ -71,16 +106,28 @@ class ReferenceStore:
     def resolve_batch(
         self, tenant: str, events: Sequence[IdentityEvent], now_ms: int
     ) -> list[Resolution]:
-        results = []
-        for event in events:
-            if event.tenant != tenant:
-                raise ValueError(f"event {event.uuid} is of tenant {event.tenant!r}")
-            prepared = prepare(event, self._config)
-            if isinstance(prepared, Resolution):
-                results.append(prepared)
-            else:
-                results.append(self._apply(self._tenants.setdefault(tenant, _Tenant()), prepared))
-        return results
+        """Every event applied at once. Queues its ids release are leased and not returned,
+        as the Redis store does (it calls its script without a buffer policy)."""
+        return self._resolve(tenant, events, now_ms, NO_BUFFER).resolutions
+
+    def resolve_buffered(
+        self, tenant: str, events: Sequence[IdentityEvent], now_ms: int
+    ) -> BatchResult:
+        return self._resolve(tenant, events, now_ms, self._buffer)
+
+    def release_due(self, tenant: str, now_ms: int, limit: int) -> list[Released]:
+        state = self._state(tenant)
+        return state.buffer.release_due(_TenantRules(self, state), self._buffer, now_ms, limit)
+
+    def ack(self, tenant: str, event_uuids: Sequence[str]) -> None:
+        self._state(tenant).buffer.ack(event_uuids)
+
+    def buffered_tenants(self) -> list[str]:
+        """Tenants that were ever given a bufferable event while the buffer was on."""
+        return sorted(self._buffered_tenants)
+
+    def buffer_stats(self, tenant: str, now_ms: int) -> BufferStats:
+        return self._state(tenant).buffer.stats(self._buffer, now_ms)
 
     def person_for(self, tenant: str, distinct_id: str) -> Person | None:
         record = self._tenants.get(tenant, _Tenant()).owner.get(distinct_id)
@@ -90,6 +137,30 @@ class ReferenceStore:
         records = {id(r): r for r in self._tenants.get(tenant, _Tenant()).owner.values()}
         return sorted((r.freeze() for r in records.values()), key=lambda p: p.person_id)
 
+    def _state(self, tenant: str) -> _Tenant:
+        return self._tenants.setdefault(tenant, _Tenant())
+
+    def _resolve(
+        self, tenant: str, events: Sequence[IdentityEvent], now_ms: int, policy: BufferPolicy
+    ) -> BatchResult:
+        for event in events:
+            if event.tenant != tenant:
+                raise ValueError(f"event {event.uuid} is of tenant {event.tenant!r}")
+        prepared = [prepare(event, self._config) for event in events]
+        ops = [op for op in prepared if isinstance(op, PreparedOp)]
+        if policy.delay_ms > 0 and any(op.event.buffer_payload is not None for op in ops):
+            self._buffered_tenants.add(tenant)
+        state = self._state(tenant)
+        rules = _TenantRules(self, state)
+        results: list[Resolution] = []
+        released: list[Released] = []
+        for op in prepared:
+            if isinstance(op, Resolution):
+                results.append(op)
+            else:
+                results.append(state.buffer.resolve(op, rules, policy, now_ms, released))
+        return BatchResult(results, released)
+
     # -- the stateful rules -------------------------------------------------------------------
 
     def _create(self, state: _Tenant, tenant: str, distinct_id: str, ts_ms: int) -> _Record:
@@ -97,25 +168,31 @@ class ReferenceStore:
         state.owner[distinct_id] = record
         return record
 
-    def _apply(self, state: _Tenant, op: PreparedOp) -> Resolution:
+    def _apply(
+        self, state: _Tenant, op: PreparedOp, warning: IdentityWarning | None = None
+    ) -> Resolution:
+        """The stateful rules (A3.3-A3.6, A4, A6) for one op. ``warning`` (the buffer's
+        ``buffer_overflow``) comes after the stateless warnings, before the rules' own; a
+        personless event carries only its stateless warnings."""
         event, config = op.event, self._config
         tenant, into, other = event.tenant, event.distinct_id, op.merge_with
-        warnings = list(op.warnings)
-
         if not event.process_person:
-            return self._personless(state, event, warnings)
+            return self._personless(state, event, list(op.warnings))
+        warnings = [*op.warnings, *([warning] if warning else [])]
 
         overrides: list[DistinctIdOverride] = []
         created = merged = two_persons = False
         identify = other is not None
-        mine, theirs = state.owner.get(into), (state.owner.get(other) if other else None)
+        into_person = state.owner.get(into)
+        other_person = state.owner.get(other) if other is not None else None
 
         def refuse(kind: WarningKind) -> None:
             warnings.append(IdentityWarning(kind))
 
         if other is None:
-            person = mine
-        elif mine is None and theirs is None:
+            person = into_person
+        elif into_person is None and other_person is None:
+            # A3.3: one new person, created by into, holds both.
             person = self._create(state, tenant, into, event.timestamp_ms)
             created = True
             if len(person.members) + 1 > config.max_distinct_ids_per_person:
@@ -123,28 +200,35 @@ class ReferenceStore:
             else:
                 self._join(state, tenant, person, other, overrides)
                 merged = True
-        elif mine is None or theirs is None:
-            target = mine or theirs
+        elif into_person is None or other_person is None:
+            # A3.4: the id without a person joins the other id's person.
+            target = into_person or other_person
             if target is None:  # pragma: no cover - excluded by the branch above
                 raise AssertionError("one of the two persons exists")
-            joining = other if mine is not None else into
+            joining = other if into_person is not None else into
             if len(target.members) + 1 > config.max_distinct_ids_per_person:
                 refuse(WarningKind.MERGE_LIMIT_EXCEEDED)
-                person = mine
+                person = into_person
             else:
                 self._join(state, tenant, target, joining, overrides)
                 person, merged = target, True
-        elif mine is theirs:
-            person = mine
-        elif theirs.is_identified and not event.merge_dangerously:
+        elif into_person is other_person:
+            # A3.5: already one person.
+            person = into_person
+        elif other_person.is_identified and not event.merge_dangerously:
+            # A3.6, refused: the merge guard.
             refuse(WarningKind.CANNOT_MERGE_ALREADY_IDENTIFIED)
-            person = mine
-        elif len(mine.members) + len(theirs.members) > config.max_distinct_ids_per_person:
+            person = into_person
+        elif (
+            len(into_person.members) + len(other_person.members)
+            > config.max_distinct_ids_per_person
+        ):
             refuse(WarningKind.MERGE_LIMIT_EXCEEDED)
-            person = mine
+            person = into_person
         else:
-            self._merge(state, mine, theirs, overrides)
-            person, merged, two_persons = mine, True, True
+            # A3.6: other's person merges into into's person.
+            self._merge(state, into_person, other_person, overrides)
+            person, merged, two_persons = into_person, True, True
 
         if person is None:
             person = self._create(state, tenant, into, event.timestamp_ms)
@@ -158,9 +242,8 @@ class ReferenceStore:
         person.last_seen_ms = max(person.last_seen_ms, event.timestamp_ms)
 
         updated = self._updated_properties(person, op)
-        if props.properties_size(updated) > config.max_properties_bytes and props.properties_size(
-            updated
-        ) > props.properties_size(person.properties):
+        size = props.properties_size(updated)
+        if size > config.max_properties_bytes and size > props.properties_size(person.properties):
             warnings.append(
                 IdentityWarning(
                     WarningKind.PERSON_PROPERTIES_SIZE_VIOLATION,
@@ -228,20 +311,26 @@ class ReferenceStore:
     def _merge(
         self,
         state: _Tenant,
-        into: _Record,
-        other: _Record,
+        into_person: _Record,
+        other_person: _Record,
         overrides: list[DistinctIdOverride],
     ) -> None:
-        """A3.6: ``other``'s person merges into ``into``'s, which keeps its id."""
-        for distinct_id in other.members:
-            overrides.append(DistinctIdOverride(distinct_id, other.person_id, into.person_id))
-            state.owner[distinct_id] = into
-        into.members |= other.members
-        into.created_at_ms = min(into.created_at_ms, other.created_at_ms)
-        into.last_seen_ms = max(into.last_seen_ms, other.last_seen_ms)
-        into.version = max(into.version, other.version) + 1
-        into.is_identified = True
+        """A3.6: ``other_person`` merges into ``into_person``, which keeps its id."""
+        for distinct_id in other_person.members:
+            overrides.append(
+                DistinctIdOverride(distinct_id, other_person.person_id, into_person.person_id)
+            )
+            state.owner[distinct_id] = into_person
+        into_person.members |= other_person.members
+        into_person.created_at_ms = min(into_person.created_at_ms, other_person.created_at_ms)
+        into_person.last_seen_ms = max(into_person.last_seen_ms, other_person.last_seen_ms)
+        into_person.version = max(into_person.version, other_person.version) + 1
+        into_person.is_identified = True
         if self._config.ordering is OrderingMode.TIMESTAMP:
-            into.properties = props.join_timestamp(into.properties, other.properties)
+            into_person.properties = props.join_timestamp(
+                into_person.properties, other_person.properties
+            )
         else:
-            into.properties = props.merge_arrival(into.properties, other.properties)
+            into_person.properties = props.merge_arrival(
+                into_person.properties, other_person.properties
+            )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
+from worker.identity.buffer import BatchResult, BufferStats, Released
 from worker.identity.model import IdentityEvent, Person, Resolution
+
+__all__ = ["BatchResult", "BufferStats", "BufferingStore", "IdentityStore", "Released"]
 
 
 class IdentityStore(Protocol):
@@ -28,38 +30,6 @@ class IdentityStore(Protocol):
     def persons(self, tenant: str) -> list[Person]:
         """Every person of a tenant (for inspection and tests; may be slow on big tenants)."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class Released:
-    """A buffered event handed back: applied in the store, to be emitted, then acknowledged."""
-
-    event_uuid: str
-    reason: str
-    """merge (its id got a person), timeout, overflow, or redelivery (an expired lease)"""
-    ingested_ms: int
-    payload: bytes
-    resolution: Resolution
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    resolutions: list[Resolution]
-    """One per event, in order; ``Outcome.BUFFER`` for an event that now waits."""
-    released: list[Released]
-    """Buffered events the batch released (their ids got a person, or a cap overflowed)."""
-
-
-@dataclass(frozen=True, slots=True)
-class BufferStats:
-    events: int
-    """events waiting"""
-    ids: int
-    """distinct ids with events waiting"""
-    leased: int
-    """released to a worker, not yet acknowledged"""
-    oldest_age_ms: int | None
-    """how long the oldest waiting event has waited"""
 
 
 class BufferingStore(IdentityStore, Protocol):

@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from worker.identity import ids
+from worker.identity.buffer import BufferPolicy as BufferPolicy
 from worker.identity.config import IdentityConfig
 from worker.identity.model import (
     DistinctIdOverride,
@@ -126,16 +127,6 @@ class CallLimits:
             force_upgrade_after_ms=config.force_upgrade_after_ms,
             reply_ttl_ms=reply_ttl_ms,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class BufferPolicy:
-    """How the 60-second buffer behaves (docs/BUFFER.md). ``delay_ms = 0`` turns it off."""
-
-    delay_ms: int = 0
-    max_per_id: int = 100
-    max_total: int = 1_000_000
-    lease_ms: int = 30_000
 
 
 NO_BUFFER = BufferPolicy()

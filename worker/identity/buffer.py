@@ -1,0 +1,295 @@
+"""The 60-second buffer (docs/BUFFER.md, contract A8) as a pure model: no I/O, no clock.
+
+This is the executable specification of section "the buffer" of ``store/lua/resolve_batch.lua``;
+``worker.identity.reference`` uses it, and tests/integration/test_differential.py checks that the
+two agree, release by release. Time is passed in (``now_ms``); the person rules are passed in too
+(``PersonRules``), so this module only decides *when* an event waits and *when* it is applied.
+
+The state of one tenant, as the Redis keys under ``<prefix>:{tenant}:buf:``:
+
+- ``queues``: distinct id -> the uuids of its waiting entries, oldest first (``q:<id>``);
+- ``entries``: uuid -> the entry (``e`` and ``p``): kept until acknowledged, also once released;
+- ``due``: distinct id -> when its queue is released (``due``): set when the queue is started,
+  to the ingestion time of its first entry plus the delay;
+- ``pending``: uuid -> lease deadline of a released, unacknowledged entry (``pending``);
+- ``count``: entries queued and not released (``n``).
+
+What happens, in the order the script does it:
+
+1. ``resolve`` (for each op of a batch, in order): an op whose event has a ``buffer_payload``
+   (when the delay is positive) is *bufferable*. It waits when its id already has a queue, or has
+   no person. Waiting means: if the id's queue holds ``max_per_id`` entries or the tenant
+   ``max_total``, the queue is released at once (reason ``overflow``) and the op applied after it,
+   each with warning ``buffer_overflow``; otherwise the op is appended to the queue, unless an
+   entry with its uuid is already kept (queued, or released and not yet acknowledged), and
+   answers ``Outcome.BUFFER``. Any other op is applied; then, if its distinct id (and, for a
+   merge, the other id) has a person and a queue, that queue is released (reason ``merge``).
+2. ``release_due``: first the leases that expired (``deadline <= now``, at most ``limit``, by
+   deadline then uuid): an entry still kept is applied again (reason ``redelivery``), a lease
+   whose entry is gone is dropped. Then the ids whose due time passed (at most ``limit``, by due
+   time then id): their queues are released (reason ``timeout``).
+3. Releasing a queue: it is emptied (``count`` drops by its length), then each of its entries
+   still kept is applied in order, leased until ``now + lease_ms`` and returned as ``Released``.
+   A released entry's resolution carries only the warnings of its application (its stateless
+   warnings went out when it was buffered).
+4. ``ack``: the entries and their leases are forgotten (``count`` is not touched).
+
+An entry's ingestion time is the ``now_ms`` of the call that queued it; it keeps the op as
+prepared then (timestamp, uuid, property operations), so a release applies exactly that op.
+Ops applied by a release (any reason) release no other queue.
+
+Where the script, and so this model, departs from docs/BUFFER.md today:
+
+- the store buffers any op whose event has a payload: personless events and merging
+  identifies/aliases too (only the pipeline keeps them out). A personless op applied with
+  ``buffer_overflow`` drops the warning; a buffered merge released later does not release the
+  other id's queue, which then waits for its own due time;
+- a release applies the event that gave the id its person before the id's older entries
+  (arrival order reversed in ``arrival`` mode);
+- an event whose uuid is kept for another id (or released, not yet acknowledged) answers
+  ``Outcome.BUFFER`` without being queued;
+- ``resolve_batch`` (no buffer policy) still releases the queues its events give a person:
+  their entries are applied and leased for the default ``lease_ms`` but not returned, so they
+  come back only as ``redelivery`` once that lease expires;
+- acknowledging an entry still queued leaves its uuid in the queue and in ``count`` until the
+  queue is released (then skipped); the script looks such a uuid up as the entries stood when
+  its call began, so if the uuid is queued again in the same call its answer depends on the
+  store's chunk boundaries (not modelled: the pipeline acknowledges only released entries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from worker.identity.model import (
+    IdentityWarning,
+    Outcome,
+    PreparedOp,
+    Resolution,
+    WarningKind,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BufferPolicy:
+    """How the 60-second buffer behaves (docs/BUFFER.md). ``delay_ms = 0`` turns it off."""
+
+    delay_ms: int = 0
+    max_per_id: int = 100
+    max_total: int = 1_000_000
+    lease_ms: int = 30_000
+
+
+NO_BUFFER = BufferPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """A buffered event handed back: applied in the store, to be emitted, then acknowledged."""
+
+    event_uuid: str
+    reason: str
+    """merge (its id got a person), timeout, overflow, or redelivery (an expired lease)"""
+    ingested_ms: int
+    payload: bytes
+    resolution: Resolution
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    resolutions: list[Resolution]
+    """One per event, in order; ``Outcome.BUFFER`` for an event that now waits."""
+    released: list[Released]
+    """Buffered events the batch released (their ids got a person, or a cap overflowed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BufferStats:
+    events: int
+    """events waiting"""
+    ids: int
+    """distinct ids with events waiting"""
+    leased: int
+    """released to a worker, not yet acknowledged"""
+    oldest_age_ms: int | None
+    """how long the oldest waiting event has waited"""
+
+
+MERGE = "merge"
+TIMEOUT = "timeout"
+OVERFLOW = "overflow"
+REDELIVERY = "redelivery"
+
+_OVERFLOW_WARNING = IdentityWarning(WarningKind.BUFFER_OVERFLOW)
+
+
+class PersonRules(Protocol):
+    """The stateful rules of one tenant, as the buffer needs them."""
+
+    def apply(self, op: PreparedOp, warning: IdentityWarning | None) -> Resolution:
+        """Apply ``op`` now; ``warning`` (if any) comes first among its store warnings."""
+        ...
+
+    def has_person(self, distinct_id: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    op: PreparedOp
+    """the op as kept: without its stateless warnings"""
+    ingested_ms: int
+    payload: bytes
+
+
+def is_bufferable(op: PreparedOp, policy: BufferPolicy) -> bool:
+    """The store may hold ``op`` back: its event has a payload and the buffer is on."""
+    return op.event.buffer_payload is not None and policy.delay_ms > 0
+
+
+def _order(text: str) -> bytes:
+    """Redis orders equal scores by the members' bytes."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _first_due(scores: Mapping[str, int], now_ms: int, limit: int) -> list[str]:
+    """``ZRANGEBYSCORE key -inf now LIMIT 0 limit``."""
+    due = sorted(
+        (member for member, score in scores.items() if score <= now_ms),
+        key=lambda member: (scores[member], _order(member)),
+    )
+    return due if limit < 0 else due[:limit]
+
+
+@dataclass(slots=True)
+class TenantBuffer:
+    """The buffer of one tenant."""
+
+    queues: dict[str, list[str]] = field(default_factory=dict)
+    entries: dict[str, _Entry] = field(default_factory=dict)
+    due: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)
+    count: int = 0
+
+    def resolve(
+        self,
+        op: PreparedOp,
+        rules: PersonRules,
+        policy: BufferPolicy,
+        now_ms: int,
+        released: list[Released],
+    ) -> Resolution:
+        """Step 1 for one op: wait, or apply (releasing what its ids now let go)."""
+        if is_bufferable(op, policy):
+            waited = self._maybe_wait(op, rules, policy, now_ms, released)
+            if waited is not None:
+                return waited
+        resolution = rules.apply(op, None)
+        for distinct_id in (op.event.distinct_id, op.merge_with):
+            if (
+                distinct_id is not None
+                and self._waiting(distinct_id)
+                and rules.has_person(distinct_id)
+            ):
+                self._release(distinct_id, MERGE, rules, policy, now_ms, released)
+        return resolution
+
+    def release_due(
+        self, rules: PersonRules, policy: BufferPolicy, now_ms: int, limit: int
+    ) -> list[Released]:
+        """Step 2: expired leases again, then the queues whose due time passed."""
+        released: list[Released] = []
+        for event_uuid in _first_due(self.pending, now_ms, limit):
+            entry = self.entries.get(event_uuid)
+            if entry is None:
+                del self.pending[event_uuid]
+                continue
+            resolution = rules.apply(entry.op, None)
+            released.append(
+                Released(event_uuid, REDELIVERY, entry.ingested_ms, entry.payload, resolution)
+            )
+            self.pending[event_uuid] = now_ms + policy.lease_ms
+        for distinct_id in _first_due(self.due, now_ms, limit):
+            self._release(distinct_id, TIMEOUT, rules, policy, now_ms, released)
+        return released
+
+    def ack(self, event_uuids: Iterable[str]) -> None:
+        """Step 4: forget released entries (and any other entry named)."""
+        for event_uuid in event_uuids:
+            self.pending.pop(event_uuid, None)
+            self.entries.pop(event_uuid, None)
+
+    def stats(self, policy: BufferPolicy, now_ms: int) -> BufferStats:
+        oldest = min(self.due.values(), default=None)
+        return BufferStats(
+            events=self.count,
+            ids=len(self.due),
+            leased=len(self.pending),
+            oldest_age_ms=None if oldest is None else max(now_ms - (oldest - policy.delay_ms), 0),
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _waiting(self, distinct_id: str) -> int:
+        return len(self.queues.get(distinct_id, ()))
+
+    def _maybe_wait(
+        self,
+        op: PreparedOp,
+        rules: PersonRules,
+        policy: BufferPolicy,
+        now_ms: int,
+        released: list[Released],
+    ) -> Resolution | None:
+        """The op's resolution if it waits (or overflowed), ``None`` if it is to be applied."""
+        into = op.event.distinct_id
+        waiting = self._waiting(into)
+        if waiting == 0 and rules.has_person(into):
+            return None
+        if waiting >= policy.max_per_id or self.count >= policy.max_total:
+            self._release(into, OVERFLOW, rules, policy, now_ms, released)
+            return rules.apply(op, _OVERFLOW_WARNING)
+        event = op.event
+        if event.uuid not in self.entries:
+            queue = self.queues.setdefault(into, [])
+            if not queue:
+                self.due[into] = now_ms + policy.delay_ms
+            queue.append(event.uuid)
+            payload = event.buffer_payload if event.buffer_payload is not None else b""
+            self.entries[event.uuid] = _Entry(replace(op, warnings=()), now_ms, payload)
+            self.count += 1
+        return Resolution(
+            event_uuid=event.uuid,
+            outcome=Outcome.BUFFER,
+            person_id=None,
+            person_mode=None,
+            properties={},
+            created_at_ms=None,
+            is_identified=False,
+            warnings=op.warnings,
+        )
+
+    def _release(
+        self,
+        distinct_id: str,
+        reason: str,
+        rules: PersonRules,
+        policy: BufferPolicy,
+        now_ms: int,
+        released: list[Released],
+    ) -> None:
+        """Step 3: empty the id's queue, apply and lease its entries in order."""
+        queue = self.queues.pop(distinct_id, [])
+        self.due.pop(distinct_id, None)
+        self.count -= len(queue)
+        warning = _OVERFLOW_WARNING if reason == OVERFLOW else None
+        for event_uuid in queue:
+            entry = self.entries.get(event_uuid)
+            if entry is None:  # acknowledged while it waited
+                continue
+            resolution = rules.apply(entry.op, warning)
+            released.append(
+                Released(event_uuid, reason, entry.ingested_ms, entry.payload, resolution)
+            )
+            self.pending[event_uuid] = now_ms + policy.lease_ms
