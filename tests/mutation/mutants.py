@@ -51,8 +51,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "guard-wrong-side",
         "A3.6: the merge guard checks whether into's person is identified instead of other's",
         "worker/identity/reference.py",
-        "elif theirs.is_identified and not event.merge_dangerously:",
-        "elif mine.is_identified and not event.merge_dangerously:",
+        "elif other_person.is_identified and not event.merge_dangerously:",
+        "elif into_person.is_identified and not event.merge_dangerously:",
     ),
     Mutant(
         "later-set-once-wins",
@@ -72,25 +72,25 @@ MUTANTS: tuple[Mutant, ...] = (
         "refused-merge-identifies-other",
         "A3.6/A3.7: a merge refused by the cap marks other's person identified too",
         "worker/identity/reference.py",
-        "            refuse(WarningKind.MERGE_LIMIT_EXCEEDED)\n            person = mine\n"
+        "            refuse(WarningKind.MERGE_LIMIT_EXCEEDED)\n            person = into_person\n"
         "        else:",
-        "            refuse(WarningKind.MERGE_LIMIT_EXCEEDED)\n            person = mine\n"
-        "            theirs.is_identified = True\n        else:",
+        "            refuse(WarningKind.MERGE_LIMIT_EXCEEDED)\n            person = into_person\n"
+        "            other_person.is_identified = True\n        else:",
     ),
     Mutant(
         "refused-join-identifies-other",
         "A3.7: a join refused by the cap marks the full person identified",
         "worker/identity/reference.py",
-        "                refuse(WarningKind.MERGE_LIMIT_EXCEEDED)\n                person = mine\n",
-        "                refuse(WarningKind.MERGE_LIMIT_EXCEEDED)\n                person = mine\n"
+        "                refuse(WarningKind.MERGE_LIMIT_EXCEEDED)\n                person = into_person\n",
+        "                refuse(WarningKind.MERGE_LIMIT_EXCEEDED)\n                person = into_person\n"
         "                target.is_identified = True\n",
     ),
     Mutant(
         "refused-merge-lands-on-other",
         "A3.6: an identify refused by the guard is processed on other's person",
         "worker/identity/reference.py",
-        "refuse(WarningKind.CANNOT_MERGE_ALREADY_IDENTIFIED)\n            person = mine",
-        "refuse(WarningKind.CANNOT_MERGE_ALREADY_IDENTIFIED)\n            person = theirs",
+        "refuse(WarningKind.CANNOT_MERGE_ALREADY_IDENTIFIED)\n            person = into_person",
+        "refuse(WarningKind.CANNOT_MERGE_ALREADY_IDENTIFIED)\n            person = other_person",
     ),
     Mutant(
         "illegal-other-identifies",
