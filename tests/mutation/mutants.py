@@ -81,8 +81,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "refused-join-identifies-other",
         "A3.7: a join refused by the cap marks the full person identified",
         "worker/identity/reference.py",
-        "                refuse(WarningKind.MERGE_LIMIT_EXCEEDED)\n                person = into_person\n",
-        "                refuse(WarningKind.MERGE_LIMIT_EXCEEDED)\n                person = into_person\n"
+        "                refuse(WarningKind.MERGE_LIMIT_EXCEEDED)\n"
+        "                person = into_person\n",
+        "                refuse(WarningKind.MERGE_LIMIT_EXCEEDED)\n"
+        "                person = into_person\n"
         "                target.is_identified = True\n",
     ),
     Mutant(

@@ -62,6 +62,9 @@ class Unbuffered:
     def ack(self, tenant: str, event_uuids: Sequence[str]) -> None:
         self.acked.extend(event_uuids)
 
+    def forget(self, tenant: str, sources: Sequence[str]) -> None:
+        self.reference.forget(tenant, sources)
+
     def buffered_tenants(self) -> list[str]:
         return []
 

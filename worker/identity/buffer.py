@@ -95,6 +95,9 @@ class Released:
     ingested_ms: int
     payload: bytes
     resolution: Resolution
+    released_ms: int = 0
+    """When the entry was first released (its wait is ``released_ms - ingested_ms``); a
+    redelivery keeps the first release's time and resolution, so its outputs repeat."""
 
 
 @dataclass(frozen=True, slots=True)

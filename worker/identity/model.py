@@ -124,6 +124,12 @@ class IdentityEvent:
     """Set on a bufferable event (a backend event that merges nothing, contract A8): it may
     wait in the buffer, which keeps this payload and hands it back on release. The identity
     rules ignore it; a store without a buffer applies the event at once."""
+    source: str | None = None
+    """Where the event came from: its input message's position (``topic/partition/offset``,
+    ``#i`` appended for element ``i`` of a message holding several events), or ``None``. A
+    store keeps a receipt of what it answered for a source until the pipeline says the input
+    is committed (``BufferingStore.forget``), and answers a replay of that source from the
+    receipt, without applying it again (contract A12)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +200,10 @@ class Resolution:
     person_version: int | None = None
     """The version of the person after this event (full mode only): it grows with every
     change, so consumers of person changes can ignore stale records."""
+    person_changed: bool = False
+    """The event created its person or moved its version (full mode only): the person's new
+    state is announced on the person-changes topic. Part of the answer, so a replay (answered
+    from the store's receipt) announces exactly what the first run did."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,6 +122,9 @@ class ReferenceStore:
     def ack(self, tenant: str, event_uuids: Sequence[str]) -> None:
         self._state(tenant).buffer.ack(event_uuids)
 
+    def forget(self, tenant: str, sources: Sequence[str]) -> None:
+        """Receipts are not kept yet: nothing to forget."""
+
     def buffered_tenants(self) -> list[str]:
         """Tenants that were ever given a bufferable event while the buffer was on."""
         return sorted(self._buffered_tenants)

@@ -54,6 +54,10 @@ class BatchProcessor:
     def process(self, batch: Sequence[RawMessage]) -> BatchOutcome:
         raise NotImplementedError
 
+    def committed(self) -> None:
+        """The batch the last ``process`` returned is committed (e.g. drop its replay
+        receipts). Failures here must not raise: the batch stays committed."""
+
     def housekeeping(self) -> BatchStats | None:
         """Periodic work between batches (buffer releases); may raise ``TransientError``.
         Returns what it did, if anything."""
@@ -114,6 +118,7 @@ class Runner:
                     committing = True
                     self._source.commit(outcome.next_offsets)
                     committing = False
+                    self._processor.committed()
                     if self._observer:
                         elapsed = self._clock.monotonic() - started
                         self._observer.batch_done(len(batch), elapsed, outcome.stats)

@@ -234,6 +234,9 @@ class RedisIdentityStore:
         )
         return released
 
+    def forget(self, tenant: str, sources: Sequence[str]) -> None:
+        """Receipts are not kept yet: nothing to forget."""
+
     def ack(self, tenant: str, event_uuids: Sequence[str]) -> None:
         """Forget released entries: their outputs are written. Idempotent."""
         if not event_uuids:
