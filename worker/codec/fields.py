@@ -271,6 +271,18 @@ def timestamp_or_ignored(
         return received_at_ms, exc.message
 
 
+MISSING_TIMESTAMP: Final = "timestamp is missing: the Kafka message timestamp is used"
+"""The reason of the ``ignored_invalid_timestamp`` warning for an event that has no time."""
+
+
+def event_time(value: Any, received_at_ms: int | None, field: str) -> tuple[int, str | None]:
+    """``timestamp_or_ignored``, except that a missing timestamp is flagged too: the receive
+    time (the Kafka message timestamp) and ``MISSING_TIMESTAMP``."""
+    if value is None and received_at_ms is not None:
+        return received_at_ms, MISSING_TIMESTAMP
+    return timestamp_or_ignored(value, received_at_ms, field)
+
+
 def opt_timestamp_ms(value: Any, field: str) -> int | None:
     return None if value is None else as_timestamp_ms(value, field)
 

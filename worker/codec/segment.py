@@ -21,6 +21,7 @@ from worker.codec.fields import (
     as_str,
     check_values,
     derive_uuid,
+    event_time,
     first_tenant,
     get_path,
     opt_id,
@@ -29,7 +30,6 @@ from worker.codec.fields import (
     opt_timestamp_ms,
     property_updates,
     require_tenant,
-    timestamp_or_ignored,
 )
 from worker.identity.model import EventKind
 
@@ -100,7 +100,7 @@ def decode_segment(
     properties = opt_object(obj.get("properties"), "properties")
     check_values(traits, "traits")
     check_values(properties, "properties")
-    timestamp_ms, ignored = timestamp_or_ignored(timestamp, received_at_ms, "timestamp")
+    timestamp_ms, ignored = event_time(timestamp, received_at_ms, "timestamp")
     return InputEvent(
         tenant=require_tenant(first_tenant(obj, tenant_fields), tenant_fallback, tenant_fields),
         kind=kind,
