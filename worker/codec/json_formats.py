@@ -6,7 +6,8 @@ The dialect is named (a message header, the topic's setting, ``JsonOptions.diale
 1. ``data`` is a string and there is no ``event`` → PostHog (capture's ``RawEventMessage``);
 2. ``userId``, ``anonymousId`` or ``previousId`` present → Segment;
 3. ``userID`` present → LogRocket;
-4. ``keys`` is an object, or ``body`` is an object → Schematic;
+4. ``keys`` is an object, ``body`` is an object, or ``event`` beside a ``user`` object →
+   Schematic;
 5. ``environment`` present → Altertable;
 6. ``type`` is ``track``/``identify``/``alias`` and either ``tenant`` is present or ``event`` is
    not one of PostHog's ``$identify``/``$create_alias``/``$merge_dangerously`` → ours (the

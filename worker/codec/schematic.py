@@ -72,8 +72,11 @@ def user_ids(keys: Any, field: str) -> list[str]:
 
 
 def is_schematic(obj: Mapping[str, Any]) -> bool:
-    """A body with ``keys``, or the event API's envelope with a ``body``."""
-    return isinstance(obj.get("keys"), dict) or isinstance(obj.get("body"), dict)
+    """A body with ``keys`` (identify) or with ``event`` and a ``user`` object (track), or the
+    event API's envelope with a ``body``."""
+    if isinstance(obj.get("keys"), dict) or isinstance(obj.get("body"), dict):
+        return True
+    return "event" in obj and isinstance(obj.get("user"), dict)
 
 
 def _call(obj: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
