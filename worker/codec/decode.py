@@ -125,8 +125,8 @@ def decode_message(
     """Decode a message that holds one event into an ``InputEvent``.
 
     Raises ``DecodeError`` for input that can never be decoded (the first bad element of a
-    batch), or that holds several events (use ``decode_messages``), and ``SchemaRegistryUnavailableError`` when a writer schema
-    cannot be fetched right now.
+    batch), or that holds several events (use ``decode_messages``), and
+    ``SchemaRegistryUnavailableError`` when a writer schema cannot be fetched right now.
     """
     items = _decode(value, key, headers, source_ref, options, received_at_ms, None)
     for item in items:
