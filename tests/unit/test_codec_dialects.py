@@ -18,7 +18,7 @@ from worker.codec import (
 )
 from worker.codec.fields import MISSING_TIMESTAMP, derive_uuid
 from worker.codec.json_formats import JsonDialect, detect_dialect
-from worker.identity.model import EventKind, PropertyUpdates
+from worker.identity.model import EventKind, PropertyUpdates, WarningKind
 
 TS = "2024-05-01T12:00:00Z"
 TS_MS = 1_714_564_800_000
@@ -53,6 +53,14 @@ def events(obj: Any, **kwargs: Any) -> list[InputEvent]:
 def one(obj: Any, **kwargs: Any) -> InputEvent:
     (event,) = events(obj, **kwargs)
     return event
+
+
+def missing_warned(e: InputEvent) -> bool:
+    (warning,) = e.warnings
+    return warning.kind is WarningKind.IGNORED_INVALID_TIMESTAMP and warning.details == {
+        "reason": MISSING_TIMESTAMP,
+        "now_ms": str(KAFKA_MS),
+    }
 
 
 def error(obj: Any, **kwargs: Any) -> DecodeError:
@@ -115,7 +123,7 @@ def test_altertable_track_and_alias() -> None:
 def test_altertable_without_a_timestamp_takes_the_kafka_time_and_says_so() -> None:
     e = one({k: v for k, v in ALTERTABLE_IDENTIFY.items() if k != "timestamp"})
     assert e.timestamp_ms == KAFKA_MS
-    assert e.ignored_timestamp == MISSING_TIMESTAMP
+    assert missing_warned(e)
 
 
 def test_a_batch_yields_each_element_in_order_and_a_bad_one_alone() -> None:
@@ -163,7 +171,7 @@ def test_seerstack_identify_sets_attributes_email_and_name() -> None:
         "name": "Grace Hopper",
     }
     assert e.tenant == "acme"
-    assert e.ignored_timestamp == MISSING_TIMESTAMP
+    assert missing_warned(e)
 
 
 def test_seerstack_needs_email_or_name() -> None:
@@ -298,6 +306,7 @@ def test_schematic_track_and_upsert_user_and_the_event_api_envelope() -> None:
     assert track.properties == {"company": {"id": "c"}, "quantity": 2}
     assert track.timestamp_ms == TS_MS
     assert track.ignored_timestamp is None
+    assert track.warnings == ()
     assert track.uuid == derive_uuid("schematic:k-1")
     upsert = one({"type": "upsert_user", "body": {"keys": {"id": "1"}, "name": "A"}})
     assert (upsert.kind, dict(upsert.updates.set)) == (EventKind.IDENTIFY, {"name": "A"})
@@ -387,8 +396,10 @@ def test_posthog_process_person_profile() -> None:
 
 
 def test_segment_without_a_timestamp_takes_the_kafka_time_and_says_so() -> None:
-    e = one({"type": "identify", "userId": "u", "writeKey": "wk"})
-    assert (e.timestamp_ms, e.ignored_timestamp) == (KAFKA_MS, MISSING_TIMESTAMP)
+    e = one({"type": "identify", "userId": "u", "writeKey": "wk", "sentAt": TS})
+    assert (e.timestamp_ms, e.ignored_timestamp) == (KAFKA_MS, None)
+    assert missing_warned(e)
+    assert e.sent_at_ms is None  # no skew correction for a time that is not the client's
 
 
 # --- dialect choice ---------------------------------------------------------------------------

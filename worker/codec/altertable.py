@@ -94,7 +94,7 @@ def decode_altertable(
     properties = opt_object(obj.get("properties"), "properties")
     check_values(traits, "traits")
     check_values(properties, "properties")
-    timestamp_ms, ignored = event_time(obj.get("timestamp"), received_at_ms, "timestamp")
+    timestamp_ms, ignored, warnings = event_time(obj.get("timestamp"), received_at_ms, "timestamp")
     tenant = require_tenant(first_tenant(obj, tenant_fields), tenant_fallback, tenant_fields)
     raw_uuid = obj.get("uuid")
     return InputEvent(
@@ -104,7 +104,7 @@ def decode_altertable(
         distinct_id=distinct_id,
         event=event,
         timestamp_ms=timestamp_ms,
-        sent_at_ms=opt_timestamp_ms(obj.get("sent_at"), "sent_at"),
+        sent_at_ms=None if warnings else opt_timestamp_ms(obj.get("sent_at"), "sent_at"),
         other_id=other_id,
         merge_dangerously=False,
         process_person=True,
@@ -113,4 +113,5 @@ def decode_altertable(
         updates=property_updates(traits, None, ()),
         raw_format="json",
         ignored_timestamp=ignored,
+        warnings=warnings,
     )

@@ -103,7 +103,7 @@ def decode_logrocket(
     if len(user_id) > MAX_CHARS:
         raise _too_large("userID", "userID")
     to_set, unset = _updates(obj)
-    timestamp_ms, ignored = event_time(obj.get("timestamp"), received_at_ms, "timestamp")
+    timestamp_ms, ignored, warnings = event_time(obj.get("timestamp"), received_at_ms, "timestamp")
     return InputEvent(
         tenant=require_tenant(first_tenant(obj, tenant_fields), tenant_fallback, tenant_fields),
         kind=EventKind.IDENTIFY,
@@ -120,4 +120,5 @@ def decode_logrocket(
         updates=property_updates(to_set, None, unset),
         raw_format="json",
         ignored_timestamp=ignored,
+        warnings=warnings,
     )

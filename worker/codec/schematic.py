@@ -129,8 +129,8 @@ def decode_schematic(
     timestamp = body.get("timestamp", obj.get("timestamp"))
     sent_at = opt_timestamp_ms(obj.get("sent_at"), "sent_at")
     if timestamp is None and sent_at is not None:
-        timestamp = sent_at
-    timestamp_ms, ignored = event_time(timestamp, received_at_ms, "timestamp")
+        timestamp, sent_at = sent_at, None  # the send time is the event time
+    timestamp_ms, ignored, warnings = event_time(timestamp, received_at_ms, "timestamp")
     idempotency_key = opt_str(obj.get("idempotency_key"), "idempotency_key")
     uuid = derive_uuid(f"schematic:{idempotency_key}" if idempotency_key else source_ref)
     first = InputEvent(
@@ -149,6 +149,7 @@ def decode_schematic(
         updates=updates,
         raw_format="json",
         ignored_timestamp=ignored,
+        warnings=warnings,
     )
     if kind is not EventKind.IDENTIFY:
         return [first]
@@ -162,6 +163,7 @@ def decode_schematic(
                 properties={},
                 updates=PropertyUpdates(),
                 ignored_timestamp=None,
+                warnings=(),
                 derived=True,
             )
             for other in ids[2:]

@@ -77,7 +77,7 @@ def decode_seerstack(
         traits = _traits(obj)
     check_values(traits, "attributes")
     check_values(properties, "properties")
-    timestamp_ms, ignored = event_time(obj.get("timestamp"), received_at_ms, "timestamp")
+    timestamp_ms, ignored, warnings = event_time(obj.get("timestamp"), received_at_ms, "timestamp")
     return InputEvent(
         tenant=require_tenant(first_tenant(obj, tenant_fields), tenant_fallback, tenant_fields),
         kind=kind,
@@ -94,4 +94,5 @@ def decode_seerstack(
         updates=property_updates(traits, None, ()),
         raw_format="json",
         ignored_timestamp=ignored,
+        warnings=warnings,
     )
