@@ -432,3 +432,24 @@ def test_header_beats_topic_setting_beats_detection() -> None:
     header = [("event-format", b"posthog")]
     assert one(payload, topic="seer", options=options, headers=header).distinct_id == "d"
     assert error(payload, headers=[("event-format", b"mixpanel")]).reason == "invalid_field"
+
+
+def test_settings_name_dialects_per_topic_and_the_person_property_list() -> None:
+    from pydantic import ValidationError
+
+    from tests.unit.test_orchestrator import MemorySink, Unbuffered
+    from worker.app import build_pipeline
+    from worker.clock import ManualClock
+    from worker.codec.avro import AvroCodec
+    from worker.config import Settings
+
+    settings = Settings(
+        formats={"topic_dialects": {"seer": "seerstack"}, "posthog_person_properties": ["$os"]},  # type: ignore[arg-type]
+    )
+    assert settings.formats.topic_dialects == {"seer": "seerstack"}
+    with pytest.raises(ValidationError):
+        Settings(formats={"topic_dialects": {"seer": "mixpanel"}})  # type: ignore[arg-type]
+    pipeline = build_pipeline(settings, Unbuffered(), MemorySink(), AvroCodec(), ManualClock(0))
+    options = pipeline._decoder.options
+    assert options.topic_dialects == {"seer": "seerstack"}
+    assert options.json.posthog_person_properties == ("$os",)
