@@ -320,7 +320,11 @@ def cmd_buffer_stats(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
-    return run_demo(_settings(args), events=args.events)
+    settings = _settings(args)
+    if args.config:
+        # the worker the demo starts reads the same file
+        os.environ[CONFIG_FILE_ENV] = str(args.config)
+    return run_demo(settings, events=args.events)
 
 
 def _time_ms(text: str) -> int:

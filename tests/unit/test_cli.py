@@ -7,6 +7,7 @@ real failure of the real clients, not a stand-in.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -300,3 +301,33 @@ def test_ops_clients_get_the_consumer_and_producer_options() -> None:
     assert "fetch.min.bytes" not in admin
     assert "linger.ms" not in admin
     assert admin["security.protocol"] == "SSL"
+
+
+def test_replay_times_accept_epoch_iso_and_ages() -> None:
+    import time
+
+    from worker.cli import _time_ms
+
+    assert _time_ms("1700000000000") == 1_700_000_000_000
+    assert _time_ms("2023-11-14T22:13:20Z") == 1_700_000_000_000
+    assert _time_ms("2023-11-14T22:13:20") == 1_700_000_000_000  # UTC unless it says
+    two_hours_ago = _time_ms("2h")
+    assert abs(two_hours_ago - (time.time() - 7200) * 1000) < 60_000
+    with pytest.raises(argparse.ArgumentTypeError):
+        _time_ms("yesterday")
+
+
+def test_progress_line_has_rate_and_eta() -> None:
+    import io
+
+    from worker.ops.progress import Progress
+
+    now = [100.0]
+    out = io.StringIO()
+    bar = Progress(out, 1000, "replay", clock=lambda: now[0], every_seconds=1.0)
+    now[0] = 110.0
+    bar.advance(250)  # 25/s, 750 left
+    line = out.getvalue().strip()
+    assert line.startswith("replay: 250/1000  25.0%")
+    assert "25/s" in line
+    assert "ETA 30s" in line
