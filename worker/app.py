@@ -24,7 +24,6 @@ from worker.pipeline.delivery import Delivery
 from worker.pipeline.emit import Emitter
 from worker.pipeline.orchestrator import BatchPipeline
 from worker.pipeline.outputs import OutputContext
-from worker.pipeline.person_changes import AnnouncedVersions
 from worker.pipeline.ports import Sink
 from worker.pipeline.releaser import BufferReleaser
 from worker.pipeline.runner import Runner
@@ -131,7 +130,6 @@ def build_pipeline(
     outputs = OutputContext(
         encoder=OutputEncoder(settings.formats.output, avro),
         topics=topics,
-        announced=AnnouncedVersions(),
     )
     delivery = Delivery(sink, topics.dead_letters, settings.batch.shutdown_timeout_seconds)
     emitter = Emitter(store=store, decoder=decoder, outputs=outputs, delivery=delivery, clock=clock)

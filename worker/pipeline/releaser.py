@@ -3,15 +3,22 @@
 At most every ``interval_seconds`` (``buffer.release_interval_seconds``), in every tenant that
 buffers: the store releases due events and expired leases (``release_due``, at most
 ``batch_size`` per tenant), the ``Emitter`` delivers their outputs and acknowledges them. The
-buffer's depth and oldest age are sampled on the way, for the gauges.
+buffer's depth and oldest age are sampled on the way, for the gauges. A tenant whose release
+fails for good (not a ``TransientError``) is logged and skipped until the next sweep, so it never
+stops the worker.
 """
 
 from __future__ import annotations
 
+import logging
+
 from worker.clock import Clock
+from worker.errors import TransientError
 from worker.observability.status import BatchStats
 from worker.pipeline.emit import Emitter
 from worker.store.base import BufferingStore, Released
+
+log = logging.getLogger(__name__)
 
 
 class BufferReleaser:
@@ -41,7 +48,13 @@ class BufferReleaser:
         stats = BatchStats(buffer_events=0, buffer_oldest_age_seconds=0.0)
         released: dict[str, list[Released]] = {}
         for tenant in self._store.buffered_tenants():
-            freed = self._store.release_due(tenant, now_ms, self._batch_size)
+            try:
+                freed = self._store.release_due(tenant, now_ms, self._batch_size)
+            except TransientError:
+                raise
+            except Exception as exc:  # one tenant's buffer never stops the worker
+                log.error("buffer release of tenant %s failed: %r", tenant, exc)
+                continue
             if freed:
                 released[tenant] = freed
             buffered = self._store.buffer_stats(tenant, now_ms)
