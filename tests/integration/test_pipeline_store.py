@@ -94,4 +94,5 @@ def test_an_event_the_script_refuses_is_dead_lettered_and_the_batch_goes_on(
     for d in [*ids, "after"]:
         if d != "u6":
             person = persons[d]
-            assert person is not None and person.person_id == person_id_for("t", d)
+            assert person is not None
+            assert person.person_id == person_id_for("t", d)

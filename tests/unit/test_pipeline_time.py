@@ -1,7 +1,7 @@
-""""Now" for an event is its message's Kafka timestamp, so a replay or a lagging worker writes the
-same records; each event names its source; receipts are forgotten once the batch is committed;
-released events are stamped with their first release; buffered payloads are read back as our
-native JSON whatever the configured tenant fields."""
+"""The "now" of an event is its message's Kafka timestamp, so a replay or a lagging worker
+writes the same records; each event names its source; receipts are forgotten once the batch is
+committed; released events are stamped with their first release; buffered payloads are read
+back as our native JSON whatever the configured tenant fields."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ SENT = T0 - 20_000
 """the Kafka timestamp of the messages: they were produced 20 s before the clock's T0"""
 
 
-def at(offset: int, value: bytes, stamp: int | None = SENT, topic: str = TOPICS.track) -> RawMessage:
+def at(
+    offset: int, value: bytes, stamp: int | None = SENT, topic: str = TOPICS.track
+) -> RawMessage:
     return RawMessage(topic, 0, offset, b"k", value, (), stamp)
 
 
@@ -64,7 +66,8 @@ def run(clock_ms: int, messages: Sequence[RawMessage]) -> MemorySink:
 
 def test_a_replay_hours_later_writes_the_same_records() -> None:
     first, later = run(T0, BATCH), run(T0 + 5 * HOUR, BATCH)
-    assert first.on(TOPICS.overrides) and first.on(TOPICS.person_changes)
+    assert first.on(TOPICS.overrides)
+    assert first.on(TOPICS.person_changes)
     assert first.on(TOPICS.warnings)
     assert first.delivered == later.delivered
 
