@@ -2,7 +2,8 @@
 
 Shared by the batch orchestrator (events the batch's store calls released) and the buffer
 releaser (events whose wait is over). Released entries are acknowledged in the store only once
-Kafka acknowledged their outputs; a failed ack is only logged: the lease expires and the
+Kafka acknowledged their outputs (with exactly-once outputs: once the transaction holding them
+is committed, ``acknowledge``); a failed ack is only logged: the lease expires and the
 entries are released again (at least once). A redelivered entry carries the resolution and the
 release time of its first release (``Released.released_ms``), so its outputs repeat exactly:
 they are stamped with that time, and its wait is ``released_ms - ingested_ms``. An exception
@@ -38,12 +39,15 @@ class Emitter:
         outputs: OutputContext,
         delivery: Delivery,
         clock: Clock,
+        acks_after_commit: bool = False,
     ) -> None:
         self._store = store
         self._decoder = decoder
         self._outputs = outputs
         self._delivery = delivery
         self._clock = clock
+        self._acks_after_commit = acks_after_commit
+        self._unacked: dict[str, list[Released]] = {}
 
     def emit(
         self,
@@ -59,7 +63,22 @@ class Emitter:
             everything.extend(self.released_outputs(freed, now_ms, stats))
         delivered = self._delivery.deliver(everything)
         account(delivered, stats, self._clock.now_ms())
-        self._ack(released)
+        if self._acks_after_commit:
+            for tenant, freed in released.items():
+                self._unacked.setdefault(tenant, []).extend(freed)
+        else:
+            self._ack(released)
+
+    def acknowledge(self) -> None:
+        """With ``acks_after_commit`` (exactly-once outputs): the outputs of the released
+        entries emitted since the last call are committed; acknowledge the entries now."""
+        unacked, self._unacked = self._unacked, {}
+        self._ack(unacked)
+
+    def discard(self) -> None:
+        """The outputs emitted since the last ``acknowledge`` were aborted: keep their entries
+        (their leases expire and they are released again)."""
+        self._unacked = {}
 
     def released_outputs(
         self, freed: Sequence[Released], now_ms: int, stats: BatchStats

@@ -68,6 +68,7 @@ class BatchPipeline(BatchProcessor):
 
     def process(self, batch: Sequence[RawMessage]) -> BatchOutcome:
         self._sources = {}
+        self._emitter.discard()  # a failed attempt's outputs were aborted (exactly-once)
         now_ms = self._clock.now_ms()
         stats = BatchStats()
         outs: list[Output] = []
@@ -92,6 +93,7 @@ class BatchPipeline(BatchProcessor):
     def committed(self) -> None:
         """Drop the replay receipts of the committed batch's events; a failure is only
         logged (receipts expire on their own)."""
+        self._emitter.acknowledge()  # released entries, with exactly-once outputs
         sources, self._sources = self._sources, {}
         for tenant, refs in sources.items():
             try:

@@ -63,3 +63,12 @@ class Sink(Protocol):
         """Produce ``record`` in a request of its own (the queue must be empty) and wait for
         it: tells whether this record itself is too large, not a neighbour in its batch."""
         ...
+
+
+class OutputTransaction(Protocol):
+    """Outputs produced outside a batch (a buffer sweep) made visible, or dropped, at once
+    (``delivery.exactly_once``; ``worker.kafka.transactions.ReleaseTransaction``)."""
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...

@@ -3,7 +3,9 @@
 At most every ``interval_seconds`` (``buffer.release_interval_seconds``), in every tenant that
 buffers: the store releases due events and expired leases (``release_due``, at most
 ``batch_size`` per tenant), the ``Emitter`` delivers their outputs and acknowledges them. The
-buffer's depth and oldest age are sampled on the way, for the gauges. A tenant whose release
+buffer's depth and oldest age are sampled on the way, for the gauges. With exactly-once outputs
+(a ``transaction``), the sweep's outputs are committed in a transaction of their own before the
+entries are acknowledged. A tenant whose release
 fails for good (not a ``TransientError``) is logged and skipped until the next sweep, so it never
 stops the worker.
 """
@@ -16,6 +18,7 @@ from worker.clock import Clock
 from worker.errors import TransientError
 from worker.observability.status import BatchStats
 from worker.pipeline.emit import Emitter
+from worker.pipeline.ports import OutputTransaction
 from worker.store.base import BufferingStore, Released
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ class BufferReleaser:
         clock: Clock,
         batch_size: int,
         interval_seconds: float,
+        transaction: OutputTransaction | None = None,
     ) -> None:
         self._store = store
         self._emitter = emitter
@@ -37,6 +41,7 @@ class BufferReleaser:
         self._batch_size = batch_size
         self._interval = interval_seconds
         self._next_release = 0.0
+        self._transaction = transaction
 
     def release(self) -> BatchStats | None:
         """One sweep when it is due (else ``None``): what it released and sampled. May raise
@@ -62,5 +67,15 @@ class BufferReleaser:
             if buffered.oldest_age_ms is not None:
                 age = buffered.oldest_age_ms / 1000
                 stats.buffer_oldest_age_seconds = max(stats.buffer_oldest_age_seconds or 0, age)
-        self._emitter.emit([], released, now_ms, stats)
+        if self._transaction is None:
+            self._emitter.emit([], released, now_ms, stats)
+            return stats
+        try:
+            self._emitter.emit([], released, now_ms, stats)
+            self._transaction.commit()
+        except BaseException:
+            self._emitter.discard()
+            self._transaction.abort()
+            raise
+        self._emitter.acknowledge()
         return stats
