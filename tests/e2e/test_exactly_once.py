@@ -43,7 +43,7 @@ def read(consumer: Consumer, seen: Counter[str], until: int, timeout: float) -> 
     while len(seen) < until and time.monotonic() < deadline:
         for message in consumer.consume(num_messages=1000, timeout=0.5):
             if message.error() is None:
-                seen[json.loads(message.value())["uuid"]] += 1
+                seen[json.loads(message.value() or b"")["uuid"]] += 1
 
 
 def test_read_committed_consumers_see_every_event_once_across_kill_9(
