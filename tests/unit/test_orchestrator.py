@@ -101,6 +101,11 @@ class MemorySink:
         self.delivered: list[OutputRecord] = []
         self._pending: list[tuple[OutputRecord, int]] = []
 
+    transactional = False
+
+    def abort_transaction(self, timeout: float) -> None:
+        raise InternalError("not a transactional sink")
+
     def produce(self, record: OutputRecord, tag: int = 0) -> None:
         self._pending.append((record, tag))
 

@@ -15,6 +15,7 @@ from worker.config import Settings
 from worker.errors import KafkaUnavailableError
 from worker.identity.buffer import BufferPolicy
 from worker.identity.reference import ReferenceStore
+from worker.kafka.records import DeliveryFailure, OutputRecord
 from worker.pipeline.orchestrator import BatchPipeline
 
 
@@ -86,3 +87,56 @@ def test_a_failed_buffer_sweep_aborts_and_keeps_its_entries() -> None:
     assert transaction.commits == 0
     assert store.buffer_stats("t", T0 + 61_000).leased == 1  # released again after its lease
     assert sink.on(TOPICS.enriched) == []
+
+
+class TransactionalSink(MemorySink):
+    """``MemorySink`` with transactions as a broker keeps them: acknowledged records stay in
+    the open transaction until ``commit``; a failed record dooms it (produce fails until it is
+    aborted)."""
+
+    transactional = True
+
+    def __init__(self, limits: dict[str, int]) -> None:
+        super().__init__(limits)
+        self.open: list[OutputRecord] = []
+        self.doomed = False
+        self.aborts = 0
+
+    def produce(self, record: OutputRecord, tag: int = 0) -> None:
+        if self.doomed:
+            raise KafkaUnavailableError("the transaction must be aborted")
+        super().produce(record, tag)
+
+    def flush(self, timeout: float) -> list[DeliveryFailure]:
+        before = len(self.delivered)
+        failures = super().flush(timeout)
+        self.open += self.delivered[before:]
+        del self.delivered[before:]
+        self.doomed = self.doomed or bool(failures)
+        return failures
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.open, self.doomed = [], False
+        self.aborts += 1
+
+    def commit(self) -> None:
+        assert not self.doomed
+        self.delivered += self.open
+        self.open = []
+
+
+def test_an_output_too_large_in_a_transaction_is_dead_lettered_once() -> None:
+    sink = TransactionalSink(limits={TOPICS.enriched: 2000})
+    settings = Settings(buffer={"enabled": False})  # type: ignore[arg-type]
+    work = build_pipeline(settings, Unbuffered(), sink, AvroCodec(), ManualClock(T0), Transaction())
+    large = event("track", "large", properties={"blob": "x" * 5000})
+    batch = [at(0, event("track", "a")), at(1, large), at(2, event("track", "b"))]
+    outcome = work.process(batch)
+    sink.commit()  # what the runner's commit does, with the offsets
+
+    assert sink.aborts >= 1
+    assert [e["distinct_id"] for e in sink.json(TOPICS.enriched)] == ["a", "b"]
+    (dead,) = sink.on(TOPICS.dead_letters)
+    assert dead.value == large
+    assert len(sink.on(TOPICS.person_changes)) == 3  # each once, the large input's too
+    assert outcome.stats.dead_letters == {"output_too_large": 1}

@@ -3,7 +3,9 @@
 An output too large for its topic does not stop the partition: its input message becomes a dead
 letter (``output_too_large``) instead of all that input's outputs. Any other failure raises
 ``KafkaUnavailableError`` (nothing may be committed). Outputs are produced with their position
-as the tag, so each failure names its output exactly.
+as the tag, so each failure names its output exactly. With a transactional sink (exactly-once
+outputs) a failed record dooms the transaction: it is aborted and the batch's outputs, less the
+records too large and plus the dead letters, are produced again in a new one.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class Delivery:
         failures = self._sink.flush(self._timeout)
         if not failures:
             return list(outs)
+        if self._sink.transactional:
+            return self._deliver_again(outs, failures)
         lost: set[int] = set()
         dead: dict[RawMessage, Output] = {}  # by input message
         for failure in failures:
@@ -58,6 +62,38 @@ class Delivery:
             if undelivered is not None:
                 raise KafkaUnavailableError(f"dead-letter delivery failed: {undelivered.reason}")
         return [out for tag, out in enumerate(outs) if tag not in lost] + list(dead.values())
+
+    def _deliver_again(
+        self, outs: Sequence[Output], failures: Sequence[DeliveryFailure]
+    ) -> list[Output]:
+        """Transactional sink: a failed record dooms its transaction, so it is aborted; each
+        failed record is tried alone in a transaction of its own (aborted too), then every
+        output but the records too large, plus the dead letters of their inputs, is produced
+        again in a fresh transaction."""
+        self._sink.abort_transaction(self._timeout)
+        lost: set[int] = set()
+        dead: dict[RawMessage, Output] = {}
+        for failure in failures:
+            out = self._output_of(failure, outs)
+            alone = self._sink.produce_alone(failure.record, self._timeout, failure.tag)
+            self._sink.abort_transaction(self._timeout)
+            if alone is None:
+                continue
+            if not alone.too_large or out.kind is OutputKind.DEAD_LETTER:
+                raise KafkaUnavailableError(
+                    f"delivery to {failure.record.topic} failed: {alone.reason}"
+                )
+            lost.add(failure.tag)
+            dead.setdefault(out.source, self._too_large(out, alone))
+        kept = [out for tag, out in enumerate(outs) if tag not in lost] + list(dead.values())
+        for tag, out in enumerate(kept):
+            self._sink.produce(out.record, tag)
+        again = self._sink.flush(self._timeout)
+        if again:
+            raise KafkaUnavailableError(
+                f"delivery to {again[0].record.topic} failed again: {again[0].reason}"
+            )
+        return kept
 
     @staticmethod
     def _output_of(failure: DeliveryFailure, outs: Sequence[Output]) -> Output:

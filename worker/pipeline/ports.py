@@ -53,6 +53,16 @@ class Sink(Protocol):
     ``TransientError`` when some records stay unacknowledged.
     """
 
+    @property
+    def transactional(self) -> bool:
+        """Records are written in transactions (exactly-once outputs): a failed record dooms
+        the open transaction, which must then be aborted (``abort_transaction``)."""
+        ...
+
+    def abort_transaction(self, timeout: float) -> None:
+        """Drop the records of the open transaction (nothing if none is open)."""
+        ...
+
     def produce(self, record: OutputRecord, tag: int = 0) -> None: ...
 
     def flush(self, timeout: float) -> list[DeliveryFailure]: ...
