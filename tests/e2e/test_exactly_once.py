@@ -6,14 +6,17 @@ between a batch's writes and its offset commit replays the batch)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections import Counter
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Message
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 
-from tests.e2e.harness import e2e_settings, produce, worker_process
+from tests.e2e.harness import e2e_settings, produce, running_worker, worker_process
 from worker.config import Settings
 
 pytestmark = pytest.mark.e2e
@@ -102,3 +105,62 @@ def test_read_committed_consumers_see_every_event_once_across_kill_9(
     assert set(seen) == set(uuids)
     duplicated = {u: n for u, n in seen.items() if n > 1}
     assert duplicated == {}
+
+
+def test_an_output_too_large_in_a_transaction_becomes_a_dead_letter(
+    kafka_bootstrap: str, redis_url: str
+) -> None:
+    """The broker refuses a record too large for its topic, which dooms the transaction: the
+    batch's outputs are written again without it, its input is dead-lettered, and nothing is
+    seen twice by a read_committed consumer."""
+    name = f"eos-big-{uuid.uuid4().hex[:8]}"
+    settings = e2e_settings(
+        kafka_bootstrap,
+        redis_url,
+        name,
+        delivery={"exactly_once": True},
+        buffer={"enabled": False},
+    )
+    topics = settings.topics
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    limit = ConfigEntry("max.message.bytes", "2048", incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource("topic", topics.enriched, incremental_configs=[limit])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
+
+    def track(distinct_id: str, blob: str) -> tuple[str, bytes, bytes]:
+        body = {
+            "type": "track",
+            "tenant": "big",
+            "uuid": str(uuid.uuid4()),
+            "event": "e",
+            "distinct_id": distinct_id,
+            "timestamp": T0,
+            "properties": {"blob": blob},
+        }
+        return topics.track, b"big:k", json.dumps(body).encode()
+
+    large = track("heavy", os.urandom(3000).hex())  # 6 KB of incompressible text
+    small = [track(f"light-{i}", "x") for i in range(5)]
+    consumer = committed_reader(settings)
+    consumer.subscribe([topics.enriched, topics.dead_letters])
+    seen: Counter[str] = Counter()
+    letters: list[Message] = []
+    try:
+        with running_worker(settings):
+            produce(settings, [small[0], large, *small[1:]])
+            deadline = time.monotonic() + 60
+            while (len(seen) < 5 or not letters) and time.monotonic() < deadline:
+                for message in consumer.consume(num_messages=100, timeout=0.5):
+                    if message.error() is not None:
+                        continue
+                    if message.topic() == topics.dead_letters:
+                        letters.append(message)
+                    else:
+                        seen[json.loads(message.value() or b"")["distinct_id"]] += 1
+    finally:
+        consumer.close()
+    assert seen == Counter({f"light-{i}": 1 for i in range(5)})
+    (letter,) = letters
+    assert letter.value() == large[2]
+    assert dict(letter.headers() or [])["iw.error.reason"] == b"output_too_large"

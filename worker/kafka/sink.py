@@ -150,9 +150,12 @@ class KafkaSink:
         """Drop the open transaction's records (nothing if none is open)."""
         if not (self.transactional and self._in_transaction):
             return
-        self._failures, self._pending = [], 0
         self._transact(lambda: self._producer.abort_transaction(timeout), "abort")
         self._in_transaction = False
+        # the records it purged report their failure on the next poll: serve them now, so they
+        # are not taken for failures of the next transaction's records
+        self._producer.flush(timeout)
+        self._failures, self._pending = [], 0
 
     def _transact(self, action: Any, what: str) -> None:
         try:

@@ -19,6 +19,9 @@ from worker.pipeline.deadletter import dead_letter
 from worker.pipeline.items import Output, OutputKind
 from worker.pipeline.ports import Sink
 
+_ROUNDS = 3
+"""attempts of a transactional delivery that made no progress before it fails the batch"""
+
 
 class Delivery:
     def __init__(self, sink: Sink, dead_letters: str, flush_timeout_seconds: float) -> None:
@@ -66,34 +69,58 @@ class Delivery:
     def _deliver_again(
         self, outs: Sequence[Output], failures: Sequence[DeliveryFailure]
     ) -> list[Output]:
-        """Transactional sink: a failed record dooms its transaction, so it is aborted; each
-        failed record is tried alone in a transaction of its own (aborted too), then every
-        output but the records too large, plus the dead letters of their inputs, is produced
-        again in a fresh transaction."""
-        self._sink.abort_transaction(self._timeout)
-        lost: set[int] = set()
-        dead: dict[RawMessage, Output] = {}
-        for failure in failures:
-            out = self._output_of(failure, outs)
+        """Transactional sink: a failed record dooms its transaction (librdkafka purges the
+        rest of it), so it is aborted; each record that failed for its size is tried alone in
+        a transaction of its own (aborted too), and every output but the records too large,
+        plus the dead letters of their inputs, is produced again in a fresh transaction. A
+        round may fail only because the producer purged records after an abort; it is tried
+        again, a few times."""
+        kept = list(outs)
+        dead_inputs: set[RawMessage] = set()
+        stalled = 0
+        while True:
+            self._sink.abort_transaction(self._timeout)
+            lost: set[int] = set()
+            dead: list[Output] = []
+            for failure in failures:
+                if not failure.too_large:
+                    continue  # purged with the transaction, or failed for another reason
+                out = self._output_of(failure, kept)
+                alone = self._alone(failure)
+                if alone is None:
+                    continue
+                if not alone.too_large or out.kind is OutputKind.DEAD_LETTER:
+                    raise KafkaUnavailableError(
+                        f"delivery to {failure.record.topic} failed: {alone.reason}"
+                    )
+                lost.add(failure.tag)
+                if out.source not in dead_inputs:
+                    dead_inputs.add(out.source)
+                    dead.append(self._too_large(out, alone))
+            stalled = 0 if lost else stalled + 1
+            if stalled > _ROUNDS:
+                first = failures[0]
+                raise KafkaUnavailableError(
+                    f"delivery to {first.record.topic} failed: {first.reason}"
+                )
+            kept = [out for tag, out in enumerate(kept) if tag not in lost] + dead
+            for tag, out in enumerate(kept):
+                self._sink.produce(out.record, tag)
+            failures = self._sink.flush(self._timeout)
+            if not failures:
+                return kept
+
+    def _alone(self, failure: DeliveryFailure) -> DeliveryFailure | None:
+        """``failure``'s record alone, in a transaction aborted afterwards: tells whether it
+        is too large itself. Tried again when it failed otherwise (the first record after an
+        abort can be purged by the producer)."""
+        alone: DeliveryFailure | None = None
+        for _ in range(_ROUNDS):
             alone = self._sink.produce_alone(failure.record, self._timeout, failure.tag)
             self._sink.abort_transaction(self._timeout)
-            if alone is None:
-                continue
-            if not alone.too_large or out.kind is OutputKind.DEAD_LETTER:
-                raise KafkaUnavailableError(
-                    f"delivery to {failure.record.topic} failed: {alone.reason}"
-                )
-            lost.add(failure.tag)
-            dead.setdefault(out.source, self._too_large(out, alone))
-        kept = [out for tag, out in enumerate(outs) if tag not in lost] + list(dead.values())
-        for tag, out in enumerate(kept):
-            self._sink.produce(out.record, tag)
-        again = self._sink.flush(self._timeout)
-        if again:
-            raise KafkaUnavailableError(
-                f"delivery to {again[0].record.topic} failed again: {again[0].reason}"
-            )
-        return kept
+            if alone is None or alone.too_large:
+                return alone
+        return alone
 
     @staticmethod
     def _output_of(failure: DeliveryFailure, outs: Sequence[Output]) -> Output:
