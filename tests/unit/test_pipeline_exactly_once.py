@@ -140,3 +140,13 @@ def test_an_output_too_large_in_a_transaction_is_dead_lettered_once() -> None:
     assert dead.value == large
     assert len(sink.on(TOPICS.person_changes)) == 3  # each once, the large input's too
     assert outcome.stats.dead_letters == {"output_too_large": 1}
+
+
+def test_a_sweep_after_an_aborted_batch_does_not_acknowledge_its_entries() -> None:
+    store, sink = Unbuffered(), MemorySink()
+    work = build_pipeline(Settings(), store, sink, AvroCodec(), ManualClock(T0), Transaction())
+    store.to_release = [_released("w", "merge", event("track", "w"))]
+    work.process([at(0, event("track", "other"))])
+    # the batch's commit failed (aborted); the loop's housekeeping runs before the retry
+    work.housekeeping()
+    assert store.acked == []

@@ -12,11 +12,15 @@ whole with its offsets, or aborted and processed again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 
+from worker.errors import KafkaUnavailableError
 from worker.kafka.records import Partition, RawMessage
 from worker.kafka.sink import KafkaSink
 from worker.kafka.source import KafkaSource
+
+log = logging.getLogger(__name__)
 
 
 class TransactionalSource:
@@ -39,8 +43,13 @@ class TransactionalSource:
         self._sink.commit_transaction(next_offsets, self._source.group_metadata(), self._timeout)
 
     def rewind(self, first_offsets: Mapping[Partition, int]) -> None:
+        """Abort the failed batch's transaction and seek back. An abort that fails for now is
+        logged: the producer tells again at the next transaction (a fenced producer raises
+        ``InternalError`` and the worker exits)."""
         try:
             self._sink.abort_transaction(self._timeout)
+        except KafkaUnavailableError as exc:
+            log.warning("aborting the failed batch's transaction failed: %s", exc)
         finally:
             self._source.rewind(first_offsets)
 

@@ -70,6 +70,7 @@ class BufferReleaser:
         if self._transaction is None:
             self._emitter.emit([], released, now_ms, stats)
             return stats
+        self._emitter.discard()  # a batch's entries still unacknowledged were aborted with it
         try:
             self._emitter.emit([], released, now_ms, stats)
             self._transaction.commit()
