@@ -289,6 +289,17 @@ class BatchSettings(_Section):
     shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
+class DeliverySettings(_Section):
+    exactly_once: bool = False
+    """Write each batch's outputs and its input offsets in one Kafka transaction: consumers
+    reading with ``isolation.level=read_committed`` see every output once, even across a crash
+    (docs/RELIABILITY.md). Off: at-least-once (outputs may repeat after a crash or a retry)."""
+    transactional_id: str | None = Field(default=None, min_length=1, max_length=249)
+    """The producer's ``transactional.id`` with ``exactly_once``: unique per running worker and
+    stable across its restarts (a restarted worker then aborts what its previous run left open
+    at once). Unset: ``<group id>-<group instance id>``, else ``<group id>-<host name>``."""
+
+
 class ObservabilitySettings(_Section):
     metrics_host: str = "0.0.0.0"  # noqa: S104 - the metrics endpoint is scraped from outside
     metrics_port: int = Field(default=9400, ge=0, le=65535)
@@ -316,6 +327,7 @@ class Settings(BaseSettings):
     formats: FormatSettings = FormatSettings()
     batch: BatchSettings = BatchSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    delivery: DeliverySettings = DeliverySettings()
 
     @field_validator("kafka")
     @classmethod
