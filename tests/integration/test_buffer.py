@@ -82,7 +82,7 @@ def test_backend_event_for_an_unknown_id_waits_then_a_merge_releases_it(
     assert result.released[0].resolution.properties == {"plan": "pro"}
     stats = store.buffer_stats(T, NOW + 30)
     assert (stats.events, stats.ids, stats.leased) == (0, 0, 2)
-    store.ack(T, [r.event_uuid for r in result.released])
+    store.ack(T, [r.entry_id for r in result.released])
     assert store.buffer_stats(T, NOW + 30).leased == 0
 
 
@@ -167,7 +167,7 @@ def test_an_unacknowledged_release_is_redelivered_after_its_lease(
     (again,) = store.release_due(T, NOW + DELAY + 10_000, 10)
     assert (again.event_uuid, again.reason) == (e.uuid, "redelivery")
     assert again.resolution.person_id == first.resolution.person_id
-    store.ack(T, [e.uuid])
+    store.ack(T, [entry_id(e)])
     assert store.release_due(T, NOW + DELAY + 100_000, 10) == []
 
 

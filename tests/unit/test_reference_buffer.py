@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from worker.identity.buffer import BufferPolicy, BufferStats
+from worker.identity.buffer import BufferPolicy, BufferStats, entry_id
 from worker.identity.model import (
     EventKind,
     IdentityEvent,
@@ -105,7 +105,7 @@ def test_an_unacknowledged_release_is_redelivered_when_its_lease_expires() -> No
     assert s.release_due(T, NOW + DELAY + LEASE - 1, 10) == []
     again = s.release_due(T, NOW + DELAY + LEASE, 10)
     assert [(r.event_uuid, r.reason) for r in again] == [(e1.uuid, "redelivery")]
-    s.ack(T, [e1.uuid])
+    s.ack(T, [entry_id(e1)])
     assert s.release_due(T, NOW + 10 * DELAY, 10) == []
     assert s.buffer_stats(T, NOW) == BufferStats(0, 0, 0, None)
 

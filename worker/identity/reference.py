@@ -69,6 +69,9 @@ class _Tenant:
     owner: dict[str, _Record] = field(default_factory=dict)
     """distinct id -> the record of its person"""
     buffer: TenantBuffer = field(default_factory=TenantBuffer)
+    receipts: dict[str, tuple[Resolution, tuple[str, ...]]] = field(default_factory=dict)
+    """source -> the resolution given for it and the entry ids it released (replay receipts:
+    no TTL here, time is only ``now_ms``; ``forget`` drops them)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +109,9 @@ class ReferenceStore:
     def resolve_batch(
         self, tenant: str, events: Sequence[IdentityEvent], now_ms: int
     ) -> list[Resolution]:
-        """Every event applied at once. Queues its ids release are leased and not returned,
-        as the Redis store does (it calls its script without a buffer policy)."""
+        """Every event applied at once. Queues of its ids are not released (they wait for
+        their due time), as the Redis store does (it calls its script without a buffer
+        policy)."""
         return self._resolve(tenant, events, now_ms, NO_BUFFER).resolutions
 
     def resolve_buffered(
@@ -119,15 +123,27 @@ class ReferenceStore:
         state = self._state(tenant)
         return state.buffer.release_due(_TenantRules(self, state), self._buffer, now_ms, limit)
 
-    def ack(self, tenant: str, event_uuids: Sequence[str]) -> None:
-        self._state(tenant).buffer.ack(event_uuids)
+    def ack(self, tenant: str, entry_ids: Sequence[str]) -> None:
+        self._state(tenant).buffer.ack(entry_ids)
 
     def forget(self, tenant: str, sources: Sequence[str]) -> None:
-        """Receipts are not kept yet: nothing to forget."""
+        """Drop the replay receipts of ``sources``: a later event with one of them is applied
+        again."""
+        receipts = self._state(tenant).receipts
+        for source in sources:
+            receipts.pop(source, None)
 
     def buffered_tenants(self) -> list[str]:
         """Tenants that were ever given a bufferable event while the buffer was on."""
         return sorted(self._buffered_tenants)
+
+    def due_tenants(self, now_ms: int) -> list[str]:
+        """Tenants whose buffer has a due time or a lease deadline at or before ``now_ms``."""
+        return sorted(
+            tenant
+            for tenant, state in self._tenants.items()
+            if (due := state.buffer.next_due()) is not None and due <= now_ms
+        )
 
     def buffer_stats(self, tenant: str, now_ms: int) -> BufferStats:
         return self._state(tenant).buffer.stats(self._buffer, now_ms)
@@ -160,8 +176,20 @@ class ReferenceStore:
         for op in prepared:
             if isinstance(op, Resolution):
                 results.append(op)
-            else:
-                results.append(state.buffer.resolve(op, rules, policy, now_ms, released))
+                continue
+            source = op.event.source
+            receipt = state.receipts.get(source) if source else None
+            if receipt is not None:
+                for name in receipt[1]:
+                    state.buffer.release_again(name, policy, now_ms, released)
+                results.append(receipt[0])
+                continue
+            first = len(released)
+            resolution = state.buffer.resolve(op, rules, policy, now_ms, released)
+            if source:
+                names = tuple(r.entry_id for r in released[first:])
+                state.receipts[source] = (resolution, names)
+            results.append(resolution)
         return BatchResult(results, released)
 
     # -- the stateful rules -------------------------------------------------------------------
@@ -272,6 +300,7 @@ class ReferenceStore:
             merged=merged,
             person_created=created,
             person_version=person.version,
+            person_changed=created or changed,
         )
 
     def _updated_properties(self, person: _Record, op: PreparedOp) -> dict[str, PropertyState]:

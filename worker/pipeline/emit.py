@@ -80,7 +80,7 @@ class Emitter:
     def _ack(self, released: ReleasedByTenant) -> None:
         for tenant, freed in released.items():
             try:
-                self._store.ack(tenant, [r.event_uuid for r in freed])
+                self._store.ack(tenant, [r.entry_id for r in freed])
             except TransientError as exc:
                 log.warning("buffer ack failed, entries will be redelivered: %s", exc)
 

@@ -40,7 +40,7 @@ class BufferReleaser:
         now_ms = self._clock.now_ms()
         stats = BatchStats(buffer_events=0, buffer_oldest_age_seconds=0.0)
         released: dict[str, list[Released]] = {}
-        for tenant in self._store.buffered_tenants():
+        for tenant in self._store.due_tenants(now_ms):
             freed = self._store.release_due(tenant, now_ms, self._batch_size)
             if freed:
                 released[tenant] = freed

@@ -57,7 +57,7 @@ from worker.identity.config import IdentityConfig
 from worker.identity.model import IdentityEvent, Person, PreparedOp, Resolution
 from worker.store import codec
 from worker.store.base import BatchResult, BufferStats, Released
-from worker.store.keys import TenantKeys
+from worker.store.keys import TenantKeys, due_index
 from worker.store.lua_loader import load_script
 
 DEFAULT_MAX_OPS_PER_CALL = 64
@@ -71,6 +71,10 @@ also costs a fixed ~50 µs here)."""
 DEFAULT_REPLY_TTL_MS = 120_000
 """How long a call's reply is kept for a retry. Longer than the worst retry schedule (and than a
 Redis restart) so a retry never misses it; the next call of the tenant deletes it sooner."""
+
+DEFAULT_RECEIPT_TTL_MS = 3_600_000
+"""How long a receipt hash lives after its last write when ``forget`` never comes (a crash after
+the offsets were committed): ``redis.receipt_ttl_seconds``."""
 
 T = TypeVar("T")
 
@@ -126,6 +130,7 @@ class RedisIdentityStore:
         retry_base_delay_s: float = 0.05,
         retry_max_delay_s: float = 2.0,
         reply_ttl_ms: int = DEFAULT_REPLY_TTL_MS,
+        receipt_ttl_ms: int = DEFAULT_RECEIPT_TTL_MS,
         buffer: codec.BufferPolicy = codec.NO_BUFFER,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -135,6 +140,8 @@ class RedisIdentityStore:
             raise ConfigError("retry_attempts must be at least 1")
         if reply_ttl_ms < 0:
             raise ConfigError("reply_ttl_ms must not be negative")
+        if receipt_ttl_ms < 1:
+            raise ConfigError("receipt_ttl_ms must be positive")
         try:
             TenantKeys.of(prefix, "")  # validates the prefix
         except ValueError as exc:
@@ -146,10 +153,12 @@ class RedisIdentityStore:
         self._attempts = retry_attempts
         self._base_delay = retry_base_delay_s
         self._max_delay = retry_max_delay_s
-        self._limits = codec.CallLimits.of(config, reply_ttl_ms)
+        self._limits = codec.CallLimits.of(config, reply_ttl_ms, receipt_ttl_ms)
         self._sleep = sleep
         self._resolve = client.register_script(load_script("resolve_batch.lua"))
         self._read = client.register_script(load_script("read_person.lua"))
+        self._due_update = client.register_script(load_script("due_index.lua"))
+        self._due_index = due_index(prefix)
         self._previous_reply: dict[str, str] = {}
         self._lock = Lock()
         self._buffer = buffer
@@ -235,26 +244,55 @@ class RedisIdentityStore:
         return released
 
     def forget(self, tenant: str, sources: Sequence[str]) -> None:
-        """Receipts are not kept yet: nothing to forget."""
-
-    def ack(self, tenant: str, event_uuids: Sequence[str]) -> None:
-        """Forget released entries: their outputs are written. Idempotent."""
-        if not event_uuids:
+        """Drop the receipts of ``sources`` (their input offsets are committed): one ``HDEL``
+        per receipt hash, in one pipeline. Idempotent."""
+        if not sources:
             return
         keys = self.keys(tenant)
-        uuids = [_b(u) for u in event_uuids]
+        by_hash: dict[str, list[bytes]] = {}
+        for source in sources:
+            by_hash.setdefault(keys.receipts(source), []).append(_b(source))
 
         def action() -> None:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.zrem(keys.buffer_pending, *uuids)
-            pipe.hdel(keys.buffer_entries, *uuids)
-            pipe.hdel(keys.buffer_payloads, *uuids)
+            pipe = self._client.pipeline(transaction=False)
+            for key, fields in by_hash.items():
+                pipe.hdel(_b(key), *fields)
             pipe.execute()
 
         self._call(action)
 
+    def ack(self, tenant: str, entry_ids: Sequence[str]) -> None:
+        """Forget released entries (``Released.entry_id``): their outputs are written.
+        Idempotent. The due-tenants index is left as it is (a later release call of the tenant
+        corrects it)."""
+        if not entry_ids:
+            return
+        keys = self.keys(tenant)
+        names = [_b(u) for u in entry_ids]
+
+        def action() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.zrem(keys.buffer_pending, *names)
+            pipe.hdel(keys.buffer_entries, *names)
+            pipe.hdel(keys.buffer_payloads, *names)
+            pipe.hdel(keys.buffer_releases, *names)
+            pipe.execute()
+
+        self._call(action)
+
+    def due_tenants(self, now_ms: int) -> list[str]:
+        """Tenants whose buffer may have something due at ``now_ms`` (a waiting queue or an
+        expired lease): the due-tenants index (``keys.due_index``), kept from what each call
+        returns. Never misses a tenant with something due; may list one that has nothing left
+        (its next release call removes it)."""
+        members = self._call(
+            lambda: self._client.zrangebyscore(self._due_index, "-inf", now_ms)
+        )
+        return sorted(codec.as_text(m) for m in members)
+
     def buffered_tenants(self) -> list[str]:
-        """Tenants that ever buffered an event (the index never shrinks on its own)."""
+        """Tenants that ever buffered an event (the index never shrinks on its own; for
+        ``buffer stats``: the releaser uses ``due_tenants``)."""
         members = self._call(lambda: self._client.smembers(self._tenant_index))
         return sorted(codec.as_text(m) for m in members)
 
@@ -351,17 +389,32 @@ class RedisIdentityStore:
         raw = self._call(lambda: self._resolve(keys=script_keys, args=args, client=self._client))
         with self._lock:
             self._previous_reply[tenant] = token
-        resolutions, entries = self._decode(lambda: codec.decode_reply(raw, ops))
+        reply = self._decode(lambda: codec.decode_reply(raw, ops))
+        if reply.next_due is not codec.KEEP_DUE:
+            due = "" if reply.next_due is None else str(reply.next_due)
+            update = [_b(tenant), due.encode(), str(now_ms).encode()]
+            self._call(
+                lambda: self._due_update(keys=[self._due_index], args=update, client=self._client)
+            )
+        entries = reply.released
         if not entries:
-            return resolutions, []
-        uuids = [_b(e.event_uuid) for e in entries]
-        payloads = self._call(lambda: self._client.hmget(keys.buffer_payloads, uuids))
+            return reply.resolutions, []
+        names = [_b(e.entry_id) for e in entries]
+        payloads = self._call(lambda: self._client.hmget(keys.buffer_payloads, names))
         released = [
-            Released(e.event_uuid, e.reason, e.ingested_ms, _bytes(payload), e.resolution)
+            Released(
+                e.event_uuid,
+                e.reason,
+                e.ingested_ms,
+                _bytes(payload),
+                e.resolution,
+                e.released_ms,
+                e.entry_id,
+            )
             for e, payload in zip(entries, payloads, strict=True)
             if payload is not None  # acknowledged meanwhile by another worker
         ]
-        return resolutions, released
+        return reply.resolutions, released
 
     def _call(self, action: Callable[[], T]) -> T:
         """Run ``action`` (one Redis call, safe to repeat), retrying transient errors."""

@@ -77,13 +77,13 @@ local function apply_personless(ctx, op)
       person_id = person.person_id, person_mode = mode,
       created_at_ms = person.created_at_text, is_identified = person.identified,
       properties = '{}', merged = false, person_created = false,
-      warnings = reply.NONE, overrides = reply.NONE,
+      warnings = reply.NONE, overrides = reply.NONE, person_changed = false,
     })
   end
   return reply.entry({
     person_id = op.into_person_id, person_mode = PROTOCOL.person_mode.propertyless,
     is_identified = false, properties = '{}', merged = false, person_created = false,
-    warnings = reply.NONE, overrides = reply.NONE,
+    warnings = reply.NONE, overrides = reply.NONE, person_changed = false,
   })
 end
 
@@ -184,15 +184,18 @@ function rules.apply(ctx, op, warning)
       warnings[#warnings + 1] = PROPERTIES_SIZE
     end
   end
+  local moved = created or remade
   if (bump or changed) and not created and not remade then
     person.version = person.version + 1
     person.version_text = tostring(person.version)
+    moved = true
   end
   return reply.entry({
     person_id = person.person_id, person_mode = PROTOCOL.person_mode.full,
     created_at_ms = person.created_at_text, is_identified = person.identified,
     properties = records.snapshot(person), merged = merged, person_created = created,
     warnings = warnings, overrides = overrides, person_version = person.version_text,
+    person_changed = moved,
   })
 end
 
