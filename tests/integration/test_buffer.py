@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from worker.identity.buffer import entry_id
 from worker.identity.config import IdentityConfig
 from worker.identity.model import EventKind, IdentityEvent, Outcome, PropertyUpdates, WarningKind
 from worker.store.codec import BufferPolicy

@@ -314,8 +314,8 @@ def scenario(c: Choices, ordering: OrderingMode, buffered: bool) -> Scenario:
             steps.append((c.pick(ADVANCES), Batch(tenant, again, c.number(0, 9) > 0)))
         if sent and c.number(0, 9) == 0:  # the input is committed: forget some receipts
             tenant = c.pick(sent).tenant
-            mine = [e.source for e in sent if e.tenant == tenant and e.source is not None]
-            steps.append((0, Forget(tenant, tuple(mine[: c.number(1, len(mine))]))))
+            sources = [e.source for e in sent if e.tenant == tenant and e.source is not None]
+            steps.append((0, Forget(tenant, tuple(sources[: c.number(1, len(sources))]))))
         for _ in range(weighted(c, (10, 0), (7, 1), (3, 2))):
             tenant = weighted(c, (4, TENANTS[0]), (1, TENANTS[1]))
             if c.pick((False, True)):

@@ -246,7 +246,7 @@ class Reply:
 
     resolutions: list[Resolution]
     released: list[ReleasedEntry]
-    next_due: int | None | bool
+    next_due: int | bool | None
     """``KEEP_DUE`` (False), or the tenant's earliest due time or lease deadline (``None``:
     nothing waits or is leased)."""
 

@@ -285,10 +285,8 @@ class RedisIdentityStore:
         expired lease): the due-tenants index (``keys.due_index``), kept from what each call
         returns. Never misses a tenant with something due; may list one that has nothing left
         (its next release call removes it)."""
-        members = self._call(
-            lambda: self._client.zrangebyscore(self._due_index, "-inf", now_ms)
-        )
-        return sorted(codec.as_text(m) for m in members)
+        members = self._call(lambda: self._client.zrangebyscore(self._due_index, "-inf", now_ms))
+        return sorted(codec.as_text(cast(bytes, m)) for m in members)
 
     def buffered_tenants(self) -> list[str]:
         """Tenants that ever buffered an event (the index never shrinks on its own; for

@@ -13,7 +13,8 @@ argv.parse_op(src, at, index, stored) -> op, next: one operation of src starting
   is { process, dangerous, merge, buffer, into, into_person_id, other, other_person_id, ts_text,
   ts, ord, props = { {code, key, text}, ... } }, and a bufferable op (flag bufferable) also has
   fields (what its buffered entry keeps: flags without the bufferable bit, then its values up to
-  its last property triple), ingested, payload and entry_id. A merge of an id with itself is no merge.
+  its last property triple), ingested, payload and entry_id. A merge of an id with itself is no
+  merge.
 argv.parse_ops(args, config) -> ops: the config.op_count ops that follow the header; raises
   when values are left over.
 ]]
