@@ -155,6 +155,22 @@ class PersonRules(Protocol):
 
     def has_person(self, distinct_id: str) -> bool: ...
 
+    def splits(self, op: PreparedOp) -> bool:
+        """``op`` releases in arrival order: it processes its person, in ``arrival`` mode."""
+        ...
+
+    def structure(self, op: PreparedOp) -> object:
+        """Apply ``op`` without its property operations; the version bump stays pending."""
+        ...
+
+    def settle(self, part: object) -> None:
+        """Apply the pending version bump of ``part`` now (entries are released next)."""
+        ...
+
+    def finish(self, op: PreparedOp, part: object) -> Resolution:
+        """Apply ``op``'s property operations (bumping on their own after ``settle``)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
@@ -214,17 +230,24 @@ class TenantBuffer:
             waited = self._maybe_wait(op, rules, policy, now_ms, released)
             if waited is not None:
                 return waited
-        resolution = rules.apply(op, None)
-        if policy.delay_ms <= 0:
+        if policy.delay_ms <= 0 or not self.queues:
+            return rules.apply(op, None)
+        ids = [i for i in (op.event.distinct_id, op.merge_with) if i is not None]
+        if not rules.splits(op):
+            resolution = rules.apply(op, None)
+            for distinct_id in ids:
+                if self._waiting(distinct_id) and rules.has_person(distinct_id):
+                    self._release(distinct_id, MERGE, rules, policy, now_ms, released)
             return resolution
-        for distinct_id in (op.event.distinct_id, op.merge_with):
-            if (
-                distinct_id is not None
-                and self._waiting(distinct_id)
-                and rules.has_person(distinct_id)
-            ):
+        part = rules.structure(op)
+        settled = False
+        for distinct_id in ids:
+            if self._waiting(distinct_id) and rules.has_person(distinct_id):
+                if not settled:
+                    rules.settle(part)
+                    settled = True
                 self._release(distinct_id, MERGE, rules, policy, now_ms, released)
-        return resolution
+        return rules.finish(op, part)
 
     def release_due(
         self, rules: PersonRules, policy: BufferPolicy, now_ms: int, limit: int

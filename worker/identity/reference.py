@@ -65,6 +65,22 @@ class _Record:
 
 
 @dataclass(slots=True)
+class _Partial:
+    """An op applied without its property operations (``ReferenceStore._structure``)."""
+
+    person: _Record
+    warnings: list[IdentityWarning]
+    overrides: list[DistinctIdOverride]
+    created: bool
+    merged: bool
+    two_persons: bool
+    changed: bool
+    """merged or newly identified: the version moves (unless created or two_persons)"""
+    settled: bool = False
+    moved: bool = False
+
+
+@dataclass(slots=True)
 class _Tenant:
     owner: dict[str, _Record] = field(default_factory=dict)
     """distinct id -> the record of its person"""
@@ -86,6 +102,24 @@ class _TenantRules:
 
     def has_person(self, distinct_id: str) -> bool:
         return distinct_id in self.state.owner
+
+    def splits(self, op: PreparedOp) -> bool:
+        return op.event.process_person and self.store.config.ordering is OrderingMode.ARRIVAL
+
+    def structure(self, op: PreparedOp) -> object:
+        return self.store._structure(self.state, op, None)
+
+    def settle(self, part: object) -> None:
+        self.store._settle(_partial(part))
+
+    def finish(self, op: PreparedOp, part: object) -> Resolution:
+        return self.store._finish(self.state, op, _partial(part))
+
+
+def _partial(part: object) -> _Partial:
+    if not isinstance(part, _Partial):  # pragma: no cover - only _structure makes them
+        raise TypeError(f"not a partial application: {part!r}")
+    return part
 
 
 class ReferenceStore:
@@ -205,10 +239,18 @@ class ReferenceStore:
         """The stateful rules (A3.3-A3.6, A4, A6) for one op. ``warning`` (the buffer's
         ``buffer_overflow``) comes after the stateless warnings, before the rules' own; a
         personless event carries only its stateless warnings."""
+        if not op.event.process_person:
+            return self._personless(state, op.event, list(op.warnings))
+        return self._finish(state, op, self._structure(state, op, warning))
+
+    def _structure(
+        self, state: _Tenant, op: PreparedOp, warning: IdentityWarning | None
+    ) -> _Partial:
+        """The op without its property operations (an op that processes its person): the
+        person created, joined or merged, identified, created_at/last_seen; the version bump
+        is left pending (``_settle`` or ``_finish``)."""
         event, config = op.event, self._config
         tenant, into, other = event.tenant, event.distinct_id, op.merge_with
-        if not event.process_person:
-            return self._personless(state, event, list(op.warnings))
         warnings = [*op.warnings, *([warning] if warning else [])]
 
         overrides: list[DistinctIdOverride] = []
@@ -271,6 +313,24 @@ class ReferenceStore:
             changed = True
         person.created_at_ms = min(person.created_at_ms, event.timestamp_ms)
         person.last_seen_ms = max(person.last_seen_ms, event.timestamp_ms)
+        return _Partial(person, warnings, overrides, created, merged, two_persons, changed)
+
+    @staticmethod
+    def _settle(part: _Partial) -> None:
+        """The pending version bump of ``part``, now: entries are released between the op's
+        structure and its property operations (arrival order, docs/BUFFER.md)."""
+        if part.changed and not part.created and not part.two_persons:
+            part.person.version += 1
+        part.moved = part.created or part.changed
+        part.settled = True
+
+    def _finish(self, state: _Tenant, op: PreparedOp, part: _Partial) -> Resolution:
+        """The op's property operations, on the person holding its id now, and its
+        resolution. After ``_settle`` they bump the version on their own."""
+        event, config, warnings = op.event, self._config, part.warnings
+        person = state.owner[event.distinct_id] if part.settled else part.person
+        created, two_persons = part.created, part.two_persons
+        changed = False if part.settled else part.changed
 
         updated = self._updated_properties(person, op)
         size = props.properties_size(updated)
@@ -285,8 +345,14 @@ class ReferenceStore:
             person.properties = updated
             changed = True
 
-        if changed and not created and not two_persons:
-            person.version += 1
+        if part.settled:
+            if changed:
+                person.version += 1
+            moved = part.moved or changed
+        else:
+            if changed and not created and not two_persons:
+                person.version += 1
+            moved = created or changed
         return Resolution(
             event_uuid=event.uuid,
             outcome=Outcome.EMIT,
@@ -296,11 +362,11 @@ class ReferenceStore:
             created_at_ms=person.created_at_ms,
             is_identified=person.is_identified,
             warnings=tuple(warnings),
-            overrides=tuple(sorted(overrides, key=lambda o: o.distinct_id)),
-            merged=merged,
+            overrides=tuple(sorted(part.overrides, key=lambda o: o.distinct_id)),
+            merged=part.merged,
             person_created=created,
             person_version=person.version,
-            person_changed=created or changed,
+            person_changed=moved,
         )
 
     def _updated_properties(self, person: _Record, op: PreparedOp) -> dict[str, PropertyState]:

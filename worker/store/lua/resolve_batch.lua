@@ -116,8 +116,7 @@ if ctx.config.command == PROTOCOL.command.resolve then
       local first = #ctx.released_ids + 1
       entry = op.buffer and buffer.maybe_buffer(ctx, op) or nil
       if entry == nil then
-        entry = rules.apply(ctx, op, nil)
-        buffer.release_gained(ctx, op)
+        entry = buffer.apply(ctx, op)
       end
       receipts.keep(ctx, op, entry, first)
     end

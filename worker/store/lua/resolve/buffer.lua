@@ -22,9 +22,12 @@ buffer.maybe_buffer(ctx, op) -> entry text, or nil when the op is to be applied 
   bufferable op waits behind its id's queue, or while no person holds its id; over a cap
   (buffer_max_per_id, buffer_max_total) its id's queue is released (reason overflow) and the
   op applied with warning buffer_overflow.
-buffer.release_gained(ctx, op): after an op of a call with the buffer on, an id of it that now
-  has a person releases its waiting entries (reason merge: a merge, or any event that gave it a
-  person). A call without a buffer policy releases nothing: the queues wait for their due time.
+buffer.apply(ctx, op) -> entry text: applies an op that does not wait (rules.apply); then, in a
+  call with the buffer on, an id of it that now has a person releases its waiting entries
+  (reason merge: a merge, or any event that gave it a person), into's queue first, then other's.
+  In arrival mode the op's property operations come after the entries it released
+  (docs/BUFFER.md, "arrival order"): rules.structure, the releases, then rules.finish. A call
+  without a buffer policy releases nothing: the queues wait for their due time.
 buffer.release_due(ctx): the release command: expired leases (their worker died; reason
   redelivery: the first release's reply entry and time again, nothing applied), then ids whose
   wait is over (reason timeout), release_limit of each.
@@ -177,16 +180,36 @@ function buffer.maybe_buffer(ctx, op)
   })
 end
 
-function buffer.release_gained(ctx, op)
-  if ctx.config.buffer_delay_ms <= 0 or not tenant_has_queues(ctx) then
-    return
+-- Release id's queue if it has one and id now has a person; true if it did.
+local function release_gained(ctx, id)
+  if waiting(ctx, id) > 0 and union_find.find(ctx, id) then
+    release(ctx, id, REASON.merge)
+    return true
   end
-  if waiting(ctx, op.into) > 0 and union_find.find(ctx, op.into) then
-    release(ctx, op.into, REASON.merge)
+  return false
+end
+
+function buffer.apply(ctx, op)
+  local config = ctx.config
+  if config.buffer_delay_ms <= 0 or not tenant_has_queues(ctx) then
+    return rules.apply(ctx, op, nil)
   end
-  if op.merge and waiting(ctx, op.other) > 0 and union_find.find(ctx, op.other) then
-    release(ctx, op.other, REASON.merge)
+  if config.timestamp_mode or not op.process then
+    local entry = rules.apply(ctx, op, nil)
+    release_gained(ctx, op.into)
+    if op.merge then
+      release_gained(ctx, op.other)
+    end
+    return entry
   end
+  local part = rules.structure(ctx, op, nil)
+  for _, id in ipairs(op.merge and { op.into, op.other } or { op.into }) do
+    if not part.settled and waiting(ctx, id) > 0 and union_find.find(ctx, id) then
+      rules.settle(ctx, part)
+    end
+    release_gained(ctx, id)
+  end
+  return rules.finish(ctx, op, part)
 end
 
 function buffer.release_due(ctx)
