@@ -52,11 +52,8 @@ Ops applied by a release (any reason) release no other queue.
 Where the script, and so this model, departs from docs/BUFFER.md today:
 
 - the store buffers any op whose event has a payload: personless events and merging
-  identifies/aliases too (only the pipeline keeps them out). A personless op applied with
-  ``buffer_overflow`` drops the warning; a buffered merge released later does not release the
-  other id's queue, which then waits for its own due time;
-- a release applies the event that gave the id its person before the id's older entries
-  (arrival order reversed in ``arrival`` mode);
+  identifies/aliases too (only the pipeline keeps them out). A buffered merge released later
+  does not release the other id's queue, which then waits for its own due time;
 - acknowledging an entry still queued leaves its id in the queue and in ``count`` until the
   queue is released (then skipped); the script looks such an id up as the entries stood when
   its call began, so if it is queued again in the same call its answer depends on the store's

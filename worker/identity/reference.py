@@ -237,10 +237,11 @@ class ReferenceStore:
         self, state: _Tenant, op: PreparedOp, warning: IdentityWarning | None = None
     ) -> Resolution:
         """The stateful rules (A3.3-A3.6, A4, A6) for one op. ``warning`` (the buffer's
-        ``buffer_overflow``) comes after the stateless warnings, before the rules' own; a
-        personless event carries only its stateless warnings."""
+        ``buffer_overflow``) comes after the stateless warnings, before the rules' own (a
+        personless event has no others)."""
         if not op.event.process_person:
-            return self._personless(state, op.event, list(op.warnings))
+            extra = [warning] if warning else []
+            return self._personless(state, op.event, [*op.warnings, *extra])
         return self._finish(state, op, self._structure(state, op, warning))
 
     def _structure(

@@ -75,7 +75,8 @@ function rules.merge(ctx, into_root, into_person, other_root, other_person, over
 end
 
 -- A6: personless. Nothing is created or updated.
-local function apply_personless(ctx, op)
+local function apply_personless(ctx, op, warning)
+  local warnings = warning and { warning } or reply.NONE
   local root = union_find.find(ctx, op.into)
   if root then
     local person = records.load(ctx, root)
@@ -85,13 +86,13 @@ local function apply_personless(ctx, op)
       person_id = person.person_id, person_mode = mode,
       created_at_ms = person.created_at_text, is_identified = person.identified,
       properties = '{}', merged = false, person_created = false,
-      warnings = reply.NONE, overrides = reply.NONE, person_changed = false,
+      warnings = warnings, overrides = reply.NONE, person_changed = false,
     })
   end
   return reply.entry({
     person_id = op.into_person_id, person_mode = PROTOCOL.person_mode.propertyless,
     is_identified = false, properties = '{}', merged = false, person_created = false,
-    warnings = reply.NONE, overrides = reply.NONE, person_changed = false,
+    warnings = warnings, overrides = reply.NONE, person_changed = false,
   })
 end
 
@@ -237,7 +238,7 @@ end
 
 function rules.apply(ctx, op, warning)
   if not op.process then
-    return apply_personless(ctx, op)
+    return apply_personless(ctx, op, warning)
   end
   return rules.finish(ctx, op, rules.structure(ctx, op, warning))
 end
