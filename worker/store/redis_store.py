@@ -14,24 +14,32 @@ and jitter, and raise ``TransientStoreError`` after ``retry_attempts`` attempts;
 script error, ``OOM``, ``WRONGTYPE`` from a foreign writer, bad credentials) raises
 ``PermanentStoreError`` at once. redis-py exceptions never leave this module.
 
-The hard case is a connection that drops after the server ran the script but before the reply
-arrived: the client cannot tell whether the chunk was applied. Each call therefore carries a
-fresh token, and the script keeps its reply under ``reply:<token>`` (for ``reply_ttl_ms``) in
-the same atomic step as its writes. A retry sends the same token: if the first attempt ran, the
-script returns the kept reply and applies nothing again, so the caller gets the original
-resolutions (``merged``, ``person_created``, overrides) exactly once. The same holds for
-redis-py's own transparent retries, and across a failover (the reply and the writes replicate
-together, or not at all). The next call of the same tenant deletes the previous reply, so a
-busy worker keeps about one reply per tenant; the TTL removes the rest.
+Replays: an event with a ``source`` (its input position) is answered once. The script keeps
+its reply entry as a receipt (``keys.py``: one hash per tenant, input partition and offset
+range, with a TTL of ``receipt_ttl_ms`` refreshed on write) in the same atomic step as its
+writes, and answers a later event with the same source from the receipt without applying
+anything, so a batch replayed after a crash or a rebalance gets the original resolutions
+(``merged``, ``person_created``, ``person_changed``, overrides) and its released buffered
+entries again. ``forget`` drops receipts once the pipeline committed their offsets.
 
-Without that token (a batch replayed after the worker crashed, or a call given up after the last
-attempt and replayed later), a chunk may run twice. In ``timestamp`` mode that is harmless for
-the persons: property registers only move to higher ``(ts, uuid)`` ranks, merges already made
-find both ids on one person (A3.5), created_at/last_seen are min/max, and an event that changes
-nothing does not bump the version; only the replayed resolutions differ (no ``merged`` /
-``person_created`` flags the second time). In ``arrival`` mode a replay re-applies ``$set``
-operations in arrival order and can bump versions. A batch longer than ``max_ops_per_call``
-is several atomic chunks: if a later chunk fails for good, the earlier ones stay applied.
+A lost reply: a connection that drops after the server ran the script but before the reply
+arrived. Each call carries a fresh token and the script keeps its reply under
+``reply:<token>`` (for ``reply_ttl_ms``); a retry sends the same token and gets the kept reply.
+Receipts cover this for events with a source, but not release calls or events without one, so
+the token stays. The next call of the same tenant deletes the previous reply, so a busy worker
+keeps about one reply per tenant; the TTL removes the rest.
+
+Events without a source may run twice (a call given up after the last attempt and replayed
+later). In ``timestamp`` mode that is harmless for the persons: property registers only move to
+higher ``(ts, uuid)`` ranks, merges already made find both ids on one person (A3.5),
+created_at/last_seen are min/max, and an event that changes nothing does not bump the version;
+only the replayed resolutions differ (no ``merged`` / ``person_created`` flags the second time).
+In ``arrival`` mode a replay re-applies ``$set`` operations in arrival order and can bump
+versions. A batch longer than ``max_ops_per_call`` is several atomic chunks: if a later chunk
+fails for good, the earlier ones stay applied (their receipts answer the replay).
+
+The due-tenants index (``<prefix>:buffer-due``, docs/BUFFER.md) is updated after each call that
+touched a buffer, from the next due time the script returns.
 """
 
 from __future__ import annotations
