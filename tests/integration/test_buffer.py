@@ -25,6 +25,8 @@ from worker.identity.model import (
 from worker.identity.reference import ReferenceStore
 from worker.store.base import BufferingStore
 from worker.store.codec import BufferPolicy
+from worker.store.keys import due_index
+from worker.store.lua_loader import load_script
 from worker.store.redis_store import RedisIdentityStore
 
 pytestmark = pytest.mark.integration
@@ -361,3 +363,22 @@ def test_a_call_without_a_buffer_policy_leaves_queues_to_their_due_time(
 
 def _set(key: str, value: str) -> PropertyUpdates:
     return PropertyUpdates(set=((key, value),))
+
+
+def test_the_due_index_is_only_lowered_while_its_entry_lies_ahead(
+    client: redis.Redis, unique_name: str
+) -> None:
+    update = client.register_script(load_script("due_index.lua"))
+    index = due_index(unique_name)
+
+    def report(next_due: str, now: int) -> float | None:
+        update(keys=[index], args=[T, next_due, now])
+        return client.zscore(index, T)
+
+    assert report("", 0) is None
+    assert report("100", 0) == 100
+    assert report("150", 50) == 100  # a call that saw an older state: not raised
+    assert report("", 50) == 100  # nor removed
+    assert report("80", 50) == 80  # lowered
+    assert report("200", 90) == 200  # due: replaced by what the call saw
+    assert report("", 250) is None  # due and nothing left: removed
