@@ -4,8 +4,8 @@ written) on a malformed value.
 
 argv.header(args) -> config: the 15 header values (layout in resolve_batch.lua's header):
   format_version, timestamp_mode (bool), max_ids, max_bytes, force_upgrade_ms, reply_ttl_ms,
-  now, buffer_delay_ms, buffer_max_per_id, buffer_max_total, lease_ms, command, release_limit,
-  receipt_ttl_ms, op_count.
+  now (and now_text, as given), buffer_delay_ms, buffer_max_per_id, buffer_max_total,
+  lease_ms, command, release_limit, receipt_ttl_ms, op_count.
 argv.parse_op(src, at, index, stored) -> op, next: one operation of src starting at index `at`
   (src is ARGV, or, with stored true, a buffered entry decoded from cjson, whose first value is
   its ingestion time and which has no source fields). An op read from ARGV also has source and
@@ -45,6 +45,7 @@ function argv.header(args)
     force_upgrade_ms = tonumber(args[5]),
     reply_ttl_ms = tonumber(args[6]),
     now = tonumber(args[7]),
+    now_text = args[7],
     buffer_delay_ms = tonumber(args[8]),
     buffer_max_per_id = tonumber(args[9]),
     buffer_max_total = tonumber(args[10]),

@@ -104,8 +104,8 @@ local function release(ctx, id, reason)
     local fields = cjson.decode(item[2])
     local op = argv.parse_op(fields, 2, k, true)
     local entry = rules.apply(ctx, op, reason == REASON.overflow and OVERFLOW or nil)
-    emit(ctx, item[1], fields, reason, tostring(ctx.config.now), entry)
-    ctx.release_out[item[1]] = reason .. ' ' .. ctx.config.now .. ' ' .. entry
+    emit(ctx, item[1], fields, reason, ctx.config.now_text, entry)
+    ctx.release_out[item[1]] = reason .. ' ' .. ctx.config.now_text .. ' ' .. entry
   end
 end
 
@@ -224,7 +224,7 @@ function buffer.release_due(ctx)
         local fields = cjson.decode(entries[k])
         local _, released_ms, entry = first_release(ctx, entry_id)
         if entry == nil then -- released by a script that kept no release: apply it again
-          released_ms = tostring(config.now)
+          released_ms = config.now_text
           entry = rules.apply(ctx, argv.parse_op(fields, 2, k, true), nil)
           ctx.release_out[entry_id] = REASON.redelivery .. ' ' .. released_ms .. ' ' .. entry
         end
