@@ -10,10 +10,18 @@ batches are interleaved with ``release_due`` calls at advancing times (timeouts,
 leases) and acknowledgements (of released entries, and now and then of an event still
 waiting), under small per-id and per-tenant caps. Both stores get the same calls (the Redis
 store with a random chunk size, so chunk boundaries fall anywhere) and must return identical
-resolutions and released entries (uuid, reason, ingestion time, payload, resolution), field by
-field; at the end the buffer stats must agree, then everything still waiting or leased is
-released and compared (twice: the second time every lease has expired), with the stats after
-each pass, and the persons must be identical.
+resolutions and released entries (uuid, entry id, reason, ingestion and release times, payload,
+resolution, ``person_changed`` included), field by field; at the end the buffer stats must
+agree, then everything still waiting or leased is released and compared (twice: the second time
+every lease has expired), with the stats after each pass, and the persons must be identical.
+
+Most events carry a ``source`` (their input position), so replay receipts are exercised: exact
+repeats of earlier events, and replayed runs of already-sent events of a tenant with other
+batch and chunk boundaries, through either entry point. An event whose receipt is kept must get
+its first answer again, and a batch made only of such events must leave the persons and the
+buffer unchanged; ``Forget`` steps drop receipts (a later replay is applied again). Events
+sharing a uuid under two ids are two buffer entries. After every step the Redis due-tenants
+index must list every tenant the model has something due for.
 
 Four cases: each ordering mode with the buffer off and on. Per case, ``IDENTITY_DIFF_EXAMPLES``
 Hypothesis sequences (default 150) and ``IDENTITY_DIFF_SEQUENCES`` seeded ones (default 1,000,
@@ -426,6 +434,14 @@ class _Pair:
     def run(self, now: int, action: Action) -> None:
         if isinstance(action, Batch):
             tenant, events = action.tenant, action.events
+            replay = all(
+                e.source is not None and (tenant, e.source) in self.answers for e in events
+            )
+            before = (
+                (self.expected.persons(tenant), self.expected.buffer_stats(tenant, now))
+                if replay
+                else None
+            )
             released: tuple[list[Released], list[Released]] = ([], [])
             if action.buffered:
                 want, got = (store.resolve_buffered(tenant, events, now) for store in self.stores())
@@ -447,6 +463,10 @@ class _Pair:
                 if wanted.outcome is Outcome.BUFFER:
                     self.waiting[tenant].add(entry_id(item))
             self.compare_released(tenant, *released)
+            if replay:  # answered from receipts: nothing changed
+                event("a whole batch replayed")
+                after = (self.expected.persons(tenant), self.expected.buffer_stats(tenant, now))
+                assert after == before, "a replayed batch changed the state"
         elif isinstance(action, Forget):
             for store in self.stores():
                 store.forget(action.tenant, action.sources)
