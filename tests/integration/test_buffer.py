@@ -382,3 +382,14 @@ def test_the_due_index_is_only_lowered_while_its_entry_lies_ahead(
     assert report("80", 50) == 80  # lowered
     assert report("200", 90) == 200  # due: replaced by what the call saw
     assert report("", 250) is None  # due and nothing left: removed
+
+
+def test_a_replay_restores_a_lost_due_index_entry(client: redis.Redis, unique_name: str) -> None:
+    store = make_store(client, unique_name)
+    waiting = dataclasses.replace(ev("track", "lost", backend=True), source="in/0/5")
+    store.resolve_buffered(T, [waiting], NOW)
+    client.delete(due_index(unique_name))  # the worker died before it updated the index
+    assert store.due_tenants(NOW + DELAY) == []
+    store.resolve_buffered(T, [waiting], NOW + 1)  # its batch, replayed: from the receipt
+    assert store.due_tenants(NOW + DELAY) == [T]
+    assert store.buffer_stats(T, NOW + 1).events == 1

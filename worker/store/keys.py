@@ -22,7 +22,8 @@ receipts of at most 4,096 input messages (times their events) of one partition, 
 receipts of one batch fall in one or two hashes. They live until the store's ``forget`` (called
 once the offsets are committed) deletes their fields, or the hash's TTL
 (``redis.receipt_ttl_seconds``, refreshed on every write to it) reaps what a crash left behind.
-So memory holds the receipts of the uncommitted input of the last TTL, at most.
+So memory holds the receipts of the uncommitted input; a receipt never forgotten lives at most
+until its partition's input moves past its offset range, plus the TTL.
 
 The person record layout is documented in ``lua/resolve/records.lua`` and decoded by
 ``codec.decode_person``.

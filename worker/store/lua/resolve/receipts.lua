@@ -5,7 +5,9 @@ buffered entries it released, are kept as its receipt in the hash ctx.keys.recei
 (field: the source; bucket: Python's keys.receipt_bucket, one hash per input partition and
 offset range). A later op with the same source (a replayed batch) gets the kept entry back and
 applies nothing: no property change, no buffering, no release; the entries it released that are
-still leased are returned again (buffer.release_again). Receipts are dropped by the store's
+still leased are returned again (buffer.release_again), and, with the buffer on, the reply
+reports the tenant's next due time again (its first report may have been lost with the worker
+that made it). Receipts are dropped by the store's
 forget (after the input offsets are committed) and, failing that, by the hash's TTL
 (receipt_ttl_ms, refreshed on every write to it).
 
@@ -39,6 +41,9 @@ function receipts.answer(ctx, op)
   local entry, ids = string.match(text, '^(.*)\n(.*)$')
   if entry == nil then
     error('resolve_batch: unreadable receipt for ' .. op.source)
+  end
+  if ctx.config.buffer_delay_ms > 0 then
+    ctx.buffer_touched = true -- a replay reports the due time again (the first run's may be lost)
   end
   if ids ~= '' then
     for _, entry_id in ipairs(cjson.decode(ids)) do
