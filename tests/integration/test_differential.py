@@ -84,7 +84,7 @@ SEED = int(os.environ.get("IDENTITY_DIFF_SEED", str(random.SystemRandom().randra
 @dataclass(frozen=True)
 class Batch:
     """Resolve ``events`` (of one tenant): with the buffer (``resolve_buffered``) or without
-    (``resolve_batch``, which still releases queues its events give a person)."""
+    (``resolve_batch``, which releases no queue: they wait for their due time)."""
 
     tenant: str
     events: list[IdentityEvent]
