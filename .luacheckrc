@@ -19,12 +19,13 @@ files[resolve .. "rules.lua"] = {
 files[resolve .. "buffer.lua"] = {
   read_globals = { "PROTOCOL", "argv", "union_find", "rules", "reply" },
 }
+files[resolve .. "receipts.lua"] = { read_globals = { "buffer" } }
 files[resolve .. "write_back.lua"] = { read_globals = { "union_find", "records", "reply" } }
 -- The main script before joining (its `--- @include` lines are comments); the joined script
 -- is linted too (make lint-lua writes it to .local/lua/).
 files["worker/store/lua/resolve_batch.lua"] = {
   read_globals = {
     "PROTOCOL", "argv", "ordering", "union_find", "records", "properties", "reply", "rules",
-    "buffer", "write_back",
+    "buffer", "receipts", "write_back",
   },
 }

@@ -78,6 +78,7 @@ def build_store(settings: Settings, client: RedisClient) -> RedisIdentityStore:
         retry_attempts=settings.redis.retry_attempts,
         retry_base_delay_s=settings.redis.retry_backoff_seconds,
         retry_max_delay_s=settings.redis.retry_backoff_max_seconds,
+        receipt_ttl_ms=round(settings.redis.receipt_ttl_seconds * 1000),
         buffer=BufferPolicy(
             delay_ms=round(buffer.delay_seconds * 1000) if buffer.enabled else 0,
             max_per_id=buffer.max_events_per_id,

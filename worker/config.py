@@ -199,6 +199,9 @@ class RedisSettings(_Section):
     retry_backoff_seconds: float = Field(default=0.05, gt=0)
     retry_backoff_max_seconds: float = Field(default=2.0, gt=0)
     socket_timeout_seconds: float = Field(default=5.0, gt=0)
+    receipt_ttl_seconds: float = Field(default=3600.0, ge=1)
+    """Replay receipts never forgotten (a crash after the offsets were committed) expire this
+    long after the last write to their hash."""
 
 
 class IdentitySettings(_Section):

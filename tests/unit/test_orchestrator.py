@@ -86,6 +86,9 @@ class Unbuffered:
     def buffered_tenants(self) -> list[str]:
         return []
 
+    def due_tenants(self, now_ms: int) -> list[str]:
+        return []
+
     def buffer_stats(self, tenant: str, now_ms: int) -> BufferStats:
         return BufferStats(events=0, ids=0, leased=0, oldest_age_ms=None)
 
@@ -300,7 +303,7 @@ def _released(distinct_id: str, reason: str, payload: bytes) -> Released:
         is_identified=False,
         person_version=1,
     )
-    return Released(uuid_, reason, T0 - 60_000, payload, resolution)
+    return Released(uuid_, reason, T0 - 60_000, payload, resolution, entry_id=uuid_)
 
 
 def test_released_events_are_emitted_then_acknowledged() -> None:

@@ -106,7 +106,7 @@ class Emitter:
     def _ack(self, released: ReleasedByTenant) -> None:
         for tenant, freed in released.items():
             try:
-                self._store.ack(tenant, [r.event_uuid for r in freed])
+                self._store.ack(tenant, [r.entry_id for r in freed])
             except Exception as exc:  # the leases expire: the entries come back
                 log.warning("buffer ack failed, entries will be redelivered: %r", exc)
 

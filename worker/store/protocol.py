@@ -13,7 +13,7 @@ from enum import IntFlag
 
 from worker.identity.model import OrderingMode, PersonMode
 
-FORMAT_VERSION = "4"
+FORMAT_VERSION = "5"
 """First ARGV of every call; the script refuses any other."""
 
 
@@ -44,10 +44,11 @@ REPLY_ENTRY_FIELDS = (
     "warnings",
     "overrides",
     "person_version",
+    "person_changed",
 )
 """The fields of one reply entry (a JSON array), in order."""
 
-RELEASED_ENTRY_FIELDS = ("event_uuid", "reason", "ingested_ms", "entry")
+RELEASED_ENTRY_FIELDS = ("event_uuid", "reason", "ingested_ms", "entry", "released_ms", "entry_id")
 """The fields of one released entry of the reply (a JSON array), in order."""
 
 SET = "s"
