@@ -13,7 +13,7 @@ merge with (``PreparedOp.merge_with``) is ``other``; their persons are ``into_pe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from worker.identity import properties as props
 from worker.identity.buffer import (
@@ -25,9 +25,11 @@ from worker.identity.buffer import (
     TenantBuffer,
 )
 from worker.identity.config import IdentityConfig
+from worker.identity.groups import GroupOutcome, TenantGroups, join_memberships
 from worker.identity.ids import person_id_for
 from worker.identity.model import (
     DistinctIdOverride,
+    Group,
     IdentityEvent,
     IdentityWarning,
     OrderingMode,
@@ -51,6 +53,8 @@ class _Record:
     version: int
     members: set[str]
     properties: dict[str, PropertyState] = field(default_factory=dict)
+    memberships: dict[str, PropertyState] = field(default_factory=dict)
+    """group type -> membership state (contract A9, ``worker.identity.groups``)"""
 
     def freeze(self) -> Person:
         return Person(
@@ -69,6 +73,7 @@ class _Tenant:
     owner: dict[str, _Record] = field(default_factory=dict)
     """distinct id -> the record of its person"""
     buffer: TenantBuffer = field(default_factory=TenantBuffer)
+    groups: TenantGroups = field(default_factory=TenantGroups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +145,20 @@ class ReferenceStore:
         records = {id(r): r for r in self._tenants.get(tenant, _Tenant()).owner.values()}
         return sorted((r.freeze() for r in records.values()), key=lambda p: p.person_id)
 
+    def group_types(self, tenant: str) -> list[str]:
+        """The tenant's group types, sorted."""
+        return sorted(self._tenants.get(tenant, _Tenant()).groups.types)
+
+    def groups(self, tenant: str) -> list[Group]:
+        """The tenant's group records, sorted by (type, key)."""
+        records = self._tenants.get(tenant, _Tenant()).groups.records
+        return [records[k] for k in sorted(records)]
+
+    def memberships(self, tenant: str) -> dict[str, dict[str, PropertyState]]:
+        """person id -> its remembered memberships (persons that have any)."""
+        records = {id(r): r for r in self._tenants.get(tenant, _Tenant()).owner.values()}
+        return {r.person_id: dict(r.memberships) for r in records.values() if r.memberships}
+
     def _state(self, tenant: str) -> _Tenant:
         return self._tenants.setdefault(tenant, _Tenant())
 
@@ -180,7 +199,8 @@ class ReferenceStore:
         event, config = op.event, self._config
         tenant, into, other = event.tenant, event.distinct_id, op.merge_with
         if not event.process_person:
-            return self._personless(state, event, list(op.warnings))
+            grouped = state.groups.apply(event, op.groups, None, config)
+            return _with_groups(self._personless(state, event, list(op.warnings)), grouped)
         warnings = [*op.warnings, *([warning] if warning else [])]
 
         overrides: list[DistinctIdOverride] = []
@@ -259,6 +279,9 @@ class ReferenceStore:
 
         if changed and not created and not two_persons:
             person.version += 1
+        grouped = state.groups.apply(event, op.groups, person.memberships, config)
+        person.memberships = dict(grouped.memberships or {})
+        warnings += grouped.warnings
         return Resolution(
             event_uuid=event.uuid,
             outcome=Outcome.EMIT,
@@ -272,6 +295,8 @@ class ReferenceStore:
             merged=merged,
             person_created=created,
             person_version=person.version,
+            groups=grouped.groups,
+            group_changes=grouped.changes,
         )
 
     def _updated_properties(self, person: _Record, op: PreparedOp) -> dict[str, PropertyState]:
@@ -329,6 +354,11 @@ class ReferenceStore:
         into_person.last_seen_ms = max(into_person.last_seen_ms, other_person.last_seen_ms)
         into_person.version = max(into_person.version, other_person.version) + 1
         into_person.is_identified = True
+        into_person.memberships = dict(
+            join_memberships(
+                into_person.memberships, other_person.memberships, self._config.ordering
+            )
+        )
         if self._config.ordering is OrderingMode.TIMESTAMP:
             into_person.properties = props.join_timestamp(
                 into_person.properties, other_person.properties
@@ -337,3 +367,13 @@ class ReferenceStore:
             into_person.properties = props.merge_arrival(
                 into_person.properties, other_person.properties
             )
+
+
+def _with_groups(resolution: Resolution, grouped: GroupOutcome) -> Resolution:
+    """``resolution`` with the group rules' outcome: their warnings last."""
+    return replace(
+        resolution,
+        warnings=(*resolution.warnings, *grouped.warnings),
+        groups=grouped.groups,
+        group_changes=grouped.changes,
+    )
