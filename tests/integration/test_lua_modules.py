@@ -286,4 +286,6 @@ def test_reply_entry_is_what_codec_decodes(client: redis.Redis) -> None:
         "warnings": [protocol.WARNING_MERGE_LIMIT],
         "overrides": [["é|\udfff", "old", "new"]],
         "person_version": 7,
+        "groups": {},
+        "group_changes": [],
     }

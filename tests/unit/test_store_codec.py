@@ -14,6 +14,8 @@ from worker.identity.config import IdentityConfig
 from worker.identity.model import (
     DistinctIdOverride,
     EventKind,
+    GroupChange,
+    GroupView,
     IdentityEvent,
     IdentityWarning,
     OrderingMode,
@@ -129,16 +131,16 @@ def test_encode_args_layout() -> None:
         _op(process_person=False),
     ]
     args = [a.decode() for a in codec.encode_args(ops, limits, now_ms=42)]
-    header = ["4", "arrival", "7", str(512 * 1024), "60000", "5000", "42"]
+    header = [codec.FORMAT_VERSION, "arrival", "7", str(512 * 1024), "60000", "5000", "42"]
     header += ["0", "100", "1000000", "30000", "resolve", "0", "3"]  # buffer off; command
     assert args[:14] == header
     ts, ord_key = "1700000000000", codec.order_key(1_700_000_000_000, "u-1")
     pid = codec.person_id_for
     assert args[14:] == [
         *["1", "a", pid("t", "a"), "", "", ts, ord_key, "2"],
-        *["s", "k", '{"x":1.0}', "u", "gone", ""],
-        *["7", "u", pid("t", "u"), "a", pid("t", "a"), ts, ord_key, "0"],
-        *["0", "a", pid("t", "a"), "", "", ts, ord_key, "0"],
+        *["s", "k", '{"x":1.0}', "u", "gone", "", "0"],
+        *["7", "u", pid("t", "u"), "a", pid("t", "a"), ts, ord_key, "0", "0"],
+        *["0", "a", pid("t", "a"), "", "", ts, ord_key, "0", "0"],
     ]
 
 
@@ -162,17 +164,18 @@ def test_lone_surrogates_survive_the_wire() -> None:
     limits = codec.CallLimits.of(IdentityConfig(), 0)
     updates = PropertyUpdates(set=(("k\ud800", "v\udfff"),))
     args = codec.encode_args([_op(updates=updates)], limits)
-    assert args[-2:] == [
+    assert args[-4:-1] == [  # then the empty group section
+        b"s",
         "k\ud800".encode("utf-8", "surrogatepass"),
         '"v\udfff"'.encode("utf-8", "surrogatepass"),
     ]
-    assert codec.as_text(args[-1]) == '"v\udfff"'
+    assert codec.as_text(args[-2]) == '"v\udfff"'
 
 
 def test_decode_reply() -> None:
     stateless = IdentityWarning(WarningKind.CANNOT_MERGE_WITH_ILLEGAL_DISTINCT_ID)
     ops = [_op(other="b", warnings=(stateless,)), _op(process_person=False)]
-    released_entry = ["p3", "full", 9, False, {}, False, True, ["buffer_overflow"], [], 0]
+    released_entry = ["p3", "full", 9, False, {}, False, True, ["buffer_overflow"], [], 0, {}, []]
     reply = json.dumps(
         [
             [
@@ -187,8 +190,10 @@ def test_decode_reply() -> None:
                     ["merge_limit_exceeded", "person_properties_size_violation"],
                     [["z", "old", "p1"], ["b", "old", "p1"]],
                     7,
+                    {"company": ["acme", {"n": 1}]},
+                    [["company", "acme", 2, {"n": 1}]],
                 ],
-                ["p2", "propertyless", None, False, {}, False, False, [], [], None],
+                ["p2", "propertyless", None, False, {}, False, False, [], [], None, {}, []],
             ],
             [["e-9", "overflow", 1234, released_entry]],
         ]
@@ -217,6 +222,8 @@ def test_decode_reply() -> None:
         DistinctIdOverride("z", "old", "p1"),
     )
     assert first.person_version == 7
+    assert first.groups == {"company": GroupView("acme", {"n": 1})}
+    assert first.group_changes == (GroupChange("company", "acme", 2, {"n": 1}),)
     assert second.person_mode is PersonMode.PROPERTYLESS
     assert second.created_at_ms is None
     assert second.person_version is None
@@ -224,7 +231,7 @@ def test_decode_reply() -> None:
 
 def test_decode_a_buffered_result() -> None:
     ops = [_op()]
-    reply = json.dumps([[["", "buffered", None, False, {}, False, False, [], [], None]], []])
+    reply = json.dumps([[["", "buffered", None, False, {}, False, False, [], [], None, {}, []]], []])
     (resolution,), released = codec.decode_reply(reply, ops)
     assert resolution.outcome is Outcome.BUFFER
     assert resolution.person_id is None

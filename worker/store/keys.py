@@ -123,6 +123,11 @@ class TenantKeys:
     def buffer_count(self) -> str:
         return self.buffer_prefix + "n"
 
+    @property
+    def groups_prefix(self) -> str:
+        """Start of the groups' keys (``types``, ``records``, ``members``; lua groups.lua)."""
+        return self.base + "g:"
+
     def buffer_queue(self, distinct_id: str) -> str:
         return self.buffer_prefix + "q:" + distinct_id
 
@@ -149,4 +154,11 @@ class TenantKeys:
     def script_keys(self, token: str, previous_token: str | None) -> list[str]:
         """``KEYS`` of ``resolve_batch.lua``, in the order the script reads them."""
         previous = self.reply(previous_token) if previous_token else self.reply(token)
-        return [self.ids, self.members_prefix, self.reply(token), previous, self.buffer_prefix]
+        return [
+            self.ids,
+            self.members_prefix,
+            self.reply(token),
+            previous,
+            self.buffer_prefix,
+            self.groups_prefix,
+        ]

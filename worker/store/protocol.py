@@ -13,7 +13,7 @@ from enum import IntFlag
 
 from worker.identity.model import OrderingMode, PersonMode
 
-FORMAT_VERSION = "4"
+FORMAT_VERSION = "5"
 """First ARGV of every call; the script refuses any other."""
 
 
@@ -44,6 +44,8 @@ REPLY_ENTRY_FIELDS = (
     "warnings",
     "overrides",
     "person_version",
+    "groups",
+    "group_changes",
 )
 """The fields of one reply entry (a JSON array), in order."""
 
@@ -69,11 +71,15 @@ WARNING_MERGE_LIMIT = "merge_limit_exceeded"
 WARNING_ALREADY_IDENTIFIED = "cannot_merge_already_identified"
 WARNING_PROPERTIES_SIZE = "person_properties_size_violation"
 WARNING_BUFFER_OVERFLOW = "buffer_overflow"
+WARNING_GROUP_TYPE_LIMIT = "group_type_limit"
+WARNING_GROUP_PROPERTIES_SIZE = "group_properties_size_violation"
 WARNINGS = {
     "merge_limit": WARNING_MERGE_LIMIT,
     "already_identified": WARNING_ALREADY_IDENTIFIED,
     "properties_size": WARNING_PROPERTIES_SIZE,
     "buffer_overflow": WARNING_BUFFER_OVERFLOW,
+    "group_type_limit": WARNING_GROUP_TYPE_LIMIT,
+    "group_properties_size": WARNING_GROUP_PROPERTIES_SIZE,
 }
 """The warning names the script puts in a reply entry."""
 

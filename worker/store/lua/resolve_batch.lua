@@ -18,6 +18,7 @@ KEYS (all share the tenant's hash tag, see worker/store/keys.py, TenantKeys.scri
   [3] <p>:{t}:reply:<token>   where this call's reply is kept (retry deduplication)
   [4] <p>:{t}:reply:<prev>    the previous call's reply, deleted now (== KEYS[3] if none)
   [5] <p>:{t}:buf:            prefix of the buffer's keys (buffer.lua)
+  [6] <p>:{t}:g:              prefix of the groups' keys (groups.lua)
 The members set of a root (KEYS[2] .. root) and the buffer's keys (KEYS[5] .. name) cannot all
 be declared up front (roots and ids are found while the script runs), but they start with the
 same "<p>:{t}:" as KEYS[1], so they hash to the same Redis Cluster slot, which is all cluster
@@ -40,12 +41,15 @@ then per op:
     timestamp mode: "s" set, "o" set_once, "u" unset (decided per key in Python);
     arrival mode: "s" set (if the value changes), "o" set if absent, "u" remove if present,
     "x" a key both set and unset by the event: set if absent before it, else removed;
+  then its group section (group_argv.lua: the number of groups g, and when g > 0 the tenant's
+  cap on group types and g entries: type, key, key's JSON text, flags, k, k triples);
   and, for a bufferable op only, its ingestion time ms and its payload.
 
 Reply: one JSON array text [[entry per op], [released entry, ...]], an entry being the array
   [person_id, person_mode, created_at_ms (or null), is_identified, properties (an object),
    merged, person_created, warnings (names), overrides ([distinct_id, old_person_id,
-   new_person_id] each), person_version (or null)]
+   new_person_id] each), person_version (or null), groups ({type: [key, properties]}),
+   group_changes ([[type, key, version, properties], ...])]
 (PROTOCOL.reply_entry_fields) and a released entry [event_uuid, reason, ingested_ms, entry]
 (PROTOCOL.released_entry_fields; buffer.lua). An op waiting in the buffer gets the entry
 ["", "buffered", null, false, {}, false, false, [], [], null].
@@ -64,12 +68,14 @@ half done.
 ]==]
 
 --- @include "protocol"
+--- @include "resolve/group_argv"
 --- @include "resolve/argv"
 --- @include "resolve/ordering"
 --- @include "resolve/union_find"
 --- @include "resolve/records"
 --- @include "resolve/properties"
 --- @include "resolve/reply"
+--- @include "resolve/groups"
 --- @include "resolve/rules"
 --- @include "resolve/buffer"
 --- @include "resolve/write_back"
@@ -78,7 +84,7 @@ half done.
 local ctx = {
   keys = {
     ids = KEYS[1], members = KEYS[2], reply = KEYS[3], previous_reply = KEYS[4],
-    buffer = KEYS[5],
+    buffer = KEYS[5], groups = KEYS[6],
   },
   config = nil, -- argv.header
   ops = nil, -- argv.parse_ops

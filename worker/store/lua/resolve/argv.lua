@@ -101,6 +101,7 @@ function argv.parse_op(src, at, index)
     at = at + 3
   end
   op.props = props
+  op.groups, op.max_group_types, at = group_argv.parse(src, at, index)
   if op.buffer then
     -- the entry kept while the event waits: its fields, flags without the bufferable bit
     local fields = { tostring(flags - PROTOCOL.flag.bufferable) }

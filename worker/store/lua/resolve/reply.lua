@@ -60,6 +60,8 @@ local ENTRY_ENCODERS = {
   warnings = warnings,
   overrides = overrides,
   person_version = number_or_null,
+  groups = function(value) return value or '{}' end,
+  group_changes = function(value) return value or '[]' end,
 }
 
 local RELEASED_ENCODERS = {

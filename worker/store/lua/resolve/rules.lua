@@ -32,6 +32,7 @@ function rules.merge(ctx, into_root, into_person, other_root, other_person, over
     small_ids = union_find.members_of(ctx, into_root, into_person)
   end
   union_find.union(ctx, big, small, small_ids, small_person)
+  groups.merge(ctx, into_person, other_person)
 
   local meta, vals, size = properties.join(ctx, into_person, other_person)
   local version = math.max(into_person.version, other_person.version) + 1
@@ -69,6 +70,7 @@ end
 -- A6: personless. Nothing is created or updated.
 local function apply_personless(ctx, op)
   local root = union_find.find(ctx, op.into)
+  local grouped = groups.apply(ctx, op, nil) -- explicit groups only, no membership change
   if root then
     local person = records.load(ctx, root)
     local mode = op.ts > person.created_at + ctx.config.force_upgrade_ms
@@ -77,13 +79,15 @@ local function apply_personless(ctx, op)
       person_id = person.person_id, person_mode = mode,
       created_at_ms = person.created_at_text, is_identified = person.identified,
       properties = '{}', merged = false, person_created = false,
-      warnings = reply.NONE, overrides = reply.NONE,
+      warnings = grouped.warnings, overrides = reply.NONE,
+      groups = grouped.groups, group_changes = grouped.changes,
     })
   end
   return reply.entry({
     person_id = op.into_person_id, person_mode = PROTOCOL.person_mode.propertyless,
     is_identified = false, properties = '{}', merged = false, person_created = false,
-    warnings = reply.NONE, overrides = reply.NONE,
+    warnings = grouped.warnings, overrides = reply.NONE,
+    groups = grouped.groups, group_changes = grouped.changes,
   })
 end
 
@@ -188,11 +192,16 @@ function rules.apply(ctx, op, warning)
     person.version = person.version + 1
     person.version_text = tostring(person.version)
   end
+  local grouped = groups.apply(ctx, op, person)
+  for _, name in ipairs(grouped.warnings) do
+    warnings[#warnings + 1] = name
+  end
   return reply.entry({
     person_id = person.person_id, person_mode = PROTOCOL.person_mode.full,
     created_at_ms = person.created_at_text, is_identified = person.identified,
     properties = records.snapshot(person), merged = merged, person_created = created,
     warnings = warnings, overrides = overrides, person_version = person.version_text,
+    groups = grouped.groups, group_changes = grouped.changes,
   })
 end
 

@@ -85,6 +85,7 @@ end
 function write_back.run(ctx, entries)
   write_union_find(ctx)
   write_buffer(ctx)
+  groups.write(ctx)
   local text = reply.whole(entries, ctx.released)
   if ctx.config.reply_ttl_ms > 0 then
     redis.call('SET', ctx.keys.reply, text, 'PX', ctx.config.reply_ttl_ms)
