@@ -4,7 +4,9 @@ One generator makes random event sequences, its choices drawn by Hypothesis (whi
 failure) or by a seeded ``random.Random`` (cheaper: the bulk of the run): merges and chains,
 refused merges, merge_dangerously, illegal ids (quoted forms included), personless events,
 property operations with clashing keys and timestamps, replays and malformed duplicate uuids,
-several tenants, small distinct-id caps and small size limits, in both ordering modes, with the
+several tenants, small distinct-id caps and small size limits, groups (group property updates,
+explicit groups, remembered memberships carried by merges, small group-type caps; docs/IDENTITY.md
+"Groups"), in both ordering modes, with the
 60-second buffer off and on. Backend events (with a ``buffer_payload``, of any kind) may wait;
 batches are interleaved with ``release_due`` calls at advancing times (timeouts, expired
 leases) and acknowledgements (of released entries, and now and then of an event still
@@ -13,7 +15,7 @@ store with a random chunk size, so chunk boundaries fall anywhere) and must retu
 resolutions and released entries (uuid, reason, ingestion time, payload, resolution), field by
 field; at the end the buffer stats must agree, then everything still waiting or leased is
 released and compared (twice: the second time every lease has expired), with the stats after
-each pass, and the persons must be identical.
+each pass, and the persons, group types, group records and memberships must be identical.
 
 Four cases: each ordering mode with the buffer off and on. Per case, ``IDENTITY_DIFF_EXAMPLES``
 Hypothesis sequences (default 150) and ``IDENTITY_DIFF_SEQUENCES`` seeded ones (default 1,000,
@@ -41,6 +43,8 @@ from worker.identity.buffer import NO_BUFFER, BufferPolicy, Released
 from worker.identity.config import IdentityConfig
 from worker.identity.model import (
     EventKind,
+    Group,
+    GroupInput,
     IdentityEvent,
     JsonValue,
     OrderingMode,
@@ -212,6 +216,27 @@ def property_updates(c: Choices) -> PropertyUpdates:
     )
 
 
+GROUP_TYPES = ("company", "team", "project", "", "org")
+GROUP_KEYS = ("acme", "beta", "é/1", "k\x00", "")
+
+
+def group_inputs(c: Choices) -> tuple[GroupInput, ...]:
+    """Mostly none; else up to three groups (a repeated type, an unusable type or key now and
+    then), attached or not, remembered or not, with or without property operations."""
+    if c.number(0, 9) < 5:
+        return ()
+    return tuple(
+        GroupInput(
+            group_type=weighted(c, (6, c.pick(GROUP_TYPES[:3])), (1, c.pick(GROUP_TYPES))),
+            key=weighted(c, (6, c.pick(GROUP_KEYS[:3])), (1, c.pick(GROUP_KEYS))),
+            attach=c.number(0, 3) > 0,
+            remember=c.number(0, 2) == 0,
+            updates=property_updates(c),
+        )
+        for _ in range(c.number(1, 3))
+    )
+
+
 def identity_config(c: Choices, ordering: OrderingMode) -> IdentityConfig:
     return IdentityConfig(
         ordering=ordering,
@@ -219,6 +244,7 @@ def identity_config(c: Choices, ordering: OrderingMode) -> IdentityConfig:
         max_properties_bytes=c.pick([512 * 1024, 200, 60, 24]),
         max_property_key_length=c.pick([1024, 1024, 6]),
         max_property_value_length=c.pick([1024, 1024, 8]),
+        max_group_types=c.pick([5, 5, 2, 1]),
     )
 
 
@@ -266,6 +292,7 @@ def identity_events(c: Choices) -> list[IdentityEvent]:
                 process_person=c.number(0, 24) > 1,
                 updates=property_updates(c),
                 buffer_payload=_payload(event_uuid, own, n) if c.number(0, 4) < 2 else None,
+                groups=group_inputs(c),
             )
         )
     return events
@@ -339,6 +366,11 @@ def _normalised(person: Person) -> Person:
     )
 
 
+def _groups(groups: list[Group]) -> list[Group]:
+    """Plain dicts, so Mapping types of the two stores compare equal."""
+    return [Group(g.group_type, g.key, g.version, dict(g.properties)) for g in groups]
+
+
 def event(label: str) -> None:
     """A coverage label (``pytest --hypothesis-show-statistics``), inside Hypothesis only."""
     if hypothesis.currently_in_test_context():
@@ -365,6 +397,10 @@ def _label(resolution: Resolution) -> None:
         event(f"mode {resolution.person_mode.value}")
     if resolution.outcome is Outcome.BUFFER:
         event("buffered")
+    if resolution.groups:
+        event("with groups")
+    if resolution.group_changes:
+        event("group changed")
 
 
 def _label_released(released: list[Released]) -> None:
@@ -449,6 +485,9 @@ class _Pair:
             want_persons = [_normalised(p) for p in _by_id(self.expected.persons(tenant))]
             got_persons = [_normalised(p) for p in _by_id(self.actual.persons(tenant))]
             assert got_persons == want_persons, tenant
+            assert self.actual.group_types(tenant) == self.expected.group_types(tenant)
+            assert _groups(self.actual.groups(tenant)) == _groups(self.expected.groups(tenant))
+            assert self.actual.memberships(tenant) == self.expected.memberships(tenant), tenant
             check_invariants(client, self.actual.keys(tenant))
             for person in want_persons:
                 for distinct_id in person.distinct_ids:

@@ -135,8 +135,10 @@ function groups.apply(ctx, op, person)
       end
     end
     if #remembered > 0 then
-      m.properties_size = 0 -- memberships are not held to the size limit
-      if properties.update(ctx, m, { props = remembered, ord = op.ord }) then
+      -- memberships are not held to the properties size limit
+      local unlimited = { config = { timestamp_mode = ctx.config.timestamp_mode,
+        max_bytes = math.huge } }
+      if properties.update(unlimited, m, { props = remembered, ord = op.ord }) then
         g.members_dirty[person.person_id] = true
       end
     end
