@@ -103,6 +103,7 @@ def build_avro(settings: Settings) -> AvroCodec:
             SchemaName.DISTINCT_ID_OVERRIDE: f"{topics.overrides}-value",
             SchemaName.INGESTION_WARNING: f"{topics.warnings}-value",
             SchemaName.PERSON_CHANGE: f"{topics.person_changes}-value",
+            SchemaName.GROUP_CHANGE: f"{topics.group_changes}-value",
         },
     )
     return AvroCodec(schema_ids=ids, resolver=resolver)
@@ -118,6 +119,7 @@ def build_pipeline(
         json=JsonOptions(
             tenant_fields=settings.formats.tenant_fields,
             default_tenant=settings.formats.default_tenant,
+            segment_group_type=settings.formats.segment_group_type,
         ),
     )
     decoder = Decoder(

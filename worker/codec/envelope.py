@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from worker.codec.errors import DecodeError
-from worker.identity.model import EventKind, IdentityEvent, JsonValue, PropertyUpdates
+from worker.identity.model import EventKind, GroupInput, IdentityEvent, JsonValue, PropertyUpdates
 
 RawFormat = Literal["avro", "json"]
 
@@ -45,6 +45,8 @@ class InputEvent:
     ignored_timestamp: str | None = None
     """Why the event's own time (timestamp, PostHog offset) was ignored as malformed or out of
     range; ``timestamp_ms`` is then the receive time (warning ``ignored_invalid_timestamp``)."""
+    groups: tuple[GroupInput, ...] = ()
+    """The groups the event names (``worker.codec.groups``; contract A9)."""
 
 
 def check_kind_fields(kind: EventKind, event: str | None, other_id: str | None) -> None:
@@ -70,4 +72,5 @@ def to_identity_event(e: InputEvent, timestamp_ms: int) -> IdentityEvent:
         merge_dangerously=e.merge_dangerously,
         process_person=e.process_person,
         updates=e.updates,
+        groups=e.groups,
     )

@@ -46,6 +46,8 @@ class JsonOptions:
     default_tenant: str | None = None
     posthog_backend_libs: frozenset[str] = field(default=posthog.DEFAULT_BACKEND_LIBS)
     segment_backend_libs: frozenset[str] = field(default=segment.DEFAULT_BACKEND_LIBS)
+    segment_group_type: str = segment.DEFAULT_SEGMENT_GROUP_TYPE
+    """The group type of a Segment ``group`` call (``formats.segment_group_type``)."""
 
 
 def detect_dialect(obj: Mapping[str, Any]) -> JsonDialect:
@@ -107,4 +109,5 @@ def decode_json(
         tenant_fallback=fallback,
         backend_libs=options.segment_backend_libs,
         received_at_ms=received_at_ms,
+        group_type=options.segment_group_type,
     )

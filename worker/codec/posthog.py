@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from worker.codec.envelope import InputEvent, check_kind_fields
+from worker.codec.groups import GROUPIDENTIFY_EVENT, posthog_groups
 from worker.codec.errors import DecodeError
 from worker.codec.fields import (
     MAX_TIMESTAMP_MS,
@@ -138,7 +139,8 @@ def decode_posthog(
         sent_at_ms=opt_timestamp_ms(obj.get("sent_at"), "sent_at"),
         other_id=other_id,
         merge_dangerously=event == MERGE_DANGEROUSLY_EVENT,
-        process_person=properties.get("$process_person_profile") is not False,
+        process_person=properties.get("$process_person_profile") is not False
+        and event != GROUPIDENTIFY_EVENT,
         is_backend=_is_backend(properties.get("$lib"), backend_libs),
         properties=properties,
         updates=property_updates(
@@ -148,4 +150,5 @@ def decode_posthog(
         ),
         raw_format="json",
         ignored_timestamp=ignored,
+        groups=posthog_groups(event, properties),
     )

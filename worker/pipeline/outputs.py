@@ -2,7 +2,8 @@
 context). No Kafka, no Redis, no clock: the time to stamp records with is an argument.
 
 Order per event: warnings, the enriched event, distinct-id overrides, then person changes
-(merged-away persons first, then the person's new state if its version moved). A record that
+(merged-away persons first, then the person's new state if its version moved), then group
+changes (each group the event changed). A record that
 cannot be encoded turns the event's input into one dead letter (``encode_failed``) instead.
 """
 
@@ -56,6 +57,7 @@ def event_outputs(
             *_enriched(item, resolution, ctx, buffered_ms),
             *_overrides(item, resolution, ctx, now_ms),
             *_person_changes(item, resolution, ctx, now_ms),
+            *_group_changes(item, resolution, ctx, now_ms),
         ]
     except EncodeError as exc:
         message = item.message
@@ -121,6 +123,20 @@ def _overrides(
         )
         for rec in ctx.encoder.overrides(item.event, resolution, timestamp_ms=now_ms)
     ]
+
+
+def _group_changes(
+    item: Decoded, resolution: Resolution, ctx: OutputContext, now_ms: int
+) -> list[Output]:
+    """Each group whose properties the event changed, with its new state (contract A9)."""
+    out = []
+    for change in resolution.group_changes:
+        rec = ctx.encoder.group_change(
+            item.event.tenant, change, event_uuid=item.event.uuid, timestamp_ms=now_ms
+        )
+        record = OutputRecord(ctx.topics.group_changes, rec.value, rec.key)
+        out.append(Output(item.message, record, OutputKind.GROUP_CHANGE))
+    return out
 
 
 def _person_changes(
