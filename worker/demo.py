@@ -81,6 +81,11 @@ def demo_events(tenant: str, extra: int) -> Iterator[tuple[str, str, dict[str, A
     )
     yield "track", "null", posthog(9, "clicked", "null")
     yield "track", "anon-3", posthog(10, "scrolled", "anon-3", **{"$process_person_profile": False})
+    company = {"$group_type": "company", "$group_key": "demo-company"}
+    group_set = {"$group_set": {"name": "Demo Company", "plan": "enterprise"}}
+    yield "track", "server", posthog(11, "$groupidentify", "server", **company, **group_set)
+    groups = {"$groups": {"company": "demo-company"}}
+    yield "track", "crm-77", posthog(12, "invited_teammate", "crm-77", **groups)
     for i in range(extra):
         yield "track", f"anon-x{i % 7}", posthog(100 + i, "tick", f"anon-x{i % 7}", n=i)
 
@@ -159,6 +164,9 @@ def run_demo(settings: Settings, events: int = 0) -> int:
                 f"{'yes' if e['is_identified'] else 'no ':3s} "
                 f"{json.dumps(e['person_properties'], sort_keys=True)}"
             )
+            for group_type, group in (e.get("groups") or {}).items():
+                properties = json.dumps(group["properties"], sort_keys=True)
+                print(f"   {'':18s} group {group_type}={group['key']} {properties}")
         # the last event's warnings and overrides may trail its enriched event
         deadline = time.monotonic() + 2
         while time.monotonic() < deadline:
