@@ -43,6 +43,17 @@ SAMPLE_RECORDS: dict[SchemaName, dict[str, Any]] = {
         "set": '{"email":"x@example.com"}',
         "set_once": None,
         "unset": ["old"],
+        "event_groups": [
+            {
+                "group_type": "company",
+                "group_key": "acme",
+                "attach": True,
+                "remember": False,
+                "set": '{"name":"Acme"}',
+                "set_once": None,
+                "unset": [],
+            }
+        ],
     },
     SchemaName.DISTINCT_ID_OVERRIDE: {
         "tenant": "t1",

@@ -8,8 +8,9 @@ rule: the identity layer (``worker.identity.groups``) does.
 - Segment: a ``group`` call (``groupId``, ``traits``) attaches the call to the group of the
   configured type (``formats.segment_group_type``, default ``company``), remembers it on the
   person and sets the group's properties from ``traits``.
-- Ours (native): the optional ``groups`` field, a list of ``{group_type, group_key, remember,
-  set, set_once, unset}`` (``native.py``).
+- Ours (native): the optional ``event_groups`` field, a list of ``{group_type, group_key,
+  attach (default true), remember (default false), set, set_once, unset}`` (``native.py``; in
+  Avro ``set``/``set_once`` are JSON text, as the event's own).
 - Schematic (hook): an identify carrying ``company: {keys, name, traits}`` becomes one
   ``GroupInput`` per company with ``remember=True`` and ``set`` = traits plus ``name``, keyed by
   the company's key distinct id (contract A11: key name and entity kind included). Use
@@ -22,7 +23,15 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from worker.codec.errors import DecodeError
-from worker.codec.fields import check_values, opt_object, property_updates
+from worker.codec.fields import (
+    as_bool,
+    check_values,
+    dumps_json,
+    loads_json,
+    opt_object,
+    property_updates,
+    unset_keys,
+)
 from worker.identity.model import GroupInput, JsonValue, PropertyUpdates
 
 GROUPIDENTIFY_EVENT: Final = "$groupidentify"
@@ -93,3 +102,73 @@ def schematic_company(
         remember=True,
         updates=property_updates(updates, None, ()) if updates else PropertyUpdates(),
     )
+
+
+# -- ours (native): the optional ``event_groups`` field ----------------------------------------
+
+
+def _native_group(item: Mapping[str, Any], field: str, *, text_objects: bool) -> GroupInput:
+    """One entry of ``event_groups``; in Avro ``set``/``set_once`` are JSON text."""
+
+    def updates_object(name: str) -> dict[str, JsonValue] | None:
+        value = item.get(name)
+        if text_objects and isinstance(value, str):
+            value = loads_json(value, reason="invalid_field", field=f"{field}.{name}")
+        obj = opt_object(value, f"{field}.{name}")
+        check_values(obj, f"{field}.{name}")
+        return obj
+
+    group_type = item.get("group_type")
+    if not isinstance(group_type, str) or not group_type:
+        raise DecodeError(
+            "invalid_field", f"{field}.group_type must be a non-empty string", field=field
+        )
+    unset = item.get("unset")
+    if unset is not None and not isinstance(unset, list):
+        raise DecodeError("invalid_field", f"{field}.unset must be a list", field=field)
+    return GroupInput(
+        group_type,
+        _key(item.get("group_key"), f"{field}.group_key"),
+        attach=as_bool(item.get("attach"), f"{field}.attach", True),
+        remember=as_bool(item.get("remember"), f"{field}.remember", False),
+        updates=property_updates(
+            updates_object("set"), updates_object("set_once"), unset_keys(unset, f"{field}.unset")
+        ),
+    )
+
+
+def native_groups(value: Any, *, text_objects: bool = False) -> tuple[GroupInput, ...]:
+    """``event_groups`` of our JSON shape (``text_objects``: of our Avro record)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise DecodeError("invalid_field", "event_groups must be a list", field="event_groups")
+    out = []
+    for n, item in enumerate(value):
+        field = f"event_groups[{n}]"
+        if not isinstance(item, dict):
+            raise DecodeError("invalid_field", f"{field} must be an object", field=field)
+        out.append(_native_group(item, field, text_objects=text_objects))
+    return tuple(out)
+
+
+def native_groups_out(groups: tuple[GroupInput, ...], *, text_objects: bool) -> list[Any]:
+    """``event_groups`` of ``groups`` for our JSON shape (``text_objects``: our Avro record)."""
+
+    def obj(pairs: tuple[tuple[str, JsonValue], ...]) -> Any:
+        if not pairs:
+            return None
+        return dumps_json(dict(pairs)) if text_objects else dict(pairs)
+
+    return [
+        {
+            "group_type": g.group_type,
+            "group_key": g.key,
+            "attach": g.attach,
+            "remember": g.remember,
+            "set": obj(g.updates.set),
+            "set_once": obj(g.updates.set_once),
+            "unset": list(g.updates.unset),
+        }
+        for g in groups
+    ]

@@ -1,0 +1,134 @@
+"""Group data of the dialects (worker/codec/groups.py): PostHog, Segment, ours in JSON and Avro."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from worker.codec import DecodeError, DecodeOptions, InputEvent, JsonOptions, decode_message
+from worker.codec.avro import AvroCodec, SchemaName
+from worker.codec.encode import OutputEncoder
+from worker.codec.groups import schematic_company
+from worker.identity.model import EventKind, GroupInput, PropertyUpdates
+
+UUID = "0190b8b6-7d6a-7a4e-8c1e-1a2b3c4d5e6f"
+TS = "2024-05-01T12:00:00Z"
+
+
+def decode(obj: dict[str, Any], **options: Any) -> InputEvent:
+    return decode_message(
+        json.dumps(obj).encode(),
+        None,
+        None,
+        "events/0/7",
+        DecodeOptions(json=JsonOptions(**options)),
+    )
+
+
+def posthog(event: str, **properties: Any) -> InputEvent:
+    return decode(
+        {
+            "event": event,
+            "distinct_id": "u1",
+            "uuid": UUID,
+            "team_id": 1,
+            "timestamp": TS,
+            "properties": properties,
+        }
+    )
+
+
+def test_posthog_groupidentify_names_its_group_and_touches_no_person() -> None:
+    e = posthog(
+        "$groupidentify",
+        **{"$group_type": "company", "$group_key": 42, "$group_set": {"name": "Acme"}},
+    )
+    assert e.kind is EventKind.TRACK
+    assert not e.process_person
+    assert e.groups == (
+        GroupInput("company", "42", updates=PropertyUpdates(set=(("name", "Acme"),))),
+    )
+
+
+def test_posthog_groupidentify_without_a_type_is_a_dead_letter() -> None:
+    with pytest.raises(DecodeError):
+        posthog("$groupidentify", **{"$group_key": "acme"})
+
+
+def test_posthog_groups_attach_the_event_in_order_skipping_unusable_keys() -> None:
+    e = posthog("clicked", **{"$groups": {"company": "acme", "team": 7, "bad": None, "x": True}})
+    assert e.process_person
+    assert e.groups == (GroupInput("company", "acme"), GroupInput("team", "7"))
+    assert e.properties["$groups"] == {"company": "acme", "team": 7, "bad": None, "x": True}
+
+
+def test_segment_group_call_is_a_track_named_group_that_remembers() -> None:
+    call = {
+        "type": "group",
+        "userId": "u1",
+        "groupId": "g1",
+        "traits": {"name": "Globex"},
+        "writeKey": "w",
+        "messageId": "m1",
+        "timestamp": TS,
+    }
+    e = decode(call)
+    assert (e.kind, e.event, e.distinct_id) == (EventKind.TRACK, "group", "u1")
+    updates = PropertyUpdates(set=(("name", "Globex"),))
+    assert e.groups == (GroupInput("company", "g1", remember=True, updates=updates),)
+    assert decode(call, segment_group_type="account").groups[0].group_type == "account"
+    with pytest.raises(DecodeError):
+        decode({**call, "groupId": ""})
+
+
+def test_schematic_company_hook() -> None:
+    group = schematic_company("company", "company:id=1", "Acme", {"plan": "pro"})
+    assert group.remember and group.attach
+    assert dict(group.updates.set) == {"plan": "pro", "name": "Acme"}
+
+
+NATIVE_GROUPS = [
+    {"group_type": "company", "group_key": "acme", "set": {"name": "Acme"}, "unset": ["old"]},
+    {"group_type": "team", "group_key": "t1", "attach": False, "remember": True},
+]
+EXPECTED = (
+    GroupInput("company", "acme", updates=PropertyUpdates(set=(("name", "Acme"),), unset=("old",))),
+    GroupInput("team", "t1", attach=False, remember=True),
+)
+
+
+def _native(**extra: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event": "e",
+        "tenant": "t",
+        "uuid": UUID,
+        "distinct_id": "u1",
+        "timestamp": 1_700_000_000_000,
+        **extra,
+    }
+
+
+def test_native_json_event_groups_round_trip() -> None:
+    e = decode(_native(event_groups=NATIVE_GROUPS))
+    assert e.groups == EXPECTED
+    again = decode_message(
+        OutputEncoder("json").input_event(e), None, None, "x/0/1", DecodeOptions()
+    )
+    assert again.groups == EXPECTED
+    assert decode(_native()).groups == ()
+    with pytest.raises(DecodeError):
+        decode(_native(event_groups=[{"group_type": "", "group_key": "k"}]))
+    with pytest.raises(DecodeError):
+        decode(_native(event_groups={"company": "acme"}))
+
+
+def test_native_avro_event_groups_round_trip() -> None:
+    e = decode(_native(event_groups=NATIVE_GROUPS))
+    avro = AvroCodec()
+    data = OutputEncoder("avro", avro).input_event(e)
+    decoded = decode_message(data, None, None, "x/0/1", DecodeOptions(avro=avro))
+    assert decoded.groups == EXPECTED
+    assert avro.decode(SchemaName.EVENT, data).record["event_groups"][0]["set"] == '{"name":"Acme"}'
