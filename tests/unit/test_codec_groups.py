@@ -132,3 +132,12 @@ def test_native_avro_event_groups_round_trip() -> None:
     decoded = decode_message(data, None, None, "x/0/1", DecodeOptions(avro=avro))
     assert decoded.groups == EXPECTED
     assert avro.decode(SchemaName.EVENT, data).record["event_groups"][0]["set"] == '{"name":"Acme"}'
+
+
+def test_person_and_group_operations_together_are_capped() -> None:
+    half = {f"k{n}": n for n in range(1_001)}
+    with pytest.raises(DecodeError, match="too_many_properties"):
+        decode(_native(set=half, event_groups=[{"group_type": "c", "group_key": "k", "set": half}]))
+    many = [{"group_type": f"t{n}", "group_key": "k"} for n in range(101)]
+    with pytest.raises(DecodeError, match="too_many_properties"):
+        decode(_native(event_groups=many))

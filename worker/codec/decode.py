@@ -15,6 +15,7 @@ from worker.codec import native
 from worker.codec.avro import AvroCodec, SchemaName
 from worker.codec.envelope import InputEvent
 from worker.codec.errors import DecodeError
+from worker.codec.groups import check_group_load
 from worker.codec.json_formats import JSON_DIALECTS, JsonDialect, JsonOptions, decode_json
 from worker.codec.wire import MAGIC_BYTE
 
@@ -94,20 +95,24 @@ def decode_message(
     first = value[0]
     if first == MAGIC_BYTE:
         decoded = options.avro.decode(SchemaName.EVENT, value)
-        return native.from_avro_record(
-            decoded.record, decoded.body if decoded.same_schema else None, received_at_ms
+        return check_group_load(
+            native.from_avro_record(
+                decoded.record, decoded.body if decoded.same_schema else None, received_at_ms
+            )
         )
     if first in _WHITESPACE:
         stripped = value.lstrip(_WHITESPACE)
         first = stripped[0] if stripped else -1
     if first in _JSON_STARTS:
-        return decode_json(
-            value,
-            source_ref=source_ref,
-            options=options.json,
-            tenant_fallback=tenant_from_key(key) if options.tenant_from_key else None,
-            received_at_ms=received_at_ms,
-            dialect=_header_dialect(headers, options.dialect_header),
+        return check_group_load(
+            decode_json(
+                value,
+                source_ref=source_ref,
+                options=options.json,
+                tenant_fallback=tenant_from_key(key) if options.tenant_from_key else None,
+                received_at_ms=received_at_ms,
+                dialect=_header_dialect(headers, options.dialect_header),
+            )
         )
     raise DecodeError(
         "unknown_magic_byte",

@@ -22,8 +22,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from worker.codec.envelope import InputEvent
 from worker.codec.errors import DecodeError
 from worker.codec.fields import (
+    MAX_PROPERTY_OPERATIONS,
     as_bool,
     check_values,
     dumps_json,
@@ -172,3 +174,31 @@ def native_groups_out(groups: tuple[GroupInput, ...], *, text_objects: bool) -> 
         }
         for g in groups
     ]
+
+
+MAX_GROUPS: Final = 100
+"""Groups one event may name."""
+
+
+def check_group_load(e: InputEvent) -> InputEvent:
+    """Refuse (``too_many_properties``) an event naming more than ``MAX_GROUPS`` groups, or
+    whose person and group property operations together exceed ``MAX_PROPERTY_OPERATIONS``:
+    the Redis script unpacks a buffered event's fields in one call (docs/FORMATS.md)."""
+    if len(e.groups) > MAX_GROUPS:
+        raise DecodeError(
+            "too_many_properties",
+            f"{len(e.groups)} groups (at most {MAX_GROUPS})",
+            field="groups",
+        )
+    count = sum(_operations(u) for u in (e.updates, *(g.updates for g in e.groups)))
+    if count > MAX_PROPERTY_OPERATIONS:
+        raise DecodeError(
+            "too_many_properties",
+            f"{count} person and group property operations (at most {MAX_PROPERTY_OPERATIONS})",
+            field="groups",
+        )
+    return e
+
+
+def _operations(updates: PropertyUpdates) -> int:
+    return len(updates.set) + len(updates.set_once) + len(updates.unset)
