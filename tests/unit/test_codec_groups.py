@@ -85,7 +85,8 @@ def test_segment_group_call_is_a_track_named_group_that_remembers() -> None:
 
 def test_schematic_company_hook() -> None:
     group = schematic_company("company", "company:id=1", "Acme", {"plan": "pro"})
-    assert group.remember and group.attach
+    assert group.remember
+    assert group.attach
     assert dict(group.updates.set) == {"plan": "pro", "name": "Acme"}
 
 

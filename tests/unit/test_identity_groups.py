@@ -57,7 +57,8 @@ def sets(**values: object) -> PropertyUpdates:
 def test_explicit_groups_attach_one_event_and_remembered_ones_stay() -> None:
     store = ReferenceStore()
     first, second = run(store, ev("u", GroupInput("company", "acme")), ev("u"))
-    assert keys(first) == {"company": "acme"} and keys(second) == {}
+    assert keys(first) == {"company": "acme"}
+    assert keys(second) == {}
     remembered, later = run(store, ev("u", GroupInput("company", "beta", remember=True)), ev("u"))
     assert keys(remembered) == keys(later) == {"company": "beta"}
     (explicit,) = run(store, ev("u", GroupInput("company", "acme")))
@@ -141,4 +142,5 @@ def test_group_properties_follow_the_length_and_size_limits() -> None:
             WarningKind.GROUP_PROPERTIES_SIZE_VIOLATION, {"reason": "properties_too_large"}
         ),
     )
-    assert too_big.group_changes == () and store.groups("t") == []
+    assert too_big.group_changes == ()
+    assert store.groups("t") == []

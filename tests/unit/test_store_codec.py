@@ -231,7 +231,9 @@ def test_decode_reply() -> None:
 
 def test_decode_a_buffered_result() -> None:
     ops = [_op()]
-    reply = json.dumps([[["", "buffered", None, False, {}, False, False, [], [], None, {}, []]], []])
+    reply = json.dumps(
+        [[["", "buffered", None, False, {}, False, False, [], [], None, {}, []]], []]
+    )
     (resolution,), released = codec.decode_reply(reply, ops)
     assert resolution.outcome is Outcome.BUFFER
     assert resolution.person_id is None

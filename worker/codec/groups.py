@@ -70,11 +70,8 @@ def posthog_groups(event: str, properties: Mapping[str, JsonValue]) -> tuple[Gro
         out.append(GroupInput(group_type, key, updates=property_updates(group_set, None, ())))
     raw = opt_object(properties.get("$groups"), "properties.$groups") or {}
     for group_type, value in raw.items():
-        if (
-            isinstance(value, str)
-            and value
-            or isinstance(value, int)
-            and not isinstance(value, bool)
+        if (isinstance(value, str) and value) or (
+            isinstance(value, int) and not isinstance(value, bool)
         ):
             out.append(GroupInput(group_type, str(value)))
     return tuple(out)

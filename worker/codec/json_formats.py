@@ -20,6 +20,7 @@ from worker.codec import native, posthog, segment
 from worker.codec.envelope import InputEvent
 from worker.codec.errors import DecodeError
 from worker.codec.fields import loads_json
+from worker.codec.groups import DEFAULT_SEGMENT_GROUP_TYPE
 
 JsonDialect = Literal["auto", "native", "posthog", "segment"]
 JSON_DIALECTS: Final[tuple[JsonDialect, ...]] = get_args(JsonDialect)
@@ -46,7 +47,7 @@ class JsonOptions:
     default_tenant: str | None = None
     posthog_backend_libs: frozenset[str] = field(default=posthog.DEFAULT_BACKEND_LIBS)
     segment_backend_libs: frozenset[str] = field(default=segment.DEFAULT_BACKEND_LIBS)
-    segment_group_type: str = segment.DEFAULT_SEGMENT_GROUP_TYPE
+    segment_group_type: str = DEFAULT_SEGMENT_GROUP_TYPE
     """The group type of a Segment ``group`` call (``formats.segment_group_type``)."""
 
 

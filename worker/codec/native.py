@@ -14,7 +14,6 @@ from typing import Any, Final
 
 from worker.codec.envelope import InputEvent, check_kind_fields
 from worker.codec.errors import DecodeError
-from worker.codec.groups import native_groups, native_groups_out
 from worker.codec.fields import (
     as_bool,
     as_id,
@@ -37,6 +36,7 @@ from worker.codec.fields import (
     timestamp_or_ignored,
     unset_keys,
 )
+from worker.codec.groups import native_groups, native_groups_out
 from worker.identity.model import EventKind, JsonValue
 
 SOURCE_CLIENT: Final = "client"

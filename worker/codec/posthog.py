@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from worker.codec.envelope import InputEvent, check_kind_fields
-from worker.codec.groups import GROUPIDENTIFY_EVENT, posthog_groups
 from worker.codec.errors import DecodeError
 from worker.codec.fields import (
     MAX_TIMESTAMP_MS,
@@ -35,6 +34,7 @@ from worker.codec.fields import (
     timestamp_or_ignored,
     unset_keys,
 )
+from worker.codec.groups import GROUPIDENTIFY_EVENT, posthog_groups
 from worker.identity.model import EventKind, JsonValue
 
 DEFAULT_BACKEND_LIBS: Final = frozenset(

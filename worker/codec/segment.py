@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from worker.codec.envelope import InputEvent, check_kind_fields
-from worker.codec.groups import DEFAULT_SEGMENT_GROUP_TYPE, SEGMENT_GROUP_CALL, segment_group
 from worker.codec.errors import DecodeError
 from worker.codec.fields import (
     as_str,
@@ -32,6 +31,7 @@ from worker.codec.fields import (
     require_tenant,
     timestamp_or_ignored,
 )
+from worker.codec.groups import DEFAULT_SEGMENT_GROUP_TYPE, SEGMENT_GROUP_CALL, segment_group
 from worker.identity.model import EventKind
 
 DEFAULT_BACKEND_LIBS: Final = frozenset(

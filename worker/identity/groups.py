@@ -165,4 +165,3 @@ class TenantGroups:
     def properties_of(self, group_type: str, key: str) -> dict[str, JsonValue]:
         record = self.records.get((group_type, key))
         return props.visible(record.properties) if record is not None else {}
-
