@@ -90,8 +90,8 @@ function groups.apply(ctx, op, person)
   local out = { warnings = {} }
   local g = state(ctx)
   local kept = {}
+  local types = types_of(ctx, g) -- one SMEMBERS per call
   if #op.groups > 0 then
-    local types = types_of(ctx, g)
     for _, group in ipairs(op.groups) do
       if not types[group.type] then
         if g.type_count >= op.max_group_types then
@@ -126,7 +126,7 @@ function groups.apply(ctx, op, person)
   end
 
   local keys = {} -- type -> key text
-  if person then
+  if person and g.type_count > 0 then -- a tenant without group types has no memberships
     local m = members_of(ctx, g, person.person_id)
     local remembered = {}
     for _, group in ipairs(kept) do
