@@ -109,6 +109,23 @@ def build_avro(settings: Settings) -> AvroCodec:
     return AvroCodec(schema_ids=ids, resolver=resolver)
 
 
+def _json_options(settings: Settings) -> JsonOptions:
+    formats = settings.formats
+    person_properties = formats.posthog_person_properties
+    if person_properties is None:
+        return JsonOptions(
+            tenant_fields=formats.tenant_fields,
+            default_tenant=formats.default_tenant,
+            segment_group_type=formats.segment_group_type,
+        )
+    return JsonOptions(
+        tenant_fields=formats.tenant_fields,
+        default_tenant=formats.default_tenant,
+        posthog_person_properties=person_properties,
+        segment_group_type=formats.segment_group_type,
+    )
+
+
 def build_pipeline(
     settings: Settings, store: BufferingStore, sink: Sink, avro: AvroCodec, clock: Clock
 ) -> BatchPipeline:
@@ -116,11 +133,8 @@ def build_pipeline(
     topics, buffer = settings.topics, settings.buffer
     options = DecodeOptions(
         avro=avro,
-        json=JsonOptions(
-            tenant_fields=settings.formats.tenant_fields,
-            default_tenant=settings.formats.default_tenant,
-            segment_group_type=settings.formats.segment_group_type,
-        ),
+        json=_json_options(settings),
+        topic_dialects=settings.formats.topic_dialects,
     )
     decoder = Decoder(
         options=options,

@@ -196,6 +196,12 @@ class BufferSettings(_Section):
     dead; another worker releases them again (at least once)."""
 
 
+DialectName = Literal[
+    "auto", "native", "posthog", "segment", "altertable", "seerstack", "logrocket", "schematic"
+]
+"""The JSON dialects (``worker.codec.json_formats.JsonDialect``)."""
+
+
 class FormatSettings(_Section):
     output: Literal["avro", "json"] = "json"
     tenant_fields: tuple[str, ...] | None = None
@@ -204,6 +210,12 @@ class FormatSettings(_Section):
     default_tenant: str | None = None
     """Tenant for events that name none (else they are dead letters). Not empty, no ``:``."""
     schema_registry_url: SecretStr | None = None
+    topic_dialects: dict[str, DialectName] = Field(default_factory=dict)
+    """The JSON dialect of each listed input topic (docs/FORMATS.md); a message's
+    ``event-format`` header overrides it; unlisted topics detect the dialect per message."""
+    posthog_person_properties: tuple[str, ...] | None = None
+    """Event properties the PostHog dialect copies onto the person (``$set``, and ``$initial_*``
+    with ``$set_once``). Unset: PostHog's ``eventToPersonProperties`` list; empty: off."""
     segment_group_type: str = Field(default="company", min_length=1)
     """The group type of a Segment ``group`` call (docs/IDENTITY.md, "Groups")."""
 

@@ -1,8 +1,11 @@
 """``identity-worker demo``: the main job on defaults, end to end, in one command.
 
 Creates the topics, starts ``identity-worker run`` as a subprocess, produces a small stream of
-PostHog, Segment and native events for a fresh demo tenant, reads the enriched events, overrides
-and warnings back from Kafka, prints them, and stops the worker with SIGTERM.
+events for a fresh demo tenant (PostHog, Segment, then one of each other dialect: Altertable,
+SeerStack, LogRocket, Schematic and a PostHog capture envelope, then companies: a Schematic
+track by another key of the user who was identified with a company, a PostHog
+``$groupidentify`` and an event with ``$groups``), reads the enriched events,
+overrides and warnings back from Kafka, prints them, and stops the worker with SIGTERM.
 """
 
 from __future__ import annotations
@@ -81,11 +84,71 @@ def demo_events(tenant: str, extra: int) -> Iterator[tuple[str, str, dict[str, A
     )
     yield "track", "null", posthog(9, "clicked", "null")
     yield "track", "anon-3", posthog(10, "scrolled", "anon-3", **{"$process_person_profile": False})
+    yield (
+        "identify",
+        "u_01",
+        {
+            "environment": "production",
+            "distinct_id": "u_01",
+            "anonymous_id": "anon_123",
+            "traits": {"plan": "premium"},
+            "timestamp": at(11),
+        },
+    )
+    yield (
+        "identify",
+        "user_123",
+        {
+            "user_id": "user_123",
+            "email": "grace@example.com",
+            "name": "Grace Hopper",
+            "attributes": {"plan": "enterprise"},
+            "timestamp": at(12),
+        },
+    )
+    yield (
+        "identify",
+        "1234",
+        {
+            "userID": "1234",
+            "name": "John Smith",
+            "traits": {"age": 43, "plan": "", "beta": True},
+            "timestamp": at(13),
+        },
+    )
+    yield (
+        "identify",
+        "demo-user",
+        {
+            "keys": {"id": "demo-user", "email": "demo@example.com"},
+            "traits": {"role": "admin"},
+            "company": {"keys": {"id": "demo-company"}, "name": "Demo"},
+            "timestamp": at(14),
+        },
+    )
+    capture = posthog(15, "$pageview", "user-1", **{"$browser": "Firefox", "utm_source": "news"})
+    yield (
+        "track",
+        "user-1",
+        {
+            "uuid": capture.pop("uuid"),
+            "distinct_id": capture.pop("distinct_id"),
+            "token": capture.pop("team_id"),
+            "data": json.dumps(capture),
+            "now": at(15),
+            "ip": "127.0.0.1",
+        },
+    )
+    yield (
+        "track",
+        "demo-user",
+        {"event": "viewed_report", "user": {"id": "demo-user"}, "timestamp": at(16)},
+    )
     company = {"$group_type": "company", "$group_key": "demo-company"}
     group_set = {"$group_set": {"name": "Demo Company", "plan": "enterprise"}}
-    yield "track", "server", posthog(11, "$groupidentify", "server", **company, **group_set)
+    yield "track", "server", posthog(17, "$groupidentify", "server", **company, **group_set)
     groups = {"$groups": {"company": "demo-company"}}
-    yield "track", "crm-77", posthog(12, "invited_teammate", "crm-77", **groups)
+    yield "track", "crm-77", posthog(18, "invited_teammate", "crm-77", **groups)
     for i in range(extra):
         yield "track", f"anon-x{i % 7}", posthog(100 + i, "tick", f"anon-x{i % 7}", n=i)
 

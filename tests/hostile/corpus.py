@@ -399,7 +399,8 @@ def _framing() -> Iterator[HostileMessage]:
         "avro huge length", frame(event_id, b"\xfe\xff\xff\xff\x0f"), "avro_invalid"
     )
     yield HostileMessage("JSON array", b"[1, 2]", "json_invalid")
-    yield HostileMessage("JSON array of events", b"[" + _json(POSTHOG) + b"]", "json_invalid")
+    # a JSON array is a batch (docs/FORMATS.md): one event in it is that event
+    yield HostileMessage("JSON array of events", b"[" + _json(POSTHOG) + b"]", EVENT)
     yield HostileMessage("JSON string", b' "event"', "unknown_magic_byte")
     yield HostileMessage("empty object", b"{}", "unknown_format")
     yield HostileMessage(
@@ -453,6 +454,220 @@ def _wrong_types() -> Iterator[HostileMessage]:
             )
 
 
+# --- the Altertable, SeerStack, LogRocket and Schematic dialects, PostHog capture's envelope ---
+
+ALTERTABLE: Final[dict[str, Any]] = {
+    "tenant": "t1",
+    "environment": "production",
+    "distinct_id": "u_01",
+    "anonymous_id": "anon_123",
+    "traits": {"plan": "premium"},
+    "timestamp": "2024-05-01T11:59:00Z",
+}
+SEERSTACK: Final[dict[str, Any]] = {
+    "tenant": "t1",
+    "user_id": "user_123",
+    "email": "g@x.io",
+    "name": "Grace Hopper",
+    "attributes": {"plan": "enterprise"},
+    "timestamp": "2024-05-01T11:59:00Z",
+}
+LOGROCKET: Final[dict[str, Any]] = {
+    "tenant": "t1",
+    "userID": "1234",
+    "name": "John Smith",
+    "email": "j@x.io",
+    "traits": {"age": 43, "plan": "free"},
+    "timestamp": "2024-05-01T11:59:00Z",
+}
+SCHEMATIC: Final[dict[str, Any]] = {
+    "tenant": "t1",
+    "keys": {"id": "demo-user", "email": "d@x.io"},
+    "traits": {"role": "admin"},
+    "name": "Demo",
+    "company": {"keys": {"id": "demo-company"}, "name": "Demo", "traits": {"plan": "x"}},
+    "timestamp": "2024-05-01T11:59:00Z",
+}
+DIALECT_BASES: Final = (
+    ("altertable", ALTERTABLE),
+    ("seerstack", SEERSTACK),
+    ("logrocket", LOGROCKET),
+    ("schematic", SCHEMATIC),
+)
+
+
+def _envelope(data: Any, **changes: Any) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data)
+    envelope = {
+        "uuid": UUID,
+        "distinct_id": "user-1",
+        "ip": "1.2.3.4",
+        "data": text,
+        "now": "2024-05-01T12:00:00Z",
+        "sent_at": "2024-05-01T11:59:59Z",
+        "token": "phc_1",
+        **changes,
+    }
+    return _json(envelope)
+
+
+def _dialects() -> Iterator[HostileMessage]:
+    for name, base in DIALECT_BASES:
+        yield HostileMessage(f"{name} payload", _json(base), EVENT)
+        header = (("event-format", name.encode()),)
+        for field in base:
+            for index, wrong in enumerate(WRONG_VALUES):
+                yield HostileMessage(
+                    f"{name} {field} = wrong value {index}",
+                    _json({**base, field: wrong}),
+                    ANY,
+                    headers=header,
+                )
+    yield HostileMessage(
+        "altertable environment with ':'",
+        _json({**ALTERTABLE, "environment": "a:b"}),
+        "invalid_field",
+    )
+    yield HostileMessage(
+        "altertable unknown call type", _json({**ALTERTABLE, "type": "page"}), "unknown_event_type"
+    )
+    yield HostileMessage(
+        "altertable traits nested too deep",
+        _json({**ALTERTABLE, "traits": _nested(70)}),
+        "nesting_too_deep",
+    )
+    yield HostileMessage("altertable batch of one", _json([ALTERTABLE]), EVENT)
+    yield HostileMessage(
+        "altertable batch, second element bad",
+        _json([ALTERTABLE, {"environment": "p"}]),
+        "missing_field",
+    )
+    yield HostileMessage("empty JSON array", b"[]", "missing_field")
+    yield HostileMessage("array of arrays", _json([[ALTERTABLE]]), "json_invalid")
+    yield HostileMessage("array of numbers", b"[1, 2, 3]", "json_invalid")
+    yield HostileMessage("array of 10,000 bad elements", _json([None] * 10_000), "json_invalid")
+    yield HostileMessage(
+        "seerstack without email and name", _json({"tenant": "t", "user_id": "u"}), "missing_field"
+    )
+    yield HostileMessage(
+        "seerstack blank email and name",
+        _json({**SEERSTACK, "email": "", "name": ""}),
+        "missing_field",
+    )
+    yield HostileMessage(
+        "seerstack log",
+        _json({"tenant": "t", "user_id": "u", "message": "m", "timestamp": 1}),
+        EVENT,
+    )
+    yield HostileMessage(
+        "logrocket name over 1,024", _json({**LOGROCKET, "name": "n" * 1025}), "value_out_of_range"
+    )
+    yield HostileMessage(
+        "logrocket trait key over 1,024",
+        _json({**LOGROCKET, "traits": {"k" * 1025: 1}}),
+        "value_out_of_range",
+    )
+    yield HostileMessage(
+        "logrocket trait value over 1,024",
+        _json({**LOGROCKET, "traits": {"k": "v" * 1025}}),
+        "value_out_of_range",
+    )
+    yield HostileMessage(
+        "logrocket userID over 1,024",
+        _json({**LOGROCKET, "userID": "1" * 1025}),
+        "value_out_of_range",
+    )
+    yield HostileMessage(
+        "logrocket trait value a list", _json({**LOGROCKET, "traits": {"k": [1]}}), "invalid_field"
+    )
+    yield HostileMessage(
+        "logrocket blank traits",
+        _json({**LOGROCKET, "traits": {"a": "", "b": None, "c": " "}}),
+        EVENT,
+    )
+    yield HostileMessage(
+        "logrocket userID with NUL", _json({**LOGROCKET, "userID": "a\x00b"}), EVENT
+    )
+    yield HostileMessage("schematic no keys", _json({**SCHEMATIC, "keys": {}}), "missing_field")
+    yield HostileMessage(
+        "schematic key value an object",
+        _json({**SCHEMATIC, "keys": {"id": {"a": 1}}}),
+        "invalid_field",
+    )
+    yield HostileMessage(
+        "schematic upsert_company",
+        _json({"type": "upsert_company", "body": {"keys": {"id": "c"}}}),
+        "unknown_event_type",
+    )
+    yield HostileMessage(
+        "schematic flag_check",
+        _json({"event_type": "flag_check", "body": {"keys": {"id": "c"}}}),
+        "unknown_event_type",
+    )
+    yield HostileMessage(
+        "schematic envelope without a type",
+        _json({"tenant": "t", "body": {"keys": {"id": "c"}}}),
+        "missing_field",
+    )
+    yield HostileMessage(
+        "schematic three keys (one derived merge)",
+        _json({**SCHEMATIC, "keys": {"a": "1", "b": "2", "c": "3"}}),
+        "invalid_field",
+    )
+    yield HostileMessage(
+        "schematic key with ':' in its name", _json({**SCHEMATIC, "keys": {"a:b": "c:d"}}), EVENT
+    )
+    yield HostileMessage(
+        "posthog capture envelope",
+        _envelope({"event": "e", "timestamp": "2024-05-01T11:59:00Z"}),
+        EVENT,
+    )
+    yield HostileMessage("posthog capture envelope, data not JSON", _envelope("{"), "json_invalid")
+    yield HostileMessage("posthog capture envelope, data an array", _envelope([1]), "invalid_field")
+    yield HostileMessage(
+        "posthog capture envelope, data a lone surrogate",
+        _envelope('{"event": "\\ud800"}'),
+        "json_invalid",
+    )
+    yield HostileMessage(
+        "posthog capture envelope, bad now",
+        _envelope({"event": "e", "timestamp": "2024-05-01T11:59:00Z"}, now="soon"),
+        EVENT,
+    )
+    yield HostileMessage(
+        "posthog capture envelope, bad timestamp",
+        _envelope({"event": "e", "timestamp": "soon"}),
+        EVENT,
+        warning="ignored_invalid_timestamp",
+    )
+    for index, wrong in enumerate(WRONG_VALUES):
+        properties = {**POSTHOG["properties"], "$process_person_profile": wrong}
+        too_big = isinstance(wrong, int) and abs(wrong) > 2**63 - 1
+        yield HostileMessage(
+            f"posthog $process_person_profile = wrong value {index}",
+            _json(_posthog(properties=properties)),
+            "value_out_of_range" if too_big else EVENT,
+        )
+    yield HostileMessage(
+        "posthog $exception with updates", _json(_posthog(event="$exception")), EVENT
+    )
+    yield HostileMessage(
+        "posthog $groupidentify without person processing",
+        _json(_posthog(event="$groupidentify", properties={"$process_person_profile": False})),
+        EVENT,
+    )
+    yield HostileMessage(
+        "posthog person properties of every type",
+        _json(_posthog(properties={"$browser": {"a": [1]}, "utm_source": None, "$os": 2**62})),
+        EVENT,
+    )
+    yield HostileMessage(
+        "segment without a timestamp",
+        _json({k: v for k, v in SEGMENT.items() if k != "originalTimestamp"}),
+        EVENT,
+    )
+
+
 def corpus() -> list[HostileMessage]:
     """Every hostile message, names unique."""
     messages = [
@@ -463,6 +678,7 @@ def corpus() -> list[HostileMessage]:
         *_ids(),
         *_framing(),
         *_wrong_types(),
+        *_dialects(),
     ]
     names = [m.name for m in messages]
     assert len(names) == len(set(names)), "corpus names must be unique"
@@ -474,5 +690,6 @@ GOOD_MESSAGES: Final = (
     _json(NATIVE),
     _json(SEGMENT),
     _avro(),
+    *(_json(base) for _, base in DIALECT_BASES),
 )
 """Valid messages of each format, the seeds of the fuzzer's mutations."""

@@ -1,13 +1,14 @@
 """Input and output codecs: Kafka message bytes ⇄ ``InputEvent`` / output records.
 
 Inputs: our Avro ``Event`` (Confluent wire format, with schema evolution through a registry),
-our JSON shape, PostHog capture events and Segment spec calls (``decode_message``). Outputs:
+our JSON shape, PostHog capture events, Segment spec calls and the Altertable, SeerStack,
+LogRocket and Schematic payloads (``decode_messages``). Outputs:
 enriched events, distinct-id overrides and ingestion warnings as Avro or JSON
 (``OutputEncoder``). Formats are documented in docs/FORMATS.md.
 """
 
 from worker.codec.avro import SCHEMA_IDS, AvroCodec, SchemaName, SchemaResolver
-from worker.codec.decode import DecodeOptions, decode_message, tenant_from_key
+from worker.codec.decode import DecodeOptions, decode_message, decode_messages, tenant_from_key
 from worker.codec.encode import EncodedRecord, OutputEncoder, OutputFormat
 from worker.codec.envelope import InputEvent, RawFormat, to_identity_event
 from worker.codec.errors import (
@@ -18,7 +19,7 @@ from worker.codec.errors import (
     EncodeError,
     SchemaRegistryUnavailableError,
 )
-from worker.codec.json_formats import JsonDialect, JsonOptions
+from worker.codec.json_formats import DecodedItem, JsonDialect, JsonOptions
 
 __all__ = [
     "DECODE_REASONS",
@@ -28,6 +29,7 @@ __all__ = [
     "DecodeError",
     "DecodeOptions",
     "DecodeReason",
+    "DecodedItem",
     "EncodeError",
     "EncodedRecord",
     "InputEvent",
@@ -40,6 +42,7 @@ __all__ = [
     "SchemaRegistryUnavailableError",
     "SchemaResolver",
     "decode_message",
+    "decode_messages",
     "tenant_from_key",
     "to_identity_event",
 ]

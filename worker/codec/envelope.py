@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from worker.codec.errors import DecodeError
-from worker.identity.model import EventKind, GroupInput, IdentityEvent, JsonValue, PropertyUpdates
+from worker.identity.model import (
+    EventKind,
+    GroupInput,
+    IdentityEvent,
+    IdentityWarning,
+    JsonValue,
+    PropertyUpdates,
+)
 
 RawFormat = Literal["avro", "json"]
 
@@ -45,6 +52,13 @@ class InputEvent:
     ignored_timestamp: str | None = None
     """Why the event's own time (timestamp, PostHog offset) was ignored as malformed or out of
     range; ``timestamp_ms`` is then the receive time (warning ``ignored_invalid_timestamp``)."""
+    warnings: tuple[IdentityWarning, ...] = ()
+    """Warnings the dialect raised while reading the event (e.g.
+    ``invalid_process_person_profile``), written before the rules' warnings."""
+    derived: bool = False
+    """An event the dialect derived from another one of the same payload (e.g. a Schematic key
+    merged into the call's first key): it is resolved, warns and overrides like any event, but
+    writes no enriched event of its own (the payload's own event does)."""
     groups: tuple[GroupInput, ...] = ()
     """The groups the event names (``worker.codec.groups``; contract A9)."""
 

@@ -60,9 +60,18 @@ class DecodeError(CodecError):
     payload (``field`` names the offending field where there is one).
     """
 
-    def __init__(self, reason: DecodeReason, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: DecodeReason,
+        message: str,
+        *,
+        field: str | None = None,
+        index: int | None = None,
+    ) -> None:
         self.reason: DecodeReason = reason
         self.field = field
+        self.index = index
+        """the element of a JSON array (a batch) that is bad; ``None`` for the whole message"""
         self.message = _shorten(message)
         super().__init__(f"{reason}: {self.message}")
 

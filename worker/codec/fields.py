@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn
 
 from worker.codec.errors import DecodeError, DecodeReason, EncodeError
-from worker.identity.model import JsonValue, PropertyUpdates
+from worker.identity.model import IdentityWarning, JsonValue, PropertyUpdates, WarningKind
 
 EVENT_UUID_NAMESPACE: Final = uuid.UUID("6a3053f1-29a7-51d5-a234-8322e423c83d")
 """Namespace of the uuids derived for events that carry none (never random, A1)."""
@@ -269,6 +269,26 @@ def timestamp_or_ignored(
         if received_at_ms is None or value is None:
             raise
         return received_at_ms, exc.message
+
+
+MISSING_TIMESTAMP: Final = "timestamp is missing: the Kafka message timestamp is used"
+"""The reason of the ``ignored_invalid_timestamp`` warning for an event that has no time."""
+
+
+def event_time(
+    value: Any, received_at_ms: int | None, field: str
+) -> tuple[int, str | None, tuple[IdentityWarning, ...]]:
+    """``timestamp_or_ignored``, and the warning of a missing timestamp: the event then takes
+    the receive time (the Kafka message timestamp) as its own, flagged with
+    ``ignored_invalid_timestamp`` (reason ``MISSING_TIMESTAMP``)."""
+    timestamp_ms, ignored = timestamp_or_ignored(value, received_at_ms, field)
+    if value is not None or received_at_ms is None:
+        return timestamp_ms, ignored, ()
+    warning = IdentityWarning(
+        WarningKind.IGNORED_INVALID_TIMESTAMP,
+        {"reason": MISSING_TIMESTAMP, "now_ms": str(received_at_ms)},
+    )
+    return timestamp_ms, ignored, (warning,)
 
 
 def opt_timestamp_ms(value: Any, field: str) -> int | None:

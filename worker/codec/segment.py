@@ -21,6 +21,7 @@ from worker.codec.fields import (
     as_str,
     check_values,
     derive_uuid,
+    event_time,
     first_tenant,
     get_path,
     opt_id,
@@ -29,7 +30,6 @@ from worker.codec.fields import (
     opt_timestamp_ms,
     property_updates,
     require_tenant,
-    timestamp_or_ignored,
 )
 from worker.codec.groups import DEFAULT_SEGMENT_GROUP_TYPE, SEGMENT_GROUP_CALL, segment_group
 from worker.identity.model import EventKind
@@ -105,7 +105,7 @@ def decode_segment(
     properties = opt_object(obj.get("properties"), "properties")
     check_values(traits, "traits")
     check_values(properties, "properties")
-    timestamp_ms, ignored = timestamp_or_ignored(timestamp, received_at_ms, "timestamp")
+    timestamp_ms, ignored, warnings = event_time(timestamp, received_at_ms, "timestamp")
     return InputEvent(
         tenant=require_tenant(first_tenant(obj, tenant_fields), tenant_fallback, tenant_fields),
         kind=kind,
@@ -113,7 +113,7 @@ def decode_segment(
         distinct_id=distinct_id,
         event=event,
         timestamp_ms=timestamp_ms,
-        sent_at_ms=opt_timestamp_ms(obj.get("sentAt"), "sentAt"),
+        sent_at_ms=None if warnings else opt_timestamp_ms(obj.get("sentAt"), "sentAt"),
         other_id=other_id,
         merge_dangerously=False,
         process_person=True,
@@ -122,5 +122,6 @@ def decode_segment(
         updates=property_updates(traits, None, ()),
         raw_format="json",
         ignored_timestamp=ignored,
+        warnings=warnings,
         groups=(segment_group(obj, group_type),) if group_call else (),
     )

@@ -72,6 +72,7 @@ class WarningKind(StrEnum):
     EVENT_TIMESTAMP_IN_FUTURE = "event_timestamp_in_future"
     BUFFER_OVERFLOW = "buffer_overflow"
     IGNORED_INVALID_TIMESTAMP = "ignored_invalid_timestamp"
+    INVALID_PROCESS_PERSON_PROFILE = "invalid_process_person_profile"
     GROUP_TYPE_LIMIT = "group_type_limit"
     GROUP_PROPERTIES_SIZE_VIOLATION = "group_properties_size_violation"
 

@@ -22,7 +22,7 @@ from worker.identity.model import (
     Resolution,
     WarningKind,
 )
-from worker.identity.validation import is_illegal_id, is_overlong
+from worker.identity.validation import is_illegal_for_merge, is_illegal_id, is_overlong
 
 _MERGING_KINDS = frozenset({EventKind.IDENTIFY, EventKind.ALIAS})
 
@@ -118,7 +118,7 @@ def personless(
 
 
 def _illegal(distinct_id: str, config: IdentityConfig) -> bool:
-    return is_illegal_id(distinct_id, config) or is_overlong(distinct_id, config)
+    return is_illegal_for_merge(distinct_id, config)
 
 
 def length_violation(updates: PropertyUpdates, config: IdentityConfig) -> str | None:

@@ -39,3 +39,15 @@ def is_illegal_id(distinct_id: str, config: IdentityConfig) -> bool:
 def is_overlong(distinct_id: str, config: IdentityConfig) -> bool:
     """Longer than ``max_distinct_id_length`` characters: the event is rejected."""
     return len(distinct_id) > config.max_distinct_id_length
+
+
+NUL = "\x00"
+
+
+def is_illegal_for_merge(distinct_id: str, config: IdentityConfig) -> bool:
+    """An id that may not take part in a merge (``cannot_merge_with_illegal_distinct_id``):
+    illegal (``is_illegal_id``), too long (``is_overlong``), or holding a NUL character, which
+    PostHog refuses to merge although the event itself goes on."""
+    return (
+        NUL in distinct_id or is_illegal_id(distinct_id, config) or is_overlong(distinct_id, config)
+    )

@@ -10,12 +10,19 @@ HEADER_TOPIC = "iw.source.topic"
 HEADER_PARTITION = "iw.source.partition"
 HEADER_OFFSET = "iw.source.offset"
 HEADER_TIMESTAMP = "iw.source.timestamp"
+HEADER_INDEX = "iw.source.index"
+"""The element of a batch (a JSON array) that alone was bad; absent for a whole message."""
 
 _MAX_MESSAGE = 500
 
 
 def dead_letter(
-    message: RawMessage, topic: str, error: Exception, *, reason: str | None = None
+    message: RawMessage,
+    topic: str,
+    error: Exception,
+    *,
+    reason: str | None = None,
+    index: int | None = None,
 ) -> OutputRecord:
     """The dead-letter record of ``message``: its key and bytes, its headers, and ours.
 
@@ -33,4 +40,6 @@ def dead_letter(
     )
     if message.timestamp_ms is not None:
         headers = (*headers, (HEADER_TIMESTAMP, str(message.timestamp_ms).encode()))
+    if index is not None:
+        headers = (*headers, (HEADER_INDEX, str(index).encode()))
     return OutputRecord(topic=topic, value=message.value, key=message.key, headers=headers)

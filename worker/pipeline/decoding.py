@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from worker.codec.decode import DecodeOptions, decode_message
+from worker.codec.decode import DecodeOptions, decode_message, decode_messages
 from worker.codec.encode import OutputEncoder
 from worker.codec.envelope import InputEvent, to_identity_event
 from worker.codec.errors import DecodeError
@@ -39,18 +39,30 @@ class Decoder:
     buffer: BufferSettings
 
     def decode(self, message: RawMessage, now_ms: int) -> Decoded | Output:
-        """``message`` decoded, or its dead letter."""
-        try:
-            event = decode_message(
-                message.value,
-                message.key,
-                message.headers,
-                message.source_ref,
-                self.options,
-                received_at_ms=message.timestamp_ms,
-            )
-        except DecodeError as exc:
-            return self._dead(message, exc)
+        """``message`` decoded, or its dead letter: its first event when it holds several
+        (``decode_all`` gives them all)."""
+        return self.decode_all(message, now_ms)[0]
+
+    def decode_all(self, message: RawMessage, now_ms: int) -> list[Decoded | Output]:
+        """The events of ``message`` decoded, in order, each bad one as its own dead letter
+        (an element of a batch names its index in ``iw.source.index``)."""
+        items = decode_messages(
+            message.value,
+            message.key,
+            message.headers,
+            message.source_ref,
+            self.options,
+            received_at_ms=message.timestamp_ms,
+            topic=message.topic,
+        )
+        return [
+            self._dead(message, item)
+            if isinstance(item, DecodeError)
+            else self._item(message, item, now_ms)
+            for item in items
+        ]
+
+    def _item(self, message: RawMessage, event: InputEvent, now_ms: int) -> Decoded:
         timestamp_ms, warning = normalize_timestamp(
             event.timestamp_ms,
             event.sent_at_ms,
@@ -61,7 +73,8 @@ class Decoder:
         identity = to_identity_event(event, timestamp_ms)
         if self.bufferable(event):
             identity = replace(identity, buffer_payload=self.payloads.input_event(event))
-        return Decoded(message, event, identity, (warning,) if warning else ())
+        warnings = (*event.warnings, warning) if warning else event.warnings
+        return Decoded(message, event, identity, warnings)
 
     def released(self, entry: Released) -> Decoded | Output:
         """A buffered event the store handed back, decoded from the payload it kept (its
@@ -82,5 +95,5 @@ class Decoder:
         )
 
     def _dead(self, message: RawMessage, exc: DecodeError) -> Output:
-        record = dead_letter(message, self.dead_letters, exc)
+        record = dead_letter(message, self.dead_letters, exc, index=exc.index)
         return Output(message, record, OutputKind.DEAD_LETTER, exc.reason)

@@ -61,11 +61,11 @@ class BatchPipeline(BatchProcessor):
         decoded: list[Decoded] = []
         for message in batch:
             stats.consumed[message.topic] += 1
-            item = self._decoder.decode(message, now_ms)
-            if isinstance(item, Decoded):
-                decoded.append(item)
-            else:
-                outs.append(item)
+            for item in self._decoder.decode_all(message, now_ms):
+                if isinstance(item, Decoded):
+                    decoded.append(item)
+                else:
+                    outs.append(item)
         released: dict[str, list[Released]] = {}
         for item, resolution in self._resolve(decoded, now_ms, stats, released):
             outs.extend(event_outputs(item, resolution, self._outputs, now_ms=now_ms))

@@ -105,8 +105,8 @@ def _warnings(
 def _enriched(
     item: Decoded, resolution: Resolution, ctx: OutputContext, buffered_ms: int
 ) -> list[Output]:
-    if resolution.outcome is not Outcome.EMIT:
-        return []
+    if resolution.outcome is not Outcome.EMIT or item.event.derived:
+        return []  # a derived event's payload already has its enriched event
     rec = ctx.encoder.enriched(item.event, resolution, buffered_ms=buffered_ms)
     record = OutputRecord(ctx.topics.enriched, rec.value, rec.key)
     return [Output(item.message, record, OutputKind.ENRICHED)]
