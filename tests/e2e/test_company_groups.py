@@ -1,6 +1,7 @@
 """Groups (contract A9) through the real broker, the real Redis and the worker: PostHog
-``$groupidentify`` and ``$groups``, a Segment ``group`` call remembered on the person, a merge
-carrying memberships, the group-type cap. Payloads are the products' own JSON, sent to the
+``$groupidentify`` and ``$groups``, a Segment ``group`` call remembered on the person, Schematic
+companies (identify, track by another key, ``upsert_company``), a merge carrying memberships,
+the group-type cap. Payloads are the products' own JSON, sent to the
 track topic (any kind of event may arrive on any input topic)."""
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ MAX_GROUP_TYPES = 2
 
 
 class Groups:
-    """Sends PostHog and Segment payloads for one tenant and waits for what the worker wrote."""
+    """Sends PostHog, Segment and Schematic payloads for one tenant and waits for what the
+    worker wrote."""
 
     def __init__(self, settings: Settings, collector: Collector, tenant: str) -> None:
         self.settings, self.collector, self.tenant = settings, collector, tenant
@@ -63,6 +65,19 @@ class Groups:
             }
         )
         return derive_uuid(f"segment:{message_id}")
+
+    def schematic(self, call: str, body: dict[str, Any]) -> str:
+        """A call in Schematic's event API envelope; its uuid (from the idempotency key)."""
+        key = uuid.uuid4().hex
+        self._produce(
+            {
+                "type": call,
+                "tenant": self.tenant,
+                "idempotency_key": key,
+                "body": {**body, "timestamp": self._ts()},
+            }
+        )
+        return derive_uuid(f"schematic:{key}")
 
     def wait(self, topic: str, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         deadline = time.monotonic() + 30
@@ -152,6 +167,33 @@ def test_a_segment_group_call_is_remembered_on_the_person(groups: Groups) -> Non
     assert track["groups"] == {
         "company": {"key": "g-42", "properties": {"name": "Globex", "employees": 12}}
     }
+
+
+def test_a_schematic_company_follows_the_user_to_its_other_keys(groups: Groups) -> None:
+    company = {"keys": {"id": "co-1"}, "name": "Initech", "traits": {"plan": "gold"}}
+    identify = groups.enriched(
+        groups.schematic(
+            "identify", {"keys": {"id": "u-9", "email": "peter@initech.com"}, "company": company}
+        )
+    )
+    initech = {"key": "company:id:co-1", "properties": {"plan": "gold", "name": "Initech"}}
+    assert identify["distinct_id"] == "user:email:peter@initech.com"
+    assert identify["groups"] == {"company": initech}
+    # a track by the user's other key: the same person, enriched with the remembered company
+    track = groups.enriched(groups.schematic("track", {"event": "report", "user": {"id": "u-9"}}))
+    assert track["distinct_id"] == "user:id:u-9"
+    assert track["person_id"] == identify["person_id"]
+    assert track["groups"] == {"company": initech}
+    # upsert_company: a personless group-only event that updates the company
+    upsert = groups.schematic("upsert_company", {"keys": {"id": "co-1"}, "traits": {"seats": 40}})
+    updated = groups.enriched(upsert)
+    assert (updated["distinct_id"], updated["person_mode"]) == ("company:id:co-1", "propertyless")
+    properties = {"plan": "gold", "name": "Initech", "seats": 40}
+    assert updated["groups"] == {"company": {"key": "company:id:co-1", "properties": properties}}
+    change = groups.wait(groups.settings.topics.group_changes, lambda r: r["event_uuid"] == upsert)
+    assert (change["group_key"], change["version"]) == ("company:id:co-1", 2)
+    later = groups.enriched(groups.schematic("track", {"event": "x", "user": {"id": "u-9"}}))
+    assert later["groups"] == {"company": {"key": "company:id:co-1", "properties": properties}}
 
 
 def test_a_merge_carries_memberships_to_the_survivor(groups: Groups) -> None:

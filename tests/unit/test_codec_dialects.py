@@ -312,8 +312,8 @@ def test_schematic_track_and_upsert_user_and_the_event_api_envelope() -> None:
     assert (upsert.kind, dict(upsert.updates.set)) == (EventKind.IDENTIFY, {"name": "A"})
 
 
-def test_schematic_company_calls_and_bad_keys_are_refused() -> None:
-    assert error({"type": "upsert_company", "body": {"keys": {"id": "c"}}}).reason == (
+def test_schematic_unsupported_calls_and_bad_keys_are_refused() -> None:
+    assert error({"type": "flag_check", "body": {"keys": {"id": "c"}}}).reason == (
         "unknown_event_type"
     )
     assert error({"keys": {}}).reason == "missing_field"

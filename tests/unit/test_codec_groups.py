@@ -1,4 +1,5 @@
-"""Group data of the dialects (worker/codec/groups.py): PostHog, Segment, ours in JSON and Avro."""
+"""Group data of the dialects (worker/codec/groups.py): PostHog, Segment, Schematic, ours in JSON
+and Avro."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from worker.codec import DecodeError, DecodeOptions, InputEvent, JsonOptions, decode_message
+from worker.codec import (
+    DecodeError,
+    DecodeOptions,
+    InputEvent,
+    JsonOptions,
+    decode_message,
+    decode_messages,
+)
 from worker.codec.avro import AvroCodec, SchemaName
 from worker.codec.encode import OutputEncoder
 from worker.codec.groups import schematic_company
@@ -88,6 +96,89 @@ def test_schematic_company_hook() -> None:
     assert group.remember
     assert group.attach
     assert dict(group.updates.set) == {"plan": "pro", "name": "Acme"}
+
+
+def schematic(obj: dict[str, Any]) -> list[InputEvent]:
+    items = decode_messages(
+        json.dumps(obj).encode(),
+        b"t:x",
+        None,
+        "s/0/1",
+        DecodeOptions(),
+        received_at_ms=1_700_000_000_000,
+    )
+    assert all(isinstance(e, InputEvent) for e in items), items
+    return [e for e in items if isinstance(e, InputEvent)]
+
+
+def test_schematic_identify_remembers_its_company_keyed_by_its_first_key_name() -> None:
+    company = {"keys": {"id": "co", "domain": "co.io"}, "name": "Co", "traits": {"seats": 5}}
+    main, derived = schematic(
+        {"keys": {"id": "1", "email": "a@b.c", "crm": "c9"}, "company": company}
+    )
+    updates = PropertyUpdates(set=(("seats", 5), ("name", "Co")))
+    assert main.groups == (GroupInput("company", "company:domain:co.io", True, True, updates),)
+    assert main.properties == {"company": company}  # still carried unchanged
+    assert derived.derived
+    assert derived.groups == ()  # the merge of a further key names no group
+    reordered = {"keys": {"domain": "co.io", "id": "co"}, "name": "Co", "traits": {"seats": 5}}
+    (again, _) = schematic(
+        {"keys": {"id": "1", "email": "a@b.c", "crm": "c9"}, "company": reordered}
+    )
+    assert again.groups[0].key == "company:domain:co.io"
+
+
+def test_schematic_track_attaches_its_company_to_that_event_only() -> None:
+    (bare,) = schematic({"event": "query", "user": {"id": "1"}, "company": {"id": "co"}})
+    assert bare.groups == (GroupInput("company", "company:id:co"),)
+    (full,) = schematic(
+        {"event": "query", "user": {"id": "1"}, "company": {"keys": {"id": "co"}, "name": "Co"}}
+    )
+    named = PropertyUpdates(set=(("name", "Co"),))
+    assert full.groups == (GroupInput("company", "company:id:co", updates=named),)
+    (none,) = schematic({"event": "query", "user": {"id": "1"}})
+    assert none.groups == ()
+
+
+def test_schematic_upsert_company_is_a_personless_group_only_event() -> None:
+    body = {"keys": {"id": "co"}, "name": "Co", "traits": {"plan": "pro"}}
+    (e,) = schematic({"type": "upsert_company", "body": body})
+    assert (e.kind, e.event, e.distinct_id, e.other_id) == (
+        EventKind.TRACK,
+        "upsert_company",
+        "company:id:co",
+        None,
+    )
+    assert not e.process_person
+    assert e.updates.is_empty
+    assert e.properties == {}
+    updates = PropertyUpdates(set=(("plan", "pro"), ("name", "Co")))
+    assert e.groups == (GroupInput("company", "company:id:co", updates=updates),)
+    (same,) = schematic({"event_type": "company", "body": body})
+    assert same.groups == e.groups
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ({"keys": {"id": "1"}, "company": {"keys": {}}}, "missing_field"),
+        ({"keys": {"id": "1"}, "company": "co"}, "invalid_field"),
+        ({"keys": {"id": "1"}, "company": {"keys": {"id": "c"}, "traits": [1]}}, "invalid_field"),
+        ({"event": "e", "user": {"id": "1"}, "company": {"id": {"x": 1}}}, "invalid_field"),
+        ({"type": "upsert_company", "body": {"name": "Co"}}, "missing_field"),
+    ],
+)
+def test_schematic_bad_companies_are_refused(payload: dict[str, Any], reason: str) -> None:
+    (item,) = decode_messages(
+        json.dumps(payload).encode(),
+        b"t:x",
+        None,
+        "s/0/1",
+        DecodeOptions(),
+        received_at_ms=1_700_000_000_000,
+    )
+    assert isinstance(item, DecodeError)
+    assert item.reason == reason
 
 
 NATIVE_GROUPS = [

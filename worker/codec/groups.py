@@ -11,10 +11,11 @@ rule: the identity layer (``worker.identity.groups``) does.
 - Ours (native): the optional ``event_groups`` field, a list of ``{group_type, group_key,
   attach (default true), remember (default false), set, set_once, unset}`` (``native.py``; in
   Avro ``set``/``set_once`` are JSON text, as the event's own).
-- Schematic (hook): an identify carrying ``company: {keys, name, traits}`` becomes one
-  ``GroupInput`` per company with ``remember=True`` and ``set`` = traits plus ``name``, keyed by
-  the company's key distinct id (contract A11: key name and entity kind included). Use
-  ``schematic_company`` from the Schematic dialect.
+- Schematic (``schematic.py``): an identify carrying ``company: {keys, name, traits}`` becomes
+  one ``GroupInput`` of type ``company`` with ``remember=True`` and ``set`` = traits plus
+  ``name`` (``schematic_company``), keyed by the company's first key in name order as
+  ``company:<name>:<value>`` (contract A11: key name and entity kind included); a track's
+  ``company`` is attached only; an ``upsert_company`` is a personless group-only event.
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ def segment_group(obj: Mapping[str, Any], group_type: str) -> GroupInput:
 def schematic_company(
     group_type: str, key: str, name: JsonValue, traits: Mapping[str, JsonValue] | None
 ) -> GroupInput:
-    """The hook for Schematic's ``company`` on an identify (module docstring): remembered,
-    attached, its traits and name set."""
+    """Schematic's ``company`` on an identify (module docstring): remembered, attached, its
+    traits and name set."""
     updates: dict[str, JsonValue] = dict(traits or {})
     if name is not None:
         updates["name"] = name
