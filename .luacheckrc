@@ -21,6 +21,7 @@ files[resolve .. "rules.lua"] = {
 files[resolve .. "buffer.lua"] = {
   read_globals = { "PROTOCOL", "argv", "union_find", "rules", "reply" },
 }
+files[resolve .. "receipts.lua"] = { read_globals = { "buffer" } }
 files[resolve .. "write_back.lua"] = {
   read_globals = { "union_find", "records", "reply", "groups" },
 }
@@ -29,6 +30,6 @@ files[resolve .. "write_back.lua"] = {
 files["worker/store/lua/resolve_batch.lua"] = {
   read_globals = {
     "PROTOCOL", "group_argv", "argv", "ordering", "union_find", "records", "properties", "reply",
-    "groups", "rules", "buffer", "write_back",
+    "groups", "rules", "buffer", "receipts", "write_back",
   },
 }

@@ -14,7 +14,7 @@ LOCAL_LUA := .local/lua
 
 .PHONY: help install check-tools kafka-jars redis-install services-up services-down services-status \
         services-clean run demo test test-unit test-integration mutants faults lint lint-lua lua-tools \
-        fmt typecheck bench clean
+        fmt typecheck bench clean lint-deploy
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -75,10 +75,13 @@ test-integration: install kafka-jars redis-install ## Run only the tests against
 faults: install kafka-jars redis-install ## Full fault suite on its own Kafka+Redis (free ports): kill -9, restarts, rebalances, slow Redis (docs/RELIABILITY.md)
 	$(PY) -m tests.faults --out .local/faults/summary.json
 
-lint: install lint-lua ## ruff (lint + format check), mypy --strict and luacheck
+lint: install lint-lua lint-deploy ## ruff (lint + format check), mypy --strict, luacheck and the deploy validators
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+lint-deploy: install ## yamllint, check-jsonschema (compose), kubernetes-validate, PromQL rules, hadolint, shellcheck on deploy/
+	deploy/lint/lint.sh $(VENV)/bin
 
 lint-lua: install lua-tools ## luacheck on the Lua modules and on the scripts joined from them
 	luacheck worker/store/lua

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 import redis
@@ -16,6 +17,7 @@ from worker.codec.schema_registry import ConfluentSchemaResolver, register_schem
 from worker.config import Settings
 from worker.kafka.sink import KafkaSink
 from worker.kafka.source import KafkaSource
+from worker.kafka.transactions import ReleaseTransaction, TransactionalSource
 from worker.observability.http import OpsServer, liveness, readiness
 from worker.observability.metrics import WorkerMetrics
 from worker.observability.recorder import MetricsRecorder
@@ -24,8 +26,7 @@ from worker.pipeline.delivery import Delivery
 from worker.pipeline.emit import Emitter
 from worker.pipeline.orchestrator import BatchPipeline
 from worker.pipeline.outputs import OutputContext
-from worker.pipeline.person_changes import AnnouncedVersions
-from worker.pipeline.ports import Sink
+from worker.pipeline.ports import OutputTransaction, Sink, Source
 from worker.pipeline.releaser import BufferReleaser
 from worker.pipeline.runner import Runner
 from worker.store.base import BufferingStore
@@ -77,6 +78,7 @@ def build_store(settings: Settings, client: RedisClient) -> RedisIdentityStore:
         retry_attempts=settings.redis.retry_attempts,
         retry_base_delay_s=settings.redis.retry_backoff_seconds,
         retry_max_delay_s=settings.redis.retry_backoff_max_seconds,
+        receipt_ttl_ms=round(settings.redis.receipt_ttl_seconds * 1000),
         buffer=BufferPolicy(
             delay_ms=round(buffer.delay_seconds * 1000) if buffer.enabled else 0,
             max_per_id=buffer.max_events_per_id,
@@ -126,10 +128,26 @@ def _json_options(settings: Settings) -> JsonOptions:
     )
 
 
+def transactional_id(settings: Settings) -> str:
+    """``delivery.transactional_id``, else ``<group id>-<group instance id>``, else
+    ``<group id>-<host name>`` (a pod's name on Kubernetes)."""
+    if settings.delivery.transactional_id is not None:
+        return settings.delivery.transactional_id
+    member = settings.kafka.group_instance_id or socket.gethostname()
+    return f"{settings.kafka.group_id}-{member}"
+
+
 def build_pipeline(
-    settings: Settings, store: BufferingStore, sink: Sink, avro: AvroCodec, clock: Clock
+    settings: Settings,
+    store: BufferingStore,
+    sink: Sink,
+    avro: AvroCodec,
+    clock: Clock,
+    transaction: OutputTransaction | None = None,
 ) -> BatchPipeline:
-    """One batch's parts: decoder, outputs, delivery, emitter, buffer releaser, orchestrator."""
+    """One batch's parts: decoder, outputs, delivery, emitter, buffer releaser, orchestrator.
+    ``transaction``: exactly-once outputs (buffer sweeps commit their own transaction, released
+    entries are acknowledged only once their outputs are committed)."""
     topics, buffer = settings.topics, settings.buffer
     options = DecodeOptions(
         avro=avro,
@@ -147,10 +165,16 @@ def build_pipeline(
     outputs = OutputContext(
         encoder=OutputEncoder(settings.formats.output, avro),
         topics=topics,
-        announced=AnnouncedVersions(),
     )
     delivery = Delivery(sink, topics.dead_letters, settings.batch.shutdown_timeout_seconds)
-    emitter = Emitter(store=store, decoder=decoder, outputs=outputs, delivery=delivery, clock=clock)
+    emitter = Emitter(
+        store=store,
+        decoder=decoder,
+        outputs=outputs,
+        delivery=delivery,
+        clock=clock,
+        acks_after_commit=transaction is not None,
+    )
     releaser = (
         BufferReleaser(
             store=store,
@@ -158,6 +182,7 @@ def build_pipeline(
             clock=clock,
             batch_size=buffer.release_batch_size,
             interval_seconds=buffer.release_interval_seconds,
+            transaction=transaction,
         )
         if buffer.enabled
         else None
@@ -180,16 +205,23 @@ def build_worker(
     client = redis_client(settings)
     store = build_store(settings, client)
     kafka_common = settings.kafka.common()
-    sink = KafkaSink({**kafka_common, **settings.kafka.producer})
+    exactly_once = settings.delivery.exactly_once
+    producer = {**kafka_common, **settings.kafka.producer}
+    if exactly_once:
+        producer.setdefault("transactional.id", transactional_id(settings))
+    sink = KafkaSink(producer)
     avro = build_avro(settings)
-    pipeline = build_pipeline(settings, store, sink, avro, clock)
+    timeout = settings.batch.shutdown_timeout_seconds
+    transaction = ReleaseTransaction(sink, timeout) if exactly_once else None
+    pipeline = build_pipeline(settings, store, sink, avro, clock, transaction)
     source = KafkaSource(
         {**kafka_common, **settings.kafka.membership(), **settings.kafka.consumer},
         settings.topics.inputs,
     )
+    batches: Source = TransactionalSource(source, sink, timeout) if exactly_once else source
     metrics = WorkerMetrics.create(registry)
     runner = Runner(
-        source,
+        batches,
         pipeline,
         clock,
         max_messages=settings.batch.max_messages,

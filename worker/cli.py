@@ -1,7 +1,12 @@
-"""Command line: ``identity-worker run | check-config | create-topics | demo``.
+"""Command line: ``identity-worker run | check-config | create-topics | inspect | dead-letters
+replay | buffer stats | tail | demo``.
 
 A thin layer: it resolves settings, builds the worker through ``worker.app`` and wires signals.
 Every option falls back to the settings (env ``IDENTITY_WORKER_*`` or the ``--config`` file).
+Errors are one line on stderr, never a traceback (``--traceback`` shows it), with these exit
+codes: 0 ok, 1 not found, 2 usage or configuration, 3 a dependency (Kafka, Redis, the schema
+registry) unavailable, 4 an internal error (a bug); ``run`` also exits 3 when its graceful
+shutdown overran ``batch.shutdown_timeout_seconds`` and 130 on a second signal.
 """
 
 from __future__ import annotations
@@ -18,24 +23,62 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from worker.config import CONFIG_FILE_ENV, Settings, load_settings
+from worker import __version__
+from worker.config import CONFIG_FILE_ENV, Settings, load_settings, unknown_env_names
+from worker.errors import ConfigError, TransientError
 
 log = logging.getLogger("worker.cli")
 
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
 EXIT_CONFIG = 2
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERNAL = 4
 EXIT_FORCED = 130
 EXIT_SHUTDOWN_TIMEOUT = 3
 
+EXIT_CODES_HELP = """exit codes:
+  0  success
+  1  not found (inspect: no person holds the id; a topic that does not exist)
+  2  usage or configuration error (bad option, invalid setting, missing config file)
+  3  a dependency is unavailable (Kafka, Redis, the schema registry); for run, also a graceful
+     shutdown that overran batch.shutdown_timeout_seconds
+  4  internal error (a bug: rerun with --traceback and report it)
+  130  run: a second SIGTERM/SIGINT forced the exit"""
 
-def _settings(args: argparse.Namespace) -> Settings:
+
+class NotFoundError(LookupError):
+    """What the command was asked about does not exist (exit code 1)."""
+
+
+def _settings(args: argparse.Namespace, *, warn: bool = True) -> Settings:
     try:
-        return load_settings(args.config)
+        settings = load_settings(args.config)
     except ValidationError as exc:
-        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"identity-worker: invalid configuration: {errors}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
     except FileNotFoundError as exc:
-        print(str(exc), file=sys.stderr)
+        print(f"identity-worker: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+    if warn:
+        warn_unknown_env()
+    return settings
+
+
+def warn_unknown_env() -> list[str]:
+    """Log a warning for each ``IDENTITY_WORKER_*`` variable that names no setting."""
+    names = unknown_env_names()
+    for name in names:
+        log.warning(
+            "%s names no setting and is ignored (sections: %s; nested names use '__')",
+            name,
+            ", ".join(Settings.model_fields),
+        )
+    return names
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -49,7 +92,9 @@ def cmd_create_topics(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     specs = topic_specs(settings)
-    result = create_topics({**settings.kafka.common()}, specs)
+    result = create_topics(
+        settings.kafka.admin_conf(), specs, timeout=args.timeout, leader_timeout=args.timeout
+    )
     for spec in specs:
         kind = "compacted" if spec.compacted else "delete"
         print(
@@ -90,8 +135,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from worker.app import build_ops_server, build_worker
     from worker.observability.logging import configure_logging
 
-    settings = _settings(args)
+    settings = _settings(args, warn=False)
     configure_logging(settings.observability.log_format, settings.observability.log_level)
+    warn_unknown_env()
     worker = build_worker(settings)
     ops = build_ops_server(settings, worker)
     ops.start()
@@ -128,7 +174,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(
                 json.dumps({"tenant": args.tenant, "distinct_id": args.distinct_id, "person": None})
             )
-            return 1
+            print(
+                f"identity-worker: not found: no person holds distinct id {args.distinct_id!r} "
+                f"of tenant {args.tenant!r}",
+                file=sys.stderr,
+            )
+            return EXIT_NOT_FOUND
         print(
             json.dumps(
                 {
@@ -156,18 +207,69 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from worker.ops.replay import ReplayFilter, replay_dead_letters
+    from worker.ops.replay import ReplayFilter, ReplayRange, replay_dead_letters
 
     settings = _settings(args)
-    replay_dead_letters(
-        settings.kafka.common(),
+    report = replay_dead_letters(
+        settings.kafka.consumer_conf(),
         settings.topics.dead_letters,
         ReplayFilter(frozenset(args.reason), frozenset(args.source_topic)),
         to_topic=args.to,
         dry_run=not args.execute,
+        producer_conf=settings.kafka.producer_conf(),
+        span=ReplayRange(
+            limit=args.limit,
+            since_ms=args.since,
+            until_ms=args.until,
+            start_offset=args.start_offset,
+            end_offset=args.end_offset,
+            partitions=frozenset(args.partition),
+        ),
     )
+    print(json.dumps(report.summary(), sort_keys=True))
     if not args.execute:
         print("dry run: nothing was produced; add --execute to replay", file=sys.stderr)
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from worker.app import build_avro
+    from worker.ops.tail import (
+        TailOptions,
+        as_json,
+        decode_value,
+        headers_of,
+        readable,
+        schema_for_topic,
+        tail,
+    )
+
+    settings = _settings(args)
+    avro = build_avro(settings) if settings.formats.schema_registry_url else None
+    if avro is None:
+        from worker.codec.avro import AvroCodec
+
+        avro = AvroCodec()
+    schema = schema_for_topic(args.topic, settings.topics)
+    offset = "beginning" if args.from_beginning else args.offset
+    options = TailOptions(
+        offset=offset,
+        partitions=frozenset(args.partition),
+        limit=args.limit,
+        exit_at_end=args.exit,
+        idle_seconds=args.idle,
+    )
+    for message in tail(settings.kafka.consumer_conf(), args.topic, options):
+        fmt, value = decode_value(message.value(), schema, avro)
+        if args.json:
+            print(json.dumps(as_json(message, fmt, value), sort_keys=True, default=str))
+        else:
+            key = (message.key() or b"").decode("utf-8", errors="replace")
+            print(
+                f"{message.partition()}:{message.offset()} {key} "
+                f"{readable(args.topic, fmt, value, headers_of(message))}"
+            )
+        sys.stdout.flush()
     return 0
 
 
@@ -218,61 +320,318 @@ def cmd_buffer_stats(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
-    return run_demo(_settings(args), events=args.events)
+    settings = _settings(args)
+    if args.config:
+        # the worker the demo starts reads the same file
+        os.environ[CONFIG_FILE_ENV] = str(args.config)
+    return run_demo(settings, events=args.events)
+
+
+def _time_ms(text: str) -> int:
+    """A point in time: ms since the epoch, an ISO 8601 time (UTC unless it says), or an age
+    such as ``90s``, ``15m``, ``2h``, ``1d`` (that long ago)."""
+    import re
+    import time
+    from datetime import UTC, datetime
+
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    age = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text)
+    if age:
+        seconds = float(age.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[age.group(2)]
+        return int((time.time() - seconds) * 1000)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time (ms since the epoch, ISO 8601, or an age like 2h)"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def _offset(text: str) -> str:
+    if text in ("beginning", "end"):
+        return text
+    try:
+        int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use beginning, end, an offset, or -N (the last N per partition)"
+        ) from None
+    return text
+
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --config is accepted before and after the subcommand: the subcommands' copy defaults to
+    # SUPPRESS so it never overwrites the value given before
+    config_default = os.environ.get(CONFIG_FILE_ENV)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"TOML settings file [env: {CONFIG_FILE_ENV}]; env vars IDENTITY_WORKER_* win over it",
+    )
     parser = argparse.ArgumentParser(
         prog="identity-worker",
-        description="Resolve distinct ids to persons: Kafka in, Redis union-find, Kafka out.",
+        description="Resolve distinct ids to persons: Kafka in, Redis union-find, Kafka out.\n\n"
+        "Settings come from IDENTITY_WORKER_* env vars (nested with '__', e.g.\n"
+        "IDENTITY_WORKER_KAFKA__BOOTSTRAP_SERVERS) and an optional TOML file (--config).",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=_FORMATTER,
     )
     parser.add_argument(
         "--config",
-        default=os.environ.get(CONFIG_FILE_ENV),
+        default=config_default,
+        metavar="FILE",
         help=f"TOML settings file [env: {CONFIG_FILE_ENV}]; env vars IDENTITY_WORKER_* win over it",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the worker (a consumer-group member)").set_defaults(
-        func=cmd_run
+    parser.add_argument("--version", action="version", version=f"identity-worker {__version__}")
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the Python traceback of an error"
     )
-    sub.add_parser(
-        "check-config", help="validate the settings and print them, secrets hidden"
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=description,
+            epilog=EXIT_CODES_HELP,
+            formatter_class=_FORMATTER,
+            parents=[common],
+        )
+
+    command(
+        "run",
+        "run the worker (a consumer-group member)",
+        "Run the worker: join the consumer group kafka.group_id, read the input topics, resolve\n"
+        "persons in Redis and write enriched events, overrides, person changes, warnings and\n"
+        "dead letters. /metrics, /healthz and /readyz listen on observability.metrics_port.\n"
+        "SIGTERM/SIGINT: finish the batch, commit, leave; a second signal exits at once.",
+    ).set_defaults(func=cmd_run)
+    command(
+        "check-config",
+        "validate the settings and print them, secrets hidden",
+        "Validate the settings (env, --config file, defaults) and print them as JSON. Secrets\n"
+        "(the Redis URL, the SASL password, the registry URL and every secret librdkafka\n"
+        "property of kafka.consumer/kafka.producer) are printed as **********. Unknown\n"
+        "IDENTITY_WORKER_* variables are reported on stderr.",
     ).set_defaults(func=cmd_check_config)
-    sub.add_parser(
-        "create-topics", help="create the input and output topics that do not exist"
-    ).set_defaults(func=cmd_create_topics)
-    inspect = sub.add_parser("inspect", help="show the person that holds a distinct id")
-    inspect.add_argument("--tenant", required=True)
-    inspect.add_argument("--distinct-id", required=True)
-    inspect.add_argument("--max-ids", type=int, default=100, help="distinct ids to list")
-    inspect.set_defaults(func=cmd_inspect)
-    dead = sub.add_parser("dead-letters", help="work with the dead-letter topic")
-    dead_sub = dead.add_subparsers(dest="dead_command", required=True)
-    replay = dead_sub.add_parser(
-        "replay", help="send dead letters back to their source topic (dry run by default)"
+    create = command(
+        "create-topics",
+        "create the input and output topics that do not exist",
+        "Create every input and output topic that does not exist yet (topics.partitions,\n"
+        "topics.replication_factor; person changes and overrides compacted), then wait until\n"
+        "each partition has a leader, so the next command does not race the broker.",
     )
-    replay.add_argument("--reason", action="append", default=[], help="only this reason")
+    create.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="wait this long for the broker, then for the leaders (default 30)",
+    )
+    create.set_defaults(func=cmd_create_topics)
+    inspect = command(
+        "inspect",
+        "show the person that holds a distinct id",
+        "Print, as JSON, the person that holds a distinct id of a tenant: its id, version,\n"
+        "distinct ids and properties. Exits 1 when no person holds the id.",
+    )
+    inspect.add_argument("--tenant", required=True, help="the tenant (team id, write key...)")
+    inspect.add_argument("--distinct-id", required=True, help="the distinct id to look up")
+    inspect.add_argument(
+        "--max-ids", type=_non_negative, default=100, help="distinct ids to list (default 100)"
+    )
+    inspect.set_defaults(func=cmd_inspect)
+    dead = command(
+        "dead-letters",
+        "work with the dead-letter topic",
+        "Work with the dead-letter topic (topics.dead_letters).",
+    )
+    dead_sub = dead.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
+    replay = dead_sub.add_parser(
+        "replay",
+        help="send dead letters back to their source topic (dry run by default)",
+        description="Send dead letters back to the topic they came from (header\n"
+        "iw.source.topic), or to --to, without the worker's iw.* headers. Reads a snapshot: from\n"
+        "the start (or --since / --start-offset) to the current end (or --end-offset). A dry run\n"
+        "unless --execute. Progress (rate, ETA) on stderr; a JSON summary on stdout.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=_FORMATTER,
+        parents=[common],
+    )
+    replay.add_argument(
+        "--reason", action="append", default=[], help="only this reason (repeatable)"
+    )
     replay.add_argument(
         "--source-topic", action="append", default=[], help="only letters from this topic"
     )
     replay.add_argument("--to", help="produce to this topic instead of the source topic")
     replay.add_argument("--execute", action="store_true", help="really produce (default: dry run)")
+    replay.add_argument("--limit", type=_non_negative, help="stop after this many matching letters")
+    replay.add_argument(
+        "--since",
+        type=_time_ms,
+        metavar="TIME",
+        help="start at letters written at or after TIME (ms since the epoch, ISO 8601, or 2h)",
+    )
+    replay.add_argument(
+        "--until", type=_time_ms, metavar="TIME", help="skip letters written after TIME"
+    )
+    replay.add_argument("--start-offset", type=_non_negative, metavar="N", help="start at offset N")
+    replay.add_argument(
+        "--end-offset", type=_non_negative, metavar="N", help="stop before offset N"
+    )
+    replay.add_argument(
+        "--partition",
+        type=_non_negative,
+        action="append",
+        default=[],
+        help="only this partition (repeatable)",
+    )
     replay.set_defaults(func=cmd_replay)
-    buffer = sub.add_parser("buffer", help="the 60-second buffer")
-    buffer_sub = buffer.add_subparsers(dest="buffer_command", required=True)
-    stats = buffer_sub.add_parser("stats", help="events waiting per tenant")
+    buffer = command("buffer", "the 60-second buffer", "Look at the buffer of backend events.")
+    buffer_sub = buffer.add_subparsers(dest="buffer_command", required=True, metavar="ACTION")
+    stats = buffer_sub.add_parser(
+        "stats",
+        help="events waiting per tenant",
+        description="Per buffered tenant: events waiting, ids, leased entries, oldest wait.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=_FORMATTER,
+        parents=[common],
+    )
     stats.add_argument("--tenant", help="only this tenant")
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(func=cmd_buffer_stats)
-    demo = sub.add_parser(
-        "demo", help="create topics, start a worker, feed it a demo stream, print the output"
+    tail_cmd = command(
+        "tail",
+        "print a topic's records decoded (enriched events, overrides, person changes...)",
+        "Print the records of TOPIC decoded from JSON or Avro (local schema ids, or the\n"
+        "registry's when formats.schema_registry_url is set): one readable line each, or one\n"
+        "JSON object each with --json. Starts at the end (new records) unless told otherwise;\n"
+        "joins no consumer group and commits nothing. Like kcat -C -t TOPIC.",
     )
-    demo.add_argument("--events", type=int, default=0, help="extra random track events")
+    tail_cmd.add_argument("topic", metavar="TOPIC", help="the topic to read")
+    tail_cmd.add_argument(
+        "-o",
+        "--offset",
+        type=_offset,
+        default="end",
+        help="beginning, end (default), an offset, or -N (the last N of each partition)",
+    )
+    tail_cmd.add_argument(
+        "--from-beginning", action="store_true", help="same as --offset beginning"
+    )
+    tail_cmd.add_argument(
+        "-p",
+        "--partition",
+        type=_non_negative,
+        action="append",
+        default=[],
+        help="only this partition (repeatable)",
+    )
+    tail_cmd.add_argument("-c", "--limit", type=_non_negative, help="stop after this many records")
+    tail_cmd.add_argument(
+        "-e", "--exit", action="store_true", help="stop at the end of every partition"
+    )
+    tail_cmd.add_argument(
+        "--idle", type=float, metavar="SECONDS", help="stop after SECONDS with nothing new"
+    )
+    tail_cmd.add_argument("--json", action="store_true", help="one JSON object per record")
+    tail_cmd.set_defaults(func=cmd_tail)
+    demo = command(
+        "demo",
+        "create topics, start a worker, feed it a demo stream, print the output",
+        "The main job in one command: create the topics, start `identity-worker run`, produce a\n"
+        "small stream of PostHog, Segment and native events for a new tenant, and print the\n"
+        "enriched events, overrides and warnings.",
+    )
+    demo.add_argument("--events", type=_non_negative, default=0, help="extra random track events")
     demo.set_defaults(func=cmd_demo)
     return parser
 
 
+def _error_code(exc: BaseException) -> tuple[int, str] | None:
+    """The exit code and the one-line message for an error a command may meet."""
+    import redis
+    from confluent_kafka import KafkaException
+
+    from worker.ops.replay import TopicNotFoundError
+
+    if isinstance(exc, NotFoundError | TopicNotFoundError):
+        return EXIT_NOT_FOUND, f"not found: {exc}"
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG, f"configuration: {exc}"
+    if isinstance(exc, TransientError):
+        return EXIT_UNAVAILABLE, f"{exc.component.value} unavailable: {exc}"
+    if isinstance(exc, KafkaException):
+        return EXIT_UNAVAILABLE, f"kafka unavailable: {exc.args[0] if exc.args else exc}"
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return EXIT_UNAVAILABLE, f"redis unavailable: {exc}"
+    if isinstance(exc, redis.exceptions.AuthenticationError):
+        return EXIT_CONFIG, f"redis: {exc}"
+    return None
+
+
+def _stdout_closed() -> None:
+    """The reader of stdout went away (``| head``): drop what is left, quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
-    return code
+    if not logging.getLogger().handlers:
+        # every command but `run` (which sets up its own): warnings, librdkafka's lines
+        # included, as text on stderr, away from the output on stdout
+        logging.basicConfig(
+            level=logging.WARNING, format="identity-worker: %(levelname)s: %(name)s: %(message)s"
+        )
+        if not args.traceback:
+            # a broker that does not answer is reported once, by the command's own error line,
+            # not by librdkafka's every reconnect (--traceback shows them)
+            logging.getLogger("librdkafka").setLevel(logging.CRITICAL)
+    try:
+        code: int = args.func(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _stdout_closed()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_FORCED
+    except Exception as exc:
+        known = _error_code(exc)
+        if args.traceback:
+            log.error("%s failed", args.command, exc_info=exc)
+        if known is not None:
+            code, text = known
+            print(f"identity-worker: error: {text}", file=sys.stderr)
+            return code
+        print(
+            f"identity-worker: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with --traceback and report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL

@@ -14,7 +14,9 @@ Secrets (the Redis URL, the SASL password, the schema registry credentials) are 
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +36,44 @@ from worker.identity.config import (
 from worker.identity.model import OrderingMode
 
 CONFIG_FILE_ENV = "IDENTITY_WORKER_CONFIG_FILE"
+ENV_PREFIX = "IDENTITY_WORKER_"
+OTHER_ENV_NAMES = frozenset({CONFIG_FILE_ENV, "IDENTITY_WORKER_LOCAL_DIR"})
+"""``IDENTITY_WORKER_*`` names that are not settings: the config file, and the local services'
+data directory (``deploy/local``)."""
+
+REDACTED = "**********"
+
+LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
+"""librdkafka's own log lines (``%4|...|GETPID|...``) go to this Python logger, never raw to
+stderr: every client built from ``KafkaSettings`` carries it as confluent-kafka's ``logger``."""
+
+_SECRET_SUFFIXES = (".password", ".secret", ".pem", ".jaas.config")
+_SECRET_NAMES = frozenset(
+    {
+        "sasl.password",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.config",
+        "sasl.oauthbearer.assertion.private.key.passphrase",
+        "ssl.key.password",
+        "ssl.key.pem",
+        "ssl_key",
+        "ssl.keystore.password",
+        "ssl.truststore.password",
+        "sasl.jaas.config",
+    }
+)
+
+
+def is_secret_property(name: str) -> bool:
+    """True for a librdkafka (or Kafka client) property whose value is a secret: passwords,
+    client secrets, private keys, JAAS configs, OAuth bearer configs."""
+    key = name.strip().lower()
+    return key in _SECRET_NAMES or key.endswith(_SECRET_SUFFIXES) or "password" in key
+
+
+def redact_properties(conf: Mapping[str, Any]) -> dict[str, Any]:
+    """``conf`` with the value of every secret property replaced by ``**********``."""
+    return {k: REDACTED if is_secret_property(k) else v for k, v in conf.items()}
 
 
 class _Section(BaseModel):
@@ -73,6 +113,7 @@ class KafkaSettings(_Section):
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
             "security.protocol": self.security_protocol,
+            "logger": LIBRDKAFKA_LOGGER,
         }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism
@@ -81,6 +122,26 @@ class KafkaSettings(_Section):
         if self.sasl_password is not None:
             conf["sasl.password"] = self.sasl_password.get_secret_value()
         return conf
+
+    def consumer_conf(self) -> dict[str, Any]:
+        """A consumer's options outside the group: ``common()`` and ``kafka.consumer``."""
+        return {**self.common(), **self.consumer}
+
+    def producer_conf(self) -> dict[str, Any]:
+        """A producer's options: ``common()`` and ``kafka.producer``."""
+        return {**self.common(), **self.producer}
+
+    def admin_conf(self) -> dict[str, Any]:
+        """An admin client's options: ``common()`` and the connection options (``ssl.*``,
+        ``sasl.*``, ``security.*``, ``socket.*``...) of ``kafka.consumer`` and ``kafka.producer``
+        (an admin client is neither, so their other options would only draw warnings)."""
+        shared = ("ssl", "sasl", "security", "socket", "broker", "client", "metadata", "debug")
+        picked = {
+            k: v
+            for k, v in {**self.consumer, **self.producer}.items()
+            if k.split(".", 1)[0] in shared
+        }
+        return {**self.common(), **picked}
 
     def membership(self) -> dict[str, Any]:
         """The consumer's group options: ``group.id``, and with static membership
@@ -141,6 +202,9 @@ class RedisSettings(_Section):
     retry_backoff_seconds: float = Field(default=0.05, gt=0)
     retry_backoff_max_seconds: float = Field(default=2.0, gt=0)
     socket_timeout_seconds: float = Field(default=5.0, gt=0)
+    receipt_ttl_seconds: float = Field(default=3600.0, ge=1)
+    """Replay receipts never forgotten (a crash after the offsets were committed) expire this
+    long after the last write to their hash."""
 
 
 class IdentitySettings(_Section):
@@ -236,6 +300,17 @@ class BatchSettings(_Section):
     shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
+class DeliverySettings(_Section):
+    exactly_once: bool = False
+    """Write each batch's outputs and its input offsets in one Kafka transaction: consumers
+    reading with ``isolation.level=read_committed`` see every output once, even across a crash
+    (docs/RELIABILITY.md). Off: at-least-once (outputs may repeat after a crash or a retry)."""
+    transactional_id: str | None = Field(default=None, min_length=1, max_length=249)
+    """The producer's ``transactional.id`` with ``exactly_once``: unique per running worker and
+    stable across its restarts (a restarted worker then aborts what its previous run left open
+    at once). Unset: ``<group id>-<group instance id>``, else ``<group id>-<host name>``."""
+
+
 class ObservabilitySettings(_Section):
     metrics_host: str = "0.0.0.0"  # noqa: S104 - the metrics endpoint is scraped from outside
     metrics_port: int = Field(default=9400, ge=0, le=65535)
@@ -263,6 +338,7 @@ class Settings(BaseSettings):
     formats: FormatSettings = FormatSettings()
     batch: BatchSettings = BatchSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    delivery: DeliverySettings = DeliverySettings()
 
     @field_validator("kafka")
     @classmethod
@@ -272,8 +348,39 @@ class Settings(BaseSettings):
         return value
 
     def redacted(self) -> dict[str, Any]:
-        """The settings as plain data with every secret replaced by ``**********``."""
-        return self.model_dump(mode="json")
+        """The settings as plain data with every secret replaced by ``**********``: the
+        ``SecretStr`` settings and every secret librdkafka property of ``kafka.consumer`` and
+        ``kafka.producer`` (``*.password``, ``sasl.oauthbearer.client.secret``, ``ssl.key.pem``,
+        ``sasl.jaas.config``...)."""
+        data = self.model_dump(mode="json")
+        for name in ("consumer", "producer"):
+            data["kafka"][name] = redact_properties(data["kafka"][name])
+        return data
+
+
+def unknown_env_names(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``IDENTITY_WORKER_*`` variables that name no setting (a misspelt section or field, such
+    as ``IDENTITY_WORKER_KAFAK__BOOTSTRAP_SERVERS``): pydantic-settings ignores them silently."""
+    env = os.environ if environ is None else environ
+    unknown = []
+    for name in sorted(env):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in OTHER_ENV_NAMES:
+            continue
+        path = upper[len(ENV_PREFIX) :].lower().split("__")
+        section = Settings.model_fields.get(path[0])
+        if section is None:
+            unknown.append(name)
+            continue
+        if len(path) == 1:
+            continue
+        model = section.annotation
+        fields = (
+            model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
+        )
+        if path[1] not in fields:
+            unknown.append(name)
+    return unknown
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from worker.config import Settings
 from worker.kafka.admin import create_topics, topic_specs
+from worker.ops.offsets import watermarks
 
 WAIT_SECONDS = 60.0
 
@@ -172,7 +173,7 @@ def _next_enriched(consumer: Consumer, enriched_topic: str, tenant: str, seen: l
 def _at_end(settings: Settings, topics: list[str], group: str) -> Consumer:
     consumer = Consumer(
         {
-            **settings.kafka.common(),
+            **settings.kafka.consumer_conf(),
             "group.id": group,
             "enable.auto.commit": False,
             "auto.offset.reset": "latest",
@@ -182,9 +183,7 @@ def _at_end(settings: Settings, topics: list[str], group: str) -> Consumer:
     assignment = []
     for topic in topics:
         for partition in metadata.topics[topic].partitions:
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=10
-            )
+            _low, high = watermarks(consumer, topic, partition)
             assignment.append(TopicPartition(topic, partition, high))
     consumer.assign(assignment)
     return consumer
@@ -192,7 +191,7 @@ def _at_end(settings: Settings, topics: list[str], group: str) -> Consumer:
 
 def run_demo(settings: Settings, events: int = 0) -> int:
     print("== topics")
-    for name, status in create_topics(settings.kafka.common(), topic_specs(settings)).items():
+    for name, status in create_topics(settings.kafka.admin_conf(), topic_specs(settings)).items():
         print(f"   {name}: {status}")
     tenant = f"demo-{int(time.time())}"
     topics = settings.topics
@@ -204,7 +203,7 @@ def run_demo(settings: Settings, events: int = 0) -> int:
     worker = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env)
     emitted: list[Any] = []
     try:
-        producer = Producer({**settings.kafka.common(), "enable.idempotence": True})
+        producer = Producer({**settings.kafka.producer_conf(), "enable.idempotence": True})
         stream = list(demo_events(tenant, events))
         print(f"== tenant {tenant}: producing {len(stream)} events one by one\n")
         print(f"   {'event':18s} {'distinct_id':12s} {'person':10s} {'mode':13s} id? properties")

@@ -2,6 +2,7 @@
 # shellcheck shell=bash
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck disable=SC2034  # used by the scripts that source this file
 LOCAL_DIR="${IDENTITY_WORKER_LOCAL_DIR:-$ROOT/.local}"
 
 log() { printf '%s\n' "$*" >&2; }

@@ -12,10 +12,19 @@ batches are interleaved with ``release_due`` calls at advancing times (timeouts,
 leases) and acknowledgements (of released entries, and now and then of an event still
 waiting), under small per-id and per-tenant caps. Both stores get the same calls (the Redis
 store with a random chunk size, so chunk boundaries fall anywhere) and must return identical
-resolutions and released entries (uuid, reason, ingestion time, payload, resolution), field by
-field; at the end the buffer stats must agree, then everything still waiting or leased is
-released and compared (twice: the second time every lease has expired), with the stats after
-each pass, and the persons, group types, group records and memberships must be identical.
+resolutions and released entries (uuid, entry id, reason, ingestion and release times, payload,
+resolution, ``person_changed``, groups and group changes included), field by field; at the end
+the buffer stats must agree, then everything still waiting or leased is released and compared
+(twice: the second time every lease has expired), with the stats after each pass, and the
+persons, group types, group records and memberships must be identical.
+
+Most events carry a ``source`` (their input position), so replay receipts are exercised: exact
+repeats of earlier events, and replayed runs of already-sent events of a tenant with other
+batch and chunk boundaries, through either entry point. An event whose receipt is kept must get
+its first answer again (its groups and group changes too), and a batch made only of such events
+must leave the persons and the buffer unchanged; ``Forget`` steps drop receipts (a later replay
+is applied again). Events sharing a uuid under two ids are two buffer entries. After every step
+the Redis due-tenants index must list every tenant the model has something due for.
 
 Four cases: each ordering mode with the buffer off and on. Per case, ``IDENTITY_DIFF_EXAMPLES``
 Hypothesis sequences (default 150) and ``IDENTITY_DIFF_SEQUENCES`` seeded ones (default 1,000,
@@ -39,7 +48,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.test_redis_store import check_invariants
-from worker.identity.buffer import NO_BUFFER, BufferPolicy, Released
+from worker.identity.buffer import NO_BUFFER, BufferPolicy, Released, entry_id
 from worker.identity.config import IdentityConfig
 from worker.identity.model import (
     EventKind,
@@ -80,7 +89,7 @@ SEED = int(os.environ.get("IDENTITY_DIFF_SEED", str(random.SystemRandom().randra
 @dataclass(frozen=True)
 class Batch:
     """Resolve ``events`` (of one tenant): with the buffer (``resolve_buffered``) or without
-    (``resolve_batch``, which still releases queues its events give a person)."""
+    (``resolve_batch``, which releases no queue: they wait for their due time)."""
 
     tenant: str
     events: list[IdentityEvent]
@@ -96,7 +105,7 @@ class ReleaseDue:
 @dataclass(frozen=True)
 class Ack:
     """Acknowledge the ``count`` oldest released, unacknowledged entries of ``tenant``, and
-    ``stray`` (the uuid of any event of the tenant) if given and not waiting in the buffer.
+    ``stray`` (the entry id of any event of the tenant) if given and not waiting in the buffer.
 
     Never an event still waiting: the pipeline acknowledges only released events, and the
     script looks a waiting uuid up as the entries stood when the call began, so acknowledging a
@@ -108,7 +117,16 @@ class Ack:
     stray: str | None
 
 
-Action = Batch | ReleaseDue | Ack
+@dataclass(frozen=True)
+class Forget:
+    """Drop the replay receipts of ``sources`` (as the pipeline does once they are committed):
+    a later replay of one of them is applied again."""
+
+    tenant: str
+    sources: tuple[str, ...]
+
+
+Action = Batch | ReleaseDue | Ack | Forget
 Steps = list[tuple[int, Action]]
 """(milliseconds the clock advances before the action, the action)"""
 
@@ -268,7 +286,7 @@ def identity_events(c: Choices) -> list[IdentityEvent]:
     events: list[IdentityEvent] = []
     for n in range(c.number(1, 24)):
         roll = c.number(0, 9)
-        if events and roll == 0:  # an exact replay of an earlier event
+        if events and roll == 0:  # an exact replay of an earlier event (same source)
             events.append(c.pick(events))
             continue
         kind = weighted(c, (2, EventKind.TRACK), (1, EventKind.IDENTIFY), (1, EventKind.ALIAS))
@@ -293,6 +311,9 @@ def identity_events(c: Choices) -> list[IdentityEvent]:
                 updates=property_updates(c),
                 buffer_payload=_payload(event_uuid, own, n) if c.number(0, 4) < 2 else None,
                 groups=group_inputs(c),
+                source=f"in/{c.number(0, 1)}/{n}" + ("#1" if n % 3 == 0 else "")
+                if c.number(0, 9) < 7
+                else None,
             )
         )
     return events
@@ -320,12 +341,23 @@ def scenario(c: Choices, ordering: OrderingMode, buffered: bool) -> Scenario:
         rest = rest[len(batch) :]
         through_buffer = c.number(0, 9) > 0
         steps.append((c.pick(ADVANCES), Batch(batch[0].tenant, batch, through_buffer)))
+        sent = [e for e in events[: len(events) - len(rest)] if e.source is not None]
+        if sent and c.number(0, 4) == 0:  # a replay: a run of sent events, other boundaries
+            tenant = c.pick(sent).tenant
+            mine = [e for e in sent if e.tenant == tenant]
+            start = c.number(0, len(mine) - 1)
+            again = mine[start : start + c.number(1, 8)]
+            steps.append((c.pick(ADVANCES), Batch(tenant, again, c.number(0, 9) > 0)))
+        if sent and c.number(0, 9) == 0:  # the input is committed: forget some receipts
+            tenant = c.pick(sent).tenant
+            sources = [e.source for e in sent if e.tenant == tenant and e.source is not None]
+            steps.append((0, Forget(tenant, tuple(sources[: c.number(1, len(sources))]))))
         for _ in range(weighted(c, (10, 0), (7, 1), (3, 2))):
             tenant = weighted(c, (4, TENANTS[0]), (1, TENANTS[1]))
             if c.pick((False, True)):
                 steps.append((c.pick(ADVANCES), ReleaseDue(tenant, c.pick([100, 1, 2]))))
             else:
-                seen = [e.uuid for e in events if e.tenant == tenant] or [""]
+                seen = [entry_id(e) for e in events if e.tenant == tenant] or [""]
                 stray = c.pick(seen) if c.number(0, 99) < 15 else None
                 steps.append((c.pick(ADVANCES), Ack(tenant, c.number(0, 4), stray)))
     return Scenario(config, buffer, steps, c.number(1, 5))
@@ -423,7 +455,9 @@ class _Pair:
         )
         self.unacknowledged: dict[str, list[str]] = {tenant: [] for tenant in TENANTS}
         self.waiting: dict[str, set[str]] = {tenant: set() for tenant in TENANTS}
-        """uuids answered ``Outcome.BUFFER`` and not released since"""
+        """entry ids answered ``Outcome.BUFFER`` and not released since"""
+        self.answers: dict[tuple[str, str], Resolution] = {}
+        """(tenant, source) -> the first answer, while its receipt is kept"""
 
     def stores(self) -> tuple[BufferingStore, BufferingStore]:
         return self.expected, self.actual
@@ -431,12 +465,20 @@ class _Pair:
     def compare_released(self, tenant: str, want: list[Released], got: list[Released]) -> None:
         assert got == want
         _label_released(want)
-        self.unacknowledged[tenant] += [item.event_uuid for item in want]
-        self.waiting[tenant] -= {item.event_uuid for item in want}
+        self.unacknowledged[tenant] += [item.entry_id for item in want]
+        self.waiting[tenant] -= {item.entry_id for item in want}
 
     def run(self, now: int, action: Action) -> None:
         if isinstance(action, Batch):
             tenant, events = action.tenant, action.events
+            replay = all(
+                e.source is not None and (tenant, e.source) in self.answers for e in events
+            )
+            before = (
+                (self.expected.persons(tenant), self.expected.buffer_stats(tenant, now))
+                if replay
+                else None
+            )
             released: tuple[list[Released], list[Released]] = ([], [])
             if action.buffered:
                 want, got = (store.resolve_buffered(tenant, events, now) for store in self.stores())
@@ -450,9 +492,23 @@ class _Pair:
             for item, (wanted, gotten) in zip(events, pairs, strict=True):
                 assert gotten == wanted, f"event {item}"
                 _label(wanted)
+                if item.source is not None:
+                    first = self.answers.setdefault((tenant, item.source), wanted)
+                    if first is not wanted:
+                        event("answered from a receipt")
+                    assert wanted == first, f"a replay of {item.source} answered otherwise"
                 if wanted.outcome is Outcome.BUFFER:
-                    self.waiting[tenant].add(wanted.event_uuid)
+                    self.waiting[tenant].add(entry_id(item))
             self.compare_released(tenant, *released)
+            if replay:  # answered from receipts: nothing changed
+                event("a whole batch replayed")
+                after = (self.expected.persons(tenant), self.expected.buffer_stats(tenant, now))
+                assert after == before, "a replayed batch changed the state"
+        elif isinstance(action, Forget):
+            for store in self.stores():
+                store.forget(action.tenant, action.sources)
+            for source in action.sources:
+                self.answers.pop((action.tenant, source), None)
         elif isinstance(action, ReleaseDue):
             want_released = self.expected.release_due(action.tenant, now, action.limit)
             got_released = self.actual.release_due(action.tenant, now, action.limit)
@@ -474,6 +530,11 @@ class _Pair:
                 self.run(later, ReleaseDue(tenant, -1))
             self.compare_stats(later)
         assert self.actual.buffered_tenants() == self.expected.buffered_tenants()
+
+    def compare_due(self, now: int) -> None:
+        """The Redis due-tenants index never misses a tenant the model has something due for;
+        it may keep one whose due entries were acknowledged since (until its next release)."""
+        assert set(self.expected.due_tenants(now)) <= set(self.actual.due_tenants(now))
 
     def compare_stats(self, now: int) -> None:
         for tenant in TENANTS:
@@ -505,6 +566,7 @@ def _check(client: redis.Redis, scenario: Scenario, prefix: str) -> None:
             now += advance
             note(f"step {number} at T0+{now - T0}: {action}")
             pair.run(now, action)
+            pair.compare_due(now)
         pair.drain(now)
         pair.compare_persons(client)
     finally:

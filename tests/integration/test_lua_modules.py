@@ -83,7 +83,7 @@ return reply.entry({
   person_id = ARGV[1], person_mode = PROTOCOL.person_mode.full, created_at_ms = ARGV[2],
   is_identified = true, properties = ARGV[3], merged = false, person_created = true,
   warnings = { PROTOCOL.warning.merge_limit }, overrides = { { ARGV[4], 'old', 'new' } },
-  person_version = ARGV[5],
+  person_version = ARGV[5], person_changed = true,
 })
 """,
 )
@@ -286,6 +286,7 @@ def test_reply_entry_is_what_codec_decodes(client: redis.Redis) -> None:
         "warnings": [protocol.WARNING_MERGE_LIMIT],
         "overrides": [["é|\udfff", "old", "new"]],
         "person_version": 7,
+        "person_changed": True,
         "groups": {},
         "group_changes": [],
     }

@@ -182,7 +182,7 @@ def test_the_store_runs_on_a_cluster_with_tenants_on_several_nodes(cluster_url: 
         store.resolve_buffered("team-0", [waiting], 1000).resolutions[0].outcome is Outcome.BUFFER
     )
     (released,) = store.release_due("team-0", 61_000, 10)
-    store.ack("team-0", [released.event_uuid])
+    store.ack("team-0", [released.entry_id])
     stats = store.buffer_stats("team-0", 61_000)
     assert (stats.events, stats.leased) == (0, 0)
     assert store.buffered_tenants() == ["team-0"]

@@ -3,6 +3,7 @@ concurrency invariants, retries, and the key layout."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import multiprocessing
 import shutil
@@ -699,6 +700,33 @@ def test_a_lost_reply_is_not_applied_twice(redis_url: str, make_store: StoreFact
     assert r2.overrides == (DistinctIdOverride("b", pid("b"), pid("a")),)
     assert person(store, "a").version == 1  # arrival mode: a second run would have bumped it
     client.close()
+
+
+def test_a_replayed_batch_is_answered_from_its_receipts(
+    make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    store = make_store(IdentityConfig(ordering=OrderingMode.ARRIVAL), receipt_ttl_ms=50_000)
+    events = [
+        dataclasses.replace(ev("track", "a", set={"n": 1}), source="in/0/7"),
+        dataclasses.replace(ev("alias", "a", other="b"), source="in/0/8#1"),
+    ]
+    first = run(store, *events)
+    assert [(r.person_created, r.merged, r.person_changed) for r in first] == [
+        (True, False, True),
+        (False, True, True),
+    ]
+    key = store.keys(TENANT).receipts("in/0/7")
+    assert key == store.keys(TENANT).receipts("in/0/8#1")  # one hash per offset range
+    assert 0 < redis_client.pttl(key) <= 50_000
+    # a crash before the commit: the batch again, after a later event moved the person
+    run(store, ev("track", "a", set={"n": 2}))
+    version = person(store, "a").version
+    assert run(store, *events) == first  # same overrides, same flags, same properties
+    assert person(store, "a").version == version  # nothing applied again
+    store.forget(TENANT, ["in/0/7", "in/0/8#1"])
+    assert redis_client.exists(key) == 0
+    again = run(store, *events)
+    assert (again[0].person_changed, again[1].merged) == (True, False)  # applied again
 
 
 def test_a_killed_connection_between_calls_is_replaced(

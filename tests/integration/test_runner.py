@@ -28,13 +28,19 @@ class Recording(BatchProcessor):
         self.seen: list[int] = []
         self.fail_process = fail_process
         self.fail_housekeeping = fail_housekeeping
+        self.last: list[int] = []
+        self.committed_batches: list[list[int]] = []
 
     def process(self, batch: Sequence[RawMessage]) -> BatchOutcome:
         if self.fail_process:
             self.fail_process -= 1
             raise TransientStoreError("Redis is away")
         self.seen += [m.offset for m in batch]
+        self.last = [m.offset for m in batch]
         return BatchOutcome(next_offsets(batch), BatchStats())
+
+    def committed(self) -> None:
+        self.committed_batches.append(self.last)
 
     def housekeeping(self) -> BatchStats | None:
         if self.seen and self.fail_housekeeping:
@@ -80,6 +86,8 @@ def test_a_failed_batch_is_processed_again_from_its_first_offset(
     processor = Recording(fail_process=2)
     _run(kafka_bootstrap, topic, processor, 10)
     assert processor.seen == list(range(10))  # nothing skipped, nothing twice
+    # told once per committed batch, after its commit, never for a failed attempt
+    assert [o for batch in processor.committed_batches for o in batch] == list(range(10))
 
 
 def test_a_failure_after_the_commit_does_not_replay_the_committed_batch(

@@ -157,3 +157,42 @@ def test_run_starts_and_stops_cleanly_from_the_installed_script(
             process.kill()
             process.wait(10)
     assert process.returncode == 0, "".join(lines) + rest
+
+
+def test_a_non_dev_install_builds_the_registry_client(installed: Installed) -> None:
+    """With ``formats.schema_registry_url`` set, ``build_avro`` imports confluent-kafka's
+    registry client: its dependencies (certifi among them) come with a plain install. The
+    registry itself is not reached here: an address nothing listens on is reported as the
+    registry being unavailable, not as a missing module."""
+    script = """
+import sys
+from worker.codec.schema_registry import ConfluentSchemaResolver
+from worker.errors import TransientError
+resolver = ConfluentSchemaResolver.from_config({"url": sys.argv[1]})
+print(type(resolver.client).__name__)
+try:
+    resolver.get_schema(12345)
+except TransientError as exc:
+    print("unavailable", type(exc).__name__)
+"""
+    port = _free_port()
+    out = subprocess.run(
+        [str(installed.python), "-I", "-c", script, f"http://127.0.0.1:{port}"],
+        cwd=installed.elsewhere,
+        env=installed.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "SchemaRegistryClient"
+    assert out.stdout.splitlines()[1].startswith("unavailable")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -114,14 +114,17 @@ def settings_from_env(monkeypatch: pytest.MonkeyPatch, env: Mapping[str, object]
     return Settings()
 
 
-def k8s(kind: str) -> dict[str, Any]:
-    """The one object of ``kind`` in deploy/k8s/*.yaml."""
+def k8s(kind: str, name: str = JOB) -> dict[str, Any]:
+    """The one object of ``kind`` in deploy/k8s/*.yaml (named ``name`` when there are several:
+    the worker's Secret beside KEDA's)."""
     found = [
         doc
         for path in sorted(K8S.glob("*.yaml"))
         for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
         if doc and doc.get("kind") == kind
     ]
+    if len(found) > 1:
+        found = [doc for doc in found if doc["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind} in {K8S}, found {len(found)}"
     obj: dict[str, Any] = found[0]
     return obj
@@ -726,29 +729,131 @@ def test_k8s_worker_is_locked_down_and_sized() -> None:
     assert k8s("StatefulSet")["spec"]["replicas"] == 3
 
 
-def test_k8s_replicas_never_exceed_the_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
+HPA_DIR = K8S / "alternatives" / "hpa"
+
+
+def _manifest(path: Path, kind: str) -> dict[str, Any]:
+    (doc,) = [
+        d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d and d["kind"] == kind
+    ]
+    found: dict[str, Any] = doc
+    return found
+
+
+def test_keda_scales_the_statefulset_within_the_partitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = settings_from_env(monkeypatch, {**configmap_env(), **secret_env()})
+    statefulset, scaled = k8s("StatefulSet"), k8s("ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    target = scaled["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("StatefulSet", statefulset["metadata"]["name"])
+    low, high = scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]
+    assert low <= statefulset["spec"]["replicas"] <= high <= settings.topics.partitions
+    triggers = scaled["spec"]["triggers"]
+    assert {t["metadata"]["topic"] for t in triggers} == set(settings.topics.inputs)
+    auth = k8s("TriggerAuthentication")
+    for trigger in triggers:
+        meta = trigger["metadata"]
+        assert trigger["type"] == "kafka"
+        assert meta["consumerGroup"] == settings.kafka.group_id
+        assert meta["bootstrapServers"] == settings.kafka.bootstrap_servers
+        # never more consumers than partitions
+        assert meta["allowIdleConsumers"] == "false"
+        assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    secret_keys = {
+        ref["key"] for ref in auth["spec"]["secretTargetRef"] if ref["name"] == "identity-worker"
+    }
+    assert secret_keys <= set(secret_env())
+
+
+def test_the_hpa_alternative_scales_on_the_exported_lag(
+    monkeypatch: pytest.MonkeyPatch, registry_names: set[str]
+) -> None:
     partitions = settings_from_env(
         monkeypatch, {**configmap_env(), **secret_env()}
     ).topics.partitions
-    deployment, hpa = k8s("StatefulSet"), k8s("HorizontalPodAutoscaler")
-    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
-    assert hpa["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
-    low, high = hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]
-    assert low <= deployment["spec"]["replicas"] <= high <= partitions
-
-
-def test_k8s_hpa_scales_on_the_exported_lag(registry_names: set[str]) -> None:
-    hpa = k8s("HorizontalPodAutoscaler")
+    hpa = _manifest(HPA_DIR / "hpa-lag.yaml", "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == k8s("StatefulSet")["metadata"]["name"]
+    assert hpa["spec"]["maxReplicas"] <= partitions
     names = [
         metric[metric["type"].lower()]["metric"]["name"]
         for metric in hpa["spec"]["metrics"]
         if metric["type"] in ("External", "Pods")
     ]
     assert names == ["identity_worker_consumer_lag_messages"]
+    # the adapter's rule is a real manifest serving that same, exported, metric
+    adapter = _manifest(HPA_DIR / "prometheus-adapter-rules.yaml", "ConfigMap")
+    config = yaml.safe_load(adapter["data"]["config.yaml"])
+    (rule,) = config["externalRules"]
+    assert rule["name"]["as"] == names[0]
+    assert metric_names([rule["seriesQuery"], rule["metricsQuery"]]) == {names[0]}
     assert set(names) <= registry_names
-    # the adapter rule in the comment must query the same, exported, metric
-    assert metric_names([(K8S / "hpa-lag.yaml").read_text(encoding="utf-8")]) <= registry_names
+    kustomization = _load_yaml(HPA_DIR / "kustomization.yaml")
+    assert kustomization["resources"] == ["hpa-lag.yaml", "prometheus-adapter-rules.yaml"]
+
+
+def test_no_hpa_next_to_the_scaled_object() -> None:
+    kinds = [
+        doc["kind"]
+        for path in sorted(K8S.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if doc
+    ]
+    assert "HorizontalPodAutoscaler" not in kinds
+
+
+def test_prometheus_rule_carries_the_alert_rules() -> None:
+    rule = k8s("PrometheusRule")
+    assert rule["spec"]["groups"] == _load_yaml(ALERTS)["groups"]
+
+
+def test_every_alert_has_a_runbook_anchor_in_the_operations_doc() -> None:
+    doc = OPERATIONS.read_text(encoding="utf-8")
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in doc.splitlines()
+        if line.startswith("#")
+    }
+    for rule in alert_rules():
+        url = rule["annotations"]["runbook_url"]
+        path, _, anchor = url.partition("#")
+        assert path == "docs/OPERATIONS.md", rule["alert"]
+        assert anchor == rule["alert"].lower(), rule["alert"]
+        assert anchor in anchors, f"no heading for {rule['alert']} in docs/OPERATIONS.md"
+
+
+def test_dead_letter_alert_ignores_the_zeros_of_a_new_deployment() -> None:
+    (rule,) = [r for r in alert_rules() if r["alert"] == "IdentityWorkerDeadLetters"]
+    expr = str(rule["expr"])
+    # the branch for a reason's first dead letters only keeps series above 0
+    assert re.search(r"identity_worker_dead_letters_total\{[^}]*\}\)\s*>\s*0\s*unless", expr)
+    assert "for" in rule
+
+
+def test_create_topics_job_runs_the_command_with_the_settings() -> None:
+    job = k8s("Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(container["args"])
+    assert args.command == "create-topics"
+    sources = container["envFrom"]
+    assert {"configMapRef": {"name": k8s("ConfigMap")["metadata"]["name"]}} in sources
+    assert {"secretRef": {"name": k8s("Secret")["metadata"]["name"]}} in sources
+    image = k8s("StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert container["image"] == image
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = _load_yaml(K8S / "kustomization.yaml")
+    manifests = sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kustomization["resources"]) == manifests
+
+
+def test_configmap_output_format_needs_no_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_from_env(monkeypatch, {**configmap_env(), **secret_env()})
+    assert settings.formats.output == "json" or settings.formats.schema_registry_url is not None
 
 
 def test_k8s_pdb_selects_the_workers() -> None:
@@ -760,7 +865,7 @@ def test_k8s_pdb_selects_the_workers() -> None:
 
 def test_k8s_readme_describes_every_manifest() -> None:
     readme = (K8S / "README.md").read_text(encoding="utf-8")
-    missing = [p.name for p in sorted(K8S.glob("*.yaml")) if p.name not in readme]
+    missing = [str(p.relative_to(K8S)) for p in sorted(K8S.rglob("*.yaml")) if p.name not in readme]
     assert not missing, f"deploy/k8s/README.md does not mention {missing}"
 
 

@@ -62,7 +62,7 @@ def _value(text: str) -> str | int:
 
 def test_prelude_holds_protocol() -> None:
     assert _prelude(load_script("resolve_batch.lua")) == {
-        "format_version": "5",
+        "format_version": "6",
         "flag": {
             "process_person": 1,
             "merge_dangerously": 2,
@@ -71,7 +71,14 @@ def test_prelude_holds_protocol() -> None:
         },
         "max_flags": 15,
         "reply_entry_fields": list(protocol.REPLY_ENTRY_FIELDS),
-        "released_entry_fields": ["event_uuid", "reason", "ingested_ms", "entry"],
+        "released_entry_fields": [
+            "event_uuid",
+            "reason",
+            "ingested_ms",
+            "entry",
+            "released_ms",
+            "entry_id",
+        ],
         "code": {"set": "s", "set_once": "o", "unset": "u", "set_then_unset": "x"},
         "warning": {
             "merge_limit": "merge_limit_exceeded",

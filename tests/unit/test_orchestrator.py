@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -37,11 +38,27 @@ class Unbuffered:
         self.to_release: list[Released] = []
         """handed back, once, by the next ``resolve_buffered``"""
         self.acked: list[str] = []
+        self.forgotten: list[tuple[str, list[str]]] = []
+        self._versions: dict[str, int] = {}
 
     def resolve_batch(
         self, tenant: str, events: Sequence[IdentityEvent], now_ms: int
     ) -> list[Resolution]:
-        return self.reference.resolve_batch(tenant, events, now_ms)
+        return self._changed(self.reference.resolve_batch(tenant, events, now_ms))
+
+    def _changed(self, resolutions: list[Resolution]) -> list[Resolution]:
+        """``person_changed`` as the store reports it, or, where the model leaves it unset,
+        set when the person's version moved past the last one this adapter saw."""
+        out = []
+        for r in resolutions:
+            if r.person_id is not None and r.person_version is not None:
+                moved = r.person_version > self._versions.get(r.person_id, -1)
+                self._versions[r.person_id] = max(
+                    r.person_version, self._versions.get(r.person_id, -1)
+                )
+                r = replace(r, person_changed=r.person_changed or moved)
+            out.append(r)
+        return out
 
     def person_for(self, tenant: str, distinct_id: str) -> Person | None:
         return self.reference.person_for(tenant, distinct_id)
@@ -54,7 +71,7 @@ class Unbuffered:
     ) -> BatchResult:
         self.calls.append((tenant, len(events)))
         released, self.to_release = self.to_release, []
-        return BatchResult(self.reference.resolve_batch(tenant, events, now_ms), released)
+        return BatchResult(self.resolve_batch(tenant, events, now_ms), released)
 
     def release_due(self, tenant: str, now_ms: int, limit: int) -> list[Released]:
         return []
@@ -63,9 +80,13 @@ class Unbuffered:
         self.acked.extend(event_uuids)
 
     def forget(self, tenant: str, sources: Sequence[str]) -> None:
+        self.forgotten.append((tenant, list(sources)))
         self.reference.forget(tenant, sources)
 
     def buffered_tenants(self) -> list[str]:
+        return []
+
+    def due_tenants(self, now_ms: int) -> list[str]:
         return []
 
     def buffer_stats(self, tenant: str, now_ms: int) -> BufferStats:
@@ -82,6 +103,11 @@ class MemorySink:
         self.broken = set(broken)
         self.delivered: list[OutputRecord] = []
         self._pending: list[tuple[OutputRecord, int]] = []
+
+    transactional = False
+
+    def abort_transaction(self, timeout: float) -> None:
+        raise InternalError("not a transactional sink")
 
     def produce(self, record: OutputRecord, tag: int = 0) -> None:
         self._pending.append((record, tag))
@@ -277,7 +303,7 @@ def _released(distinct_id: str, reason: str, payload: bytes) -> Released:
         is_identified=False,
         person_version=1,
     )
-    return Released(uuid_, reason, T0 - 60_000, payload, resolution)
+    return Released(uuid_, reason, T0 - 60_000, payload, resolution, entry_id=uuid_)
 
 
 def test_released_events_are_emitted_then_acknowledged() -> None:

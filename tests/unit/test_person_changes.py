@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worker.identity.model import DistinctIdOverride, Outcome, PersonMode, Resolution
-from worker.pipeline.person_changes import AnnouncedVersions, changed_person, merged_away
+from worker.pipeline.person_changes import changed_person, merged_away
 
 
 def res(
@@ -12,37 +12,35 @@ def res(
     mode: PersonMode = PersonMode.FULL,
     person: str = "p",
     overrides: tuple[DistinctIdOverride, ...] = (),
+    changed: bool = True,
 ) -> Resolution:
     return Resolution(
-        "u", Outcome.EMIT, person, mode, {}, 1, True, overrides=overrides, person_version=version
+        "u",
+        Outcome.EMIT,
+        person,
+        mode,
+        {},
+        1,
+        True,
+        overrides=overrides,
+        person_version=version,
+        person_changed=changed,
     )
 
 
-def test_a_state_is_announced_once_per_version() -> None:
-    announced = AnnouncedVersions()
-    assert changed_person(res(0), announced)
-    assert not changed_person(res(0), announced)  # same version: nothing changed
-    assert changed_person(res(2), announced)
-    assert not changed_person(res(1), announced)  # stale
-    assert changed_person(res(0, person="q"), announced)
+def test_a_state_is_announced_iff_the_store_says_the_event_changed_it() -> None:
+    assert changed_person(res(0))
+    assert not changed_person(res(0, changed=False))
+    assert changed_person(res(7))
+    # the answer alone decides: a replay answered from the store's receipt announces again
+    assert changed_person(res(7))
 
 
 def test_personless_and_unversioned_resolutions_announce_nothing() -> None:
-    announced = AnnouncedVersions()
-    assert not changed_person(res(None), announced)
-    assert not changed_person(res(3, mode=PersonMode.PROPERTYLESS), announced)
-    rejected = Resolution("u", Outcome.REJECT, None, None, {}, None, False)
-    assert not changed_person(rejected, announced)
-
-
-def test_the_cache_forgets_the_least_recent_person() -> None:
-    announced = AnnouncedVersions(capacity=2)
-    for person in ("a", "b"):
-        assert announced.is_new(person, 1)
-    assert not announced.is_new("a", 1)  # touches a: b is now the oldest
-    assert announced.is_new("c", 1)  # evicts b
-    assert announced.is_new("b", 1)  # forgotten, announced again
-    assert not announced.is_new("c", 1)
+    assert not changed_person(res(None))
+    assert not changed_person(res(3, mode=PersonMode.PROPERTYLESS))
+    rejected = Resolution("u", Outcome.REJECT, None, None, {}, None, False, person_changed=True)
+    assert not changed_person(rejected)
 
 
 def test_merged_away_lists_each_old_person_once() -> None:

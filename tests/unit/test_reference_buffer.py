@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from worker.identity.buffer import BufferPolicy, BufferStats
+from worker.identity.buffer import BufferPolicy, BufferStats, entry_id
 from worker.identity.model import (
     EventKind,
     IdentityEvent,
@@ -105,7 +105,7 @@ def test_an_unacknowledged_release_is_redelivered_when_its_lease_expires() -> No
     assert s.release_due(T, NOW + DELAY + LEASE - 1, 10) == []
     again = s.release_due(T, NOW + DELAY + LEASE, 10)
     assert [(r.event_uuid, r.reason) for r in again] == [(e1.uuid, "redelivery")]
-    s.ack(T, [e1.uuid])
+    s.ack(T, [entry_id(e1)])
     assert s.release_due(T, NOW + 10 * DELAY, 10) == []
     assert s.buffer_stats(T, NOW) == BufferStats(0, 0, 0, None)
 
@@ -145,3 +145,42 @@ def test_without_the_buffer_every_event_is_applied_at_once() -> None:
     result = s.resolve_buffered(T, [ev("track", "srv", backend=True)], NOW)
     assert result.resolutions[0].outcome is Outcome.EMIT
     assert s.buffered_tenants() == []
+
+
+def test_a_personless_event_that_overflows_keeps_its_warning() -> None:
+    s = store(max_per_id=1)
+    s.resolve_buffered(T, [ev("track", "srv", backend=True)], NOW)
+    lone = ev("track", "srv", backend=True, process_person=False)
+    result = s.resolve_buffered(T, [lone], NOW + 1)
+    assert result.resolutions[0].warnings == (OVERFLOW,)
+    assert [r.reason for r in result.released] == ["overflow"]
+
+
+def test_a_replayed_trigger_returns_its_released_entries_until_they_are_acknowledged() -> None:
+    s = store()
+    waiting = ev("track", "srv", backend=True, source="in/0/1")
+    s.resolve_buffered(T, [waiting], NOW)
+    trigger = ev("identify", "srv", other_id="web", source="in/0/2")
+    first = s.resolve_buffered(T, [trigger], NOW + 1)
+    (released,) = first.released
+    assert (released.entry_id, released.released_ms) == ("in/0/1", NOW + 1)
+    replay = s.resolve_buffered(T, [waiting, trigger], NOW + 2)
+    assert replay.resolutions[1] == first.resolutions[0]
+    assert replay.released == first.released  # same reason, time and resolution
+    assert s.buffer_stats(T, NOW + 2).leased == 1
+    # re-leased by the replay: not due again until NOW + 2 + LEASE
+    assert s.release_due(T, NOW + 1 + LEASE, 10) == []
+    assert s.due_tenants(NOW + 2 + LEASE) == [T]
+    s.ack(T, [released.entry_id])
+    assert s.resolve_buffered(T, [trigger], NOW + 3).released == []
+    assert s.due_tenants(NOW + 100 * DELAY) == []
+
+
+def test_a_forgotten_source_is_applied_again() -> None:
+    s = ReferenceStore()
+    e = ev("alias", "a", other_id="b", source="in/3/9")
+    assert s.resolve_batch(T, [e], NOW)[0].merged
+    assert s.resolve_batch(T, [e], NOW)[0].merged  # from the receipt
+    s.forget(T, ["in/3/9"])
+    again = s.resolve_batch(T, [e], NOW)[0]
+    assert (again.merged, again.person_changed, again.overrides) == (False, False, ())

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from worker.identity.buffer import entry_id
 from worker.identity.config import IdentityConfig
 from worker.identity.model import (
     DistinctIdOverride,
@@ -132,16 +133,24 @@ def test_encode_args_layout() -> None:
     ]
     args = [a.decode() for a in codec.encode_args(ops, limits, now_ms=42)]
     header = [codec.FORMAT_VERSION, "arrival", "7", str(512 * 1024), "60000", "5000", "42"]
-    header += ["0", "100", "1000000", "30000", "resolve", "0", "3"]  # buffer off; command
-    assert args[:14] == header
+    header += ["0", "100", "1000000", "30000", "resolve", "0"]  # buffer off; command
+    header += ["3600000", "3"]  # receipt TTL, ops
+    assert args[:15] == header
     ts, ord_key = "1700000000000", codec.order_key(1_700_000_000_000, "u-1")
     pid = codec.person_id_for
-    assert args[14:] == [
+    assert args[15:] == [
         *["1", "a", pid("t", "a"), "", "", ts, ord_key, "2"],
-        *["s", "k", '{"x":1.0}', "u", "gone", "", "0"],
-        *["7", "u", pid("t", "u"), "a", pid("t", "a"), ts, ord_key, "0", "0"],
-        *["0", "a", pid("t", "a"), "", "", ts, ord_key, "0", "0"],
+        *["s", "k", '{"x":1.0}', "u", "gone", "", "0", "", ""],  # no groups, no source
+        *["7", "u", pid("t", "u"), "a", pid("t", "a"), ts, ord_key, "0", "0", "", ""],
+        *["0", "a", pid("t", "a"), "", "", ts, ord_key, "0", "0", "", ""],
     ]
+
+
+def test_an_op_with_a_source_carries_it_and_its_receipt_bucket() -> None:
+    limits = codec.CallLimits.of(IdentityConfig(), 0)
+    event = dataclasses.replace(_op().event, source="in/2/5000#1")
+    args = codec.encode_args([PreparedOp(event, None, event.updates)], limits)
+    assert args[-2:] == [b"in/2/5000#1", b"in/2/1"]
 
 
 def test_a_bufferable_op_carries_its_ingestion_time_and_payload() -> None:
@@ -152,30 +161,40 @@ def test_a_bufferable_op_carries_its_ingestion_time_and_payload() -> None:
     )
     policy = codec.BufferPolicy(delay_ms=60_000, max_per_id=3, max_total=9, lease_ms=5)
     args = codec.encode_args([bufferable], limits, now_ms=7, buffer=policy)
-    assert [a.decode() for a in args[7:14]] == ["60000", "3", "9", "5", "resolve", "0", "1"]
-    assert args[14] == b"9"  # process person + bufferable
-    assert args[-2:] == [b"7", b"\x00raw"]
+    assert [a.decode() for a in args[7:15]] == [
+        "60000",
+        "3",
+        "9",
+        "5",
+        "resolve",
+        "0",
+        "3600000",
+        "1",
+    ]
+    assert args[15] == b"9"  # process person + bufferable
+    assert args[-3:] == [b"7", b"\x00raw", entry_id(bufferable.event).encode()]
     off = codec.encode_args([bufferable], limits, now_ms=7)  # buffer off: applied at once
-    assert off[14] == b"1"
-    assert off[-1] != b"\x00raw"
+    assert off[15] == b"1"
+    assert b"\x00raw" not in off
 
 
 def test_lone_surrogates_survive_the_wire() -> None:
     limits = codec.CallLimits.of(IdentityConfig(), 0)
     updates = PropertyUpdates(set=(("k\ud800", "v\udfff"),))
-    args = codec.encode_args([_op(updates=updates)], limits)
-    assert args[-4:-1] == [  # then the empty group section
-        b"s",
+    args = codec.encode_args([_op(updates=updates)], limits)[:-3]  # without groups and source
+    assert args[-2:] == [
         "k\ud800".encode("utf-8", "surrogatepass"),
         '"v\udfff"'.encode("utf-8", "surrogatepass"),
     ]
-    assert codec.as_text(args[-2]) == '"v\udfff"'
+    assert codec.as_text(args[-1]) == '"v\udfff"'
 
 
 def test_decode_reply() -> None:
     stateless = IdentityWarning(WarningKind.CANNOT_MERGE_WITH_ILLEGAL_DISTINCT_ID)
     ops = [_op(other="b", warnings=(stateless,)), _op(process_person=False)]
-    released_entry = ["p3", "full", 9, False, {}, False, True, ["buffer_overflow"], [], 0, {}, []]
+    released_entry = [
+        *["p3", "full", 9, False, {}, False, True, ["buffer_overflow"], [], 0, True, {}, []]
+    ]
     reply = json.dumps(
         [
             [
@@ -190,15 +209,22 @@ def test_decode_reply() -> None:
                     ["merge_limit_exceeded", "person_properties_size_violation"],
                     [["z", "old", "p1"], ["b", "old", "p1"]],
                     7,
+                    True,
                     {"company": ["acme", {"n": 1}]},
                     [["company", "acme", 2, {"n": 1}]],
                 ],
-                ["p2", "propertyless", None, False, {}, False, False, [], [], None, {}, []],
+                ["p2", "propertyless", None, False, {}, False, False, [], [], None, False, {}, []],
             ],
-            [["e-9", "overflow", 1234, released_entry]],
+            [["e-9", "overflow", 1234, released_entry, 1300, "in/0/9"]],
+            None,
         ]
     ).encode()
-    (first, second), (released,) = codec.decode_reply(reply, ops)
+    decoded = codec.decode_reply(reply, ops)
+    (first, second), (released,) = decoded.resolutions, decoded.released
+    assert decoded.next_due is None
+    assert (released.released_ms, released.entry_id) == (1300, "in/0/9")
+    assert first.person_changed
+    assert not second.person_changed
     assert (released.event_uuid, released.reason, released.ingested_ms) == ("e-9", "overflow", 1234)
     assert released.resolution.person_created
     assert released.resolution.warnings == (IdentityWarning(WarningKind.BUFFER_OVERFLOW),)
@@ -232,9 +258,10 @@ def test_decode_reply() -> None:
 def test_decode_a_buffered_result() -> None:
     ops = [_op()]
     reply = json.dumps(
-        [[["", "buffered", None, False, {}, False, False, [], [], None, {}, []]], []]
+        [[["", "buffered", None, False, {}, False, False, [], [], None, False, {}, []]], [], False]
     )
-    (resolution,), released = codec.decode_reply(reply, ops)
+    decoded = codec.decode_reply(reply, ops)
+    (resolution,), released = decoded.resolutions, decoded.released
     assert resolution.outcome is Outcome.BUFFER
     assert resolution.person_id is None
     assert released == []

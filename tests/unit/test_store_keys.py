@@ -84,6 +84,7 @@ def test_script_keys_without_previous_reply_repeat_the_current_one() -> None:
         "p:{t}:reply:new",
         "p:{t}:reply:new",
         "p:{t}:buf:",
+        "p:{t}:rcpt:",
         "p:{t}:g:",
     ]
     assert keys.script_keys("new", "old")[2:4] == ["p:{t}:reply:new", "p:{t}:reply:old"]
@@ -120,3 +121,11 @@ def _unescape_glob(pattern: str) -> list[tuple[str, bool]]:
             out.append((pattern[i], False))
             i += 1
     return out
+
+
+def test_receipts_of_one_partition_and_offset_range_share_a_hash() -> None:
+    keys = TenantKeys.of("p", "t")
+    assert keys.receipts("in/3/4095") == keys.receipts("in/3/0#2") == "p:{t}:rcpt:in/3/0"
+    assert keys.receipts("in/3/4096") == "p:{t}:rcpt:in/3/1"
+    assert keys.receipts("in/4/1") != keys.receipts("in/3/1")
+    assert keys.receipts("not a position") == "p:{t}:rcpt:not a position"

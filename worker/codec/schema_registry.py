@@ -39,7 +39,7 @@ class ConfluentSchemaResolver:
         except ImportError as exc:
             raise ImportError(
                 "a schema registry is configured but confluent_kafka.schema_registry cannot be "
-                f"imported ({exc}); install authlib, httpx2, cachetools and attrs"
+                f"imported ({exc}); install 'confluent-kafka[schemaregistry]'"
             ) from exc
         return cls(SchemaRegistryClient.new_client(dict(conf)))
 

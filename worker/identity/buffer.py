@@ -5,13 +5,17 @@ This is the executable specification of section "the buffer" of ``store/lua/reso
 two agree, release by release. Time is passed in (``now_ms``); the person rules are passed in too
 (``PersonRules``), so this module only decides *when* an event waits and *when* it is applied.
 
-The state of one tenant, as the Redis keys under ``<prefix>:{tenant}:buf:``:
+The state of one tenant, as the Redis keys under ``<prefix>:{tenant}:buf:``. An entry is named by
+its *entry id* (``entry_id``: the event's source, else its uuid and distinct id), so two events
+sharing a uuid are two entries:
 
-- ``queues``: distinct id -> the uuids of its waiting entries, oldest first (``q:<id>``);
-- ``entries``: uuid -> the entry (``e`` and ``p``): kept until acknowledged, also once released;
+- ``queues``: distinct id -> the entry ids of its waiting entries, oldest first (``q:<id>``);
+- ``entries``: entry id -> the entry (``e`` and ``p``): kept until acknowledged, also once
+  released;
+- ``releases``: entry id -> its first release (reason, time, resolution) (``r``);
 - ``due``: distinct id -> when its queue is released (``due``): set when the queue is started,
   to the ingestion time of its first entry plus the delay;
-- ``pending``: uuid -> lease deadline of a released, unacknowledged entry (``pending``);
+- ``pending``: entry id -> lease deadline of a released, unacknowledged entry (``pending``);
 - ``count``: entries queued and not released (``n``).
 
 What happens, in the order the script does it:
@@ -21,18 +25,25 @@ What happens, in the order the script does it:
    no person. Waiting means: if the id's queue holds ``max_per_id`` entries or the tenant
    ``max_total``, the queue is released at once (reason ``overflow``) and the op applied after it,
    each with warning ``buffer_overflow``; otherwise the op is appended to the queue, unless an
-   entry with its uuid is already kept (queued, or released and not yet acknowledged), and
-   answers ``Outcome.BUFFER``. Any other op is applied; then, if its distinct id (and, for a
-   merge, the other id) has a person and a queue, that queue is released (reason ``merge``).
+   entry with its entry id is already kept (queued, or released and not yet acknowledged), and
+   answers ``Outcome.BUFFER``. Any other op is applied; then, when the call has a buffer policy
+   (delay > 0), if its distinct id (and, for a merge, the other id) has a person and a queue,
+   that queue is released (reason ``merge``). A call without a buffer policy (``resolve_batch``)
+   releases nothing: those queues wait for their due time.
 2. ``release_due``: first the leases that expired (``deadline <= now``, at most ``limit``, by
-   deadline then uuid): an entry still kept is applied again (reason ``redelivery``), a lease
-   whose entry is gone is dropped. Then the ids whose due time passed (at most ``limit``, by due
-   time then id): their queues are released (reason ``timeout``).
+   deadline then entry id): an entry still kept is handed out again (reason ``redelivery``) with
+   its first release's resolution and time, nothing applied, and leased anew; a lease whose
+   entry is gone is dropped. Then the ids whose due time passed (at most ``limit``, by due time
+   then id): their queues are released (reason ``timeout``).
 3. Releasing a queue: it is emptied (``count`` drops by its length), then each of its entries
-   still kept is applied in order, leased until ``now + lease_ms`` and returned as ``Released``.
-   A released entry's resolution carries only the warnings of its application (its stateless
-   warnings went out when it was buffered).
-4. ``ack``: the entries and their leases are forgotten (``count`` is not touched).
+   still kept is applied in order, leased until ``now + lease_ms``, its release kept, and
+   returned as ``Released``. A released entry's resolution carries only the warnings of its
+   application (its stateless warnings went out when it was buffered).
+4. ``release_again`` (an op answered from its replay receipt): each entry that op released and
+   that is still leased is returned again with its first release's reason, time and resolution,
+   and leased anew.
+5. ``ack`` (by entry id): the entries, their releases and leases are forgotten (``count`` is
+   not touched).
 
 An entry's ingestion time is the ``now_ms`` of the call that queued it; it keeps the op as
 prepared then (timestamp, uuid, property operations), so a release applies exactly that op.
@@ -41,20 +52,12 @@ Ops applied by a release (any reason) release no other queue.
 Where the script, and so this model, departs from docs/BUFFER.md today:
 
 - the store buffers any op whose event has a payload: personless events and merging
-  identifies/aliases too (only the pipeline keeps them out). A personless op applied with
-  ``buffer_overflow`` drops the warning; a buffered merge released later does not release the
-  other id's queue, which then waits for its own due time;
-- a release applies the event that gave the id its person before the id's older entries
-  (arrival order reversed in ``arrival`` mode);
-- an event whose uuid is kept for another id (or released, not yet acknowledged) answers
-  ``Outcome.BUFFER`` without being queued;
-- ``resolve_batch`` (no buffer policy) still releases the queues its events give a person:
-  their entries are applied and leased for the default ``lease_ms`` but not returned, so they
-  come back only as ``redelivery`` once that lease expires;
-- acknowledging an entry still queued leaves its uuid in the queue and in ``count`` until the
-  queue is released (then skipped); the script looks such a uuid up as the entries stood when
-  its call began, so if the uuid is queued again in the same call its answer depends on the
-  store's chunk boundaries (not modelled: the pipeline acknowledges only released entries).
+  identifies/aliases too (only the pipeline keeps them out). A buffered merge released later
+  does not release the other id's queue, which then waits for its own due time;
+- acknowledging an entry still queued leaves its id in the queue and in ``count`` until the
+  queue is released (then skipped); the script looks such an id up as the entries stood when
+  its call began, so if it is queued again in the same call its answer depends on the store's
+  chunk boundaries (not modelled: the pipeline acknowledges only released entries).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from worker.identity.model import (
+    IdentityEvent,
     IdentityWarning,
     Outcome,
     PreparedOp,
@@ -98,6 +102,17 @@ class Released:
     released_ms: int = 0
     """When the entry was first released (its wait is ``released_ms - ingested_ms``); a
     redelivery keeps the first release's time and resolution, so its outputs repeat."""
+    entry_id: str = ""
+    """The buffer entry (``entry_id``): what ``ack`` takes."""
+
+
+def entry_id(event: IdentityEvent) -> str:
+    """The name of ``event``'s buffer entry: its source (unique per input message and element),
+    else its uuid and distinct id (``<len(uuid)>:<uuid><distinct id>``, which no source can be:
+    a Kafka topic holds no ``:``)."""
+    if event.source:
+        return event.source
+    return f"{len(event.uuid)}:{event.uuid}{event.distinct_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +152,22 @@ class PersonRules(Protocol):
 
     def has_person(self, distinct_id: str) -> bool: ...
 
+    def splits(self, op: PreparedOp) -> bool:
+        """``op`` releases in arrival order: it processes its person, in ``arrival`` mode."""
+        ...
+
+    def structure(self, op: PreparedOp) -> object:
+        """Apply ``op`` without its property operations; the version bump stays pending."""
+        ...
+
+    def settle(self, part: object) -> None:
+        """Apply the pending version bump of ``part`` now (entries are released next)."""
+        ...
+
+    def finish(self, op: PreparedOp, part: object) -> Resolution:
+        """Apply ``op``'s property operations (bumping on their own after ``settle``)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
@@ -144,6 +175,13 @@ class _Entry:
     """the op as kept: without its stateless warnings"""
     ingested_ms: int
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _FirstRelease:
+    reason: str
+    released_ms: int
+    resolution: Resolution
 
 
 def is_bufferable(op: PreparedOp, policy: BufferPolicy) -> bool:
@@ -171,6 +209,7 @@ class TenantBuffer:
 
     queues: dict[str, list[str]] = field(default_factory=dict)
     entries: dict[str, _Entry] = field(default_factory=dict)
+    releases: dict[str, _FirstRelease] = field(default_factory=dict)
     due: dict[str, int] = field(default_factory=dict)
     pending: dict[str, int] = field(default_factory=dict)
     count: int = 0
@@ -188,40 +227,60 @@ class TenantBuffer:
             waited = self._maybe_wait(op, rules, policy, now_ms, released)
             if waited is not None:
                 return waited
-        resolution = rules.apply(op, None)
-        for distinct_id in (op.event.distinct_id, op.merge_with):
-            if (
-                distinct_id is not None
-                and self._waiting(distinct_id)
-                and rules.has_person(distinct_id)
-            ):
+        if policy.delay_ms <= 0 or not self.queues:
+            return rules.apply(op, None)
+        ids = [i for i in (op.event.distinct_id, op.merge_with) if i is not None]
+        if not rules.splits(op):
+            resolution = rules.apply(op, None)
+            for distinct_id in ids:
+                if self._waiting(distinct_id) and rules.has_person(distinct_id):
+                    self._release(distinct_id, MERGE, rules, policy, now_ms, released)
+            return resolution
+        part = rules.structure(op)
+        settled = False
+        for distinct_id in ids:
+            if self._waiting(distinct_id) and rules.has_person(distinct_id):
+                if not settled:
+                    rules.settle(part)
+                    settled = True
                 self._release(distinct_id, MERGE, rules, policy, now_ms, released)
-        return resolution
+        return rules.finish(op, part)
 
     def release_due(
         self, rules: PersonRules, policy: BufferPolicy, now_ms: int, limit: int
     ) -> list[Released]:
         """Step 2: expired leases again, then the queues whose due time passed."""
         released: list[Released] = []
-        for event_uuid in _first_due(self.pending, now_ms, limit):
-            entry = self.entries.get(event_uuid)
+        for name in _first_due(self.pending, now_ms, limit):
+            entry = self.entries.get(name)
             if entry is None:
-                del self.pending[event_uuid]
+                del self.pending[name]
                 continue
-            resolution = rules.apply(entry.op, None)
-            released.append(
-                Released(event_uuid, REDELIVERY, entry.ingested_ms, entry.payload, resolution)
-            )
-            self.pending[event_uuid] = now_ms + policy.lease_ms
+            first = self.releases[name]
+            self._hand_out(name, entry, REDELIVERY, first, policy, now_ms, released)
         for distinct_id in _first_due(self.due, now_ms, limit):
             self._release(distinct_id, TIMEOUT, rules, policy, now_ms, released)
         return released
 
-    def ack(self, event_uuids: Iterable[str]) -> None:
-        """Step 4: forget released entries (and any other entry named)."""
-        for event_uuid in event_uuids:
-            self.pending.pop(event_uuid, None)
-            self.entries.pop(event_uuid, None)
+    def release_again(
+        self, name: str, policy: BufferPolicy, now_ms: int, released: list[Released]
+    ) -> None:
+        """Step 4 for one entry id: handed out again if still leased."""
+        entry = self.entries.get(name)
+        first = self.releases.get(name)
+        if name in self.pending and entry is not None and first is not None:
+            self._hand_out(name, entry, first.reason, first, policy, now_ms, released)
+
+    def ack(self, entry_ids: Iterable[str]) -> None:
+        """Step 5: forget released entries (and any other entry named)."""
+        for name in entry_ids:
+            self.pending.pop(name, None)
+            self.entries.pop(name, None)
+            self.releases.pop(name, None)
+
+    def next_due(self) -> int | None:
+        """The earliest due time or lease deadline, or ``None`` (the due-tenants index)."""
+        return min([*self.due.values(), *self.pending.values()], default=None)
 
     def stats(self, policy: BufferPolicy, now_ms: int) -> BufferStats:
         oldest = min(self.due.values(), default=None)
@@ -254,13 +313,14 @@ class TenantBuffer:
             self._release(into, OVERFLOW, rules, policy, now_ms, released)
             return rules.apply(op, _OVERFLOW_WARNING)
         event = op.event
-        if event.uuid not in self.entries:
+        name = entry_id(event)
+        if name not in self.entries:
             queue = self.queues.setdefault(into, [])
             if not queue:
                 self.due[into] = now_ms + policy.delay_ms
-            queue.append(event.uuid)
+            queue.append(name)
             payload = event.buffer_payload if event.buffer_payload is not None else b""
-            self.entries[event.uuid] = _Entry(replace(op, warnings=()), now_ms, payload)
+            self.entries[name] = _Entry(replace(op, warnings=()), now_ms, payload)
             self.count += 1
         return Resolution(
             event_uuid=event.uuid,
@@ -287,12 +347,34 @@ class TenantBuffer:
         self.due.pop(distinct_id, None)
         self.count -= len(queue)
         warning = _OVERFLOW_WARNING if reason == OVERFLOW else None
-        for event_uuid in queue:
-            entry = self.entries.get(event_uuid)
+        for name in queue:
+            entry = self.entries.get(name)
             if entry is None:  # acknowledged while it waited
                 continue
-            resolution = rules.apply(entry.op, warning)
-            released.append(
-                Released(event_uuid, reason, entry.ingested_ms, entry.payload, resolution)
+            first = _FirstRelease(reason, now_ms, rules.apply(entry.op, warning))
+            self.releases[name] = first
+            self._hand_out(name, entry, reason, first, policy, now_ms, released)
+
+    def _hand_out(
+        self,
+        name: str,
+        entry: _Entry,
+        reason: str,
+        first: _FirstRelease,
+        policy: BufferPolicy,
+        now_ms: int,
+        released: list[Released],
+    ) -> None:
+        """Return a released entry (its first release's resolution and time), leased anew."""
+        released.append(
+            Released(
+                entry.op.event.uuid,
+                reason,
+                entry.ingested_ms,
+                entry.payload,
+                first.resolution,
+                first.released_ms,
+                name,
             )
-            self.pending[event_uuid] = now_ms + policy.lease_ms
+        )
+        self.pending[name] = now_ms + policy.lease_ms

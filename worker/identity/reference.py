@@ -69,11 +69,30 @@ class _Record:
 
 
 @dataclass(slots=True)
+class _Partial:
+    """An op applied without its property operations (``ReferenceStore._structure``)."""
+
+    person: _Record
+    warnings: list[IdentityWarning]
+    overrides: list[DistinctIdOverride]
+    created: bool
+    merged: bool
+    two_persons: bool
+    changed: bool
+    """merged or newly identified: the version moves (unless created or two_persons)"""
+    settled: bool = False
+    moved: bool = False
+
+
+@dataclass(slots=True)
 class _Tenant:
     owner: dict[str, _Record] = field(default_factory=dict)
     """distinct id -> the record of its person"""
     buffer: TenantBuffer = field(default_factory=TenantBuffer)
     groups: TenantGroups = field(default_factory=TenantGroups)
+    receipts: dict[str, tuple[Resolution, tuple[str, ...]]] = field(default_factory=dict)
+    """source -> the resolution given for it and the entry ids it released (replay receipts:
+    no TTL here, time is only ``now_ms``; ``forget`` drops them)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +107,24 @@ class _TenantRules:
 
     def has_person(self, distinct_id: str) -> bool:
         return distinct_id in self.state.owner
+
+    def splits(self, op: PreparedOp) -> bool:
+        return op.event.process_person and self.store.config.ordering is OrderingMode.ARRIVAL
+
+    def structure(self, op: PreparedOp) -> object:
+        return self.store._structure(self.state, op, None)
+
+    def settle(self, part: object) -> None:
+        self.store._settle(_partial(part))
+
+    def finish(self, op: PreparedOp, part: object) -> Resolution:
+        return self.store._finish(self.state, op, _partial(part))
+
+
+def _partial(part: object) -> _Partial:
+    if not isinstance(part, _Partial):  # pragma: no cover - only _structure makes them
+        raise TypeError(f"not a partial application: {part!r}")
+    return part
 
 
 class ReferenceStore:
@@ -111,8 +148,9 @@ class ReferenceStore:
     def resolve_batch(
         self, tenant: str, events: Sequence[IdentityEvent], now_ms: int
     ) -> list[Resolution]:
-        """Every event applied at once. Queues its ids release are leased and not returned,
-        as the Redis store does (it calls its script without a buffer policy)."""
+        """Every event applied at once. Queues of its ids are not released (they wait for
+        their due time), as the Redis store does (it calls its script without a buffer
+        policy)."""
         return self._resolve(tenant, events, now_ms, NO_BUFFER).resolutions
 
     def resolve_buffered(
@@ -124,15 +162,27 @@ class ReferenceStore:
         state = self._state(tenant)
         return state.buffer.release_due(_TenantRules(self, state), self._buffer, now_ms, limit)
 
-    def ack(self, tenant: str, event_uuids: Sequence[str]) -> None:
-        self._state(tenant).buffer.ack(event_uuids)
+    def ack(self, tenant: str, entry_ids: Sequence[str]) -> None:
+        self._state(tenant).buffer.ack(entry_ids)
 
     def forget(self, tenant: str, sources: Sequence[str]) -> None:
-        """Receipts are not kept yet: nothing to forget."""
+        """Drop the replay receipts of ``sources``: a later event with one of them is applied
+        again."""
+        receipts = self._state(tenant).receipts
+        for source in sources:
+            receipts.pop(source, None)
 
     def buffered_tenants(self) -> list[str]:
         """Tenants that were ever given a bufferable event while the buffer was on."""
         return sorted(self._buffered_tenants)
+
+    def due_tenants(self, now_ms: int) -> list[str]:
+        """Tenants whose buffer has a due time or a lease deadline at or before ``now_ms``."""
+        return sorted(
+            tenant
+            for tenant, state in self._tenants.items()
+            if (due := state.buffer.next_due()) is not None and due <= now_ms
+        )
 
     def buffer_stats(self, tenant: str, now_ms: int) -> BufferStats:
         return self._state(tenant).buffer.stats(self._buffer, now_ms)
@@ -179,8 +229,20 @@ class ReferenceStore:
         for op in prepared:
             if isinstance(op, Resolution):
                 results.append(op)
-            else:
-                results.append(state.buffer.resolve(op, rules, policy, now_ms, released))
+                continue
+            source = op.event.source
+            receipt = state.receipts.get(source) if source else None
+            if receipt is not None:
+                for name in receipt[1]:
+                    state.buffer.release_again(name, policy, now_ms, released)
+                results.append(receipt[0])
+                continue
+            first = len(released)
+            resolution = state.buffer.resolve(op, rules, policy, now_ms, released)
+            if source:
+                names = tuple(r.entry_id for r in released[first:])
+                state.receipts[source] = (resolution, names)
+            results.append(resolution)
         return BatchResult(results, released)
 
     # -- the stateful rules -------------------------------------------------------------------
@@ -194,13 +256,23 @@ class ReferenceStore:
         self, state: _Tenant, op: PreparedOp, warning: IdentityWarning | None = None
     ) -> Resolution:
         """The stateful rules (A3.3-A3.6, A4, A6) for one op. ``warning`` (the buffer's
-        ``buffer_overflow``) comes after the stateless warnings, before the rules' own; a
-        personless event carries only its stateless warnings."""
+        ``buffer_overflow``) comes after the stateless warnings, before the rules' own (a
+        personless event has no others)."""
+        if not op.event.process_person:
+            extra = [warning] if warning else []
+            grouped = state.groups.apply(op.event, op.groups, None, self._config)
+            resolution = self._personless(state, op.event, [*op.warnings, *extra])
+            return _with_groups(resolution, grouped)
+        return self._finish(state, op, self._structure(state, op, warning))
+
+    def _structure(
+        self, state: _Tenant, op: PreparedOp, warning: IdentityWarning | None
+    ) -> _Partial:
+        """The op without its property operations (an op that processes its person): the
+        person created, joined or merged, identified, created_at/last_seen; the version bump
+        is left pending (``_settle`` or ``_finish``)."""
         event, config = op.event, self._config
         tenant, into, other = event.tenant, event.distinct_id, op.merge_with
-        if not event.process_person:
-            grouped = state.groups.apply(event, op.groups, None, config)
-            return _with_groups(self._personless(state, event, list(op.warnings)), grouped)
         warnings = [*op.warnings, *([warning] if warning else [])]
 
         overrides: list[DistinctIdOverride] = []
@@ -263,6 +335,24 @@ class ReferenceStore:
             changed = True
         person.created_at_ms = min(person.created_at_ms, event.timestamp_ms)
         person.last_seen_ms = max(person.last_seen_ms, event.timestamp_ms)
+        return _Partial(person, warnings, overrides, created, merged, two_persons, changed)
+
+    @staticmethod
+    def _settle(part: _Partial) -> None:
+        """The pending version bump of ``part``, now: entries are released between the op's
+        structure and its property operations (arrival order, docs/BUFFER.md)."""
+        if part.changed and not part.created and not part.two_persons:
+            part.person.version += 1
+        part.moved = part.created or part.changed
+        part.settled = True
+
+    def _finish(self, state: _Tenant, op: PreparedOp, part: _Partial) -> Resolution:
+        """The op's property operations, on the person holding its id now, and its
+        resolution. After ``_settle`` they bump the version on their own."""
+        event, config, warnings = op.event, self._config, part.warnings
+        person = state.owner[event.distinct_id] if part.settled else part.person
+        created, two_persons = part.created, part.two_persons
+        changed = False if part.settled else part.changed
 
         updated = self._updated_properties(person, op)
         size = props.properties_size(updated)
@@ -277,8 +367,14 @@ class ReferenceStore:
             person.properties = updated
             changed = True
 
-        if changed and not created and not two_persons:
-            person.version += 1
+        if part.settled:
+            if changed:
+                person.version += 1
+            moved = part.moved or changed
+        else:
+            if changed and not created and not two_persons:
+                person.version += 1
+            moved = created or changed
         grouped = state.groups.apply(event, op.groups, person.memberships, config)
         person.memberships = dict(grouped.memberships or {})
         warnings += grouped.warnings
@@ -291,10 +387,11 @@ class ReferenceStore:
             created_at_ms=person.created_at_ms,
             is_identified=person.is_identified,
             warnings=tuple(warnings),
-            overrides=tuple(sorted(overrides, key=lambda o: o.distinct_id)),
-            merged=merged,
+            overrides=tuple(sorted(part.overrides, key=lambda o: o.distinct_id)),
+            merged=part.merged,
             person_created=created,
             person_version=person.version,
+            person_changed=moved,
             groups=grouped.groups,
             group_changes=grouped.changes,
         )

@@ -4,17 +4,24 @@
 ``KafkaSink.flush`` waits for every delivery report and returns the failures, so the caller can
 decide what may be committed. The producer is idempotent (``enable.idempotence``): librdkafka's own
 retries never duplicate or reorder a partition's messages.
+
+With a ``transactional.id`` (``delivery.exactly_once``) the sink is transactional: the first
+``produce`` after a commit begins a transaction, ``commit_transaction`` makes its records visible
+to ``read_committed`` consumers (with the input offsets, when given, in the same transaction),
+``abort_transaction`` drops them. A fatal error (this producer was fenced by another one with the
+same id) raises ``InternalError``: the worker exits and a restart resumes from the last commit.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from worker.errors import InternalError, KafkaUnavailableError
-from worker.kafka.records import DeliveryFailure, OutputRecord
+from worker.kafka.records import DeliveryFailure, OutputRecord, Partition
 
 PRODUCER_DEFAULTS: Mapping[str, Any] = {
     "enable.idempotence": True,
@@ -31,15 +38,27 @@ _SIZE_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_
 
 
 class KafkaSink:
-    def __init__(self, conf: Mapping[str, Any]) -> None:
-        self._producer = Producer({**PRODUCER_DEFAULTS, **conf})
+    def __init__(self, conf: Mapping[str, Any], *, init_timeout: float = 30.0) -> None:
+        merged = {**PRODUCER_DEFAULTS, **conf}
+        self.transactional = "transactional.id" in conf
+        if self.transactional:
+            # librdkafka requires a record's delivery timeout within the transaction's
+            merged.setdefault("transaction.timeout.ms", merged["delivery.timeout.ms"])
+        self._producer = Producer(merged)
         self._failures: list[DeliveryFailure] = []
         self._pending = 0
+        self._in_transaction = False
+        if self.transactional:
+            # fences an earlier producer with the same id and aborts what it left open
+            self._transact(lambda: self._producer.init_transactions(init_timeout), "init")
 
     def produce(self, record: OutputRecord, tag: int = 0) -> None:
         """Enqueue ``record``. A record over the client's size limit fails at once (reported by
         the next ``flush``); a full local queue is drained by polling, never dropped. A failure
         of the record carries ``tag``."""
+        if self.transactional and not self._in_transaction:
+            self._transact(self._producer.begin_transaction, "begin")
+            self._in_transaction = True
         while True:
             try:
                 self._producer.produce(
@@ -101,6 +120,57 @@ class KafkaSink:
         self.produce(record, tag)
         failures = self.flush(timeout)
         return failures[0] if failures else None
+
+    def commit_transaction(
+        self,
+        next_offsets: Mapping[Partition, int] | None,
+        group_metadata: object | None,
+        timeout: float,
+    ) -> None:
+        """Commit the open transaction, with ``next_offsets`` committed for the consumer group
+        of ``group_metadata`` in it (a transaction is begun for offsets alone if need be)."""
+        if not self.transactional:
+            raise InternalError("commit_transaction needs a transactional sink")
+        if next_offsets:
+            if not self._in_transaction:
+                self._transact(self._producer.begin_transaction, "begin")
+                self._in_transaction = True
+            offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+            self._transact(
+                lambda: self._producer.send_offsets_to_transaction(
+                    offsets, group_metadata, timeout
+                ),
+                "send offsets",
+            )
+        if self._in_transaction:
+            self._transact(lambda: self._producer.commit_transaction(timeout), "commit")
+            self._in_transaction = False
+
+    def abort_transaction(self, timeout: float = 30.0) -> None:
+        """Drop the open transaction's records (nothing if none is open)."""
+        if not (self.transactional and self._in_transaction):
+            return
+        self._transact(lambda: self._producer.abort_transaction(timeout), "abort")
+        self._in_transaction = False
+        # the records it purged report their failure on the next poll: serve them now, so they
+        # are not taken for failures of the next transaction's records
+        self._producer.flush(timeout)
+        self._failures, self._pending = [], 0
+
+    def _transact(self, action: Any, what: str) -> None:
+        try:
+            action()
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.fatal():
+                raise InternalError(
+                    f"transactional producer failed for good ({what}): {error}"
+                ) from exc
+            if isinstance(error, KafkaError) and error.txn_requires_abort() and what != "abort":
+                with contextlib.suppress(KafkaException):  # the next begin or init tells
+                    self._producer.abort_transaction(30.0)
+                self._in_transaction = False
+            raise KafkaUnavailableError(f"transaction {what} failed: {error}") from exc
 
     def poll(self) -> None:
         """Serve delivery callbacks without waiting."""

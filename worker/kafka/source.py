@@ -87,6 +87,10 @@ class KafkaSource:
     def assignment(self) -> frozenset[Partition]:
         return frozenset(self._assigned)
 
+    def group_metadata(self) -> object:
+        """The consumer group's metadata, for offsets committed in a producer's transaction."""
+        return self._consumer.consumer_group_metadata()
+
     def poll_batch(self, max_messages: int, timeout: float) -> list[RawMessage]:
         """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds for the first."""
         try:

@@ -1,9 +1,11 @@
 """``identity-worker dead-letters replay``: send dead letters back to the topic they came from.
 
-Reads the dead-letter topic from the beginning up to its current end (a snapshot: letters that
-arrive meanwhile wait for the next run), keeps those matching the filter, and produces each
-original key, value and headers (without the worker's ``iw.*`` headers) to its source topic, or
-to ``--to``. With ``dry_run`` nothing is produced: the report says what would be.
+Reads the dead-letter topic from the beginning (or from ``ReplayRange``'s start: an offset, or
+the first letter at or after a time) up to its current end (a snapshot: letters that arrive
+meanwhile wait for the next run), keeps those matching the filter, and produces each original
+key, value and headers (without the worker's ``iw.*`` headers) to its source topic, or to
+``--to``. With ``dry_run`` nothing is produced: the report says what would be. ``limit`` stops
+after that many matching letters. Progress (done/total, rate, ETA) goes to stderr.
 """
 
 from __future__ import annotations
@@ -15,9 +17,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from worker.errors import KafkaUnavailableError
+from worker.ops.offsets import watermarks
+from worker.ops.progress import Progress
 from worker.pipeline.deadletter import HEADER_REASON, HEADER_TOPIC
+
+
+class TopicNotFoundError(LookupError):
+    """The topic the command reads does not exist (exit code 1)."""
+
 
 IDLE_SECONDS = 10.0
 """Stop when nothing arrived for this long: the snapshot's end cannot be reached."""
@@ -36,13 +46,45 @@ class ReplayFilter:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayRange:
+    limit: int | None = None
+    """Stop after this many matching letters (replayed, or would be)."""
+    since_ms: int | None = None
+    """Start at the first letter written at or after this time (ms since the epoch)."""
+    until_ms: int | None = None
+    """Skip letters written after this time."""
+    start_offset: int | None = None
+    """Start at this offset in every partition read (or the partition's start, if later)."""
+    end_offset: int | None = None
+    """Stop before this offset in every partition read."""
+    partitions: frozenset[int] = frozenset()
+    """Read only these partitions (empty: all)."""
+
+
 @dataclass(slots=True)
 class ReplayReport:
     scanned: int = 0
     replayed: Counter[str] = field(default_factory=Counter)
     """by destination topic"""
     skipped: Counter[str] = field(default_factory=Counter)
-    """by reason the filter rejected, or "no_source_topic" """
+    """by reason the filter rejected, or "no_source_topic", or "after_until" """
+    dry_run: bool = True
+    limit_reached: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary ``dead-letters replay`` prints on stdout."""
+        return {
+            "dry_run": self.dry_run,
+            "scanned": self.scanned,
+            "replayed": sum(self.replayed.values()),
+            "replayed_by_topic": dict(sorted(self.replayed.items())),
+            "skipped": sum(self.skipped.values()),
+            "skipped_by_reason": dict(sorted(self.skipped.items())),
+            "limit_reached": self.limit_reached,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def replay_dead_letters(
@@ -55,7 +97,13 @@ def replay_dead_letters(
     progress: TextIO | None = None,
     progress_every: int = 1000,
     clock: Callable[[], float] = time.monotonic,
+    producer_conf: Mapping[str, Any] | None = None,
+    span: ReplayRange = ReplayRange(),
 ) -> ReplayReport:
+    """``kafka_conf``: the consumer's options; ``producer_conf`` (default ``kafka_conf``): the
+    producer's. Raises ``TopicNotFoundError`` and ``KafkaUnavailableError``."""
+    del progress_every  # kept for callers; the progress line is time-based
+    started = clock()
     consumer = Consumer(
         {
             **kafka_conf,
@@ -64,28 +112,26 @@ def replay_dead_letters(
             "auto.offset.reset": "earliest",
         }
     )
-    producer = None if dry_run else Producer({**kafka_conf, "enable.idempotence": True})
-    report = ReplayReport()
+    producer = (
+        None if dry_run else Producer({**(producer_conf or kafka_conf), "enable.idempotence": True})
+    )
+    report = ReplayReport(dry_run=dry_run)
     out = progress or sys.stderr
     try:
-        metadata = consumer.list_topics(dead_letter_topic, timeout=10)
+        try:
+            metadata = consumer.list_topics(dead_letter_topic, timeout=10)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"Kafka: no metadata: {exc.args[0]}") from None
         topic_meta = metadata.topics.get(dead_letter_topic)
         if topic_meta is None or topic_meta.error is not None:
-            raise ValueError(f"dead-letter topic {dead_letter_topic!r} does not exist")
-        ends: dict[int, int] = {}
-        assignment = []
-        for partition in topic_meta.partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(dead_letter_topic, partition), timeout=10
-            )
-            if high > low:
-                ends[partition] = high
-                assignment.append(TopicPartition(dead_letter_topic, partition, low))
+            raise TopicNotFoundError(f"dead-letter topic {dead_letter_topic!r} does not exist")
+        ends, assignment = _plan(consumer, dead_letter_topic, list(topic_meta.partitions), span)
         total = sum(ends[p.partition] - p.offset for p in assignment)
         print(f"scanning {total} dead letters in {dead_letter_topic}", file=out)
+        bar = Progress(out, total, "replay" if not dry_run else "dry run", clock=clock)
         consumer.assign(assignment)
         idle_since = clock()
-        while ends:
+        while ends and not report.limit_reached:
             messages = consumer.consume(num_messages=500, timeout=1.0)
             if messages:
                 idle_since = clock()
@@ -107,13 +153,20 @@ def replay_dead_letters(
                 if offset + 1 >= ends[partition]:
                     del ends[partition]
                 report.scanned += 1
+                bar.advance()
+                if span.until_ms is not None and _timestamp(message) > span.until_ms:
+                    report.skipped["after_until"] += 1
+                    continue
                 _replay_one(message, letter_filter, to_topic, producer, report)
-                if report.scanned % progress_every == 0:
-                    print(f"  {report.scanned}/{total} scanned", file=out)
+                if span.limit is not None and sum(report.replayed.values()) >= span.limit:
+                    report.limit_reached = True
+                    break
+        bar.finish()
         if producer is not None and producer.flush(60) != 0:
-            raise RuntimeError("replayed messages not acknowledged within 60 s")
+            raise KafkaUnavailableError("Kafka: replayed messages not acknowledged within 60 s")
     finally:
         consumer.close()
+    report.seconds = clock() - started
     verb = "would replay" if dry_run else "replayed"
     print(
         f"{report.scanned} scanned, {verb} {sum(report.replayed.values())}"
@@ -121,6 +174,42 @@ def replay_dead_letters(
         file=out,
     )
     return report
+
+
+def _timestamp(message: Any) -> int:
+    _kind, ts = message.timestamp()
+    return int(ts)
+
+
+def _plan(
+    consumer: Consumer, topic: str, partitions: list[int], span: ReplayRange
+) -> tuple[dict[int, int], list[TopicPartition]]:
+    """Per partition: the end offset (exclusive) and the start to assign; empty ranges left out."""
+    wanted = [p for p in sorted(partitions) if not span.partitions or p in span.partitions]
+    starts: dict[int, int] = {}
+    if span.since_ms is not None:
+        try:
+            found = consumer.offsets_for_times(
+                [TopicPartition(topic, p, span.since_ms) for p in wanted], timeout=10
+            )
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"Kafka: offsets for a time: {exc.args[0]}") from None
+        starts = {tp.partition: tp.offset for tp in found}
+    ends: dict[int, int] = {}
+    assignment = []
+    for partition in wanted:
+        low, high = watermarks(consumer, topic, partition)
+        start = low
+        if span.start_offset is not None:
+            start = max(start, span.start_offset)
+        if partition in starts:
+            # -1: no letter at or after the time in this partition
+            start = max(start, starts[partition] if starts[partition] >= 0 else high)
+        end = high if span.end_offset is None else min(high, span.end_offset)
+        if end > start:
+            ends[partition] = end
+            assignment.append(TopicPartition(topic, partition, start))
+    return ends, assignment
 
 
 def _replay_one(

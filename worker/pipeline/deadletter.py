@@ -1,4 +1,11 @@
-"""Dead letters: the original message, unchanged, plus headers saying what went wrong where."""
+"""Dead letters: the original message, unchanged, plus headers saying what went wrong where.
+
+Reasons besides the decoders' (``worker.codec.DECODE_REASONS``): ``encode_failed`` and
+``output_too_large`` (an output of the event could not be written), ``store_rejected`` (the
+store refused the event's operation for good: a ``PermanentStoreError`` narrowed to this event)
+and ``internal_error`` (any other exception while handling this one event: a bug). For the last
+two, ``iw.error.message`` starts with the exception's type.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,11 @@ HEADER_OFFSET = "iw.source.offset"
 HEADER_TIMESTAMP = "iw.source.timestamp"
 HEADER_INDEX = "iw.source.index"
 """The element of a batch (a JSON array) that alone was bad; absent for a whole message."""
+
+INTERNAL_ERROR = "internal_error"
+"""An unexpected exception while handling one event (a bug): the event is set aside."""
+STORE_REJECTED = "store_rejected"
+"""The store refused this event's operation permanently (e.g. a Lua error on its data)."""
 
 _MAX_MESSAGE = 500
 
@@ -43,3 +55,14 @@ def dead_letter(
     if index is not None:
         headers = (*headers, (HEADER_INDEX, str(index).encode()))
     return OutputRecord(topic=topic, value=message.value, key=message.key, headers=headers)
+
+
+def failure_letter(message: RawMessage, topic: str, error: Exception, reason: str) -> OutputRecord:
+    """The dead letter of an event whose handling raised ``error`` unexpectedly: ``reason``
+    (``internal_error`` or ``store_rejected``), the message naming the exception's type."""
+    text = f"{type(error).__name__}: {error}"
+    return dead_letter(message, topic, _Described(text), reason=reason)
+
+
+class _Described(Exception):
+    """Carries the text of a dead letter's ``iw.error.message`` header."""

@@ -2,8 +2,12 @@
 
 Shared by the batch orchestrator (events the batch's store calls released) and the buffer
 releaser (events whose wait is over). Released entries are acknowledged in the store only once
-Kafka acknowledged their outputs; a failed ack is only logged: the lease expires and the
-entries are released again (at least once).
+Kafka acknowledged their outputs (with exactly-once outputs: once the transaction holding them
+is committed, ``acknowledge``); a failed ack is only logged: the lease expires and the
+entries are released again (at least once). A redelivered entry carries the resolution and the
+release time of its first release (``Released.released_ms``), so its outputs repeat exactly:
+they are stamped with that time, and its wait is ``released_ms - ingested_ms``. An exception
+while building one released event's outputs dead-letters that event (``internal_error``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from worker.clock import Clock
 from worker.errors import TransientError
 from worker.observability.status import BatchStats
+from worker.pipeline.deadletter import INTERNAL_ERROR
 from worker.pipeline.decoding import Decoder
 from worker.pipeline.delivery import Delivery
 from worker.pipeline.items import Decoded, Output, OutputKind
@@ -34,12 +39,15 @@ class Emitter:
         outputs: OutputContext,
         delivery: Delivery,
         clock: Clock,
+        acks_after_commit: bool = False,
     ) -> None:
         self._store = store
         self._decoder = decoder
         self._outputs = outputs
         self._delivery = delivery
         self._clock = clock
+        self._acks_after_commit = acks_after_commit
+        self._unacked: dict[str, list[Released]] = {}
 
     def emit(
         self,
@@ -55,7 +63,22 @@ class Emitter:
             everything.extend(self.released_outputs(freed, now_ms, stats))
         delivered = self._delivery.deliver(everything)
         account(delivered, stats, self._clock.now_ms())
-        self._ack(released)
+        if self._acks_after_commit:
+            for tenant, freed in released.items():
+                self._unacked.setdefault(tenant, []).extend(freed)
+        else:
+            self._ack(released)
+
+    def acknowledge(self) -> None:
+        """With ``acks_after_commit`` (exactly-once outputs): the outputs of the released
+        entries emitted since the last call are committed; acknowledge the entries now."""
+        unacked, self._unacked = self._unacked, {}
+        self._ack(unacked)
+
+    def discard(self) -> None:
+        """The outputs emitted since the last ``acknowledge`` were aborted: keep their entries
+        (their leases expire and they are released again)."""
+        self._unacked = {}
 
     def released_outputs(
         self, freed: Sequence[Released], now_ms: int, stats: BatchStats
@@ -64,25 +87,35 @@ class Emitter:
         outs: list[Output] = []
         for entry in freed:
             stats.releases[entry.reason] += 1
-            item = self._decoder.released(entry)
+            item = self._decoder.released(entry, now_ms)
             if not isinstance(item, Decoded):
                 outs.append(item)
                 continue
-            buffered_ms = max(now_ms - entry.ingested_ms, 0)
-            outs.extend(
-                event_outputs(
-                    item, entry.resolution, self._outputs, now_ms=now_ms, buffered_ms=buffered_ms
+            try:
+                built = event_outputs(
+                    item, entry.resolution, self._outputs, buffered_ms=waited_ms(entry, now_ms)
                 )
-            )
-            tally(entry.resolution, stats)
+                tally(entry.resolution, stats)
+            except TransientError:
+                raise
+            except Exception as exc:  # one event never stops the partition
+                built = [self._decoder.failed(item.message, exc, INTERNAL_ERROR)]
+            outs.extend(built)
         return outs
 
     def _ack(self, released: ReleasedByTenant) -> None:
         for tenant, freed in released.items():
             try:
-                self._store.ack(tenant, [r.event_uuid for r in freed])
-            except TransientError as exc:
-                log.warning("buffer ack failed, entries will be redelivered: %s", exc)
+                self._store.ack(tenant, [r.entry_id for r in freed])
+            except Exception as exc:  # the leases expire: the entries come back
+                log.warning("buffer ack failed, entries will be redelivered: %r", exc)
+
+
+def waited_ms(entry: Released, now_ms: int) -> int:
+    """How long ``entry`` waited in the buffer: until its first release, or, from a store that
+    does not say when that was, until ``now_ms``."""
+    end = entry.released_ms or now_ms
+    return max(end - entry.ingested_ms, 0)
 
 
 def account(delivered: Sequence[Output], stats: BatchStats, now_ms: int) -> None:

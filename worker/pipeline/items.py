@@ -30,6 +30,10 @@ class Decoded:
     event: InputEvent
     identity: IdentityEvent
     pre_warnings: tuple[IdentityWarning, ...] = ()
+    stamp_ms: int = 0
+    """The time its output records carry (warnings, overrides, person changes): the input
+    message's Kafka timestamp (the clock only for a message without one), or, for a released
+    buffered event, when it was first released. Never the processing clock of a replay."""
 
 
 @dataclass(frozen=True, slots=True)

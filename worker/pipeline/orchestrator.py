@@ -1,35 +1,44 @@
 """One batch: decode → resolve (one store call per tenant) → outputs → deliver → ack the buffer.
 
 ``process`` returns only once Kafka acknowledged every output record of the batch, so the offsets
-it returns may be committed. Bad input never stops a partition: undecodable messages become dead
-letters, rule violations become warning records, and an output too large for its topic turns the
-input into a dead letter. Anything transient (Redis, Kafka or the schema registry unavailable)
-raises a ``TransientError`` and the runner retries the whole batch.
+it returns may be committed. Nothing one event holds can stop a partition: undecodable messages
+become dead letters, rule violations become warning records, an output too large for its topic
+turns the input into a dead letter, an event the store refuses for good is found by bisection
+and dead-lettered (``store_rejected``), and any other exception while handling one event
+dead-letters that event (``internal_error``) while the batch goes on. Only a failing dependency
+(Redis, Kafka or the schema registry unavailable: a ``TransientError``) fails the batch, which
+the runner retries whole.
+
+Once the runner committed a batch, ``committed`` tells the store to drop the replay receipts of
+its events (``BufferingStore.forget``, per tenant): they will not be read again.
 
 Each step is its own part, built in ``worker.app``: ``Decoder`` (pipeline.decoding),
-``event_outputs`` (pipeline.outputs, pure), ``Emitter`` (pipeline.emit: delivery, accounting,
-buffer acks) and ``BufferReleaser`` (pipeline.releaser, the housekeeping between batches).
+``Resolver`` (pipeline.resolving: the store calls and their bisection), ``event_outputs``
+(pipeline.outputs, pure), ``Emitter`` (pipeline.emit: delivery, accounting, buffer acks) and
+``BufferReleaser`` (pipeline.releaser, the housekeeping between batches).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 
 from worker.clock import Clock
+from worker.errors import TransientError
 from worker.identity.model import Resolution
 from worker.kafka.records import RawMessage
 from worker.observability.status import BatchStats
+from worker.pipeline.deadletter import INTERNAL_ERROR
 from worker.pipeline.decoding import Decoder
 from worker.pipeline.emit import Emitter
 from worker.pipeline.items import Decoded, Output
 from worker.pipeline.offsets import next_offsets
 from worker.pipeline.outputs import OutputContext, event_outputs, tally
 from worker.pipeline.releaser import BufferReleaser
+from worker.pipeline.resolving import Rejected, Resolver
 from worker.pipeline.runner import BatchOutcome, BatchProcessor
-from worker.store.base import BufferingStore, Released
+from worker.store.base import BufferingStore
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +62,13 @@ class BatchPipeline(BatchProcessor):
         self._clock = clock
         self._releaser = releaser
         self._log_personal_data = log_personal_data
+        self._resolver = Resolver(store)
+        self._sources: dict[str, list[str]] = {}
+        """per tenant, the sources of the last batch processed (forgotten once committed)"""
 
     def process(self, batch: Sequence[RawMessage]) -> BatchOutcome:
+        self._sources = {}
+        self._emitter.discard()  # a failed attempt's outputs were aborted (exactly-once)
         now_ms = self._clock.now_ms()
         stats = BatchStats()
         outs: list[Output] = []
@@ -66,39 +80,41 @@ class BatchPipeline(BatchProcessor):
                     decoded.append(item)
                 else:
                     outs.append(item)
-        released: dict[str, list[Released]] = {}
-        for item, resolution in self._resolve(decoded, now_ms, stats, released):
-            outs.extend(event_outputs(item, resolution, self._outputs, now_ms=now_ms))
-            tally(resolution, stats)
-            self._log_resolved(item, resolution)
-        self._emitter.emit(outs, released, now_ms, stats)
+        resolved = self._resolver.resolve(decoded, now_ms, stats)
+        for item, answer in resolved.answers:
+            if isinstance(answer, Rejected):
+                outs.append(self._decoder.failed(item.message, answer.error, answer.reason))
+            else:
+                outs.extend(self._outputs_of(item, answer, stats))
+        self._emitter.emit(outs, resolved.released, now_ms, stats)
+        self._sources = _sources_by_tenant(decoded)
         return BatchOutcome(next_offsets=next_offsets(batch), stats=stats)
+
+    def committed(self) -> None:
+        """Drop the replay receipts of the committed batch's events; a failure is only
+        logged (receipts expire on their own)."""
+        self._emitter.acknowledge()  # released entries, with exactly-once outputs
+        sources, self._sources = self._sources, {}
+        for tenant, refs in sources.items():
+            try:
+                self._store.forget(tenant, refs)
+            except Exception as exc:  # the batch is committed whatever happens
+                log.warning("could not drop replay receipts of tenant %s: %r", tenant, exc)
 
     def housekeeping(self) -> BatchStats | None:
         return self._releaser.release() if self._releaser is not None else None
 
-    def _resolve(
-        self,
-        decoded: list[Decoded],
-        now_ms: int,
-        stats: BatchStats,
-        released: dict[str, list[Released]],
-    ) -> list[tuple[Decoded, Resolution]]:
-        """One store call per tenant; the result keeps the batch's order. Buffered events the
-        calls released are collected per tenant in ``released``."""
-        by_tenant: dict[str, list[int]] = defaultdict(list)
-        for index, item in enumerate(decoded):
-            by_tenant[item.identity.tenant].append(index)
-        resolved: dict[int, Resolution] = {}
-        for tenant, indexes in by_tenant.items():
-            events = [decoded[i].identity for i in indexes]
-            started = time.perf_counter()
-            result = self._store.resolve_buffered(tenant, events, now_ms)
-            stats.store_seconds.append(time.perf_counter() - started)
-            resolved.update(zip(indexes, result.resolutions, strict=True))
-            if result.released:
-                released[tenant] = result.released
-        return [(item, resolved[i]) for i, item in enumerate(decoded)]
+    def _outputs_of(self, item: Decoded, resolution: Resolution, stats: BatchStats) -> list[Output]:
+        """The event's outputs, counted; its dead letter if building them raised."""
+        try:
+            outs = event_outputs(item, resolution, self._outputs)
+            tally(resolution, stats)
+            self._log_resolved(item, resolution)
+        except TransientError:
+            raise
+        except Exception as exc:  # one event never stops the partition
+            return [self._decoder.failed(item.message, exc, INTERNAL_ERROR)]
+        return outs
 
     def _log_resolved(self, item: Decoded, resolution: Resolution) -> None:
         if not (self._log_personal_data and log.isEnabledFor(logging.DEBUG)):
@@ -115,3 +131,11 @@ class BatchPipeline(BatchProcessor):
                 "properties": dict(resolution.properties),
             },
         )
+
+
+def _sources_by_tenant(decoded: Sequence[Decoded]) -> dict[str, list[str]]:
+    sources: dict[str, list[str]] = defaultdict(list)
+    for item in decoded:
+        if item.identity.source is not None:
+            sources[item.identity.tenant].append(item.identity.source)
+    return dict(sources)

@@ -1,10 +1,11 @@
 """The output records of one resolved event: a pure function of (decoded event, resolution,
-context). No Kafka, no Redis, no clock: the time to stamp records with is an argument.
+context). No Kafka, no Redis, no clock: records are stamped with the event's own time
+(``Decoded.stamp_ms``: its message's Kafka timestamp), so a replay writes the same records.
 
 Order per event: warnings, the enriched event, distinct-id overrides, then person changes
-(merged-away persons first, then the person's new state if its version moved), then group
-changes (each group the event changed). A record that
-cannot be encoded turns the event's input into one dead letter (``encode_failed``) instead.
+(merged-away persons first, then the person's new state if the store says it changed), then
+group changes (each group the store says the event changed). A record that cannot be encoded
+turns the event's input into one dead letter (``encode_failed``) instead.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from worker.kafka.records import OutputRecord
 from worker.observability.status import BatchStats
 from worker.pipeline.deadletter import dead_letter
 from worker.pipeline.items import Decoded, Output, OutputKind
-from worker.pipeline.person_changes import AnnouncedVersions, changed_person, merged_away
+from worker.pipeline.person_changes import changed_person, merged_away
 
 _REFUSALS = {
     WarningKind.CANNOT_MERGE_ALREADY_IDENTIFIED: "refused_identified",
@@ -30,15 +31,11 @@ _REFUSALS = {
 
 @dataclass(frozen=True, slots=True)
 class OutputContext:
-    """What building outputs needs besides the event: how to encode, where to, and when.
-
-    ``announced`` is the one piece of state: the person versions this worker already
-    announced, so a person change is written once per version (``person_changes``).
-    """
+    """What building outputs needs besides the event and its resolution: how to encode, and
+    where to. No state: the outputs of an event depend on nothing else."""
 
     encoder: OutputEncoder
     topics: TopicSettings
-    announced: AnnouncedVersions
 
 
 def event_outputs(
@@ -46,11 +43,11 @@ def event_outputs(
     resolution: Resolution,
     ctx: OutputContext,
     *,
-    now_ms: int,
     buffered_ms: int = 0,
 ) -> list[Output]:
     """Every output record ``resolution`` of ``item`` calls for, in order; warnings, overrides
-    and person changes are stamped with ``now_ms``."""
+    and person changes are stamped with ``item.stamp_ms``."""
+    now_ms = item.stamp_ms
     try:
         return [
             *_warnings(item, resolution, ctx, now_ms),
@@ -142,7 +139,7 @@ def _group_changes(
 def _person_changes(
     item: Decoded, resolution: Resolution, ctx: OutputContext, now_ms: int
 ) -> list[Output]:
-    """Merged-away persons first, then the person's new state if its version moved."""
+    """Merged-away persons first, then the person's new state if the event changed it."""
     if resolution.person_id is None or resolution.person_version is None:
         return []
     topic, event, out = ctx.topics.person_changes, item.event, []
@@ -157,7 +154,7 @@ def _person_changes(
         )
         record = OutputRecord(topic, rec.value, rec.key)
         out.append(Output(item.message, record, OutputKind.PERSON_CHANGE))
-    if changed_person(resolution, ctx.announced):
+    if changed_person(resolution):
         rec = ctx.encoder.person_change(event, resolution, timestamp_ms=now_ms)
         record = OutputRecord(topic, rec.value, rec.key)
         out.append(Output(item.message, record, OutputKind.PERSON_CHANGE))

@@ -1,48 +1,27 @@
 """Which person-change records an event's resolution calls for (pure).
 
-A person's state is announced when its version moved past what this worker last announced for
-it; a merged-away person is announced as ``merged_into`` the survivor. Versions make the
-compacted topic safe with several workers: a consumer keeps, per person id, the record with
-the highest version.
+A person's state is announced when the store says the event changed it
+(``Resolution.person_changed``: the person was created or its version moved). The answer is
+part of the store's reply, and a replayed event is answered from the store's receipt, so a
+replay announces exactly what the first run did, whatever this worker remembers. A merged-away
+person is announced as ``merged_into`` the survivor. Versions make the compacted topic safe with
+several workers: a consumer keeps, per person id, the record with the highest version.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from worker.identity.model import Outcome, PersonMode, Resolution
 
 
-class AnnouncedVersions:
-    """The last version announced per person id, for the most recent ``capacity`` persons."""
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self._capacity = capacity
-        self._versions: OrderedDict[str, int] = OrderedDict()
-
-    def is_new(self, person_id: str, version: int) -> bool:
-        """True (and remembered) when ``version`` is above the last one announced here."""
-        last = self._versions.get(person_id)
-        if last is not None:
-            self._versions.move_to_end(person_id)
-            if last >= version:
-                return False
-        self._versions[person_id] = version
-        if len(self._versions) > self._capacity:
-            self._versions.popitem(last=False)
-        return True
-
-
-def changed_person(resolution: Resolution, announced: AnnouncedVersions) -> bool:
+def changed_person(resolution: Resolution) -> bool:
     """Whether the resolution's person state should be announced."""
-    if (
-        resolution.outcome is not Outcome.EMIT
-        or resolution.person_mode is not PersonMode.FULL
-        or resolution.person_id is None
-        or resolution.person_version is None
-    ):
-        return False
-    return announced.is_new(resolution.person_id, resolution.person_version)
+    return (
+        resolution.person_changed
+        and resolution.outcome is Outcome.EMIT
+        and resolution.person_mode is PersonMode.FULL
+        and resolution.person_id is not None
+        and resolution.person_version is not None
+    )
 
 
 def merged_away(resolution: Resolution) -> list[str]:

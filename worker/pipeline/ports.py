@@ -53,6 +53,16 @@ class Sink(Protocol):
     ``TransientError`` when some records stay unacknowledged.
     """
 
+    @property
+    def transactional(self) -> bool:
+        """Records are written in transactions (exactly-once outputs): a failed record dooms
+        the open transaction, which must then be aborted (``abort_transaction``)."""
+        ...
+
+    def abort_transaction(self, timeout: float) -> None:
+        """Drop the records of the open transaction (nothing if none is open)."""
+        ...
+
     def produce(self, record: OutputRecord, tag: int = 0) -> None: ...
 
     def flush(self, timeout: float) -> list[DeliveryFailure]: ...
@@ -63,3 +73,12 @@ class Sink(Protocol):
         """Produce ``record`` in a request of its own (the queue must be empty) and wait for
         it: tells whether this record itself is too large, not a neighbour in its batch."""
         ...
+
+
+class OutputTransaction(Protocol):
+    """Outputs produced outside a batch (a buffer sweep) made visible, or dropped, at once
+    (``delivery.exactly_once``; ``worker.kafka.transactions.ReleaseTransaction``)."""
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...

@@ -45,8 +45,8 @@ class BufferingStore(IdentityStore, Protocol):
         """Release (apply and lease) what waited long enough, and expired leases."""
         ...
 
-    def ack(self, tenant: str, event_uuids: Sequence[str]) -> None:
-        """Forget released events once their outputs are written."""
+    def ack(self, tenant: str, entry_ids: Sequence[str]) -> None:
+        """Forget released events (``Released.entry_id``) once their outputs are written."""
         ...
 
     def forget(self, tenant: str, sources: Sequence[str]) -> None:
@@ -55,5 +55,10 @@ class BufferingStore(IdentityStore, Protocol):
         ...
 
     def buffered_tenants(self) -> list[str]: ...
+
+    def due_tenants(self, now_ms: int) -> list[str]:
+        """Tenants whose buffer may have something due at ``now_ms`` (waiting long enough, or
+        an expired lease); never misses one. What the releaser sweeps."""
+        ...
 
     def buffer_stats(self, tenant: str, now_ms: int) -> BufferStats: ...

@@ -19,6 +19,7 @@ from typing import Any
 
 from worker.identity import ids
 from worker.identity.buffer import BufferPolicy as BufferPolicy
+from worker.identity.buffer import entry_id
 from worker.identity.config import IdentityConfig
 from worker.identity.model import (
     DistinctIdOverride,
@@ -40,6 +41,7 @@ from worker.identity.model import (
 )
 from worker.identity.properties import canonical_json, event_operations
 from worker.store import protocol
+from worker.store.keys import receipt_bucket
 from worker.store.protocol import FORMAT_VERSION as FORMAT_VERSION  # re-exported
 from worker.store.protocol import OpFlag
 
@@ -121,9 +123,12 @@ class CallLimits:
     force_upgrade_after_ms: int
     reply_ttl_ms: int
     max_group_types: int = 5
+    receipt_ttl_ms: int = 3_600_000
 
     @classmethod
-    def of(cls, config: IdentityConfig, reply_ttl_ms: int) -> CallLimits:
+    def of(
+        cls, config: IdentityConfig, reply_ttl_ms: int, receipt_ttl_ms: int = 3_600_000
+    ) -> CallLimits:
         return cls(
             ordering=config.ordering,
             max_distinct_ids=config.max_distinct_ids_per_person,
@@ -131,6 +136,7 @@ class CallLimits:
             force_upgrade_after_ms=config.force_upgrade_after_ms,
             reply_ttl_ms=reply_ttl_ms,
             max_group_types=config.max_group_types,
+            receipt_ttl_ms=receipt_ttl_ms,
         )
 
 
@@ -162,6 +168,7 @@ def encode_args(
         str(buffer.lease_ms),
         command,
         str(release_limit),
+        str(limits.receipt_ttl_ms),
         str(len(ops)),
     ]
     out = [arg.encode(_ENCODING, _ERRORS) for arg in header]
@@ -190,9 +197,15 @@ def encode_args(
         for code, key, value in key_ops:
             args += [code, key, "" if code == protocol.UNSET else canonical_json(value)]
         args += group_section(op.groups, limits)
+        source = event.source or ""
+        args += [source, receipt_bucket(source) if source else ""]
         out += [arg.encode(_ENCODING, _ERRORS) for arg in args]
         if bufferable and event.buffer_payload is not None:
-            out += [str(now_ms).encode(), event.buffer_payload]
+            out += [
+                str(now_ms).encode(),
+                event.buffer_payload,
+                entry_id(event).encode(_ENCODING, _ERRORS),
+            ]
     return out
 
 
@@ -250,20 +263,37 @@ class ReleasedEntry:
     """merge (its id got a person), timeout, overflow, or redelivery (an expired lease)"""
     ingested_ms: int
     resolution: Resolution
+    released_ms: int = 0
+    entry_id: str = ""
 
 
-def decode_reply(
-    raw: bytes | str, ops: Sequence[PreparedOp]
-) -> tuple[list[Resolution], list[ReleasedEntry]]:
-    """The script's reply: one ``Resolution`` per op (stateless warnings first), and the
-    buffered entries it released, in order.
+KEEP_DUE = False
+"""``Reply.next_due`` of a call that left the buffer's due times and leases as they were."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A decoded reply of ``resolve_batch.lua``."""
+
+    resolutions: list[Resolution]
+    released: list[ReleasedEntry]
+    next_due: int | bool | None
+    """``KEEP_DUE`` (False), or the tenant's earliest due time or lease deadline (``None``:
+    nothing waits or is leased)."""
+
+
+def decode_reply(raw: bytes | str, ops: Sequence[PreparedOp]) -> Reply:
+    """The script's reply: one ``Resolution`` per op (stateless warnings first), the buffered
+    entries it released, in order, and the tenant's next due time.
 
     Raises ``ValueError`` when the reply does not have the documented shape.
     """
     reply = json.loads(as_text(raw))
-    if not isinstance(reply, list) or len(reply) != 2:
+    if not isinstance(reply, list) or len(reply) != 3:
         raise ValueError(f"malformed reply {str(reply)[:80]!r}")
-    entries, released = reply
+    entries, released, next_due = reply
+    if not (next_due is None or next_due is False or type(next_due) is int):
+        raise ValueError(f"malformed next due time {next_due!r}")
     if not isinstance(entries, list) or len(entries) != len(ops):
         raise ValueError(f"reply has {_len(entries)} entries for {len(ops)} operations")
     resolutions = [
@@ -281,10 +311,15 @@ def decode_reply(
         ingested, entry = fields["ingested_ms"], fields["entry"]
         out.append(
             ReleasedEntry(
-                str(event_uuid), str(reason), int(ingested), _resolution(entry, str(event_uuid), ())
+                str(event_uuid),
+                str(reason),
+                int(ingested),
+                _resolution(entry, str(event_uuid), ()),
+                int(fields["released_ms"]),
+                str(fields["entry_id"]),
             )
         )
-    return resolutions, out
+    return Reply(resolutions, out, next_due)
 
 
 def _len(value: object) -> int | str:
@@ -302,8 +337,8 @@ def _resolution(entry: Any, event_uuid: str, stateless: tuple[IdentityWarning, .
     identified, props = fields["is_identified"], fields["properties"]
     merged, created = fields["merged"], fields["person_created"]
     warnings, overrides = fields["warnings"], fields["overrides"]
-    version = fields["person_version"]
-    if not isinstance(version, int | None):
+    version, changed = fields["person_version"], fields["person_changed"]
+    if not isinstance(version, int | None) or not isinstance(changed, bool):
         raise ValueError(f"malformed reply entry {entry!r}")
     if not isinstance(props, dict) or not isinstance(created_at, int | None):
         raise ValueError(f"malformed reply entry {entry!r}")
@@ -337,6 +372,7 @@ def _resolution(entry: Any, event_uuid: str, stateless: tuple[IdentityWarning, .
         merged=merged is True,
         person_created=created is True,
         person_version=version,
+        person_changed=changed,
         groups=decode_groups(fields["groups"]),
         group_changes=decode_group_changes(fields["group_changes"]),
     )

@@ -9,6 +9,23 @@ Redis Cluster slot and one Lua script can touch them all::
                                                   tree of two ids or more
     <prefix>:{<tenant>}:reply:<token>      string a call's reply, kept briefly so a retried
                                                   call returns it instead of running again
+    <prefix>:{<tenant>}:buf:...            the 60-second buffer (lua/resolve/buffer.lua)
+    <prefix>:{<tenant>}:rcpt:<bucket>      hash   replay receipts: source -> the reply entry
+                                                  given for it (lua/resolve/receipts.lua)
+    <prefix>:{<tenant>}:g:...              the groups: types, records, members
+                                                  (lua/resolve/groups.lua)
+    <prefix>:buffer-due                    zset   tenant -> earliest due time or lease deadline
+                                                  of its buffer (no hash tag: not a tenant key)
+
+Receipts, bounded: ``<bucket>`` is ``receipt_bucket(source)``, the source's topic, partition and
+offset divided by ``RECEIPT_BUCKET_OFFSETS`` (``topic/partition/offset[#i]`` ->
+``topic/partition/<offset // 4096>``; any other source is its own bucket). A hash so holds the
+receipts of at most 4,096 input messages (times their events) of one partition, and the
+receipts of one batch fall in one or two hashes. They live until the store's ``forget`` (called
+once the offsets are committed) deletes their fields, or the hash's TTL
+(``redis.receipt_ttl_seconds``, refreshed on every write to it) reaps what a crash left behind.
+So memory holds the receipts of the uncommitted input; a receipt never forgotten lives at most
+until its partition's input moves past its offset range, plus the TTL.
 
 The person record layout is documented in ``lua/resolve/records.lua`` and decoded by
 ``codec.decode_person``.
@@ -28,6 +45,25 @@ from dataclasses import dataclass
 _ESCAPES = {"%": "%25", "{": "%7B", "}": "%7D", ":": "%3A"}
 _UNESCAPES = {v: k for k, v in _ESCAPES.items()}
 _GLOB_SPECIAL = frozenset("*?[]\\^")
+
+
+RECEIPT_BUCKET_OFFSETS = 4096
+"""Input offsets per receipt hash (see the module docstring)."""
+
+
+def receipt_bucket(source: str) -> str:
+    """The receipt hash suffix of ``source`` (``topic/partition/offset`` with an optional
+    ``#i``): the topic, the partition and the offset range; any other text is its own bucket."""
+    head, sep, tail = source.rpartition("/")
+    offset = tail.partition("#")[0]
+    if not sep or not offset.isascii() or not offset.isdigit():
+        return source
+    return f"{head}/{int(offset) // RECEIPT_BUCKET_OFFSETS}"
+
+
+def due_index(prefix: str) -> str:
+    """The due-tenants sorted set of a store prefix (outside every tenant's slot)."""
+    return validate_prefix(prefix) + ":buffer-due"
 
 
 def escape_tenant(tenant: str) -> str:
@@ -134,6 +170,19 @@ class TenantKeys:
     def members(self, root: str) -> str:
         return self.members_prefix + root
 
+    @property
+    def receipts_prefix(self) -> str:
+        """Start of the receipt hashes (``rcpt:<bucket>``)."""
+        return self.base + "rcpt:"
+
+    def receipts(self, source: str) -> str:
+        """The receipt hash that holds ``source``'s receipt."""
+        return self.receipts_prefix + receipt_bucket(source)
+
+    @property
+    def buffer_releases(self) -> str:
+        return self.buffer_prefix + "r"
+
     def reply(self, token: str) -> str:
         return self.reply_prefix + token
 
@@ -160,5 +209,6 @@ class TenantKeys:
             self.reply(token),
             previous,
             self.buffer_prefix,
+            self.receipts_prefix,
             self.groups_prefix,
         ]

@@ -13,7 +13,7 @@ from enum import IntFlag
 
 from worker.identity.model import OrderingMode, PersonMode
 
-FORMAT_VERSION = "5"
+FORMAT_VERSION = "6"
 """First ARGV of every call; the script refuses any other."""
 
 
@@ -27,7 +27,8 @@ class OpFlag(IntFlag):
     MERGE_WITH_OTHER = 4
     """The op merges ``into`` with ``other`` (``PreparedOp.merge_with``)."""
     BUFFERABLE = 8
-    """The event may wait in the buffer; two more fields follow its property triples."""
+    """The event may wait in the buffer; three more fields (ingestion time, payload, entry id)
+    follow its source fields."""
 
 
 MAX_FLAGS = sum(OpFlag)
@@ -44,12 +45,13 @@ REPLY_ENTRY_FIELDS = (
     "warnings",
     "overrides",
     "person_version",
+    "person_changed",
     "groups",
     "group_changes",
 )
 """The fields of one reply entry (a JSON array), in order."""
 
-RELEASED_ENTRY_FIELDS = ("event_uuid", "reason", "ingested_ms", "entry")
+RELEASED_ENTRY_FIELDS = ("event_uuid", "reason", "ingested_ms", "entry", "released_ms", "entry_id")
 """The fields of one released entry of the reply (a JSON array), in order."""
 
 SET = "s"

@@ -14,24 +14,32 @@ and jitter, and raise ``TransientStoreError`` after ``retry_attempts`` attempts;
 script error, ``OOM``, ``WRONGTYPE`` from a foreign writer, bad credentials) raises
 ``PermanentStoreError`` at once. redis-py exceptions never leave this module.
 
-The hard case is a connection that drops after the server ran the script but before the reply
-arrived: the client cannot tell whether the chunk was applied. Each call therefore carries a
-fresh token, and the script keeps its reply under ``reply:<token>`` (for ``reply_ttl_ms``) in
-the same atomic step as its writes. A retry sends the same token: if the first attempt ran, the
-script returns the kept reply and applies nothing again, so the caller gets the original
-resolutions (``merged``, ``person_created``, overrides) exactly once. The same holds for
-redis-py's own transparent retries, and across a failover (the reply and the writes replicate
-together, or not at all). The next call of the same tenant deletes the previous reply, so a
-busy worker keeps about one reply per tenant; the TTL removes the rest.
+Replays: an event with a ``source`` (its input position) is answered once. The script keeps
+its reply entry as a receipt (``keys.py``: one hash per tenant, input partition and offset
+range, with a TTL of ``receipt_ttl_ms`` refreshed on write) in the same atomic step as its
+writes, and answers a later event with the same source from the receipt without applying
+anything, so a batch replayed after a crash or a rebalance gets the original resolutions
+(``merged``, ``person_created``, ``person_changed``, overrides) and its released buffered
+entries again. ``forget`` drops receipts once the pipeline committed their offsets.
 
-Without that token (a batch replayed after the worker crashed, or a call given up after the last
-attempt and replayed later), a chunk may run twice. In ``timestamp`` mode that is harmless for
-the persons: property registers only move to higher ``(ts, uuid)`` ranks, merges already made
-find both ids on one person (A3.5), created_at/last_seen are min/max, and an event that changes
-nothing does not bump the version; only the replayed resolutions differ (no ``merged`` /
-``person_created`` flags the second time). In ``arrival`` mode a replay re-applies ``$set``
-operations in arrival order and can bump versions. A batch longer than ``max_ops_per_call``
-is several atomic chunks: if a later chunk fails for good, the earlier ones stay applied.
+A lost reply: a connection that drops after the server ran the script but before the reply
+arrived. Each call carries a fresh token and the script keeps its reply under
+``reply:<token>`` (for ``reply_ttl_ms``); a retry sends the same token and gets the kept reply.
+Receipts cover this for events with a source, but not release calls or events without one, so
+the token stays. The next call of the same tenant deletes the previous reply, so a busy worker
+keeps about one reply per tenant; the TTL removes the rest.
+
+Events without a source may run twice (a call given up after the last attempt and replayed
+later). In ``timestamp`` mode that is harmless for the persons: property registers only move to
+higher ``(ts, uuid)`` ranks, merges already made find both ids on one person (A3.5),
+created_at/last_seen are min/max, and an event that changes nothing does not bump the version;
+only the replayed resolutions differ (no ``merged`` / ``person_created`` flags the second time).
+In ``arrival`` mode a replay re-applies ``$set`` operations in arrival order and can bump
+versions. A batch longer than ``max_ops_per_call`` is several atomic chunks: if a later chunk
+fails for good, the earlier ones stay applied (their receipts answer the replay).
+
+The due-tenants index (``<prefix>:buffer-due``, docs/BUFFER.md) is updated after each call that
+touched a buffer, from the next due time the script returns.
 """
 
 from __future__ import annotations
@@ -64,7 +72,7 @@ from worker.identity.model import (
 )
 from worker.store import codec, group_reads
 from worker.store.base import BatchResult, BufferStats, Released
-from worker.store.keys import TenantKeys
+from worker.store.keys import TenantKeys, due_index
 from worker.store.lua_loader import load_script
 
 DEFAULT_MAX_OPS_PER_CALL = 64
@@ -78,6 +86,10 @@ also costs a fixed ~50 µs here)."""
 DEFAULT_REPLY_TTL_MS = 120_000
 """How long a call's reply is kept for a retry. Longer than the worst retry schedule (and than a
 Redis restart) so a retry never misses it; the next call of the tenant deletes it sooner."""
+
+DEFAULT_RECEIPT_TTL_MS = 3_600_000
+"""How long a receipt hash lives after its last write when ``forget`` never comes (a crash after
+the offsets were committed): ``redis.receipt_ttl_seconds``."""
 
 T = TypeVar("T")
 
@@ -133,6 +145,7 @@ class RedisIdentityStore:
         retry_base_delay_s: float = 0.05,
         retry_max_delay_s: float = 2.0,
         reply_ttl_ms: int = DEFAULT_REPLY_TTL_MS,
+        receipt_ttl_ms: int = DEFAULT_RECEIPT_TTL_MS,
         buffer: codec.BufferPolicy = codec.NO_BUFFER,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -142,6 +155,8 @@ class RedisIdentityStore:
             raise ConfigError("retry_attempts must be at least 1")
         if reply_ttl_ms < 0:
             raise ConfigError("reply_ttl_ms must not be negative")
+        if receipt_ttl_ms < 1:
+            raise ConfigError("receipt_ttl_ms must be positive")
         try:
             TenantKeys.of(prefix, "")  # validates the prefix
         except ValueError as exc:
@@ -153,10 +168,12 @@ class RedisIdentityStore:
         self._attempts = retry_attempts
         self._base_delay = retry_base_delay_s
         self._max_delay = retry_max_delay_s
-        self._limits = codec.CallLimits.of(config, reply_ttl_ms)
+        self._limits = codec.CallLimits.of(config, reply_ttl_ms, receipt_ttl_ms)
         self._sleep = sleep
         self._resolve = client.register_script(load_script("resolve_batch.lua"))
         self._read = client.register_script(load_script("read_person.lua"))
+        self._due_update = client.register_script(load_script("due_index.lua"))
+        self._due_index = due_index(prefix)
         self._previous_reply: dict[str, str] = {}
         self._lock = Lock()
         self._buffer = buffer
@@ -242,26 +259,53 @@ class RedisIdentityStore:
         return released
 
     def forget(self, tenant: str, sources: Sequence[str]) -> None:
-        """Receipts are not kept yet: nothing to forget."""
-
-    def ack(self, tenant: str, event_uuids: Sequence[str]) -> None:
-        """Forget released entries: their outputs are written. Idempotent."""
-        if not event_uuids:
+        """Drop the receipts of ``sources`` (their input offsets are committed): one ``HDEL``
+        per receipt hash, in one pipeline. Idempotent."""
+        if not sources:
             return
         keys = self.keys(tenant)
-        uuids = [_b(u) for u in event_uuids]
+        by_hash: dict[str, list[bytes]] = {}
+        for source in sources:
+            by_hash.setdefault(keys.receipts(source), []).append(_b(source))
 
         def action() -> None:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.zrem(keys.buffer_pending, *uuids)
-            pipe.hdel(keys.buffer_entries, *uuids)
-            pipe.hdel(keys.buffer_payloads, *uuids)
+            pipe = self._client.pipeline(transaction=False)
+            for key, fields in by_hash.items():
+                pipe.hdel(_b(key), *fields)
             pipe.execute()
 
         self._call(action)
 
+    def ack(self, tenant: str, entry_ids: Sequence[str]) -> None:
+        """Forget released entries (``Released.entry_id``): their outputs are written.
+        Idempotent. The due-tenants index is left as it is (a later release call of the tenant
+        corrects it)."""
+        if not entry_ids:
+            return
+        keys = self.keys(tenant)
+        names = [_b(u) for u in entry_ids]
+
+        def action() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.zrem(keys.buffer_pending, *names)
+            pipe.hdel(keys.buffer_entries, *names)
+            pipe.hdel(keys.buffer_payloads, *names)
+            pipe.hdel(keys.buffer_releases, *names)
+            pipe.execute()
+
+        self._call(action)
+
+    def due_tenants(self, now_ms: int) -> list[str]:
+        """Tenants whose buffer may have something due at ``now_ms`` (a waiting queue or an
+        expired lease): the due-tenants index (``keys.due_index``), kept from what each call
+        returns. Never misses a tenant with something due; may list one that has nothing left
+        (its next release call removes it)."""
+        members = self._call(lambda: self._client.zrangebyscore(self._due_index, "-inf", now_ms))
+        return sorted(codec.as_text(cast(bytes, m)) for m in members)
+
     def buffered_tenants(self) -> list[str]:
-        """Tenants that ever buffered an event (the index never shrinks on its own)."""
+        """Tenants that ever buffered an event (the index never shrinks on its own; for
+        ``buffer stats``: the releaser uses ``due_tenants``)."""
         members = self._call(lambda: self._client.smembers(self._tenant_index))
         return sorted(codec.as_text(m) for m in members)
 
@@ -370,17 +414,32 @@ class RedisIdentityStore:
         raw = self._call(lambda: self._resolve(keys=script_keys, args=args, client=self._client))
         with self._lock:
             self._previous_reply[tenant] = token
-        resolutions, entries = self._decode(lambda: codec.decode_reply(raw, ops))
+        reply = self._decode(lambda: codec.decode_reply(raw, ops))
+        if reply.next_due is not codec.KEEP_DUE:
+            due = "" if reply.next_due is None else str(reply.next_due)
+            update = [_b(tenant), due.encode(), str(now_ms).encode()]
+            self._call(
+                lambda: self._due_update(keys=[self._due_index], args=update, client=self._client)
+            )
+        entries = reply.released
         if not entries:
-            return resolutions, []
-        uuids = [_b(e.event_uuid) for e in entries]
-        payloads = self._call(lambda: self._client.hmget(keys.buffer_payloads, uuids))
+            return reply.resolutions, []
+        names = [_b(e.entry_id) for e in entries]
+        payloads = self._call(lambda: self._client.hmget(keys.buffer_payloads, names))
         released = [
-            Released(e.event_uuid, e.reason, e.ingested_ms, _bytes(payload), e.resolution)
+            Released(
+                e.event_uuid,
+                e.reason,
+                e.ingested_ms,
+                _bytes(payload),
+                e.resolution,
+                e.released_ms,
+                e.entry_id,
+            )
             for e, payload in zip(entries, payloads, strict=True)
             if payload is not None  # acknowledged meanwhile by another worker
         ]
-        return resolutions, released
+        return reply.resolutions, released
 
     def _call(self, action: Callable[[], T]) -> T:
         """Run ``action`` (one Redis call, safe to repeat), retrying transient errors."""

@@ -18,13 +18,15 @@ KEYS (all share the tenant's hash tag, see worker/store/keys.py, TenantKeys.scri
   [3] <p>:{t}:reply:<token>   where this call's reply is kept (retry deduplication)
   [4] <p>:{t}:reply:<prev>    the previous call's reply, deleted now (== KEYS[3] if none)
   [5] <p>:{t}:buf:            prefix of the buffer's keys (buffer.lua)
-  [6] <p>:{t}:g:              prefix of the groups' keys (groups.lua)
-The members set of a root (KEYS[2] .. root) and the buffer's keys (KEYS[5] .. name) cannot all
+  [6] <p>:{t}:rcpt:           prefix of the receipt hashes (receipts.lua)
+  [7] <p>:{t}:g:              prefix of the groups' keys (groups.lua)
+The members set of a root (KEYS[2] .. root), the buffer's keys (KEYS[5] .. name), the receipt
+hashes (KEYS[6] .. bucket) and the groups' keys (KEYS[7] .. name) cannot all
 be declared up front (roots and ids are found while the script runs), but they start with the
 same "<p>:{t}:" as KEYS[1], so they hash to the same Redis Cluster slot, which is all cluster
 mode requires of a script's keys.
 
-ARGV: a header of 14 values, then the ops:
+ARGV: a header of 15 values, then the ops:
   [1] format version (PROTOCOL.format_version)   [2] ordering mode: timestamp | arrival
   [3] max distinct ids per person                [4] max properties bytes
   [5] force-upgrade delay ms                     [6] reply TTL ms (0: do not keep the reply)
@@ -32,7 +34,7 @@ ARGV: a header of 14 values, then the ops:
   [9] buffer max entries per id                  [10] buffer max entries per tenant
   [11] lease ms                                  [12] command: resolve | release
   [13] release limit (release: ids and leases per call)
-  [14] number of ops (release: 0)
+  [14] receipt TTL ms                            [15] number of ops (release: 0)
 then per op:
   flags (the sum of PROTOCOL.flag: 1 process person, 2 merge dangerously, 4 merge with other,
   8 bufferable), into, into's uuid5 person id, other ("" if none), other's uuid5 person id,
@@ -43,16 +45,24 @@ then per op:
     "x" a key both set and unset by the event: set if absent before it, else removed;
   then its group section (group_argv.lua: the number of groups g, and when g > 0 the tenant's
   cap on group types and g entries: type, key, key's JSON text, flags, k, k triples);
-  and, for a bufferable op only, its ingestion time ms and its payload.
+  then its source and its receipt bucket ("" and "" without a source: receipts.lua);
+  and, for a bufferable op only, its ingestion time ms, its payload and its entry id.
+A buffered entry keeps the op's values from its flags to the end of its group section (argv.lua),
+so a later release applies its property and group operations as the op would have.
 
-Reply: one JSON array text [[entry per op], [released entry, ...]], an entry being the array
+Reply: one JSON array text [[entry per op], [released entry, ...], next_due], an entry being
   [person_id, person_mode, created_at_ms (or null), is_identified, properties (an object),
    merged, person_created, warnings (names), overrides ([distinct_id, old_person_id,
-   new_person_id] each), person_version (or null), groups ({type: [key, properties]}),
-   group_changes ([[type, key, version, properties], ...])]
-(PROTOCOL.reply_entry_fields) and a released entry [event_uuid, reason, ingested_ms, entry]
-(PROTOCOL.released_entry_fields; buffer.lua). An op waiting in the buffer gets the entry
-["", "buffered", null, false, {}, false, false, [], [], null].
+   new_person_id] each), person_version (or null), person_changed, groups ({type: [key,
+   properties]}), group_changes ([[type, key, version, properties], ...])]
+(PROTOCOL.reply_entry_fields), a released entry [event_uuid, reason, ingested_ms, entry,
+released_ms, entry_id] (PROTOCOL.released_entry_fields; buffer.lua), and next_due false (the
+buffer's due times and leases were not touched) or the tenant's earliest due time or lease
+deadline (null: none), which Python keeps in its due-tenants index. An op waiting in the buffer
+gets the entry ["", "buffered", null, false, {}, false, false, [], [], null, false, {}, []].
+An op with a source that already has a receipt gets its kept entry back and applies nothing
+(receipts.lua); otherwise its entry is kept as its receipt (the whole entry: a replay gets its
+groups and group_changes again).
 The same text is kept at KEYS[3] for the reply TTL: a retry of a call whose reply was lost (the
 connection dropped after the script ran) gets the stored reply back and applies nothing twice.
 
@@ -78,20 +88,23 @@ half done.
 --- @include "resolve/groups"
 --- @include "resolve/rules"
 --- @include "resolve/buffer"
+--- @include "resolve/receipts"
 --- @include "resolve/write_back"
 
 -- The one state of the call; each module's header says which fields it reads and writes.
 local ctx = {
   keys = {
     ids = KEYS[1], members = KEYS[2], reply = KEYS[3], previous_reply = KEYS[4],
-    buffer = KEYS[5], groups = KEYS[6],
+    buffer = KEYS[5], receipts = KEYS[6], groups = KEYS[7],
   },
   config = nil, -- argv.header
   ops = nil, -- argv.parse_ops
   values = {}, written = {}, added = {}, dropped = {}, -- union_find.lua
   persons = {}, dirty = {}, -- records.lua
   queues = {}, entries_out = {}, pending_out = {}, released = {}, -- buffer.lua
+  released_ids = {}, release_out = {}, buffer_touched = false,
   waiting_delta = 0, waiting_stored = nil, any_queue = nil,
+  receipts_out = {}, -- receipts.lua
 }
 
 -- A retried call: the first attempt ran, return its reply.
@@ -107,10 +120,14 @@ union_find.prefetch(ctx, ctx.ops)
 local entries = {}
 if ctx.config.command == PROTOCOL.command.resolve then
   for index, op in ipairs(ctx.ops) do
-    local entry = op.buffer and buffer.maybe_buffer(ctx, op) or nil
+    local entry = receipts.answer(ctx, op)
     if entry == nil then
-      entry = rules.apply(ctx, op, nil)
-      buffer.release_gained(ctx, op)
+      local first = #ctx.released_ids + 1
+      entry = op.buffer and buffer.maybe_buffer(ctx, op) or nil
+      if entry == nil then
+        entry = buffer.apply(ctx, op)
+      end
+      receipts.keep(ctx, op, entry, first)
     end
     entries[index] = entry
   end

@@ -2,16 +2,20 @@
 argv.lua: reads ARGV into ctx.config and ctx.ops, and checks it. Raises (before anything is
 written) on a malformed value.
 
-argv.header(args) -> config: the 14 header values (layout in resolve_batch.lua's header):
+argv.header(args) -> config: the 15 header values (layout in resolve_batch.lua's header):
   format_version, timestamp_mode (bool), max_ids, max_bytes, force_upgrade_ms, reply_ttl_ms,
-  now, buffer_delay_ms, buffer_max_per_id, buffer_max_total, lease_ms, command, release_limit,
-  op_count.
-argv.parse_op(src, at, index) -> op, next: one operation of src starting at index `at` (src is
-  ARGV, or a buffered entry decoded from cjson, whose first value is its ingestion time). An op
+  now (and now_text, as given), buffer_delay_ms, buffer_max_per_id, buffer_max_total,
+  lease_ms, command, release_limit, receipt_ttl_ms, op_count.
+argv.parse_op(src, at, index, stored) -> op, next: one operation of src starting at index `at`
+  (src is ARGV, or, with stored true, a buffered entry decoded from cjson, whose first value is
+  its ingestion time and which has no source fields). An op read from ARGV also has source and
+  bucket (its receipt's field and hash suffix, "" when it has no source). An op
   is { process, dangerous, merge, buffer, into, into_person_id, other, other_person_id, ts_text,
-  ts, ord, props = { {code, key, text}, ... } }, and a bufferable op (flag bufferable) also has
+  ts, ord, props = { {code, key, text}, ... }, groups, max_group_types } (the group section
+  after the property triples: group_argv.lua), and a bufferable op (flag bufferable) also has
   fields (what its buffered entry keeps: flags without the bufferable bit, then its values up to
-  its last property triple), ingested and payload. A merge of an id with itself is no merge.
+  the end of its group section), ingested, payload and entry_id. A merge of an id with itself
+  is no merge.
 argv.parse_ops(args, config) -> ops: the config.op_count ops that follow the header; raises
   when values are left over.
 ]]
@@ -42,13 +46,15 @@ function argv.header(args)
     force_upgrade_ms = tonumber(args[5]),
     reply_ttl_ms = tonumber(args[6]),
     now = tonumber(args[7]),
+    now_text = args[7],
     buffer_delay_ms = tonumber(args[8]),
     buffer_max_per_id = tonumber(args[9]),
     buffer_max_total = tonumber(args[10]),
     lease_ms = tonumber(args[11]),
     command = args[12],
     release_limit = tonumber(args[13]),
-    op_count = tonumber(args[14]),
+    receipt_ttl_ms = tonumber(args[14]),
+    op_count = tonumber(args[15]),
   }
   if not config.timestamp_mode and args[2] ~= PROTOCOL.ordering.arrival then
     bad('ordering mode ' .. tostring(args[2]))
@@ -56,7 +62,7 @@ function argv.header(args)
   if not (config.max_ids and config.max_bytes and config.force_upgrade_ms and config.reply_ttl_ms
       and config.now and config.buffer_delay_ms and config.buffer_max_per_id
       and config.buffer_max_total and config.lease_ms and config.release_limit
-      and config.op_count)
+      and config.receipt_ttl_ms and config.op_count)
       or (config.command ~= PROTOCOL.command.resolve
         and config.command ~= PROTOCOL.command.release) then
     bad('header')
@@ -64,7 +70,7 @@ function argv.header(args)
   return config
 end
 
-function argv.parse_op(src, at, index)
+function argv.parse_op(src, at, index, stored)
   local flags = tonumber(src[at])
   local nprops = tonumber(src[at + 7])
   if flags == nil or flags < 0 or flags > PROTOCOL.max_flags or nprops == nil then
@@ -102,28 +108,37 @@ function argv.parse_op(src, at, index)
   end
   op.props = props
   op.groups, op.max_group_types, at = group_argv.parse(src, at, index)
+  local props_end = at -- the op's own values end with its group section
+  if not stored then
+    op.source, op.bucket = src[at], src[at + 1]
+    if op.source == nil or op.bucket == nil then
+      bad('source of op ' .. index)
+    end
+    at = at + 2
+  end
   if op.buffer then
     -- the entry kept while the event waits: its fields, flags without the bufferable bit
     local fields = { tostring(flags - PROTOCOL.flag.bufferable) }
-    for k = first + 1, at - 1 do
+    for k = first + 1, props_end - 1 do
       fields[#fields + 1] = src[k]
     end
     op.fields = fields
     op.ingested = src[at]
     op.payload = src[at + 1]
-    if tonumber(op.ingested) == nil or op.payload == nil then
+    op.entry_id = src[at + 2]
+    if tonumber(op.ingested) == nil or op.payload == nil or op.entry_id == nil then
       bad('buffer fields of op ' .. index)
     end
-    at = at + 2
+    at = at + 3
   end
   return op, at
 end
 
 function argv.parse_ops(args, config)
   local ops = {}
-  local at = 15
+  local at = 16
   for index = 1, config.op_count do
-    ops[index], at = argv.parse_op(args, at, index)
+    ops[index], at = argv.parse_op(args, at, index, false)
   end
   if args[at] ~= nil then
     bad((#args - at + 1) .. ' unread values')

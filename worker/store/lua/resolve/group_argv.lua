@@ -1,7 +1,7 @@
 --[[
 group_argv.lua: reads the group section of one op (contract A9; docs/IDENTITY.md, "Groups"),
-which follows the op's property triples (and comes before a bufferable op's two extra fields,
-so a buffered entry keeps it). Raises on a malformed value.
+which follows the op's property triples (and comes before its source fields and a bufferable
+op's extra fields, so a buffered entry keeps it). Raises on a malformed value.
 
 group_argv.parse(src, at, index) -> groups, max_types, next: the section starting at `at`:
   g, the number of groups; then, when g > 0, the tenant's cap on group types, and g entries:

@@ -5,11 +5,14 @@ reply.entry(fields) -> text: one reply entry, a JSON array of the fields in the 
   PROTOCOL.reply_entry_fields. fields: person_id (text), person_mode (PROTOCOL.person_mode),
   created_at_ms (digits, or nil: null), is_identified, merged, person_created (booleans),
   properties (a JSON object text), warnings (array of PROTOCOL.warning names), overrides (array
-  of {distinct_id, old_person_id, new_person_id}), person_version (digits, or nil: null).
-reply.released(event_uuid, reason, ingested_ms, entry) -> text: a released entry, a JSON array in
-  the order of PROTOCOL.released_entry_fields (entry is a reply.entry text).
-reply.whole(entries, released) -> text: the reply, a JSON array of two arrays: the entries
-  (one per op) and the released entries.
+  of {distinct_id, old_person_id, new_person_id}), person_version (digits, or nil: null),
+  person_changed (boolean: the event created its person or moved its version).
+reply.released(event_uuid, reason, ingested_ms, entry, released_ms, entry_id) -> text: a
+  released entry, a JSON array in the order of PROTOCOL.released_entry_fields (entry is a
+  reply.entry text; released_ms the time of its first release, digits).
+reply.whole(entries, released, next_due) -> text: the reply, a JSON array of the entries (one per
+  op), the released entries, and next_due: false when the call left the buffer as it was, else
+  the earliest due time or lease deadline of the tenant's buffer (null when nothing waits).
 reply.NONE: an empty array, for warnings or overrides.
 ]]
 local reply = {}
@@ -60,6 +63,7 @@ local ENTRY_ENCODERS = {
   warnings = warnings,
   overrides = overrides,
   person_version = number_or_null,
+  person_changed = boolean,
   groups = function(value) return value or '{}' end,
   group_changes = function(value) return value or '[]' end,
 }
@@ -69,6 +73,8 @@ local RELEASED_ENCODERS = {
   reason = quoted,
   ingested_ms = text,
   entry = text,
+  released_ms = text,
+  entry_id = cjson.encode,
 }
 
 local function encode(names, encoders, fields)
@@ -83,14 +89,16 @@ function reply.entry(fields)
   return encode(PROTOCOL.reply_entry_fields, ENTRY_ENCODERS, fields)
 end
 
-function reply.released(event_uuid, reason, ingested_ms, entry)
+function reply.released(event_uuid, reason, ingested_ms, entry, released_ms, entry_id)
   return encode(PROTOCOL.released_entry_fields, RELEASED_ENCODERS, {
     event_uuid = event_uuid, reason = reason, ingested_ms = ingested_ms, entry = entry,
+    released_ms = released_ms, entry_id = entry_id,
   })
 end
 
-function reply.whole(entries, released)
-  return '[[' .. concat(entries, ',') .. '],[' .. concat(released, ',') .. ']]'
+function reply.whole(entries, released, next_due)
+  local due = next_due == false and 'false' or number_or_null(next_due)
+  return '[[' .. concat(entries, ',') .. '],[' .. concat(released, ',') .. '],' .. due .. ']'
 end
 
 return reply

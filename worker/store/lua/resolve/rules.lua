@@ -8,7 +8,17 @@ their roots are into_root and other_root, their persons into_person and other_pe
 
 rules.apply(ctx, op, warning) -> the op's reply entry text (reply.lua). `warning` (or nil) is
   put first in the entry's warnings. Never called with an op that is to wait in the buffer
-  (buffer.lua decides that first).
+  (buffer.lua decides that first). It is rules.structure then rules.finish.
+rules.structure(ctx, op, warning) -> part: the op without its property operations (person
+  created, joined or merged, identified, created_at/last_seen), its version bump still pending;
+  op must process its person. part: { root, warnings, overrides, merged, created, remade, bump,
+  moved }.
+rules.settle(ctx, part): the pending bump of part is applied now (a release comes between the
+  op's structure and its property operations: docs/BUFFER.md, "arrival order").
+rules.finish(ctx, op, part) -> the reply entry: the op's property operations, on the person
+  that holds op.into now (after rules.settle they bump the version on their own), then its
+  group operations (groups.apply), so in arrival mode those too come after the released
+  entries.
 rules.merge(ctx, into_root, into_person, other_root, other_person, overrides) -> the root of
   the merged person (A3.6, allowed): other_person is merged into into_person, which keeps its
   person id and lives at the root of the larger tree (union by size); an override per id of
@@ -68,9 +78,13 @@ function rules.merge(ctx, into_root, into_person, other_root, other_person, over
 end
 
 -- A6: personless. Nothing is created or updated.
-local function apply_personless(ctx, op)
+local function apply_personless(ctx, op, warning)
   local root = union_find.find(ctx, op.into)
   local grouped = groups.apply(ctx, op, nil) -- explicit groups only, no membership change
+  local warnings = { warning }
+  for _, name in ipairs(grouped.warnings) do
+    warnings[#warnings + 1] = name
+  end
   if root then
     local person = records.load(ctx, root)
     local mode = op.ts > person.created_at + ctx.config.force_upgrade_ms
@@ -79,22 +93,19 @@ local function apply_personless(ctx, op)
       person_id = person.person_id, person_mode = mode,
       created_at_ms = person.created_at_text, is_identified = person.identified,
       properties = '{}', merged = false, person_created = false,
-      warnings = grouped.warnings, overrides = reply.NONE,
+      warnings = warnings, overrides = reply.NONE, person_changed = false,
       groups = grouped.groups, group_changes = grouped.changes,
     })
   end
   return reply.entry({
     person_id = op.into_person_id, person_mode = PROTOCOL.person_mode.propertyless,
     is_identified = false, properties = '{}', merged = false, person_created = false,
-    warnings = grouped.warnings, overrides = reply.NONE,
+    warnings = warnings, overrides = reply.NONE, person_changed = false,
     groups = grouped.groups, group_changes = grouped.changes,
   })
 end
 
-function rules.apply(ctx, op, warning)
-  if not op.process then
-    return apply_personless(ctx, op)
-  end
+function rules.structure(ctx, op, warning)
   local max_ids = ctx.config.max_ids
   local warnings = { warning }
   local overrides = {}
@@ -180,29 +191,69 @@ function rules.apply(ctx, op, warning)
     person.identified = true
     bump = true
   end
+  return {
+    root = root, warnings = warnings, overrides = overrides, merged = merged,
+    created = created, remade = remade, bump = bump, moved = created or remade,
+    settled = false,
+  }
+end
+
+local function bump_version(person)
+  person.version = person.version + 1
+  person.version_text = tostring(person.version)
+end
+
+function rules.settle(ctx, part)
+  if part.bump and not part.created and not part.remade then
+    bump_version(records.load(ctx, part.root))
+    part.moved = true
+  end
+  part.settled = true
+end
+
+function rules.finish(ctx, op, part)
+  local root = part.root
+  if part.settled then
+    root = union_find.find(ctx, op.into)
+  end
+  local person = records.load(ctx, root)
+  ctx.dirty[root] = true
   local changed = false
   if #op.props > 0 then
     local refused
     changed, refused = properties.update(ctx, person, op)
     if refused then
-      warnings[#warnings + 1] = PROPERTIES_SIZE
+      part.warnings[#part.warnings + 1] = PROPERTIES_SIZE
     end
   end
-  if (bump or changed) and not created and not remade then
-    person.version = person.version + 1
-    person.version_text = tostring(person.version)
+  local moved = part.moved
+  if part.settled then
+    if changed then
+      bump_version(person)
+      moved = true
+    end
+  elseif (part.bump or changed) and not part.created and not part.remade then
+    bump_version(person)
+    moved = true
   end
   local grouped = groups.apply(ctx, op, person)
   for _, name in ipairs(grouped.warnings) do
-    warnings[#warnings + 1] = name
+    part.warnings[#part.warnings + 1] = name
   end
   return reply.entry({
     person_id = person.person_id, person_mode = PROTOCOL.person_mode.full,
     created_at_ms = person.created_at_text, is_identified = person.identified,
-    properties = records.snapshot(person), merged = merged, person_created = created,
-    warnings = warnings, overrides = overrides, person_version = person.version_text,
-    groups = grouped.groups, group_changes = grouped.changes,
+    properties = records.snapshot(person), merged = part.merged, person_created = part.created,
+    warnings = part.warnings, overrides = part.overrides, person_version = person.version_text,
+    person_changed = moved, groups = grouped.groups, group_changes = grouped.changes,
   })
+end
+
+function rules.apply(ctx, op, warning)
+  if not op.process then
+    return apply_personless(ctx, op, warning)
+  end
+  return rules.finish(ctx, op, rules.structure(ctx, op, warning))
 end
 
 return rules

@@ -8,8 +8,10 @@ write_back.run(ctx, entries) -> the reply text. In order: deletes the previous c
   added to it too); encodes the records of
   ctx.dirty; writes every field of ctx.written with HSETs of up to 500 fields; the buffer's
   queues (DEL/ZREM of cleared ones, RPUSH of pushed entries, ZADD due of a new queue: its
-  first entry's ingestion time + buffer_delay_ms), entries and payloads, leases, the count n;
-  and keeps the reply at ctx.keys.reply for reply_ttl_ms (when > 0).
+  first entry's ingestion time + buffer_delay_ms), entries and payloads, first releases,
+  leases, the count n; the receipts (HSET, then PEXPIRE receipt_ttl_ms of each hash written);
+  and keeps the reply at ctx.keys.reply for reply_ttl_ms (when > 0). The reply's next_due
+  (reply.whole) is read after those writes, when ctx.buffer_touched.
 ]]
 local write_back = {}
 
@@ -55,26 +57,29 @@ local function write_buffer(ctx)
       redis.call('ZREM', prefix .. 'due', id)
     end
     if #q.pushed > 0 then
-      local uuids = {}
+      local ids = {}
       for k, pushed in ipairs(q.pushed) do
-        uuids[k] = pushed[1]
+        ids[k] = pushed[1]
       end
-      redis.call('RPUSH', key, unpack(uuids))
+      redis.call('RPUSH', key, unpack(ids))
       if q.stored == 0 then -- a new queue: due when its first entry has waited long enough
         local first = cjson.decode(q.pushed[1][2])[1]
         redis.call('ZADD', prefix .. 'due', tonumber(first) + ctx.config.buffer_delay_ms, id)
       end
     end
   end
-  for uuid, entry in pairs(ctx.entries_out) do
-    redis.call('HSET', prefix .. 'e', uuid, entry[1])
-    redis.call('HSET', prefix .. 'p', uuid, entry[2])
+  for entry_id, entry in pairs(ctx.entries_out) do
+    redis.call('HSET', prefix .. 'e', entry_id, entry[1])
+    redis.call('HSET', prefix .. 'p', entry_id, entry[2])
   end
-  for uuid, deadline in pairs(ctx.pending_out) do
+  for entry_id, text in pairs(ctx.release_out) do
+    redis.call('HSET', prefix .. 'r', entry_id, text)
+  end
+  for entry_id, deadline in pairs(ctx.pending_out) do
     if deadline then
-      redis.call('ZADD', prefix .. 'pending', deadline, uuid)
+      redis.call('ZADD', prefix .. 'pending', deadline, entry_id)
     else -- an expired lease whose entry was acknowledged meanwhile
-      redis.call('ZREM', prefix .. 'pending', uuid)
+      redis.call('ZREM', prefix .. 'pending', entry_id)
     end
   end
   if ctx.waiting_delta ~= 0 then
@@ -82,11 +87,46 @@ local function write_buffer(ctx)
   end
 end
 
+local function write_receipts(ctx)
+  for bucket, fields in pairs(ctx.receipts_out) do
+    local key = ctx.keys.receipts .. bucket
+    local args = {}
+    for source, text in pairs(fields) do
+      args[#args + 1] = source
+      args[#args + 1] = text
+    end
+    for k = 1, #args, 1000 do
+      redis.call('HSET', key, unpack(args, k, math.min(k + 999, #args)))
+    end
+    redis.call('PEXPIRE', key, ctx.config.receipt_ttl_ms)
+  end
+end
+
+-- The earliest due time or lease deadline of the tenant's buffer (digits), or nil.
+local function next_due(ctx)
+  local first
+  for _, name in ipairs({ 'due', 'pending' }) do
+    local got = redis.call('ZRANGE', ctx.keys.buffer .. name, 0, 0, 'WITHSCORES')
+    if got[2] then
+      local score = tonumber(got[2])
+      if first == nil or score < first then
+        first = score
+      end
+    end
+  end
+  return first and string.format('%d', first) or nil
+end
+
 function write_back.run(ctx, entries)
   write_union_find(ctx)
   write_buffer(ctx)
   groups.write(ctx)
-  local text = reply.whole(entries, ctx.released)
+  write_receipts(ctx)
+  local due = false
+  if ctx.buffer_touched then
+    due = next_due(ctx)
+  end
+  local text = reply.whole(entries, ctx.released, due)
   if ctx.config.reply_ttl_ms > 0 then
     redis.call('SET', ctx.keys.reply, text, 'PX', ctx.config.reply_ttl_ms)
   end

@@ -1,0 +1,166 @@
+"""Exactly-once outputs (``delivery.exactly_once``): a consumer reading the enriched topic with
+``isolation.level=read_committed`` sees every input event once, across ``kill -9`` of the worker
+at several moments of the stream (at-least-once delivery duplicates some events here: a kill
+between a batch's writes and its offset commit replays the batch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from confluent_kafka import Consumer, Message
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+
+from tests.e2e.harness import e2e_settings, produce, running_worker, worker_process
+from worker.config import Settings
+
+pytestmark = pytest.mark.e2e
+
+T0 = 1_760_000_000_000
+EVENTS = 20_000
+KILLS = 4
+
+
+def committed_reader(settings: Settings) -> Consumer:
+    consumer = Consumer(
+        {
+            **settings.kafka.common(),
+            "group.id": f"{settings.kafka.group_id}-reader-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.subscribe([settings.topics.enriched])
+    return consumer
+
+
+def read(consumer: Consumer, seen: Counter[str], until: int, timeout: float) -> None:
+    """Read until ``seen`` holds ``until`` distinct uuids, or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while len(seen) < until and time.monotonic() < deadline:
+        for message in consumer.consume(num_messages=1000, timeout=0.5):
+            if message.error() is None:
+                seen[json.loads(message.value() or b"")["uuid"]] += 1
+
+
+def test_read_committed_consumers_see_every_event_once_across_kill_9(
+    kafka_bootstrap: str, redis_url: str
+) -> None:
+    name = f"eos-{uuid.uuid4().hex[:8]}"
+    settings = e2e_settings(
+        kafka_bootstrap,
+        redis_url,
+        name,
+        delivery={"exactly_once": True},
+        kafka={"group_instance_id": f"{name}-worker"},  # the same transactional id after a kill
+        batch={"max_messages": 500},
+    )
+    topics = settings.topics
+    uuids = [str(uuid.uuid4()) for _ in range(EVENTS)]
+    records = [
+        (
+            topics.track,
+            f"t:u{i % 500}".encode(),
+            json.dumps(
+                {
+                    "type": "track",
+                    "tenant": "t",
+                    "uuid": event_uuid,
+                    "distinct_id": f"u{i % 500}",
+                    "event": "pageview",
+                    "timestamp": T0 + i,
+                }
+            ).encode(),
+        )
+        for i, event_uuid in enumerate(uuids)
+    ]
+    produce(settings, records)
+    seen: Counter[str] = Counter()
+    consumer = committed_reader(settings)
+    at_kills = []
+    try:
+        for kill in range(KILLS):
+            with worker_process(settings) as worker:
+                # kill when the reader has seen some of the stream, a bit more each time
+                read(consumer, seen, 1 + kill * EVENTS // (2 * KILLS), 60)
+                worker.kill()  # SIGKILL: no shutdown, a transaction may be open
+                worker.wait(10)
+            at_kills.append(len(seen))
+        with worker_process(settings):
+            read(consumer, seen, EVENTS, 180)
+            # whatever else comes now would be a duplicate
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                read(consumer, seen, EVENTS + 1, 0.5)
+    finally:
+        consumer.close()
+
+    assert 0 < at_kills[-1] < EVENTS, at_kills  # the kills happened in the middle of the stream
+    assert set(seen) == set(uuids)
+    duplicated = {u: n for u, n in seen.items() if n > 1}
+    assert duplicated == {}
+
+
+def test_an_output_too_large_in_a_transaction_becomes_a_dead_letter(
+    kafka_bootstrap: str, redis_url: str
+) -> None:
+    """The broker refuses a record too large for its topic, which dooms the transaction: the
+    batch's outputs are written again without it, its input is dead-lettered, and nothing is
+    seen twice by a read_committed consumer."""
+    name = f"eos-big-{uuid.uuid4().hex[:8]}"
+    settings = e2e_settings(
+        kafka_bootstrap,
+        redis_url,
+        name,
+        delivery={"exactly_once": True},
+        buffer={"enabled": False},
+    )
+    topics = settings.topics
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    limit = ConfigEntry("max.message.bytes", "2048", incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource("topic", topics.enriched, incremental_configs=[limit])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
+
+    def track(distinct_id: str, blob: str) -> tuple[str, bytes, bytes]:
+        body = {
+            "type": "track",
+            "tenant": "big",
+            "uuid": str(uuid.uuid4()),
+            "event": "e",
+            "distinct_id": distinct_id,
+            "timestamp": T0,
+            "properties": {"blob": blob},
+        }
+        return topics.track, b"big:k", json.dumps(body).encode()
+
+    large = track("heavy", os.urandom(3000).hex())  # 6 KB of incompressible text
+    small = [track(f"light-{i}", "x") for i in range(5)]
+    consumer = committed_reader(settings)
+    consumer.subscribe([topics.enriched, topics.dead_letters])
+    seen: Counter[str] = Counter()
+    letters: list[Message] = []
+    try:
+        with running_worker(settings):
+            produce(settings, [small[0], large, *small[1:]])
+            deadline = time.monotonic() + 60
+            while (len(seen) < 5 or not letters) and time.monotonic() < deadline:
+                for message in consumer.consume(num_messages=100, timeout=0.5):
+                    if message.error() is not None:
+                        continue
+                    if message.topic() == topics.dead_letters:
+                        letters.append(message)
+                    else:
+                        seen[json.loads(message.value() or b"")["distinct_id"]] += 1
+    finally:
+        consumer.close()
+    assert seen == Counter({f"light-{i}": 1 for i in range(5)})
+    (letter,) = letters
+    assert letter.value() == large[2]
+    assert dict(letter.headers() or [])["iw.error.reason"] == b"output_too_large"

@@ -1,0 +1,124 @@
+"""The store calls of one batch: one call per tenant, narrowed down to the guilty events when
+the store refuses a call for good.
+
+A call that fails with a ``TransientError`` (Redis unavailable) fails the batch: the runner
+retries it. Any other exception (a ``PermanentStoreError``, e.g. a Lua error caused by one
+event's data, or an exception while the store prepared or encoded an event) is attributed to
+its events by bisection: the tenant's event list is split in two halves, each resolved again
+(the first half before the second, so the order of the batch holds), and so on until a failing
+list holds one event. That event is rejected; the others are resolved normally, in order.
+
+Why re-running is safe: the script writes nothing when it raises (all its writes are deferred to
+its end), so a refused chunk left nothing behind; a chunk of the same call that had already been
+applied is answered again from the store's replay receipt of each event
+(``IdentityEvent.source``) instead of being applied twice. Released buffered events of a failed
+call are not lost: they are leased, and come back as redeliveries.
+
+Cost: one call when nothing fails; for ``k`` guilty events among ``n``, at most about
+``2 k log2(n)`` more calls, each on a smaller list.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from worker.errors import PermanentStoreError, TransientError
+from worker.identity.model import Resolution
+from worker.observability.status import BatchStats
+from worker.pipeline.deadletter import INTERNAL_ERROR, STORE_REJECTED
+from worker.pipeline.items import Decoded
+from worker.store.base import BufferingStore, Released
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An event the store could not resolve: the exception, and the dead-letter reason."""
+
+    error: Exception
+    reason: str
+
+
+def rejection(error: Exception) -> Rejected:
+    """``store_rejected`` for a ``PermanentStoreError``, ``internal_error`` for anything else."""
+    return Rejected(
+        error, STORE_REJECTED if isinstance(error, PermanentStoreError) else INTERNAL_ERROR
+    )
+
+
+@dataclass(slots=True)
+class Resolved:
+    """The answers of a batch's store calls, in the batch's order."""
+
+    answers: list[tuple[Decoded, Resolution | Rejected]] = field(default_factory=list)
+    released: dict[str, list[Released]] = field(default_factory=dict)
+    """buffered events the calls released, per tenant, in release order"""
+
+
+class Resolver:
+    def __init__(self, store: BufferingStore) -> None:
+        self._store = store
+
+    def resolve(self, decoded: Sequence[Decoded], now_ms: int, stats: BatchStats) -> Resolved:
+        """One store call per tenant (more when one fails for good); the answers keep the
+        batch's order. Raises ``TransientError`` when the store is unavailable."""
+        by_tenant: dict[str, list[int]] = defaultdict(list)
+        for index, item in enumerate(decoded):
+            by_tenant[item.identity.tenant].append(index)
+        answers: dict[int, Resolution | Rejected] = {}
+        result = Resolved()
+        for tenant, indexes in by_tenant.items():
+            released: list[Released] = []
+            _Tenant(self._store, tenant, decoded, now_ms, stats, answers, released).run(indexes)
+            if released:
+                result.released[tenant] = released
+        result.answers = [(item, answers[i]) for i, item in enumerate(decoded)]
+        return result
+
+
+@dataclass(slots=True)
+class _Tenant:
+    """The calls of one tenant: the whole list first, then halves of what failed."""
+
+    store: BufferingStore
+    tenant: str
+    decoded: Sequence[Decoded]
+    now_ms: int
+    stats: BatchStats
+    answers: dict[int, Resolution | Rejected]
+    released: list[Released]
+
+    def run(self, indexes: list[int]) -> None:
+        events = [self.decoded[i].identity for i in indexes]
+        started = time.perf_counter()
+        try:
+            result = self.store.resolve_buffered(self.tenant, events, self.now_ms)
+        except TransientError:
+            raise
+        except Exception as exc:  # narrowed down to the guilty events below
+            self.stats.store_seconds.append(time.perf_counter() - started)
+            self._narrow(indexes, exc)
+            return
+        self.stats.store_seconds.append(time.perf_counter() - started)
+        self.answers.update(zip(indexes, result.resolutions, strict=True))
+        self.released.extend(result.released)
+
+    def _narrow(self, indexes: list[int], exc: Exception) -> None:
+        if len(indexes) == 1:
+            self.answers[indexes[0]] = rejection(exc)
+            log.warning("store refused one event of tenant %s: %s", self.tenant, type(exc).__name__)
+            return
+        log.info(
+            "store call of %d events of tenant %s failed (%s): bisecting",
+            len(indexes),
+            self.tenant,
+            type(exc).__name__,
+        )
+        middle = len(indexes) // 2
+        self.run(indexes[:middle])
+        self.run(indexes[middle:])

@@ -1,0 +1,72 @@
+--[[
+receipts.lua: replay receipts (docs/IDENTITY.md, "Replays"). An op read from ARGV with a source
+(its input message's position) is answered once: its reply entry, and the entry ids of the
+buffered entries it released, are kept as its receipt in the hash ctx.keys.receipts .. bucket
+(field: the source; bucket: Python's keys.receipt_bucket, one hash per input partition and
+offset range). A later op with the same source (a replayed batch) gets the kept entry back and
+applies nothing: no property change, no buffering, no release; the entries it released that are
+still leased are returned again (buffer.release_again), and, with the buffer on, the reply
+reports the tenant's next due time again (its first report may have been lost with the worker
+that made it). Receipts are dropped by the store's
+forget (after the input offsets are committed) and, failing that, by the hash's TTL
+(receipt_ttl_ms, refreshed on every write to it).
+
+A receipt's text: the reply entry, a newline, then the released entry ids as a cjson array (or
+nothing when it released none). A reply entry never holds a raw newline (its strings are JSON).
+
+receipts.answer(ctx, op) -> the kept reply entry of op's source, or nil (no source, or none kept).
+receipts.keep(ctx, op, entry, first): keeps entry, and the ids of ctx.released_ids from index
+  first on, as op's receipt (when op has a source). Written by write_back.lua (ctx.receipts_out:
+  bucket -> { source -> text }).
+]]
+local receipts = {}
+
+local function kept(ctx, op)
+  local bucket = ctx.receipts_out[op.bucket]
+  local text = bucket and bucket[op.source]
+  if text == nil then
+    text = redis.call('HGET', ctx.keys.receipts .. op.bucket, op.source)
+  end
+  return text
+end
+
+function receipts.answer(ctx, op)
+  if op.source == '' then
+    return nil
+  end
+  local text = kept(ctx, op)
+  if not text then
+    return nil
+  end
+  local entry, ids = string.match(text, '^(.*)\n(.*)$')
+  if entry == nil then
+    error('resolve_batch: unreadable receipt for ' .. op.source)
+  end
+  if ctx.config.buffer_delay_ms > 0 then
+    ctx.buffer_touched = true -- a replay reports the due time again (the first run's may be lost)
+  end
+  if ids ~= '' then
+    for _, entry_id in ipairs(cjson.decode(ids)) do
+      buffer.release_again(ctx, entry_id)
+    end
+  end
+  return entry
+end
+
+function receipts.keep(ctx, op, entry, first)
+  if op.source == '' then
+    return
+  end
+  local ids = {}
+  for k = first, #ctx.released_ids do
+    ids[#ids + 1] = ctx.released_ids[k]
+  end
+  local bucket = ctx.receipts_out[op.bucket]
+  if bucket == nil then
+    bucket = {}
+    ctx.receipts_out[op.bucket] = bucket
+  end
+  bucket[op.source] = entry .. '\n' .. (#ids > 0 and cjson.encode(ids) or '')
+end
+
+return receipts
