@@ -15,21 +15,24 @@ files[resolve .. "records.lua"] = { read_globals = { "union_find" } }
 files[resolve .. "properties.lua"] = { read_globals = { "PROTOCOL", "ordering", "records" } }
 files[resolve .. "reply.lua"] = { read_globals = { "PROTOCOL" } }
 files[resolve .. "groups.lua"] = { read_globals = { "PROTOCOL", "records", "properties" } }
+files[resolve .. "case_fold.lua"] = { read_globals = { "union_find" } }
 files[resolve .. "rules.lua"] = {
-  read_globals = { "PROTOCOL", "union_find", "records", "properties", "reply", "groups" },
+  read_globals = {
+    "PROTOCOL", "union_find", "records", "properties", "reply", "groups", "case_fold",
+  },
 }
 files[resolve .. "buffer.lua"] = {
   read_globals = { "PROTOCOL", "argv", "union_find", "rules", "reply" },
 }
 files[resolve .. "receipts.lua"] = { read_globals = { "buffer" } }
 files[resolve .. "write_back.lua"] = {
-  read_globals = { "union_find", "records", "reply", "groups" },
+  read_globals = { "union_find", "records", "reply", "groups", "case_fold" },
 }
 -- The main script before joining (its `--- @include` lines are comments); the joined script
 -- is linted too (make lint-lua writes it to .local/lua/).
 files["worker/store/lua/resolve_batch.lua"] = {
   read_globals = {
     "PROTOCOL", "group_argv", "argv", "ordering", "union_find", "records", "properties", "reply",
-    "groups", "rules", "buffer", "receipts", "write_back",
+    "groups", "case_fold", "rules", "buffer", "receipts", "write_back",
   },
 }

@@ -4,7 +4,8 @@ One generator makes random event sequences, its choices drawn by Hypothesis (whi
 failure) or by a seeded ``random.Random`` (cheaper: the bulk of the run): merges and chains,
 refused merges, merge_dangerously, illegal ids (quoted forms included), personless events,
 property operations with clashing keys and timestamps, replays and malformed duplicate uuids,
-several tenants, small distinct-id caps and small size limits, groups (group property updates,
+several tenants, small distinct-id caps and small size limits, ids differing only by case
+(``distinct_id_case_collision``), groups (group property updates,
 explicit groups, remembered memberships carried by merges, small group-type caps; docs/IDENTITY.md
 "Groups"), in both ordering modes, with the
 60-second buffer off and on. Backend events (with a ``buffer_payload``, of any kind) may wait;
@@ -72,6 +73,9 @@ pytestmark = pytest.mark.integration
 T0 = 1_700_000_000_000
 TENANTS = ("t1", "t:{2}")
 LEGAL_IDS = ("a", "b", "c", "d", "e", "f", "user-1", "anon:é")
+CASE_VARIANTS = ("A", "B", "User-1", "USER-1", "ANON:é", "anon:É")
+"""Ids differing from a legal id (or each other) only by ASCII case, and one ("anon:É") that
+differs by a non-ASCII letter only, which is no case collision."""
 ILLEGAL_IDS = ("null", "'guest'", '"Anonymous"', "", "   ", "0", "NaN", "[object Object]")
 KEYS = ("k1", "k2", "k3", "$initial_url", "k" * 12)
 DAY = 86_400_000
@@ -221,7 +225,10 @@ def small_value(c: Choices) -> JsonValue:
 
 
 def distinct_id(c: Choices) -> str:
-    return c.pick(LEGAL_IDS) if c.number(0, 99) < 85 else c.pick(ILLEGAL_IDS)
+    roll = c.number(0, 99)
+    if roll < 75:
+        return c.pick(LEGAL_IDS)
+    return c.pick(CASE_VARIANTS) if roll < 87 else c.pick(ILLEGAL_IDS)
 
 
 def property_updates(c: Choices) -> PropertyUpdates:

@@ -87,6 +87,7 @@ def test_prelude_holds_protocol() -> None:
             "buffer_overflow": "buffer_overflow",
             "group_type_limit": "group_type_limit",
             "group_properties_size": "group_properties_size_violation",
+            "case_collision": "distinct_id_case_collision",
         },
         "command": {"resolve": "resolve", "release": "release"},
         "person_mode": {

@@ -75,6 +75,10 @@ class WarningKind(StrEnum):
     INVALID_PROCESS_PERSON_PROFILE = "invalid_process_person_profile"
     GROUP_TYPE_LIMIT = "group_type_limit"
     GROUP_PROPERTIES_SIZE_VIOLATION = "group_properties_size_violation"
+    DISTINCT_ID_CASE_COLLISION = "distinct_id_case_collision"
+    """Informational: the event made a distinct id known that differs only by ASCII case from
+    another known id of its tenant; it got its own person all the same (ids are case-sensitive).
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from worker.identity.buffer import (
 )
 from worker.identity.config import IdentityConfig
 from worker.identity.groups import GroupOutcome, TenantGroups, join_memberships
-from worker.identity.ids import person_id_for
+from worker.identity.ids import case_fold, person_id_for
 from worker.identity.model import (
     DistinctIdOverride,
     Group,
@@ -90,6 +90,8 @@ class _Tenant:
     """distinct id -> the record of its person"""
     buffer: TenantBuffer = field(default_factory=TenantBuffer)
     groups: TenantGroups = field(default_factory=TenantGroups)
+    folds: dict[str, int] = field(default_factory=dict)
+    """case fold (``ids.case_fold``) -> how many known distinct ids have it"""
     receipts: dict[str, tuple[Resolution, tuple[str, ...]]] = field(default_factory=dict)
     """source -> the resolution given for it and the entry ids it released (replay receipts:
     no TTL here, time is only ``now_ms``; ``forget`` drops them)"""
@@ -280,6 +282,7 @@ class ReferenceStore:
         identify = other is not None
         into_person = state.owner.get(into)
         other_person = state.owner.get(other) if other is not None else None
+        known = (into in state.owner, other is None or other in state.owner)
 
         def refuse(kind: WarningKind) -> None:
             warnings.append(IdentityWarning(kind))
@@ -335,6 +338,13 @@ class ReferenceStore:
             changed = True
         person.created_at_ms = min(person.created_at_ms, event.timestamp_ms)
         person.last_seen_ms = max(person.last_seen_ms, event.timestamp_ms)
+        fresh = [
+            distinct_id
+            for distinct_id, was_known in zip((into, other), known, strict=True)
+            if distinct_id is not None and not was_known and distinct_id in state.owner
+        ]
+        if _case_collision(state, fresh):  # informational, after the merge warnings
+            warnings.append(IdentityWarning(WarningKind.DISTINCT_ID_CASE_COLLISION))
         return _Partial(person, warnings, overrides, created, merged, two_persons, changed)
 
     @staticmethod
@@ -464,6 +474,18 @@ class ReferenceStore:
             into_person.properties = props.merge_arrival(
                 into_person.properties, other_person.properties
             )
+
+
+def _case_collision(state: _Tenant, fresh: list[str]) -> bool:
+    """Whether an id of ``fresh`` (ids the op made known, in order) has the case fold of an
+    id known before it; each is counted as known then (docs/IDENTITY.md, "Case collisions")."""
+    hit = False
+    for distinct_id in fresh:
+        fold = case_fold(distinct_id)
+        count = state.folds.get(fold, 0)
+        hit = hit or count > 0
+        state.folds[fold] = count + 1
+    return hit
 
 
 def _with_groups(resolution: Resolution, grouped: GroupOutcome) -> Resolution:

@@ -247,6 +247,7 @@ _SCRIPT_WARNINGS: dict[str, IdentityWarning] = {
     ),
     protocol.WARNING_BUFFER_OVERFLOW: IdentityWarning(WarningKind.BUFFER_OVERFLOW),
     protocol.WARNING_GROUP_TYPE_LIMIT: IdentityWarning(WarningKind.GROUP_TYPE_LIMIT),
+    protocol.WARNING_CASE_COLLISION: IdentityWarning(WarningKind.DISTINCT_ID_CASE_COLLISION),
     protocol.WARNING_GROUP_PROPERTIES_SIZE: IdentityWarning(
         WarningKind.GROUP_PROPERTIES_SIZE_VIOLATION, {"reason": "properties_too_large"}
     ),

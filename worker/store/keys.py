@@ -14,6 +14,8 @@ Redis Cluster slot and one Lua script can touch them all::
                                                   given for it (lua/resolve/receipts.lua)
     <prefix>:{<tenant>}:g:...              the groups: types, records, members
                                                   (lua/resolve/groups.lua)
+    <prefix>:{<tenant>}:fold               hash   ASCII-lowercased form of each known id that
+                                                  is not lowercase (lua/resolve/case_fold.lua)
     <prefix>:buffer-due                    zset   tenant -> earliest due time or lease deadline
                                                   of its buffer (no hash tag: not a tenant key)
 
@@ -160,6 +162,11 @@ class TenantKeys:
         return self.buffer_prefix + "n"
 
     @property
+    def case_folds(self) -> str:
+        """lower(id) of every known id that is not already lowercase (lua case_fold.lua)."""
+        return self.base + "fold"
+
+    @property
     def groups_prefix(self) -> str:
         """Start of the groups' keys (``types``, ``records``, ``members``; lua groups.lua)."""
         return self.base + "g:"
@@ -211,4 +218,5 @@ class TenantKeys:
             self.buffer_prefix,
             self.receipts_prefix,
             self.groups_prefix,
+            self.case_folds,
         ]

@@ -75,6 +75,7 @@ WARNING_PROPERTIES_SIZE = "person_properties_size_violation"
 WARNING_BUFFER_OVERFLOW = "buffer_overflow"
 WARNING_GROUP_TYPE_LIMIT = "group_type_limit"
 WARNING_GROUP_PROPERTIES_SIZE = "group_properties_size_violation"
+WARNING_CASE_COLLISION = "distinct_id_case_collision"
 WARNINGS = {
     "merge_limit": WARNING_MERGE_LIMIT,
     "already_identified": WARNING_ALREADY_IDENTIFIED,
@@ -82,6 +83,7 @@ WARNINGS = {
     "buffer_overflow": WARNING_BUFFER_OVERFLOW,
     "group_type_limit": WARNING_GROUP_TYPE_LIMIT,
     "group_properties_size": WARNING_GROUP_PROPERTIES_SIZE,
+    "case_collision": WARNING_CASE_COLLISION,
 }
 """The warning names the script puts in a reply entry."""
 

@@ -19,6 +19,9 @@ rules.finish(ctx, op, part) -> the reply entry: the op's property operations, on
   that holds op.into now (after rules.settle they bump the version on their own), then its
   group operations (groups.apply), so in arrival mode those too come after the released
   entries.
+The ids an op makes known (a person created for into, an id joining one) are checked for case
+variants of known ids (case_fold.lua: warning distinct_id_case_collision, after the merge
+warnings).
 rules.merge(ctx, into_root, into_person, other_root, other_person, overrides) -> the root of
   the merged person (A3.6, allowed): other_person is merged into into_person, which keeps its
   person id and lives at the root of the larger tree (union by size); an override per id of
@@ -29,6 +32,7 @@ local rules = {}
 local MERGE_LIMIT = PROTOCOL.warning.merge_limit
 local ALREADY_IDENTIFIED = PROTOCOL.warning.already_identified
 local PROPERTIES_SIZE = PROTOCOL.warning.properties_size
+local CASE_COLLISION = PROTOCOL.warning.case_collision
 
 function rules.merge(ctx, into_root, into_person, other_root, other_person, overrides)
   local other_ids = union_find.members_of(ctx, other_root, other_person)
@@ -114,6 +118,7 @@ function rules.structure(ctx, op, warning)
   local remade = false -- A3.6 merge: version already set to max + 1
   local bump = false -- the person's distinct ids changed (a join)
   local into_root = union_find.find(ctx, op.into)
+  local other_new = op.merge and not union_find.get(ctx, op.other)
   local root
   if not op.merge then
     if into_root then
@@ -190,6 +195,17 @@ function rules.structure(ctx, op, warning)
   if op.merge and not person.identified then
     person.identified = true
     bump = true
+  end
+  -- The ids the op made known (into first), checked for case variants (case_fold.lua).
+  local fresh = {}
+  if not into_root then
+    fresh[1] = op.into
+  end
+  if other_new and union_find.get(ctx, op.other) then
+    fresh[#fresh + 1] = op.other
+  end
+  if #fresh > 0 and case_fold.collides(ctx, fresh) then
+    warnings[#warnings + 1] = CASE_COLLISION -- informational, after the merge warnings
   end
   return {
     root = root, warnings = warnings, overrides = overrides, merged = merged,
