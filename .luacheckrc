@@ -7,25 +7,32 @@ max_line_length = 100
 -- the PROTOCOL table and the modules it uses; linted alone, those are its read-only globals.
 -- The lists are the modules' dependencies: a module may only use modules included before it.
 local resolve = "worker/store/lua/resolve/"
-files[resolve .. "argv.lua"] = { read_globals = { "PROTOCOL" } }
+files[resolve .. "group_argv.lua"] = { read_globals = {} }
+files[resolve .. "argv.lua"] = { read_globals = { "PROTOCOL", "group_argv" } }
 files[resolve .. "ordering.lua"] = { read_globals = { "PROTOCOL" } }
 files[resolve .. "union_find.lua"] = { read_globals = {} }
 files[resolve .. "records.lua"] = { read_globals = { "union_find" } }
 files[resolve .. "properties.lua"] = { read_globals = { "PROTOCOL", "ordering", "records" } }
 files[resolve .. "reply.lua"] = { read_globals = { "PROTOCOL" } }
+files[resolve .. "groups.lua"] = { read_globals = { "PROTOCOL", "records", "properties" } }
+files[resolve .. "case_fold.lua"] = { read_globals = { "union_find" } }
 files[resolve .. "rules.lua"] = {
-  read_globals = { "PROTOCOL", "union_find", "records", "properties", "reply" },
+  read_globals = {
+    "PROTOCOL", "union_find", "records", "properties", "reply", "groups", "case_fold",
+  },
 }
 files[resolve .. "buffer.lua"] = {
   read_globals = { "PROTOCOL", "argv", "union_find", "rules", "reply" },
 }
 files[resolve .. "receipts.lua"] = { read_globals = { "buffer" } }
-files[resolve .. "write_back.lua"] = { read_globals = { "union_find", "records", "reply" } }
+files[resolve .. "write_back.lua"] = {
+  read_globals = { "union_find", "records", "reply", "groups", "case_fold" },
+}
 -- The main script before joining (its `--- @include` lines are comments); the joined script
 -- is linted too (make lint-lua writes it to .local/lua/).
 files["worker/store/lua/resolve_batch.lua"] = {
   read_globals = {
-    "PROTOCOL", "argv", "ordering", "union_find", "records", "properties", "reply", "rules",
-    "buffer", "receipts", "write_back",
+    "PROTOCOL", "group_argv", "argv", "ordering", "union_find", "records", "properties", "reply",
+    "groups", "case_fold", "rules", "buffer", "receipts", "write_back",
   },
 }

@@ -105,6 +105,7 @@ def build_avro(settings: Settings) -> AvroCodec:
             SchemaName.DISTINCT_ID_OVERRIDE: f"{topics.overrides}-value",
             SchemaName.INGESTION_WARNING: f"{topics.warnings}-value",
             SchemaName.PERSON_CHANGE: f"{topics.person_changes}-value",
+            SchemaName.GROUP_CHANGE: f"{topics.group_changes}-value",
         },
     )
     return AvroCodec(schema_ids=ids, resolver=resolver)
@@ -115,12 +116,15 @@ def _json_options(settings: Settings) -> JsonOptions:
     person_properties = formats.posthog_person_properties
     if person_properties is None:
         return JsonOptions(
-            tenant_fields=formats.tenant_fields, default_tenant=formats.default_tenant
+            tenant_fields=formats.tenant_fields,
+            default_tenant=formats.default_tenant,
+            segment_group_type=formats.segment_group_type,
         )
     return JsonOptions(
         tenant_fields=formats.tenant_fields,
         default_tenant=formats.default_tenant,
         posthog_person_properties=person_properties,
+        segment_group_type=formats.segment_group_type,
     )
 
 

@@ -164,6 +164,8 @@ class TopicSettings(_Section):
     overrides: str = "identity.distinct_id_overrides"
     warnings: str = "identity.warnings"
     dead_letters: str = "identity.dead_letters"
+    group_changes: str = "identity.group_changes"
+    """Compacted: a group's state each time it changes, keyed ``tenant:type:key``."""
     partitions: int = Field(default=6, ge=1)
     """Partitions used by ``create-topics`` for topics it creates."""
     replication_factor: int = Field(default=1, ge=1)
@@ -174,7 +176,7 @@ class TopicSettings(_Section):
 
     @property
     def compacted(self) -> tuple[str, ...]:
-        return (self.person_changes, self.overrides)
+        return (self.person_changes, self.overrides, self.group_changes)
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -184,6 +186,7 @@ class TopicSettings(_Section):
             self.overrides,
             self.warnings,
             self.dead_letters,
+            self.group_changes,
         )
 
 
@@ -215,6 +218,8 @@ class IdentitySettings(_Section):
     future_timestamp_margin_seconds: float = Field(default=23 * 3600.0, ge=0)
     illegal_ids_case_insensitive: tuple[str, ...] = DEFAULT_ILLEGAL_IDS_CASE_INSENSITIVE
     illegal_ids_case_sensitive: tuple[str, ...] = DEFAULT_ILLEGAL_IDS_CASE_SENSITIVE
+    max_group_types: int = Field(default=5, ge=1)
+    """Group types per tenant (contract A9); a further type raises ``group_type_limit``."""
 
     def to_config(self) -> IdentityConfig:
         return IdentityConfig(
@@ -228,6 +233,7 @@ class IdentitySettings(_Section):
             future_timestamp_margin_ms=round(self.future_timestamp_margin_seconds * 1000),
             illegal_ids_case_insensitive=self.illegal_ids_case_insensitive,
             illegal_ids_case_sensitive=self.illegal_ids_case_sensitive,
+            max_group_types=self.max_group_types,
         )
 
 
@@ -274,6 +280,8 @@ class FormatSettings(_Section):
     posthog_person_properties: tuple[str, ...] | None = None
     """Event properties the PostHog dialect copies onto the person (``$set``, and ``$initial_*``
     with ``$set_once``). Unset: PostHog's ``eventToPersonProperties`` list; empty: off."""
+    segment_group_type: str = Field(default="company", min_length=1)
+    """The group type of a Segment ``group`` call (docs/IDENTITY.md, "Groups")."""
 
     @field_validator("default_tenant")
     @classmethod

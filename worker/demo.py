@@ -2,7 +2,9 @@
 
 Creates the topics, starts ``identity-worker run`` as a subprocess, produces a small stream of
 events for a fresh demo tenant (PostHog, Segment, then one of each other dialect: Altertable,
-SeerStack, LogRocket, Schematic and a PostHog capture envelope), reads the enriched events,
+SeerStack, LogRocket, Schematic and a PostHog capture envelope, then companies: a Schematic
+track by another key of the user who was identified with a company, a PostHog
+``$groupidentify`` and an event with ``$groups``), reads the enriched events,
 overrides and warnings back from Kafka, prints them, and stops the worker with SIGTERM.
 """
 
@@ -138,6 +140,16 @@ def demo_events(tenant: str, extra: int) -> Iterator[tuple[str, str, dict[str, A
             "ip": "127.0.0.1",
         },
     )
+    yield (
+        "track",
+        "demo-user",
+        {"event": "viewed_report", "user": {"id": "demo-user"}, "timestamp": at(16)},
+    )
+    company = {"$group_type": "company", "$group_key": "demo-company"}
+    group_set = {"$group_set": {"name": "Demo Company", "plan": "enterprise"}}
+    yield "track", "server", posthog(17, "$groupidentify", "server", **company, **group_set)
+    groups = {"$groups": {"company": "demo-company"}}
+    yield "track", "crm-77", posthog(18, "invited_teammate", "crm-77", **groups)
     for i in range(extra):
         yield "track", f"anon-x{i % 7}", posthog(100 + i, "tick", f"anon-x{i % 7}", n=i)
 
@@ -214,6 +226,9 @@ def run_demo(settings: Settings, events: int = 0) -> int:
                 f"{'yes' if e['is_identified'] else 'no ':3s} "
                 f"{json.dumps(e['person_properties'], sort_keys=True)}"
             )
+            for group_type, group in (e.get("groups") or {}).items():
+                properties = json.dumps(group["properties"], sort_keys=True)
+                print(f"   {'':18s} group {group_type}={group['key']} {properties}")
         # the last event's warnings and overrides may trail its enriched event
         deadline = time.monotonic() + 2
         while time.monotonic() < deadline:

@@ -34,6 +34,7 @@ def e2e_settings(
         overrides=f"{name}.overrides",
         warnings=f"{name}.warnings",
         dead_letters=f"{name}.dead_letters",
+        group_changes=f"{name}.group_changes",
         partitions=3,
     )
     base: dict[str, Any] = {

@@ -360,6 +360,27 @@ def test_posthog_nul_ids_never_merge(tenant: Tenant) -> None:
     assert enriched["person_id"] == person_id_for(tenant.name, "user")
 
 
+def test_posthog_case_collision_gets_its_own_person_and_a_warning(tenant: Tenant) -> None:
+    first = _posthog(tenant, "first", "Alice", **{"$set": {"plan": "a"}})
+    variant = _posthog(tenant, "variant", "alice")
+    again = _posthog(tenant, "again", "alice")
+    merge = _posthog(tenant, "$identify", "ALICE", **{"$anon_distinct_id": "anon-1"})
+    for payload in (first, variant, again, merge):
+        tenant.send(payload)
+    (enriched,) = tenant.enriched(1, _event("variant"))
+    assert enriched["person_id"] == person_id_for(tenant.name, "alice")  # its own person
+    assert enriched["person_properties"] == {}  # nothing of Alice's
+    (warning,) = tenant.warnings(1, _event_uuid(variant["uuid"]))
+    assert warning["type"] == "distinct_id_case_collision"
+    (identified,) = tenant.enriched(1, lambda r: r["uuid"] == merge["uuid"])
+    assert identified["person_id"] == person_id_for(tenant.name, "ALICE")
+    (third,) = tenant.warnings(1, _event_uuid(merge["uuid"]))  # a third variant: ALICE
+    assert third["type"] == "distinct_id_case_collision"
+    # the same id again, and the first one: no new id, no warning (warnings are keyed by
+    # tenant, so one partition: any of theirs would have come before the merge's)
+    assert tenant.warnings(0, lambda r: r["event_uuid"] in (first["uuid"], again["uuid"])) == []
+
+
 def test_posthog_capture_envelope_and_person_property_normalisation(tenant: Tenant) -> None:
     inner = {"event": "$pageview", "properties": {"$browser": "Firefox", "utm_source": "news"}}
     envelope = {

@@ -596,8 +596,31 @@ def _dialects() -> Iterator[HostileMessage]:
     )
     yield HostileMessage(
         "schematic upsert_company",
-        _json({"type": "upsert_company", "body": {"keys": {"id": "c"}}}),
-        "unknown_event_type",
+        _json({"tenant": "t", "type": "upsert_company", "body": {"keys": {"id": "c"}}}),
+        EVENT,
+    )
+    yield HostileMessage(
+        "schematic upsert_company without keys",
+        _json({"tenant": "t", "type": "upsert_company", "body": {"name": "c"}}),
+        "missing_field",
+    )
+    yield HostileMessage(
+        "schematic upsert_company key with NUL",
+        _json({"tenant": "t", "type": "company", "body": {"keys": {"id": "a\x00b"}}}),
+        EVENT,
+    )
+    yield HostileMessage(
+        "schematic company without keys",
+        _json({**SCHEMATIC, "company": {"keys": {}, "name": "c"}}),
+        "missing_field",
+    )
+    yield HostileMessage(
+        "schematic company a string", _json({**SCHEMATIC, "company": "c"}), "invalid_field"
+    )
+    yield HostileMessage(
+        "schematic track company key a list",
+        _json({"tenant": "t", "event": "e", "user": {"id": "1"}, "company": {"id": [1]}}),
+        "invalid_field",
     )
     yield HostileMessage(
         "schematic flag_check",

@@ -4,24 +4,28 @@ One generator makes random event sequences, its choices drawn by Hypothesis (whi
 failure) or by a seeded ``random.Random`` (cheaper: the bulk of the run): merges and chains,
 refused merges, merge_dangerously, illegal ids (quoted forms included), personless events,
 property operations with clashing keys and timestamps, replays and malformed duplicate uuids,
-several tenants, small distinct-id caps and small size limits, in both ordering modes, with the
+several tenants, small distinct-id caps and small size limits, ids differing only by case
+(``distinct_id_case_collision``), groups (group property updates,
+explicit groups, remembered memberships carried by merges, small group-type caps; docs/IDENTITY.md
+"Groups"), in both ordering modes, with the
 60-second buffer off and on. Backend events (with a ``buffer_payload``, of any kind) may wait;
 batches are interleaved with ``release_due`` calls at advancing times (timeouts, expired
 leases) and acknowledgements (of released entries, and now and then of an event still
 waiting), under small per-id and per-tenant caps. Both stores get the same calls (the Redis
 store with a random chunk size, so chunk boundaries fall anywhere) and must return identical
 resolutions and released entries (uuid, entry id, reason, ingestion and release times, payload,
-resolution, ``person_changed`` included), field by field; at the end the buffer stats must
-agree, then everything still waiting or leased is released and compared (twice: the second time
-every lease has expired), with the stats after each pass, and the persons must be identical.
+resolution, ``person_changed``, groups and group changes included), field by field; at the end
+the buffer stats must agree, then everything still waiting or leased is released and compared
+(twice: the second time every lease has expired), with the stats after each pass, and the
+persons, group types, group records and memberships must be identical.
 
 Most events carry a ``source`` (their input position), so replay receipts are exercised: exact
 repeats of earlier events, and replayed runs of already-sent events of a tenant with other
 batch and chunk boundaries, through either entry point. An event whose receipt is kept must get
-its first answer again, and a batch made only of such events must leave the persons and the
-buffer unchanged; ``Forget`` steps drop receipts (a later replay is applied again). Events
-sharing a uuid under two ids are two buffer entries. After every step the Redis due-tenants
-index must list every tenant the model has something due for.
+its first answer again (its groups and group changes too), and a batch made only of such events
+must leave the persons and the buffer unchanged; ``Forget`` steps drop receipts (a later replay
+is applied again). Events sharing a uuid under two ids are two buffer entries. After every step
+the Redis due-tenants index must list every tenant the model has something due for.
 
 Four cases: each ordering mode with the buffer off and on. Per case, ``IDENTITY_DIFF_EXAMPLES``
 Hypothesis sequences (default 150) and ``IDENTITY_DIFF_SEQUENCES`` seeded ones (default 1,000,
@@ -49,6 +53,8 @@ from worker.identity.buffer import NO_BUFFER, BufferPolicy, Released, entry_id
 from worker.identity.config import IdentityConfig
 from worker.identity.model import (
     EventKind,
+    Group,
+    GroupInput,
     IdentityEvent,
     JsonValue,
     OrderingMode,
@@ -67,6 +73,9 @@ pytestmark = pytest.mark.integration
 T0 = 1_700_000_000_000
 TENANTS = ("t1", "t:{2}")
 LEGAL_IDS = ("a", "b", "c", "d", "e", "f", "user-1", "anon:é")
+CASE_VARIANTS = ("A", "B", "User-1", "USER-1", "ANON:é", "anon:É")
+"""Ids differing from a legal id (or each other) only by ASCII case, and one ("anon:É") that
+differs by a non-ASCII letter only, which is no case collision."""
 ILLEGAL_IDS = ("null", "'guest'", '"Anonymous"', "", "   ", "0", "NaN", "[object Object]")
 KEYS = ("k1", "k2", "k3", "$initial_url", "k" * 12)
 DAY = 86_400_000
@@ -216,7 +225,10 @@ def small_value(c: Choices) -> JsonValue:
 
 
 def distinct_id(c: Choices) -> str:
-    return c.pick(LEGAL_IDS) if c.number(0, 99) < 85 else c.pick(ILLEGAL_IDS)
+    roll = c.number(0, 99)
+    if roll < 75:
+        return c.pick(LEGAL_IDS)
+    return c.pick(CASE_VARIANTS) if roll < 87 else c.pick(ILLEGAL_IDS)
 
 
 def property_updates(c: Choices) -> PropertyUpdates:
@@ -229,6 +241,27 @@ def property_updates(c: Choices) -> PropertyUpdates:
     )
 
 
+GROUP_TYPES = ("company", "team", "project", "", "org")
+GROUP_KEYS = ("acme", "beta", "é/1", "k\x00", "")
+
+
+def group_inputs(c: Choices) -> tuple[GroupInput, ...]:
+    """Mostly none; else up to three groups (a repeated type, an unusable type or key now and
+    then), attached or not, remembered or not, with or without property operations."""
+    if c.number(0, 9) < 5:
+        return ()
+    return tuple(
+        GroupInput(
+            group_type=weighted(c, (6, c.pick(GROUP_TYPES[:3])), (1, c.pick(GROUP_TYPES))),
+            key=weighted(c, (6, c.pick(GROUP_KEYS[:3])), (1, c.pick(GROUP_KEYS))),
+            attach=c.number(0, 3) > 0,
+            remember=c.number(0, 2) == 0,
+            updates=property_updates(c),
+        )
+        for _ in range(c.number(1, 3))
+    )
+
+
 def identity_config(c: Choices, ordering: OrderingMode) -> IdentityConfig:
     return IdentityConfig(
         ordering=ordering,
@@ -236,6 +269,7 @@ def identity_config(c: Choices, ordering: OrderingMode) -> IdentityConfig:
         max_properties_bytes=c.pick([512 * 1024, 200, 60, 24]),
         max_property_key_length=c.pick([1024, 1024, 6]),
         max_property_value_length=c.pick([1024, 1024, 8]),
+        max_group_types=c.pick([5, 5, 2, 1]),
     )
 
 
@@ -283,6 +317,7 @@ def identity_events(c: Choices) -> list[IdentityEvent]:
                 process_person=c.number(0, 24) > 1,
                 updates=property_updates(c),
                 buffer_payload=_payload(event_uuid, own, n) if c.number(0, 4) < 2 else None,
+                groups=group_inputs(c),
                 source=f"in/{c.number(0, 1)}/{n}" + ("#1" if n % 3 == 0 else "")
                 if c.number(0, 9) < 7
                 else None,
@@ -370,6 +405,11 @@ def _normalised(person: Person) -> Person:
     )
 
 
+def _groups(groups: list[Group]) -> list[Group]:
+    """Plain dicts, so Mapping types of the two stores compare equal."""
+    return [Group(g.group_type, g.key, g.version, dict(g.properties)) for g in groups]
+
+
 def event(label: str) -> None:
     """A coverage label (``pytest --hypothesis-show-statistics``), inside Hypothesis only."""
     if hypothesis.currently_in_test_context():
@@ -396,6 +436,10 @@ def _label(resolution: Resolution) -> None:
         event(f"mode {resolution.person_mode.value}")
     if resolution.outcome is Outcome.BUFFER:
         event("buffered")
+    if resolution.groups:
+        event("with groups")
+    if resolution.group_changes:
+        event("group changed")
 
 
 def _label_released(released: list[Released]) -> None:
@@ -509,6 +553,9 @@ class _Pair:
             want_persons = [_normalised(p) for p in _by_id(self.expected.persons(tenant))]
             got_persons = [_normalised(p) for p in _by_id(self.actual.persons(tenant))]
             assert got_persons == want_persons, tenant
+            assert self.actual.group_types(tenant) == self.expected.group_types(tenant)
+            assert _groups(self.actual.groups(tenant)) == _groups(self.expected.groups(tenant))
+            assert self.actual.memberships(tenant) == self.expected.memberships(tenant), tenant
             check_invariants(client, self.actual.keys(tenant))
             for person in want_persons:
                 for distinct_id in person.distinct_ids:

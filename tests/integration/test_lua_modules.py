@@ -287,4 +287,6 @@ def test_reply_entry_is_what_codec_decodes(client: redis.Redis) -> None:
         "overrides": [["é|\udfff", "old", "new"]],
         "person_version": 7,
         "person_changed": True,
+        "groups": {},
+        "group_changes": [],
     }

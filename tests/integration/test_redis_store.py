@@ -195,6 +195,32 @@ def test_it_is_an_identity_store(make_store: StoreFactory) -> None:
     assert store.persons(TENANT) == []
 
 
+def test_ids_differing_only_by_case_collide_in_one_call_and_across_calls(
+    make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    store = make_store()
+    keys = store.keys(TENANT)
+    first, second = run(store, ev("track", "user-1"), ev("track", "User-1"))
+    assert kinds(first) == []
+    assert (second.person_id, second.person_created) == (pid("User-1"), True)
+    assert kinds(second) == [WarningKind.DISTINCT_ID_CASE_COLLISION]
+    assert {_s(k) for k in redis_client.hkeys(keys.case_folds)} == {"user-1"}
+    assert kinds(one(store, ev("track", "User-1"))) == []  # known: nothing new
+    assert kinds(one(store, ev("track", "USER-1"))) == [WarningKind.DISTINCT_ID_CASE_COLLISION]
+    merged = one(store, ev("identify", "Anon", other="ANON"))  # both new, same fold
+    assert merged.merged
+    assert kinds(merged) == [WarningKind.DISTINCT_ID_CASE_COLLISION]
+    joined = one(store, ev("identify", "user-1", other="anon"))  # joins: lowercase variant
+    assert kinds(joined) == [WarningKind.DISTINCT_ID_CASE_COLLISION]
+    assert kinds(one(store, ev("track", "Émile"))) == []
+    assert kinds(one(store, ev("track", "émile"))) == []  # non-ASCII case is no collision
+    assert {_s(k) for k in redis_client.hkeys(keys.case_folds)} == {
+        "user-1",
+        "anon",
+    }  # no ASCII capital in "Émile"
+    check_invariants(redis_client, keys)
+
+
 def test_track_creates_a_person(make_store: StoreFactory, redis_client: redis.Redis) -> None:
     store = make_store()
     r = one(store, ev("track", "anon-1", set={"plan": "free"}))

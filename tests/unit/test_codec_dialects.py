@@ -312,8 +312,8 @@ def test_schematic_track_and_upsert_user_and_the_event_api_envelope() -> None:
     assert (upsert.kind, dict(upsert.updates.set)) == (EventKind.IDENTIFY, {"name": "A"})
 
 
-def test_schematic_company_calls_and_bad_keys_are_refused() -> None:
-    assert error({"type": "upsert_company", "body": {"keys": {"id": "c"}}}).reason == (
+def test_schematic_unsupported_calls_and_bad_keys_are_refused() -> None:
+    assert error({"type": "flag_check", "body": {"keys": {"id": "c"}}}).reason == (
         "unknown_event_type"
     )
     assert error({"keys": {}}).reason == "missing_field"
@@ -391,8 +391,11 @@ def test_posthog_process_person_profile() -> None:
         }
     )
     assert (group.kind, group.process_person) == (EventKind.IDENTIFY, False)
-    kept = one({"event": "$groupidentify", "distinct_id": "d"})
-    assert kept.kind is EventKind.TRACK
+    assert group.groups == ()  # dropped by the rules: no group is read
+    named = {"$group_type": "company", "$group_key": "c"}
+    kept = one({"event": "$groupidentify", "distinct_id": "d", "properties": named})
+    assert (kept.kind, kept.process_person) == (EventKind.TRACK, False)  # group only
+    assert [(g.group_type, g.key) for g in kept.groups] == [("company", "c")]
 
 
 def test_segment_without_a_timestamp_takes_the_kafka_time_and_says_so() -> None:

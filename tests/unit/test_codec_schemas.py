@@ -23,6 +23,7 @@ REQUIRED_FIELDS = {
     },
     SchemaName.INGESTION_WARNING: {"type", "tenant", "timestamp"},
     SchemaName.PERSON_CHANGE: {"tenant", "person_id", "version", "timestamp"},
+    SchemaName.GROUP_CHANGE: {"tenant", "group_type", "group_key", "version", "timestamp"},
 }
 
 SAMPLE_RECORDS: dict[SchemaName, dict[str, Any]] = {
@@ -42,6 +43,17 @@ SAMPLE_RECORDS: dict[SchemaName, dict[str, Any]] = {
         "set": '{"email":"x@example.com"}',
         "set_once": None,
         "unset": ["old"],
+        "event_groups": [
+            {
+                "group_type": "company",
+                "group_key": "acme",
+                "attach": True,
+                "remember": False,
+                "set": '{"name":"Acme"}',
+                "set_once": None,
+                "unset": [],
+            }
+        ],
     },
     SchemaName.DISTINCT_ID_OVERRIDE: {
         "tenant": "t1",
@@ -71,6 +83,15 @@ SAMPLE_RECORDS[SchemaName.PERSON_CHANGE] = {
     "event_uuid": "0190b8b6-7d6a-7a4e-8c1e-1a2b3c4d5e6f",
     "timestamp": 1_700_000_000_001,
 }
+SAMPLE_RECORDS[SchemaName.GROUP_CHANGE] = {
+    "tenant": "t1",
+    "group_type": "company",
+    "group_key": "acme",
+    "version": 2,
+    "properties": '{"name":"Acme"}',
+    "event_uuid": None,
+    "timestamp": 1_700_000_000_001,
+}
 SAMPLE_RECORDS[SchemaName.ENRICHED_EVENT] = {
     **SAMPLE_RECORDS[SchemaName.EVENT],
     "person_id": "p-1",
@@ -79,6 +100,7 @@ SAMPLE_RECORDS[SchemaName.ENRICHED_EVENT] = {
     "is_identified": True,
     "person_mode": "force_upgrade",
     "buffered_ms": 60_000,
+    "groups": '{"company":{"key":"acme","properties":{"name":"Acme"}}}',
 }
 
 

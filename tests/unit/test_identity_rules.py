@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from worker.identity.config import IdentityConfig
-from worker.identity.ids import person_id_for
+from worker.identity.ids import case_fold, person_id_for
 from worker.identity.model import (
     EventKind,
     IdentityEvent,
@@ -561,3 +561,50 @@ def test_identity_package_does_no_io() -> None:
         text = source.read_text()
         for clock in ("time.time", "datetime.now", "time.monotonic", "datetime.utcnow"):
             assert clock not in text, f"{source.name} reads the clock ({clock})"
+
+
+# -- case collisions (issue 10) -----------------------------------------------------------------
+
+
+def test_case_fold_is_ascii_only() -> None:
+    assert case_fold("User-1 ÉTÉ Ä") == "user-1 ÉtÉ Ä"
+    assert case_fold("\ud800AB") == "\ud800ab"
+
+
+def test_an_id_differing_only_by_case_gets_its_own_person_and_a_warning(
+    store: ReferenceStore,
+) -> None:
+    first = one(store, ev("track", "user-1"))
+    assert kinds(first) == []
+    r = one(store, ev("track", "User-1"))
+    assert r.person_id == person_id_for(T, "User-1") != first.person_id
+    assert (r.person_created, kinds(r)) == (True, ["distinct_id_case_collision"])
+    again = one(store, ev("track", "User-1"))  # known now: no new id, no warning
+    assert kinds(again) == []
+    third = one(store, ev("track", "USER-1"))  # a third variant collides with both
+    assert kinds(third) == ["distinct_id_case_collision"]
+    lower_last = ReferenceStore(IdentityConfig())
+    one(lower_last, ev("track", "ABC"))
+    assert kinds(one(lower_last, ev("track", "abc"))) == ["distinct_id_case_collision"]
+
+
+def test_a_case_collision_is_found_within_one_merge_and_for_a_joining_id(
+    store: ReferenceStore,
+) -> None:
+    r = one(store, ev("identify", "Anon", other_id="ANON"))  # A3.3: both new, same fold
+    assert (r.merged, kinds(r)) == (True, ["distinct_id_case_collision"])
+    one(store, ev("track", "user"))
+    joined = one(store, ev("identify", "user", other_id="anon"))  # A3.4: anon joins user
+    assert joined.merged
+    assert kinds(joined) == ["distinct_id_case_collision"]
+
+
+def test_no_case_collision_for_non_ascii_case_known_ids_or_personless_events(
+    store: ReferenceStore,
+) -> None:
+    one(store, ev("track", "émile"))
+    assert kinds(one(store, ev("track", "Émile"))) == []  # non-ASCII case: no fold
+    one(store, ev("track", "bob"))
+    assert kinds(one(store, ev("track", "BOB", process_person=False))) == []  # made nothing known
+    assert kinds(one(store, ev("track", "BOB"))) == ["distinct_id_case_collision"]
+    assert kinds(one(store, ev("identify", "bob", other_id="BOB"))) == []  # both known: a merge

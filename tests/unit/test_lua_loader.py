@@ -62,7 +62,7 @@ def _value(text: str) -> str | int:
 
 def test_prelude_holds_protocol() -> None:
     assert _prelude(load_script("resolve_batch.lua")) == {
-        "format_version": "5",
+        "format_version": "6",
         "flag": {
             "process_person": 1,
             "merge_dangerously": 2,
@@ -85,6 +85,9 @@ def test_prelude_holds_protocol() -> None:
             "already_identified": "cannot_merge_already_identified",
             "properties_size": "person_properties_size_violation",
             "buffer_overflow": "buffer_overflow",
+            "group_type_limit": "group_type_limit",
+            "group_properties_size": "group_properties_size_violation",
+            "case_collision": "distinct_id_case_collision",
         },
         "command": {"resolve": "resolve", "release": "release"},
         "person_mode": {

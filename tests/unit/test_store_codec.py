@@ -15,6 +15,8 @@ from worker.identity.config import IdentityConfig
 from worker.identity.model import (
     DistinctIdOverride,
     EventKind,
+    GroupChange,
+    GroupView,
     IdentityEvent,
     IdentityWarning,
     OrderingMode,
@@ -130,7 +132,7 @@ def test_encode_args_layout() -> None:
         _op(process_person=False),
     ]
     args = [a.decode() for a in codec.encode_args(ops, limits, now_ms=42)]
-    header = ["5", "arrival", "7", str(512 * 1024), "60000", "5000", "42"]
+    header = [codec.FORMAT_VERSION, "arrival", "7", str(512 * 1024), "60000", "5000", "42"]
     header += ["0", "100", "1000000", "30000", "resolve", "0"]  # buffer off; command
     header += ["3600000", "3"]  # receipt TTL, ops
     assert args[:15] == header
@@ -138,9 +140,9 @@ def test_encode_args_layout() -> None:
     pid = codec.person_id_for
     assert args[15:] == [
         *["1", "a", pid("t", "a"), "", "", ts, ord_key, "2"],
-        *["s", "k", '{"x":1.0}', "u", "gone", "", "", ""],
-        *["7", "u", pid("t", "u"), "a", pid("t", "a"), ts, ord_key, "0", "", ""],
-        *["0", "a", pid("t", "a"), "", "", ts, ord_key, "0", "", ""],
+        *["s", "k", '{"x":1.0}', "u", "gone", "", "0", "", ""],  # no groups, no source
+        *["7", "u", pid("t", "u"), "a", pid("t", "a"), ts, ord_key, "0", "0", "", ""],
+        *["0", "a", pid("t", "a"), "", "", ts, ord_key, "0", "0", "", ""],
     ]
 
 
@@ -179,7 +181,7 @@ def test_a_bufferable_op_carries_its_ingestion_time_and_payload() -> None:
 def test_lone_surrogates_survive_the_wire() -> None:
     limits = codec.CallLimits.of(IdentityConfig(), 0)
     updates = PropertyUpdates(set=(("k\ud800", "v\udfff"),))
-    args = codec.encode_args([_op(updates=updates)], limits)[:-2]  # without the source
+    args = codec.encode_args([_op(updates=updates)], limits)[:-3]  # without groups and source
     assert args[-2:] == [
         "k\ud800".encode("utf-8", "surrogatepass"),
         '"v\udfff"'.encode("utf-8", "surrogatepass"),
@@ -190,7 +192,9 @@ def test_lone_surrogates_survive_the_wire() -> None:
 def test_decode_reply() -> None:
     stateless = IdentityWarning(WarningKind.CANNOT_MERGE_WITH_ILLEGAL_DISTINCT_ID)
     ops = [_op(other="b", warnings=(stateless,)), _op(process_person=False)]
-    released_entry = ["p3", "full", 9, False, {}, False, True, ["buffer_overflow"], [], 0, True]
+    released_entry = [
+        *["p3", "full", 9, False, {}, False, True, ["buffer_overflow"], [], 0, True, {}, []]
+    ]
     reply = json.dumps(
         [
             [
@@ -206,8 +210,10 @@ def test_decode_reply() -> None:
                     [["z", "old", "p1"], ["b", "old", "p1"]],
                     7,
                     True,
+                    {"company": ["acme", {"n": 1}]},
+                    [["company", "acme", 2, {"n": 1}]],
                 ],
-                ["p2", "propertyless", None, False, {}, False, False, [], [], None, False],
+                ["p2", "propertyless", None, False, {}, False, False, [], [], None, False, {}, []],
             ],
             [["e-9", "overflow", 1234, released_entry, 1300, "in/0/9"]],
             None,
@@ -242,6 +248,8 @@ def test_decode_reply() -> None:
         DistinctIdOverride("z", "old", "p1"),
     )
     assert first.person_version == 7
+    assert first.groups == {"company": GroupView("acme", {"n": 1})}
+    assert first.group_changes == (GroupChange("company", "acme", 2, {"n": 1}),)
     assert second.person_mode is PersonMode.PROPERTYLESS
     assert second.created_at_ms is None
     assert second.person_version is None
@@ -250,7 +258,7 @@ def test_decode_reply() -> None:
 def test_decode_a_buffered_result() -> None:
     ops = [_op()]
     reply = json.dumps(
-        [[["", "buffered", None, False, {}, False, False, [], [], None, False]], [], False]
+        [[["", "buffered", None, False, {}, False, False, [], [], None, False, {}, []]], [], False]
     )
     decoded = codec.decode_reply(reply, ops)
     (resolution,), released = decoded.resolutions, decoded.released

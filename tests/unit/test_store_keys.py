@@ -85,6 +85,8 @@ def test_script_keys_without_previous_reply_repeat_the_current_one() -> None:
         "p:{t}:reply:new",
         "p:{t}:buf:",
         "p:{t}:rcpt:",
+        "p:{t}:g:",
+        "p:{t}:fold",
     ]
     assert keys.script_keys("new", "old")[2:4] == ["p:{t}:reply:new", "p:{t}:reply:old"]
 

@@ -43,6 +43,7 @@ class SchemaName(StrEnum):
     DISTINCT_ID_OVERRIDE = "DistinctIdOverride"
     INGESTION_WARNING = "IngestionWarning"
     PERSON_CHANGE = "PersonChange"
+    GROUP_CHANGE = "GroupChange"
 
 
 SCHEMA_IDS: Final[Mapping[SchemaName, int]] = MappingProxyType(
@@ -52,6 +53,7 @@ SCHEMA_IDS: Final[Mapping[SchemaName, int]] = MappingProxyType(
         SchemaName.DISTINCT_ID_OVERRIDE: 3,
         SchemaName.INGESTION_WARNING: 4,
         SchemaName.PERSON_CHANGE: 5,
+        SchemaName.GROUP_CHANGE: 6,
     }
 )
 """Local schema ids, used when no registry is configured. With a registry, pass the ids it

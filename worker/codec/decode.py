@@ -21,6 +21,7 @@ from worker.codec import native
 from worker.codec.avro import AvroCodec, SchemaName
 from worker.codec.envelope import InputEvent
 from worker.codec.errors import DecodeError
+from worker.codec.groups import check_group_load
 from worker.codec.json_formats import (
     JSON_DIALECTS,
     DecodedItem,
@@ -154,8 +155,10 @@ def _decode(
     if first == MAGIC_BYTE:
         decoded = options.avro.decode(SchemaName.EVENT, value)
         return [
-            native.from_avro_record(
-                decoded.record, decoded.body if decoded.same_schema else None, received_at_ms
+            check_group_load(
+                native.from_avro_record(
+                    decoded.record, decoded.body if decoded.same_schema else None, received_at_ms
+                )
             )
         ]
     if first in _WHITESPACE:

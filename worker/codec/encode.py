@@ -17,7 +17,14 @@ from worker.codec.avro import AvroCodec, SchemaName
 from worker.codec.envelope import InputEvent
 from worker.codec.errors import EncodeError
 from worker.codec.fields import dumps_json
-from worker.identity.model import DistinctIdOverride, IdentityWarning, Outcome, Resolution
+from worker.identity.model import (
+    DistinctIdOverride,
+    GroupChange,
+    IdentityWarning,
+    JsonValue,
+    Outcome,
+    Resolution,
+)
 
 OutputFormat = Literal["avro", "json"]
 
@@ -32,6 +39,14 @@ class EncodedRecord:
 
 def _json_bytes(obj: Mapping[str, Any]) -> bytes:
     return dumps_json(obj).encode("utf-8")
+
+
+def groups_object(r: Resolution) -> dict[str, JsonValue]:
+    """The ``groups`` field of an enriched event: ``{type: {"key": ..., "properties": ...}}``."""
+    return {
+        group_type: {"key": view.key, "properties": dict(view.properties)}
+        for group_type, view in r.groups.items()
+    }
 
 
 class OutputEncoder:
@@ -73,8 +88,10 @@ class OutputEncoder:
         if self._format == "json":
             obj = native.to_json_object(e)
             obj.update(self._person_fields(r, buffered_ms, dict(r.properties)))
+            obj["groups"] = groups_object(r)
             return EncodedRecord(key, _json_bytes(obj))
         tail = self._person_fields(r, buffered_ms, dumps_json(dict(r.properties)))
+        tail["groups"] = dumps_json(groups_object(r))
         if self._reuse_input_body and e.avro_body is not None:
             value = self._avro.encode_appended(
                 SchemaName.ENRICHED_EVENT, SchemaName.EVENT, e.avro_body, tail
@@ -160,6 +177,25 @@ class OutputEncoder:
             "timestamp": timestamp_ms,
         }
         return EncodedRecord(f"{tenant}:{old_person_id}".encode(), self._person(record))
+
+    def group_change(
+        self, tenant: str, change: GroupChange, *, event_uuid: str | None, timestamp_ms: int
+    ) -> EncodedRecord:
+        """A group's new state (keyed ``tenant:group_type:group_key``)."""
+        record = {
+            "tenant": tenant,
+            "group_type": change.group_type,
+            "group_key": change.key,
+            "version": change.version,
+            "properties": dict(change.properties),
+            "event_uuid": event_uuid,
+            "timestamp": timestamp_ms,
+        }
+        key = f"{tenant}:{change.group_type}:{change.key}".encode()
+        if self._format == "avro":
+            avro_record = {**record, "properties": dumps_json(record["properties"])}
+            return EncodedRecord(key, self._encode(SchemaName.GROUP_CHANGE, avro_record))
+        return EncodedRecord(key, _json_bytes(record))
 
     def _person(self, record: dict[str, Any]) -> bytes:
         if self._format == "avro":

@@ -9,6 +9,7 @@ from typing import Literal
 from worker.codec.errors import DecodeError
 from worker.identity.model import (
     EventKind,
+    GroupInput,
     IdentityEvent,
     IdentityWarning,
     JsonValue,
@@ -58,6 +59,8 @@ class InputEvent:
     """An event the dialect derived from another one of the same payload (e.g. a Schematic key
     merged into the call's first key): it is resolved, warns and overrides like any event, but
     writes no enriched event of its own (the payload's own event does)."""
+    groups: tuple[GroupInput, ...] = ()
+    """The groups the event names (``worker.codec.groups``; contract A9)."""
 
 
 def check_kind_fields(kind: EventKind, event: str | None, other_id: str | None) -> None:
@@ -83,4 +86,5 @@ def to_identity_event(e: InputEvent, timestamp_ms: int) -> IdentityEvent:
         merge_dangerously=e.merge_dangerously,
         process_person=e.process_person,
         updates=e.updates,
+        groups=e.groups,
     )

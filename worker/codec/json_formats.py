@@ -40,6 +40,7 @@ from worker.codec import (
 from worker.codec.envelope import InputEvent
 from worker.codec.errors import DecodeError
 from worker.codec.fields import loads_json
+from worker.codec.groups import DEFAULT_SEGMENT_GROUP_TYPE, check_group_load
 
 JsonDialect = Literal[
     "auto", "native", "posthog", "segment", "altertable", "seerstack", "logrocket", "schematic"
@@ -73,6 +74,8 @@ class JsonOptions:
     posthog_backend_libs: frozenset[str] = field(default=posthog.DEFAULT_BACKEND_LIBS)
     segment_backend_libs: frozenset[str] = field(default=segment.DEFAULT_BACKEND_LIBS)
     posthog_person_properties: tuple[str, ...] = posthog.DEFAULT_PERSON_PROPERTIES
+    segment_group_type: str = DEFAULT_SEGMENT_GROUP_TYPE
+    """The group type of a Segment ``group`` call (``formats.segment_group_type``)."""
 
 
 def detect_dialect(obj: Mapping[str, Any]) -> JsonDialect:
@@ -104,6 +107,27 @@ def detect_dialect(obj: Mapping[str, Any]) -> JsonDialect:
 
 
 def _decode_object(
+    obj: Any,
+    *,
+    source_ref: str,
+    options: JsonOptions,
+    fallback: str | None,
+    received_at_ms: int | None,
+    dialect: JsonDialect,
+) -> list[InputEvent]:
+    """The events of one JSON object, each within the group load (``check_group_load``)."""
+    events = _decode_events(
+        obj,
+        source_ref=source_ref,
+        options=options,
+        fallback=fallback,
+        received_at_ms=received_at_ms,
+        dialect=dialect,
+    )
+    return [check_group_load(e) for e in events]
+
+
+def _decode_events(
     obj: Any,
     *,
     source_ref: str,
@@ -149,6 +173,7 @@ def _decode_object(
                 tenant_fallback=fallback,
                 backend_libs=options.segment_backend_libs,
                 received_at_ms=received_at_ms,
+                group_type=options.segment_group_type,
             )
         ]
     if chosen == "schematic":

@@ -36,6 +36,7 @@ from worker.codec.fields import (
     timestamp_or_ignored,
     unset_keys,
 )
+from worker.codec.groups import native_groups, native_groups_out
 from worker.identity.model import EventKind, JsonValue
 
 SOURCE_CLIENT: Final = "client"
@@ -105,6 +106,7 @@ def from_avro_record(
         raw_format="avro",
         avro_body=body if ignored is None else None,
         ignored_timestamp=ignored,
+        groups=native_groups(record.get("event_groups"), text_objects=True),
     )
 
 
@@ -150,6 +152,7 @@ def from_json_object(
         ),
         raw_format="json",
         ignored_timestamp=ignored,
+        groups=native_groups(obj.get("event_groups")),
     )
 
 
@@ -191,6 +194,7 @@ def to_avro_record(e: InputEvent) -> dict[str, Any]:
         "set": None if set_ is None else dumps_json(set_),
         "set_once": None if set_once is None else dumps_json(set_once),
         "unset": list(e.updates.unset),
+        "event_groups": native_groups_out(e.groups, text_objects=True),
     }
 
 
@@ -202,4 +206,5 @@ def to_json_object(e: InputEvent) -> dict[str, Any]:
         "set": _updates_object(e.updates.set),
         "set_once": _updates_object(e.updates.set_once),
         "unset": list(e.updates.unset),
+        "event_groups": native_groups_out(e.groups, text_objects=False),
     }

@@ -9,8 +9,9 @@ only when it is literally ``false`` (as in PostHog); any other non-boolean value
 ``invalid_process_person_profile`` and counts as true. With it false, ``$groupidentify`` is
 read as a person event too, so the rules drop it (warning
 ``invalid_event_when_process_person_profile_is_false``) like ``$identify``, ``$create_alias``
-and ``$merge_dangerously``. An event is backend when ``properties.$lib`` names a server-side
-SDK.
+and ``$merge_dangerously``; otherwise it is a personless track that updates its group
+(``worker.codec.groups``). ``properties.$groups`` attach any other event to its groups. An
+event is backend when ``properties.$lib`` names a server-side SDK.
 
 PostHog's person-property normalisation: each property named in ``person_properties`` (PostHog's
 ``eventToPersonProperties``) also sets the person's current value (``$set``) and, as
@@ -45,6 +46,7 @@ from worker.codec.fields import (
     timestamp_or_ignored,
     unset_keys,
 )
+from worker.codec.groups import posthog_groups
 from worker.identity.model import EventKind, IdentityWarning, JsonValue, WarningKind
 
 DEFAULT_BACKEND_LIBS: Final = frozenset(
@@ -208,7 +210,8 @@ def decode_posthog(
     event = as_str(obj.get("event"), "event")
     properties = _properties(obj)
     process_person, warning = _process_person(properties)
-    if event == GROUP_IDENTIFY_EVENT and not process_person:
+    dropped = event == GROUP_IDENTIFY_EVENT and not process_person
+    if dropped:
         kind = EventKind.IDENTIFY  # a person event: the rules drop it (module docstring)
         other_id = None
     elif event == IDENTIFY_EVENT:
@@ -235,11 +238,13 @@ def decode_posthog(
         sent_at_ms=opt_timestamp_ms(obj.get("sent_at"), "sent_at"),
         other_id=other_id,
         merge_dangerously=event == MERGE_DANGEROUSLY_EVENT,
-        process_person=process_person,
+        # a $groupidentify is personless: it updates its group only (docs/IDENTITY.md "Groups")
+        process_person=process_person and event != GROUP_IDENTIFY_EVENT,
         is_backend=_is_backend(properties.get("$lib"), backend_libs),
         properties=properties,
         updates=property_updates(set_, set_once, unset),
         raw_format="json",
         ignored_timestamp=ignored,
         warnings=(warning,) if warning else (),
+        groups=() if dropped else posthog_groups(event, properties),
     )

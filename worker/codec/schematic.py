@@ -17,10 +17,23 @@ every key of one call names the same person:
 - track: the distinct id is the first key of ``user`` (or ``keys``); no merge. ``traits`` are
   the event's properties.
 
-``company`` is carried unchanged in the properties (companies are groups, not persons);
-``company`` / ``upsert_company`` calls are refused (``unknown_event_type``) until groups are
-supported. The event time is ``timestamp``, else ``sent_at`` (without either, the Kafka
-timestamp, warned). The uuid derives from ``idempotency_key`` when there is one.
+Companies are groups of type ``company`` (contract A9, docs/IDENTITY.md "Groups"), keyed by the
+company's first key in the order of the key names, as ``company:<name>:<value>`` (so a group key
+never reads like a user's distinct id ``user:<name>:<value>``):
+
+- identify / upsert_user with ``company: {keys, name, traits}``: the company is attached to the
+  event **and remembered** on the person (every later event of the person carries it);
+  ``traits`` and ``name`` → the group's ``$set``. The derived identifies carry no group.
+- track with ``company`` (Schematic sends the company's key map; ``{keys, name, traits}`` is read
+  too): attached to this event only; a ``name`` / ``traits`` also update the group.
+- ``upsert_company`` / ``company`` (the envelope's type; the body is ``{keys, name, traits}``):
+  a group-only event, like PostHog's ``$groupidentify``: a personless track named after the
+  call whose distinct id is the company's group key (it never meets a user's id, so it never
+  gets a person), attached to the company, ``traits`` and ``name`` → its ``$set``.
+
+``company`` (and a track's ``quantity``) are also carried unchanged in the event's properties.
+The event time is ``timestamp``, else ``sent_at`` (without either, the Kafka timestamp, warned).
+The uuid derives from ``idempotency_key`` when there is one.
 """
 
 from __future__ import annotations
@@ -45,7 +58,8 @@ from worker.codec.fields import (
     property_updates,
     require_tenant,
 )
-from worker.identity.model import EventKind, JsonValue, PropertyUpdates
+from worker.codec.groups import schematic_company
+from worker.identity.model import EventKind, GroupInput, JsonValue, PropertyUpdates
 
 DEFAULT_TENANT_FIELDS: Final = ("tenant", "api_key", "environment_id")
 USER: Final = "user"
@@ -69,6 +83,31 @@ def user_ids(keys: Any, field: str) -> list[str]:
     if not ids:
         raise DecodeError("missing_field", f"{field} must name at least one key", field=field)
     return ids
+
+
+def company_key(keys: Any, field: str) -> str:
+    """The group key of a company's keys: ``company:<name>:<value>`` of the first key name."""
+    mapping = as_object(keys, field)
+    ids = [
+        key_id(COMPANY, name, as_id(mapping[name], f"{field}.{name[:40]}"))
+        for name in sorted(mapping)
+    ]
+    if not ids:
+        raise DecodeError("missing_field", f"{field} must name at least one key", field=field)
+    return ids[0]
+
+
+def company_group(company: Any, field: str, *, remember: bool) -> GroupInput:
+    """The group of a company: ``{keys, name, traits}`` (``keys`` an object), else a bare key
+    map (a track's); attached, remembered when ``remember``."""
+    obj = as_object(company, field)
+    if not isinstance(obj.get("keys"), dict):
+        return GroupInput(COMPANY, company_key(obj, field), remember=remember)
+    name = opt_str(obj.get("name"), f"{field}.name")
+    traits = opt_object(obj.get("traits"), f"{field}.traits")
+    check_values(traits, f"{field}.traits")
+    group = schematic_company(COMPANY, company_key(obj["keys"], f"{field}.keys"), name, traits)
+    return group if remember else replace(group, remember=False)
 
 
 def is_schematic(obj: Mapping[str, Any]) -> bool:
@@ -98,13 +137,10 @@ def decode_schematic(
 ) -> list[InputEvent]:
     """The call's event, then the derived identify events of its further keys."""
     type_name, body = _call(obj)
-    if type_name in _COMPANY_TYPES:
-        raise DecodeError(
-            "unknown_event_type",
-            f"Schematic {type_name} calls wait for group support",
-            field="event_type",
-        )
     carried: dict[str, JsonValue] = {key: body[key] for key in _CARRIED if key in body}
+    company = body.get("company")
+    groups: tuple[GroupInput, ...] = ()
+    process_person = True
     if type_name in _IDENTIFY_TYPES:
         kind, event = EventKind.IDENTIFY, None
         ids = user_ids(body.get("keys"), "keys")
@@ -113,6 +149,8 @@ def decode_schematic(
         if name is not None:
             traits["name"] = name
         updates, properties = property_updates(traits, None, ()), carried
+        if company is not None:
+            groups = (company_group(company, "company", remember=True),)
     elif type_name == "track":
         kind, event = EventKind.TRACK, as_str(body.get("event"), "event")
         field = "user" if "user" in body else "keys"
@@ -120,6 +158,16 @@ def decode_schematic(
         traits = {}
         properties = {**(opt_object(body.get("traits"), "traits") or {}), **carried}
         updates = PropertyUpdates()
+        if company is not None:
+            groups = (company_group(company, "company", remember=False),)
+    elif type_name in _COMPANY_TYPES:
+        kind, event, process_person = EventKind.TRACK, type_name, False
+        if body.get("keys") is None:  # the body is the company: {keys, name, traits}
+            raise DecodeError("missing_field", "body.keys is required", field="body.keys")
+        as_object(body["keys"], "body.keys")
+        group = company_group(body, "body", remember=False)
+        ids, traits, properties, updates = [group.key], {}, {}, PropertyUpdates()
+        groups = (group,)
     else:
         raise DecodeError(
             "unknown_event_type", f"unsupported Schematic call {type_name[:40]!r}", field="type"
@@ -143,13 +191,14 @@ def decode_schematic(
         sent_at_ms=sent_at,
         other_id=ids[1] if kind is EventKind.IDENTIFY and len(ids) > 1 else None,
         merge_dangerously=False,
-        process_person=True,
+        process_person=process_person,
         is_backend=False,
         properties=properties,
         updates=updates,
         raw_format="json",
         ignored_timestamp=ignored,
         warnings=warnings,
+        groups=groups,
     )
     if kind is not EventKind.IDENTIFY:
         return [first]
@@ -165,6 +214,7 @@ def decode_schematic(
                 ignored_timestamp=None,
                 warnings=(),
                 derived=True,
+                groups=(),
             )
             for other in ids[2:]
         ),

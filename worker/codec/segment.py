@@ -31,6 +31,7 @@ from worker.codec.fields import (
     property_updates,
     require_tenant,
 )
+from worker.codec.groups import DEFAULT_SEGMENT_GROUP_TYPE, SEGMENT_GROUP_CALL, segment_group
 from worker.identity.model import EventKind
 
 DEFAULT_BACKEND_LIBS: Final = frozenset(
@@ -81,15 +82,19 @@ def decode_segment(
     tenant_fallback: str | None,
     backend_libs: frozenset[str],
     received_at_ms: int | None,
+    group_type: str = DEFAULT_SEGMENT_GROUP_TYPE,
 ) -> InputEvent:
     type_name = as_str(obj.get("type"), "type")
-    kind = _KINDS.get(type_name)
+    group_call = type_name == SEGMENT_GROUP_CALL  # a track named "group" (codec/groups.py)
+    kind = EventKind.TRACK if group_call else _KINDS.get(type_name)
     if kind is None:
         raise DecodeError(
             "unknown_event_type", f"unsupported Segment call {type_name[:40]!r}", field="type"
         )
     distinct_id, other_id = _ids(kind, obj)
     event = opt_str(obj.get("event"), "event") if kind is EventKind.TRACK else None
+    if group_call:
+        event = SEGMENT_GROUP_CALL
     check_kind_fields(kind, event, other_id)
     message_id = opt_id(obj.get("messageId"), "messageId")
     timestamp = obj.get("originalTimestamp")
@@ -118,4 +123,5 @@ def decode_segment(
         raw_format="json",
         ignored_timestamp=ignored,
         warnings=warnings,
+        groups=(segment_group(obj, group_type),) if group_call else (),
     )

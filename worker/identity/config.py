@@ -42,3 +42,5 @@ class IdentityConfig:
     future_timestamp_margin_ms: int = 23 * 3600 * 1000
     illegal_ids_case_insensitive: tuple[str, ...] = DEFAULT_ILLEGAL_IDS_CASE_INSENSITIVE
     illegal_ids_case_sensitive: tuple[str, ...] = DEFAULT_ILLEGAL_IDS_CASE_SENSITIVE
+    max_group_types: int = 5
+    """Group types per tenant (contract A9, PostHog's 5)."""

@@ -73,6 +73,12 @@ class WarningKind(StrEnum):
     BUFFER_OVERFLOW = "buffer_overflow"
     IGNORED_INVALID_TIMESTAMP = "ignored_invalid_timestamp"
     INVALID_PROCESS_PERSON_PROFILE = "invalid_process_person_profile"
+    GROUP_TYPE_LIMIT = "group_type_limit"
+    GROUP_PROPERTIES_SIZE_VIOLATION = "group_properties_size_violation"
+    DISTINCT_ID_CASE_COLLISION = "distinct_id_case_collision"
+    """Informational: the event made a distinct id known that differs only by ASCII case from
+    another known id of its tenant; it got its own person all the same (ids are case-sensitive).
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +137,9 @@ class IdentityEvent:
     store keeps a receipt of what it answered for a source until the pipeline says the input
     is committed (``BufferingStore.forget``), and answers a replay of that source from the
     receipt, without applying it again (contract A12)."""
+    groups: tuple[GroupInput, ...] = ()
+    """The groups the event names (contract A9, docs/IDENTITY.md "Groups"): to attach it to,
+    to remember on its person, or whose properties it updates."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +214,11 @@ class Resolution:
     """The event created its person or moved its version (full mode only): the person's new
     state is announced on the person-changes topic. Part of the answer, so a replay (answered
     from the store's receipt) announces exactly what the first run did."""
+    groups: Mapping[str, GroupView] = field(default_factory=dict)
+    """The event's groups by group type (contract A9): the person's remembered ones (full
+    mode), overlaid by the event's own, each with its properties after the event."""
+    group_changes: tuple[GroupChange, ...] = ()
+    """The groups whose properties this event changed, with their new state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,3 +235,50 @@ class PreparedOp:
     merge_with: str | None
     updates: PropertyUpdates
     warnings: tuple[IdentityWarning, ...] = ()
+    groups: tuple[GroupInput, ...] = ()
+    """The event's groups left after the stateless group rules (``groups.prepare_groups``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInput:
+    """One group an event names (contract A9): ``(tenant, group_type, key)`` is the group.
+
+    ``attach``: the event belongs to the group (PostHog ``$groups``, a Segment ``group`` call);
+    ``remember``: the person's membership of ``group_type`` becomes ``key`` (Segment ``group``);
+    ``updates``: the group's own property operations (``$group_set``, traits).
+    """
+
+    group_type: str
+    key: str
+    attach: bool = True
+    remember: bool = False
+    updates: PropertyUpdates = NO_UPDATES
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """A group as an enriched event carries it: its key and visible properties."""
+
+    key: str
+    properties: Mapping[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupChange:
+    """A group whose properties an event changed: its new state (the group-changes topic)."""
+
+    group_type: str
+    key: str
+    version: int
+    properties: Mapping[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A group's stored state: ``version`` counts the changes of its properties (1 after the
+    first); properties are per-key states as a person's."""
+
+    group_type: str
+    key: str
+    version: int
+    properties: Mapping[str, PropertyState]

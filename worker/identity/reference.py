@@ -13,7 +13,7 @@ merge with (``PreparedOp.merge_with``) is ``other``; their persons are ``into_pe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from worker.identity import properties as props
 from worker.identity.buffer import (
@@ -25,9 +25,11 @@ from worker.identity.buffer import (
     TenantBuffer,
 )
 from worker.identity.config import IdentityConfig
-from worker.identity.ids import person_id_for
+from worker.identity.groups import GroupOutcome, TenantGroups, join_memberships
+from worker.identity.ids import case_fold, person_id_for
 from worker.identity.model import (
     DistinctIdOverride,
+    Group,
     IdentityEvent,
     IdentityWarning,
     OrderingMode,
@@ -51,6 +53,8 @@ class _Record:
     version: int
     members: set[str]
     properties: dict[str, PropertyState] = field(default_factory=dict)
+    memberships: dict[str, PropertyState] = field(default_factory=dict)
+    """group type -> membership state (contract A9, ``worker.identity.groups``)"""
 
     def freeze(self) -> Person:
         return Person(
@@ -85,6 +89,9 @@ class _Tenant:
     owner: dict[str, _Record] = field(default_factory=dict)
     """distinct id -> the record of its person"""
     buffer: TenantBuffer = field(default_factory=TenantBuffer)
+    groups: TenantGroups = field(default_factory=TenantGroups)
+    folds: dict[str, int] = field(default_factory=dict)
+    """case fold (``ids.case_fold``) -> how many known distinct ids have it"""
     receipts: dict[str, tuple[Resolution, tuple[str, ...]]] = field(default_factory=dict)
     """source -> the resolution given for it and the entry ids it released (replay receipts:
     no TTL here, time is only ``now_ms``; ``forget`` drops them)"""
@@ -190,6 +197,20 @@ class ReferenceStore:
         records = {id(r): r for r in self._tenants.get(tenant, _Tenant()).owner.values()}
         return sorted((r.freeze() for r in records.values()), key=lambda p: p.person_id)
 
+    def group_types(self, tenant: str) -> list[str]:
+        """The tenant's group types, sorted."""
+        return sorted(self._tenants.get(tenant, _Tenant()).groups.types)
+
+    def groups(self, tenant: str) -> list[Group]:
+        """The tenant's group records, sorted by (type, key)."""
+        records = self._tenants.get(tenant, _Tenant()).groups.records
+        return [records[k] for k in sorted(records)]
+
+    def memberships(self, tenant: str) -> dict[str, dict[str, PropertyState]]:
+        """person id -> its remembered memberships (persons that have any)."""
+        records = {id(r): r for r in self._tenants.get(tenant, _Tenant()).owner.values()}
+        return {r.person_id: dict(r.memberships) for r in records.values() if r.memberships}
+
     def _state(self, tenant: str) -> _Tenant:
         return self._tenants.setdefault(tenant, _Tenant())
 
@@ -241,7 +262,9 @@ class ReferenceStore:
         personless event has no others)."""
         if not op.event.process_person:
             extra = [warning] if warning else []
-            return self._personless(state, op.event, [*op.warnings, *extra])
+            grouped = state.groups.apply(op.event, op.groups, None, self._config)
+            resolution = self._personless(state, op.event, [*op.warnings, *extra])
+            return _with_groups(resolution, grouped)
         return self._finish(state, op, self._structure(state, op, warning))
 
     def _structure(
@@ -259,6 +282,7 @@ class ReferenceStore:
         identify = other is not None
         into_person = state.owner.get(into)
         other_person = state.owner.get(other) if other is not None else None
+        known = (into in state.owner, other is None or other in state.owner)
 
         def refuse(kind: WarningKind) -> None:
             warnings.append(IdentityWarning(kind))
@@ -314,6 +338,13 @@ class ReferenceStore:
             changed = True
         person.created_at_ms = min(person.created_at_ms, event.timestamp_ms)
         person.last_seen_ms = max(person.last_seen_ms, event.timestamp_ms)
+        fresh = [
+            distinct_id
+            for distinct_id, was_known in zip((into, other), known, strict=True)
+            if distinct_id is not None and not was_known and distinct_id in state.owner
+        ]
+        if _case_collision(state, fresh):  # informational, after the merge warnings
+            warnings.append(IdentityWarning(WarningKind.DISTINCT_ID_CASE_COLLISION))
         return _Partial(person, warnings, overrides, created, merged, two_persons, changed)
 
     @staticmethod
@@ -354,6 +385,9 @@ class ReferenceStore:
             if changed and not created and not two_persons:
                 person.version += 1
             moved = created or changed
+        grouped = state.groups.apply(event, op.groups, person.memberships, config)
+        person.memberships = dict(grouped.memberships or {})
+        warnings += grouped.warnings
         return Resolution(
             event_uuid=event.uuid,
             outcome=Outcome.EMIT,
@@ -368,6 +402,8 @@ class ReferenceStore:
             person_created=created,
             person_version=person.version,
             person_changed=moved,
+            groups=grouped.groups,
+            group_changes=grouped.changes,
         )
 
     def _updated_properties(self, person: _Record, op: PreparedOp) -> dict[str, PropertyState]:
@@ -425,6 +461,11 @@ class ReferenceStore:
         into_person.last_seen_ms = max(into_person.last_seen_ms, other_person.last_seen_ms)
         into_person.version = max(into_person.version, other_person.version) + 1
         into_person.is_identified = True
+        into_person.memberships = dict(
+            join_memberships(
+                into_person.memberships, other_person.memberships, self._config.ordering
+            )
+        )
         if self._config.ordering is OrderingMode.TIMESTAMP:
             into_person.properties = props.join_timestamp(
                 into_person.properties, other_person.properties
@@ -433,3 +474,25 @@ class ReferenceStore:
             into_person.properties = props.merge_arrival(
                 into_person.properties, other_person.properties
             )
+
+
+def _case_collision(state: _Tenant, fresh: list[str]) -> bool:
+    """Whether an id of ``fresh`` (ids the op made known, in order) has the case fold of an
+    id known before it; each is counted as known then (docs/IDENTITY.md, "Case collisions")."""
+    hit = False
+    for distinct_id in fresh:
+        fold = case_fold(distinct_id)
+        count = state.folds.get(fold, 0)
+        hit = hit or count > 0
+        state.folds[fold] = count + 1
+    return hit
+
+
+def _with_groups(resolution: Resolution, grouped: GroupOutcome) -> Resolution:
+    """``resolution`` with the group rules' outcome: their warnings last."""
+    return replace(
+        resolution,
+        warnings=(*resolution.warnings, *grouped.warnings),
+        groups=grouped.groups,
+        group_changes=grouped.changes,
+    )

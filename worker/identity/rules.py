@@ -8,6 +8,7 @@ emitted personless) and otherwise a ``PreparedOp`` for the store's stateful rule
 from __future__ import annotations
 
 from worker.identity.config import IdentityConfig
+from worker.identity.groups import prepare_groups
 from worker.identity.ids import person_id_for
 from worker.identity.model import (
     NO_UPDATES,
@@ -83,7 +84,14 @@ def prepare(event: IdentityEvent, config: IdentityConfig) -> PreparedOp | Resolu
             IdentityWarning(WarningKind.PERSON_PROPERTIES_SIZE_VIOLATION, {"reason": violation})
         )
         updates = NO_UPDATES
-    return PreparedOp(event=event, merge_with=merge_with, updates=updates, warnings=tuple(warnings))
+    groups, group_warnings = prepare_groups(event.groups, lambda u: length_violation(u, config))
+    return PreparedOp(
+        event=event,
+        merge_with=merge_with,
+        updates=updates,
+        warnings=(*warnings, *group_warnings),
+        groups=groups,
+    )
 
 
 def personless(

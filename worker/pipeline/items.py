@@ -16,6 +16,7 @@ class OutputKind(StrEnum):
     ENRICHED = "enriched"
     OVERRIDE = "override"
     PERSON_CHANGE = "person_change"
+    GROUP_CHANGE = "group_change"
     WARNING = "warning"
     DEAD_LETTER = "dead_letter"
 

@@ -3,8 +3,9 @@ context). No Kafka, no Redis, no clock: records are stamped with the event's own
 (``Decoded.stamp_ms``: its message's Kafka timestamp), so a replay writes the same records.
 
 Order per event: warnings, the enriched event, distinct-id overrides, then person changes
-(merged-away persons first, then the person's new state if the store says it changed). A record
-that cannot be encoded turns the event's input into one dead letter (``encode_failed``) instead.
+(merged-away persons first, then the person's new state if the store says it changed), then
+group changes (each group the store says the event changed). A record that cannot be encoded
+turns the event's input into one dead letter (``encode_failed``) instead.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def event_outputs(
             *_enriched(item, resolution, ctx, buffered_ms),
             *_overrides(item, resolution, ctx, now_ms),
             *_person_changes(item, resolution, ctx, now_ms),
+            *_group_changes(item, resolution, ctx, now_ms),
         ]
     except EncodeError as exc:
         message = item.message
@@ -118,6 +120,20 @@ def _overrides(
         )
         for rec in ctx.encoder.overrides(item.event, resolution, timestamp_ms=now_ms)
     ]
+
+
+def _group_changes(
+    item: Decoded, resolution: Resolution, ctx: OutputContext, now_ms: int
+) -> list[Output]:
+    """Each group whose properties the event changed, with its new state (contract A9)."""
+    out = []
+    for change in resolution.group_changes:
+        rec = ctx.encoder.group_change(
+            item.event.tenant, change, event_uuid=item.event.uuid, timestamp_ms=now_ms
+        )
+        record = OutputRecord(ctx.topics.group_changes, rec.value, rec.key)
+        out.append(Output(item.message, record, OutputKind.GROUP_CHANGE))
+    return out
 
 
 def _person_changes(

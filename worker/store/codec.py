@@ -23,6 +23,9 @@ from worker.identity.buffer import entry_id
 from worker.identity.config import IdentityConfig
 from worker.identity.model import (
     DistinctIdOverride,
+    GroupChange,
+    GroupInput,
+    GroupView,
     IdentityWarning,
     JsonValue,
     OrderingMode,
@@ -119,6 +122,7 @@ class CallLimits:
     max_properties_bytes: int
     force_upgrade_after_ms: int
     reply_ttl_ms: int
+    max_group_types: int = 5
     receipt_ttl_ms: int = 3_600_000
 
     @classmethod
@@ -131,6 +135,7 @@ class CallLimits:
             max_properties_bytes=config.max_properties_bytes,
             force_upgrade_after_ms=config.force_upgrade_after_ms,
             reply_ttl_ms=reply_ttl_ms,
+            max_group_types=config.max_group_types,
             receipt_ttl_ms=receipt_ttl_ms,
         )
 
@@ -191,6 +196,7 @@ def encode_args(
         ]
         for code, key, value in key_ops:
             args += [code, key, "" if code == protocol.UNSET else canonical_json(value)]
+        args += group_section(op.groups, limits)
         source = event.source or ""
         args += [source, receipt_bucket(source) if source else ""]
         out += [arg.encode(_ENCODING, _ERRORS) for arg in args]
@@ -206,6 +212,27 @@ def encode_args(
 _FLAG_TEXTS = [str(flags) for flags in range(protocol.MAX_FLAGS + 1)]
 
 
+def group_section(groups: Sequence[GroupInput], limits: CallLimits) -> list[str]:
+    """The group section of an op (layout in ``lua/resolve/group_argv.lua``): the number of
+    groups, then (when any) the group-type cap and per group its type, key, key's canonical
+    JSON, flags (1 attach, 2 remember), its property operations' count and triples."""
+    if not groups:
+        return ["0"]
+    out = [str(len(groups)), str(limits.max_group_types)]
+    for group in groups:
+        key_ops = key_operations(group.updates, limits.ordering)
+        out += [
+            group.group_type,
+            group.key,
+            canonical_json(group.key),
+            str((1 if group.attach else 0) + (2 if group.remember else 0)),
+            str(len(key_ops)),
+        ]
+        for code, key, value in key_ops:
+            out += [code, key, "" if code == protocol.UNSET else canonical_json(value)]
+    return out
+
+
 def as_text(raw: bytes | str) -> str:
     return raw.decode(_ENCODING, _ERRORS) if isinstance(raw, bytes) else raw
 
@@ -219,6 +246,11 @@ _SCRIPT_WARNINGS: dict[str, IdentityWarning] = {
         WarningKind.PERSON_PROPERTIES_SIZE_VIOLATION, {"reason": "properties_too_large"}
     ),
     protocol.WARNING_BUFFER_OVERFLOW: IdentityWarning(WarningKind.BUFFER_OVERFLOW),
+    protocol.WARNING_GROUP_TYPE_LIMIT: IdentityWarning(WarningKind.GROUP_TYPE_LIMIT),
+    protocol.WARNING_CASE_COLLISION: IdentityWarning(WarningKind.DISTINCT_ID_CASE_COLLISION),
+    protocol.WARNING_GROUP_PROPERTIES_SIZE: IdentityWarning(
+        WarningKind.GROUP_PROPERTIES_SIZE_VIOLATION, {"reason": "properties_too_large"}
+    ),
 }
 """The script's warning names (``protocol.WARNINGS``) and what each becomes."""
 
@@ -342,7 +374,33 @@ def _resolution(entry: Any, event_uuid: str, stateless: tuple[IdentityWarning, .
         person_created=created is True,
         person_version=version,
         person_changed=changed,
+        groups=decode_groups(fields["groups"]),
+        group_changes=decode_group_changes(fields["group_changes"]),
     )
+
+
+def decode_groups(raw: Any) -> dict[str, GroupView]:
+    """The ``groups`` of a reply entry: ``{type: [key, properties]}``."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"malformed groups {raw!r}")
+    out: dict[str, GroupView] = {}
+    for group_type, item in sorted(raw.items()):
+        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], dict):
+            raise ValueError(f"malformed group {item!r}")
+        out[group_type] = GroupView(str(item[0]), item[1])
+    return out
+
+
+def decode_group_changes(raw: Any) -> tuple[GroupChange, ...]:
+    """The ``group_changes`` of a reply entry: ``[[type, key, version, properties], ...]``."""
+    if not isinstance(raw, list):
+        raise ValueError(f"malformed group changes {raw!r}")
+    out = []
+    for item in raw:
+        if not isinstance(item, list) or len(item) != 4 or not isinstance(item[3], dict):
+            raise ValueError(f"malformed group change {item!r}")
+        out.append(GroupChange(str(item[0]), str(item[1]), int(item[2]), item[3]))
+    return tuple(out)
 
 
 def decode_person(root: str, record: bytes | str, members: Iterable[bytes | str]) -> Person:

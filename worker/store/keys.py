@@ -12,6 +12,10 @@ Redis Cluster slot and one Lua script can touch them all::
     <prefix>:{<tenant>}:buf:...            the 60-second buffer (lua/resolve/buffer.lua)
     <prefix>:{<tenant>}:rcpt:<bucket>      hash   replay receipts: source -> the reply entry
                                                   given for it (lua/resolve/receipts.lua)
+    <prefix>:{<tenant>}:g:...              the groups: types, records, members
+                                                  (lua/resolve/groups.lua)
+    <prefix>:{<tenant>}:fold               hash   ASCII-lowercased form of each known id that
+                                                  is not lowercase (lua/resolve/case_fold.lua)
     <prefix>:buffer-due                    zset   tenant -> earliest due time or lease deadline
                                                   of its buffer (no hash tag: not a tenant key)
 
@@ -157,6 +161,16 @@ class TenantKeys:
     def buffer_count(self) -> str:
         return self.buffer_prefix + "n"
 
+    @property
+    def case_folds(self) -> str:
+        """lower(id) of every known id that is not already lowercase (lua case_fold.lua)."""
+        return self.base + "fold"
+
+    @property
+    def groups_prefix(self) -> str:
+        """Start of the groups' keys (``types``, ``records``, ``members``; lua groups.lua)."""
+        return self.base + "g:"
+
     def buffer_queue(self, distinct_id: str) -> str:
         return self.buffer_prefix + "q:" + distinct_id
 
@@ -203,4 +217,6 @@ class TenantKeys:
             previous,
             self.buffer_prefix,
             self.receipts_prefix,
+            self.groups_prefix,
+            self.case_folds,
         ]

@@ -13,7 +13,7 @@ from enum import IntFlag
 
 from worker.identity.model import OrderingMode, PersonMode
 
-FORMAT_VERSION = "5"
+FORMAT_VERSION = "6"
 """First ARGV of every call; the script refuses any other."""
 
 
@@ -27,7 +27,8 @@ class OpFlag(IntFlag):
     MERGE_WITH_OTHER = 4
     """The op merges ``into`` with ``other`` (``PreparedOp.merge_with``)."""
     BUFFERABLE = 8
-    """The event may wait in the buffer; two more fields follow its property triples."""
+    """The event may wait in the buffer; three more fields (ingestion time, payload, entry id)
+    follow its source fields."""
 
 
 MAX_FLAGS = sum(OpFlag)
@@ -45,6 +46,8 @@ REPLY_ENTRY_FIELDS = (
     "overrides",
     "person_version",
     "person_changed",
+    "groups",
+    "group_changes",
 )
 """The fields of one reply entry (a JSON array), in order."""
 
@@ -70,11 +73,17 @@ WARNING_MERGE_LIMIT = "merge_limit_exceeded"
 WARNING_ALREADY_IDENTIFIED = "cannot_merge_already_identified"
 WARNING_PROPERTIES_SIZE = "person_properties_size_violation"
 WARNING_BUFFER_OVERFLOW = "buffer_overflow"
+WARNING_GROUP_TYPE_LIMIT = "group_type_limit"
+WARNING_GROUP_PROPERTIES_SIZE = "group_properties_size_violation"
+WARNING_CASE_COLLISION = "distinct_id_case_collision"
 WARNINGS = {
     "merge_limit": WARNING_MERGE_LIMIT,
     "already_identified": WARNING_ALREADY_IDENTIFIED,
     "properties_size": WARNING_PROPERTIES_SIZE,
     "buffer_overflow": WARNING_BUFFER_OVERFLOW,
+    "group_type_limit": WARNING_GROUP_TYPE_LIMIT,
+    "group_properties_size": WARNING_GROUP_PROPERTIES_SIZE,
+    "case_collision": WARNING_CASE_COLLISION,
 }
 """The warning names the script puts in a reply entry."""
 

@@ -62,8 +62,15 @@ from worker.errors import (
 )
 from worker.identity import rules
 from worker.identity.config import IdentityConfig
-from worker.identity.model import IdentityEvent, Person, PreparedOp, Resolution
-from worker.store import codec
+from worker.identity.model import (
+    Group,
+    IdentityEvent,
+    Person,
+    PreparedOp,
+    PropertyState,
+    Resolution,
+)
+from worker.store import codec, group_reads
 from worker.store.base import BatchResult, BufferStats, Released
 from worker.store.keys import TenantKeys, due_index
 from worker.store.lua_loader import load_script
@@ -371,6 +378,18 @@ class RedisIdentityStore:
 
         records = self._call(read)
         return self._decode(lambda: [codec.decode_person(*record) for record in records])
+
+    def group_types(self, tenant: str) -> list[str]:
+        """The tenant's group types, sorted (``group_reads.py``)."""
+        return self._call(lambda: group_reads.group_types(self._client, self.keys(tenant)))
+
+    def groups(self, tenant: str) -> list[Group]:
+        """The tenant's group records, sorted by (type, key)."""
+        return self._call(lambda: group_reads.groups(self._client, self.keys(tenant)))
+
+    def memberships(self, tenant: str) -> dict[str, dict[str, PropertyState]]:
+        """person id -> its remembered memberships."""
+        return self._call(lambda: group_reads.memberships(self._client, self.keys(tenant)))
 
     # -- internals -------------------------------------------------------------------------
 

@@ -19,8 +19,10 @@ KEYS (all share the tenant's hash tag, see worker/store/keys.py, TenantKeys.scri
   [4] <p>:{t}:reply:<prev>    the previous call's reply, deleted now (== KEYS[3] if none)
   [5] <p>:{t}:buf:            prefix of the buffer's keys (buffer.lua)
   [6] <p>:{t}:rcpt:           prefix of the receipt hashes (receipts.lua)
-The members set of a root (KEYS[2] .. root), the buffer's keys (KEYS[5] .. name) and the receipt
-hashes (KEYS[6] .. bucket) cannot all
+  [7] <p>:{t}:g:              prefix of the groups' keys (groups.lua)
+  [8] <p>:{t}:fold            hash: lower(id) of known ids not already lowercase (case_fold.lua)
+The members set of a root (KEYS[2] .. root), the buffer's keys (KEYS[5] .. name), the receipt
+hashes (KEYS[6] .. bucket) and the groups' keys (KEYS[7] .. name) cannot all
 be declared up front (roots and ids are found while the script runs), but they start with the
 same "<p>:{t}:" as KEYS[1], so they hash to the same Redis Cluster slot, which is all cluster
 mode requires of a script's keys.
@@ -42,20 +44,26 @@ then per op:
     timestamp mode: "s" set, "o" set_once, "u" unset (decided per key in Python);
     arrival mode: "s" set (if the value changes), "o" set if absent, "u" remove if present,
     "x" a key both set and unset by the event: set if absent before it, else removed;
+  then its group section (group_argv.lua: the number of groups g, and when g > 0 the tenant's
+  cap on group types and g entries: type, key, key's JSON text, flags, k, k triples);
   then its source and its receipt bucket ("" and "" without a source: receipts.lua);
   and, for a bufferable op only, its ingestion time ms, its payload and its entry id.
+A buffered entry keeps the op's values from its flags to the end of its group section (argv.lua),
+so a later release applies its property and group operations as the op would have.
 
 Reply: one JSON array text [[entry per op], [released entry, ...], next_due], an entry being
   [person_id, person_mode, created_at_ms (or null), is_identified, properties (an object),
    merged, person_created, warnings (names), overrides ([distinct_id, old_person_id,
-   new_person_id] each), person_version (or null), person_changed]
+   new_person_id] each), person_version (or null), person_changed, groups ({type: [key,
+   properties]}), group_changes ([[type, key, version, properties], ...])]
 (PROTOCOL.reply_entry_fields), a released entry [event_uuid, reason, ingested_ms, entry,
 released_ms, entry_id] (PROTOCOL.released_entry_fields; buffer.lua), and next_due false (the
 buffer's due times and leases were not touched) or the tenant's earliest due time or lease
 deadline (null: none), which Python keeps in its due-tenants index. An op waiting in the buffer
-gets the entry ["", "buffered", null, false, {}, false, false, [], [], null, false].
+gets the entry ["", "buffered", null, false, {}, false, false, [], [], null, false, {}, []].
 An op with a source that already has a receipt gets its kept entry back and applies nothing
-(receipts.lua); otherwise its entry is kept as its receipt.
+(receipts.lua); otherwise its entry is kept as its receipt (the whole entry: a replay gets its
+groups and group_changes again).
 The same text is kept at KEYS[3] for the reply TTL: a retry of a call whose reply was lost (the
 connection dropped after the script ran) gets the stored reply back and applies nothing twice.
 
@@ -71,12 +79,15 @@ half done.
 ]==]
 
 --- @include "protocol"
+--- @include "resolve/group_argv"
 --- @include "resolve/argv"
 --- @include "resolve/ordering"
 --- @include "resolve/union_find"
 --- @include "resolve/records"
 --- @include "resolve/properties"
 --- @include "resolve/reply"
+--- @include "resolve/groups"
+--- @include "resolve/case_fold"
 --- @include "resolve/rules"
 --- @include "resolve/buffer"
 --- @include "resolve/receipts"
@@ -86,7 +97,7 @@ half done.
 local ctx = {
   keys = {
     ids = KEYS[1], members = KEYS[2], reply = KEYS[3], previous_reply = KEYS[4],
-    buffer = KEYS[5], receipts = KEYS[6],
+    buffer = KEYS[5], receipts = KEYS[6], groups = KEYS[7], fold = KEYS[8],
   },
   config = nil, -- argv.header
   ops = nil, -- argv.parse_ops
@@ -96,6 +107,7 @@ local ctx = {
   released_ids = {}, release_out = {}, buffer_touched = false,
   waiting_delta = 0, waiting_stored = nil, any_queue = nil,
   receipts_out = {}, -- receipts.lua
+  folds = {}, folds_out = {}, -- case_fold.lua
 }
 
 -- A retried call: the first attempt ran, return its reply.

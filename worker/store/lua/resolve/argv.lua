@@ -11,10 +11,11 @@ argv.parse_op(src, at, index, stored) -> op, next: one operation of src starting
   its ingestion time and which has no source fields). An op read from ARGV also has source and
   bucket (its receipt's field and hash suffix, "" when it has no source). An op
   is { process, dangerous, merge, buffer, into, into_person_id, other, other_person_id, ts_text,
-  ts, ord, props = { {code, key, text}, ... } }, and a bufferable op (flag bufferable) also has
+  ts, ord, props = { {code, key, text}, ... }, groups, max_group_types } (the group section
+  after the property triples: group_argv.lua), and a bufferable op (flag bufferable) also has
   fields (what its buffered entry keeps: flags without the bufferable bit, then its values up to
-  its last property triple), ingested, payload and entry_id. A merge of an id with itself is no
-  merge.
+  the end of its group section), ingested, payload and entry_id. A merge of an id with itself
+  is no merge.
 argv.parse_ops(args, config) -> ops: the config.op_count ops that follow the header; raises
   when values are left over.
 ]]
@@ -106,7 +107,8 @@ function argv.parse_op(src, at, index, stored)
     at = at + 3
   end
   op.props = props
-  local props_end = at
+  op.groups, op.max_group_types, at = group_argv.parse(src, at, index)
+  local props_end = at -- the op's own values end with its group section
   if not stored then
     op.source, op.bucket = src[at], src[at + 1]
     if op.source == nil or op.bucket == nil then

@@ -64,6 +64,8 @@ local ENTRY_ENCODERS = {
   overrides = overrides,
   person_version = number_or_null,
   person_changed = boolean,
+  groups = function(value) return value or '{}' end,
+  group_changes = function(value) return value or '[]' end,
 }
 
 local RELEASED_ENCODERS = {

@@ -16,7 +16,12 @@ rules.structure(ctx, op, warning) -> part: the op without its property operation
 rules.settle(ctx, part): the pending bump of part is applied now (a release comes between the
   op's structure and its property operations: docs/BUFFER.md, "arrival order").
 rules.finish(ctx, op, part) -> the reply entry: the op's property operations, on the person
-  that holds op.into now; after rules.settle they bump the version on their own.
+  that holds op.into now (after rules.settle they bump the version on their own), then its
+  group operations (groups.apply), so in arrival mode those too come after the released
+  entries.
+The ids an op makes known (a person created for into, an id joining one) are checked for case
+variants of known ids (case_fold.lua: warning distinct_id_case_collision, after the merge
+warnings).
 rules.merge(ctx, into_root, into_person, other_root, other_person, overrides) -> the root of
   the merged person (A3.6, allowed): other_person is merged into into_person, which keeps its
   person id and lives at the root of the larger tree (union by size); an override per id of
@@ -27,6 +32,7 @@ local rules = {}
 local MERGE_LIMIT = PROTOCOL.warning.merge_limit
 local ALREADY_IDENTIFIED = PROTOCOL.warning.already_identified
 local PROPERTIES_SIZE = PROTOCOL.warning.properties_size
+local CASE_COLLISION = PROTOCOL.warning.case_collision
 
 function rules.merge(ctx, into_root, into_person, other_root, other_person, overrides)
   local other_ids = union_find.members_of(ctx, other_root, other_person)
@@ -40,6 +46,7 @@ function rules.merge(ctx, into_root, into_person, other_root, other_person, over
     small_ids = union_find.members_of(ctx, into_root, into_person)
   end
   union_find.union(ctx, big, small, small_ids, small_person)
+  groups.merge(ctx, into_person, other_person)
 
   local meta, vals, size = properties.join(ctx, into_person, other_person)
   local version = math.max(into_person.version, other_person.version) + 1
@@ -76,8 +83,12 @@ end
 
 -- A6: personless. Nothing is created or updated.
 local function apply_personless(ctx, op, warning)
-  local warnings = warning and { warning } or reply.NONE
   local root = union_find.find(ctx, op.into)
+  local grouped = groups.apply(ctx, op, nil) -- explicit groups only, no membership change
+  local warnings = { warning }
+  for _, name in ipairs(grouped.warnings) do
+    warnings[#warnings + 1] = name
+  end
   if root then
     local person = records.load(ctx, root)
     local mode = op.ts > person.created_at + ctx.config.force_upgrade_ms
@@ -87,12 +98,14 @@ local function apply_personless(ctx, op, warning)
       created_at_ms = person.created_at_text, is_identified = person.identified,
       properties = '{}', merged = false, person_created = false,
       warnings = warnings, overrides = reply.NONE, person_changed = false,
+      groups = grouped.groups, group_changes = grouped.changes,
     })
   end
   return reply.entry({
     person_id = op.into_person_id, person_mode = PROTOCOL.person_mode.propertyless,
     is_identified = false, properties = '{}', merged = false, person_created = false,
     warnings = warnings, overrides = reply.NONE, person_changed = false,
+    groups = grouped.groups, group_changes = grouped.changes,
   })
 end
 
@@ -105,6 +118,7 @@ function rules.structure(ctx, op, warning)
   local remade = false -- A3.6 merge: version already set to max + 1
   local bump = false -- the person's distinct ids changed (a join)
   local into_root = union_find.find(ctx, op.into)
+  local other_new = op.merge and not union_find.get(ctx, op.other)
   local root
   if not op.merge then
     if into_root then
@@ -182,6 +196,17 @@ function rules.structure(ctx, op, warning)
     person.identified = true
     bump = true
   end
+  -- The ids the op made known (into first), checked for case variants (case_fold.lua).
+  local fresh = {}
+  if not into_root then
+    fresh[1] = op.into
+  end
+  if other_new and union_find.get(ctx, op.other) then
+    fresh[#fresh + 1] = op.other
+  end
+  if #fresh > 0 and case_fold.collides(ctx, fresh) then
+    warnings[#warnings + 1] = CASE_COLLISION -- informational, after the merge warnings
+  end
   return {
     root = root, warnings = warnings, overrides = overrides, merged = merged,
     created = created, remade = remade, bump = bump, moved = created or remade,
@@ -227,12 +252,16 @@ function rules.finish(ctx, op, part)
     bump_version(person)
     moved = true
   end
+  local grouped = groups.apply(ctx, op, person)
+  for _, name in ipairs(grouped.warnings) do
+    part.warnings[#part.warnings + 1] = name
+  end
   return reply.entry({
     person_id = person.person_id, person_mode = PROTOCOL.person_mode.full,
     created_at_ms = person.created_at_text, is_identified = person.identified,
     properties = records.snapshot(person), merged = part.merged, person_created = part.created,
     warnings = part.warnings, overrides = part.overrides, person_version = person.version_text,
-    person_changed = moved,
+    person_changed = moved, groups = grouped.groups, group_changes = grouped.changes,
   })
 end
 

@@ -9,9 +9,10 @@ write_back.run(ctx, entries) -> the reply text. In order: deletes the previous c
   ctx.dirty; writes every field of ctx.written with HSETs of up to 500 fields; the buffer's
   queues (DEL/ZREM of cleared ones, RPUSH of pushed entries, ZADD due of a new queue: its
   first entry's ingestion time + buffer_delay_ms), entries and payloads, first releases,
-  leases, the count n; the receipts (HSET, then PEXPIRE receipt_ttl_ms of each hash written);
-  and keeps the reply at ctx.keys.reply for reply_ttl_ms (when > 0). The reply's next_due
-  (reply.whole) is read after those writes, when ctx.buffer_touched.
+  leases, the count n; the groups (groups.lua) and the new case folds (case_fold.lua); the
+  receipts (HSET, then PEXPIRE receipt_ttl_ms of each hash written); and keeps the reply at
+  ctx.keys.reply for reply_ttl_ms (when > 0). The reply's next_due (reply.whole) is read after
+  those writes, when ctx.buffer_touched.
 ]]
 local write_back = {}
 
@@ -120,6 +121,8 @@ end
 function write_back.run(ctx, entries)
   write_union_find(ctx)
   write_buffer(ctx)
+  groups.write(ctx)
+  case_fold.write(ctx)
   write_receipts(ctx)
   local due = false
   if ctx.buffer_touched then
