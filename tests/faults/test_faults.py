@@ -57,11 +57,6 @@ def test_memory_stays_under_the_pod_limit(summary: dict[str, Any]) -> None:
     assert 0 < max(summary["rss_max_mib_by_phase"].values()) < RSS_LIMIT_MIB
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known: a batch replayed after a crash re-emits its enriched events but not its "
-    "distinct-id overrides (issue 13, part 2); turn this into a plain test once that is fixed",
-)
 def test_the_compacted_override_topic_maps_every_moved_id_to_its_person(
     summary: dict[str, Any],
 ) -> None:
