@@ -72,8 +72,9 @@ mutants: install ## Planted bugs in worker/identity/: show the unit and property
 test-integration: install kafka-jars redis-install ## Run only the tests against real Kafka and Redis
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-faults: install kafka-jars redis-install ## Full fault suite on its own Kafka+Redis (free ports): kill -9, restarts, rebalances, slow Redis (docs/RELIABILITY.md)
+faults: install kafka-jars redis-install ## Full fault suite on its own Kafka+Redis (free ports), at-least-once then exactly-once: kill -9, restarts, rebalances, slow Redis (docs/RELIABILITY.md)
 	$(PY) -m tests.faults --out .local/faults/summary.json
+	$(PY) -m tests.faults --exactly-once --out .local/faults/summary-exactly-once.json
 
 lint: install lint-lua lint-deploy ## ruff (lint + format check), mypy --strict, luacheck and the deploy validators
 	$(VENV)/bin/ruff check .
@@ -98,6 +99,7 @@ typecheck: install ## mypy --strict
 bench: install services-up ## Benchmarks: the store, the worker's drain rate, latency (results: docs/BENCHMARKS.md)
 	$(PY) -m tests.bench.bench_store --redis-url redis://127.0.0.1:$(REDIS_PORT)/0
 	$(PY) -m tests.bench.bench_worker --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0
+	$(PY) -m tests.bench.bench_exactly_once --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0
 	$(PY) -m tests.bench.bench_latency --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0
 
 clean: ## Remove the venv, caches and local service data

@@ -40,6 +40,12 @@ class Verdict:
     person_change_records: int = 0
     person_changes_missing: int = 0
     person_changes_stale: int = 0
+    """Persons whose highest-version record does not hold their final visible properties."""
+    person_changes_last_older: int = 0
+    """Persons whose last record (offset order, what compaction keeps) has a lower version than
+    an earlier one: an older state announced again after a newer one (not a failure: consumers
+    keep the highest version, docs/FORMATS.md)."""
+    person_change_examples: list[str] = field(default_factory=list)
 
     @property
     def change_feed_records_missing(self) -> int:
@@ -96,6 +102,16 @@ def verdict(
                     )
         for person in actual:
             _check_change_feed(v, seen.overrides, seen.person_changes, tenant, person)
+            last = seen.person_changes_last.get((tenant, person.person_id))
+            kept = seen.person_changes.get((tenant, person.person_id))
+            if last is not None and kept is not None and last["version"] < kept["version"]:
+                v.person_changes_last_older += 1
+                if len(v.person_change_examples) < 10:
+                    v.person_change_examples.append(
+                        f"{tenant} {person.person_id}: last record version {last['version']} "
+                        f"(event {last.get('event_uuid')}) after version {kept['version']} "
+                        f"(event {kept.get('event_uuid')})"
+                    )
     return v
 
 
@@ -129,3 +145,17 @@ def _check_change_feed(
         v.person_changes_missing += 1
     elif change.get("properties") != person.visible_properties:
         v.person_changes_stale += 1
+    else:
+        return
+    if len(v.person_change_examples) < 10:
+        v.person_change_examples.append(
+            f"{tenant} {person.person_id} (redis version {person.version}, ids "
+            f"{sorted(person.distinct_ids)}): topic "
+            + (
+                "none"
+                if change is None
+                else f"version {change['version']} event {change.get('event_uuid')} "
+                f"merged_into {change.get('merged_into')} properties {change.get('properties')}"
+            )
+            + f", redis properties {person.visible_properties}"
+        )

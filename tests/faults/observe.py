@@ -27,6 +27,10 @@ class _Seen:
     overrides: dict[tuple[str, str], str] = field(default_factory=dict)
     override_records: int = 0
     person_changes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """Per person key, the record of the highest version (the later one on a tie): what a
+    consumer keeps, as docs/FORMATS.md says."""
+    person_changes_last: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """Per person key, the last record in offset order: what compaction alone keeps."""
     person_change_records: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     warnings: int = 0
@@ -36,10 +40,12 @@ class Outputs:
     """Reads every output topic from the beginning, in a thread, for the whole run.
 
     Compacted topics are kept as compaction would keep them: the last record per key (a key's
-    records share a partition, read in offset order).
+    records share a partition, read in offset order); person changes also as their consumers
+    keep them, the record of the highest version per key. ``read_committed``: read as a consumer of
+    exactly-once outputs does (records of aborted transactions skipped).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, read_committed: bool = False) -> None:
         self._topics = settings.topics
         self._consumer = Consumer(
             {
@@ -47,6 +53,8 @@ class Outputs:
                 "group.id": f"{settings.kafka.group_id}-observer-{uuid.uuid4().hex[:8]}",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
+                # read_committed: only records of committed transactions (exactly-once mode)
+                "isolation.level": "read_committed" if read_committed else "read_uncommitted",
                 "log_level": 2,  # quiet: the broker restarts on purpose
             }
         )
@@ -89,7 +97,11 @@ class Outputs:
         elif topic == self._topics.person_changes:
             body = json.loads(message.value())
             seen.person_change_records += 1
-            seen.person_changes[(body["tenant"], body["person_id"])] = body
+            key = (body["tenant"], body["person_id"])
+            seen.person_changes_last[key] = body
+            kept = seen.person_changes.get(key)
+            if kept is None or body["version"] >= kept["version"]:
+                seen.person_changes[key] = body
         elif topic == self._topics.dead_letters:
             reason = dict(message.headers() or []).get("iw.error.reason", b"?")
             seen.dead_letters[bytes(reason).decode(errors="replace")] += 1

@@ -150,12 +150,16 @@ def _summary_stats(values: list[float]) -> dict[str, Any]:
     }
 
 
-def run(plan: Plan, services: PrivateServices, work_dir: Path) -> dict[str, Any]:
+def run(
+    plan: Plan, services: PrivateServices, work_dir: Path, *, exactly_once: bool = False
+) -> dict[str, Any]:
     """Run ``plan`` against ``services``; the summary (also written to
-    ``work_dir/summary-<plan>.json`` by the caller)."""
+    ``work_dir/summary-<plan>.json`` by the caller). With ``exactly_once`` the workers run with
+    ``delivery.exactly_once`` and the outputs are read with ``isolation.level=read_committed``."""
     started = time.monotonic()
     rng = random.Random(plan.seed)
-    name = f"faults-{plan.name}-{uuid.uuid4().hex[:6]}"
+    mode = "exactly-once" if exactly_once else "at-least-once"
+    name = f"faults-{plan.name}-{'eos-' if exactly_once else ''}{uuid.uuid4().hex[:6]}"
     settings = e2e_settings(
         services.bootstrap,
         services.redis_url,
@@ -163,10 +167,11 @@ def run(plan: Plan, services: PrivateServices, work_dir: Path) -> dict[str, Any]
         topics={"partitions": 6},
         batch={"max_messages": 500},
         buffer={"delay_seconds": 3, "release_interval_seconds": 0.5, "lease_seconds": 5},
+        delivery={"exactly_once": exactly_once},
     )
     work_dir.mkdir(parents=True, exist_ok=True)
     pool = WorkerPool(settings, work_dir)
-    outputs = Outputs(settings)
+    outputs = Outputs(settings, read_committed=exactly_once)
     rss = RssSampler(pool.pids)
     side = redis.Redis.from_url(services.redis_url, socket_timeout=30)
     stream = events(
@@ -294,9 +299,12 @@ def run(plan: Plan, services: PrivateServices, work_dir: Path) -> dict[str, Any]
         outputs.close()
         side.close()
 
+    command = "python -m tests.faults" if plan.name == "full" else "pytest -m faults tests/faults"
     return {
         "plan": plan.name,
-        "command": "make faults" if plan.name == "full" else "pytest -m faults tests/faults",
+        "mode": mode,
+        "isolation_level": "read_committed" if exactly_once else "read_uncommitted",
+        "command": command + (" --exactly-once" if exactly_once else ""),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
@@ -309,6 +317,7 @@ def run(plan: Plan, services: PrivateServices, work_dir: Path) -> dict[str, Any]
         "slow_redis_pauses_seconds": list(plan.slow_redis),
         "rebalances": rebalances,
         "workers_crashed_by_themselves": crashed,
+        "liveness_restarts": pool.liveness_restarts,
         "resume_after_kill_static": _summary_stats(resume_static),
         "resume_after_kill_dynamic": _summary_stats(resume_dynamic),
         "resume_after_static_member_gone": _summary_stats(resume_gone),

@@ -45,6 +45,7 @@ def test_no_event_is_lost(summary: dict[str, Any]) -> None:
 
 def test_no_worker_died_by_itself_and_nothing_was_dead_lettered(summary: dict[str, Any]) -> None:
     assert summary["workers_crashed_by_themselves"] == []
+    assert summary["liveness_restarts"] == []
     assert summary["dead_letters"] == {}
 
 
@@ -61,4 +62,5 @@ def test_the_compacted_override_topic_maps_every_moved_id_to_its_person(
     summary: dict[str, Any],
 ) -> None:
     assert summary["ids_moved"] > 0
+    assert summary["person_change_records"] > 0
     assert change_feed_failures(summary) == []

@@ -30,11 +30,29 @@ def core_failures(summary: dict[str, Any]) -> list[str]:
 
 
 def change_feed_failures(summary: dict[str, Any]) -> list[str]:
-    """The compacted override topic must map every id that moved to its final person."""
-    if not summary["change_feed_records_missing"]:
+    """The compacted override topic must map every id that moved to its final person, and the
+    person-change topic must hold every final person's properties (highest version per key)."""
+    failures = []
+    if summary["change_feed_records_missing"]:
+        failures.append(
+            f"{summary['overrides_missing']} override records missing and "
+            f"{summary['overrides_wrong']} naming another person, of {summary['ids_moved']} ids "
+            f"that moved, e.g. {summary['override_examples']}"
+        )
+    if summary["person_changes_missing"] or summary["person_changes_stale"]:
+        failures.append(
+            f"{summary['person_changes_missing']} persons without a person-change record and "
+            f"{summary['person_changes_stale']} whose highest version is not their final state, "
+            f"e.g. {summary['person_change_examples']}"
+        )
+    return failures
+
+
+def exactly_once_failures(summary: dict[str, Any]) -> list[str]:
+    """In exactly-once mode a ``read_committed`` consumer must see every enriched event once."""
+    if summary.get("mode") != "exactly-once" or not summary["duplicated"]:
         return []
     return [
-        f"{summary['overrides_missing']} override records missing and "
-        f"{summary['overrides_wrong']} naming another person, of {summary['ids_moved']} ids "
-        f"that moved, e.g. {summary['override_examples']}"
+        f"{summary['duplicated']} duplicated enriched records read with read_committed "
+        "in exactly-once mode"
     ]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +18,32 @@ from confluent_kafka import ConsumerGroupState, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from tests.e2e.harness import settings_env
+from tests.faults.services import free_ports
 from worker.config import Settings
+
+
+def member_env(
+    base: dict[str, str], settings: Settings, name: str, *, static: bool
+) -> dict[str, str]:
+    """The environment of member ``name``. A static member's ``group.instance.id`` is
+    ``<group id>-<name>``. With exactly-once, a dynamic member gets ``<group id>-<name>`` as its
+    ``transactional.id`` (without it every member of one host would share
+    ``<group id>-<host name>`` and fence the others); a static member's comes from its instance
+    id (``worker.app.transactional_id``). Both are stable across restarts under the same name,
+    so a restarted member aborts what its killed run left open."""
+    env = dict(base)
+    group = settings.kafka.group_id
+    if static:
+        env["IDENTITY_WORKER_KAFKA__GROUP_INSTANCE_ID"] = f"{group}-{name}"
+    elif settings.delivery.exactly_once:
+        env["IDENTITY_WORKER_DELIVERY__TRANSACTIONAL_ID"] = f"{group}-{name}"
+    return env
+
+
+LIVENESS_PERIOD = 2.0
+LIVENESS_FAILURES = 3
+"""As the pod's ``livenessProbe`` (deploy/k8s), probed more often: three failed ``/healthz`` in a
+row restart the worker."""
 
 
 @dataclass
@@ -22,12 +51,31 @@ class Member:
     name: str
     static: bool
     proc: subprocess.Popen[bytes]
+    metrics_port: int
     started: float = field(default_factory=time.time)
+    failed_probes: int = 0
+
+
+def alive(port: int) -> bool | None:
+    """What ``/healthz`` says: ``False`` when the started loop is stuck, ``None`` when it cannot
+    tell (not started yet, not listening)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as response:
+            return bool(json.loads(response.read())["alive"])
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+        return False if body.get("started") else None
+    except (OSError, ValueError):
+        return None
 
 
 class WorkerPool:
     """Named members of one consumer group. A static member's name is its
-    ``group.instance.id``, reused by every restart (as a StatefulSet pod's name is)."""
+    ``group.instance.id``, reused by every restart (as a StatefulSet pod's name is).
+
+    Like the kubelet, a thread probes each live member's ``/healthz`` and restarts (SIGKILL,
+    then start under the same name) a member whose loop is stuck: ``liveness_restarts``.
+    """
 
     def __init__(self, settings: Settings, log_dir: Path) -> None:
         self._settings = settings
@@ -42,43 +90,72 @@ class WorkerPool:
         self.starts = 0
         self.kills = 0
         self._admin = AdminClient({**settings.kafka.common(), "log_level": 2})
+        self._lock = threading.RLock()
+        self.liveness_restarts: list[str] = []
+        self._closing = threading.Event()
+        self._prober = threading.Thread(target=self._probe, name="liveness", daemon=True)
+        self._prober.start()
+
+    def _probe(self) -> None:
+        while not self._closing.wait(LIVENESS_PERIOD):
+            with self._lock:
+                members = [m for m in self.members.values() if m.proc.poll() is None]
+            for member in members:
+                if alive(member.metrics_port) is False:
+                    member.failed_probes += 1
+                else:
+                    member.failed_probes = 0
+                if member.failed_probes < LIVENESS_FAILURES:
+                    continue
+                with self._lock:
+                    if (
+                        self.members.get(member.name) is not member
+                        or member.proc.poll() is not None
+                    ):
+                        continue
+                    member.proc.send_signal(signal.SIGKILL)
+                    member.proc.wait(30)
+                    self.liveness_restarts.append(f"{member.name} at {time.time():.1f}")
+                    self.start(member.name, static=member.static)
 
     def start(self, name: str, *, static: bool) -> Member:
-        if name in self.members and self.members[name].proc.poll() is None:
-            raise RuntimeError(f"worker {name} is already running")
-        env = dict(self._env)
-        if static:
-            instance = f"{self._settings.kafka.group_id}-{name}"
-            env["IDENTITY_WORKER_KAFKA__GROUP_INSTANCE_ID"] = instance
-        log = (self._log_dir / f"worker-{name}.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"], env=env, stdout=log, stderr=log
-        )
-        log.close()
-        member = Member(name, static, proc)
-        self.members[name] = member
-        self.starts += 1
-        return member
+        with self._lock:
+            if name in self.members and self.members[name].proc.poll() is None:
+                raise RuntimeError(f"worker {name} is already running")
+            env = member_env(self._env, self._settings, name, static=static)
+            (port,) = free_ports(1)
+            env["IDENTITY_WORKER_OBSERVABILITY__METRICS_PORT"] = str(port)
+            log = (self._log_dir / f"worker-{name}.log").open("ab")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "worker", "run"], env=env, stdout=log, stderr=log
+            )
+            log.close()
+            member = Member(name, static, proc, port)
+            self.members[name] = member
+            self.starts += 1
+            return member
 
     def kill(self, name: str) -> float:
         """SIGKILL: nothing flushed, nothing committed. Returns the kill's wall time."""
-        member = self.members[name]
-        at = time.time()
-        member.proc.send_signal(signal.SIGKILL)
-        member.proc.wait(30)
-        self.kills += 1
-        return at
+        with self._lock:
+            member = self.members[name]
+            at = time.time()
+            member.proc.send_signal(signal.SIGKILL)
+            member.proc.wait(30)
+            self.kills += 1
+            return at
 
     def stop(self, name: str, timeout: float = 60) -> int:
         """SIGTERM: finish the batch, commit, leave; the exit code."""
-        member = self.members[name]
-        member.proc.send_signal(signal.SIGTERM)
-        try:
-            return member.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            member.proc.kill()
-            member.proc.wait(10)
-            return -9
+        with self._lock:
+            member = self.members[name]
+            member.proc.send_signal(signal.SIGTERM)
+            try:
+                return member.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                member.proc.kill()
+                member.proc.wait(10)
+                return -9
 
     def pids(self) -> list[int]:
         return [m.proc.pid for m in list(self.members.values()) if m.proc.poll() is None]
@@ -111,6 +188,9 @@ class WorkerPool:
         raise TimeoutError(f"group {group} not stable with {members} members after {timeout} s")
 
     def close(self) -> None:
+        self._closing.set()
+        if self._prober.is_alive() and self._prober is not threading.current_thread():
+            self._prober.join(60)
         for name, member in self.members.items():
             if member.proc.poll() is None:
                 self.stop(name, 30)
