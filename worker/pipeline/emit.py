@@ -21,7 +21,7 @@ from worker.observability.status import BatchStats
 from worker.pipeline.deadletter import INTERNAL_ERROR
 from worker.pipeline.decoding import Decoder
 from worker.pipeline.delivery import Delivery
-from worker.pipeline.items import Decoded, Output, OutputKind
+from worker.pipeline.items import Decoded, Output, OutputKind, in_version_order
 from worker.pipeline.outputs import OutputContext, event_outputs, tally
 from worker.store.base import BufferingStore, Released
 
@@ -56,12 +56,13 @@ class Emitter:
         now_ms: int,
         stats: BatchStats,
     ) -> None:
-        """Deliver ``outs`` then the outputs of ``released`` (in their release order), count
-        what was acknowledged, and acknowledge ``released`` in the store."""
+        """Deliver ``outs`` then the outputs of ``released`` (in their release order; the
+        change records of one person or group in version order), count what was acknowledged,
+        and acknowledge ``released`` in the store."""
         everything = list(outs)
         for freed in released.values():
             everything.extend(self.released_outputs(freed, now_ms, stats))
-        delivered = self._delivery.deliver(everything)
+        delivered = self._delivery.deliver(in_version_order(everything))
         account(delivered, stats, self._clock.now_ms())
         if self._acks_after_commit:
             for tenant, freed in released.items():

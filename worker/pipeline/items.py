@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -46,3 +47,33 @@ class Output:
     kind: OutputKind
     label: str = ""
     """the warning type, or the dead letter's reason"""
+    version: int | None = None
+    """for a person or group change: the version it announces (``in_version_order``)"""
+
+
+def in_version_order(outputs: Sequence[Output]) -> list[Output]:
+    """``outputs`` with the person and group changes of each key in ascending version order.
+
+    One batch can announce a person twice in the reverse of its version order: a buffered event
+    released by an identify is applied (and versioned) before the identify's own changes, but
+    delivered with the other released events after the batch's own outputs. A compacted topic
+    keeps a key's last record, so records of one key must reach it oldest first. Only the
+    change records move, each into a slot another change record of its key held; every other
+    output keeps its place.
+    """
+    slots: dict[tuple[str, bytes | None], list[int]] = {}
+    for index, out in enumerate(outputs):
+        if out.version is not None:
+            slots.setdefault((out.record.topic, out.record.key), []).append(index)
+    ordered = list(outputs)
+    for indexes in slots.values():
+        if len(indexes) < 2:
+            continue
+        changes = sorted((outputs[i] for i in indexes), key=_version)
+        for index, out in zip(indexes, changes, strict=True):
+            ordered[index] = out
+    return ordered
+
+
+def _version(out: Output) -> int:
+    return out.version if out.version is not None else -1

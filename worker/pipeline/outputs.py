@@ -132,7 +132,7 @@ def _group_changes(
             item.event.tenant, change, event_uuid=item.event.uuid, timestamp_ms=now_ms
         )
         record = OutputRecord(ctx.topics.group_changes, rec.value, rec.key)
-        out.append(Output(item.message, record, OutputKind.GROUP_CHANGE))
+        out.append(Output(item.message, record, OutputKind.GROUP_CHANGE, version=change.version))
     return out
 
 
@@ -143,6 +143,7 @@ def _person_changes(
     if resolution.person_id is None or resolution.person_version is None:
         return []
     topic, event, out = ctx.topics.person_changes, item.event, []
+    version = resolution.person_version
     for old in merged_away(resolution):
         rec = ctx.encoder.person_merged(
             event.tenant,
@@ -153,9 +154,9 @@ def _person_changes(
             timestamp_ms=now_ms,
         )
         record = OutputRecord(topic, rec.value, rec.key)
-        out.append(Output(item.message, record, OutputKind.PERSON_CHANGE))
+        out.append(Output(item.message, record, OutputKind.PERSON_CHANGE, version=version))
     if changed_person(resolution):
         rec = ctx.encoder.person_change(event, resolution, timestamp_ms=now_ms)
         record = OutputRecord(topic, rec.value, rec.key)
-        out.append(Output(item.message, record, OutputKind.PERSON_CHANGE))
+        out.append(Output(item.message, record, OutputKind.PERSON_CHANGE, version=version))
     return out
