@@ -16,9 +16,11 @@ files[resolve .. "properties.lua"] = { read_globals = { "PROTOCOL", "ordering", 
 files[resolve .. "reply.lua"] = { read_globals = { "PROTOCOL" } }
 files[resolve .. "groups.lua"] = { read_globals = { "PROTOCOL", "records", "properties" } }
 files[resolve .. "case_fold.lua"] = { read_globals = { "union_find" } }
+files[resolve .. "deleted.lua"] = { read_globals = {} }
 files[resolve .. "rules.lua"] = {
   read_globals = {
     "PROTOCOL", "union_find", "records", "properties", "reply", "groups", "case_fold",
+    "deleted",
   },
 }
 files[resolve .. "buffer.lua"] = {
@@ -33,6 +35,7 @@ files[resolve .. "write_back.lua"] = {
 files["worker/store/lua/resolve_batch.lua"] = {
   read_globals = {
     "PROTOCOL", "group_argv", "argv", "ordering", "union_find", "records", "properties", "reply",
-    "groups", "case_fold", "rules", "buffer", "receipts", "write_back",
+    "groups", "case_fold", "deleted", "rules", "buffer", "receipts", "write_back",
   },
 }
+files["worker/store/lua/delete_person.lua"] = { read_globals = { "PROTOCOL" } }

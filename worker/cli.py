@@ -1,5 +1,5 @@
-"""Command line: ``identity-worker run | check-config | create-topics | inspect | dead-letters
-replay | buffer stats | tail | demo``.
+"""Command line: ``identity-worker run | check-config | create-topics | inspect | delete |
+dead-letters replay | buffer stats | tail | demo``.
 
 A thin layer: it resolves settings, builds the worker through ``worker.app`` and wires signals.
 Every option falls back to the settings (env ``IDENTITY_WORKER_*`` or the ``--config`` file).
@@ -40,7 +40,7 @@ EXIT_SHUTDOWN_TIMEOUT = 3
 
 EXIT_CODES_HELP = """exit codes:
   0  success
-  1  not found (inspect: no person holds the id; a topic that does not exist)
+  1  not found (inspect, delete: no such person; a topic that does not exist)
   2  usage or configuration error (bad option, invalid setting, missing config file)
   3  a dependency is unavailable (Kafka, Redis, the schema registry); for run, also a graceful
      shutdown that overran batch.shutdown_timeout_seconds
@@ -134,6 +134,7 @@ def install_signal_handlers(request_shutdown: Callable[[], None], timeout_second
 def cmd_run(args: argparse.Namespace) -> int:
     from worker.app import build_ops_server, build_worker
     from worker.observability.logging import configure_logging
+    from worker.ops.deletions import DeletionConsumer
 
     settings = _settings(args, warn=False)
     configure_logging(settings.observability.log_format, settings.observability.log_level)
@@ -141,6 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     worker = build_worker(settings)
     ops = build_ops_server(settings, worker)
     ops.start()
+    deletions = DeletionConsumer(settings, worker.store)
+    deletions.start()
     install_signal_handlers(worker.runner.request_shutdown, settings.batch.shutdown_timeout_seconds)
     log.info(
         "identity-worker starting",
@@ -154,6 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         worker.runner.run()
     finally:
         try:
+            deletions.close()
             worker.close()
         finally:
             ops.close()
@@ -204,6 +208,50 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     finally:
         client.close()
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    """Contract A10: delete a person, write its tombstones and an audit record."""
+    import time
+
+    from confluent_kafka import KafkaException, Producer
+
+    from worker.app import build_store, redis_client
+    from worker.errors import KafkaUnavailableError
+    from worker.ops.deletion import DeletionRequest, execute
+
+    settings = _settings(args)
+    request = DeletionRequest(args.tenant, args.distinct_id, args.person, args.requested_by)
+    producer = Producer({**settings.kafka.producer_conf(), "enable.idempotence": True})
+    try:
+        # Kafka first: never delete in Redis what no tombstone could then announce
+        producer.list_topics(timeout=args.timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailableError(f"Kafka: no metadata: {exc.args[0]}") from None
+    client = redis_client(settings)
+    try:
+        store = build_store(settings, client)
+        record = execute(
+            store,
+            producer,
+            settings.topics,
+            request,
+            lambda: int(time.time() * 1000),
+            flush_timeout_s=args.timeout,
+        )
+    finally:
+        client.close()
+    print(json.dumps(record, sort_keys=True))
+    if record["person_id"] is None:
+        asked = (
+            f"distinct id {args.distinct_id!r}" if args.distinct_id else f"person {args.person!r}"
+        )
+        print(
+            f"identity-worker: not found: no person for {asked} of tenant {args.tenant!r}",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_FOUND
+    return EXIT_OK
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -461,6 +509,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-ids", type=_non_negative, default=100, help="distinct ids to list (default 100)"
     )
     inspect.set_defaults(func=cmd_inspect)
+    delete = command(
+        "delete",
+        "delete a person: its distinct ids, properties, memberships, buffered events",
+        "Delete, atomically in Redis, the person that holds --distinct-id (or the person\n"
+        "--person): all its distinct ids, its properties, its group memberships and the\n"
+        "buffered events of its ids. Then write tombstones (null values) to the compacted\n"
+        "person-changes (key tenant:person_id) and override (key tenant:distinct_id) topics and\n"
+        "an audit record to topics.deletion_audit, and print that record as JSON. A later\n"
+        "event of a deleted id starts a new person. Idempotent: exits 1 when no such person\n"
+        "exists (nothing deleted; the audit record says not_found).",
+    )
+    delete.add_argument("--tenant", required=True, help="the tenant (team id, write key...)")
+    target = delete.add_mutually_exclusive_group(required=True)
+    target.add_argument("--distinct-id", help="delete the person holding this distinct id")
+    target.add_argument("--person", metavar="PERSON_ID", help="delete the person with this id")
+    delete.add_argument(
+        "--requested-by",
+        default=os.environ.get("USER") or "cli",
+        help="who asked, for the audit record (default $USER)",
+    )
+    delete.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="wait this long for Kafka (metadata, then the records' acknowledgements)",
+    )
+    delete.set_defaults(func=cmd_delete)
     dead = command(
         "dead-letters",
         "work with the dead-letter topic",

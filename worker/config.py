@@ -166,6 +166,12 @@ class TopicSettings(_Section):
     dead_letters: str = "identity.dead_letters"
     group_changes: str = "identity.group_changes"
     """Compacted: a group's state each time it changes, keyed ``tenant:type:key``."""
+    deletions: str = "identity.deletions"
+    """Input: person deletion requests (contract A10), JSON ``{"tenant", "distinct_id" |
+    "person_id", "requested_by"}``, read by ``run`` in the consumer group
+    ``<kafka.group_id>.deletions``."""
+    deletion_audit: str = "identity.deletion_audit"
+    """Output: one audit record per deletion request (never a property value)."""
     partitions: int = Field(default=6, ge=1)
     """Partitions used by ``create-topics`` for topics it creates."""
     replication_factor: int = Field(default=1, ge=1)

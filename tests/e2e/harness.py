@@ -35,6 +35,8 @@ def e2e_settings(
         warnings=f"{name}.warnings",
         dead_letters=f"{name}.dead_letters",
         group_changes=f"{name}.group_changes",
+        deletions=f"{name}.deletions",
+        deletion_audit=f"{name}.deletion_audit",
         partitions=3,
     )
     base: dict[str, Any] = {

@@ -130,7 +130,17 @@ class Forget:
     sources: tuple[str, ...]
 
 
-Action = Batch | ReleaseDue | Ack | Forget
+@dataclass(frozen=True)
+class Delete:
+    """Delete (contract A10) the person holding ``distinct_id``, or, with ``by_person``, the
+    person id the model gives that person (a fresh uuid when it has none)."""
+
+    tenant: str
+    distinct_id: str
+    by_person: bool
+
+
+Action = Batch | ReleaseDue | Ack | Forget | Delete
 Steps = list[tuple[int, Action]]
 """(milliseconds the clock advances before the action, the action)"""
 
@@ -359,6 +369,9 @@ def scenario(c: Choices, ordering: OrderingMode, buffered: bool) -> Scenario:
             tenant = c.pick(sent).tenant
             sources = [e.source for e in sent if e.tenant == tenant and e.source is not None]
             steps.append((0, Forget(tenant, tuple(sources[: c.number(1, len(sources))]))))
+        if c.number(0, 7) == 0:  # a deletion of a person the sequence may have made
+            chosen = c.pick(events[: len(events) - len(rest)])
+            steps.append((0, Delete(chosen.tenant, chosen.distinct_id, c.number(0, 3) == 0)))
         for _ in range(weighted(c, (10, 0), (7, 1), (3, 2))):
             tenant = weighted(c, (4, TENANTS[0]), (1, TENANTS[1]))
             if c.pick((False, True)):
@@ -516,6 +529,18 @@ class _Pair:
                 store.forget(action.tenant, action.sources)
             for source in action.sources:
                 self.answers.pop((action.tenant, source), None)
+        elif isinstance(action, Delete):
+            tenant = action.tenant
+            if action.by_person:
+                person = self.expected.person_for(tenant, action.distinct_id)
+                target = person.person_id if person else f"no person {action.distinct_id}"
+                expected = self.expected.delete_person(tenant, person_id=target)
+                actual = self.actual.delete_person(tenant, person_id=target)
+            else:
+                expected = self.expected.delete_person(tenant, distinct_id=action.distinct_id)
+                actual = self.actual.delete_person(tenant, distinct_id=action.distinct_id)
+            assert actual == expected
+            event("deleted" if expected else "deleted nothing")
         elif isinstance(action, ReleaseDue):
             want_released = self.expected.release_due(action.tenant, now, action.limit)
             got_released = self.actual.release_due(action.tenant, now, action.limit)

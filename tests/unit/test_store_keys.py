@@ -87,8 +87,21 @@ def test_script_keys_without_previous_reply_repeat_the_current_one() -> None:
         "p:{t}:rcpt:",
         "p:{t}:g:",
         "p:{t}:fold",
+        "p:{t}:deleted",
     ]
     assert keys.script_keys("new", "old")[2:4] == ["p:{t}:reply:new", "p:{t}:reply:old"]
+
+
+def test_delete_keys_in_the_order_of_delete_person_lua() -> None:
+    keys = TenantKeys.of("p", "t")
+    assert keys.delete_keys() == [
+        "p:{t}:ids",
+        "p:{t}:members:",
+        "p:{t}:buf:",
+        "p:{t}:g:",
+        "p:{t}:fold",
+        "p:{t}:deleted",
+    ]
 
 
 @pytest.mark.parametrize("prefix", ["", "a{b", "a}b"])

@@ -278,6 +278,26 @@ class TenantBuffer:
             self.entries.pop(name, None)
             self.releases.pop(name, None)
 
+    def drop(self, distinct_ids: frozenset[str]) -> int:
+        """Contract A10: forget the waiting entries of ``distinct_ids`` and the leased entries
+        whose op names one of them; how many entries went."""
+        names = [name for i in distinct_ids for name in self.queues.pop(i, [])]
+        for distinct_id in distinct_ids:
+            self.due.pop(distinct_id, None)
+        self.count -= len(names)
+        for name in self.pending:
+            entry = self.entries.get(name)
+            if (
+                entry is not None
+                and {entry.op.event.distinct_id, entry.op.merge_with} & distinct_ids
+            ):
+                names.append(name)
+        for name in names:
+            self.pending.pop(name, None)
+            self.entries.pop(name, None)
+            self.releases.pop(name, None)
+        return len(names)
+
     def next_due(self) -> int | None:
         """The earliest due time or lease deadline, or ``None`` (the due-tenants index)."""
         return min([*self.due.values(), *self.pending.values()], default=None)

@@ -17,7 +17,9 @@ def case_fold(distinct_id: str) -> str:
     return distinct_id.translate(_ASCII_LOWER)
 
 
-def person_id_for(tenant: str, distinct_id: str) -> str:
+def person_id_for(tenant: str, distinct_id: str, epoch: int = 0) -> str:
     """uuid5 of ``"{tenant}:{distinct_id}"``: the id of the person ``distinct_id`` creates, and
-    of its personless events."""
-    return str(uuid.uuid5(PERSON_NAMESPACE, f"{tenant}:{distinct_id}"))
+    of its personless events. After ``distinct_id`` was deleted ``epoch`` times (contract A10),
+    uuid5 of ``"{tenant}:{distinct_id}:{epoch}"``, so a person it creates again is a new one."""
+    name = f"{tenant}:{distinct_id}:{epoch}" if epoch else f"{tenant}:{distinct_id}"
+    return str(uuid.uuid5(PERSON_NAMESPACE, name))

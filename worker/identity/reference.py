@@ -25,6 +25,7 @@ from worker.identity.buffer import (
     TenantBuffer,
 )
 from worker.identity.config import IdentityConfig
+from worker.identity.deletion import Deletion
 from worker.identity.groups import GroupOutcome, TenantGroups, join_memberships
 from worker.identity.ids import case_fold, person_id_for
 from worker.identity.model import (
@@ -92,6 +93,8 @@ class _Tenant:
     groups: TenantGroups = field(default_factory=TenantGroups)
     folds: dict[str, int] = field(default_factory=dict)
     """case fold (``ids.case_fold``) -> how many known distinct ids have it"""
+    deleted: dict[str, int] = field(default_factory=dict)
+    """distinct id -> how many times it was deleted (contract A10: its person id's epoch)"""
     receipts: dict[str, tuple[Resolution, tuple[str, ...]]] = field(default_factory=dict)
     """source -> the resolution given for it and the entry ids it released (replay receipts:
     no TTL here, time is only ``now_ms``; ``forget`` drops them)"""
@@ -211,6 +214,35 @@ class ReferenceStore:
         records = {id(r): r for r in self._tenants.get(tenant, _Tenant()).owner.values()}
         return {r.person_id: dict(r.memberships) for r in records.values() if r.memberships}
 
+    def delete_person(
+        self, tenant: str, *, distinct_id: str | None = None, person_id: str | None = None
+    ) -> Deletion | None:
+        """Contract A10: forget the person holding ``distinct_id`` (or the person
+        ``person_id``): its ids, properties, memberships, case folds and buffered events; each
+        of its ids' deletion epoch moves on. ``None`` when there is no such person."""
+        if (distinct_id is None) == (person_id is None):
+            raise ValueError("give exactly one of distinct_id and person_id")
+        state = self._tenants.get(tenant)
+        if state is None:
+            return None
+        if distinct_id is not None:
+            record = state.owner.get(distinct_id)
+        else:
+            found = (r for r in state.owner.values() if r.person_id == person_id)
+            record = next(found, None)
+        if record is None:
+            return None
+        ids = frozenset(record.members)
+        for member in ids:
+            del state.owner[member]
+            state.deleted[member] = state.deleted.get(member, 0) + 1
+            fold = case_fold(member)
+            state.folds[fold] -= 1
+            if not state.folds[fold]:
+                del state.folds[fold]
+        buffered = state.buffer.drop(ids)
+        return Deletion(tenant, record.person_id, tuple(sorted(ids)), buffered)
+
     def _state(self, tenant: str) -> _Tenant:
         return self._tenants.setdefault(tenant, _Tenant())
 
@@ -250,7 +282,8 @@ class ReferenceStore:
     # -- the stateful rules -------------------------------------------------------------------
 
     def _create(self, state: _Tenant, tenant: str, distinct_id: str, ts_ms: int) -> _Record:
-        record = _Record(person_id_for(tenant, distinct_id), ts_ms, ts_ms, False, 0, {distinct_id})
+        person_id = _person_id(state, tenant, distinct_id)
+        record = _Record(person_id, ts_ms, ts_ms, False, 0, {distinct_id})
         state.owner[distinct_id] = record
         return record
 
@@ -417,7 +450,8 @@ class ReferenceStore:
     ) -> Resolution:
         person = state.owner.get(event.distinct_id)
         if person is None:
-            return personless(event, tuple(warnings))
+            person_id = _person_id(state, event.tenant, event.distinct_id)
+            return personless(event, tuple(warnings), person_id=person_id)
         upgrade = event.timestamp_ms > person.created_at_ms + self._config.force_upgrade_after_ms
         return personless(
             event,
@@ -440,7 +474,7 @@ class ReferenceStore:
         personless events carried ``person_id_for(tenant, distinct_id)``."""
         person.members.add(distinct_id)
         state.owner[distinct_id] = person
-        old = person_id_for(tenant, distinct_id)
+        old = _person_id(state, tenant, distinct_id)
         overrides.append(DistinctIdOverride(distinct_id, old, person.person_id))
 
     def _merge(
@@ -474,6 +508,11 @@ class ReferenceStore:
             into_person.properties = props.merge_arrival(
                 into_person.properties, other_person.properties
             )
+
+
+def _person_id(state: _Tenant, tenant: str, distinct_id: str) -> str:
+    """The id of the person ``distinct_id`` creates (A2, or A10 after its deletions)."""
+    return person_id_for(tenant, distinct_id, state.deleted.get(distinct_id, 0))
 
 
 def _case_collision(state: _Tenant, fresh: list[str]) -> bool:

@@ -40,7 +40,9 @@ class TopicSpec:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic the worker reads or writes, deduplicated, with its settings."""
     topics = settings.topics
-    names = dict.fromkeys((*topics.inputs, *topics.outputs))
+    names = dict.fromkeys(
+        (*topics.inputs, *topics.outputs, topics.deletions, topics.deletion_audit)
+    )
     return [
         TopicSpec(
             name,

@@ -16,6 +16,9 @@ Redis Cluster slot and one Lua script can touch them all::
                                                   (lua/resolve/groups.lua)
     <prefix>:{<tenant>}:fold               hash   ASCII-lowercased form of each known id that
                                                   is not lowercase (lua/resolve/case_fold.lua)
+    <prefix>:{<tenant>}:deleted            hash   distinct id -> how many times it was deleted
+                                                  and the person id it starts next (contract
+                                                  A10, lua/delete_person.lua)
     <prefix>:buffer-due                    zset   tenant -> earliest due time or lease deadline
                                                   of its buffer (no hash tag: not a tenant key)
 
@@ -167,6 +170,11 @@ class TenantKeys:
         return self.base + "fold"
 
     @property
+    def deleted(self) -> str:
+        """Deleted ids: id -> epoch "|" next person id (lua/delete_person.lua)."""
+        return self.base + "deleted"
+
+    @property
     def groups_prefix(self) -> str:
         """Start of the groups' keys (``types``, ``records``, ``members``; lua groups.lua)."""
         return self.base + "g:"
@@ -207,6 +215,17 @@ class TenantKeys:
             raise ValueError(f"{key!r} is not a members key of tenant {self.tenant!r}")
         return key[len(self.members_prefix) :]
 
+    def delete_keys(self) -> list[str]:
+        """``KEYS`` of ``delete_person.lua``, in the order the script reads them."""
+        return [
+            self.ids,
+            self.members_prefix,
+            self.buffer_prefix,
+            self.groups_prefix,
+            self.case_folds,
+            self.deleted,
+        ]
+
     def script_keys(self, token: str, previous_token: str | None) -> list[str]:
         """``KEYS`` of ``resolve_batch.lua``, in the order the script reads them."""
         previous = self.reply(previous_token) if previous_token else self.reply(token)
@@ -219,4 +238,5 @@ class TenantKeys:
             self.receipts_prefix,
             self.groups_prefix,
             self.case_folds,
+            self.deleted,
         ]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from worker.store import protocol
 
-SCRIPTS = ("resolve_batch.lua", "read_person.lua")
+SCRIPTS = ("resolve_batch.lua", "read_person.lua", "delete_person.lua")
 """The scripts the store runs."""
 
 PROTOCOL_INCLUDE = "protocol"

@@ -44,6 +44,7 @@ touched a buffer, from the next due time the script returns.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import uuid
@@ -62,6 +63,8 @@ from worker.errors import (
 )
 from worker.identity import rules
 from worker.identity.config import IdentityConfig
+from worker.identity.deletion import Deletion
+from worker.identity.ids import PERSON_NAMESPACE
 from worker.identity.model import (
     Group,
     IdentityEvent,
@@ -70,7 +73,7 @@ from worker.identity.model import (
     PropertyState,
     Resolution,
 )
-from worker.store import codec, group_reads
+from worker.store import codec, group_reads, protocol
 from worker.store.base import BatchResult, BufferStats, Released
 from worker.store.keys import TenantKeys, due_index
 from worker.store.lua_loader import load_script
@@ -173,6 +176,7 @@ class RedisIdentityStore:
         self._resolve = client.register_script(load_script("resolve_batch.lua"))
         self._read = client.register_script(load_script("read_person.lua"))
         self._due_update = client.register_script(load_script("due_index.lua"))
+        self._delete = client.register_script(load_script("delete_person.lua"))
         self._due_index = due_index(prefix)
         self._previous_reply: dict[str, str] = {}
         self._lock = Lock()
@@ -392,6 +396,55 @@ class RedisIdentityStore:
         return self._call(lambda: group_reads.memberships(self._client, self.keys(tenant)))
 
     # -- internals -------------------------------------------------------------------------
+
+    def delete_person(
+        self, tenant: str, *, distinct_id: str | None = None, person_id: str | None = None
+    ) -> Deletion | None:
+        """Contract A10: delete the person holding ``distinct_id``, or the person ``person_id``,
+        atomically (``lua/delete_person.lua``); ``None`` when there is none. A person id is
+        found by one ``HSCAN`` of the tenant's ids (deletion is rare), then checked again by
+        the script."""
+        if (distinct_id is None) == (person_id is None):
+            raise ValueError("give exactly one of distinct_id and person_id")
+        keys = self.keys(tenant)
+        start = distinct_id
+        if start is None:
+            start = self._root_of_person(keys, str(person_id))
+            if start is None:
+                return None
+        args = [
+            _b(protocol.FORMAT_VERSION),
+            _b(tenant),
+            PERSON_NAMESPACE.bytes,
+            _b(start),
+            _b(person_id or ""),
+        ]
+        key_names = keys.delete_keys()
+        raw = self._call(lambda: self._delete(keys=key_names, args=args, client=self._client))
+        if raw is None:
+            return None
+
+        def decode() -> Deletion:
+            reply = json.loads(raw)
+            return Deletion(
+                tenant,
+                str(reply["person_id"]),
+                tuple(sorted(str(i) for i in reply["distinct_ids"])),
+                int(reply["buffered"]),
+            )
+
+        return self._decode(decode)
+
+    def _root_of_person(self, keys: TenantKeys, person_id: str) -> str | None:
+        wanted = b"R" + _b(person_id) + b"|"
+
+        def scan() -> str | None:
+            for field, value in self._client.hscan_iter(_b(keys.ids), count=1000):
+                if bytes(value).startswith(wanted):
+                    return bytes(field).decode("utf-8", "surrogatepass")
+            return None
+
+        return self._call(scan)
 
     def _run_chunk(
         self,

@@ -21,6 +21,7 @@ KEYS (all share the tenant's hash tag, see worker/store/keys.py, TenantKeys.scri
   [6] <p>:{t}:rcpt:           prefix of the receipt hashes (receipts.lua)
   [7] <p>:{t}:g:              prefix of the groups' keys (groups.lua)
   [8] <p>:{t}:fold            hash: lower(id) of known ids not already lowercase (case_fold.lua)
+  [9] <p>:{t}:deleted         hash: deleted id -> epoch "|" its next person id (deleted.lua)
 The members set of a root (KEYS[2] .. root), the buffer's keys (KEYS[5] .. name), the receipt
 hashes (KEYS[6] .. bucket) and the groups' keys (KEYS[7] .. name) cannot all
 be declared up front (roots and ids are found while the script runs), but they start with the
@@ -88,6 +89,7 @@ half done.
 --- @include "resolve/reply"
 --- @include "resolve/groups"
 --- @include "resolve/case_fold"
+--- @include "resolve/deleted"
 --- @include "resolve/rules"
 --- @include "resolve/buffer"
 --- @include "resolve/receipts"
@@ -98,6 +100,7 @@ local ctx = {
   keys = {
     ids = KEYS[1], members = KEYS[2], reply = KEYS[3], previous_reply = KEYS[4],
     buffer = KEYS[5], receipts = KEYS[6], groups = KEYS[7], fold = KEYS[8],
+    deleted = KEYS[9],
   },
   config = nil, -- argv.header
   ops = nil, -- argv.parse_ops
@@ -108,6 +111,7 @@ local ctx = {
   waiting_delta = 0, waiting_stored = nil, any_queue = nil,
   receipts_out = {}, -- receipts.lua
   folds = {}, folds_out = {}, -- case_fold.lua
+  deleted = {}, -- deleted.lua
 }
 
 -- A retried call: the first attempt ran, return its reply.

@@ -110,6 +110,7 @@ local function apply_personless(ctx, op, warning)
 end
 
 function rules.structure(ctx, op, warning)
+  deleted.rederive(ctx, op)
   local max_ids = ctx.config.max_ids
   local warnings = { warning }
   local overrides = {}
@@ -266,6 +267,7 @@ function rules.finish(ctx, op, part)
 end
 
 function rules.apply(ctx, op, warning)
+  deleted.rederive(ctx, op)
   if not op.process then
     return apply_personless(ctx, op, warning)
   end
