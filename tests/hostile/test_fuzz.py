@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 
 from tests.hostile.corpus import (
     AVRO_RECORD,
-    GOOD_MESSAGES,
     NATIVE,
     POSTHOG,
     SEGMENT,
     HostileMessage,
 )
 from tests.hostile.harness import decode, handle
+from tests.hostile.strategies import mutations
 from worker.codec import DECODE_REASONS, DecodeError
 
 FIELD_NAMES = sorted(
@@ -125,25 +125,6 @@ def test_random_bytes(data: bytes) -> None:
     _check(data)
     _check(b"\x00" + data)
     _check(b"{" + data)
-
-
-@st.composite
-def mutations(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(st.sampled_from(GOOD_MESSAGES)))
-    for _ in range(draw(st.integers(1, 8))):
-        if not data:
-            break
-        at = draw(st.integers(0, len(data) - 1))
-        action = draw(st.sampled_from(["flip", "delete", "insert", "truncate"]))
-        if action == "flip":
-            data[at] = draw(st.integers(0, 255))
-        elif action == "delete":
-            del data[at]
-        elif action == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=8))
-        else:
-            del data[at:]
-    return bytes(data)
 
 
 @FUZZ

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.hostile.corpus import ANY, EVENT, GOOD_MESSAGES, RECEIVED_AT_MS, HostileMessage, corpus
+from tests.hostile.corpus import ANY, EVENT, RECEIVED_AT_MS, HostileMessage, corpus
+from tests.hostile.strategies import mutations
 from tests.unit.test_orchestrator import MemorySink
 from worker.app import build_pipeline
 from worker.clock import ManualClock
@@ -147,25 +148,6 @@ def _fuzz(value: bytes, received: int | None = RECEIVED_AT_MS) -> None:
 def test_random_bytes_through_the_pipeline(data: bytes) -> None:
     _fuzz(data)
     _fuzz(b"{" + data)
-
-
-@st.composite
-def mutations(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(st.sampled_from(GOOD_MESSAGES)))
-    for _ in range(draw(st.integers(1, 8))):
-        if not data:
-            break
-        at = draw(st.integers(0, len(data) - 1))
-        action = draw(st.sampled_from(["flip", "delete", "insert", "truncate"]))
-        if action == "flip":
-            data[at] = draw(st.integers(0, 255))
-        elif action == "delete":
-            del data[at]
-        elif action == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=8))
-        else:
-            del data[at:]
-    return bytes(data)
 
 
 @FUZZ
