@@ -26,7 +26,3 @@ def mutations(draw: st.DrawFn) -> bytes:
         else:
             del data[at:]
     return bytes(data)
-
-
-"""A valid message of the corpus with 1-8 random byte flips, deletions, insertions or a
-truncation."""
