@@ -16,7 +16,7 @@ from worker.codec import native
 from worker.codec.avro import AvroCodec, SchemaName
 from worker.codec.envelope import InputEvent
 from worker.codec.errors import EncodeError
-from worker.codec.fields import dumps_json
+from worker.codec.fields import dumps_json, dumps_json_bytes
 from worker.identity.model import DistinctIdOverride, IdentityWarning, Outcome, Resolution
 
 OutputFormat = Literal["avro", "json"]
@@ -31,7 +31,7 @@ class EncodedRecord:
 
 
 def _json_bytes(obj: Mapping[str, Any]) -> bytes:
-    return dumps_json(obj).encode("utf-8")
+    return dumps_json_bytes(obj)
 
 
 class OutputEncoder:
@@ -71,8 +71,15 @@ class OutputEncoder:
             raise EncodeError(f"event {e.uuid} has no person to emit (outcome {r.outcome})")
         key = f"{e.tenant}:{r.person_id}".encode()
         if self._format == "json":
+            # the person fields set in place, in _person_fields' order: no intermediate dicts
+            properties = r.properties
             obj = native.to_json_object(e)
-            obj.update(self._person_fields(r, buffered_ms, dict(r.properties)))
+            obj["person_id"] = r.person_id
+            obj["person_properties"] = properties if type(properties) is dict else dict(properties)
+            obj["person_created_at"] = r.created_at_ms
+            obj["is_identified"] = r.is_identified
+            obj["person_mode"] = r.person_mode.value
+            obj["buffered_ms"] = buffered_ms
             return EncodedRecord(key, _json_bytes(obj))
         tail = self._person_fields(r, buffered_ms, dumps_json(dict(r.properties)))
         if self._reuse_input_body and e.avro_body is not None:
