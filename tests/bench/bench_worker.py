@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -60,6 +61,7 @@ from tests.bench.common import (
     run_header,
     wait_for,
 )
+from tests.bench.profile import report as profile_report
 from tests.e2e.harness import e2e_settings, settings_env
 from worker.app import build_store
 from worker.codec.avro import AvroCodec, SchemaName
@@ -317,23 +319,59 @@ def bench_settings(args: argparse.Namespace, name: str, **sections: Any) -> Sett
     )
 
 
+def baseline_tree(ref: str, root: Path) -> Path:
+    """The ``worker`` package of git revision ``ref``, exported under ``root`` (to run the
+    code before a change beside the code after it)."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", ref], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    target = root / f"baseline-{commit}"
+    if not (target / "worker").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", commit, "worker"], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target.resolve()
+
+
 def start_workers(
-    settings: Settings, count: int, logs: Path, profile: Path | None = None
+    settings: Settings,
+    count: int,
+    logs: Path,
+    profile: Path | None = None,
+    code: Path | None = None,
 ) -> list[subprocess.Popen[bytes]]:
+    """``count`` worker processes; ``code``: a directory whose ``worker`` package they run
+    instead of this tree's."""
     env = {
         **os.environ,
         **settings_env(settings),
         "IDENTITY_WORKER_OBSERVABILITY__LOG_FORMAT": "json",
         "IDENTITY_WORKER_OBSERVABILITY__LOG_LEVEL": "WARNING",
     }
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     procs = []
     for i in range(count):
         command = [sys.executable, "-m", "worker", "run"]
         if profile is not None:
             command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "worker", "run"]
-        log = open(logs / f"{settings.kafka.group_id}-{i}.log", "wb")  # noqa: SIM115
-        procs.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+        log = open(logs.resolve() / f"{settings.kafka.group_id}-{i}.log", "wb")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=code or Path.cwd()
+            )
+        )
     return procs
+
+
+def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """``py-spy record`` of process ``pid`` (waits included) into ``out``, until SIGINT."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    command = [str(py_spy), "record", "--pid", str(pid), "--idle", "--nonblocking"]
+    command += ["--rate", "200", "--format", "raw", "--output", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def stop_workers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
@@ -367,16 +405,21 @@ def run_worker(
     fmt: str,
     processes: int = 1,
     measure_memory: bool = False,
+    code: Path | None = None,
 ) -> Run:
     n = len(messages.values)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     settings = bench_settings(args, prefix, formats={"output": fmt})
     progress = Progress(settings, settings.kafka.group_id, PARTITIONS)
-    profile = args.profile if (args.profile and fmt == "json" and processes == 1) else None
+    first_json = fmt == "json" and processes == 1 and code is None
+    profile = args.profile if first_json else None
+    py_spy = args.py_spy if first_json else None
     with ServerTime(client, prefix) as server:
         if processes == 1:
             preload(settings, messages)
-            procs = start_workers(settings, 1, args.logs, profile)
+            procs = start_workers(settings, 1, args.logs, profile, code)
+            if py_spy is not None:
+                sampler = start_py_spy(procs[0].pid, py_spy)
         else:
             procs = start_workers(settings, processes, args.logs)
             wait_for(
@@ -389,6 +432,9 @@ def run_worker(
         try:
             rate = progress.watch(n, timeout=max(120.0, n / 500))
         finally:
+            if py_spy is not None:
+                sampler.send_signal(signal.SIGINT)
+                sampler.wait(30)
             stop_workers(procs)
     result = gate(settings, client, want, n, fmt)
     memory = memory_breakdown(client, prefix, TENANT) if measure_memory else None
@@ -593,6 +639,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=Path, help="cProfile the JSON run's worker into this file"
     )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="sample the JSON run's worker with py-spy into this file (needs py-spy)",
+    )
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="also drain the JSON backlog with the worker of git revision REF (before/after)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.naive_events = 10_000, 500
@@ -616,6 +674,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_worker(args, client, "worker, JSON", json_messages, want, "json", measure_memory=True)
     ]
     print(f"worker JSON: {runs[-1].rate}", flush=True)
+    for ref in args.baseline:
+        code = baseline_tree(ref, Path(".local/bench"))
+        name = f"worker, JSON, at {code.name.removeprefix('baseline-')}"
+        runs.append(run_worker(args, client, name, json_messages, want, "json", code=code))
+        print(f"{name}: {runs[-1].rate}", flush=True)
     if "avro" not in args.skip:
         avro_messages = as_messages(events, "avro")
         runs.append(run_worker(args, client, "worker, Avro", avro_messages, want, "avro"))
@@ -634,6 +697,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print()
     print("\n".join(report(runs, passthrough, scaling, args)))
+    if args.py_spy is not None and args.py_spy.exists():
+        print("### Where the JSON run's worker spent its time\n")
+        print("\n".join(profile_report(args.py_spy)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     worker_json = runs[0]
     args.out.write_text(
