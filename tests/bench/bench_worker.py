@@ -272,6 +272,9 @@ class Progress:
     group: str
     partitions: int
     marks: list[tuple[float, int]] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    """worker processes whose CPU time is read at each mark"""
+    cpu: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._consumer = Consumer({**self.settings.kafka.common(), "group.id": self.group})
@@ -291,10 +294,26 @@ class Progress:
             now, done = time.perf_counter(), self.committed()
             if done != last:
                 self.marks.append((now, done))
+                self.cpu.append(sum(cpu_seconds(pid) for pid in self.pids))
                 last = done
             time.sleep(0.02)
         self._consumer.close()
         return rate_of(self.marks, total)
+
+    def cpu_us_per_event(self) -> float:
+        """CPU time of the worker processes per event, between the first and the last mark."""
+        events = self.marks[-1][1] - self.marks[0][1]
+        return 1e6 * (self.cpu[-1] - self.cpu[0]) / events if events else 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rate_of(marks: Sequence[tuple[float, int]], total: int) -> float:
@@ -394,6 +413,8 @@ class Run:
     server: dict[str, Any] | None = None
     memory: MemoryBreakdown | None = None
     processes: int = 1
+    cpu_us: float | None = None
+    """CPU time of the worker processes per event"""
 
 
 def run_worker(
@@ -430,6 +451,7 @@ def run_worker(
             )
             preload(settings, messages)
         try:
+            progress.pids = [proc.pid for proc in procs]
             rate = progress.watch(n, timeout=max(120.0, n / 500))
         finally:
             if py_spy is not None:
@@ -447,6 +469,7 @@ def run_worker(
         server.summary(n),
         memory,
         processes,
+        progress.cpu_us_per_event(),
     )
 
 
@@ -598,12 +621,16 @@ def report(
     runs: list[Run], passthrough: dict[str, float], scaling: list[Run], args: argparse.Namespace
 ) -> list[str]:
     out = ["### Drain, side by side", ""]
-    out += ["| variant | events | events/s | gate |", "|---|---:|---:|---|"]
+    out += [
+        "| variant | events | events/s | worker CPU µs per event | gate |",
+        "|---|---:|---:|---:|---|",
+    ]
     for name, rate in passthrough.items():
-        out.append(f"| pass-through ({name}) | {args.events:,} | {rate:,.0f} | - |")
+        out.append(f"| pass-through ({name}) | {args.events:,} | {rate:,.0f} | - | - |")
     for run in runs:
         gate_text = "ok" if run.gate and run.gate.ok else f"FAILED: {run.gate and run.gate.detail}"
-        out.append(f"| {run.name} | {run.events:,} | {_rate(run)} | {gate_text} |")
+        cpu = f"{run.cpu_us:,.0f}" if run.cpu_us else "-"
+        out.append(f"| {run.name} | {run.events:,} | {_rate(run)} | {cpu} | {gate_text} |")
     out.append("")
     by_name = {run.name: run for run in runs}
     worker_json = by_name.get("worker, JSON")
@@ -653,8 +680,9 @@ def report(
         out += [
             f"### Scaling: worker processes in one group, {PARTITIONS} partitions, JSON",
             "",
-            "| processes | events | combined events/s | vs 1 process | gate |",
-            "|---:|---:|---:|---:|---|",
+            "| processes | events | combined events/s | vs 1 process | worker CPU µs per event "
+            "| gate |",
+            "|---:|---:|---:|---:|---:|---|",
         ]
         base = scaling[0].rate
         for run in scaling:
@@ -662,8 +690,10 @@ def report(
             gate_text = "ok" if run.gate and run.gate.ok else "FAILED"
             if run.gate and run.gate.duplicates:
                 gate_text += f" ({run.gate.duplicates} redelivered)"
+            cpu = f"{run.cpu_us:,.0f}" if run.cpu_us else "-"
             out.append(
-                f"| {run.processes} | {run.events:,} | {_rate(run)} | {ratio} | {gate_text} |"
+                f"| {run.processes} | {run.events:,} | {_rate(run)} | {ratio} | {cpu} "
+                f"| {gate_text} |"
             )
         out.append("")
     for run in [*runs, *scaling]:

@@ -70,18 +70,18 @@ class OutputEncoder:
         if r.outcome is not Outcome.EMIT or r.person_id is None or r.person_mode is None:
             raise EncodeError(f"event {e.uuid} has no person to emit (outcome {r.outcome})")
         key = f"{e.tenant}:{r.person_id}".encode()
+        properties = r.properties if type(r.properties) is dict else dict(r.properties)
         if self._format == "json":
             # the person fields set in place, in _person_fields' order: no intermediate dicts
-            properties = r.properties
             obj = native.to_json_object(e)
             obj["person_id"] = r.person_id
-            obj["person_properties"] = properties if type(properties) is dict else dict(properties)
+            obj["person_properties"] = properties
             obj["person_created_at"] = r.created_at_ms
             obj["is_identified"] = r.is_identified
             obj["person_mode"] = r.person_mode.value
             obj["buffered_ms"] = buffered_ms
             return EncodedRecord(key, _json_bytes(obj))
-        tail = self._person_fields(r, buffered_ms, dumps_json(dict(r.properties)))
+        tail = self._person_fields(r, buffered_ms, dumps_json(properties))
         if self._reuse_input_body and e.avro_body is not None:
             value = self._avro.encode_appended(
                 SchemaName.ENRICHED_EVENT, SchemaName.EVENT, e.avro_body, tail
