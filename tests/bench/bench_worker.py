@@ -427,14 +427,16 @@ def run_worker(
     processes: int = 1,
     measure_memory: bool = False,
     code: Path | None = None,
+    sampled: bool = False,
 ) -> Run:
+    """One drain; ``sampled``: under ``py-spy`` (``args.py_spy``), or ``cProfile``
+    (``args.profile``), a run of its own so the reported rates are not slowed."""
     n = len(messages.values)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     settings = bench_settings(args, prefix, formats={"output": fmt})
     progress = Progress(settings, settings.kafka.group_id, PARTITIONS)
-    first_json = fmt == "json" and processes == 1 and code is None
-    profile = args.profile if first_json else None
-    py_spy = args.py_spy if first_json else None
+    profile = args.profile if sampled else None
+    py_spy = args.py_spy if sampled else None
     with ServerTime(client, prefix) as server:
         if processes == 1:
             preload(settings, messages)
@@ -732,6 +734,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.events, args.naive_events = 10_000, 500
     args.logs.mkdir(parents=True, exist_ok=True)
+    if args.py_spy is not None and not Path(sys.executable).with_name("py-spy").exists():
+        print("py-spy is not installed (pip install py-spy): no profile\n")
+        args.py_spy = None
+    if args.py_spy is not None:
+        args.py_spy.unlink(missing_ok=True)
     client = redis.Redis.from_url(args.redis_url)
     print(f"## Worker drain benchmark ({args.events:,} events)\n")
     print("\n".join(run_header(client)))
@@ -766,6 +773,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "naive" not in args.skip:
         runs.append(run_naive(args, client, json_messages, args.naive_events))
         print(f"naive: {runs[-1].rate}", flush=True)
+    if args.py_spy or args.profile:
+        name = "worker, JSON, sampled by " + ("py-spy" if args.py_spy else "cProfile")
+        runs.append(run_worker(args, client, name, json_messages, want, "json", sampled=True))
+        print(f"{name}: {runs[-1].rate}", flush=True)
     scaling = []
     for count in (int(c) for c in args.scale.split(",") if c):
         scaling.append(
@@ -778,7 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print("\n".join(report(runs, passthrough, scaling, args)))
     if args.py_spy is not None and args.py_spy.exists():
-        print("### Where the JSON run's worker spent its time\n")
+        print("### Where the sampled JSON run's worker spent its time\n")
         print("\n".join(profile_report(args.py_spy)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     worker_json = runs[0]
