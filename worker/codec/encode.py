@@ -135,7 +135,7 @@ class OutputEncoder:
             "tenant": e.tenant,
             "person_id": r.person_id,
             "version": r.person_version,
-            "properties": dict(r.properties),
+            "properties": r.properties if type(r.properties) is dict else dict(r.properties),
             "created_at": r.created_at_ms,
             "is_identified": r.is_identified,
             "merged_into": None,
