@@ -1,12 +1,18 @@
 """Open-loop latency of the worker (a script, not a test).
 
-    .venv/bin/python -m tests.bench.bench_latency [--rates 1000,3000,6000] [--seconds 10]
+    .venv/bin/python -m tests.bench.bench_latency [--seconds 10] \
+        [--drain-json .local/bench/drain.json | --drain-rate 10000] [--fractions 0.25,0.5,0.8]
+    .venv/bin/python -m tests.bench.bench_latency --rates 1000,3000,6000
 
-For each rate, a producer sends track events on a fixed schedule (open loop: a late send does not
-delay the next one's scheduled time, so a stall shows up as latency rather than hiding it), and
-latency is the enriched event's Kafka timestamp (set when the worker produced it) minus the
-input's *scheduled* send time. The worker runs in-process on the same two cores as Kafka, Redis
-and the load generator. Prints p50/p90/p99/max per rate.
+The rates are fractions (25%, 50% and 80% by default) of the worker's drain rate, taken from
+``--drain-rate`` or from the file ``bench_worker`` writes (``--drain-json``, its ``--out``);
+``--rates`` gives absolute rates instead. For each rate, a producer sends track events on a
+fixed schedule (open loop: a late send does not delay the next one's scheduled time, so a stall
+shows up as latency rather than hiding it), and latency is the enriched event's Kafka timestamp
+(set when the worker produced it) minus the input's *scheduled* send time. The worker runs
+in-process on the same two cores as Kafka, Redis and the load generator. The first
+``--warmup`` seconds of each rate are sent on the same schedule but not counted (connections
+and the first persons warm up). Prints p50/p90/p99/max per rate.
 """
 
 from __future__ import annotations
@@ -17,16 +23,19 @@ import statistics
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
+from tests.bench.common import group_members, run_header, wait_for
 from tests.e2e.harness import e2e_settings
 from worker.app import build_worker
 from worker.config import Settings
 
 
-def measure(settings: Settings, rate: int, seconds: float) -> list[float]:
-    total = int(rate * seconds)
+def measure(settings: Settings, rate: int, seconds: float, warmup: float) -> list[float]:
+    skipped = int(rate * warmup)
+    total = skipped + int(rate * seconds)
     scheduled: dict[str, float] = {}
     consumer = Consumer(
         {
@@ -62,13 +71,17 @@ def measure(settings: Settings, rate: int, seconds: float) -> list[float]:
     producer.flush(30)
     latencies: list[float] = []
     deadline = time.monotonic() + 60
-    while len(latencies) < total and time.monotonic() < deadline:
+    seen = 0
+    while seen < total and time.monotonic() < deadline:
         for message in consumer.consume(num_messages=1000, timeout=0.5):
             value = message.value()
             if message.error() is None and value is not None:
                 event = json.loads(value)
                 _kind, produced_ms = message.timestamp()
-                latencies.append(produced_ms / 1000 - scheduled[event["uuid"]])
+                seen += 1
+                due = scheduled[event["uuid"]]
+                if due >= start + warmup:
+                    latencies.append(produced_ms / 1000 - due)
     consumer.close()
     return latencies
 
@@ -77,12 +90,30 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", default="127.0.0.1:19092")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:16379/0")
-    parser.add_argument("--rates", default="1000,3000,6000")
+    parser.add_argument("--rates", help="absolute rates, e.g. 1000,3000,6000")
+    parser.add_argument("--drain-rate", type=float, help="the worker's drain rate (events/s)")
+    parser.add_argument("--drain-json", type=Path, default=Path(".local/bench/drain.json"))
+    parser.add_argument("--fractions", default="0.25,0.5,0.8")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
     args = parser.parse_args()
-    print("| rate (events/s) | events | p50 ms | p90 ms | p99 ms | max ms |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for rate in (int(r) for r in args.rates.split(",")):
+    rates: list[tuple[int, str]]
+    if args.rates:
+        rates = [(int(r), "-") for r in args.rates.split(",")]
+    else:
+        drain = args.drain_rate
+        if drain is None:
+            if not args.drain_json.exists():
+                parser.error(f"no --rates, no --drain-rate and no {args.drain_json}")
+            drain = json.loads(args.drain_json.read_text())["drain_rate"]
+            if not drain:
+                parser.error(f"{args.drain_json} holds no drain rate (its gate failed?)")
+        rates = [(int(drain * float(f)), f"{float(f):.0%}") for f in args.fractions.split(",")]
+        print(f"fractions of the drain rate {drain:,.0f} events/s\n")
+    print("\n".join(run_header()))
+    print("| rate (events/s) | of drain | events | p50 ms | p90 ms | p99 ms | max ms |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for rate, fraction in rates:
         name = f"lat-{uuid.uuid4().hex[:8]}"
         settings = e2e_settings(
             args.bootstrap,
@@ -94,15 +125,20 @@ def main() -> None:
         worker = build_worker(settings)
         thread = threading.Thread(target=worker.runner.run, daemon=True)
         thread.start()
-        time.sleep(4)  # join the group before the clock starts
-        latencies = sorted(measure(settings, rate, args.seconds))
+        wait_for(
+            lambda s=settings: group_members(s, s.kafka.group_id) == 1,
+            60,
+            "the worker to join its group",
+            period=0.2,
+        )
+        latencies = sorted(measure(settings, rate, args.seconds, args.warmup))
         worker.runner.request_shutdown()
         thread.join(30)
         worker.close()
         q = statistics.quantiles(latencies, n=100)
         print(
-            f"| {rate} | {len(latencies)} | {q[49] * 1000:.1f} | {q[89] * 1000:.1f} | "
-            f"{q[98] * 1000:.1f} | {latencies[-1] * 1000:.1f} |"
+            f"| {rate:,} | {fraction} | {len(latencies):,} | {q[49] * 1000:.1f} | "
+            f"{q[89] * 1000:.1f} | {q[98] * 1000:.1f} | {latencies[-1] * 1000:.1f} |"
         )
 
 

@@ -7,11 +7,12 @@ Measures, against a real Redis:
    with a few ``$set``; 15% identify with an anonymous id; 5% alias; Zipf-distributed distinct
    ids), with the batched store (one script call per ``max_ops_per_call`` operations) and a
    naive variant (the same script called once per operation), side by side;
-2. server time per script call (SLOWLOG with ``slowlog-log-slower-than 0``) for several chunk
-   sizes, which is how the default ``max_ops_per_call`` was chosen;
+2. server time per script call (SLOWLOG with ``slowlog-log-slower-than 0``, entries of this
+   run's named connections only) for several chunk sizes, which is how the default
+   ``max_ops_per_call`` was chosen;
 3. Redis memory per distinct id and per person on a population of ``--population`` distinct
-   ids (1,000,000 by default): ``INFO memory`` ``used_memory`` delta, plus ``MEMORY USAGE``
-   samples of each kind of key.
+   ids (1,000,000 by default): ``INFO memory`` ``used_memory`` delta, plus ``MEMORY USAGE`` of
+   the union-find, the person records and the members sets (``tests/bench/common.py``).
 
 It changes the server's SLOWLOG settings while it runs (and restores them), and writes only
 under its own key prefix, which it deletes at the end (unless ``--keep``).
@@ -32,12 +33,14 @@ from dataclasses import dataclass
 
 import redis
 
+from tests.bench.common import ServerTime, memory_breakdown, named_url, run_header
 from worker.identity.config import IdentityConfig
 from worker.identity.model import EventKind, IdentityEvent, PropertyUpdates
-from worker.store.keys import TenantKeys
 from worker.store.redis_store import DEFAULT_MAX_OPS_PER_CALL, RedisIdentityStore
 
 TENANT = "bench"
+CLIENT_NAME = f"bench-store-{uuid.uuid4().hex[:6]}"
+"""The name of this run's Redis connections: SLOWLOG keeps only their entries."""
 T0 = 1_700_000_000_000
 PROPERTY_KEYS = ("plan", "country", "browser", "os", "utm_source", "referrer", "locale")
 
@@ -109,35 +112,6 @@ class Workload:
         return out
 
 
-@dataclass
-class SlowlogWindow:
-    """Records every command's duration while active; restores the settings afterwards."""
-
-    client: redis.Redis
-
-    def __enter__(self) -> SlowlogWindow:
-        config = self.client.config_get("slowlog-*")
-        self._saved = {k: config[k] for k in ("slowlog-log-slower-than", "slowlog-max-len")}
-        self.client.config_set("slowlog-log-slower-than", 0)
-        self.client.config_set("slowlog-max-len", 100_000)
-        self.client.slowlog_reset()
-        return self
-
-    def script_durations_us(self) -> list[int]:
-        entries = self.client.slowlog_get(100_000)
-        return [int(e["duration"]) for e in entries if _command(e).startswith("EVALSHA")]
-
-    def __exit__(self, *_: object) -> None:
-        for key, value in self._saved.items():
-            self.client.config_set(key, str(value))
-        self.client.slowlog_reset()
-
-
-def _command(entry: dict[str, object]) -> str:
-    command = entry.get("command", b"")
-    return command.decode(errors="replace") if isinstance(command, bytes) else str(command)
-
-
 def _delete_prefix(client: redis.Redis, prefix: str) -> None:
     batch: list[bytes] = []
     for key in client.scan_iter(match=f"{prefix}:*", count=5000):
@@ -184,9 +158,9 @@ def bench_throughput(client: redis.Redis, args: argparse.Namespace) -> list[str]
         warm = [workload.batch(500) for _ in range(args.warmup)]
         _throughput(store, warm)
         timed = [workload.batch(500) for _ in range(batches)]
-        with SlowlogWindow(client) as slowlog:
+        with ServerTime(client, CLIENT_NAME) as server:
             rate, latencies = _throughput(store, timed)
-            scripts = slowlog.script_durations_us()
+        scripts = server.durations.get("EVALSHA", [0])
         results[name] = rate
         rows.append(
             f"| {name} | {max_ops} | {batches * 500:,} | {rate:,.0f} | "
@@ -219,9 +193,9 @@ def bench_chunk_sizes(client: redis.Redis, args: argparse.Namespace) -> list[str
         store = _store(client, prefix, chunk)
         _throughput(store, [workload.batch(500) for _ in range(args.warmup)])
         timed = [workload.batch(500) for _ in range(max(4, args.batches // 2))]
-        with SlowlogWindow(client) as slowlog:
+        with ServerTime(client, CLIENT_NAME) as server:
             rate, _ = _throughput(store, timed)
-            scripts = slowlog.script_durations_us()
+        scripts = server.durations.get("EVALSHA", [0])
         rows.append(
             f"| {chunk} | {rate:,.0f} | {statistics.median(scripts):,.0f} | "
             f"{_pct(scripts, 0.99):,.0f} | {max(scripts):,} | "
@@ -271,7 +245,6 @@ def _population(n_ids: int, seed: int = 11) -> Iterator[tuple[list[IdentityEvent
 def bench_memory(client: redis.Redis, args: argparse.Namespace) -> list[str]:
     prefix = f"bench-mem-{uuid.uuid4().hex[:8]}"
     store = _store(client, prefix, args.chunk)
-    keys = TenantKeys(prefix, TENANT)
     before = int(client.info("memory")["used_memory"])
     start = time.perf_counter()
     persons = 0
@@ -284,31 +257,19 @@ def bench_memory(client: redis.Redis, args: argparse.Namespace) -> list[str]:
     # the last reply is kept for the retry TTL: not part of the identity state
     client.unlink(*list(client.scan_iter(match=f"{prefix}:*reply:*")))
     after = int(client.info("memory")["used_memory"])
-    ids = int(client.hlen(keys.ids))
-    sets = [k for k in client.scan_iter(match=keys.members_pattern(), count=5000)]
-    sampled_sets = sets[:: max(1, len(sets) // 2000)]
-    set_bytes = [int(client.memory_usage(k) or 0) for k in sampled_sets]
-    records = [
-        value
-        for _, value in itertools.islice(client.hscan_iter(keys.ids, count=5000), 20_000)
-        if value.startswith(b"R")
-    ]
-    ids_bytes = int(client.memory_usage(keys.ids, samples=0) or 0)
+    breakdown = memory_breakdown(client, prefix, TENANT)
+    ids = breakdown.ids
     delta = after - before
     lines = [
         f"### Memory, {ids:,} distinct ids in {persons:,} persons "
-        f"({len(sets):,} members sets; populated in {elapsed:.0f} s, {ids / elapsed:,.0f} ids/s)",
+        f"({breakdown.members_sets:,} members sets; populated in {elapsed:.0f} s, "
+        f"{ids / elapsed:,.0f} ids/s)",
         "",
-        "| measure | bytes |",
-        "|---|---:|",
-        f"| used_memory delta | {delta:,} |",
-        f"| **used_memory delta per distinct id** | **{delta / ids:,.0f}** |",
-        f"| **used_memory delta per person** | **{delta / persons:,.0f}** |",
-        f"| ids hash (MEMORY USAGE SAMPLES 0) per distinct id | {ids_bytes / ids:,.0f} |",
-        f"| person record text, mean length of {len(records):,} | "
-        f"{statistics.mean(len(r) for r in records):,.0f} |",
-        f"| members set of a 2-id person, mean MEMORY USAGE of {len(set_bytes):,} | "
-        f"{statistics.mean(set_bytes) if set_bytes else 0:,.0f} |",
+        f"`INFO memory` `used_memory` delta: {delta:,} bytes, **{delta / ids:,.0f} per distinct "
+        f"id**, {delta / persons:,.0f} per person. By part (`MEMORY USAGE` of the tenant's keys; "
+        "the ids hash holds the union-find and, at each root, the person record):",
+        "",
+        *breakdown.rows(),
         "",
     ]
     if not args.keep:
@@ -331,12 +292,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.batches = args.batches or (20 if args.quick else 100)
     args.universe = 20_000 if args.quick else 200_000
     args.warmup = 5 if args.quick else 20
-    client = redis.Redis.from_url(args.redis_url)
+    client = redis.Redis.from_url(named_url(args.redis_url, CLIENT_NAME))
     server = client.info("server")
     out = [
         f"## Redis identity store benchmark (Redis {server['redis_version']}, "
         f"redis-py {redis.__version__}, {'quick' if args.quick else 'full'} run)",
         "",
+        *run_header(client),
     ]
     out += bench_throughput(client, args)
     if "chunks" not in args.skip:

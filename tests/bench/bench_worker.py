@@ -1,18 +1,32 @@
 """Backlog-drain benchmark of the whole worker (a script, not a test).
 
-    .venv/bin/python -m tests.bench.bench_worker [--events 50000] [--quick]
+    .venv/bin/python -m tests.bench.bench_worker [--events 50000] [--quick] [--out FILE]
 
-Preloads a backlog of JSON events (80% track, a quarter of them with ``$set``; 15% identify
-with an anonymous id; 5% alias; Zipf-distributed users) into fresh topics of the local Kafka,
-then measures, side by side on the same machine and the same kind of backlog:
+Generates a backlog of events (80% track, a quarter of them with ``set``; 15% identify with an
+anonymous id; 5% alias; Zipf-distributed users, each user's events under one key) and measures,
+side by side in one run on the same machine and the same backlog:
 
-1. **worker**: ``identity-worker`` (batches, one Lua call per tenant chunk, one flush per batch),
-   timed from its first consumed message to the commit covering the last one;
-2. **naive**: a per-event loop: ``poll()`` one message, one store round trip for it, produce
-   its enriched event, wait for the acknowledgement, commit. This is the shape the batching
-   replaces (one Redis and one Kafka round trip per event).
+1. **pass-through**: the ceiling of any consumer of this shape: consume, decode the JSON, add
+   three fields, encode, produce; flush and commit per batch of 1,000 (with the standard
+   library's ``json`` and with ``orjson``);
+2. **worker, JSON** and **worker, Avro**: ``identity-worker run`` as a subprocess over a backlog
+   already in Kafka (6 partitions), JSON input and output, then Avro input and output;
+3. **naive**: a per-event loop (poll one message, one store call, produce and wait for the
+   acknowledgement, commit), the shape the batching replaces;
+4. **scaling**: 1, 2 and 3 worker processes in one group on a 6-partition topic, started and
+   settled before the backlog is produced; their combined rate.
 
-Prints events per second for both and their ratio. Nothing is asserted: numbers go to
+Every rate is the events after the first commit divided by the time from the first commit to
+the commit of the last event (so start-up and group joins are not counted). For every worker
+run it also reports the Redis server time of the worker's commands (SLOWLOG of its named
+connections: µs per event and per script call) and, for the JSON run, the bytes of Redis per
+distinct id of the population it built.
+
+Correctness gate: each worker run's enriched events are read back and compared with the pure
+reference model (``worker.identity.reference.ReferenceStore``) run over the same events in the
+same per-key order: every event's person, ``is_identified``, ``person_created_at`` and person
+properties, and the final partition of distinct ids into persons read from Redis. A run that
+fails the gate reports no speed. Nothing is asserted in the test suite; the numbers go to
 docs/BENCHMARKS.md with the command that produced them.
 """
 
@@ -20,24 +34,49 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
-import threading
+import signal
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import orjson
 import redis
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from tests.bench.bench_store import Zipf
-from tests.e2e.harness import e2e_settings
-from worker.app import build_store, build_worker
+from tests.bench.common import (
+    MemoryBreakdown,
+    ServerTime,
+    delete_prefix,
+    group_members,
+    memory_breakdown,
+    named_url,
+    run_header,
+    wait_for,
+)
+from tests.bench.profile import report as profile_report
+from tests.e2e.harness import e2e_settings, settings_env
+from worker.app import build_store
+from worker.codec.avro import AvroCodec, SchemaName
 from worker.codec.decode import DecodeOptions, decode_message
 from worker.codec.encode import OutputEncoder
 from worker.codec.envelope import to_identity_event
 from worker.config import Settings
+from worker.identity.reference import ReferenceStore
 
 TENANT = "drain"
+PARTITIONS = 6
+BATCH = {"max_messages": 1000, "max_wait_seconds": 0.05}
+
+
+# -- the backlog ----------------------------------------------------------------------------------
 
 
 def backlog(n: int, users: int, seed: int) -> list[dict[str, Any]]:
@@ -75,52 +114,477 @@ def backlog(n: int, users: int, seed: int) -> list[dict[str, Any]]:
     return events
 
 
-def preload(settings: Settings, events: list[dict[str, Any]]) -> None:
+@dataclass(frozen=True)
+class Messages:
+    """The backlog as Kafka messages of one input format."""
+
+    keys: list[bytes]
+    values: list[bytes]
+
+
+def as_messages(events: Sequence[dict[str, Any]], fmt: str) -> Messages:
+    keys = [f"{TENANT}:{body['distinct_id'].split('-', 1)[1]}".encode() for body in events]
+    values = [json.dumps(body).encode() for body in events]
+    if fmt == "avro":
+        encoder, options = OutputEncoder("avro"), DecodeOptions()
+        values = [
+            encoder.input_event(decode_message(v, k, None, "bench", options))
+            for k, v in zip(keys, values, strict=True)
+        ]
+    return Messages(keys, values)
+
+
+def preload(settings: Settings, messages: Messages, limit: int | None = None) -> float:
     producer = Producer({**settings.kafka.common(), "linger.ms": 20, "compression.type": "lz4"})
-    for body in events:
-        user = body["distinct_id"].split("-", 1)[1]
-        producer.produce(
-            settings.topics.track, key=f"{TENANT}:{user}".encode(), value=json.dumps(body).encode()
-        )
-        producer.poll(0)
-    producer.flush(60)
-
-
-def run_worker(settings: Settings, n: int) -> float:
-    worker = build_worker(settings)
-    registry = worker.metrics.registry
-    thread = threading.Thread(target=worker.runner.run, daemon=True)
-    thread.start()
-
-    def consumed() -> float:
-        return (
-            registry.get_sample_value(
-                "identity_worker_events_consumed_total", {"topic": settings.topics.track}
-            )
-            or 0.0
-        )
-
-    while consumed() == 0:
-        time.sleep(0.01)
     start = time.perf_counter()
-    while consumed() < n:
-        time.sleep(0.01)
-    elapsed = time.perf_counter() - start
-    worker.runner.request_shutdown()
-    thread.join(60)
-    worker.close()
-    return elapsed
+    count = len(messages.values) if limit is None else limit
+    for key, value in zip(messages.keys[:count], messages.values[:count], strict=True):
+        while True:
+            try:
+                producer.produce(settings.topics.track, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    if producer.flush(60):
+        raise RuntimeError("the backlog was not fully produced")
+    return time.perf_counter() - start
 
 
-def run_naive(settings: Settings, n: int) -> float:
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+# -- the reference model --------------------------------------------------------------------------
+
+
+@dataclass
+class Expected:
+    """What the reference model says of each event (by uuid) and of each distinct id."""
+
+    by_uuid: dict[str, tuple[str, bool, int, dict[str, Any]]]
+    final_person: dict[str, str]
+    partition: set[frozenset[str]]
+
+
+def expected(messages: Messages, count: int) -> Expected:
+    options = DecodeOptions()
+    store = ReferenceStore()
+    events = []
+    for key, value in zip(messages.keys[:count], messages.values[:count], strict=True):
+        e = decode_message(value, key, None, "bench", options)
+        events.append(to_identity_event(e, e.timestamp_ms))
+    resolutions = store.resolve_batch(TENANT, events, int(time.time() * 1000))
+    by_uuid = {
+        r.event_uuid: (r.person_id or "", r.is_identified, r.created_at_ms or 0, dict(r.properties))
+        for r in resolutions
+    }
+    final, partition = {}, set()
+    for person in store.persons(TENANT):
+        partition.add(person.distinct_ids)
+        for distinct_id in person.distinct_ids:
+            final[distinct_id] = person.person_id
+    return Expected(by_uuid, final, partition)
+
+
+@dataclass
+class Gate:
+    ok: bool
+    detail: str
+    duplicates: int = 0
+
+
+def read_enriched(settings: Settings, count: int, fmt: str) -> list[dict[str, Any]]:
+    consumer = Consumer(
+        {
+            **settings.kafka.common(),
+            "group.id": f"{settings.kafka.group_id}-gate",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([settings.topics.enriched])
+    avro = AvroCodec()
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    idle_since = None
+    while time.monotonic() < deadline:
+        batch = consumer.consume(num_messages=5000, timeout=0.5)
+        for message in batch:
+            value = message.value()
+            if message.error() is not None or value is None:
+                continue
+            if fmt == "avro":
+                record = dict(avro.decode(SchemaName.ENRICHED_EVENT, value).record)
+                record["person_properties"] = json.loads(record["person_properties"])
+            else:
+                record = json.loads(value)
+            out.append(record)
+        if len(out) >= count:
+            # duplicates (redelivery after a rebalance) may follow: read until quiet
+            idle_since = idle_since or time.monotonic()
+            if not batch and time.monotonic() - idle_since > 1.0:
+                break
+    consumer.close()
+    return out
+
+
+def gate(settings: Settings, client: redis.Redis, want: Expected, count: int, fmt: str) -> Gate:
+    """The run's outputs against the reference model (see the module's docstring)."""
+    records = read_enriched(settings, count, fmt)
+    seen: dict[str, int] = {}
+    for record in records:
+        event_uuid = record["uuid"]
+        seen[event_uuid] = seen.get(event_uuid, 0) + 1
+        expect = want.by_uuid.get(event_uuid)
+        if expect is None:
+            return Gate(False, f"an enriched event of an unknown uuid {event_uuid}")
+        got = (
+            record["person_id"],
+            record["is_identified"],
+            record["person_created_at"],
+            record["person_properties"],
+        )
+        if got == expect:
+            continue
+        if seen[event_uuid] > 1 and got[0] == want.final_person.get(record["distinct_id"]):
+            continue  # a redelivered event, resolved again after later merges
+        return Gate(False, f"event {event_uuid}: worker {got} != reference {expect}")
+    missing = len(want.by_uuid) - len(seen)
+    if missing:
+        return Gate(False, f"{missing} of {count} events have no enriched event")
+    store = build_store(settings, client)
+    partition = {person.distinct_ids for person in store.persons(TENANT)}
+    if partition != want.partition:
+        return Gate(
+            False,
+            f"final partition differs: {len(partition - want.partition)} persons in Redis "
+            f"only, {len(want.partition - partition)} in the reference only",
+        )
+    duplicates = len(records) - len(seen)
+    return Gate(True, f"{count} events and {len(partition)} persons as the reference", duplicates)
+
+
+# -- timing by committed offsets ------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Watches a group's committed offsets on the input topic."""
+
+    settings: Settings
+    group: str
+    partitions: int
+    marks: list[tuple[float, int]] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    """worker processes whose CPU time is read at each mark"""
+    cpu: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._consumer = Consumer({**self.settings.kafka.common(), "group.id": self.group})
+        self._tps = [TopicPartition(self.settings.topics.track, p) for p in range(self.partitions)]
+
+    def committed(self) -> int:
+        offsets = self._consumer.committed(self._tps, timeout=10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+
+    def watch(self, total: int, timeout: float) -> float:
+        """Events per second from the first commit to the commit of the last event."""
+        deadline = time.monotonic() + timeout
+        last = 0
+        while last < total:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{last} of {total} committed after {timeout:.0f}s")
+            now, done = time.perf_counter(), self.committed()
+            if done != last:
+                self.marks.append((now, done))
+                self.cpu.append(sum(cpu_seconds(pid) for pid in self.pids))
+                last = done
+            time.sleep(0.02)
+        self._consumer.close()
+        return rate_of(self.marks, total)
+
+    def cpu_us_per_event(self) -> float:
+        """CPU time of the worker processes per event, between the first and the last mark."""
+        events = self.marks[-1][1] - self.marks[0][1]
+        return 1e6 * (self.cpu[-1] - self.cpu[0]) / events if events else 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rate_of(marks: Sequence[tuple[float, int]], total: int) -> float:
+    (t1, c1), (t2, c2) = marks[0], marks[-1]
+    if c2 != total or t2 <= t1:
+        raise RuntimeError(f"too few commits to time the run: {marks}")
+    return (c2 - c1) / (t2 - t1)
+
+
+# -- the variants ---------------------------------------------------------------------------------
+
+
+def bench_settings(args: argparse.Namespace, name: str, **sections: Any) -> Settings:
+    return e2e_settings(
+        args.bootstrap,
+        named_url(args.redis_url, name),
+        name,
+        buffer={"enabled": False},
+        batch=BATCH,
+        topics={"partitions": PARTITIONS},
+        **sections,
+    )
+
+
+def baseline_tree(ref: str, root: Path) -> Path:
+    """The ``worker`` package of git revision ``ref``, exported under ``root`` (to run the
+    code before a change beside the code after it)."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", ref], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    target = root / f"baseline-{commit}"
+    if not (target / "worker").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", commit, "worker"], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target.resolve()
+
+
+def start_workers(
+    settings: Settings,
+    count: int,
+    logs: Path,
+    profile: Path | None = None,
+    code: Path | None = None,
+) -> list[subprocess.Popen[bytes]]:
+    """``count`` worker processes; ``code``: a directory whose ``worker`` package they run
+    instead of this tree's."""
+    env = {
+        **os.environ,
+        **settings_env(settings),
+        "IDENTITY_WORKER_OBSERVABILITY__LOG_FORMAT": "json",
+        "IDENTITY_WORKER_OBSERVABILITY__LOG_LEVEL": "WARNING",
+    }
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+    procs = []
+    for i in range(count):
+        command = [sys.executable, "-m", "worker", "run"]
+        if profile is not None:
+            command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "worker", "run"]
+        log = open(logs.resolve() / f"{settings.kafka.group_id}-{i}.log", "wb")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=code or Path.cwd()
+            )
+        )
+    return procs
+
+
+def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """``py-spy record`` of process ``pid`` (waits included) into ``out``, until SIGINT."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    command = [str(py_spy), "record", "--pid", str(pid), "--idle", "--nonblocking"]
+    command += ["--rate", "200", "--format", "raw", "--output", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_workers(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@dataclass
+class Run:
+    name: str
+    events: int
+    rate: float | None
+    gate: Gate | None = None
+    server: dict[str, Any] | None = None
+    memory: MemoryBreakdown | None = None
+    processes: int = 1
+    cpu_us: float | None = None
+    """CPU time of the worker processes per event"""
+
+
+def run_worker(
+    args: argparse.Namespace,
+    client: redis.Redis,
+    name: str,
+    messages: Messages,
+    want: Expected,
+    fmt: str,
+    processes: int = 1,
+    measure_memory: bool = False,
+    code: Path | None = None,
+    sampled: bool = False,
+    sections: dict[str, Any] | None = None,
+) -> Run:
+    """One drain; ``sampled``: under ``py-spy`` (``args.py_spy``), or ``cProfile``
+    (``args.profile``), a run of its own so the reported rates are not slowed. ``sections``:
+    more settings of the worker (e.g. ``delivery``)."""
+    n = len(messages.values)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = bench_settings(args, prefix, formats={"output": fmt}, **(sections or {}))
+    progress = Progress(settings, settings.kafka.group_id, PARTITIONS)
+    profile = args.profile if sampled else None
+    py_spy = args.py_spy if sampled else None
+    with ServerTime(client, prefix) as server:
+        if processes == 1:
+            preload(settings, messages)
+            procs = start_workers(settings, 1, args.logs, profile, code)
+            if py_spy is not None:
+                sampler = start_py_spy(procs[0].pid, py_spy)
+        else:
+            procs = start_workers(settings, processes, args.logs)
+            wait_for(
+                lambda: group_members(settings, settings.kafka.group_id) == processes,
+                90,
+                f"{processes} workers to join the group",
+                period=0.5,
+            )
+            preload(settings, messages)
+        try:
+            progress.pids = [proc.pid for proc in procs]
+            rate = progress.watch(n, timeout=max(120.0, n / 500))
+        finally:
+            if py_spy is not None:
+                sampler.send_signal(signal.SIGINT)
+                sampler.wait(30)
+            stop_workers(procs)
+    result = gate(settings, client, want, n, fmt)
+    memory = memory_breakdown(client, prefix, TENANT) if measure_memory else None
+    delete_prefix(client, prefix)
+    return Run(
+        name,
+        n,
+        rate if result.ok else None,
+        result,
+        server.summary(n),
+        memory,
+        processes,
+        progress.cpu_us_per_event(),
+    )
+
+
+def run_passthrough(
+    args: argparse.Namespace,
+    messages: Messages,
+    loads: Callable[[bytes], Any],
+    dumps: Callable[[Any], bytes],
+    overlap: bool = False,
+) -> float:
+    """The pass-through consumer's rate. ``overlap``: instead of a blocking flush and a
+    synchronous commit per batch, produce and go on; commit a batch's offsets (asynchronously)
+    once Kafka acknowledged all of its outputs, while the next batch is being processed: offsets
+    still never pass unwritten output (the produce-then-commit shape)."""
+    settings = bench_settings(args, f"bench-{uuid.uuid4().hex[:8]}")
+    preload(settings, messages)
+    n = len(messages.values)
+    consumer = Consumer(
+        {
+            **settings.kafka.common(),
+            "group.id": settings.kafka.group_id,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    producer = Producer(
+        {
+            **settings.kafka.common(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+        }
+    )
+    consumer.subscribe([settings.topics.track])
+    topic = settings.topics.enriched
+    done = 0
+    marks: list[tuple[float, int]] = []
+    acked = [0]
+
+    def on_delivery(error: KafkaError | None, _message: object) -> None:
+        if error is not None:
+            raise RuntimeError(f"delivery failed: {error}")
+        acked[0] += 1
+
+    pending: list[tuple[int, list[TopicPartition], int]] = []  # (outputs needed, offsets, done)
+
+    def commit_acknowledged(block: bool) -> None:
+        while pending:
+            needed, offsets, count = pending[0]
+            if acked[0] < needed:
+                if not block:
+                    return
+                producer.poll(0.001)
+                continue
+            if block:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            marks.append((time.perf_counter(), count))
+            pending.pop(0)
+
+    produced = 0
+    while done < n:
+        batch = consumer.consume(num_messages=1000, timeout=1.0)
+        ends: dict[int, int] = {}
+        for message in batch:
+            value = message.value()
+            if message.error() is not None or value is None:
+                continue
+            obj = loads(value)
+            obj["person_id"] = "00000000-0000-0000-0000-000000000000"
+            obj["is_identified"] = False
+            obj["person_properties"] = {}
+            if overlap:
+                producer.produce(topic, message.key(), dumps(obj), on_delivery=on_delivery)
+                ends[message.partition() or 0] = (message.offset() or 0) + 1
+            else:
+                producer.produce(topic, key=message.key(), value=dumps(obj))
+            produced += 1
+            done += 1
+        if not batch:
+            continue
+        if overlap:
+            offsets = [
+                TopicPartition(topic=settings.topics.track, partition=p, offset=o)
+                for p, o in ends.items()
+            ]
+            pending.append((produced, offsets, done))
+            producer.poll(0)
+            commit_acknowledged(block=False)
+        else:
+            producer.flush(30)
+            consumer.commit(asynchronous=False)
+            marks.append((time.perf_counter(), done))
+    commit_acknowledged(block=True)
+    consumer.close()
+    return rate_of(marks, n)
+
+
+def run_naive(args: argparse.Namespace, client: redis.Redis, messages: Messages, n: int) -> Run:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = bench_settings(args, prefix)
+    preload(settings, messages, limit=n)
     store = build_store(settings, client)
     encoder = OutputEncoder("json")
     options = DecodeOptions()
     consumer = Consumer(
         {
             **settings.kafka.common(),
-            "group.id": settings.kafka.group_id + "-naive",
+            "group.id": settings.kafka.group_id,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
         }
@@ -128,13 +592,11 @@ def run_naive(settings: Settings, n: int) -> float:
     producer = Producer({**settings.kafka.common(), "enable.idempotence": True})
     consumer.subscribe([settings.topics.track])
     done = 0
-    start = None
+    marks: list[tuple[float, int]] = []
     while done < n:
         message = consumer.poll(1.0)
         if message is None or message.error():
             continue
-        if start is None:
-            start = time.perf_counter()
         event = decode_message(message.value(), message.key(), None, "x", options)
         (resolution,) = store.resolve_batch(
             TENANT, [to_identity_event(event, event.timestamp_ms)], 0
@@ -144,51 +606,210 @@ def run_naive(settings: Settings, n: int) -> float:
         producer.flush(10)
         consumer.commit(message=message, asynchronous=False)
         done += 1
-    elapsed = time.perf_counter() - (start or time.perf_counter())
+        marks.append((time.perf_counter(), done))
     consumer.close()
-    client.close()
-    return elapsed
+    want = expected(messages, n)
+    result = gate(settings, client, want, n, "json")
+    delete_prefix(client, prefix)
+    return Run("naive (per event)", n, rate_of(marks, n) if result.ok else None, result)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+# -- report ---------------------------------------------------------------------------------------
+
+
+def _rate(run: Run) -> str:
+    return "**no speed: gate failed**" if run.rate is None else f"{run.rate:,.0f}"
+
+
+def report(
+    runs: list[Run], passthrough: dict[str, float], scaling: list[Run], args: argparse.Namespace
+) -> list[str]:
+    out = ["### Drain, side by side", ""]
+    out += [
+        "| variant | events | events/s | worker CPU µs per event | gate |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, rate in passthrough.items():
+        out.append(f"| pass-through ({name}) | {args.events:,} | {rate:,.0f} | - | - |")
+    for run in runs:
+        gate_text = "ok" if run.gate and run.gate.ok else f"FAILED: {run.gate and run.gate.detail}"
+        cpu = f"{run.cpu_us:,.0f}" if run.cpu_us else "-"
+        out.append(f"| {run.name} | {run.events:,} | {_rate(run)} | {cpu} | {gate_text} |")
+    out.append("")
+    by_name = {run.name: run for run in runs}
+    worker_json = by_name.get("worker, JSON")
+    naive = by_name.get("naive (per event)")
+    if worker_json and worker_json.rate:
+        for name, rate in passthrough.items():
+            out.append(f"- worker JSON / pass-through ({name}): **{worker_json.rate / rate:.2f}**")
+        avro = by_name.get("worker, Avro")
+        if avro and avro.rate:
+            for name, rate in passthrough.items():
+                out.append(f"- worker Avro / pass-through ({name}): {avro.rate / rate:.2f}")
+        if naive and naive.rate:
+            out.append(f"- worker JSON / naive: **{worker_json.rate / naive.rate:.0f}x**")
+    out.append("")
+    server_runs = [r for r in [*runs, *scaling] if r.server]
+    if server_runs:
+        out += [
+            "### Redis server time of the worker's commands (SLOWLOG, its named connections)",
+            "",
+            "| run | script calls | µs per event (scripts) | µs per event (all) | "
+            "script p50 µs | script p99 µs | script max µs | commandstats evalsha µs/call |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for run in server_runs:
+            s = run.server or {}
+            out.append(
+                f"| {run.name} | {s['calls']:,} | {s['script_us_per_event']:.1f} | "
+                f"{s['all_us_per_event']:.1f} | {s['script_p50_us']:,.0f} | "
+                f"{s['script_p99_us']:,.0f} | {s['script_max_us']:,} | "
+                f"{s['commandstats_usec_per_call']:,.0f} |"
+            )
+        out += [
+            "",
+            "(commandstats counts every client of the server: it matches only on a quiet server)",
+            "",
+        ]
+    for run in runs:
+        if run.memory:
+            out += [
+                f"### Redis memory of the {run.name} run's population "
+                f"({run.memory.ids:,} distinct ids, {run.memory.persons:,} persons)",
+                "",
+                *run.memory.rows(),
+                "",
+            ]
+    if scaling:
+        out += [
+            f"### Scaling: worker processes in one group, {PARTITIONS} partitions, JSON",
+            "",
+            "| processes | events | combined events/s | vs 1 process | worker CPU µs per event "
+            "| gate |",
+            "|---:|---:|---:|---:|---:|---|",
+        ]
+        base = scaling[0].rate
+        for run in scaling:
+            ratio = f"{run.rate / base:.2f}" if run.rate and base else "-"
+            gate_text = "ok" if run.gate and run.gate.ok else "FAILED"
+            if run.gate and run.gate.duplicates:
+                gate_text += f" ({run.gate.duplicates} redelivered)"
+            cpu = f"{run.cpu_us:,.0f}" if run.cpu_us else "-"
+            out.append(
+                f"| {run.processes} | {run.events:,} | {_rate(run)} | {ratio} | {cpu} "
+                f"| {gate_text} |"
+            )
+        out.append("")
+    for run in [*runs, *scaling]:
+        if run.gate and not run.gate.ok:
+            out.append(f"GATE FAILED ({run.name}): {run.gate.detail}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", default="127.0.0.1:19092")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:16379/0")
     parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--naive-events", type=int, default=5_000)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    n = 10_000 if args.quick else args.events
-    naive_n = 1_000 if args.quick else args.naive_events
-
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    settings = e2e_settings(
-        args.bootstrap,
-        args.redis_url,
-        name,
-        buffer={"enabled": False},
-        batch={"max_messages": 1000, "max_wait_seconds": 0.05},
+    parser.add_argument("--naive-events", type=int, default=2_000)
+    parser.add_argument("--scale", default="1,2,3", help="worker process counts ('' to skip)")
+    parser.add_argument("--skip", action="append", default=[], choices=["avro", "naive"])
+    parser.add_argument("--quick", action="store_true", help="10,000 events, 500 naive")
+    parser.add_argument("--out", type=Path, default=Path(".local/bench/drain.json"))
+    parser.add_argument("--logs", type=Path, default=Path(".local/bench/logs"))
+    parser.add_argument(
+        "--profile", type=Path, help="cProfile the JSON run's worker into this file"
     )
-    events = backlog(n, users=max(n // 5, 10), seed=1)
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="sample the JSON run's worker with py-spy into this file (needs py-spy)",
+    )
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="also drain the JSON backlog with the worker of git revision REF (before/after)",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.naive_events = 10_000, 500
+    args.logs.mkdir(parents=True, exist_ok=True)
+    if args.py_spy is not None and not Path(sys.executable).with_name("py-spy").exists():
+        print("py-spy is not installed (pip install py-spy): no profile\n")
+        args.py_spy = None
+    if args.py_spy is not None:
+        args.py_spy.unlink(missing_ok=True)
+    client = redis.Redis.from_url(args.redis_url)
+    print(f"## Worker drain benchmark ({args.events:,} events)\n")
+    print("\n".join(run_header(client)))
+
+    events = backlog(args.events, users=max(args.events // 5, 10), seed=1)
+    json_messages = as_messages(events, "json")
     t0 = time.perf_counter()
-    preload(settings, events)
-    print(f"preloaded {n} events in {time.perf_counter() - t0:.1f}s")
-    worker_s = run_worker(settings, n)
+    want = expected(json_messages, args.events)
+    print(f"reference model: {args.events:,} events in {time.perf_counter() - t0:.1f}s", flush=True)
 
-    naive_settings = e2e_settings(
-        args.bootstrap, args.redis_url, name + "-n", buffer={"enabled": False}
-    )
-    preload(naive_settings, events[:naive_n])
-    naive_s = run_naive(naive_settings, naive_n)
+    passthrough = {
+        "json": run_passthrough(args, json_messages, json.loads, lambda o: json.dumps(o).encode()),
+        "orjson": run_passthrough(args, json_messages, orjson.loads, orjson.dumps),
+        "orjson, commit after acks": run_passthrough(
+            args, json_messages, orjson.loads, orjson.dumps, overlap=True
+        ),
+    }
+    print(f"pass-through: {passthrough}", flush=True)
+    runs = [
+        run_worker(args, client, "worker, JSON", json_messages, want, "json", measure_memory=True)
+    ]
+    print(f"worker JSON: {runs[-1].rate}", flush=True)
+    for ref in args.baseline:
+        code = baseline_tree(ref, Path(".local/bench"))
+        name = f"worker, JSON, at {code.name.removeprefix('baseline-')}"
+        runs.append(run_worker(args, client, name, json_messages, want, "json", code=code))
+        print(f"{name}: {runs[-1].rate}", flush=True)
+    if "avro" not in args.skip:
+        avro_messages = as_messages(events, "avro")
+        runs.append(run_worker(args, client, "worker, Avro", avro_messages, want, "avro"))
+        print(f"worker Avro: {runs[-1].rate}", flush=True)
+    if "naive" not in args.skip:
+        runs.append(run_naive(args, client, json_messages, args.naive_events))
+        print(f"naive: {runs[-1].rate}", flush=True)
+    if args.py_spy or args.profile:
+        name = "worker, JSON, sampled by " + ("py-spy" if args.py_spy else "cProfile")
+        runs.append(run_worker(args, client, name, json_messages, want, "json", sampled=True))
+        print(f"{name}: {runs[-1].rate}", flush=True)
+    scaling = []
+    for count in (int(c) for c in args.scale.split(",") if c):
+        scaling.append(
+            run_worker(
+                args, client, f"{count} processes", json_messages, want, "json", processes=count
+            )
+        )
+        print(f"{count} processes: {scaling[-1].rate}", flush=True)
 
-    worker_rate, naive_rate = n / worker_s, naive_n / naive_s
     print()
-    print("| variant | events | seconds | events/s |")
-    print("|---|---:|---:|---:|")
-    print(f"| worker (batched) | {n} | {worker_s:.2f} | {worker_rate:,.0f} |")
-    print(f"| naive (per event) | {naive_n} | {naive_s:.2f} | {naive_rate:,.0f} |")
-    print(f"\nworker / naive: {worker_rate / naive_rate:.1f}x")
+    print("\n".join(report(runs, passthrough, scaling, args)))
+    if args.py_spy is not None and args.py_spy.exists():
+        print("### Where the sampled JSON run's worker spent its time\n")
+        print("\n".join(profile_report(args.py_spy)))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    worker_json = runs[0]
+    args.out.write_text(
+        json.dumps(
+            {
+                "events": args.events,
+                "drain_rate": worker_json.rate,
+                "passthrough": passthrough,
+                "runs": {r.name: r.rate for r in [*runs, *scaling]},
+            },
+            indent=2,
+        )
+    )
+    client.close()
+    failed = [r for r in [*runs, *scaling] if r.gate is None or not r.gate.ok]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -16,7 +16,7 @@ from worker.codec import native
 from worker.codec.avro import AvroCodec, SchemaName
 from worker.codec.envelope import InputEvent
 from worker.codec.errors import EncodeError
-from worker.codec.fields import dumps_json
+from worker.codec.fields import dumps_json, dumps_json_bytes
 from worker.identity.model import (
     DistinctIdOverride,
     GroupChange,
@@ -38,7 +38,7 @@ class EncodedRecord:
 
 
 def _json_bytes(obj: Mapping[str, Any]) -> bytes:
-    return dumps_json(obj).encode("utf-8")
+    return dumps_json_bytes(obj)
 
 
 def groups_object(r: Resolution) -> dict[str, JsonValue]:
@@ -85,12 +85,19 @@ class OutputEncoder:
         if r.outcome is not Outcome.EMIT or r.person_id is None or r.person_mode is None:
             raise EncodeError(f"event {e.uuid} has no person to emit (outcome {r.outcome})")
         key = f"{e.tenant}:{r.person_id}".encode()
+        properties = r.properties if type(r.properties) is dict else dict(r.properties)
         if self._format == "json":
+            # the person fields set in place, in _person_fields' order: no intermediate dicts
             obj = native.to_json_object(e)
-            obj.update(self._person_fields(r, buffered_ms, dict(r.properties)))
+            obj["person_id"] = r.person_id
+            obj["person_properties"] = properties
+            obj["person_created_at"] = r.created_at_ms
+            obj["is_identified"] = r.is_identified
+            obj["person_mode"] = r.person_mode.value
+            obj["buffered_ms"] = buffered_ms
             obj["groups"] = groups_object(r)
             return EncodedRecord(key, _json_bytes(obj))
-        tail = self._person_fields(r, buffered_ms, dumps_json(dict(r.properties)))
+        tail = self._person_fields(r, buffered_ms, dumps_json(properties))
         tail["groups"] = dumps_json(groups_object(r))
         if self._reuse_input_body and e.avro_body is not None:
             value = self._avro.encode_appended(
@@ -145,7 +152,7 @@ class OutputEncoder:
             "tenant": e.tenant,
             "person_id": r.person_id,
             "version": r.person_version,
-            "properties": dict(r.properties),
+            "properties": r.properties if type(r.properties) is dict else dict(r.properties),
             "created_at": r.created_at_ms,
             "is_identified": r.is_identified,
             "merged_into": None,

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn
 
+import orjson
+
 from worker.codec.errors import DecodeError, DecodeReason, EncodeError
 from worker.identity.model import IdentityWarning, JsonValue, PropertyUpdates, WarningKind
 
@@ -60,9 +62,39 @@ _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 """One strict decoder: ``json.loads`` with keyword arguments builds a new one per call."""
 
 
+_SURROGATE_ESCAPE_BYTES: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER: Final = b"0" * 19
+
+
 def loads_json(data: bytes | str, *, reason: DecodeReason, field: str | None = None) -> Any:
     """Parse UTF-8 JSON text strictly: no ``NaN``/``Infinity``, no lone surrogates (they could
-    not be written back as UTF-8)."""
+    not be written back as UTF-8).
+
+    ``orjson`` reads the common case. A text it refuses, or one it could read differently,
+    goes through the standard library's strict decoder, which decides (and words the error)
+    exactly as before: a surrogate escape (lone or paired: the standard path checks it) or a run
+    of 19 digits or more (an integer beyond 64 bits, which ``orjson`` reads as a float where
+    the checks at the door must see the integer). Both paths give the same values or the same
+    error.
+    """
+    try:
+        raw = data if isinstance(data, bytes) else data.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = None  # a lone surrogate in the text itself: the standard path words it
+    if (
+        raw is not None
+        and _SURROGATE_ESCAPE_BYTES.search(raw) is None
+        and _LONG_NUMBER not in raw.translate(_DIGITS_TO_ZERO)
+    ):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # the standard path words the error (or reads 1e400 as infinity)
+    return _loads_standard(data, reason=reason, field=field)
+
+
+def _loads_standard(data: bytes | str, *, reason: DecodeReason, field: str | None) -> Any:
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         value = _DECODER.decode(text)
@@ -79,8 +111,67 @@ def loads_json(data: bytes | str, *, reason: DecodeReason, field: str | None = N
     return value
 
 
+_ORJSON_OPTIONS: Final = (
+    orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+def _plain_json(value: object) -> bool:
+    """Whether ``value`` is made of plain JSON types only (dict, list, tuple, str, int, bool,
+    None) and finite floats: what ``orjson`` writes as the standard library would (it would
+    write ``NaN`` as ``null``, and enums or uuids as values, where the standard path refuses)."""
+    kind = type(value)
+    items: Any
+    if kind is dict:
+        items = value.values()  # type: ignore[attr-defined]
+    elif kind is list or kind is tuple:
+        items = value
+    else:
+        items = (value,)
+    for item in items:
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float:
+            if item - item != 0.0:  # NaN and the infinities
+                return False
+        elif kind is dict or kind is list or kind is tuple:
+            if not _plain_json(item):
+                return False
+        else:
+            return False
+    return True
+
+
+def dumps_json_bytes(value: object) -> bytes:
+    """Compact UTF-8 JSON, non-ASCII kept as is (``dumps_json`` as bytes).
+
+    ``orjson`` writes plain JSON values; anything else, and what it refuses (integers beyond 64
+    bits, lone surrogates, keys that are not strings), takes the standard path, which decides
+    as before. The two paths differ only in how a float is spelled (``1e-05`` and ``0.00001``):
+    the same number.
+    """
+    if _plain_json(value):
+        try:
+            return orjson.dumps(value, option=_ORJSON_OPTIONS)
+        except orjson.JSONEncodeError:
+            pass
+    return _dumps_standard(value).encode("utf-8")
+
+
 def dumps_json(value: object) -> str:
     """Compact JSON text, non-ASCII kept as is."""
+    if _plain_json(value):
+        try:
+            return orjson.dumps(value, option=_ORJSON_OPTIONS).decode("utf-8")
+        except orjson.JSONEncodeError:
+            pass
+    return _dumps_standard(value)
+
+
+def _dumps_standard(value: object) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (ValueError, TypeError) as exc:

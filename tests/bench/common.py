@@ -1,0 +1,235 @@
+"""Shared parts of the benchmark scripts: the run header, Redis server-time and memory probes.
+
+- ``run_header``: the command, the date (UTC) and the machine, printed above every table;
+- ``ServerTime``: Redis server time of the commands sent by clients of one name (SLOWLOG with
+  ``slowlog-log-slower-than 0``, read while the run goes so no entry is lost), beside the
+  ``INFO commandstats`` delta of ``evalsha`` (every client of the server);
+- ``memory_breakdown``: bytes of Redis per distinct id of one tenant, split into the union-find
+  (the ids hash without the person records), the person records and the members sets.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from confluent_kafka.admin import AdminClient
+
+from worker.config import Settings
+from worker.store.keys import TenantKeys
+
+
+def run_header(client: redis.Redis | None = None) -> list[str]:
+    """The command, the date and the machine of this run, as Markdown lines."""
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory = f", {pages / 2**30:.0f} GiB"
+    except (ValueError, OSError):
+        pass
+    load = ", load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    redis_version = ""
+    if client is not None:
+        redis_version = f", Redis {client.info('server')['redis_version']}"
+    command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), *sys.argv])
+    return [
+        f"- command: `{command}`",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {os.cpu_count()} CPUs ({cpu}){memory}, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}{redis_version}{load}",
+        "",
+    ]
+
+
+def named_url(url: str, client_name: str) -> str:
+    """``url`` with ``client_name`` set: the worker's Redis connections then carry that name,
+    which SLOWLOG records with every entry."""
+    parts = urlsplit(url)
+    query = f"{parts.query}&" if parts.query else ""
+    return urlunsplit(parts._replace(query=f"{query}client_name={client_name}"))
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+@dataclass
+class ServerTime:
+    """Collects, while active, the SLOWLOG entries of clients named ``client_name``.
+
+    The server's SLOWLOG settings are set to log every command and restored on exit; a
+    background thread reads the log every ``period`` seconds and keeps the new entries, so a
+    long run does not lose entries to the log's length.
+    """
+
+    client: redis.Redis
+    client_name: str
+    period: float = 0.2
+    durations: dict[str, list[int]] = field(default_factory=dict)
+
+    def __enter__(self) -> ServerTime:
+        config = self.client.config_get("slowlog-*")
+        self._saved = {k: config[k] for k in ("slowlog-log-slower-than", "slowlog-max-len")}
+        self.client.config_set("slowlog-max-len", 200_000)
+        self.client.config_set("slowlog-log-slower-than", 0)
+        self._last_id = -1
+        head = self.client.slowlog_get(1)
+        if head:
+            self._last_id = int(head[0]["id"])
+        self._stats_before = self._evalsha_stats()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="slowlog", daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.period):
+            self._read()
+        self._read()
+
+    def _read(self) -> None:
+        entries = self.client.slowlog_get(-1)
+        newest = self._last_id
+        for entry in entries:
+            entry_id = int(entry["id"])
+            if entry_id <= self._last_id:
+                continue
+            newest = max(newest, entry_id)
+            if _text(entry.get("client_name", "")) != self.client_name:
+                continue
+            command = _text(entry.get("command", "")).split(" ", 1)[0].upper()
+            self.durations.setdefault(command, []).append(int(entry["duration"]))
+        self._last_id = newest
+
+    def _evalsha_stats(self) -> tuple[int, int]:
+        stats = self.client.info("commandstats").get("cmdstat_evalsha", {})
+        return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        calls, usec = self._evalsha_stats()
+        self.commandstats_calls = calls - self._stats_before[0]
+        self.commandstats_usec = usec - self._stats_before[1]
+        for key, value in self._saved.items():
+            self.client.config_set(key, str(value))
+
+    def summary(self, events: int) -> dict[str, Any]:
+        """Server µs per event and per script call for ``events`` resolved events."""
+        scripts = sorted(self.durations.get("EVALSHA", []))
+        total = sum(sum(v) for v in self.durations.values())
+        return {
+            "calls": len(scripts),
+            "script_us_per_event": sum(scripts) / events if events else 0.0,
+            "all_us_per_event": total / events if events else 0.0,
+            "script_p50_us": statistics.median(scripts) if scripts else 0,
+            "script_p99_us": percentile(scripts, 0.99) if scripts else 0,
+            "script_max_us": scripts[-1] if scripts else 0,
+            "commandstats_usec_per_call": (
+                self.commandstats_usec / self.commandstats_calls if self.commandstats_calls else 0
+            ),
+        }
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    ids: int
+    persons: int
+    members_sets: int
+    ids_hash_bytes: int
+    record_bytes: int
+    """bytes of the person records' values (their text), inside the ids hash"""
+    members_bytes: int
+    """MEMORY USAGE of every members set"""
+
+    def rows(self) -> list[str]:
+        uf = self.ids_hash_bytes - self.record_bytes
+        total = self.ids_hash_bytes + self.members_bytes
+        return [
+            "| part | bytes | per distinct id |",
+            "|---|---:|---:|",
+            f"| union-find: the ids hash without the record values | {uf:,} | "
+            f"{uf / self.ids:,.0f} |",
+            f"| person records: values of the {self.persons:,} roots (text) | "
+            f"{self.record_bytes:,} | {self.record_bytes / self.ids:,.0f} |",
+            f"| members sets ({self.members_sets:,}, MEMORY USAGE) | {self.members_bytes:,} | "
+            f"{self.members_bytes / self.ids:,.0f} |",
+            f"| **total of the tenant's keys** | **{total:,}** | **{total / self.ids:,.0f}** |",
+        ]
+
+
+def memory_breakdown(client: redis.Redis, prefix: str, tenant: str) -> MemoryBreakdown:
+    """Bytes of one tenant's identity keys. The ids hash holds both the union-find (parent
+    pointers) and, at each root, the person record: the records' share is the length of their
+    values, the rest of the hash (fields, parent values, the hash table) is the union-find's."""
+    keys = TenantKeys(prefix, tenant)
+    ids = persons = record_bytes = 0
+    for _, value in client.hscan_iter(keys.ids, count=5000):
+        ids += 1
+        if value[:1] == b"R":
+            persons += 1
+            record_bytes += len(value)
+    ids_hash = int(client.memory_usage(keys.ids, samples=0) or 0)
+    sets = list(client.scan_iter(match=keys.members_pattern(), count=5000))
+    members = 0
+    for start in range(0, len(sets), 1000):
+        pipe = client.pipeline(transaction=False)
+        for key in sets[start : start + 1000]:
+            pipe.memory_usage(key)
+        members += sum(int(v or 0) for v in pipe.execute())
+    return MemoryBreakdown(ids, persons, len(sets), ids_hash, record_bytes, members)
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> None:
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            client.unlink(*batch)
+            batch = []
+    if batch:
+        client.unlink(*batch)
+
+
+def wait_for(condition: Any, timeout: float, what: str, period: float = 0.05) -> None:
+    """Poll ``condition()`` until true; ``TimeoutError`` naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(period)
+
+
+def group_members(settings: Settings, group: str) -> int:
+    """Members of ``group`` holding partitions, once the group is stable (else 0)."""
+    admin = AdminClient(settings.kafka.common())
+    (future,) = admin.describe_consumer_groups([group]).values()
+    description = future.result(10)
+    if str(description.state).split(".")[-1].upper() != "STABLE":
+        return 0
+    return sum(1 for m in description.members if m.assignment.topic_partitions)

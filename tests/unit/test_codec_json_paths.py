@@ -1,0 +1,149 @@
+"""The fast JSON path (orjson) and the standard library's path decide alike.
+
+``loads_json`` and ``dumps_json`` read and write with ``orjson`` when it gives what the standard
+library gives, and fall back to the standard path otherwise: these tests hold the two paths to
+the same values and the same errors, on hand-picked edge cases and on generated values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from enum import Enum
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from worker.codec.errors import DecodeError, EncodeError
+from worker.codec.fields import _dumps_standard, _loads_standard, dumps_json, dumps_json_bytes
+from worker.codec.fields import loads_json as loads
+
+EDGE_TEXTS = [
+    b'{"a":NaN}',
+    b'{"a":Infinity}',
+    b'{"a":-Infinity}',
+    b'{"a":1e400}',
+    b'{"a":-1e400}',
+    b'{"a":"\\ud800"}',
+    b'{"a":"\\udc00x"}',
+    b'{"a":"\\ud83d\\ude00"}',
+    b'{"a":18446744073709551616}',
+    b'{"a":-9223372036854775809}',
+    b'{"a":9223372036854775808}',
+    b'{"distinct_id":123456789012345678901234567890}',
+    b'{"a":1000000000000000000.5}',
+    b"\xff",
+    b'"\xed\xa0\x80"',
+    b"\xef\xbb\xbf{}",
+    b'{"a":1,"a":2}',
+    b'{"a":1,}',
+    b"[1,]",
+    b"01",
+    b'"a\x01b"',
+    b" \n[1]\n ",
+    b"[1] x",
+    b"[" * 2000 + b"]" * 2000,
+    b'{"a":-0}',
+    b'{"a":-0.0}',
+    b'{"\\u00e9":"\\u0000"}',
+    b"",
+]
+
+
+def _outcome(read: Any, data: bytes | str) -> tuple[str, Any]:
+    try:
+        value = read(data)
+    except DecodeError as exc:
+        return "error", (exc.reason, exc.message, exc.field)
+    return "value", json.dumps(value, sort_keys=True, allow_nan=True)
+
+
+def _fast(data: bytes | str) -> Any:
+    return loads(data, reason="json_invalid", field="f")
+
+
+def _standard(data: bytes | str) -> Any:
+    return _loads_standard(data, reason="json_invalid", field="f")
+
+
+@pytest.mark.parametrize("text", EDGE_TEXTS, ids=range(len(EDGE_TEXTS)))
+def test_loads_edge_cases_decide_as_the_standard_path(text: bytes) -> None:
+    assert _outcome(_fast, text) == _outcome(_standard, text)
+    try:
+        as_str = text.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    assert _outcome(_fast, as_str) == _outcome(_standard, as_str)
+
+
+def test_big_integers_stay_integers() -> None:
+    value = _fast(b'{"a":123456789012345678901234567890,"b":-9223372036854775809}')
+    assert value == {"a": 123456789012345678901234567890, "b": -9223372036854775809}
+    assert all(type(v) is int for v in value.values())
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_generated_values_read_back_alike(value: Any) -> None:
+    for text in (
+        json.dumps(value, ensure_ascii=False),
+        json.dumps(value, ensure_ascii=True),
+        json.dumps({"nested": [value]}, ensure_ascii=False),
+    ):
+        assert _outcome(_fast, text) == _outcome(_standard, text)
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            continue
+        assert _outcome(_fast, data) == _outcome(_standard, data)
+
+
+def _dump_outcome(write: Any, value: Any) -> tuple[str, Any]:
+    try:
+        text = write(value)
+    except EncodeError as exc:
+        return "error", str(exc)
+    except UnicodeEncodeError:
+        return "unicode", None
+    return "value", json.dumps(json.loads(text), sort_keys=True)
+
+
+@given(json_values)
+def test_generated_values_are_written_as_the_same_json(value: Any) -> None:
+    assert _dump_outcome(dumps_json, value) == _dump_outcome(_dumps_standard, value)
+    standard = _dump_outcome(lambda v: _dumps_standard(v).encode("utf-8"), value)
+    assert _dump_outcome(dumps_json_bytes, value) == standard
+
+
+class _Color(Enum):
+    RED = 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": math.nan},
+        [math.inf],
+        {"a": [{"b": -math.inf}]},
+        {"a": _Color.RED},
+        {1: "int key"},
+        {"a": 2**64},
+        {"a": "\ud800"},
+        ("a", 1.5, None),
+    ],
+    ids=range(8),
+)
+def test_values_orjson_would_write_differently_take_the_standard_path(value: Any) -> None:
+    assert _dump_outcome(dumps_json, value) == _dump_outcome(_dumps_standard, value)
