@@ -21,6 +21,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from worker.errors import InternalError, KafkaUnavailableError
+from worker.kafka.deadline import GRACE_SECONDS, call_within
 from worker.kafka.records import DeliveryFailure, OutputRecord, Partition
 
 PRODUCER_DEFAULTS: Mapping[str, Any] = {
@@ -50,7 +51,9 @@ class KafkaSink:
         self._in_transaction = False
         if self.transactional:
             # fences an earlier producer with the same id and aborts what it left open
-            self._transact(lambda: self._producer.init_transactions(init_timeout), "init")
+            self._transact(
+                lambda: self._producer.init_transactions(init_timeout), "init", init_timeout
+            )
 
     def produce(self, record: OutputRecord, tag: int = 0) -> None:
         """Enqueue ``record``. A record over the client's size limit fails at once (reported by
@@ -141,25 +144,29 @@ class KafkaSink:
                     offsets, group_metadata, timeout
                 ),
                 "send offsets",
+                timeout,
             )
         if self._in_transaction:
-            self._transact(lambda: self._producer.commit_transaction(timeout), "commit")
+            self._transact(lambda: self._producer.commit_transaction(timeout), "commit", timeout)
             self._in_transaction = False
 
     def abort_transaction(self, timeout: float = 30.0) -> None:
         """Drop the open transaction's records (nothing if none is open)."""
         if not (self.transactional and self._in_transaction):
             return
-        self._transact(lambda: self._producer.abort_transaction(timeout), "abort")
+        self._transact(lambda: self._producer.abort_transaction(timeout), "abort", timeout)
         self._in_transaction = False
         # the records it purged report their failure on the next poll: serve them now, so they
         # are not taken for failures of the next transaction's records
         self._producer.flush(timeout)
         self._failures, self._pending = [], 0
 
-    def _transact(self, action: Any, what: str) -> None:
+    def _transact(self, action: Any, what: str, timeout: float = 30.0) -> None:
+        """``action()`` (a transactional call given ``timeout``), its errors converted; a call
+        still blocked ``GRACE_SECONDS`` past its timeout exits the process
+        (``worker.kafka.deadline``)."""
         try:
-            action()
+            call_within(action, timeout + GRACE_SECONDS, f"transaction {what}")
         except KafkaException as exc:
             error = exc.args[0]
             if isinstance(error, KafkaError) and error.fatal():
