@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from worker.app import Worker, build_worker
 from worker.clock import Clock
@@ -176,3 +178,14 @@ class Collector:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def limit_message_bytes(bootstrap: str, topic: str, max_bytes: int) -> None:
+    """Set ``topic``'s ``max.message.bytes`` (so an output can be made too large for it)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    limit = ConfigEntry(
+        "max.message.bytes", str(max_bytes), incremental_operation=AlterConfigOpType.SET
+    )
+    resource = ConfigResource("topic", topic, incremental_configs=[limit])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)

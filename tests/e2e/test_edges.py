@@ -12,10 +12,15 @@ import urllib.request
 import uuid
 
 import pytest
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 
-from tests.e2e.harness import Collector, e2e_settings, produce, running_worker, worker_process
+from tests.e2e.harness import (
+    Collector,
+    e2e_settings,
+    limit_message_bytes,
+    produce,
+    running_worker,
+    worker_process,
+)
 from worker.codec.avro import AvroCodec, SchemaName
 from worker.identity.ids import person_id_for
 
@@ -67,11 +72,7 @@ def test_an_output_too_large_for_its_topic_becomes_a_dead_letter(
     name = f"big-{uuid.uuid4().hex[:8]}"
     settings = e2e_settings(kafka_bootstrap, redis_url, name, buffer={"enabled": False})
     topics = settings.topics
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    limit = ConfigEntry("max.message.bytes", "2048", incremental_operation=AlterConfigOpType.SET)
-    resource = ConfigResource("topic", topics.enriched, incremental_configs=[limit])
-    for future in admin.incremental_alter_configs([resource]).values():
-        future.result(30)
+    limit_message_bytes(kafka_bootstrap, topics.enriched, 2048)
 
     def track(distinct_id: str, blob: str) -> tuple[str, bytes, bytes]:
         body = {

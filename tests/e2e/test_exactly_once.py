@@ -13,10 +13,14 @@ from collections import Counter
 
 import pytest
 from confluent_kafka import Consumer, Message
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 
-from tests.e2e.harness import e2e_settings, produce, running_worker, worker_process
+from tests.e2e.harness import (
+    e2e_settings,
+    limit_message_bytes,
+    produce,
+    running_worker,
+    worker_process,
+)
 from worker.config import Settings
 
 pytestmark = pytest.mark.e2e
@@ -122,11 +126,7 @@ def test_an_output_too_large_in_a_transaction_becomes_a_dead_letter(
         buffer={"enabled": False},
     )
     topics = settings.topics
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    limit = ConfigEntry("max.message.bytes", "2048", incremental_operation=AlterConfigOpType.SET)
-    resource = ConfigResource("topic", topics.enriched, incremental_configs=[limit])
-    for future in admin.incremental_alter_configs([resource]).values():
-        future.result(30)
+    limit_message_bytes(kafka_bootstrap, topics.enriched, 2048)
 
     def track(distinct_id: str, blob: str) -> tuple[str, bytes, bytes]:
         body = {

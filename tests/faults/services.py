@@ -13,14 +13,13 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.services import LOCAL, ROOT, wait_for_kafka
+from tests.support.services import ROOT, run_local_script, wait_for_kafka
 
 
 def free_ports(count: int) -> list[int]:
@@ -38,19 +37,6 @@ def free_ports(count: int) -> list[int]:
 def _port(name: str, fallback: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else fallback
-
-
-def _run(script: str, action: str, env: dict[str, str]) -> None:
-    result = subprocess.run(
-        ["bash", str(LOCAL / script), action],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"deploy/local/{script} {action} failed:\n{result.stderr}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,18 +63,18 @@ class PrivateServices:
         }
 
     def start_kafka(self) -> None:
-        _run("kafka.sh", "start", self._env())
+        run_local_script("kafka.sh", "start", self._env())
         wait_for_kafka(self.bootstrap)
 
     def stop_kafka(self) -> None:
-        _run("kafka.sh", "stop", self._env())
+        run_local_script("kafka.sh", "stop", self._env())
 
     def start_redis(self) -> None:
-        _run("redis.sh", "start", self._env())
+        run_local_script("redis.sh", "start", self._env())
 
     def stop_redis(self) -> None:
         """``SHUTDOWN``: Redis fsyncs its AOF, then exits; a start replays the AOF."""
-        _run("redis.sh", "stop", self._env())
+        run_local_script("redis.sh", "stop", self._env())
 
     def restart_kafka(self) -> None:
         self.stop_kafka()
@@ -103,7 +89,7 @@ class PrivateServices:
 def private_services() -> Iterator[PrivateServices]:
     """Kafka and Redis for this run only; stopped and deleted on exit."""
     jars_dir = Path(os.environ.get("IDENTITY_WORKER_LOCAL_DIR", ROOT / ".local")) / "kafka"
-    _run("kafka.sh", "jars", {})
+    run_local_script("kafka.sh", "jars", {})
     local_dir = Path(tempfile.mkdtemp(prefix="iw-faults-"))
     (local_dir / "kafka").mkdir()
     (local_dir / "kafka" / "libs").symlink_to(jars_dir / "libs", target_is_directory=True)

@@ -82,7 +82,8 @@ def wait_for_kafka(bootstrap: str, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def _script(name: str, action: str, env: dict[str, str]) -> None:
+def run_local_script(name: str, action: str, env: dict[str, str]) -> None:
+    """``bash deploy/local/<name> <action>`` with ``env`` added; raises when it fails."""
     result = subprocess.run(
         ["bash", str(LOCAL / name), action],
         env={**os.environ, **env},
@@ -114,14 +115,14 @@ def kafka_bootstrap_servers() -> Iterator[str]:
     port = int(os.environ.get("KAFKA_PORT", "19092"))
     started = not port_open("127.0.0.1", port)
     if started:
-        _script("kafka.sh", "start", {"KAFKA_PORT": str(port)})
+        run_local_script("kafka.sh", "start", {"KAFKA_PORT": str(port)})
     bootstrap = f"127.0.0.1:{port}"
     try:
         wait_for_kafka(bootstrap)
         yield bootstrap
     finally:
         if started:
-            _script("kafka.sh", "stop", {"KAFKA_PORT": str(port)})
+            run_local_script("kafka.sh", "stop", {"KAFKA_PORT": str(port)})
 
 
 @contextmanager
@@ -141,9 +142,9 @@ def redis_url() -> Iterator[str]:
     port = int(os.environ.get("REDIS_PORT", "16379"))
     started = not port_open("127.0.0.1", port)
     if started:
-        _script("redis.sh", "start", {"REDIS_PORT": str(port)})
+        run_local_script("redis.sh", "start", {"REDIS_PORT": str(port)})
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         if started:
-            _script("redis.sh", "stop", {"REDIS_PORT": str(port)})
+            run_local_script("redis.sh", "stop", {"REDIS_PORT": str(port)})
