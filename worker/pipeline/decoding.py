@@ -70,11 +70,6 @@ class Decoder:
     future_timestamp_margin_ms: int
     buffer: BufferSettings
 
-    def decode(self, message: RawMessage, clock_ms: int) -> Decoded | Output:
-        """``message`` decoded, or its dead letter: its first event when it holds several
-        (``decode_all`` gives them all)."""
-        return self.decode_all(message, clock_ms)[0]
-
     def decode_all(self, message: RawMessage, clock_ms: int) -> list[Decoded | Output]:
         """The events of ``message`` decoded, in order, each bad one as its own dead letter
         (an element of a batch names its index in ``iw.source.index``). ``clock_ms`` stands in
