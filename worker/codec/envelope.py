@@ -71,8 +71,15 @@ def check_kind_fields(kind: EventKind, event: str | None, other_id: str | None) 
         raise DecodeError("missing_field", "an alias event needs the alias id", field="other_id")
 
 
-def to_identity_event(e: InputEvent, timestamp_ms: int) -> IdentityEvent:
-    """The identity layer's view of ``e``; ``timestamp_ms`` is the skew-corrected timestamp.
+def to_identity_event(
+    e: InputEvent,
+    timestamp_ms: int,
+    *,
+    source: str | None = None,
+    buffer_payload: bytes | None = None,
+) -> IdentityEvent:
+    """The identity layer's view of ``e``; ``timestamp_ms`` is the skew-corrected timestamp,
+    ``source`` and ``buffer_payload`` as ``IdentityEvent`` says.
 
     A track's ``other_id`` is dropped: only identify and alias merge.
     """
@@ -86,5 +93,7 @@ def to_identity_event(e: InputEvent, timestamp_ms: int) -> IdentityEvent:
         merge_dangerously=e.merge_dangerously,
         process_person=e.process_person,
         updates=e.updates,
+        buffer_payload=buffer_payload,
+        source=source,
         groups=e.groups,
     )

@@ -182,13 +182,16 @@ def check_group_load(e: InputEvent) -> InputEvent:
     """Refuse (``too_many_properties``) an event naming more than ``MAX_GROUPS`` groups, or
     whose person and group property operations together exceed ``MAX_PROPERTY_OPERATIONS``:
     the Redis script unpacks a buffered event's fields in one call (docs/FORMATS.md)."""
-    if len(e.groups) > MAX_GROUPS:
+    if not e.groups:  # the common case: the person's operations alone
+        count = _operations(e.updates)
+    elif len(e.groups) > MAX_GROUPS:
         raise DecodeError(
             "too_many_properties",
             f"{len(e.groups)} groups (at most {MAX_GROUPS})",
             field="groups",
         )
-    count = sum(_operations(u) for u in (e.updates, *(g.updates for g in e.groups)))
+    else:
+        count = sum(_operations(u) for u in (e.updates, *(g.updates for g in e.groups)))
     if count > MAX_PROPERTY_OPERATIONS:
         raise DecodeError(
             "too_many_properties",

@@ -16,7 +16,7 @@ retried, the message is not dead-lettered.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from worker.codec.decode import DecodeOptions, decode_message, decode_messages
 from worker.codec.encode import OutputEncoder
@@ -115,9 +115,8 @@ class Decoder:
             self.future_timestamp_margin_ms,
             ignored=event.ignored_timestamp,
         )
-        identity = replace(to_identity_event(event, timestamp_ms), source=source)
-        if self.bufferable(event):
-            identity = replace(identity, buffer_payload=self.payloads.input_event(event))
+        payload = self.payloads.input_event(event) if self.bufferable(event) else None
+        identity = to_identity_event(event, timestamp_ms, source=source, buffer_payload=payload)
         warnings = (*event.warnings, warning) if warning else event.warnings
         return Decoded(message, event, identity, warnings, now_ms)
 
