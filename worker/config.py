@@ -258,7 +258,7 @@ class BufferSettings(_Section):
     max_events_total: int = Field(default=1_000_000, ge=1)
     release_batch_size: int = Field(default=500, ge=1, le=LUA_UNPACK_BOUND)
     """Most ids (and most expired leases) one release call hands out per tenant."""
-    release_interval_seconds: float = Field(default=1.0, gt=0)
+    release_interval_seconds: float = Field(default=0.2, gt=0)
     """How often a worker looks for events whose wait is over: the release is late by at
     most this much."""
     lease_seconds: float = Field(default=30.0, gt=0)

@@ -13,6 +13,13 @@ shows up as latency rather than hiding it), and latency is the enriched event's 
 in-process on the same two cores as Kafka, Redis and the load generator. The first
 ``--warmup`` seconds of each rate are sent on the same schedule but not counted (connections
 and the first persons warm up). Prints p50/p90/p99/max per rate.
+
+Then the buffer (``--buffered-rate``, 0 to skip): backend track events for distinct ids no
+person holds, so each waits in the buffer and is released when its wait is over (reason
+``timeout``), with ``buffer.delay_seconds`` = ``--buffer-delay`` and the default release
+interval. Lateness is the enriched event's Kafka timestamp minus the moment its wait was over
+(the input's Kafka timestamp, taken when it was produced, plus the delay): how late past its due
+time a buffered event comes out.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
@@ -86,6 +94,76 @@ def measure(settings: Settings, rate: int, seconds: float, warmup: float) -> lis
     return latencies
 
 
+def measure_buffered(settings: Settings, rate: int, seconds: float) -> list[float]:
+    """Lateness past due (seconds) of buffered events released on timeout (module doc)."""
+    delay = settings.buffer.delay_seconds
+    total = int(rate * seconds)
+    sent: dict[str, float] = {}
+    consumer = Consumer(
+        {
+            **settings.kafka.common(),
+            "group.id": f"{settings.kafka.group_id}-buf",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([settings.topics.enriched])
+    producer = Producer({**settings.kafka.common(), "linger.ms": 1})
+    start = time.time() + 0.5
+    for i in range(total):
+        pause = start + i / rate - time.time()
+        if pause > 0:
+            time.sleep(pause)
+        event_uuid, user = str(uuid.uuid4()), f"b{i}"
+        body = {
+            "type": "track",
+            "tenant": "lat",
+            "uuid": event_uuid,
+            "event": "e",
+            "distinct_id": user,
+            "source": "backend",
+        }
+        sent[event_uuid] = time.time()  # the input's Kafka timestamp is taken now
+        producer.produce(
+            settings.topics.track, key=f"lat:{user}".encode(), value=json.dumps(body).encode()
+        )
+        producer.poll(0)
+    producer.flush(30)
+    lateness: list[float] = []
+    deadline = time.monotonic() + delay + 60
+    while len(lateness) < total and time.monotonic() < deadline:
+        for message in consumer.consume(num_messages=1000, timeout=0.5):
+            value = message.value()
+            if message.error() is None and value is not None:
+                event = json.loads(value)
+                _kind, produced_ms = message.timestamp()
+                if event["uuid"] in sent and event.get("buffered_ms", 0) > 0:
+                    lateness.append(produced_ms / 1000 - (sent[event["uuid"]] + delay))
+    consumer.close()
+    if len(lateness) < total:
+        raise SystemExit(f"only {len(lateness)} of {total} buffered events came out")
+    return lateness
+
+
+def run_worker_thread(settings: Settings) -> tuple[Any, threading.Thread]:
+    worker = build_worker(settings)
+    thread = threading.Thread(target=worker.runner.run, daemon=True)
+    thread.start()
+    wait_for(
+        lambda s=settings: group_members(s, s.kafka.group_id) == 1,
+        60,
+        "the worker to join its group",
+        period=0.2,
+    )
+    return worker, thread
+
+
+def stop_worker_thread(worker: Any, thread: threading.Thread) -> None:
+    worker.runner.request_shutdown()
+    thread.join(30)
+    worker.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", default="127.0.0.1:19092")
@@ -96,6 +174,10 @@ def main() -> None:
     parser.add_argument("--fractions", default="0.25,0.5,0.8")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument(
+        "--buffered-rate", type=int, default=500, help="buffered events/s (0: skip the buffer)"
+    )
+    parser.add_argument("--buffer-delay", type=float, default=2.0, help="buffer.delay_seconds")
     args = parser.parse_args()
     rates: list[tuple[int, str]]
     if args.rates:
@@ -122,24 +204,37 @@ def main() -> None:
             buffer={"enabled": False},
             batch={"max_messages": 1000, "max_wait_seconds": 0.01},
         )
-        worker = build_worker(settings)
-        thread = threading.Thread(target=worker.runner.run, daemon=True)
-        thread.start()
-        wait_for(
-            lambda s=settings: group_members(s, s.kafka.group_id) == 1,
-            60,
-            "the worker to join its group",
-            period=0.2,
-        )
+        worker, thread = run_worker_thread(settings)
         latencies = sorted(measure(settings, rate, args.seconds, args.warmup))
-        worker.runner.request_shutdown()
-        thread.join(30)
-        worker.close()
-        q = statistics.quantiles(latencies, n=100)
-        print(
-            f"| {rate:,} | {fraction} | {len(latencies):,} | {q[49] * 1000:.1f} | "
-            f"{q[89] * 1000:.1f} | {q[98] * 1000:.1f} | {latencies[-1] * 1000:.1f} |"
+        stop_worker_thread(worker, thread)
+        print(_row(f"{rate:,} | {fraction}", latencies))
+    if args.buffered_rate > 0:
+        settings = e2e_settings(
+            args.bootstrap,
+            args.redis_url,
+            f"lat-{uuid.uuid4().hex[:8]}",
+            buffer={"enabled": True, "delay_seconds": args.buffer_delay},
+            batch={"max_messages": 1000, "max_wait_seconds": 0.01},
         )
+        interval = settings.buffer.release_interval_seconds
+        print(
+            f"\nBuffered events released on timeout (delay {args.buffer_delay:g} s, release "
+            f"interval {interval:g} s): lateness past due\n"
+        )
+        print("| rate (events/s) | events | p50 ms | p90 ms | p99 ms | max ms |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        worker, thread = run_worker_thread(settings)
+        lateness = sorted(measure_buffered(settings, args.buffered_rate, args.seconds))
+        stop_worker_thread(worker, thread)
+        print(_row(f"{args.buffered_rate:,}", lateness))
+
+
+def _row(lead: str, values: list[float]) -> str:
+    q = statistics.quantiles(values, n=100)
+    return (
+        f"| {lead} | {len(values):,} | {q[49] * 1000:.1f} | {q[89] * 1000:.1f} | "
+        f"{q[98] * 1000:.1f} | {values[-1] * 1000:.1f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from worker.config import Settings
@@ -225,11 +226,26 @@ def wait_for(condition: Any, timeout: float, what: str, period: float = 0.05) ->
         time.sleep(period)
 
 
+_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+}
+"""Group-coordinator errors that pass once the coordinator settled."""
+
+
 def group_members(settings: Settings, group: str) -> int:
-    """Members of ``group`` holding partitions, once the group is stable (else 0)."""
+    """Members of ``group`` holding partitions, once the group is stable (else 0, also while
+    the broker answers with a retriable error, e.g. its group coordinator is moving)."""
     admin = AdminClient(settings.kafka.common())
     (future,) = admin.describe_consumer_groups([group]).values()
-    description = future.result(10)
+    try:
+        description = future.result(10)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError) and (error.retriable() or error.code() in _MOVING):
+            return 0
+        raise
     if str(description.state).split(".")[-1].upper() != "STABLE":
         return 0
     return sum(1 for m in description.members if m.assignment.topic_partitions)
