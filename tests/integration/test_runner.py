@@ -28,7 +28,8 @@ class Recording(BatchProcessor):
         self.seen: list[int] = []
         self.fail_process = fail_process
         self.fail_housekeeping = fail_housekeeping
-        self.last: list[int] = []
+        self.uncommitted: list[list[int]] = []
+        """batches processed and not yet told committed, oldest first"""
         self.committed_batches: list[list[int]] = []
 
     def process(self, batch: Sequence[RawMessage]) -> BatchOutcome:
@@ -36,11 +37,14 @@ class Recording(BatchProcessor):
             self.fail_process -= 1
             raise TransientStoreError("Redis is away")
         self.seen += [m.offset for m in batch]
-        self.last = [m.offset for m in batch]
+        self.uncommitted.append([m.offset for m in batch])
         return BatchOutcome(next_offsets(batch), BatchStats())
 
     def committed(self) -> None:
-        self.committed_batches.append(self.last)
+        self.committed_batches.append(self.uncommitted.pop(0))
+
+    def abandon(self, batches: int) -> None:
+        del self.uncommitted[len(self.uncommitted) - batches :]
 
     def housekeeping(self) -> BatchStats | None:
         if self.seen and self.fail_housekeeping:
