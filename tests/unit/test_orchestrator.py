@@ -100,13 +100,15 @@ class MemorySink:
     """Implements the ``Sink`` port in memory. Like a broker, a flush fails every pending record
     of a topic as too large when one of them exceeds the topic's ``limits``; ``broken`` topics
     fail every delivery with another error. Records produced with a ``report`` are answered by
-    ``poll`` (or ``flush``), unless ``hold`` is set: their acknowledgement is then late."""
+    ``poll`` (or ``flush``), unless ``hold`` is set: their acknowledgement is then late, as it
+    is for the next ``late`` polls."""
 
     def __init__(self, limits: dict[str, int] | None = None, broken: Sequence[str] = ()) -> None:
         self.limits = limits or {}
         self.broken = set(broken)
         self.delivered: list[OutputRecord] = []
         self.hold = False
+        self.late = 0
         self.polls = 0
         self._pending: list[tuple[OutputRecord, int, Report | None]] = []
 
@@ -124,7 +126,9 @@ class MemorySink:
 
     def poll(self, timeout: float = 0.0) -> None:
         self.polls += 1
-        if not self.hold:
+        if self.late > 0:
+            self.late -= 1
+        elif not self.hold:
             for failure, report in self._answer():
                 if report is not None:
                     report(failure)
