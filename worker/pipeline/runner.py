@@ -121,8 +121,10 @@ class _Flight:
     pending: PendingBatch = DONE
     seconds: float = 0.0
     """from its start until its outputs were acknowledged"""
+    finished: bool = False
+    """its outputs are acknowledged (``PendingBatch.finish`` returned)"""
     committing: bool = False
-    """its outputs are acknowledged and its commit was sent"""
+    """its commit was sent"""
     committed: bool = False
     """the broker confirmed its commit"""
 
@@ -209,7 +211,7 @@ class Runner:
         self.health.assigned = self._source.assignment
         if flight is not None and flight in self._window:
             flight.outcome, flight.pending = self._processor.start(batch)
-        self._commit(self._settle(self._max_in_flight - 1), asynchronous=True)
+        self._settle(self._max_in_flight - 1)
         self._confirm()
         chores = self._processor.housekeeping()
         if chores is not None and self._observer:
@@ -230,21 +232,26 @@ class Runner:
             raise failure
         self._confirm()
 
-    def _settle(self, keep: int) -> list[_Flight]:
+    def _settle(self, keep: int, *, commit: bool = True) -> list[_Flight]:
         """Finish, in order, the batches whose outputs are all acknowledged, waiting for the
-        oldest ones until at most ``keep`` batches still wait; return the finished ones."""
+        oldest ones until at most ``keep`` batches still wait; with ``commit``, commit the
+        finished ones (asynchronously; also when a later one fails). Returns them."""
         self._processor.poll()
-        waiting = [f for f in self._window if not f.committing and f.outcome is not None]
         finished: list[_Flight] = []
-        for position, flight in enumerate(waiting):
-            if not flight.pending.done():
-                if len(waiting) - position <= keep:
-                    break
-                flight.pending.wait()
-            flight.pending.finish()
-            flight.seconds = self._clock.monotonic() - flight.started
-            flight.committing = True
-            finished.append(flight)
+        try:
+            waiting = [f for f in self._window if not f.finished and f.outcome is not None]
+            for position, flight in enumerate(waiting):
+                if not flight.pending.done():
+                    if len(waiting) - position <= keep:
+                        break
+                    flight.pending.wait()
+                flight.pending.finish()
+                flight.finished = True
+                flight.seconds = self._clock.monotonic() - flight.started
+                finished.append(flight)
+        finally:
+            if commit:
+                self._commit(finished, asynchronous=True)
         return finished
 
     def _commit(self, flights: Sequence[_Flight], *, asynchronous: bool) -> None:
@@ -254,6 +261,8 @@ class Runner:
             return
         offsets = _merged(f.outcome.next_offsets for f in flights if f.outcome is not None)
         self._commit_failed = True
+        for flight in flights:
+            flight.committing = True
         if asynchronous:
             self._source.commit_async(offsets, lambda error: self._commit_done(flights, error))
         else:
@@ -284,7 +293,7 @@ class Runner:
     def _finish_all(self) -> None:
         """Finish every batch in flight and commit them all synchronously (a revoke, the
         shutdown)."""
-        self._settle(keep=0)
+        self._settle(keep=0, commit=False)
         self._commit([f for f in self._window if not f.committed], asynchronous=False)
         self._confirm()
 
