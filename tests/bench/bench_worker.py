@@ -135,7 +135,16 @@ def as_messages(events: Sequence[dict[str, Any]], fmt: str) -> Messages:
 
 
 def preload(settings: Settings, messages: Messages, limit: int | None = None) -> float:
-    producer = Producer({**settings.kafka.common(), "linger.ms": 20, "compression.type": "lz4"})
+    # idempotent: a retried request never lands after a later one (the gate needs the backlog
+    # in its per-key order)
+    producer = Producer(
+        {
+            **settings.kafka.common(),
+            "linger.ms": 20,
+            "compression.type": "lz4",
+            "enable.idempotence": True,
+        }
+    )
     start = time.perf_counter()
     count = len(messages.values) if limit is None else limit
     for key, value in zip(messages.keys[:count], messages.values[:count], strict=True):

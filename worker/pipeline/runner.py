@@ -175,11 +175,6 @@ class Runner:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    @property
-    def in_flight(self) -> int:
-        """Batches read and not yet confirmed committed."""
-        return len(self._window)
-
     def run(self) -> None:
         backoff = self._backoff_initial
         while not self._stop.is_set():
