@@ -195,6 +195,7 @@ def build_pipeline(
         clock=clock,
         releaser=releaser,
         log_personal_data=settings.observability.log_personal_data,
+        sink=sink,
     )
 
 
@@ -227,7 +228,11 @@ def build_worker(
         max_messages=settings.batch.max_messages,
         max_wait_seconds=settings.batch.max_wait_seconds,
         observer=MetricsRecorder(metrics),
+        max_in_flight=1 if exactly_once else settings.batch.max_in_flight,
     )
+    if not exactly_once:
+        # before partitions go, the batches in flight are finished and committed
+        source.listen(on_revoke=runner.partitions_revoked, on_lost=runner.partitions_lost)
     return Worker(
         runner=runner, source=source, sink=sink, store=store, redis=client, metrics=metrics
     )

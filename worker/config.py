@@ -304,6 +304,12 @@ class BatchSettings(_Section):
     max_messages: int = Field(default=1_000, ge=1)
     max_wait_seconds: float = Field(default=0.1, gt=0)
     shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_in_flight: int = Field(default=3, ge=1, le=32)
+    """At-least-once outputs: batches whose outputs are produced but not all acknowledged yet
+    while the worker reads and resolves the next one. Their offsets are committed, in order,
+    once Kafka acknowledged everything they cover. ``1``: wait for each batch's
+    acknowledgements before the next poll. Exactly-once outputs always work one batch at a
+    time."""
 
 
 class DeliverySettings(_Section):

@@ -135,7 +135,16 @@ def as_messages(events: Sequence[dict[str, Any]], fmt: str) -> Messages:
 
 
 def preload(settings: Settings, messages: Messages, limit: int | None = None) -> float:
-    producer = Producer({**settings.kafka.common(), "linger.ms": 20, "compression.type": "lz4"})
+    # idempotent: a retried request never lands after a later one (the gate needs the backlog
+    # in its per-key order)
+    producer = Producer(
+        {
+            **settings.kafka.common(),
+            "linger.ms": 20,
+            "compression.type": "lz4",
+            "enable.idempotence": True,
+        }
+    )
     start = time.perf_counter()
     count = len(messages.values) if limit is None else limit
     for key, value in zip(messages.keys[:count], messages.values[:count], strict=True):
@@ -370,6 +379,7 @@ def start_workers(
         "IDENTITY_WORKER_OBSERVABILITY__LOG_LEVEL": "WARNING",
     }
     if code is not None:
+        env = defined_in(code, env)
         env["PYTHONPATH"] = str(code)
     procs = []
     for i in range(count):
@@ -383,6 +393,18 @@ def start_workers(
             )
         )
     return procs
+
+
+def defined_in(code: Path, env: dict[str, str]) -> dict[str, str]:
+    """``env`` less the ``IDENTITY_WORKER_*`` settings the worker under ``code`` does not define
+    (settings added since: an older worker refuses them, and runs with its own behaviour)."""
+    config = (code / "worker" / "config.py").read_text()
+    return {
+        name: value
+        for name, value in env.items()
+        if not name.startswith("IDENTITY_WORKER_")
+        or f"    {name.split('__', 1)[-1].lower()}:" in config
+    }
 
 
 def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:

@@ -107,6 +107,65 @@ def test_commit_then_a_new_member_resumes_after_it(kafka_bootstrap: str, unique_
         again.close()
 
 
+def test_an_async_commit_is_answered_by_a_later_poll(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    topic = _topic(kafka_bootstrap, unique_name, 1)
+    _fill(kafka_bootstrap, topic, 10)
+    source = _source(kafka_bootstrap, topic, unique_name)
+    answers: list[str | None] = []
+    try:
+        got = _drain(source, 10)
+        source.commit_async({(topic, 0): got[5].offset + 1}, answers.append)
+        source.commit_async({(topic, 0): got[-1].offset + 1}, answers.append)
+        deadline = time.monotonic() + 30
+        while len(answers) < 2 and time.monotonic() < deadline:
+            assert source.poll_batch(100, 0.1) == []
+        assert answers == [None, None]
+    finally:
+        source.close()
+    again = _source(kafka_bootstrap, topic, unique_name)
+    try:
+        _fill(kafka_bootstrap, topic, 1)
+        (after,) = _drain(again, 1)
+        assert after.offset == 10  # resumed after both commits
+    finally:
+        again.close()
+
+
+def test_revoke_is_told_while_the_partitions_are_still_assigned(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    topic = _topic(kafka_bootstrap, unique_name, 2)
+    _fill(kafka_bootstrap, topic, 4)
+    still_assigned: list[bool] = []
+    first: KafkaSource | None = None
+
+    def revoked(partitions: list[tuple[str, int]]) -> None:
+        assert first is not None
+        still_assigned.append(bool(partitions) and set(partitions) <= first.assignment)
+
+    first = KafkaSource(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": unique_name},
+        [topic],
+        on_revoke=revoked,
+    )
+    try:
+        assert len(_drain(first, 4)) == 4
+        second = _source(kafka_bootstrap, topic, unique_name)
+        try:
+            deadline = time.monotonic() + 60
+            while not still_assigned and time.monotonic() < deadline:
+                first.poll_batch(100, 0.1)
+                second.poll_batch(100, 0.1)
+            assert still_assigned == [True]
+            assert len(first.assignment) == 1
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
 def test_rewind_rereads_an_uncommitted_batch(kafka_bootstrap: str, unique_name: str) -> None:
     topic = _topic(kafka_bootstrap, unique_name, 1)
     _fill(kafka_bootstrap, topic, 10)

@@ -28,7 +28,8 @@ class Recording(BatchProcessor):
         self.seen: list[int] = []
         self.fail_process = fail_process
         self.fail_housekeeping = fail_housekeeping
-        self.last: list[int] = []
+        self.uncommitted: list[list[int]] = []
+        """batches processed and not yet told committed, oldest first"""
         self.committed_batches: list[list[int]] = []
 
     def process(self, batch: Sequence[RawMessage]) -> BatchOutcome:
@@ -36,11 +37,14 @@ class Recording(BatchProcessor):
             self.fail_process -= 1
             raise TransientStoreError("Redis is away")
         self.seen += [m.offset for m in batch]
-        self.last = [m.offset for m in batch]
+        self.uncommitted.append([m.offset for m in batch])
         return BatchOutcome(next_offsets(batch), BatchStats())
 
     def committed(self) -> None:
-        self.committed_batches.append(self.last)
+        self.committed_batches.append(self.uncommitted.pop(0))
+
+    def abandon(self, batches: int) -> None:
+        del self.uncommitted[len(self.uncommitted) - batches :]
 
     def housekeeping(self) -> BatchStats | None:
         if self.seen and self.fail_housekeeping:
@@ -49,7 +53,9 @@ class Recording(BatchProcessor):
         return None
 
 
-def _run(bootstrap: str, topic: str, processor: Recording, want: int) -> None:
+def _run(
+    bootstrap: str, topic: str, processor: Recording, want: int, max_in_flight: int = 1
+) -> None:
     source = KafkaSource({"bootstrap.servers": bootstrap, "group.id": topic}, [topic])
     runner = Runner(
         source,
@@ -58,6 +64,7 @@ def _run(bootstrap: str, topic: str, processor: Recording, want: int) -> None:
         max_messages=100,
         max_wait_seconds=0.05,
         backoff_initial_seconds=0.05,
+        max_in_flight=max_in_flight,
     )
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
@@ -80,19 +87,21 @@ def topic(kafka_bootstrap: str, unique_name: str) -> str:
     return unique_name
 
 
+@pytest.mark.parametrize("max_in_flight", [1, 3])
 def test_a_failed_batch_is_processed_again_from_its_first_offset(
-    kafka_bootstrap: str, topic: str
+    kafka_bootstrap: str, topic: str, max_in_flight: int
 ) -> None:
     processor = Recording(fail_process=2)
-    _run(kafka_bootstrap, topic, processor, 10)
+    _run(kafka_bootstrap, topic, processor, 10, max_in_flight)
     assert processor.seen == list(range(10))  # nothing skipped, nothing twice
     # told once per committed batch, after its commit, never for a failed attempt
     assert [o for batch in processor.committed_batches for o in batch] == list(range(10))
 
 
+@pytest.mark.parametrize("max_in_flight", [1, 3])
 def test_a_failure_after_the_commit_does_not_replay_the_committed_batch(
-    kafka_bootstrap: str, topic: str
+    kafka_bootstrap: str, topic: str, max_in_flight: int
 ) -> None:
     processor = Recording(fail_housekeeping=1)
-    _run(kafka_bootstrap, topic, processor, 10)
+    _run(kafka_bootstrap, topic, processor, 10, max_in_flight)
     assert processor.seen == list(range(10))

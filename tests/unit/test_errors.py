@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pytest
 
@@ -89,6 +89,12 @@ class ListSource:
 
     def commit(self, next_offsets: Mapping[Partition, int]) -> None:
         self.committed.update(next_offsets)
+
+    def commit_async(
+        self, next_offsets: Mapping[Partition, int], done: Callable[[str | None], None]
+    ) -> None:
+        self.commit(next_offsets)
+        done(None)
 
     def rewind(self, first_offsets: Mapping[Partition, int]) -> None:
         self.rewinds.append(dict(first_offsets))

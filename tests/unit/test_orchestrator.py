@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -93,39 +93,75 @@ class Unbuffered:
         return BufferStats(events=0, ids=0, leased=0, oldest_age_ms=None)
 
 
+Report = Callable[[DeliveryFailure | None], None]
+
+
 class MemorySink:
     """Implements the ``Sink`` port in memory. Like a broker, a flush fails every pending record
     of a topic as too large when one of them exceeds the topic's ``limits``; ``broken`` topics
-    fail every delivery with another error."""
+    fail every delivery with another error. Records produced with a ``report`` are answered by
+    ``poll`` (or ``flush``), unless ``hold`` is set: their acknowledgement is then late, as it
+    is for the next ``late`` polls."""
 
     def __init__(self, limits: dict[str, int] | None = None, broken: Sequence[str] = ()) -> None:
         self.limits = limits or {}
         self.broken = set(broken)
         self.delivered: list[OutputRecord] = []
-        self._pending: list[tuple[OutputRecord, int]] = []
+        self.hold = False
+        self.late = 0
+        self.polls = 0
+        self._pending: list[tuple[OutputRecord, int, Report | None]] = []
 
     transactional = False
 
     def abort_transaction(self, timeout: float) -> None:
         raise InternalError("not a transactional sink")
 
-    def produce(self, record: OutputRecord, tag: int = 0) -> None:
-        self._pending.append((record, tag))
+    def produce(self, record: OutputRecord, tag: int = 0, report: Report | None = None) -> None:
+        self._pending.append((record, tag, report))
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def poll(self, timeout: float = 0.0) -> None:
+        self.polls += 1
+        if self.late > 0:
+            self.late -= 1
+        elif not self.hold:
+            for failure, report in self._answer():
+                if report is not None:
+                    report(failure)
 
     def flush(self, timeout: float) -> list[DeliveryFailure]:
+        failures = []
+        for failure, report in self._answer():
+            if report is not None:
+                report(failure)
+            elif failure is not None:
+                failures.append(failure)
+        return failures
+
+    def _answer(self) -> list[tuple[DeliveryFailure | None, Report | None]]:
         pending, self._pending = self._pending, []
         oversize = {
-            r.topic for r, _ in pending if len(r.value or b"") > self.limits.get(r.topic, 1 << 30)
+            r.topic
+            for r, _, _ in pending
+            if len(r.value or b"") > self.limits.get(r.topic, 1 << 30)
         }
-        failures = []
-        for record, tag in pending:
+        answers: list[tuple[DeliveryFailure | None, Report | None]] = []
+        for record, tag, report in pending:
             if record.topic in self.broken:
-                failures.append(DeliveryFailure(record, "broker down", too_large=False, tag=tag))
+                failure = DeliveryFailure(record, "broker down", too_large=False, tag=tag)
+                answers.append((failure, report))
             elif record.topic in oversize:
-                failures.append(DeliveryFailure(record, "too large", too_large=True, tag=tag))
+                answers.append(
+                    (DeliveryFailure(record, "too large", too_large=True, tag=tag), report)
+                )
             else:
                 self.delivered.append(record)
-        return failures
+                answers.append((None, report))
+        return answers
 
     def produce_alone(
         self, record: OutputRecord, timeout: float, tag: int = 0

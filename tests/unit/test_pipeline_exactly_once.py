@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_orchestrator import T0, TOPICS, MemorySink, Unbuffered, _released, event
+from tests.unit.test_orchestrator import (
+    T0,
+    TOPICS,
+    MemorySink,
+    Report,
+    Unbuffered,
+    _released,
+    event,
+)
 from tests.unit.test_pipeline_time import at
 from worker.app import build_pipeline
 from worker.clock import ManualClock
@@ -102,9 +110,10 @@ class TransactionalSink(MemorySink):
         self.doomed = False
         self.aborts = 0
 
-    def produce(self, record: OutputRecord, tag: int = 0) -> None:
+    def produce(self, record: OutputRecord, tag: int = 0, report: Report | None = None) -> None:
         if self.doomed:
             raise KafkaUnavailableError("the transaction must be aborted")
+        assert report is None, "a transaction's records are confirmed by flush"
         super().produce(record, tag)
 
     def flush(self, timeout: float) -> list[DeliveryFailure]:

@@ -2,8 +2,12 @@
 
 ``KafkaSink.produce`` never blocks for long (librdkafka batches with ``linger.ms``);
 ``KafkaSink.flush`` waits for every delivery report and returns the failures, so the caller can
-decide what may be committed. The producer is idempotent (``enable.idempotence``): librdkafka's own
-retries never duplicate or reorder a partition's messages.
+decide what may be committed. A record produced with a ``report`` callable has its delivery
+report handed to it instead (``None``: acknowledged; else its ``DeliveryFailure``), from the
+next ``poll`` or ``flush``: the caller tracks its records without waiting for the whole queue
+(at-least-once delivery with several batches in flight). The producer is idempotent
+(``enable.idempotence``): librdkafka's own retries never duplicate or reorder a partition's
+messages, so records of later batches land after those of earlier ones.
 
 With a ``transactional.id`` (``delivery.exactly_once``) the sink is transactional: the first
 ``produce`` after a commit begins a transaction, ``commit_transaction`` makes its records visible
@@ -15,7 +19,7 @@ same id) raises ``InternalError``: the worker exits and a restart resumes from t
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -34,6 +38,9 @@ PRODUCER_DEFAULTS: Mapping[str, Any] = {
     # how long librdkafka keeps retrying one message before reporting it failed
     "delivery.timeout.ms": 120_000,
 }
+
+Report = Callable[[DeliveryFailure | None], None]
+"""Told a record's delivery report: ``None`` once acknowledged, else its failure."""
 
 _SIZE_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 
@@ -55,10 +62,11 @@ class KafkaSink:
                 lambda: self._producer.init_transactions(init_timeout), "init", init_timeout
             )
 
-    def produce(self, record: OutputRecord, tag: int = 0) -> None:
+    def produce(self, record: OutputRecord, tag: int = 0, report: Report | None = None) -> None:
         """Enqueue ``record``. A record over the client's size limit fails at once (reported by
-        the next ``flush``); a full local queue is drained by polling, never dropped. A failure
-        of the record carries ``tag``."""
+        the next ``flush``, or to ``report`` at once); a full local queue is drained by polling,
+        never dropped. A failure of the record carries ``tag``. With ``report``, the record's
+        delivery report goes to it (from ``poll`` or ``flush``), not to ``flush``'s result."""
         if self.transactional and not self._in_transaction:
             self._transact(self._producer.begin_transaction, "begin")
             self._in_transaction = True
@@ -69,7 +77,7 @@ class KafkaSink:
                     value=record.value,
                     key=record.key,
                     headers=list(record.headers) or None,
-                    on_delivery=self._callback(record, tag),
+                    on_delivery=self._callback(record, tag, report),
                 )
                 self._pending += 1
                 return
@@ -79,18 +87,24 @@ class KafkaSink:
                 error = exc.args[0]
                 code = error.code() if isinstance(error, KafkaError) else None
                 if code == KafkaError.MSG_SIZE_TOO_LARGE:
-                    self._failures.append(
-                        DeliveryFailure(record, str(error), too_large=True, tag=tag)
-                    )
+                    failure = DeliveryFailure(record, str(error), too_large=True, tag=tag)
+                    if report is None:
+                        self._failures.append(failure)
+                    else:
+                        report(failure)
                     return
                 raise KafkaUnavailableError(f"producing to {record.topic} failed: {error}") from exc
 
-    def _callback(self, record: OutputRecord, tag: int) -> Any:
+    def _callback(self, record: OutputRecord, tag: int, report: Report | None) -> Any:
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             self._pending -= 1
+            failure = None
             if error is not None:
                 too_large = error.code() in _SIZE_ERRORS
                 failure = DeliveryFailure(record, error.str(), too_large=too_large, tag=tag)
+            if report is not None:
+                report(failure)
+            elif failure is not None:
                 self._failures.append(failure)
 
         return on_delivery
@@ -179,9 +193,14 @@ class KafkaSink:
                 self._in_transaction = False
             raise KafkaUnavailableError(f"transaction {what} failed: {error}") from exc
 
-    def poll(self) -> None:
-        """Serve delivery callbacks without waiting."""
-        self._producer.poll(0)
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery callbacks, waiting at most ``timeout`` seconds for the first one."""
+        self._producer.poll(timeout)
+
+    @property
+    def pending(self) -> int:
+        """Records produced whose delivery report was not served yet."""
+        return self._pending
 
     def close(self, timeout: float = 10.0) -> None:
         self._producer.flush(timeout)

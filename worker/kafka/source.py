@@ -1,9 +1,13 @@
 """The consumer side: a consumer-group member that hands out batches of ``RawMessage``.
 
-Offsets are never committed automatically: the pipeline calls ``commit`` with what it has
-safely written. Rebalancing is cooperative-sticky, so a rebalance moves only the partitions that
-change owner. Because the pipeline finishes (or abandons, uncommitted) a batch before it polls
-again, rebalance callbacks, which run inside ``poll_batch``, never see a half-done batch.
+Offsets are never committed automatically: the pipeline calls ``commit`` (synchronous) or
+``commit_async`` with what it has safely written; the broker's answer to an asynchronous commit
+comes back through the consumer's ``on_commit`` callback, served by a later ``poll_batch``, and
+is handed to that commit's ``done``. Rebalancing is cooperative-sticky, so a rebalance moves only
+the partitions that change owner. Rebalance callbacks run inside ``poll_batch``: ``on_revoke`` is
+called before the revoked partitions leave ``assignment`` (so what is in flight can still be
+committed for them), ``on_lost`` when they already belong to another member (nothing may be
+committed for them; without an ``on_lost``, ``on_revoke`` is called).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ CONSUMER_DEFAULTS: Mapping[str, Any] = {
 }
 
 PartitionsCallback = Callable[[list[Partition]], None]
+CommitDone = Callable[[str | None], None]
+"""Told the broker's answer to an asynchronous commit: ``None`` (committed) or the error."""
 
 # errors a consumer reports that do not stop consumption (librdkafka recovers by itself)
 _BENIGN = frozenset(
@@ -58,18 +64,32 @@ class KafkaSource:
         *,
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
+        on_lost: PartitionsCallback | None = None,
     ) -> None:
-        self._consumer = Consumer({**CONSUMER_DEFAULTS, **conf})
+        self._consumer = Consumer({**CONSUMER_DEFAULTS, **conf, "on_commit": self._commit_cb})
         self._assigned: set[Partition] = set()
         self._on_assign = on_assign
         self._on_revoke = on_revoke
+        self._on_lost = on_lost
+        self._commits: list[tuple[frozenset[tuple[str, int, int]], CommitDone]] = []
+        """asynchronous commits the broker has not answered yet, oldest first"""
         self.last_error: str | None = None
         self._consumer.subscribe(
             list(topics),
             on_assign=self._assigned_cb,
             on_revoke=self._revoked_cb,
-            on_lost=self._revoked_cb,
+            on_lost=self._lost_cb,
         )
+
+    def listen(
+        self,
+        *,
+        on_revoke: PartitionsCallback | None = None,
+        on_lost: PartitionsCallback | None = None,
+    ) -> None:
+        """Set the rebalance callbacks after construction (the runner is built later)."""
+        self._on_revoke = on_revoke
+        self._on_lost = on_lost
 
     def _assigned_cb(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         added = [(tp.topic, tp.partition) for tp in partitions]
@@ -79,9 +99,30 @@ class KafkaSource:
 
     def _revoked_cb(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         removed = [(tp.topic, tp.partition) for tp in partitions]
-        self._assigned.difference_update(removed)
-        if self._on_revoke:
-            self._on_revoke(removed)
+        try:
+            if self._on_revoke:
+                self._on_revoke(removed)  # still assigned: may commit for them
+        finally:
+            self._assigned.difference_update(removed)
+
+    def _lost_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._on_lost is None:
+            self._revoked_cb(consumer, partitions)
+            return
+        removed = [(tp.topic, tp.partition) for tp in partitions]
+        self._assigned.difference_update(removed)  # before: nothing is committed for them
+        self._on_lost(removed)
+
+    def _commit_cb(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The broker's answer to a commit: handed to the asynchronous commit of the same
+        offsets, if any (a synchronous commit's answer is dropped)."""
+        key = frozenset((tp.topic, tp.partition, tp.offset) for tp in partitions)
+        for position, (offsets, done) in enumerate(self._commits):
+            if offsets == key:
+                del self._commits[position]
+                failed = error or next((tp.error for tp in partitions if tp.error), None)
+                done(None if failed is None else str(failed))
+                return
 
     @property
     def assignment(self) -> frozenset[Partition]:
@@ -140,6 +181,26 @@ class KafkaSource:
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
+            raise KafkaUnavailableError(f"offset commit failed: {exc.args[0]}") from exc
+
+    def commit_async(self, next_offsets: Mapping[Partition, int], done: CommitDone) -> None:
+        """Start committing the offset of the next message to read per assigned partition;
+        ``done`` is told the broker's answer from a later ``poll_batch`` (at once when no
+        partition is left to commit)."""
+        offsets = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in next_offsets.items()
+            if (topic, partition) in self._assigned
+        ]
+        if not offsets:
+            done(None)
+            return
+        request = (frozenset((tp.topic, tp.partition, tp.offset) for tp in offsets), done)
+        self._commits.append(request)
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            self._commits.remove(request)
             raise KafkaUnavailableError(f"offset commit failed: {exc.args[0]}") from exc
 
     def rewind(self, first_offsets: Mapping[Partition, int]) -> None:

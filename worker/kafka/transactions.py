@@ -13,7 +13,7 @@ whole with its offsets, or aborted and processed again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from worker.errors import KafkaUnavailableError
 from worker.kafka.records import Partition, RawMessage
@@ -41,6 +41,13 @@ class TransactionalSource:
 
     def commit(self, next_offsets: Mapping[Partition, int]) -> None:
         self._sink.commit_transaction(next_offsets, self._source.group_metadata(), self._timeout)
+
+    def commit_async(
+        self, next_offsets: Mapping[Partition, int], done: Callable[[str | None], None]
+    ) -> None:
+        """A transaction's commit is synchronous: ``done`` is told at once."""
+        self.commit(next_offsets)
+        done(None)
 
     def rewind(self, first_offsets: Mapping[Partition, int]) -> None:
         """Abort the failed batch's transaction and seek back. An abort that fails for now is

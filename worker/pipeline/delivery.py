@@ -6,10 +6,18 @@ letter (``output_too_large``) instead of all that input's outputs. Any other fai
 as the tag, so each failure names its output exactly. With a transactional sink (exactly-once
 outputs) a failed record dooms the transaction: it is aborted and the batch's outputs, less the
 records too large and plus the dead letters, are produced again in a new one.
+
+Without transactions a batch's delivery can also be split in three, so the worker goes on with
+the next batches while Kafka acknowledges this one: ``send`` produces the outputs and returns a
+``Shipment`` that counts their delivery reports (served by ``Sink.poll``), ``wait`` polls until
+every report is in, and ``settle`` then cures the size failures exactly as ``deliver`` does (a
+record too large turns its input into a dead letter, any other failure raises). ``deliver`` is
+the three in a row.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from worker.codec.errors import EncodeError
@@ -21,6 +29,29 @@ from worker.pipeline.ports import Sink
 
 _ROUNDS = 3
 """attempts of a transactional delivery that made no progress before it fails the batch"""
+
+
+class Shipment:
+    """The outputs of one ``Delivery.send`` and their delivery reports as they come in."""
+
+    __slots__ = ("failures", "outs", "outstanding")
+
+    def __init__(self, outs: Sequence[Output]) -> None:
+        self.outs = outs
+        self.outstanding = len(outs)
+        """records whose delivery report has not come in yet"""
+        self.failures: list[DeliveryFailure] = []
+
+    def report(self, failure: DeliveryFailure | None) -> None:
+        """One record's delivery report (``None``: acknowledged)."""
+        self.outstanding -= 1
+        if failure is not None:
+            self.failures.append(failure)
+
+    @property
+    def done(self) -> bool:
+        """Every record was acknowledged or failed."""
+        return self.outstanding <= 0
 
 
 class Delivery:
@@ -39,13 +70,51 @@ class Delivery:
         message into a dead letter, once per input however many of its outputs failed. Such a
         retried record lands after the batch's other records.
         """
+        if self._sink.transactional:
+            for tag, out in enumerate(outs):
+                self._sink.produce(out.record, tag)
+            failures = self._sink.flush(self._timeout)
+            return self._deliver_again(outs, failures) if failures else list(outs)
+        shipment = self.send(outs)
+        self.wait(shipment)
+        return self.settle(shipment)
+
+    def send(self, outs: Sequence[Output]) -> Shipment:
+        """Produce ``outs`` in order without waiting (not on a transactional sink); their
+        delivery reports come in with the sink's polls."""
+        shipment = Shipment(outs)
+        report = shipment.report
+        produce = self._sink.produce
         for tag, out in enumerate(outs):
-            self._sink.produce(out.record, tag)
-        failures = self._sink.flush(self._timeout)
+            produce(out.record, tag, report)
+        return shipment
+
+    def wait(self, shipment: Shipment, timeout: float | None = None) -> None:
+        """Poll the sink until every report of ``shipment`` is in; raise
+        ``KafkaUnavailableError`` if some are still missing after ``timeout`` seconds (by
+        default the delivery timeout)."""
+        if shipment.done:
+            return
+        limit = self._timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while not shipment.done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KafkaUnavailableError(
+                    f"{shipment.outstanding} records not acknowledged after {limit:.0f}s"
+                )
+            self._sink.poll(min(left, 0.1))
+
+    def settle(self, shipment: Shipment) -> list[Output]:
+        """What a shipment whose reports are all in delivered: its outputs less the records
+        too large, plus the dead letters of their inputs (last). Raises
+        ``KafkaUnavailableError`` for any other failure."""
+        outs, failures = shipment.outs, shipment.failures
         if not failures:
             return list(outs)
-        if self._sink.transactional:
-            return self._deliver_again(outs, failures)
+        # a record is retried alone in a request of its own: the queue must be empty first
+        # (later shipments' reports go to them; a failure found here cannot be untracked)
+        self._sink.flush(self._timeout)
         lost: set[int] = set()
         dead: dict[RawMessage, Output] = {}  # by input message
         for failure in failures:

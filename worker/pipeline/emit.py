@@ -8,6 +8,11 @@ entries are released again (at least once). A redelivered entry carries the reso
 release time of its first release (``Released.released_ms``), so its outputs repeat exactly:
 they are stamped with that time, and its wait is ``released_ms - ingested_ms``. An exception
 while building one released event's outputs dead-letters that event (``internal_error``).
+
+``emit`` waits for Kafka's acknowledgements; ``send`` (at-least-once only) produces and returns
+a ``Sending`` at once, and ``finish`` does the rest once its delivery reports are all in: the
+dead letters of outputs too large, the accounting, and the acknowledgement of its released
+entries (so an entry is still acknowledged only after its outputs are).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from worker.errors import TransientError
 from worker.observability.status import BatchStats
 from worker.pipeline.deadletter import INTERNAL_ERROR
 from worker.pipeline.decoding import Decoder
-from worker.pipeline.delivery import Delivery
+from worker.pipeline.delivery import Delivery, Shipment
 from worker.pipeline.items import Decoded, Output, OutputKind, in_version_order
 from worker.pipeline.outputs import OutputContext, event_outputs, tally
 from worker.store.base import BufferingStore, Released
@@ -28,6 +33,17 @@ from worker.store.base import BufferingStore, Released
 log = logging.getLogger(__name__)
 
 ReleasedByTenant = Mapping[str, Sequence[Released]]
+
+
+class Sending:
+    """One ``Emitter.send``: its shipment, its released entries and its counters."""
+
+    __slots__ = ("released", "shipment", "stats")
+
+    def __init__(self, shipment: Shipment, released: ReleasedByTenant, stats: BatchStats) -> None:
+        self.shipment = shipment
+        self.released = released
+        self.stats = stats
 
 
 class Emitter:
@@ -59,16 +75,49 @@ class Emitter:
         """Deliver ``outs`` then the outputs of ``released`` (in their release order; the
         change records of one person or group in version order), count what was acknowledged,
         and acknowledge ``released`` in the store."""
-        everything = list(outs)
-        for freed in released.values():
-            everything.extend(self.released_outputs(freed, now_ms, stats))
-        delivered = self._delivery.deliver(in_version_order(everything))
+        delivered = self._delivery.deliver(self._ordered(outs, released, now_ms, stats))
         account(delivered, stats, self._clock.now_ms())
         if self._acks_after_commit:
             for tenant, freed in released.items():
                 self._unacked.setdefault(tenant, []).extend(freed)
         else:
             self._ack(released)
+
+    def send(
+        self,
+        outs: Sequence[Output],
+        released: ReleasedByTenant,
+        now_ms: int,
+        stats: BatchStats,
+    ) -> Sending:
+        """``emit`` without waiting (at-least-once outputs only): produce everything, in the
+        same order; ``finish`` completes it once ``Sending.shipment`` is done."""
+        ordered = self._ordered(outs, released, now_ms, stats)
+        return Sending(self._delivery.send(ordered), released, stats)
+
+    def wait(self, sending: Sending, timeout: float | None = None) -> None:
+        """Wait until every delivery report of ``sending`` is in (``Delivery.wait``)."""
+        self._delivery.wait(sending.shipment, timeout)
+
+    def finish(self, sending: Sending) -> None:
+        """``sending``'s reports are all in: cure its size failures (``Delivery.settle``),
+        count what was acknowledged, acknowledge its released entries. Raises
+        ``KafkaUnavailableError`` when an output failed otherwise."""
+        delivered = self._delivery.settle(sending.shipment)
+        account(delivered, sending.stats, self._clock.now_ms())
+        self._ack(sending.released)
+
+    def _ordered(
+        self,
+        outs: Sequence[Output],
+        released: ReleasedByTenant,
+        now_ms: int,
+        stats: BatchStats,
+    ) -> list[Output]:
+        everything = list(outs)
+        for freed in released.values():
+            everything.extend(self.released_outputs(freed, now_ms, stats))
+        return in_version_order(everything)
 
     def acknowledge(self) -> None:
         """With ``acks_after_commit`` (exactly-once outputs): the outputs of the released

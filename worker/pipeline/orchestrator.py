@@ -12,6 +12,12 @@ the runner retries whole.
 Once the runner committed a batch, ``committed`` tells the store to drop the replay receipts of
 its events (``BufferingStore.forget``, per tenant): they will not be read again.
 
+``start`` (at-least-once outputs) does the same work but returns once the outputs are produced,
+with a ``PendingBatch`` the runner finishes once Kafka acknowledged them, so it can decode and
+resolve the next batches meanwhile (``batch.max_in_flight``). Batches are committed, and told
+``committed``, in the order they were started. With exactly-once outputs (a transactional sink)
+``start`` is ``process``: one batch at a time.
+
 Each step is its own part, built in ``worker.app``: ``Decoder`` (pipeline.decoding),
 ``Resolver`` (pipeline.resolving: the store calls and their bisection), ``event_outputs``
 (pipeline.outputs, pure), ``Emitter`` (pipeline.emit: delivery, accounting, buffer acks) and
@@ -21,7 +27,7 @@ Each step is its own part, built in ``worker.app``: ``Decoder`` (pipeline.decodi
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 
 from worker.clock import Clock
@@ -31,13 +37,14 @@ from worker.kafka.records import RawMessage
 from worker.observability.status import BatchStats
 from worker.pipeline.deadletter import INTERNAL_ERROR
 from worker.pipeline.decoding import Decoder
-from worker.pipeline.emit import Emitter
+from worker.pipeline.emit import Emitter, ReleasedByTenant, Sending
 from worker.pipeline.items import Decoded, Output
 from worker.pipeline.offsets import next_offsets
 from worker.pipeline.outputs import OutputContext, event_outputs, tally
+from worker.pipeline.ports import Sink
 from worker.pipeline.releaser import BufferReleaser
 from worker.pipeline.resolving import Rejected, Resolver
-from worker.pipeline.runner import BatchOutcome, BatchProcessor
+from worker.pipeline.runner import DONE, BatchOutcome, BatchProcessor, PendingBatch
 from worker.store.base import BufferingStore
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,7 @@ class BatchPipeline(BatchProcessor):
         clock: Clock,
         releaser: BufferReleaser | None = None,
         log_personal_data: bool = False,
+        sink: Sink | None = None,
     ) -> None:
         self._store = store
         self._decoder = decoder
@@ -63,12 +71,48 @@ class BatchPipeline(BatchProcessor):
         self._releaser = releaser
         self._log_personal_data = log_personal_data
         self._resolver = Resolver(store)
-        self._sources: dict[str, list[str]] = {}
-        """per tenant, the sources of the last batch processed (forgotten once committed)"""
+        self._sink = sink
+        """the sink ``start`` produces to without waiting (none: every batch waits)"""
+        self._sources: deque[dict[str, list[str]]] = deque()
+        """per batch processed and not yet committed, oldest first: per tenant, the sources of
+        its events (forgotten once committed)"""
 
     def process(self, batch: Sequence[RawMessage]) -> BatchOutcome:
-        self._sources = {}
+        """One batch, once Kafka acknowledged its outputs; a batch processed earlier and not
+        committed is given up (its attempt failed)."""
+        self._sources.clear()
         self._emitter.discard()  # a failed attempt's outputs were aborted (exactly-once)
+        outs, released, decoded, now_ms, stats = self._prepare(batch)
+        self._emitter.emit(outs, released, now_ms, stats)
+        self._sources.append(_sources_by_tenant(decoded))
+        return BatchOutcome(next_offsets=next_offsets(batch), stats=stats)
+
+    def start(self, batch: Sequence[RawMessage]) -> tuple[BatchOutcome, PendingBatch]:
+        """One batch, its outputs produced but not waited for; the ``PendingBatch`` finishes
+        it. Batches started earlier stay in flight."""
+        if self._sink is None or self._sink.transactional:
+            return self.process(batch), DONE
+        outs, released, decoded, now_ms, stats = self._prepare(batch)
+        sending = self._emitter.send(outs, released, now_ms, stats)
+        self._sources.append(_sources_by_tenant(decoded))
+        outcome = BatchOutcome(next_offsets=next_offsets(batch), stats=stats)
+        return outcome, _Pending(self._emitter, sending)
+
+    def poll(self) -> None:
+        if self._sink is not None:
+            self._sink.poll(0)
+
+    def abandon(self, batches: int) -> None:
+        """The newest ``batches`` batches in flight failed: they will not be told
+        ``committed``."""
+        for _ in range(min(batches, len(self._sources))):
+            self._sources.pop()
+
+    def _prepare(
+        self, batch: Sequence[RawMessage]
+    ) -> tuple[list[Output], ReleasedByTenant, list[Decoded], int, BatchStats]:
+        """Decode, resolve and build the outputs of ``batch`` (and of what its store calls
+        released)."""
         now_ms = self._clock.now_ms()
         stats = BatchStats()
         outs: list[Output] = []
@@ -86,15 +130,15 @@ class BatchPipeline(BatchProcessor):
                 outs.append(self._decoder.failed(item.message, answer.error, answer.reason))
             else:
                 outs.extend(self._outputs_of(item, answer, stats))
-        self._emitter.emit(outs, resolved.released, now_ms, stats)
-        self._sources = _sources_by_tenant(decoded)
-        return BatchOutcome(next_offsets=next_offsets(batch), stats=stats)
+        return outs, resolved.released, decoded, now_ms, stats
 
     def committed(self) -> None:
-        """Drop the replay receipts of the committed batch's events; a failure is only
-        logged (receipts expire on their own)."""
+        """Drop the replay receipts of the events of the oldest batch not committed yet (it
+        is now); a failure is only logged (receipts expire on their own)."""
         self._emitter.acknowledge()  # released entries, with exactly-once outputs
-        sources, self._sources = self._sources, {}
+        if not self._sources:
+            return
+        sources = self._sources.popleft()
         for tenant, refs in sources.items():
             try:
                 self._store.forget(tenant, refs)
@@ -131,6 +175,25 @@ class BatchPipeline(BatchProcessor):
                 "properties": dict(resolution.properties),
             },
         )
+
+
+class _Pending(PendingBatch):
+    """A started batch: its outputs are produced; ``finish`` once Kafka answered for all."""
+
+    __slots__ = ("_emitter", "_sending")
+
+    def __init__(self, emitter: Emitter, sending: Sending) -> None:
+        self._emitter = emitter
+        self._sending = sending
+
+    def done(self) -> bool:
+        return self._sending.shipment.done
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._emitter.wait(self._sending, timeout)
+
+    def finish(self) -> None:
+        self._emitter.finish(self._sending)
 
 
 def _sources_by_tenant(decoded: Sequence[Decoded]) -> dict[str, list[str]]:

@@ -6,7 +6,7 @@ Kafka; a test can implement them in memory. The pipeline never names a Kafka cla
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from worker.kafka.records import DeliveryFailure, OutputRecord, Partition, RawMessage
@@ -32,6 +32,14 @@ class Source(Protocol):
         """Commit, per partition, the offset of the next message to read (synchronously)."""
         ...
 
+    def commit_async(
+        self, next_offsets: Mapping[Partition, int], done: Callable[[str | None], None]
+    ) -> None:
+        """Start committing ``next_offsets``; ``done`` is told the broker's answer (``None``:
+        committed, else the error) from a later ``poll_batch`` (or at once, when the commit
+        needs no answer or is synchronous)."""
+        ...
+
     def rewind(self, first_offsets: Mapping[Partition, int]) -> None:
         """Make the next polls re-read from ``first_offsets`` (a batch that failed)."""
         ...
@@ -50,7 +58,9 @@ class Sink(Protocol):
 
     ``produce`` enqueues; ``flush`` waits until every enqueued record is acknowledged or failed
     and returns the failures (each carrying the ``tag`` its record was produced with), or raises
-    ``TransientError`` when some records stay unacknowledged.
+    ``TransientError`` when some records stay unacknowledged. A record produced with a
+    ``report`` has its delivery report (``None``: acknowledged; else its failure) handed to that
+    callable instead, from ``poll`` or ``flush``.
     """
 
     @property
@@ -63,9 +73,18 @@ class Sink(Protocol):
         """Drop the records of the open transaction (nothing if none is open)."""
         ...
 
-    def produce(self, record: OutputRecord, tag: int = 0) -> None: ...
+    def produce(
+        self,
+        record: OutputRecord,
+        tag: int = 0,
+        report: Callable[[DeliveryFailure | None], None] | None = None,
+    ) -> None: ...
 
     def flush(self, timeout: float) -> list[DeliveryFailure]: ...
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery reports, waiting at most ``timeout`` seconds for the first one."""
+        ...
 
     def produce_alone(
         self, record: OutputRecord, timeout: float, tag: int = 0

@@ -1,26 +1,36 @@
-"""The main loop: poll a batch, process it, commit; back off without losing anything.
+"""The main loop: poll a batch, start it, commit what Kafka acknowledged; back off without losing
+anything.
 
 Invariants:
-- A batch is committed only after ``BatchProcessor.process`` returned, i.e. after every output
-  was acknowledged by Kafka and every identity or buffer write is in Redis.
-- A batch that fails with a transient error is never committed: its partitions are rewound to
-  the batch's first offsets and paused while the worker backs off, then resumed; the batch is
-  re-read and processed again (at least once; idempotent in ``timestamp`` mode).
-- Rebalance callbacks run inside ``poll_batch``, between batches, so a revoked partition never
-  has half-done work: what was done is committed, what was not is re-read by the next owner.
-- Shutdown (``request_shutdown``): stop polling, let the current batch finish and commit, close.
+- A batch is committed only after every output it covers was acknowledged by Kafka and every
+  identity or buffer write is in Redis (``PendingBatch.finish`` returned), and batches are
+  committed in the order they were read: the committed offsets are a watermark that never passes
+  unwritten output.
+- Up to ``max_in_flight`` batches wait for their acknowledgements while the next one is read,
+  decoded and resolved (at-least-once outputs; ``1`` waits for each batch before the next poll).
+  Offsets are committed asynchronously (``Source.commit_async``); a batch is told ``committed``
+  (its replay receipts dropped) only once the broker confirmed its commit.
+- A transient error (Redis, Kafka or the registry down, a failed delivery or commit) fails every
+  batch not committed yet: their partitions are rewound to the first offsets of the oldest one
+  and paused while the worker backs off, then resumed; the batches are re-read and processed
+  again (at least once; replays answer exactly as the first time).
+- Rebalance callbacks run inside ``poll_batch``: before partitions are revoked, every batch in
+  flight is finished and committed (synchronously), so the next owner starts after it; a lost
+  partition (the member was fenced) drops the batches in flight uncommitted.
+- Shutdown (``request_shutdown``): stop polling, finish and commit the batches in flight, close.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from worker.clock import Clock
-from worker.errors import Component, TransientError
+from worker.errors import Component, KafkaUnavailableError, TransientError
 from worker.kafka.records import Partition, RawMessage
 from worker.observability.status import BatchStats, Health
 from worker.pipeline.offsets import first_offsets
@@ -48,20 +58,75 @@ class RunObserver(Protocol):
         ...
 
 
+class PendingBatch:
+    """A started batch whose outputs may not all be acknowledged yet (``BatchProcessor.start``).
+    This base is a batch already finished."""
+
+    __slots__ = ()
+
+    def done(self) -> bool:
+        """Every output was acknowledged or failed: ``finish`` will not wait."""
+        return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until ``done``; raise ``TransientError`` if it is not after ``timeout`` seconds
+        (by default the delivery timeout)."""
+
+    def finish(self) -> None:
+        """Complete the batch once ``done`` (dead letters of outputs too large, counters,
+        buffer acks); raise ``TransientError`` if an output could not be delivered."""
+
+
+DONE = PendingBatch()
+"""A batch finished by ``process``."""
+
+
 class BatchProcessor:
     """Port for one batch's work (decode, resolve, emit); see ``pipeline.orchestrator``."""
 
     def process(self, batch: Sequence[RawMessage]) -> BatchOutcome:
         raise NotImplementedError
 
+    def start(self, batch: Sequence[RawMessage]) -> tuple[BatchOutcome, PendingBatch]:
+        """``process`` without waiting for Kafka's acknowledgements: the returned
+        ``PendingBatch`` finishes the batch. By default, ``process``."""
+        return self.process(batch), DONE
+
+    def poll(self) -> None:
+        """Serve delivery reports without waiting (between batches)."""
+
     def committed(self) -> None:
-        """The batch the last ``process`` returned is committed (e.g. drop its replay
+        """The oldest batch processed and not yet told is committed (e.g. drop its replay
         receipts). Failures here must not raise: the batch stays committed."""
+
+    def abandon(self, batches: int) -> None:
+        """The newest ``batches`` batches processed and not yet told ``committed`` failed:
+        they will not be told."""
 
     def housekeeping(self) -> BatchStats | None:
         """Periodic work between batches (buffer releases); may raise ``TransientError``.
         Returns what it did, if anything."""
         return None
+
+
+@dataclass(eq=False, slots=True)
+class _Flight:
+    """One batch between its poll and the confirmation of its commit."""
+
+    firsts: dict[Partition, int]
+    """where to rewind to if it fails"""
+    size: int
+    started: float
+    outcome: BatchOutcome | None = None
+    pending: PendingBatch = DONE
+    seconds: float = 0.0
+    """from its start until its outputs were acknowledged"""
+    finished: bool = False
+    """its outputs are acknowledged (``PendingBatch.finish`` returned)"""
+    committing: bool = False
+    """its commit was sent"""
+    committed: bool = False
+    """the broker confirmed its commit"""
 
 
 class Runner:
@@ -78,6 +143,7 @@ class Runner:
         backoff_max_seconds: float = 10.0,
         observer: RunObserver | None = None,
         tick_seconds: float = 1.0,
+        max_in_flight: int = 1,
     ) -> None:
         self._source = source
         self._processor = processor
@@ -91,9 +157,17 @@ class Runner:
         self._tick_seconds = tick_seconds
         self._next_tick = 0.0
         self._stop = threading.Event()
+        self._max_in_flight = max(max_in_flight, 1)
+        self._window: deque[_Flight] = deque()
+        """batches read and not yet confirmed committed, oldest first"""
+        self._failure: TransientError | None = None
+        """a failure found inside ``poll_batch`` (a commit, a revoke), raised after it"""
+        self._commit_failed = False
+        self._lost = False
 
     def request_shutdown(self) -> None:
-        """Finish the current batch, commit it, then leave the loop (safe from a signal)."""
+        """Finish the batches in flight, commit them, then leave the loop (safe from a
+        signal)."""
         self.health.stopping = True
         self._stop.set()
 
@@ -106,38 +180,163 @@ class Runner:
         while not self._stop.is_set():
             now = self._clock.monotonic()
             self.health.last_loop_monotonic = now
-            batch: list[RawMessage] = []
-            committing = False
             try:
-                batch = self._source.poll_batch(self._max_messages, self._max_wait)
-                self.health.mark_ok(Component.KAFKA)
-                self.health.assigned = self._source.assignment
-                if batch:
-                    started = self._clock.monotonic()
-                    outcome = self._processor.process(batch)
-                    committing = True
-                    self._source.commit(outcome.next_offsets)
-                    committing = False
-                    self._processor.committed()
-                    if self._observer:
-                        elapsed = self._clock.monotonic() - started
-                        self._observer.batch_done(len(batch), elapsed, outcome.stats)
-                    batch = []  # committed: a later failure (housekeeping) must not rewind it
-                chores = self._processor.housekeeping()
-                if chores is not None and self._observer:
-                    self._observer.batch_done(0, 0.0, chores)
-                if self._observer and now >= self._next_tick:
-                    self._next_tick = now + self._tick_seconds
-                    self._observer.tick(self._source)
+                self._turn(now)
                 self.health.last_error = None
                 self.health.mark_ok()
                 backoff = self._backoff_initial
             except TransientError as exc:
-                self._record_failure(exc, committing)
-                if batch:
-                    self._source.rewind(first_offsets(batch))
+                during_commit, self._commit_failed = self._commit_failed, False
+                self._record_failure(exc, during_commit)
+                self._give_up(commits=during_commit)
                 self._back_off(backoff)
                 backoff = min(backoff * 2, self._backoff_max)
+        self._drain()
+
+    def _turn(self, now: float) -> None:
+        """One turn of the loop: poll, start the batch, finish and commit what is
+        acknowledged, housekeeping."""
+        batch = self._source.poll_batch(self._max_messages, self._max_wait)
+        flight = None
+        if batch:
+            flight = _Flight(first_offsets(batch), len(batch), self._clock.monotonic())
+            self._window.append(flight)  # from now on a failure rewinds it too
+        self._after_poll()
+        self.health.mark_ok(Component.KAFKA)
+        self.health.assigned = self._source.assignment
+        if flight is not None and flight in self._window:
+            flight.outcome, flight.pending = self._processor.start(batch)
+        self._settle(self._max_in_flight - 1)
+        self._confirm()
+        chores = self._processor.housekeeping()
+        if chores is not None and self._observer:
+            self._observer.batch_done(0, 0.0, chores)
+        if self._observer and now >= self._next_tick:
+            self._next_tick = now + self._tick_seconds
+            self._observer.tick(self._source)
+
+    def _after_poll(self) -> None:
+        """What the callbacks run inside ``poll_batch`` found: a lost assignment drops the
+        batches in flight, a failure is raised, confirmed commits are told."""
+        if self._lost:
+            self._lost = False
+            log.warning("partitions lost: %d batches in flight dropped", len(self._window))
+            self._give_up()
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+        self._confirm()
+
+    def _settle(self, keep: int, *, commit: bool = True) -> list[_Flight]:
+        """Finish, in order, the batches whose outputs are all acknowledged, waiting for the
+        oldest ones until at most ``keep`` batches still wait; with ``commit``, commit the
+        finished ones (asynchronously; also when a later one fails). Returns them."""
+        self._processor.poll()
+        finished: list[_Flight] = []
+        try:
+            waiting = [f for f in self._window if not f.finished and f.outcome is not None]
+            for position, flight in enumerate(waiting):
+                if not flight.pending.done():
+                    if len(waiting) - position <= keep:
+                        break
+                    flight.pending.wait()
+                flight.pending.finish()
+                flight.finished = True
+                flight.seconds = self._clock.monotonic() - flight.started
+                finished.append(flight)
+        finally:
+            if commit:
+                self._commit(finished, asynchronous=True)
+        return finished
+
+    def _commit(self, flights: Sequence[_Flight], *, asynchronous: bool) -> None:
+        """Commit the offsets past ``flights`` (one request); asynchronously, they are marked
+        committed once the broker confirmed it."""
+        if not flights:
+            return
+        offsets = _merged(f.outcome.next_offsets for f in flights if f.outcome is not None)
+        self._commit_failed = True
+        for flight in flights:
+            flight.committing = True
+        if asynchronous:
+            self._source.commit_async(offsets, lambda error: self._commit_done(flights, error))
+        else:
+            self._source.commit(offsets)
+            self._commit_done(flights, None)
+        self._commit_failed = False
+
+    def _commit_done(self, flights: Sequence[_Flight], error: str | None) -> None:
+        """The broker's answer to a commit (inside ``poll_batch``, or at once)."""
+        if not flights or flights[0] not in self._window:
+            return  # given up meanwhile, or committed since by a synchronous commit
+        if error is not None:
+            if self._failure is None:
+                self._failure = KafkaUnavailableError(f"offset commit failed: {error}")
+                self._commit_failed = True
+            return
+        for flight in flights:
+            flight.committed = True
+
+    def _confirm(self) -> None:
+        """Tell the processor, in order, about the batches whose commit is confirmed."""
+        while self._window and self._window[0].committed:
+            flight = self._window.popleft()
+            self._processor.committed()
+            if self._observer and flight.outcome is not None:
+                self._observer.batch_done(flight.size, flight.seconds, flight.outcome.stats)
+
+    def _finish_all(self) -> None:
+        """Finish every batch in flight and commit them all synchronously (a revoke, the
+        shutdown)."""
+        self._settle(keep=0, commit=False)
+        self._commit([f for f in self._window if not f.committed], asynchronous=False)
+        self._confirm()
+
+    def _give_up(self, *, commits: bool = True) -> None:
+        """Drop the batches not committed and rewind to the oldest one's first offsets. With
+        ``commits`` false (the failure was not a commit's), batches whose commit was sent stay:
+        their outputs are acknowledged, only the broker's answer is awaited."""
+        firsts: dict[Partition, int] = {}
+        kept: deque[_Flight] = deque()
+        dropped = 0
+        for flight in self._window:
+            if flight.committed or (flight.committing and not commits):
+                kept.append(flight)
+                continue
+            dropped += flight.outcome is not None
+            for partition, offset in flight.firsts.items():
+                firsts[partition] = min(firsts.get(partition, offset), offset)
+        self._window = kept if not commits else deque()
+        self._processor.abandon(dropped if not commits else len(kept) + dropped)
+        if firsts:
+            self._source.rewind(firsts)
+
+    def partitions_revoked(self, partitions: Sequence[Partition]) -> None:
+        """Rebalance callback, before ``partitions`` go: finish and commit every batch in
+        flight. A failure is raised after ``poll_batch`` (the next owner re-reads what was not
+        committed)."""
+        if not self._window or self._failure is not None:
+            return
+        try:
+            self._finish_all()
+        except TransientError as exc:
+            self._failure = exc
+
+    def partitions_lost(self, partitions: Sequence[Partition]) -> None:
+        """Rebalance callback: ``partitions`` belong to another member already; the batches in
+        flight are dropped uncommitted after ``poll_batch``."""
+        if self._window:
+            self._lost = True
+
+    def _drain(self) -> None:
+        """Shutdown: finish and commit the batches in flight (or leave them uncommitted)."""
+        if not self._window:
+            return
+        try:
+            self._finish_all()
+        except TransientError as exc:
+            log.warning("batches in flight not committed at shutdown: %s", exc)
+            self._give_up()
 
     def _record_failure(self, exc: TransientError, during_commit: bool) -> None:
         self.health.last_error = f"{type(exc).__name__}: {exc}"
@@ -161,3 +360,13 @@ class Runner:
                     self._source.rewind(first_offsets(stray))
         finally:
             self._source.resume(self._source.assignment & paused)
+
+
+def _merged(offsets: Iterable[dict[Partition, int]]) -> dict[Partition, int]:
+    """Per partition, the highest of ``offsets``: what covers them all."""
+    merged: dict[Partition, int] = {}
+    for each in offsets:
+        for partition, offset in each.items():
+            if offset > merged.get(partition, -1):
+                merged[partition] = offset
+    return merged
