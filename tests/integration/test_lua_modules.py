@@ -228,6 +228,7 @@ def test_prelude_is_protocol(client: redis.Redis) -> None:
         "format_version": protocol.FORMAT_VERSION,
         "flag": {flag.name.lower(): flag.value for flag in protocol.OpFlag if flag.name},
         "max_flags": protocol.MAX_FLAGS,
+        "members_inline": protocol.MEMBERS_INLINE,
         "reply_entry_fields": list(protocol.REPLY_ENTRY_FIELDS),
         "released_entry_fields": list(protocol.RELEASED_ENTRY_FIELDS),
         "code": protocol.PROPERTY_CODES,

@@ -83,6 +83,7 @@ half done.
 --- @include "resolve/group_argv"
 --- @include "resolve/argv"
 --- @include "resolve/ordering"
+--- @include "resolve/record_codec"
 --- @include "resolve/union_find"
 --- @include "resolve/records"
 --- @include "resolve/properties"
@@ -104,7 +105,7 @@ local ctx = {
   },
   config = nil, -- argv.header
   ops = nil, -- argv.parse_ops
-  values = {}, written = {}, added = {}, dropped = {}, -- union_find.lua
+  values = {}, written = {}, added = {}, fresh = {}, dropped = {}, -- union_find.lua
   persons = {}, dirty = {}, -- records.lua
   queues = {}, entries_out = {}, pending_out = {}, released = {}, -- buffer.lua
   released_ids = {}, release_out = {}, buffer_touched = false,
