@@ -87,8 +87,8 @@ if #leased > 0 then
   local entries = redis.call('HMGET', buf .. 'e', unpack(leased))
   for k, entry_id in ipairs(leased) do
     if entries[k] then
-      local fields = cjson.decode(entries[k]) -- ingested, flags, into, into's id, other, ...
-      if gone[fields[3]] or gone[fields[5]] then
+      local entry = cjson.decode(entries[k]) -- ingested, flags, into, into's id, other, ...
+      if gone[entry[3]] or gone[entry[5]] then
         entry_ids[#entry_ids + 1] = entry_id
       end
     end

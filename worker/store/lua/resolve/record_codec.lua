@@ -59,7 +59,7 @@ local floor = math.floor
 
 record_codec.MEMBERS_INLINE = PROTOCOL.members_inline
 
-local BINARY_ID, TEXT_ID, LEGACY = '\1', '\2', 'R'
+local BINARY_ID, TEXT_ID = '\1', '\2'
 local BINARY_ID_BYTE, TEXT_ID_BYTE, LEGACY_BYTE = 1, 2, byte('R')
 local UUID_FORMAT = '%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x'
 local UUID_PATTERN = '^' .. string.rep('[0-9a-f]', 8) .. '%-' .. string.rep('[0-9a-f]', 4) ..
