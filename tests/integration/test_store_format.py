@@ -69,10 +69,15 @@ def test_properties_are_stored_once_and_an_order_key_once_per_event(
     assert record is not None
     assert record.count(b'"free"') == 1  # in the snapshot only
     assert record.count(b"e-one") == 1  # one order key for the event's two states
+    event_uuid = str(uuid.uuid4())  # a canonical uuid: its 16 bytes, not its text
+    run(store, ev("track", "u", ts=T0 + 1, set={"plan": "pro"}, event_uuid=event_uuid))
+    record = client.hget(_keys(store).ids, "u") or b""
+    assert event_uuid.encode() not in record
+    assert record.count(uuid.UUID(event_uuid).bytes) == 1
     person = store.person_for(TENANT, "u")
     assert person is not None
     assert person.properties == {
-        "plan": PropertyState(PropertyOp.SET, "free", T0, "e-one"),
+        "plan": PropertyState(PropertyOp.SET, "pro", T0 + 1, event_uuid),
         "country": PropertyState(PropertyOp.SET, "fr", T0, "e-one"),
     }
 

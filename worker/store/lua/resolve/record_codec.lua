@@ -17,7 +17,10 @@ Format 7 (written by this version):
              triple (length of the key's cjson text, length of the value's text, state) per
              visible key in the snapshot's order, hidden one pair (key, state) per tombstone
              (a timestamp-mode unset); state = (index of its order key in ords - 1) * 4 +
-             (0 set, 1 set_once, 2 unset)
+             (0 set, 1 set_once, 2 unset). An order key (ordering.lua: 20 digits, then the
+             event uuid) whose uuid is canonical is stored in 26 bytes: "\0", the digits as
+             two big-endian integers of 4 and 5 bytes (first 10 digits, last 10), the uuid's
+             16 bytes; any other is stored as its text (which starts with a digit).
   others     the tree's distinct ids other than the root (an array), while the tree holds at
              most MEMBERS_INLINE ids; false beyond: then the string <members prefix> .. root
              holds every id of the tree, each as its length, ':', the id (append-only; written
@@ -65,6 +68,7 @@ local UUID_FORMAT = '%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02
 local UUID_PATTERN = '^' .. string.rep('[0-9a-f]', 8) .. '%-' .. string.rep('[0-9a-f]', 4) ..
   '%-' .. string.rep('[0-9a-f]', 4) .. '%-' .. string.rep('[0-9a-f]', 4) .. '%-' ..
   string.rep('[0-9a-f]', 12) .. '$'
+local ORDER_DIGITS = '^(' .. string.rep('%d', 10) .. ')(' .. string.rep('%d', 10) .. ')(.*)$'
 local CODES = { [0] = PROTOCOL.code.set, [1] = PROTOCOL.code.set_once,
   [2] = PROTOCOL.code.unset }
 local CODE_NUMBER = { [byte(PROTOCOL.code.set)] = 0, [byte(PROTOCOL.code.set_once)] = 1,
@@ -140,12 +144,33 @@ function record_codec.encode(fields)
     fields.identified, fields.version, fields.id_count, fields.snapshot, fields.props, others)
 end
 
+local function pack_order(ord)
+  local high, low, id = string.match(ord, ORDER_DIGITS)
+  local id_bytes = high and record_codec.person_id_bytes(id)
+  if not id_bytes then
+    return ord
+  end
+  return '\0' .. struct.pack('>I4I5', tonumber(high), tonumber(low)) .. id_bytes
+end
+
+local function unpack_order(stored)
+  if byte(stored, 1) ~= 0 then
+    return stored
+  end
+  local high, low = struct.unpack('>I4I5', stored, 2)
+  return format('%010d%010d', high, low) .. format(UUID_FORMAT, byte(stored, 11, 26))
+end
+
 function record_codec.decode_props(snapshot, props)
   local meta, vals = {}, {}
   if props == '' then
     return meta, vals
   end
-  local ords, visible, hidden = unpack_all(props)
+  local stored, visible, hidden = unpack_all(props)
+  local ords = {}
+  for k, ord in ipairs(stored) do
+    ords[k] = unpack_order(ord)
+  end
   local pos = 2 -- after '{'
   for k = 1, #visible, 3 do
     local key_length, text_length, state = visible[k], visible[k + 1], visible[k + 2]
@@ -170,7 +195,7 @@ function record_codec.encode_props(meta, vals)
     local i = index[ord]
     if i == nil then
       i = #ords + 1
-      ords[i], index[ord] = ord, i
+      ords[i], index[ord] = pack_order(ord), i
     end
     local state = (i - 1) * 4 + CODE_NUMBER[byte(m, 1)]
     local text = vals[key]
