@@ -53,11 +53,12 @@ def test_a_person_alone_is_one_short_binary_record(
     run(store, ev("track", "anon-1"))
     record = client.hget(_keys(store).ids, "anon-1")
     assert record is not None
-    # marker, then msgpack: the 16 bytes of the person id, created_at and last_seen (13 digits
-    # each), identified, version, id count, snapshot "{}", no property state, no other id
-    assert record[:2] == b"\x01\xb0"
-    assert record[2:18] == uuid.UUID(pid("anon-1")).bytes
-    assert len(record) == 1 + 17 + 14 + 14 + 1 + 1 + 1 + 3 + 1 + 1
+    # marker, the 16 bytes of the person id, created_at, last_seen, not identified and not
+    # spilled, version, id count, snapshot and property-state lengths, the snapshot "{}"; no
+    # property state, no other id
+    assert record == (
+        b"\x01" + uuid.UUID(pid("anon-1")).bytes + b"%d|%d|00|0|1|2|0|{}" % (T0, T0)
+    )
     assert _members_keys(client, _keys(store)) == []
 
 

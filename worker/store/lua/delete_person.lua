@@ -62,8 +62,8 @@ if fields.legacy then
   if fields.id_count ~= 1 then
     ids = redis.call('SMEMBERS', members_prefix .. root)
   end
-elseif fields.others then
-  for _, id in ipairs(fields.others) do
+elseif not fields.spilled then
+  for _, id in ipairs(record_codec.parse_members(fields.others_text)) do
     ids[#ids + 1] = id
   end
 else

@@ -3,13 +3,14 @@ record_codec.lua: the stored text of a person record, the value of a root in the
 no ctx, no Redis call; resolve_batch.lua, read_person.lua and delete_person.lua share it;
 worker/store/person_record.py decodes the same layout in Python).
 
-Format 7 (written by this version):
-  marker, then cmsgpack.pack(person_id, created_at, last_seen, identified, version, id_count,
-                             snapshot, props, others)
-  marker     "\1": person_id is the 16 bytes of a canonical (lowercase) uuid text;
-             "\2": person_id is its text as is
-  created_at, last_seen: digits (the texts the events carried); identified: a boolean;
-  version, id_count: integers (id_count: the distinct ids of the tree)
+Format 7 (written by this version), plain string operations to decode and encode (no cmsgpack
+call on an event that changes no property):
+  marker and person id: "\1" then the 16 bytes of a canonical (lowercase) uuid text, or "\2"
+             then the length of the text, ':', the text
+  then       created_at "|" last_seen "|" identified (1/0) spilled (1/0) "|" version "|"
+             id_count "|" len(snapshot) "|" len(props) "|" snapshot props others
+  created_at, last_seen: digits (the texts the events carried); id_count: the distinct ids of
+             the tree
   snapshot   the visible properties as one JSON object text, ready for the reply: '{' then, per
              visible key, the key's cjson text, ':', the value's text, joined by ','; then '}'
   props      "" when the person has no property state, else cmsgpack.pack(ords, visible,
@@ -21,10 +22,10 @@ Format 7 (written by this version):
              event uuid) whose uuid is canonical is stored in 26 bytes: "\0", the digits as
              two big-endian integers of 4 and 5 bytes (first 10 digits, last 10), the uuid's
              16 bytes; any other is stored as its text (which starts with a digit).
-  others     the tree's distinct ids other than the root (an array), while the tree holds at
-             most MEMBERS_INLINE ids; false beyond: then the string <members prefix> .. root
-             holds every id of the tree, each as its length, ':', the id (append-only; written
-             by write_back.lua)
+  others     the tree's distinct ids other than the root, each as its length, ':', the id,
+             while the tree holds at most MEMBERS_INLINE ids; spilled (1) beyond: others is
+             "", and the string <members prefix> .. root holds every id of the tree in the
+             same form (append-only; written by write_back.lua)
 The values of the properties are so stored once (in the snapshot), with no decoding on an event
 that changes none; the per-key texts and states (meta and vals of records.lua) are sliced back
 out of the snapshot only when properties change.
@@ -38,11 +39,15 @@ its set deleted) by the first call that loads it (records.lua).
 record_codec.MEMBERS_INLINE: the most ids a tree keeps inside its record (PROTOCOL.members_inline).
 record_codec.is_record(value) -> whether value (of the ids hash) is a person record (either
   format) rather than a parent reference ("P" .. parent).
+record_codec.fill(fields, value) -> false when value is unreadable, else true, fields (a table)
+  holding what decode returns.
 record_codec.decode(value) -> fields, or nil when unreadable: { person_id, person_id_bytes (the
-  16 bytes, or nil), created_at_text, last_seen_text, identified, version, id_count, snapshot,
-  props (format 7), others (array, or false), legacy (format 6: then meta_text and vals_text,
-  and others is nil: the ids are in the set) }.
+  16 bytes, or nil), created_at_text, last_seen_text, identified, spilled, version,
+  version_text, id_count, snapshot, props, others_text, legacy (format 6: then meta_text and
+  vals_text instead of props and others_text, the ids being in the set) }.
 record_codec.encode(fields) -> the format-7 text of fields as decode returns them.
+record_codec.others_of(person) -> the array of the non-root ids of a person that is not
+  spilled, decoded from person.others_text on first use (person.others).
 record_codec.decode_props(snapshot, props) -> meta, vals (key -> op code .. order key, key ->
   text).
 record_codec.encode_props(meta, vals) -> snapshot, props.
@@ -64,10 +69,13 @@ record_codec.MEMBERS_INLINE = PROTOCOL.members_inline
 
 local BINARY_ID, TEXT_ID = '\1', '\2'
 local BINARY_ID_BYTE, TEXT_ID_BYTE, LEGACY_BYTE = 1, 2, byte('R')
-local UUID_FORMAT = '%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x'
-local UUID_PATTERN = '^' .. string.rep('[0-9a-f]', 8) .. '%-' .. string.rep('[0-9a-f]', 4) ..
-  '%-' .. string.rep('[0-9a-f]', 4) .. '%-' .. string.rep('[0-9a-f]', 4) .. '%-' ..
-  string.rep('[0-9a-f]', 12) .. '$'
+-- Hex digits of a byte (by number and by character) and the byte of two hex digits.
+local BYTE_HEX, HEX_BYTE = {}, {}
+for b = 0, 255 do
+  local hex = format('%02x', b)
+  BYTE_HEX[b], HEX_BYTE[hex] = hex, char(b)
+end
+local DASH = byte('-')
 local ORDER_DIGITS = '^(' .. string.rep('%d', 10) .. ')(' .. string.rep('%d', 10) .. ')(.*)$'
 local CODES = { [0] = PROTOCOL.code.set, [1] = PROTOCOL.code.set_once,
   [2] = PROTOCOL.code.unset }
@@ -80,68 +88,114 @@ function record_codec.is_record(value)
 end
 
 function record_codec.person_id_bytes(text)
-  if #text ~= 36 or not string.find(text, UUID_PATTERN) then
+  if #text ~= 36 or byte(text, 9) ~= DASH or byte(text, 14) ~= DASH or byte(text, 19) ~= DASH
+      or byte(text, 24) ~= DASH then
     return nil
   end
-  local hex = string.gsub(text, '%-', '')
-  return (string.gsub(hex, '..', function(h) return char(tonumber(h, 16)) end))
+  local hex, dashes = string.gsub(text, '%-', '')
+  if dashes ~= 4 then
+    return nil
+  end
+  local bytes = string.gsub(hex, '..', HEX_BYTE) -- a pair that is not lowercase hex stays
+  return #bytes == 16 and bytes or nil
 end
 
-local function decode_legacy(value)
+-- The canonical uuid text of 16 bytes.
+local function uuid_text(bytes)
+  local h = BYTE_HEX
+  local b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16 =
+    byte(bytes, 1, 16)
+  return h[b1] .. h[b2] .. h[b3] .. h[b4] .. '-' .. h[b5] .. h[b6] .. '-' .. h[b7] .. h[b8] ..
+    '-' .. h[b9] .. h[b10] .. '-' .. h[b11] .. h[b12] .. h[b13] .. h[b14] .. h[b15] .. h[b16]
+end
+
+local function fill_legacy(fields, value)
   local person_id, created_at, last_seen, identified, version, id_count, meta_length,
       vals_length, tail = string.match(value,
         '^R([^|]*)|(-?%d+)|(-?%d+)|([01])|(%d+)|(%d+)|(%d+)|(%d+)|(.*)$')
   if person_id == nil then
-    return nil
+    return false
   end
   meta_length, vals_length = tonumber(meta_length), tonumber(vals_length)
-  return {
-    person_id = person_id, created_at_text = created_at, last_seen_text = last_seen,
-    identified = identified == '1', version = tonumber(version), id_count = tonumber(id_count),
-    legacy = true, meta_text = sub(tail, 1, meta_length),
-    vals_text = sub(tail, meta_length + 1, meta_length + vals_length),
-    snapshot = sub(tail, meta_length + vals_length + 1),
-  }
+  fields.person_id, fields.created_at_text, fields.last_seen_text = person_id, created_at,
+    last_seen
+  fields.identified, fields.version, fields.version_text = identified == '1',
+    tonumber(version), version
+  fields.id_count, fields.legacy = tonumber(id_count), true
+  fields.meta_text = sub(tail, 1, meta_length)
+  fields.vals_text = sub(tail, meta_length + 1, meta_length + vals_length)
+  fields.snapshot = sub(tail, meta_length + vals_length + 1)
+  return true
+end
+
+local HEADER = '^(-?%d+)|(-?%d+)|([01])([01])|(%d+)|(%d+)|(%d+)|(%d+)|()'
+
+function record_codec.fill(fields, value)
+  local marker = byte(value, 1)
+  local pos
+  if marker == BINARY_ID_BYTE then
+    local id_bytes = sub(value, 2, 17)
+    if #id_bytes ~= 16 then
+      return false
+    end
+    fields.person_id, fields.person_id_bytes, pos = uuid_text(id_bytes), id_bytes, 18
+  elseif marker == TEXT_ID_BYTE then
+    local colon = string.find(value, ':', 2, true)
+    local length = colon and tonumber(sub(value, 2, colon - 1))
+    if length == nil then
+      return false
+    end
+    fields.person_id, pos = sub(value, colon + 1, colon + length), colon + length + 1
+  elseif marker == LEGACY_BYTE then
+    return fill_legacy(fields, value)
+  else
+    return false
+  end
+  local created_at, last_seen, identified, spilled, version, id_count, snapshot_length,
+    props_length, at = string.match(value, HEADER, pos)
+  if created_at == nil then
+    return false
+  end
+  local props_at = at + snapshot_length
+  local others_at = props_at + props_length
+  if others_at > #value + 1 then
+    return false
+  end
+  fields.created_at_text, fields.last_seen_text = created_at, last_seen
+  fields.identified, fields.spilled = identified == '1', spilled == '1'
+  fields.version, fields.version_text, fields.id_count = tonumber(version), version,
+    tonumber(id_count)
+  fields.snapshot, fields.props = sub(value, at, props_at - 1), sub(value, props_at, others_at - 1)
+  fields.others_text = sub(value, others_at)
+  return true
 end
 
 function record_codec.decode(value)
-  local marker = byte(value, 1)
-  if marker == LEGACY_BYTE then
-    return decode_legacy(value)
-  end
-  if marker ~= BINARY_ID_BYTE and marker ~= TEXT_ID_BYTE then
-    return nil
-  end
-  local ok, id, created_at, last_seen, identified, version, id_count, snapshot, props, others =
-    pcall(unpack_all, sub(value, 2))
-  if not ok or type(id) ~= 'string' or type(snapshot) ~= 'string' or type(props) ~= 'string'
-      or type(version) ~= 'number' or type(id_count) ~= 'number' then
-    return nil
-  end
-  local fields = {
-    person_id = id, created_at_text = created_at, last_seen_text = last_seen,
-    identified = identified == true, version = version, id_count = id_count,
-    snapshot = snapshot, props = props, others = others or false,
-  }
-  if marker == BINARY_ID_BYTE then
-    if #id ~= 16 then
-      return nil
-    end
-    fields.person_id_bytes = id
-    fields.person_id = format(UUID_FORMAT, byte(id, 1, 16))
-  end
-  return fields
+  local fields = {}
+  return record_codec.fill(fields, value) and fields or nil
 end
 
 function record_codec.encode(fields)
-  local id_bytes = fields.person_id_bytes
-  local others = fields.others
+  local id_bytes, snapshot, props = fields.person_id_bytes, fields.snapshot, fields.props
+  local head
   if id_bytes then
-    return BINARY_ID .. pack(id_bytes, fields.created_at_text, fields.last_seen_text,
-      fields.identified, fields.version, fields.id_count, fields.snapshot, fields.props, others)
+    head = BINARY_ID .. id_bytes
+  else
+    head = TEXT_ID .. #fields.person_id .. ':' .. fields.person_id
   end
-  return TEXT_ID .. pack(fields.person_id, fields.created_at_text, fields.last_seen_text,
-    fields.identified, fields.version, fields.id_count, fields.snapshot, fields.props, others)
+  return head .. fields.created_at_text .. '|' .. fields.last_seen_text .. '|' ..
+    (fields.identified and '1' or '0') .. (fields.spilled and '1' or '0') .. '|' ..
+    fields.version_text .. '|' .. fields.id_count .. '|' .. #snapshot .. '|' .. #props .. '|' ..
+    snapshot .. props .. (fields.spilled and '' or fields.others_text)
+end
+
+function record_codec.others_of(person)
+  local others = person.others
+  if others == nil then
+    others = record_codec.parse_members(person.others_text)
+    person.others = others
+  end
+  return others
 end
 
 local function pack_order(ord)
@@ -158,7 +212,7 @@ local function unpack_order(stored)
     return stored
   end
   local high, low = struct.unpack('>I4I5', stored, 2)
-  return format('%010d%010d', high, low) .. format(UUID_FORMAT, byte(stored, 11, 26))
+  return format('%010d%010d', high, low) .. uuid_text(sub(stored, 11, 26))
 end
 
 function record_codec.decode_props(snapshot, props)

@@ -5,13 +5,14 @@ and format 6 still read) is record_codec.lua's.
 
 A person table: person_id, person_id_bytes (its 16 bytes, or nil: stored as text), created_at /
 created_at_text, last_seen / last_seen_text, identified, version / version_text, id_count,
-others (the tree's ids other than the root, or false when they are kept in the members string:
-union_find.lua), stored_members (a members string of the root exists in Redis), props (the
-stored property states, record_codec.lua), meta and vals (false until decoded), properties_size
-(bytes of the visible keys and texts, once vals is decoded), snapshot (the visible properties as
-one JSON object text; false once properties changed), properties_changed (props and snapshot to
-be re-encoded). An event that changes no property costs no property decoding at all: its reply
-takes the stored snapshot as is.
+spilled (the tree's ids are kept in the root's members string, union_find.lua), others_text
+and others (the tree's ids other than the root as stored, and as an array once decoded:
+record_codec.others_of), stored_members (a members string of the root exists in Redis), props
+(the stored property states, record_codec.lua), meta and vals (false until decoded),
+properties_size (bytes of the visible keys and texts, once vals is decoded), snapshot (the
+visible properties as one JSON object text; false once properties changed), properties_changed
+(props and snapshot to be re-encoded). An event that changes no property costs no property
+decoding at all: its reply takes the stored snapshot as is.
 
 A format-6 record is migrated by the call that loads it: its meta and vals are decoded, its
 members set read (and deleted at the end: ctx.dropped), and the root marked dirty, so the call
@@ -44,6 +45,7 @@ end
 
 local function migrate(ctx, root, person, fields)
   local meta, vals = cjson.decode(fields.meta_text), cjson.decode(fields.vals_text)
+  person.legacy, person.meta_text, person.vals_text = false, nil, nil
   person.meta = type(meta) == 'table' and meta or {}
   person.vals = type(vals) == 'table' and vals or {}
   measure(person)
@@ -58,7 +60,7 @@ local function migrate(ctx, root, person, fields)
     end
     ctx.dropped[root] = true -- the format-6 set goes
   end
-  person.others = others
+  person.others, person.others_text, person.spilled = others, '', false
   ctx.dirty[root] = true
   if #others + 1 > record_codec.MEMBERS_INLINE then
     union_find.spill(ctx, root, person)
@@ -70,38 +72,27 @@ function records.load(ctx, root)
   if person then
     return person
   end
-  local fields = record_codec.decode(ctx.values[root])
-  if fields == nil then
+  person = { -- every field, so that the table is made at its size once
+    person_id = false, person_id_bytes = false, created_at = 0, created_at_text = false,
+    last_seen = 0, last_seen_text = false, identified = false, version = 0,
+    version_text = false, id_count = 0, spilled = false, others_text = '', others = false,
+    stored_members = false, props = '', meta = false, vals = false, properties_size = 0,
+    snapshot = false, properties_changed = false, legacy = false,
+  }
+  if not record_codec.fill(person, ctx.values[root]) then
     error('resolve_batch: unreadable person record at ' .. root)
   end
-  local created_at, last_seen = tonumber(fields.created_at_text),
-    tonumber(fields.last_seen_text)
+  person.others = nil -- decoded on first use (record_codec.others_of)
+  local created_at, last_seen = tonumber(person.created_at_text),
+    tonumber(person.last_seen_text)
   if created_at == nil or last_seen == nil then
     error('resolve_batch: unreadable person record at ' .. root)
   end
-  person = {
-    person_id = fields.person_id,
-    person_id_bytes = fields.person_id_bytes,
-    created_at = created_at,
-    created_at_text = fields.created_at_text,
-    last_seen = last_seen,
-    last_seen_text = fields.last_seen_text,
-    identified = fields.identified,
-    version = fields.version,
-    version_text = string.format('%d', fields.version),
-    id_count = fields.id_count,
-    others = fields.others,
-    stored_members = fields.others == false,
-    props = fields.props,
-    meta = false,
-    vals = false,
-    properties_size = 0,
-    snapshot = fields.snapshot,
-    properties_changed = false,
-  }
+  person.created_at, person.last_seen = created_at, last_seen
+  person.stored_members = person.spilled
   ctx.persons[root] = person
-  if fields.legacy then
-    migrate(ctx, root, person, fields)
+  if person.legacy then
+    migrate(ctx, root, person, person)
   end
   return person
 end
@@ -132,6 +123,8 @@ function records.new_person(fields)
     version = fields.version,
     version_text = fields.version_text,
     id_count = fields.id_count,
+    spilled = fields.spilled,
+    others_text = fields.others_text,
     others = fields.others,
     stored_members = fields.stored_members,
     props = '',
@@ -155,7 +148,9 @@ function records.create(ctx, id, person_id, ts, ts_text)
     version = 0,
     version_text = '0',
     id_count = 1,
-    others = {},
+    spilled = false,
+    others_text = '',
+    others = nil,
     stored_members = false,
     meta = {},
     vals = {},
@@ -185,6 +180,9 @@ function records.encode(person)
   if person.properties_changed then
     person.snapshot, person.props = record_codec.encode_props(person.meta, person.vals)
     person.properties_changed = false
+  end
+  if person.others ~= nil and not person.spilled then -- decoded, so maybe changed
+    person.others_text = record_codec.members_text(person.others)
   end
   return record_codec.encode(person)
 end

@@ -61,6 +61,8 @@ function rules.merge(ctx, into_root, into_person, other_root, other_person, over
     version = version,
     version_text = tostring(version),
     id_count = into_person.id_count + other_person.id_count,
+    spilled = big_person.spilled,
+    others_text = big_person.others_text,
     others = big_person.others,
     stored_members = big_person.stored_members,
     meta = meta,

@@ -28,7 +28,7 @@ union_find.spill(ctx, root, person): moves the ids of person's record to its mem
 local union_find = {}
 
 local byte, sub = string.byte, string.sub
-local PARENT = byte('P')
+local PARENT, LEGACY_RECORD = byte('P'), byte('R')
 
 local function fetch(ctx, list)
   local values = ctx.values
@@ -101,7 +101,8 @@ function union_find.find(ctx, id)
       error('resolve_batch: broken parent chain at ' .. node)
     end
   end
-  if not record_codec.is_record(value) then
+  local marker = byte(value, 1)
+  if marker ~= 1 and marker ~= 2 and marker ~= LEGACY_RECORD then -- record_codec.is_record
     error('resolve_batch: unreadable entry for ' .. node)
   end
   for k = 1, #path - 1 do
@@ -112,9 +113,9 @@ end
 
 function union_find.members_of(ctx, root, person)
   local ids
-  if person.others then
+  if not person.spilled then
     ids = { root }
-    for _, id in ipairs(person.others) do
+    for _, id in ipairs(record_codec.others_of(person)) do
       ids[#ids + 1] = id
     end
     return ids
@@ -131,17 +132,17 @@ end
 
 function union_find.spill(ctx, root, person)
   local ids = { root }
-  for _, id in ipairs(person.others) do
+  for _, id in ipairs(record_codec.others_of(person)) do
     ids[#ids + 1] = id
   end
   ctx.added[root] = ids
   ctx.fresh[root] = true
-  person.others = false
+  person.spilled, person.others, person.others_text = true, nil, ''
 end
 
 local function add_ids(ctx, root, person, ids)
-  local others = person.others
-  if others then
+  if not person.spilled then
+    local others = record_codec.others_of(person)
     for _, id in ipairs(ids) do
       others[#others + 1] = id
     end
