@@ -50,7 +50,10 @@ record_codec.others_of(person) -> the array of the non-root ids of a person that
   spilled, decoded from person.others_text on first use (person.others).
 record_codec.decode_props(snapshot, props) -> meta, vals (key -> op code .. order key, key ->
   text).
-record_codec.encode_props(meta, vals) -> snapshot, props.
+record_codec.snapshot_of(vals) -> snapshot, layout: the JSON object text of vals, and its
+  layout (key, length of the key's cjson text, ... in the snapshot's order).
+record_codec.encode_props(meta, vals, snapshot, layout) -> snapshot, props (snapshot and layout,
+  when given, those of snapshot_of(vals)).
 record_codec.view(root, fields, ids) -> a JSON text of the person for Python's reads
   (worker/store/person_record.py): {"root", "person_id", "created_at", "last_seen",
   "identified", "version", "ids", "meta", "vals"} (meta and vals as in records.lua).
@@ -199,6 +202,9 @@ function record_codec.others_of(person)
 end
 
 local function pack_order(ord)
+  if #ord ~= 56 then -- not 20 digits and a uuid text
+    return ord
+  end
   local high, low, id = string.match(ord, ORDER_DIGITS)
   local id_bytes = high and record_codec.person_id_bytes(id)
   if not id_bytes then
@@ -228,7 +234,8 @@ function record_codec.decode_props(snapshot, props)
   local pos = 2 -- after '{'
   for k = 1, #visible, 3 do
     local key_length, text_length, state = visible[k], visible[k + 1], visible[k + 2]
-    local key = cjson.decode(sub(snapshot, pos, pos + key_length - 1))
+    local quoted = sub(snapshot, pos, pos + key_length - 1)
+    local key = string.find(quoted, '\\', 1, true) and cjson.decode(quoted) or sub(quoted, 2, -2)
     pos = pos + key_length + 1
     vals[key] = sub(snapshot, pos, pos + text_length - 1)
     pos = pos + text_length + 1
@@ -241,30 +248,43 @@ function record_codec.decode_props(snapshot, props)
   return meta, vals
 end
 
-function record_codec.encode_props(meta, vals)
-  local ords, index = {}, {}
-  local parts, visible, hidden = {}, {}, {}
-  for key, m in pairs(meta) do
+function record_codec.snapshot_of(vals)
+  local parts, layout = {}, {}
+  for key, text in pairs(vals) do
+    local quoted = cjson.encode(key)
+    parts[#parts + 1] = quoted .. ':' .. text
+    layout[#layout + 1] = key
+    layout[#layout + 1] = #quoted
+  end
+  return '{' .. concat(parts, ',') .. '}', layout
+end
+
+function record_codec.encode_props(meta, vals, snapshot, layout)
+  if not snapshot or not layout then
+    snapshot, layout = record_codec.snapshot_of(vals)
+  end
+  local ords, index, visible, hidden = {}, {}, {}, {}
+  local function state(m)
     local ord = sub(m, 2)
     local i = index[ord]
     if i == nil then
       i = #ords + 1
       ords[i], index[ord] = pack_order(ord), i
     end
-    local state = (i - 1) * 4 + CODE_NUMBER[byte(m, 1)]
-    local text = vals[key]
-    if text then
-      local quoted = cjson.encode(key)
-      parts[#parts + 1] = quoted .. ':' .. text
-      visible[#visible + 1] = #quoted
-      visible[#visible + 1] = #text
-      visible[#visible + 1] = state
-    else
+    return (i - 1) * 4 + CODE_NUMBER[byte(m, 1)]
+  end
+  for k = 1, #layout, 2 do
+    local key = layout[k]
+    visible[#visible + 1] = layout[k + 1]
+    visible[#visible + 1] = #vals[key]
+    visible[#visible + 1] = state(meta[key])
+  end
+  for key, m in pairs(meta) do
+    if vals[key] == nil then
       hidden[#hidden + 1] = key
-      hidden[#hidden + 1] = state
+      hidden[#hidden + 1] = state(m)
     end
   end
-  local snapshot = '{' .. concat(parts, ',') .. '}'
   if #ords == 0 then
     return snapshot, ''
   end

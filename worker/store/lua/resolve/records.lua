@@ -10,7 +10,8 @@ and others (the tree's ids other than the root as stored, and as an array once d
 record_codec.others_of), stored_members (a members string of the root exists in Redis), props
 (the stored property states, record_codec.lua), meta and vals (false until decoded),
 properties_size (bytes of the visible keys and texts, once vals is decoded), snapshot (the
-visible properties as one JSON object text; false once properties changed), properties_changed
+visible properties as one JSON object text; false once properties changed) and layout (its
+layout, record_codec.snapshot_of, once made by this call), properties_changed
 (props and snapshot to be re-encoded). An event that changes no property costs no property
 decoding at all: its reply takes the stored snapshot as is.
 
@@ -27,8 +28,6 @@ records.snapshot(person) -> the visible properties as a JSON object text.
 records.encode(person) -> the record text.
 ]]
 local records = {}
-
-local concat = table.concat
 
 local function measure(person)
   local size = 0
@@ -166,11 +165,7 @@ end
 function records.snapshot(person)
   local snapshot = person.snapshot
   if not snapshot then
-    local parts = {}
-    for key, text in pairs(records.vals_of(person)) do
-      parts[#parts + 1] = cjson.encode(key) .. ':' .. text
-    end
-    snapshot = '{' .. concat(parts, ',') .. '}'
+    snapshot, person.layout = record_codec.snapshot_of(records.vals_of(person))
     person.snapshot = snapshot
   end
   return snapshot
@@ -178,7 +173,8 @@ end
 
 function records.encode(person)
   if person.properties_changed then
-    person.snapshot, person.props = record_codec.encode_props(person.meta, person.vals)
+    person.snapshot, person.props = record_codec.encode_props(person.meta, person.vals,
+      person.snapshot, person.layout)
     person.properties_changed = false
   end
   if person.others ~= nil and not person.spilled then -- decoded, so maybe changed
