@@ -1,7 +1,7 @@
 --[[
 record_codec.lua: the stored text of a person record, the value of a root in the ids hash (pure:
 no ctx, no Redis call; resolve_batch.lua, read_person.lua and delete_person.lua share it;
-worker/store/person_record.py decodes the same layout in Python).
+Python never reads a record: read_person.lua gives it a JSON view, record_codec.view).
 
 Format 7 (written by this version), plain string operations to decode and encode (no cmsgpack
 call on an event that changes no property):
