@@ -83,7 +83,8 @@ local person = records.new_person({
   person_id = ARGV[1], person_id_bytes = record_codec.person_id_bytes(ARGV[1]),
   created_at = -5, created_at_text = '-5', last_seen = 12, last_seen_text = '12',
   identified = true, version = 3, version_text = '3', id_count = 2, spilled = false,
-  others_text = '', others = { 'm' }, stored_members = false, meta = meta, vals = vals, properties_size = 0, snapshot = false,
+  others_text = '', others = { 'm' }, stored_members = false, meta = meta, vals = vals,
+  properties_size = 0, snapshot = false,
 })
 local text = records.encode(person)
 local ctx = { values = { root = text }, written = {}, persons = {}, dirty = {} }

@@ -158,7 +158,7 @@ def check_invariants(client: redis.Redis, keys: TenantKeys) -> dict[str, set[str
     roots; a members key exists exactly for a tree too big to keep its ids in its record, and
     is a string; every key of the tenant is in one slot.
     """
-    raw = {_s(k): bytes(v) for k, v in client.hgetall(keys.ids).items()}
+    raw = {_s(k): cast(bytes, v) for k, v in client.hgetall(keys.ids).items()}
     assert all(v[:1] in (b"P", b"\x01", b"\x02") for v in raw.values())
     trees: dict[str, set[str]] = {}
     for distinct_id in raw:

@@ -43,6 +43,12 @@ def _keys(store: RedisIdentityStore) -> TenantKeys:
     return store.keys(TENANT)
 
 
+def _record(client: redis.Redis, store: RedisIdentityStore, distinct_id: str) -> bytes:
+    value = client.hget(_keys(store).ids, distinct_id)
+    assert isinstance(value, bytes), distinct_id
+    return value
+
+
 def _members_keys(client: redis.Redis, keys: TenantKeys) -> list[bytes]:
     return list(client.scan_iter(match=keys.members_pattern(), count=1000))
 
@@ -51,14 +57,11 @@ def test_a_person_alone_is_one_short_binary_record(
     store: RedisIdentityStore, client: redis.Redis
 ) -> None:
     run(store, ev("track", "anon-1"))
-    record = client.hget(_keys(store).ids, "anon-1")
-    assert record is not None
+    record = _record(client, store, "anon-1")
     # marker, the 16 bytes of the person id, created_at, last_seen, not identified and not
     # spilled, version, id count, snapshot and property-state lengths, the snapshot "{}"; no
     # property state, no other id
-    assert record == (
-        b"\x01" + uuid.UUID(pid("anon-1")).bytes + b"%d|%d|00|0|1|2|0|{}" % (T0, T0)
-    )
+    assert record == (b"\x01" + uuid.UUID(pid("anon-1")).bytes + b"%d|%d|00|0|1|2|0|{}" % (T0, T0))
     assert _members_keys(client, _keys(store)) == []
 
 
@@ -66,13 +69,12 @@ def test_properties_are_stored_once_and_an_order_key_once_per_event(
     store: RedisIdentityStore, client: redis.Redis
 ) -> None:
     run(store, ev("track", "u", set={"plan": "free", "country": "fr"}, event_uuid="e-one"))
-    record = client.hget(_keys(store).ids, "u")
-    assert record is not None
+    record = _record(client, store, "u")
     assert record.count(b'"free"') == 1  # in the snapshot only
     assert record.count(b"e-one") == 1  # one order key for the event's two states
     event_uuid = str(uuid.uuid4())  # a canonical uuid: its 16 bytes, not its text
     run(store, ev("track", "u", ts=T0 + 1, set={"plan": "pro"}, event_uuid=event_uuid))
-    record = client.hget(_keys(store).ids, "u") or b""
+    record = _record(client, store, "u")
     assert event_uuid.encode() not in record
     assert record.count(uuid.UUID(event_uuid).bytes) == 1
     person = store.person_for(TENANT, "u")
@@ -87,10 +89,10 @@ def test_an_event_that_changes_nothing_leaves_the_record_as_it_was(
     store: RedisIdentityStore, client: redis.Redis
 ) -> None:
     run(store, ev("track", "u", ts=T0 + 10, set={"k": 1}))
-    before = client.hget(_keys(store).ids, "u")
+    before = _record(client, store, "u")
     (r,) = run(store, ev("track", "u", ts=T0 + 10))  # the same time, no property
     assert r.properties == {"k": 1}
-    assert client.hget(_keys(store).ids, "u") == before
+    assert _record(client, store, "u") == before
 
 
 def test_a_tree_keeps_its_ids_in_its_record_then_in_a_members_string(
@@ -103,7 +105,8 @@ def test_a_tree_keeps_its_ids_in_its_record_then_in_a_members_string(
     assert [k.decode() for k in _members_keys(client, keys)] == [keys.members("a0")]
     assert client.type(keys.members("a0")) == b"string"
     run(store, ev("alias", "a0", other="a-last"))  # appended to
-    raw = client.get(keys.members("a0")) or b""
+    raw = client.get(keys.members("a0"))
+    assert isinstance(raw, bytes)
     ids = {f"a{i}" for i in range(MEMBERS_INLINE + 1)} | {"a-last"}
     assert raw.endswith(b"6:a-last")
     assert len(raw) == sum(len(f"{len(i)}:{i}") for i in ids)
@@ -167,7 +170,7 @@ def test_format_6_data_is_read_then_migrated(
 
     (r,) = run(store, ev("track", "old-0", ts=T0, set={"seen": True}))
     assert (r.person_id, r.properties) == (pid("old-0"), {"plan": "pro", "seen": True})
-    assert (client.hget(keys.ids, "old-0") or b"")[:1] == b"\x01"  # rewritten in format 7
+    assert _record(client, store, "old-0")[:1] == b"\x01"  # rewritten in format 7
     big = size > MEMBERS_INLINE
     assert client.type(keys.members("old-0")) == (b"string" if big else b"none")
     after = store.person_for(TENANT, "old-0")
