@@ -10,8 +10,9 @@ local resolve = "worker/store/lua/resolve/"
 files[resolve .. "group_argv.lua"] = { read_globals = {} }
 files[resolve .. "argv.lua"] = { read_globals = { "PROTOCOL", "group_argv" } }
 files[resolve .. "ordering.lua"] = { read_globals = { "PROTOCOL" } }
-files[resolve .. "union_find.lua"] = { read_globals = {} }
-files[resolve .. "records.lua"] = { read_globals = { "union_find" } }
+files[resolve .. "record_codec.lua"] = { read_globals = { "PROTOCOL" } }
+files[resolve .. "union_find.lua"] = { read_globals = { "record_codec" } }
+files[resolve .. "records.lua"] = { read_globals = { "record_codec", "union_find" } }
 files[resolve .. "properties.lua"] = { read_globals = { "PROTOCOL", "ordering", "records" } }
 files[resolve .. "reply.lua"] = { read_globals = { "PROTOCOL" } }
 files[resolve .. "groups.lua"] = { read_globals = { "PROTOCOL", "records", "properties" } }
@@ -28,14 +29,16 @@ files[resolve .. "buffer.lua"] = {
 }
 files[resolve .. "receipts.lua"] = { read_globals = { "buffer" } }
 files[resolve .. "write_back.lua"] = {
-  read_globals = { "union_find", "records", "reply", "groups", "case_fold" },
+  read_globals = { "record_codec", "union_find", "records", "reply", "groups", "case_fold" },
 }
 -- The main script before joining (its `--- @include` lines are comments); the joined script
 -- is linted too (make lint-lua writes it to .local/lua/).
 files["worker/store/lua/resolve_batch.lua"] = {
   read_globals = {
-    "PROTOCOL", "group_argv", "argv", "ordering", "union_find", "records", "properties", "reply",
-    "groups", "case_fold", "deleted", "rules", "buffer", "receipts", "write_back",
+    "PROTOCOL", "group_argv", "argv", "ordering", "record_codec", "union_find", "records",
+    "properties", "reply", "groups", "case_fold", "deleted", "rules", "buffer", "receipts",
+    "write_back",
   },
 }
-files["worker/store/lua/delete_person.lua"] = { read_globals = { "PROTOCOL" } }
+files["worker/store/lua/delete_person.lua"] = { read_globals = { "PROTOCOL", "record_codec" } }
+files["worker/store/lua/read_person.lua"] = { read_globals = { "PROTOCOL", "record_codec" } }

@@ -262,7 +262,7 @@ def bench_memory(client: redis.Redis, args: argparse.Namespace) -> list[str]:
     delta = after - before
     lines = [
         f"### Memory, {ids:,} distinct ids in {persons:,} persons "
-        f"({breakdown.members_sets:,} members sets; populated in {elapsed:.0f} s, "
+        f"({breakdown.members_sets:,} members keys; populated in {elapsed:.0f} s, "
         f"{ids / elapsed:,.0f} ids/s)",
         "",
         f"`INFO memory` `used_memory` delta: {delta:,} bytes, **{delta / ids:,.0f} per distinct "

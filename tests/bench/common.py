@@ -164,9 +164,10 @@ class MemoryBreakdown:
     members_sets: int
     ids_hash_bytes: int
     record_bytes: int
-    """bytes of the person records' values (their text), inside the ids hash"""
+    """bytes of the person records' values, inside the ids hash"""
     members_bytes: int
-    """MEMORY USAGE of every members set"""
+    """MEMORY USAGE of every members key (the ids of a tree too big to keep them in its
+    record)"""
 
     def rows(self) -> list[str]:
         uf = self.ids_hash_bytes - self.record_bytes
@@ -176,9 +177,9 @@ class MemoryBreakdown:
             "|---|---:|---:|",
             f"| union-find: the ids hash without the record values | {uf:,} | "
             f"{uf / self.ids:,.0f} |",
-            f"| person records: values of the {self.persons:,} roots (text) | "
+            f"| person records: values of the {self.persons:,} roots | "
             f"{self.record_bytes:,} | {self.record_bytes / self.ids:,.0f} |",
-            f"| members sets ({self.members_sets:,}, MEMORY USAGE) | {self.members_bytes:,} | "
+            f"| members keys ({self.members_sets:,}, MEMORY USAGE) | {self.members_bytes:,} | "
             f"{self.members_bytes / self.ids:,.0f} |",
             f"| **total of the tenant's keys** | **{total:,}** | **{total / self.ids:,.0f}** |",
         ]
@@ -192,7 +193,7 @@ def memory_breakdown(client: redis.Redis, prefix: str, tenant: str) -> MemoryBre
     ids = persons = record_bytes = 0
     for _, value in client.hscan_iter(keys.ids, count=5000):
         ids += 1
-        if value[:1] == b"R":
+        if value[:1] != b"P":  # a person record (a non-root holds "P" .. parent)
             persons += 1
             record_bytes += len(value)
     ids_hash = int(client.memory_usage(keys.ids, samples=0) or 0)

@@ -8,13 +8,16 @@ that call it with ARGV), and compared with the Python they port.
 - ``ordering.compare`` and ``ordering.bytecmp`` against Python's order of ``(ts, uuid)`` and of
   bytes;
 - the ``PROTOCOL`` table the script sees against ``protocol.py``;
-- ``records``: a record decoded and encoded again is the same text, and ``reply.entry`` gives the
-  entry ``codec`` decodes.
+- ``records`` and ``record_codec``: a record (format 7) encoded, decoded and encoded again is the
+  same text, holds the states it was given (as ``read_person.lua``'s view shows them to
+  Python), and a format-6 record is migrated when loaded; ``reply.entry`` gives the entry
+  ``codec`` decodes.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -24,7 +27,7 @@ from hypothesis import strategies as st
 
 from worker.identity.model import JsonValue, PropertyOp, PropertyState
 from worker.identity.properties import canonical_json, outranks
-from worker.store import codec, protocol
+from worker.store import codec, person_record, protocol
 from worker.store.lua_loader import join
 
 pytestmark = pytest.mark.integration
@@ -63,16 +66,50 @@ return out
 
 PRELUDE = harness([], "return cjson.encode(PROTOCOL)")
 
+RECORD_MODULES = ["resolve/record_codec", "resolve/union_find", "resolve/records"]
+
 RECORD_ROUND_TRIP = harness(
-    ["resolve/union_find", "resolve/records"],
+    RECORD_MODULES,
     """
-local ctx = { values = { root = ARGV[1] }, written = {}, persons = {}, dirty = {} }
+-- ARGV: person id, then key, meta, text triples (text "" with an unset's meta: no value).
+local meta, vals = {}, {}
+for k = 2, #ARGV, 3 do
+  meta[ARGV[k]] = ARGV[k + 1]
+  if string.byte(ARGV[k + 1], 1) ~= string.byte(PROTOCOL.code.unset) then
+    vals[ARGV[k]] = ARGV[k + 2]
+  end
+end
+local person = records.new_person({
+  person_id = ARGV[1], person_id_bytes = record_codec.person_id_bytes(ARGV[1]),
+  created_at = -5, created_at_text = '-5', last_seen = 12, last_seen_text = '12',
+  identified = true, version = 3, version_text = '3', id_count = 2, spilled = false,
+  others_text = '', others = { 'm' }, stored_members = false, meta = meta, vals = vals,
+  properties_size = 0, snapshot = false,
+})
+local text = records.encode(person)
+local ctx = { values = { root = text }, written = {}, persons = {}, dirty = {} }
+local loaded = records.load(ctx, 'root')
+local untouched = records.encode(loaded)
+local fields = record_codec.decode(text)
+local view = record_codec.view('root', fields, { 'root', 'm' })
+return { text, untouched, view, cjson.encode(records.meta_of(loaded)),
+  cjson.encode(records.vals_of(loaded)), loaded.properties_size }
+""",
+)
+
+LEGACY_MIGRATION = harness(
+    RECORD_MODULES,
+    """
+-- ARGV: the members prefix, a format-6 record of the root 'root'.
+local ctx = { keys = { members = ARGV[1] }, values = { root = ARGV[2] }, written = {},
+  persons = {}, dirty = {}, added = {}, fresh = {}, dropped = {} }
 local person = records.load(ctx, 'root')
-local untouched = records.encode(person)
-records.vals_of(person)
-records.meta_of(person)
-person.properties_changed = true
-return { untouched, records.encode(person), person.id_count, person.properties_size }
+local text = records.encode(person)
+local ids = union_find.members_of(ctx, 'root', person)
+local view = record_codec.view('root', record_codec.decode(text), ids)
+local legacy = record_codec.view('root', record_codec.decode(ARGV[2]), ids)
+return { text, view, legacy, ctx.dirty.root and 1 or 0, ctx.dropped.root and 1 or 0,
+  ctx.fresh.root and 1 or 0 }
 """,
 )
 
@@ -228,6 +265,7 @@ def test_prelude_is_protocol(client: redis.Redis) -> None:
         "format_version": protocol.FORMAT_VERSION,
         "flag": {flag.name.lower(): flag.value for flag in protocol.OpFlag if flag.name},
         "max_flags": protocol.MAX_FLAGS,
+        "members_inline": protocol.MEMBERS_INLINE,
         "reply_entry_fields": list(protocol.REPLY_ENTRY_FIELDS),
         "released_entry_fields": list(protocol.RELEASED_ENTRY_FIELDS),
         "code": protocol.PROPERTY_CODES,
@@ -239,11 +277,55 @@ def test_prelude_is_protocol(client: redis.Redis) -> None:
     }
 
 
-def _record(meta: dict[str, str], vals: dict[str, str], count: int) -> bytes:
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    person_id=st.one_of(st.uuids().map(str), st.sampled_from(["p", "P-1", "é\udfff"])),
+    keyed=st.dictionaries(
+        st.one_of(st.text(max_size=6), st.sampled_from(["a", "/", '"', "\n", "\udfff"])),
+        states(),
+        max_size=6,
+    ),
+)
+def test_record_round_trip(
+    client: redis.Redis, person_id: str, keyed: dict[str, PropertyState]
+) -> None:
+    args = [_b(person_id)]
+    for key, state in keyed.items():
+        meta, text = _meta_and_text(state)
+        args += [_b(key), _b(meta), _b(text)]
+    reply = _eval(client, RECORD_ROUND_TRIP, args)
+    assert isinstance(reply, list)
+    text, untouched, view, meta, vals, size = reply
+    assert untouched == text
+    assert text[:1] == (b"\x01" if _is_uuid(person_id) else b"\x02")
+    root, person = person_record.root_and_person(view)
+    assert root == "root"
+    assert person.person_id == person_id
+    assert (person.created_at_ms, person.last_seen_ms, person.version) == (-5, 12, 3)
+    assert person.distinct_ids == frozenset({"root", "m"})
+    assert person.properties == keyed
+    expected = {k: _meta_and_text(s) for k, s in keyed.items()}
+    assert json.loads(codec.as_text(meta) if meta != b"[]" else "{}") == {
+        k: m for k, (m, _) in expected.items()
+    }
+    visible = {k: t for k, (m, t) in expected.items() if not m.startswith(protocol.UNSET)}
+    assert json.loads(codec.as_text(vals) if vals != b"[]" else "{}") == visible
+    assert size == sum(len(_b(k)) + len(_b(t)) for k, t in visible.items())
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def _legacy_record(meta: dict[str, str], vals: dict[str, str], count: int) -> bytes:
     meta_json = json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()
     vals_json = json.dumps(vals, separators=(",", ":"), ensure_ascii=False).encode()
     snapshot = ("{" + ",".join(f"{json.dumps(k)}:{t}" for k, t in vals.items()) + "}").encode()
-    header = b"Rp-1|-5|12|1|3|%d|%d|%d|" % (count, len(meta_json), len(vals_json))
+    pid = b"00000000-0000-5000-8000-00000000000a"
+    header = b"R%s|-5|12|1|3|%d|%d|%d|" % (pid, count, len(meta_json), len(vals_json))
     return header + meta_json + vals_json + snapshot
 
 
@@ -252,23 +334,33 @@ def _record(meta: dict[str, str], vals: dict[str, str], count: int) -> bytes:
     [
         ({}, {}, 1),
         ({"a": "s" + codec.order_key(10, "e1")}, {"a": '"x|"'}, 2),
-        ({"a": "u" + codec.order_key(-10, "e2")}, {}, 5),
+        (
+            {"a": "u" + codec.order_key(-10, "e2"), "b": "o" + codec.order_key(3, "e3")},
+            {"b": "[1]"},
+            12,
+        ),
     ],
 )
-def test_record_round_trip(
+def test_a_format_6_record_is_migrated_when_loaded(
     client: redis.Redis, meta: dict[str, str], vals: dict[str, str], count: int
 ) -> None:
-    record = _record(meta, vals, count)
-    reply = _eval(client, RECORD_ROUND_TRIP, [record])
+    prefix = f"test-lua-{uuid.uuid4().hex[:8]}:members:"
+    members = ["root", *(f"m{k}" for k in range(1, count))]
+    if count > 1:
+        client.sadd(prefix + "root", *members)
+    try:
+        reply = _eval(client, LEGACY_MIGRATION, [_b(prefix), _legacy_record(meta, vals, count)])
+    finally:
+        client.delete(prefix + "root")
     assert isinstance(reply, list)
-    untouched, reencoded, id_count, size = reply
-    assert untouched == record
-    members = [f"m{k}".encode() for k in range(count)] if count > 1 else []
-    assert codec.decode_person("root", reencoded, members) == codec.decode_person(
-        "root", record, members
-    )
-    assert id_count == count
-    assert size == sum(len(k.encode()) + len(t.encode()) for k, t in vals.items())
+    text, view, legacy, dirty, dropped, fresh = reply
+    assert text[:1] == b"\x01"  # format 7, the person id as 16 bytes
+    assert person_record.person_of(view) == person_record.person_of(legacy)
+    person = person_record.person_of(view)
+    assert person.person_id == "00000000-0000-5000-8000-00000000000a"
+    assert person.distinct_ids == frozenset(members)
+    assert (dirty, dropped) == (1, int(count > 1))  # written back; the format-6 set deleted
+    assert fresh == int(count > protocol.MEMBERS_INLINE)  # a big tree's ids move out
 
 
 def test_reply_entry_is_what_codec_decodes(client: redis.Redis) -> None:

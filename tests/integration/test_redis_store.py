@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -39,9 +39,12 @@ from worker.identity.model import (
     Resolution,
     WarningKind,
 )
+from worker.store import person_record
 from worker.store.base import IdentityStore
 from worker.store.codec import person_id_for
 from worker.store.keys import TenantKeys
+from worker.store.lua_loader import load_script
+from worker.store.protocol import MEMBERS_INLINE
 from worker.store.redis_store import RedisIdentityStore, classify
 
 pytestmark = pytest.mark.integration
@@ -149,39 +152,38 @@ def _s(raw: bytes | str) -> str:
 def check_invariants(client: redis.Redis, keys: TenantKeys) -> dict[str, set[str]]:
     """Check the union-find of one tenant; return root -> distinct ids.
 
-    No cycle; every id reaches a root that holds a person record; the members sets partition
-    the ids exactly as the parent pointers do (a root alone in its tree has no set), and each
-    record's count equals its tree's size (and SCARD); no person id belongs to two roots; no
-    stray members set; every key of the tenant is in one slot.
+    No cycle; every id reaches a root that holds a person record (format 7); each record's
+    ids (kept in it, or in its members string past ``MEMBERS_INLINE``) are exactly its tree's
+    as the parent pointers say, and its count is their number; no person id belongs to two
+    roots; a members key exists exactly for a tree too big to keep its ids in its record, and
+    is a string; every key of the tenant is in one slot.
     """
-    entries = {_s(k): _s(v) for k, v in client.hgetall(keys.ids).items()}
-    assert all(v[:1] in ("P", "R") for v in entries.values())
+    raw = {_s(k): cast(bytes, v) for k, v in client.hgetall(keys.ids).items()}
+    assert all(v[:1] in (b"P", b"\x01", b"\x02") for v in raw.values())
     trees: dict[str, set[str]] = {}
-    for distinct_id in entries:
+    for distinct_id in raw:
         node, seen = distinct_id, {distinct_id}
-        while entries[node].startswith("P"):
-            node = entries[node][1:]
-            assert node in entries, f"{distinct_id}: chain leaves the forest at {node}"
+        while raw[node].startswith(b"P"):
+            node = _s(raw[node][1:])
+            assert node in raw, f"{distinct_id}: chain leaves the forest at {node}"
             assert node not in seen, f"cycle through {distinct_id}"
             seen.add(node)
         trees.setdefault(node, set()).add(distinct_id)
     person_ids: dict[str, str] = {}
+    read = load_script("read_person.lua")
     for root, ids in trees.items():
-        person_id, count = entries[root][1:].split("|")[0], int(entries[root].split("|")[5])
-        assert person_id not in person_ids, f"{person_id} at {root} and {person_ids[person_id]}"
-        person_ids[person_id] = root
-        assert count == len(ids)
-        members = {_s(m) for m in client.smembers(keys.members(root))}
-        if len(ids) == 1:
-            assert members == set()
-        else:
-            assert members == ids
-            assert client.scard(keys.members(root)) == count
+        view = client.eval(read, 2, keys.ids, keys.members_prefix, "id", root)
+        found_root, found = person_record.root_and_person(cast(bytes, view))
+        assert found_root == root
+        assert found.person_id not in person_ids, f"{found.person_id} at {root}"
+        person_ids[found.person_id] = root
+        assert found.distinct_ids == ids
     member_roots = {
         keys.root_of_members_key(_s(k))
         for k in client.scan_iter(match=keys.members_pattern(), count=1000)
     }
-    assert member_roots == {root for root, ids in trees.items() if len(ids) > 1}
+    assert member_roots == {root for root, ids in trees.items() if len(ids) > MEMBERS_INLINE}
+    assert all(client.type(keys.members(root)) == b"string" for root in member_roots)
     slots = {key_slot(k) for k in client.scan_iter(match=keys.all_pattern(), count=1000)}
     assert len(slots) <= 1
     return trees
@@ -405,7 +407,7 @@ def test_path_compression_and_union_by_size(
     assert r.person_id == pid("a1")  # into's person id survives, wherever the root is
     assert redis_client.hget(keys.ids, "a1") == b"Px1"
     assert redis_client.hget(keys.ids, "b1") == b"Pa1"
-    assert _s(redis_client.hget(keys.ids, "x1") or b"").startswith("R" + pid("a1"))
+    assert (redis_client.hget(keys.ids, "x1") or b"")[:1] in (b"\x01", b"\x02")  # a root
     assert person(store, "b1").person_id == pid("a1")
     one(store, ev("track", "b1"))
     assert redis_client.hget(keys.ids, "b1") == b"Px1"  # compressed

@@ -62,7 +62,7 @@ def _value(text: str) -> str | int:
 
 def test_prelude_holds_protocol() -> None:
     assert _prelude(load_script("resolve_batch.lua")) == {
-        "format_version": "6",
+        "format_version": "7",
         "flag": {
             "process_person": 1,
             "merge_dangerously": 2,
@@ -70,6 +70,7 @@ def test_prelude_holds_protocol() -> None:
             "bufferable": 8,
         },
         "max_flags": 15,
+        "members_inline": 8,
         "reply_entry_fields": list(protocol.REPLY_ENTRY_FIELDS),
         "released_entry_fields": [
             "event_uuid",

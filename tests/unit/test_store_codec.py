@@ -23,8 +23,6 @@ from worker.identity.model import (
     Outcome,
     PersonMode,
     PreparedOp,
-    PropertyOp,
-    PropertyState,
     PropertyUpdates,
     WarningKind,
 )
@@ -280,48 +278,3 @@ def test_decode_reply_rejects_malformed(reply: bytes) -> None:
 def test_values_round_trip_through_their_text(value: object) -> None:
     text = canonical_json(value)  # type: ignore[arg-type]
     assert json.loads(text) == value
-
-
-def _record(meta: dict[str, str], vals: dict[str, str], *, count: int = 2) -> bytes:
-    meta_json, vals_json = json.dumps(meta).encode(), json.dumps(vals).encode()
-    snapshot = ("{" + ",".join(f"{json.dumps(k)}:{t}" for k, t in vals.items()) + "}").encode()
-    header = b"Rp|-5|12|1|3|%d|%d|%d|" % (count, len(meta_json), len(vals_json))
-    return header + meta_json + vals_json + snapshot
-
-
-def test_decode_person() -> None:
-    ord_set = codec.order_key(10, "e1")
-    ord_unset = codec.order_key(12, "e2")
-    meta = {"a": "s" + ord_set, "b": "u" + ord_unset, "c|é": "o" + ord_set}
-    vals = {"a": '"x|"', "c|é": "[1]"}
-    person = codec.decode_person("a", _record(meta, vals), [b"a", b"b"])
-    assert person.person_id == "p"
-    assert (person.created_at_ms, person.last_seen_ms, person.version) == (-5, 12, 3)
-    assert person.is_identified
-    assert person.distinct_ids == frozenset({"a", "b"})
-    assert person.properties == {
-        "a": PropertyState(PropertyOp.SET, "x|", 10, "e1"),
-        "b": PropertyState(PropertyOp.UNSET, None, 12, "e2"),
-        "c|é": PropertyState(PropertyOp.SET_ONCE, [1], 10, "e1"),
-    }
-    assert person.visible_properties == {"a": "x|", "c|é": [1]}
-
-
-def test_decode_person_alone_in_its_tree() -> None:
-    person = codec.decode_person("root|x", _record({}, {}, count=1).decode(), [])
-    assert person.distinct_ids == frozenset({"root|x"})
-    assert person.properties == {}
-
-
-@pytest.mark.parametrize(
-    ("record", "members"),
-    [
-        (b"Pparent", []),
-        (_record({}, {}, count=3), [b"a", b"b"]),
-        (b"Rp|1|2", []),
-        (_record({}, {"a": "1"}, count=1), []),
-    ],
-)
-def test_decode_person_rejects_malformed(record: bytes, members: list[bytes]) -> None:
-    with pytest.raises(ValueError):  # noqa: PT011
-        codec.decode_person("a", record, members)

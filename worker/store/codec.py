@@ -12,7 +12,7 @@ The layouts are documented at the top of the script.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -30,11 +30,9 @@ from worker.identity.model import (
     JsonValue,
     OrderingMode,
     Outcome,
-    Person,
     PersonMode,
     PreparedOp,
     PropertyOp,
-    PropertyState,
     PropertyUpdates,
     Resolution,
     WarningKind,
@@ -401,44 +399,3 @@ def decode_group_changes(raw: Any) -> tuple[GroupChange, ...]:
             raise ValueError(f"malformed group change {item!r}")
         out.append(GroupChange(str(item[0]), str(item[1]), int(item[2]), item[3]))
     return tuple(out)
-
-
-def decode_person(root: str, record: bytes | str, members: Iterable[bytes | str]) -> Person:
-    """A person from its root, its record (the root's value in the ``ids`` hash, layout in
-    ``lua/resolve/records.lua``) and its members set (empty for a root alone in its tree).
-
-    Raises ``ValueError`` (or ``KeyError``) when the record is malformed.
-    """
-    raw = record.encode(_ENCODING, _ERRORS) if isinstance(record, str) else record
-    if not raw.startswith(b"R"):
-        raise ValueError(f"{root!r} is not a root")
-    pid, created, last_seen, identified, version, count, meta_len, vals_len, tail = raw[1:].split(
-        b"|", 8
-    )
-    vals_end = int(meta_len) + int(vals_len)
-    meta = json.loads(as_text(tail[: int(meta_len)]))
-    vals = json.loads(as_text(tail[int(meta_len) : vals_end]))
-    snapshot = json.loads(as_text(tail[vals_end:]))
-    properties: dict[str, PropertyState] = {}
-    # cjson writes an empty table as {}; accept [] too.
-    for key, state in meta.items() if isinstance(meta, dict) else ():
-        op = _OPS_BY_CODE[state[0]]
-        ts_ms, event_uuid = parse_order_key(state[1:])
-        value = None if op is PropertyOp.UNSET else json.loads(vals[key])
-        properties[key] = PropertyState(op=op, value=value, ts_ms=ts_ms, uuid=event_uuid)
-    visible = {k: s.value for k, s in properties.items() if s.op is not PropertyOp.UNSET}
-    if len(visible) != len(vals) or visible != snapshot:
-        raise ValueError(f"person at {root!r} has inconsistent property texts")
-    n = int(count)
-    distinct_ids = frozenset(as_text(m) for m in members) if n > 1 else frozenset({root})
-    if len(distinct_ids) != n:
-        raise ValueError(f"person at {root!r} counts {n} ids but has {len(distinct_ids)}")
-    return Person(
-        person_id=as_text(pid),
-        created_at_ms=int(created),
-        last_seen_ms=int(last_seen),
-        is_identified=identified == b"1",
-        version=int(version),
-        distinct_ids=distinct_ids,
-        properties=properties,
-    )

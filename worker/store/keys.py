@@ -4,9 +4,12 @@ Every key of a tenant carries the hash tag ``{<tenant>}``, so all of a tenant's 
 Redis Cluster slot and one Lua script can touch them all::
 
     <prefix>:{<tenant>}:ids                hash   the union-find: distinct id -> "P" parent id
-                                                  (a non-root) or "R" person record (a root)
-    <prefix>:{<tenant>}:members:<root>     set    every distinct id of the root's tree, for a
-                                                  tree of two ids or more
+                                                  (a non-root) or its person record (a root:
+                                                  binary, lua/resolve/record_codec.lua), which
+                                                  holds the tree's other ids up to 8
+    <prefix>:{<tenant>}:members:<root>     string every distinct id of the root's tree (each
+                                                  as length ":" id, appended to), for a tree
+                                                  of more than 8 ids (a set in format 6)
     <prefix>:{<tenant>}:reply:<token>      string a call's reply, kept briefly so a retried
                                                   call returns it instead of running again
     <prefix>:{<tenant>}:buf:...            the 60-second buffer (lua/resolve/buffer.lua)
@@ -32,8 +35,9 @@ once the offsets are committed) deletes their fields, or the hash's TTL
 So memory holds the receipts of the uncommitted input; a receipt never forgotten lives at most
 until its partition's input moves past its offset range, plus the TTL.
 
-The person record layout is documented in ``lua/resolve/records.lua`` and decoded by
-``codec.decode_person``.
+The person record layout (store format 7, and format 6 still read) is documented in
+``lua/resolve/record_codec.lua``; ``lua/read_person.lua`` turns it into a JSON view that
+``person_record.py`` decodes.
 
 ``<tenant>`` is percent-encoded: ``%``, ``{``, ``}`` and ``:`` become ``%25``, ``%7B``, ``%7D``
 and ``%3A``. The encoding is injective and leaves no brace in the tag, so two tenants never share
@@ -202,7 +206,7 @@ class TenantKeys:
         return self.reply_prefix + token
 
     def members_pattern(self) -> str:
-        """``SCAN MATCH`` pattern of every members set of the tenant."""
+        """``SCAN MATCH`` pattern of every members key of the tenant."""
         return glob_escape(self.members_prefix) + "*"
 
     def all_pattern(self) -> str:

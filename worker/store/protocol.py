@@ -13,8 +13,13 @@ from enum import IntFlag
 
 from worker.identity.model import OrderingMode, PersonMode
 
-FORMAT_VERSION = "6"
+FORMAT_VERSION = "7"
 """First ARGV of every call; the script refuses any other."""
+
+
+MEMBERS_INLINE = 8
+"""The most distinct ids a tree keeps inside its person record; a bigger tree keeps them in its
+members string (``lua/resolve/record_codec.lua``)."""
 
 
 class OpFlag(IntFlag):
@@ -118,6 +123,7 @@ def lua_prelude() -> str:
         "format_version": _lua_string(FORMAT_VERSION),
         "flag": _lua_table({flag.name.lower(): flag.value for flag in OpFlag if flag.name}),
         "max_flags": str(MAX_FLAGS),
+        "members_inline": str(MEMBERS_INLINE),
         "reply_entry_fields": _lua_list(REPLY_ENTRY_FIELDS),
         "released_entry_fields": _lua_list(RELEASED_ENTRY_FIELDS),
         "code": _lua_table(PROPERTY_CODES),

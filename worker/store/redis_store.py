@@ -73,7 +73,7 @@ from worker.identity.model import (
     PropertyState,
     Resolution,
 )
-from worker.store import codec, group_reads, protocol
+from worker.store import codec, group_reads, person_reads, person_record, protocol
 from worker.store.base import BatchResult, BufferStats, Released
 from worker.store.keys import TenantKeys, due_index
 from worker.store.lua_loader import load_script
@@ -345,43 +345,29 @@ class RedisIdentityStore:
     # -- reading -------------------------------------------------------------------------------
 
     def person_for(self, tenant: str, distinct_id: str) -> Person | None:
-        keys = self.keys(tenant)
-        reply = self._call(
-            lambda: self._read(
-                keys=[keys.ids, keys.members_prefix],
-                args=[_b(distinct_id)],
-                client=self._client,
-            )
-        )
+        reply = self._call(lambda: self._read_person(tenant, [b"id", _b(distinct_id)]))
         if not reply:
             return None
-        root, record, members = reply
-        return self._decode(lambda: codec.decode_person(codec.as_text(root), record, members))
+        view = cast(bytes | str, reply)
+        return self._decode(lambda: person_record.person_of(view))
 
     def persons(self, tenant: str) -> list[Person]:
         """Every person of the tenant, by ``HSCAN`` of its union-find (not atomic: call it on
         a quiet tenant)."""
+        views = self._call(lambda: list(person_reads.views(self._reader(tenant))))
+
+        def decode() -> list[Person]:
+            found = {p.person_id: p for p in map(person_record.person_of, views)}
+            return list(found.values())
+
+        return self._decode(decode)
+
+    def _reader(self, tenant: str) -> person_reads.Read:
+        return lambda args: self._read_person(tenant, args)
+
+    def _read_person(self, tenant: str, args: list[bytes]) -> object:
         keys = self.keys(tenant)
-
-        def read() -> list[tuple[str, bytes, list[bytes]]]:
-            found = {  # a dict: HSCAN may return a field twice
-                codec.as_text(field): value
-                for field, value in self._client.hscan_iter(keys.ids, count=1000)
-                if value[:1] in (b"R", "R")
-            }
-            roots = list(found.items())
-            records = []
-            for start in range(0, len(roots), 500):
-                pipe = self._client.pipeline(transaction=False)
-                for root, _ in roots[start : start + 500]:
-                    pipe.smembers(_b(keys.members(root)))
-                sets = pipe.execute()
-                for (root, value), members in zip(roots[start : start + 500], sets, strict=True):
-                    records.append((root, value, list(members)))
-            return records
-
-        records = self._call(read)
-        return self._decode(lambda: [codec.decode_person(*record) for record in records])
+        return self._read(keys=[keys.ids, keys.members_prefix], args=args, client=self._client)
 
     def group_types(self, tenant: str) -> list[str]:
         """The tenant's group types, sorted (``group_reads.py``)."""
@@ -436,12 +422,11 @@ class RedisIdentityStore:
         return self._decode(decode)
 
     def _root_of_person(self, keys: TenantKeys, person_id: str) -> str | None:
-        wanted = b"R" + _b(person_id) + b"|"
-
         def scan() -> str | None:
-            for field, value in self._client.hscan_iter(_b(keys.ids), count=1000):
-                if bytes(value).startswith(wanted):
-                    return bytes(field).decode("utf-8", "surrogatepass")
+            for view in person_reads.views(self._reader(keys.tenant)):
+                root, person = person_record.root_and_person(view)
+                if person.person_id == person_id:
+                    return root
             return None
 
         return self._call(scan)

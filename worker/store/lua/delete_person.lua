@@ -1,8 +1,8 @@
 #!lua
 --[==[
 delete_person.lua: contract A10, one person deleted atomically (docs/IDENTITY.md, "Deletion"):
-its distinct ids (union-find entries, members set), its record (properties included), its group
-memberships, the case-fold fields only its ids held, and the buffered events of its ids.
+its distinct ids (union-find entries, members key if any), its record (properties included),
+its group memberships, the case-fold fields only its ids held, and the buffered events of its ids.
 
 KEYS (all share the tenant's hash tag, see worker/store/keys.py, TenantKeys.delete_keys):
   [1] <p>:{t}:ids   [2] <p>:{t}:members:   [3] <p>:{t}:buf:   [4] <p>:{t}:g:
@@ -18,6 +18,7 @@ Reads come first; a malformed record raises before anything is written.
 ]==]
 
 --- @include "protocol"
+--- @include "resolve/record_codec"
 
 if ARGV[1] ~= PROTOCOL.format_version then
   error('delete_person: unknown format ' .. tostring(ARGV[1]))
@@ -48,16 +49,25 @@ while string.sub(value, 1, 1) == 'P' do
     error('delete_person: broken parent chain at ' .. root)
   end
 end
-local person_id, id_count = string.match(value, '^R([^|]*)|%-?%d+|%-?%d+|[01]|%d+|(%d+)|')
-if person_id == nil then
+local fields = record_codec.decode(value)
+if fields == nil then
   error('delete_person: unreadable person record at ' .. root)
 end
+local person_id = fields.person_id
 if expected ~= '' and expected ~= person_id then
   return false
 end
 local ids = { root }
-if id_count ~= '1' then
-  ids = redis.call('SMEMBERS', members_prefix .. root)
+if fields.legacy then
+  if fields.id_count ~= 1 then
+    ids = redis.call('SMEMBERS', members_prefix .. root)
+  end
+elseif not fields.spilled then
+  for _, id in ipairs(record_codec.parse_members(fields.others_text)) do
+    ids[#ids + 1] = id
+  end
+else
+  ids = record_codec.parse_members(redis.call('GET', members_prefix .. root) or '')
 end
 local gone = {}
 for _, id in ipairs(ids) do
@@ -77,8 +87,8 @@ if #leased > 0 then
   local entries = redis.call('HMGET', buf .. 'e', unpack(leased))
   for k, entry_id in ipairs(leased) do
     if entries[k] then
-      local fields = cjson.decode(entries[k]) -- ingested, flags, into, into's id, other, ...
-      if gone[fields[3]] or gone[fields[5]] then
+      local entry = cjson.decode(entries[k]) -- ingested, flags, into, into's id, other, ...
+      if gone[entry[3]] or gone[entry[5]] then
         entry_ids[#entry_ids + 1] = entry_id
       end
     end

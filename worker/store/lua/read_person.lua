@@ -1,27 +1,66 @@
 #!lua flags=no-writes
 --[==[
-read_person.lua: the person holding a distinct id, read atomically (without path compression,
-so it may run on a replica).
+read_person.lua: persons read atomically for Python (without path compression, so it may run on
+a replica), as text whatever the record's format (resolve/record_codec.lua: format 7, or format
+6 not migrated yet), so any client reads them, one that decodes responses too.
 
 KEYS: [1] <p>:{t}:ids  [2] <p>:{t}:members:  (layout in resolve_batch.lua, resolve/union_find.lua
-and resolve/records.lua; the members set KEYS[2] .. root shares the tenant's hash tag.)
-ARGV: [1] distinct id
-Reply: nil when no person holds the id, else {root, person record, SMEMBERS of the root} (the
-set is empty for a root alone in its tree).
+and resolve/record_codec.lua; the members key KEYS[2] .. root shares the tenant's hash tag.)
+ARGV: [1] "id", [2] a distinct id: the person holding it.
+  Reply: false when no person holds the id, else its view (record_codec.view, a JSON text).
+ARGV: [1] "scan", [2] an HSCAN cursor of KEYS[1], [3] its COUNT: one page of the persons.
+  Reply: { next cursor, view, view, ... } (a view per root of the page).
 ]==]
 
-local node = ARGV[1]
-local value = redis.call('HGET', KEYS[1], node)
+--- @include "protocol"
+--- @include "resolve/record_codec"
+
+local ids_key, members_prefix = KEYS[1], KEYS[2]
+
+local function view(root, value)
+  local fields = record_codec.decode(value)
+  if fields == nil then
+    error('read_person: unreadable person record at ' .. root)
+  end
+  local ids = { root }
+  if fields.legacy then
+    if fields.id_count ~= 1 then
+      ids = redis.call('SMEMBERS', members_prefix .. root)
+    end
+  elseif not fields.spilled then
+    for _, id in ipairs(record_codec.parse_members(fields.others_text)) do
+      ids[#ids + 1] = id
+    end
+  else
+    ids = record_codec.parse_members(redis.call('GET', members_prefix .. root) or '')
+  end
+  return record_codec.view(root, fields, ids)
+end
+
+if ARGV[1] == 'scan' then
+  local page = redis.call('HSCAN', ids_key, ARGV[2], 'COUNT', ARGV[3])
+  local out = { page[1] }
+  for k = 1, #page[2], 2 do
+    local value = page[2][k + 1]
+    if record_codec.is_record(value) then
+      out[#out + 1] = view(page[2][k], value)
+    end
+  end
+  return out
+end
+
+local node = ARGV[2]
+local value = redis.call('HGET', ids_key, node)
 if not value then
   return false
 end
 local hops = 0
 while string.sub(value, 1, 1) == 'P' do
   node = string.sub(value, 2)
-  value = redis.call('HGET', KEYS[1], node)
+  value = redis.call('HGET', ids_key, node)
   hops = hops + 1
   if not value or hops > 100000 then
     error('read_person: broken parent chain at ' .. node)
   end
 end
-return { node, value, redis.call('SMEMBERS', KEYS[2] .. node) }
+return view(node, value)

@@ -13,8 +13,10 @@ agree on). Each module says at its top what it does; the modules share nothing b
 `ctx` table built below.
 
 KEYS (all share the tenant's hash tag, see worker/store/keys.py, TenantKeys.script_keys):
-  [1] <p>:{t}:ids             hash: distinct id -> "P" .. parent id | person record (records.lua)
-  [2] <p>:{t}:members:        prefix of the members set of a root (union_find.lua)
+  [1] <p>:{t}:ids             hash: distinct id -> "P" .. parent id | person record
+                              (store format 7: record_codec.lua; format 6 still read)
+  [2] <p>:{t}:members:        prefix of the members string of a root of a big tree
+                              (union_find.lua)
   [3] <p>:{t}:reply:<token>   where this call's reply is kept (retry deduplication)
   [4] <p>:{t}:reply:<prev>    the previous call's reply, deleted now (== KEYS[3] if none)
   [5] <p>:{t}:buf:            prefix of the buffer's keys (buffer.lua)
@@ -22,7 +24,7 @@ KEYS (all share the tenant's hash tag, see worker/store/keys.py, TenantKeys.scri
   [7] <p>:{t}:g:              prefix of the groups' keys (groups.lua)
   [8] <p>:{t}:fold            hash: lower(id) of known ids not already lowercase (case_fold.lua)
   [9] <p>:{t}:deleted         hash: deleted id -> epoch "|" its next person id (deleted.lua)
-The members set of a root (KEYS[2] .. root), the buffer's keys (KEYS[5] .. name), the receipt
+The members string of a root (KEYS[2] .. root), the buffer's keys (KEYS[5] .. name), the receipt
 hashes (KEYS[6] .. bucket) and the groups' keys (KEYS[7] .. name) cannot all
 be declared up front (roots and ids are found while the script runs), but they start with the
 same "<p>:{t}:" as KEYS[1], so they hash to the same Redis Cluster slot, which is all cluster
@@ -68,9 +70,11 @@ groups and group_changes again).
 The same text is kept at KEYS[3] for the reply TTL: a retry of a call whose reply was lost (the
 connection dropped after the script ran) gets the stored reply back and applies nothing twice.
 
-Cost: the chunk's ids are read with a few HMGETs (one per level of the trees), every change is
-written at the end with one HSET per 500 fields, members sets are touched only by joins and
-merges; the rest is Lua.
+Cost: the chunk's ids are read with a few HMGETs (one per level of the trees), the receipts of
+its sourced ops with one HMGET per receipt bucket, the deleted ids and case folds with one
+EXISTS each (and an HGET per id only when the tenant has such a hash); every change is written
+at the end with one HSET per 500 fields, a record only when its text changed; members strings
+are touched only by joins and merges of trees past 8 ids; the rest is Lua.
 
 Atomicity: Redis does not roll a script back when it raises, so every write is deferred to
 write_back.lua: malformed ARGV or corrupt data met on the way raises before anything is written.
@@ -83,6 +87,7 @@ half done.
 --- @include "resolve/group_argv"
 --- @include "resolve/argv"
 --- @include "resolve/ordering"
+--- @include "resolve/record_codec"
 --- @include "resolve/union_find"
 --- @include "resolve/records"
 --- @include "resolve/properties"
@@ -104,7 +109,7 @@ local ctx = {
   },
   config = nil, -- argv.header
   ops = nil, -- argv.parse_ops
-  values = {}, written = {}, added = {}, dropped = {}, -- union_find.lua
+  values = {}, written = {}, added = {}, fresh = {}, dropped = {}, -- union_find.lua
   persons = {}, dirty = {}, -- records.lua
   queues = {}, entries_out = {}, pending_out = {}, released = {}, -- buffer.lua
   released_ids = {}, release_out = {}, buffer_touched = false,

@@ -11,7 +11,8 @@ already lowercase (value "1"). So an id X has a known case variant iff
   lower(X) ~= X and (lower(X) is a known id (ctx.keys.ids) or a field of fold), or
   lower(X) == X and X is a field of fold.
 Fields are only ever added (ids are never forgotten). Reads: one HGET of ids (union_find.get,
-cached) and one HEXISTS of fold per new id, cached in ctx.folds (fold -> true/false); new
+cached) and one HEXISTS of fold per new id (none when fold does not exist: one EXISTS per call),
+cached in ctx.folds (fold -> true/false); new
 fields wait in ctx.folds_out, written by write_back.lua (case_fold.write).
 
 case_fold.collides(ctx, fresh) -> true when an id of fresh (the ids an op made known, in order)
@@ -25,7 +26,10 @@ local lower = string.lower
 local function in_fold(ctx, folded)
   local known = ctx.folds[folded]
   if known == nil then
-    known = redis.call('HEXISTS', ctx.keys.fold, folded) == 1
+    if ctx.any_fold == nil then
+      ctx.any_fold = redis.call('EXISTS', ctx.keys.fold) == 1
+    end
+    known = ctx.any_fold and redis.call('HEXISTS', ctx.keys.fold, folded) == 1
     ctx.folds[folded] = known
   end
   return known

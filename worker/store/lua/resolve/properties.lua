@@ -70,7 +70,7 @@ function properties.update(ctx, person, op)
     vals[change[1]] = change[3] or nil
   end
   person.properties_size = size
-  person.snapshot = false
+  person.snapshot, person.layout = false, nil
   person.properties_changed = true
   return true, false
 end

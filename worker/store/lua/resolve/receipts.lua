@@ -15,17 +15,55 @@ A receipt's text: the reply entry, a newline, then the released entry ids as a c
 nothing when it released none). A reply entry never holds a raw newline (its strings are JSON).
 
 receipts.answer(ctx, op) -> the kept reply entry of op's source, or nil (no source, or none kept).
+  The first call reads the receipts of every op of ctx.ops with a source (one HMGET per bucket,
+  kept in ctx.receipts_in: bucket -> { source -> text or false }).
 receipts.keep(ctx, op, entry, first): keeps entry, and the ids of ctx.released_ids from index
   first on, as op's receipt (when op has a source). Written by write_back.lua (ctx.receipts_out:
   bucket -> { source -> text }).
 ]]
 local receipts = {}
 
+-- The receipts of every sourced op of the call, read at the first: one HMGET per bucket.
+local function read_all(ctx)
+  local wanted, order = {}, {}
+  for _, op in ipairs(ctx.ops) do
+    if op.source ~= '' then
+      local sources = wanted[op.bucket]
+      if sources == nil then
+        sources = {}
+        wanted[op.bucket] = sources
+        order[#order + 1] = op.bucket
+      end
+      sources[#sources + 1] = op.source
+    end
+  end
+  local found = {}
+  for _, bucket in ipairs(order) do
+    local sources, texts = wanted[bucket], {}
+    for k = 1, #sources, 500 do
+      local last = math.min(k + 499, #sources)
+      local got = redis.call('HMGET', ctx.keys.receipts .. bucket, unpack(sources, k, last))
+      for j = k, last do
+        texts[sources[j]] = got[j - k + 1]
+      end
+    end
+    found[bucket] = texts
+  end
+  ctx.receipts_in = found
+end
+
 local function kept(ctx, op)
   local bucket = ctx.receipts_out[op.bucket]
   local text = bucket and bucket[op.source]
   if text == nil then
-    text = redis.call('HGET', ctx.keys.receipts .. op.bucket, op.source)
+    if ctx.receipts_in == nil then
+      read_all(ctx)
+    end
+    local read = ctx.receipts_in[op.bucket]
+    text = read and read[op.source]
+    if text == nil then -- an op not of ctx.ops (none today): read it alone
+      text = redis.call('HGET', ctx.keys.receipts .. op.bucket, op.source)
+    end
   end
   return text
 end

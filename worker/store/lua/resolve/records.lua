@@ -1,24 +1,23 @@
 --[[
 records.lua: person records, decoded once per call into ctx.persons (root -> person) and encoded
-back by write_back.lua for every root of ctx.dirty (root -> true).
+back by write_back.lua for every root of ctx.dirty (root -> true). The stored layout (format 7,
+and format 6 still read) is record_codec.lua's.
 
-A record (the value of a root in the ids hash):
-  "R" person_id "|" created_at_ms "|" last_seen_ms "|" identified (1/0) "|" version "|"
-      id_count "|" len(meta) "|" len(vals) "|" meta vals snapshot
-id_count is the number of distinct ids of the tree; meta and vals are cjson objects of strings:
-  meta: key -> op code .. order key   for every key with a state, tombstones included
-  vals: key -> text                   for every visible key
-(ordering.lua says what an order key is; text is the value's canonical JSON, made in Python).
-snapshot is the visible properties as one JSON object text (the texts of vals spliced in), ready
-for the reply: an event that changes no property costs no decoding at all; meta and vals are
-decoded only when properties change. Lua never decodes a value: it stores, compares and
-concatenates texts, so no float or big-integer precision is ever lost.
+A person table: person_id, person_id_bytes (its 16 bytes, or nil: stored as text), created_at /
+created_at_text, last_seen / last_seen_text, identified, version / version_text, id_count,
+spilled (the tree's ids are kept in the root's members string, union_find.lua), others_text
+and others (the tree's ids other than the root as stored, and as an array once decoded:
+record_codec.others_of), stored_members (a members string of the root exists in Redis), props
+(the stored property states, record_codec.lua), meta and vals (false until decoded),
+properties_size (bytes of the visible keys and texts, once vals is decoded), snapshot (the
+visible properties as one JSON object text; false once properties changed) and layout (its
+layout, record_codec.snapshot_of, once made by this call), properties_changed
+(props and snapshot to be re-encoded). An event that changes no property costs no property
+decoding at all: its reply takes the stored snapshot as is.
 
-A person table: person_id, created_at / created_at_text, last_seen / last_seen_text,
-identified, version / version_text, id_count, has_members_set (a members set exists in Redis),
-meta and vals (false until decoded), meta_length, vals_length and tail (meta .. vals ..
-snapshot as read), properties_size (bytes of the visible keys and texts, once vals is decoded),
-snapshot (false once properties changed), properties_changed (meta and vals to be re-encoded).
+A format-6 record is migrated by the call that loads it: its meta and vals are decoded, its
+members set read (and deleted at the end: ctx.dropped), and the root marked dirty, so the call
+writes it back in format 7.
 
 records.load(ctx, root) -> person: decoded on first use; raises on an unreadable record.
 records.create(ctx, id, person_id, ts, ts_text) -> person: a new person rooted at id.
@@ -30,60 +29,83 @@ records.encode(person) -> the record text.
 ]]
 local records = {}
 
-local sub, concat = string.sub, table.concat
+local function measure(person)
+  local size = 0
+  for key, text in pairs(person.vals) do
+    size = size + #key + #text
+  end
+  person.properties_size = size
+end
+
+local function decode_properties(person)
+  person.meta, person.vals = record_codec.decode_props(person.snapshot, person.props)
+  measure(person)
+end
+
+local function migrate(ctx, root, person, fields)
+  local meta, vals = cjson.decode(fields.meta_text), cjson.decode(fields.vals_text)
+  person.legacy, person.meta_text, person.vals_text = false, nil, nil
+  person.meta = type(meta) == 'table' and meta or {}
+  person.vals = type(vals) == 'table' and vals or {}
+  measure(person)
+  person.properties_changed = true
+  person.person_id_bytes = record_codec.person_id_bytes(person.person_id)
+  local others = {}
+  if person.id_count ~= 1 then
+    for _, id in ipairs(redis.call('SMEMBERS', ctx.keys.members .. root)) do
+      if id ~= root then
+        others[#others + 1] = id
+      end
+    end
+    ctx.dropped[root] = true -- the format-6 set goes
+  end
+  person.others, person.others_text, person.spilled = others, '', false
+  ctx.dirty[root] = true
+  if #others + 1 > record_codec.MEMBERS_INLINE then
+    union_find.spill(ctx, root, person)
+  end
+end
 
 function records.load(ctx, root)
   local person = ctx.persons[root]
   if person then
     return person
   end
-  local person_id, created_at, last_seen, identified, version, id_count, meta_length,
-      vals_length, tail = string.match(ctx.values[root],
-        '^R([^|]*)|(-?%d+)|(-?%d+)|([01])|(%d+)|(%d+)|(%d+)|(%d+)|(.*)$')
-  if person_id == nil then
+  person = { -- every field, so that the table is made at its size once
+    person_id = false, person_id_bytes = false, created_at = 0, created_at_text = false,
+    last_seen = 0, last_seen_text = false, identified = false, version = 0,
+    version_text = false, id_count = 0, spilled = false, others_text = '', others = false,
+    stored_members = false, props = '', meta = false, vals = false, properties_size = 0,
+    snapshot = false, properties_changed = false, legacy = false,
+  }
+  if not record_codec.fill(person, ctx.values[root]) then
     error('resolve_batch: unreadable person record at ' .. root)
   end
-  person = {
-    person_id = person_id,
-    created_at = tonumber(created_at),
-    created_at_text = created_at,
-    last_seen = tonumber(last_seen),
-    last_seen_text = last_seen,
-    identified = identified == '1',
-    version = tonumber(version),
-    version_text = version,
-    id_count = tonumber(id_count),
-    has_members_set = id_count ~= '1',
-    meta_length = tonumber(meta_length),
-    vals_length = tonumber(vals_length),
-    tail = tail,
-    meta = false,
-    vals = false,
-    properties_size = 0,
-    snapshot = sub(tail, meta_length + vals_length + 1),
-    properties_changed = false,
-  }
+  person.others = nil -- decoded on first use (record_codec.others_of)
+  local created_at, last_seen = tonumber(person.created_at_text),
+    tonumber(person.last_seen_text)
+  if created_at == nil or last_seen == nil then
+    error('resolve_batch: unreadable person record at ' .. root)
+  end
+  person.created_at, person.last_seen = created_at, last_seen
+  person.stored_members = person.spilled
   ctx.persons[root] = person
+  if person.legacy then
+    migrate(ctx, root, person, person)
+  end
   return person
 end
 
 function records.vals_of(person)
-  local vals = person.vals
-  if not vals then
-    vals = cjson.decode(sub(person.tail, person.meta_length + 1,
-      person.meta_length + person.vals_length))
-    local size = 0
-    for key, text in pairs(vals) do
-      size = size + #key + #text
-    end
-    person.vals, person.properties_size = vals, size
+  if not person.vals then
+    decode_properties(person)
   end
-  return vals
+  return person.vals
 end
 
 function records.meta_of(person)
   if not person.meta then
-    person.meta = cjson.decode(sub(person.tail, 1, person.meta_length))
+    decode_properties(person)
   end
   return person.meta
 end
@@ -91,6 +113,7 @@ end
 function records.new_person(fields)
   return {
     person_id = fields.person_id,
+    person_id_bytes = fields.person_id_bytes,
     created_at = fields.created_at,
     created_at_text = fields.created_at_text,
     last_seen = fields.last_seen,
@@ -99,7 +122,11 @@ function records.new_person(fields)
     version = fields.version,
     version_text = fields.version_text,
     id_count = fields.id_count,
-    has_members_set = fields.has_members_set,
+    spilled = fields.spilled,
+    others_text = fields.others_text,
+    others = fields.others,
+    stored_members = fields.stored_members,
+    props = '',
     meta = fields.meta,
     vals = fields.vals,
     properties_size = fields.properties_size,
@@ -111,6 +138,7 @@ end
 function records.create(ctx, id, person_id, ts, ts_text)
   local person = records.new_person({
     person_id = person_id,
+    person_id_bytes = record_codec.person_id_bytes(person_id),
     created_at = ts,
     created_at_text = ts_text,
     last_seen = ts,
@@ -119,7 +147,10 @@ function records.create(ctx, id, person_id, ts, ts_text)
     version = 0,
     version_text = '0',
     id_count = 1,
-    has_members_set = false,
+    spilled = false,
+    others_text = '',
+    others = nil,
+    stored_members = false,
     meta = {},
     vals = {},
     properties_size = 0,
@@ -134,26 +165,22 @@ end
 function records.snapshot(person)
   local snapshot = person.snapshot
   if not snapshot then
-    local parts = {}
-    for key, text in pairs(records.vals_of(person)) do
-      parts[#parts + 1] = cjson.encode(key) .. ':' .. text
-    end
-    snapshot = '{' .. concat(parts, ',') .. '}'
+    snapshot, person.layout = record_codec.snapshot_of(records.vals_of(person))
     person.snapshot = snapshot
   end
   return snapshot
 end
 
 function records.encode(person)
-  local tail, meta_length, vals_length = person.tail, person.meta_length, person.vals_length
   if person.properties_changed then
-    local meta, vals = cjson.encode(person.meta), cjson.encode(person.vals)
-    tail, meta_length, vals_length = meta .. vals .. records.snapshot(person), #meta, #vals
+    person.snapshot, person.props = record_codec.encode_props(person.meta, person.vals,
+      person.snapshot, person.layout)
+    person.properties_changed = false
   end
-  return 'R' .. person.person_id .. '|' .. person.created_at_text .. '|' ..
-    person.last_seen_text .. '|' .. (person.identified and '1' or '0') .. '|' ..
-    person.version_text .. '|' .. person.id_count .. '|' .. meta_length .. '|' .. vals_length ..
-    '|' .. tail
+  if person.others ~= nil and not person.spilled then -- decoded, so maybe changed
+    person.others_text = record_codec.members_text(person.others)
+  end
+  return record_codec.encode(person)
 end
 
 return records

@@ -45,13 +45,14 @@ function rules.merge(ctx, into_root, into_person, other_root, other_person, over
     big, small, big_person, small_person = other_root, into_root, other_person, into_person
     small_ids = union_find.members_of(ctx, into_root, into_person)
   end
-  union_find.union(ctx, big, small, small_ids, small_person)
+  union_find.union(ctx, big, small, small_ids, small_person, big_person)
   groups.merge(ctx, into_person, other_person)
 
   local meta, vals, size = properties.join(ctx, into_person, other_person)
   local version = math.max(into_person.version, other_person.version) + 1
   local merged = records.new_person({
     person_id = into_person.person_id,
+    person_id_bytes = into_person.person_id_bytes,
     created_at = into_person.created_at,
     created_at_text = into_person.created_at_text,
     last_seen = into_person.last_seen,
@@ -60,7 +61,10 @@ function rules.merge(ctx, into_root, into_person, other_root, other_person, over
     version = version,
     version_text = tostring(version),
     id_count = into_person.id_count + other_person.id_count,
-    has_members_set = big_person.has_members_set,
+    spilled = big_person.spilled,
+    others_text = big_person.others_text,
+    others = big_person.others,
+    stored_members = big_person.stored_members,
     meta = meta,
     vals = vals,
     properties_size = size,

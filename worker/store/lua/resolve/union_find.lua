@@ -1,12 +1,17 @@
 --[[
-union_find.lua: the union-find of distinct ids in the hash ctx.keys.ids, and the members sets.
+union_find.lua: the union-find of distinct ids in the hash ctx.keys.ids, and the members of each
+tree.
 
 Every known distinct id is a field of the hash: a non-root holds "P" .. parent, a root holds its
-person record ("R" ..., see records.lua). Values are read into ctx.values (id -> value, or false
-for an unknown id) and changed there; ctx.written (id -> true) lists what write_back.lua writes.
-The members set of a root (ctx.keys.members .. root) holds the ids of a tree of two ids or more;
-ids joining a tree in this call are queued in ctx.added (root -> array of ids), and ctx.dropped
-(root -> true) lists the sets to delete (their root joined another tree).
+person record (record_codec.lua). Values are read into ctx.values (id -> value, or false for an
+unknown id) and changed there; ctx.written (id -> true) lists what write_back.lua writes.
+The ids of a tree other than its root live in the root's record (person.others) while the tree
+holds at most record_codec.MEMBERS_INLINE ids; beyond, in the members string of the root
+(ctx.keys.members .. root: each id as its length, ':', the id), appended to and never rewritten:
+ids joining such a tree in this call are queued in ctx.added (root -> array of ids), ctx.fresh
+(root -> true) marks a members string made in this call (written whole, replacing what the key
+held), and ctx.dropped (root -> true) lists the members keys to delete (their root joined
+another tree, or a format-6 set whose ids moved into the record).
 
 union_find.prefetch(ctx, ops): reads the ops' ids (into, and other of a merge) and their
   ancestors with HMGETs, one level of the trees at a time.
@@ -16,12 +21,14 @@ union_find.find(ctx, id) -> the root of id, or nil when no person holds it. Comp
   it walked. Raises on a parent cycle, a broken chain or a root that is not a record.
 union_find.members_of(ctx, root, person) -> array: the ids of root's tree (stored and added).
 union_find.join(ctx, id, root, person): id (a new id) joins root's tree.
-union_find.union(ctx, big, small, small_ids, small_person): small's tree joins big's.
+union_find.union(ctx, big, small, small_ids, small_person, big_person): small's tree joins
+  big's.
+union_find.spill(ctx, root, person): moves the ids of person's record to its members string.
 ]]
 local union_find = {}
 
 local byte, sub = string.byte, string.sub
-local PARENT, RECORD = byte('P'), byte('R')
+local PARENT, LEGACY_RECORD = byte('P'), byte('R')
 
 local function fetch(ctx, list)
   local values = ctx.values
@@ -94,7 +101,8 @@ function union_find.find(ctx, id)
       error('resolve_batch: broken parent chain at ' .. node)
     end
   end
-  if byte(value, 1) ~= RECORD then
+  local marker = byte(value, 1)
+  if marker ~= 1 and marker ~= 2 and marker ~= LEGACY_RECORD then -- record_codec.is_record
     error('resolve_batch: unreadable entry for ' .. node)
   end
   for k = 1, #path - 1 do
@@ -104,31 +112,63 @@ function union_find.find(ctx, id)
 end
 
 function union_find.members_of(ctx, root, person)
-  local ids = person.has_members_set and redis.call('SMEMBERS', ctx.keys.members .. root)
-    or { root }
+  local ids
+  if not person.spilled then
+    ids = { root }
+    for _, id in ipairs(record_codec.others_of(person)) do
+      ids[#ids + 1] = id
+    end
+    return ids
+  end
+  ids = {}
+  if not ctx.fresh[root] then
+    ids = record_codec.parse_members(redis.call('GET', ctx.keys.members .. root) or '')
+  end
   for _, id in ipairs(ctx.added[root] or {}) do
     ids[#ids + 1] = id
   end
   return ids
 end
 
+function union_find.spill(ctx, root, person)
+  local ids = { root }
+  for _, id in ipairs(record_codec.others_of(person)) do
+    ids[#ids + 1] = id
+  end
+  ctx.added[root] = ids
+  ctx.fresh[root] = true
+  person.spilled, person.others, person.others_text = true, nil, ''
+end
+
+local function add_ids(ctx, root, person, ids)
+  if not person.spilled then
+    local others = record_codec.others_of(person)
+    for _, id in ipairs(ids) do
+      others[#others + 1] = id
+    end
+    if #others + 1 > record_codec.MEMBERS_INLINE then
+      union_find.spill(ctx, root, person)
+    end
+    return
+  end
+  local list = ctx.added[root] or {}
+  for _, id in ipairs(ids) do
+    list[#list + 1] = id
+  end
+  ctx.added[root] = list
+end
+
 function union_find.join(ctx, id, root, person)
   union_find.put(ctx, id, 'P' .. root)
-  local list = ctx.added[root] or {}
-  list[#list + 1] = id
-  ctx.added[root] = list
+  add_ids(ctx, root, person, { id })
   person.id_count = person.id_count + 1
 end
 
-function union_find.union(ctx, big, small, small_ids, small_person)
+function union_find.union(ctx, big, small, small_ids, small_person, big_person)
   union_find.put(ctx, small, 'P' .. big)
-  local list = ctx.added[big] or {}
-  for _, id in ipairs(small_ids) do
-    list[#list + 1] = id
-  end
-  ctx.added[big] = list
-  ctx.added[small] = nil
-  if small_person.has_members_set then
+  add_ids(ctx, big, big_person, small_ids)
+  ctx.added[small], ctx.fresh[small] = nil, nil
+  if small_person.stored_members then
     ctx.dropped[small] = true
   end
 end

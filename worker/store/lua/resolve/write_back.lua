@@ -3,10 +3,11 @@ write_back.lua: every write of the call, at its end, so that malformed ARGV or c
 before raises with nothing written (Redis does not roll a script back).
 
 write_back.run(ctx, entries) -> the reply text. In order: deletes the previous call's reply
-  (ctx.keys.previous_reply, unless it is this call's), the members sets of ctx.dropped; SADDs
-  ctx.added of each root still holding a person (a root whose set did not exist yet is
-  added to it too); encodes the records of
-  ctx.dirty; writes every field of ctx.written with HSETs of up to 500 fields; the buffer's
+  (ctx.keys.previous_reply, unless it is this call's), the members keys of ctx.dropped; APPENDs
+  ctx.added of each root still holding a person to its members string (union_find.lua; one
+  of ctx.fresh is deleted first); encodes the records of ctx.dirty (a record whose text did
+  not change is not written); writes every field of ctx.written with HSETs of up to 500
+  fields; the buffer's
   queues (DEL/ZREM of cleared ones, RPUSH of pushed entries, ZADD due of a new queue: its
   first entry's ingestion time + buffer_delay_ms), entries and payloads, first releases,
   leases, the count n; the groups (groups.lua) and the new case folds (case_fold.lua); the
@@ -25,19 +26,20 @@ local function write_union_find(ctx)
     redis.call('DEL', keys.members .. root)
   end
   for root, ids in pairs(ctx.added) do
-    local person = ctx.persons[root]
-    if person and #ids > 0 then
-      if not person.has_members_set then
-        ids[#ids + 1] = root
+    if ctx.persons[root] and #ids > 0 then
+      local key = keys.members .. root
+      if ctx.fresh[root] and not ctx.dropped[root] then
+        redis.call('DEL', key) -- a stale key (the script never leaves one; cheap insurance)
       end
-      for k = 1, #ids, 1000 do
-        redis.call('SADD', keys.members .. root, unpack(ids, k, math.min(k + 999, #ids)))
-      end
+      redis.call('APPEND', key, record_codec.members_text(ids))
     end
   end
 
   for root in pairs(ctx.dirty) do
-    union_find.put(ctx, root, records.encode(ctx.persons[root]))
+    local text = records.encode(ctx.persons[root])
+    if text ~= ctx.values[root] then -- an event that changed nothing writes nothing
+      union_find.put(ctx, root, text)
+    end
   end
   local fields = {}
   for id in pairs(ctx.written) do

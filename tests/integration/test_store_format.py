@@ -1,0 +1,190 @@
+"""What the store keeps in Redis (format 7, ``lua/resolve/record_codec.lua``), on a real Redis:
+the shape and size of a record, a tree's ids inside its record up to ``MEMBERS_INLINE`` and in an
+append-only members string beyond, and the upgrade of data written by format 6 (the previous
+release), which is read as is and rewritten in format 7 by the first call that loads it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.integration.test_redis_store import T0, TENANT, check_invariants, ev, pid, run
+from worker.identity.config import IdentityConfig
+from worker.identity.model import PropertyOp, PropertyState
+from worker.store import codec
+from worker.store.keys import TenantKeys
+from worker.store.protocol import MEMBERS_INLINE
+from worker.store.redis_store import RedisIdentityStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    redis_client = redis.Redis.from_url(redis_url)
+    yield redis_client
+    redis_client.close()
+
+
+@pytest.fixture
+def store(client: redis.Redis) -> Iterator[RedisIdentityStore]:
+    prefix = f"test-format-{uuid.uuid4().hex[:10]}"
+    yield RedisIdentityStore(client, IdentityConfig(), prefix=prefix)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def _keys(store: RedisIdentityStore) -> TenantKeys:
+    return store.keys(TENANT)
+
+
+def _record(client: redis.Redis, store: RedisIdentityStore, distinct_id: str) -> bytes:
+    value = client.hget(_keys(store).ids, distinct_id)
+    assert isinstance(value, bytes), distinct_id
+    return value
+
+
+def _members_keys(client: redis.Redis, keys: TenantKeys) -> list[bytes]:
+    return list(client.scan_iter(match=keys.members_pattern(), count=1000))
+
+
+def test_a_person_alone_is_one_short_binary_record(
+    store: RedisIdentityStore, client: redis.Redis
+) -> None:
+    run(store, ev("track", "anon-1"))
+    record = _record(client, store, "anon-1")
+    # marker, the 16 bytes of the person id, created_at, last_seen, not identified and not
+    # spilled, version, id count, snapshot and property-state lengths, the snapshot "{}"; no
+    # property state, no other id
+    assert record == (b"\x01" + uuid.UUID(pid("anon-1")).bytes + b"%d|%d|00|0|1|2|0|{}" % (T0, T0))
+    assert _members_keys(client, _keys(store)) == []
+
+
+def test_properties_are_stored_once_and_an_order_key_once_per_event(
+    store: RedisIdentityStore, client: redis.Redis
+) -> None:
+    run(store, ev("track", "u", set={"plan": "free", "country": "fr"}, event_uuid="e-one"))
+    record = _record(client, store, "u")
+    assert record.count(b'"free"') == 1  # in the snapshot only
+    assert record.count(b"e-one") == 1  # one order key for the event's two states
+    event_uuid = str(uuid.uuid4())  # a canonical uuid: its 16 bytes, not its text
+    run(store, ev("track", "u", ts=T0 + 1, set={"plan": "pro"}, event_uuid=event_uuid))
+    record = _record(client, store, "u")
+    assert event_uuid.encode() not in record
+    assert record.count(uuid.UUID(event_uuid).bytes) == 1
+    person = store.person_for(TENANT, "u")
+    assert person is not None
+    assert person.properties == {
+        "plan": PropertyState(PropertyOp.SET, "pro", T0 + 1, event_uuid),
+        "country": PropertyState(PropertyOp.SET, "fr", T0, "e-one"),
+    }
+
+
+def test_an_event_that_changes_nothing_leaves_the_record_as_it_was(
+    store: RedisIdentityStore, client: redis.Redis
+) -> None:
+    run(store, ev("track", "u", ts=T0 + 10, set={"k": 1}))
+    before = _record(client, store, "u")
+    (r,) = run(store, ev("track", "u", ts=T0 + 10))  # the same time, no property
+    assert r.properties == {"k": 1}
+    assert _record(client, store, "u") == before
+
+
+def test_a_tree_keeps_its_ids_in_its_record_then_in_a_members_string(
+    store: RedisIdentityStore, client: redis.Redis
+) -> None:
+    keys = _keys(store)
+    run(store, *(ev("alias", "a0", other=f"a{i}") for i in range(1, MEMBERS_INLINE)))
+    assert _members_keys(client, keys) == []  # MEMBERS_INLINE ids: all in the record
+    run(store, ev("alias", "a0", other=f"a{MEMBERS_INLINE}"))
+    assert [k.decode() for k in _members_keys(client, keys)] == [keys.members("a0")]
+    assert client.type(keys.members("a0")) == b"string"
+    run(store, ev("alias", "a0", other="a-last"))  # appended to
+    raw = client.get(keys.members("a0"))
+    assert isinstance(raw, bytes)
+    ids = {f"a{i}" for i in range(MEMBERS_INLINE + 1)} | {"a-last"}
+    assert raw.endswith(b"6:a-last")
+    assert len(raw) == sum(len(f"{len(i)}:{i}") for i in ids)
+    # two big trees merged: the smaller's members key goes, the larger's grows
+    run(store, *(ev("alias", "b0", other=f"b{i}") for i in range(1, MEMBERS_INLINE + 1)))
+    run(store, ev("alias", "a0", other="b0", dangerous=True))
+    trees = check_invariants(client, keys)
+    assert len(trees) == 1
+    (root,) = trees
+    assert [k.decode() for k in _members_keys(client, keys)] == [keys.members(root)]
+    person = store.person_for(TENANT, "b3")
+    assert person is not None
+    assert person.distinct_ids == ids | {f"b{i}" for i in range(MEMBERS_INLINE + 1)}
+    assert store.delete_person(TENANT, distinct_id="a1") is not None
+    assert _members_keys(client, keys) == []
+    assert client.hlen(keys.ids) == 0
+
+
+# -- format 6, the previous release ------------------------------------------------------------
+
+
+def _format_6(
+    client: redis.Redis, keys: TenantKeys, root: str, others: list[str], props: dict[str, str]
+) -> None:
+    """Writes a person as format 6 did: its record at root, its set, parent references."""
+    order = codec.order_key(T0 - 5, "e-old")
+    meta = json.dumps({k: "s" + order for k in props}, separators=(",", ":")).encode()
+    vals = json.dumps(props, separators=(",", ":")).encode()
+    snapshot = ("{" + ",".join(f"{json.dumps(k)}:{t}" for k, t in props.items()) + "}").encode()
+    count = 1 + len(others)
+    header = b"R%s|%d|%d|%d|%d|%d|%d|%d|" % (
+        pid(root).encode(),
+        T0 - 5,
+        T0 - 5,
+        int(bool(others)),
+        len(others),
+        count,
+        len(meta),
+        len(vals),
+    )
+    client.hset(keys.ids, root, header + meta + vals + snapshot)
+    for other in others:
+        client.hset(keys.ids, other, "P" + root)
+    if others:
+        client.sadd(keys.members(root), root, *others)
+
+
+@pytest.mark.parametrize("size", [1, 2, MEMBERS_INLINE + 2])
+def test_format_6_data_is_read_then_migrated(
+    store: RedisIdentityStore, client: redis.Redis, size: int
+) -> None:
+    keys = _keys(store)
+    others = [f"old-{i}" for i in range(1, size)]
+    _format_6(client, keys, "old-0", others, {"plan": '"pro"'})
+    before = store.person_for(TENANT, others[-1] if others else "old-0")
+    assert before is not None
+    assert before.person_id == pid("old-0")
+    assert before.distinct_ids == frozenset({"old-0", *others})
+    assert before.visible_properties == {"plan": "pro"}
+    assert [p.person_id for p in store.persons(TENANT)] == [pid("old-0")]
+
+    (r,) = run(store, ev("track", "old-0", ts=T0, set={"seen": True}))
+    assert (r.person_id, r.properties) == (pid("old-0"), {"plan": "pro", "seen": True})
+    assert _record(client, store, "old-0")[:1] == b"\x01"  # rewritten in format 7
+    big = size > MEMBERS_INLINE
+    assert client.type(keys.members("old-0")) == (b"string" if big else b"none")
+    after = store.person_for(TENANT, "old-0")
+    assert after is not None
+    assert after.distinct_ids == before.distinct_ids
+    assert (after.created_at_ms, after.last_seen_ms) == (T0 - 5, T0)
+    assert after.properties["plan"] == before.properties["plan"]
+    check_invariants(client, keys)
+
+
+def test_a_format_6_person_can_be_deleted(store: RedisIdentityStore, client: redis.Redis) -> None:
+    keys = _keys(store)
+    _format_6(client, keys, "old-0", ["old-1"], {})
+    deletion = store.delete_person(TENANT, person_id=pid("old-0"))
+    assert deletion is not None
+    assert deletion.distinct_ids == ("old-0", "old-1")
+    assert client.exists(keys.ids, keys.members("old-0")) == 0

@@ -1,0 +1,330 @@
+--[[
+record_codec.lua: the stored text of a person record, the value of a root in the ids hash (pure:
+no ctx, no Redis call; resolve_batch.lua, read_person.lua and delete_person.lua share it;
+Python never reads a record: read_person.lua gives it a JSON view, record_codec.view).
+
+Format 7 (written by this version), plain string operations to decode and encode (no cmsgpack
+call on an event that changes no property):
+  marker and person id: "\1" then the 16 bytes of a canonical (lowercase) uuid text, or "\2"
+             then the length of the text, ':', the text
+  then       created_at "|" last_seen "|" identified (1/0) spilled (1/0) "|" version "|"
+             id_count "|" len(snapshot) "|" len(props) "|" snapshot props others
+  created_at, last_seen: digits (the texts the events carried); id_count: the distinct ids of
+             the tree
+  snapshot   the visible properties as one JSON object text, ready for the reply: '{' then, per
+             visible key, the key's cjson text, ':', the value's text, joined by ','; then '}'
+  props      "" when the person has no property state, else cmsgpack.pack(ords, visible,
+             hidden): ords the distinct order keys of its states (ordering.lua), visible one
+             triple (length of the key's cjson text, length of the value's text, state) per
+             visible key in the snapshot's order, hidden one pair (key, state) per tombstone
+             (a timestamp-mode unset); state = (index of its order key in ords - 1) * 4 +
+             (0 set, 1 set_once, 2 unset). An order key (ordering.lua: 20 digits, then the
+             event uuid) whose uuid is canonical is stored in 26 bytes: "\0", the digits as
+             two big-endian integers of 4 and 5 bytes (first 10 digits, last 10), the uuid's
+             16 bytes; any other is stored as its text (which starts with a digit).
+  others     the tree's distinct ids other than the root, each as its length, ':', the id,
+             while the tree holds at most MEMBERS_INLINE ids; spilled (1) beyond: others is
+             "", and the string <members prefix> .. root holds every id of the tree in the
+             same form (append-only; written by write_back.lua)
+The values of the properties are so stored once (in the snapshot), with no decoding on an event
+that changes none; the per-key texts and states (meta and vals of records.lua) are sliced back
+out of the snapshot only when properties change.
+
+Format 6 (the previous release), still read: "R" person_id "|" created_at "|" last_seen "|"
+identified (1/0) "|" version "|" id_count "|" len(meta) "|" len(vals) "|" meta vals snapshot
+(meta and vals cjson objects key -> op code .. order key and key -> text), the ids of a tree of
+two or more in the set <members prefix> .. root. A format-6 record is rewritten in format 7 (and
+its set deleted) by the first call that loads it (records.lua).
+
+record_codec.MEMBERS_INLINE: the most ids a tree keeps inside its record (PROTOCOL.members_inline).
+record_codec.is_record(value) -> whether value (of the ids hash) is a person record (either
+  format) rather than a parent reference ("P" .. parent).
+record_codec.fill(fields, value) -> false when value is unreadable, else true, fields (a table)
+  holding what decode returns.
+record_codec.decode(value) -> fields, or nil when unreadable: { person_id, person_id_bytes (the
+  16 bytes, or nil), created_at_text, last_seen_text, identified, spilled, version,
+  version_text, id_count, snapshot, props, others_text, legacy (format 6: then meta_text and
+  vals_text instead of props and others_text, the ids being in the set) }.
+record_codec.encode(fields) -> the format-7 text of fields as decode returns them.
+record_codec.others_of(person) -> the array of the non-root ids of a person that is not
+  spilled, decoded from person.others_text on first use (person.others).
+record_codec.decode_props(snapshot, props) -> meta, vals (key -> op code .. order key, key ->
+  text).
+record_codec.snapshot_of(vals) -> snapshot, layout: the JSON object text of vals, and its
+  layout (key, length of the key's cjson text, ... in the snapshot's order).
+record_codec.encode_props(meta, vals, snapshot, layout) -> snapshot, props (snapshot and layout,
+  when given, those of snapshot_of(vals)).
+record_codec.view(root, fields, ids) -> a JSON text of the person for Python's reads
+  (worker/store/person_record.py): {"root", "person_id", "created_at", "last_seen",
+  "identified", "version", "ids", "meta", "vals"} (meta and vals as in records.lua).
+record_codec.members_text(ids) -> the members string of ids (to APPEND).
+record_codec.parse_members(text) -> array of the ids of a members string.
+record_codec.person_id_bytes(text) -> the 16 bytes of a canonical uuid text, or nil.
+]]
+local record_codec = {}
+
+local byte, sub, char, format = string.byte, string.sub, string.char, string.format
+local concat = table.concat
+local pack, unpack_all = cmsgpack.pack, cmsgpack.unpack
+local floor = math.floor
+
+record_codec.MEMBERS_INLINE = PROTOCOL.members_inline
+
+local BINARY_ID, TEXT_ID = '\1', '\2'
+local BINARY_ID_BYTE, TEXT_ID_BYTE, LEGACY_BYTE = 1, 2, byte('R')
+-- Hex digits of a byte (by number and by character) and the byte of two hex digits.
+local BYTE_HEX, HEX_BYTE = {}, {}
+for b = 0, 255 do
+  local hex = format('%02x', b)
+  BYTE_HEX[b], HEX_BYTE[hex] = hex, char(b)
+end
+local DASH = byte('-')
+local ORDER_DIGITS = '^(' .. string.rep('%d', 10) .. ')(' .. string.rep('%d', 10) .. ')(.*)$'
+local CODES = { [0] = PROTOCOL.code.set, [1] = PROTOCOL.code.set_once,
+  [2] = PROTOCOL.code.unset }
+local CODE_NUMBER = { [byte(PROTOCOL.code.set)] = 0, [byte(PROTOCOL.code.set_once)] = 1,
+  [byte(PROTOCOL.code.unset)] = 2 }
+
+function record_codec.is_record(value)
+  local b = byte(value, 1)
+  return b == BINARY_ID_BYTE or b == TEXT_ID_BYTE or b == LEGACY_BYTE
+end
+
+function record_codec.person_id_bytes(text)
+  if #text ~= 36 or byte(text, 9) ~= DASH or byte(text, 14) ~= DASH or byte(text, 19) ~= DASH
+      or byte(text, 24) ~= DASH then
+    return nil
+  end
+  local hex, dashes = string.gsub(text, '%-', '')
+  if dashes ~= 4 then
+    return nil
+  end
+  local bytes = string.gsub(hex, '..', HEX_BYTE) -- a pair that is not lowercase hex stays
+  return #bytes == 16 and bytes or nil
+end
+
+-- The canonical uuid text of 16 bytes.
+local function uuid_text(bytes)
+  local h = BYTE_HEX
+  local b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16 =
+    byte(bytes, 1, 16)
+  return h[b1] .. h[b2] .. h[b3] .. h[b4] .. '-' .. h[b5] .. h[b6] .. '-' .. h[b7] .. h[b8] ..
+    '-' .. h[b9] .. h[b10] .. '-' .. h[b11] .. h[b12] .. h[b13] .. h[b14] .. h[b15] .. h[b16]
+end
+
+local function fill_legacy(fields, value)
+  local person_id, created_at, last_seen, identified, version, id_count, meta_length,
+      vals_length, tail = string.match(value,
+        '^R([^|]*)|(-?%d+)|(-?%d+)|([01])|(%d+)|(%d+)|(%d+)|(%d+)|(.*)$')
+  if person_id == nil then
+    return false
+  end
+  meta_length, vals_length = tonumber(meta_length), tonumber(vals_length)
+  fields.person_id, fields.created_at_text, fields.last_seen_text = person_id, created_at,
+    last_seen
+  fields.identified, fields.version, fields.version_text = identified == '1',
+    tonumber(version), version
+  fields.id_count, fields.legacy = tonumber(id_count), true
+  fields.meta_text = sub(tail, 1, meta_length)
+  fields.vals_text = sub(tail, meta_length + 1, meta_length + vals_length)
+  fields.snapshot = sub(tail, meta_length + vals_length + 1)
+  return true
+end
+
+local HEADER = '^(-?%d+)|(-?%d+)|([01])([01])|(%d+)|(%d+)|(%d+)|(%d+)|()'
+
+function record_codec.fill(fields, value)
+  local marker = byte(value, 1)
+  local pos
+  if marker == BINARY_ID_BYTE then
+    local id_bytes = sub(value, 2, 17)
+    if #id_bytes ~= 16 then
+      return false
+    end
+    fields.person_id, fields.person_id_bytes, pos = uuid_text(id_bytes), id_bytes, 18
+  elseif marker == TEXT_ID_BYTE then
+    local colon = string.find(value, ':', 2, true)
+    local length = colon and tonumber(sub(value, 2, colon - 1))
+    if length == nil then
+      return false
+    end
+    fields.person_id, pos = sub(value, colon + 1, colon + length), colon + length + 1
+  elseif marker == LEGACY_BYTE then
+    return fill_legacy(fields, value)
+  else
+    return false
+  end
+  local created_at, last_seen, identified, spilled, version, id_count, snapshot_length,
+    props_length, at = string.match(value, HEADER, pos)
+  if created_at == nil then
+    return false
+  end
+  local props_at = at + snapshot_length
+  local others_at = props_at + props_length
+  if others_at > #value + 1 then
+    return false
+  end
+  fields.created_at_text, fields.last_seen_text = created_at, last_seen
+  fields.identified, fields.spilled = identified == '1', spilled == '1'
+  fields.version, fields.version_text, fields.id_count = tonumber(version), version,
+    tonumber(id_count)
+  fields.snapshot, fields.props = sub(value, at, props_at - 1), sub(value, props_at, others_at - 1)
+  fields.others_text = sub(value, others_at)
+  return true
+end
+
+function record_codec.decode(value)
+  local fields = {}
+  return record_codec.fill(fields, value) and fields or nil
+end
+
+function record_codec.encode(fields)
+  local id_bytes, snapshot, props = fields.person_id_bytes, fields.snapshot, fields.props
+  local head
+  if id_bytes then
+    head = BINARY_ID .. id_bytes
+  else
+    head = TEXT_ID .. #fields.person_id .. ':' .. fields.person_id
+  end
+  return head .. fields.created_at_text .. '|' .. fields.last_seen_text .. '|' ..
+    (fields.identified and '1' or '0') .. (fields.spilled and '1' or '0') .. '|' ..
+    fields.version_text .. '|' .. fields.id_count .. '|' .. #snapshot .. '|' .. #props .. '|' ..
+    snapshot .. props .. (fields.spilled and '' or fields.others_text)
+end
+
+function record_codec.others_of(person)
+  local others = person.others
+  if others == nil then
+    others = record_codec.parse_members(person.others_text)
+    person.others = others
+  end
+  return others
+end
+
+local function pack_order(ord)
+  if #ord ~= 56 then -- not 20 digits and a uuid text
+    return ord
+  end
+  local high, low, id = string.match(ord, ORDER_DIGITS)
+  local id_bytes = high and record_codec.person_id_bytes(id)
+  if not id_bytes then
+    return ord
+  end
+  return '\0' .. struct.pack('>I4I5', tonumber(high), tonumber(low)) .. id_bytes
+end
+
+local function unpack_order(stored)
+  if byte(stored, 1) ~= 0 then
+    return stored
+  end
+  local high, low = struct.unpack('>I4I5', stored, 2)
+  return format('%010d%010d', high, low) .. uuid_text(sub(stored, 11, 26))
+end
+
+function record_codec.decode_props(snapshot, props)
+  local meta, vals = {}, {}
+  if props == '' then
+    return meta, vals
+  end
+  local stored, visible, hidden = unpack_all(props)
+  local ords = {}
+  for k, ord in ipairs(stored) do
+    ords[k] = unpack_order(ord)
+  end
+  local pos = 2 -- after '{'
+  for k = 1, #visible, 3 do
+    local key_length, text_length, state = visible[k], visible[k + 1], visible[k + 2]
+    local quoted = sub(snapshot, pos, pos + key_length - 1)
+    local key = string.find(quoted, '\\', 1, true) and cjson.decode(quoted) or sub(quoted, 2, -2)
+    pos = pos + key_length + 1
+    vals[key] = sub(snapshot, pos, pos + text_length - 1)
+    pos = pos + text_length + 1
+    meta[key] = CODES[state % 4] .. ords[floor(state / 4) + 1]
+  end
+  for k = 1, #hidden, 2 do
+    local state = hidden[k + 1]
+    meta[hidden[k]] = CODES[state % 4] .. ords[floor(state / 4) + 1]
+  end
+  return meta, vals
+end
+
+function record_codec.snapshot_of(vals)
+  local parts, layout = {}, {}
+  for key, text in pairs(vals) do
+    local quoted = cjson.encode(key)
+    parts[#parts + 1] = quoted .. ':' .. text
+    layout[#layout + 1] = key
+    layout[#layout + 1] = #quoted
+  end
+  return '{' .. concat(parts, ',') .. '}', layout
+end
+
+function record_codec.encode_props(meta, vals, snapshot, layout)
+  if not snapshot or not layout then
+    snapshot, layout = record_codec.snapshot_of(vals)
+  end
+  local ords, index, visible, hidden = {}, {}, {}, {}
+  local function state(m)
+    local ord = sub(m, 2)
+    local i = index[ord]
+    if i == nil then
+      i = #ords + 1
+      ords[i], index[ord] = pack_order(ord), i
+    end
+    return (i - 1) * 4 + CODE_NUMBER[byte(m, 1)]
+  end
+  for k = 1, #layout, 2 do
+    local key = layout[k]
+    visible[#visible + 1] = layout[k + 1]
+    visible[#visible + 1] = #vals[key]
+    visible[#visible + 1] = state(meta[key])
+  end
+  for key, m in pairs(meta) do
+    if vals[key] == nil then
+      hidden[#hidden + 1] = key
+      hidden[#hidden + 1] = state(m)
+    end
+  end
+  if #ords == 0 then
+    return snapshot, ''
+  end
+  return snapshot, pack(ords, visible, hidden)
+end
+
+function record_codec.view(root, fields, ids)
+  local meta, vals
+  if fields.legacy then
+    meta, vals = cjson.decode(fields.meta_text), cjson.decode(fields.vals_text)
+  else
+    meta, vals = record_codec.decode_props(fields.snapshot, fields.props)
+  end
+  return '{"root":' .. cjson.encode(root) .. ',"person_id":' .. cjson.encode(fields.person_id)
+    .. ',"created_at":' .. fields.created_at_text .. ',"last_seen":' .. fields.last_seen_text
+    .. ',"identified":' .. (fields.identified and 'true' or 'false') .. ',"version":'
+    .. format('%d', fields.version) .. ',"ids":' .. cjson.encode(ids) .. ',"meta":'
+    .. cjson.encode(meta) .. ',"vals":' .. cjson.encode(vals) .. '}'
+end
+
+function record_codec.members_text(ids)
+  local parts = {}
+  for k, id in ipairs(ids) do
+    parts[k] = #id .. ':' .. id
+  end
+  return concat(parts)
+end
+
+function record_codec.parse_members(text)
+  local ids, pos, n = {}, 1, #text
+  while pos <= n do
+    local colon = string.find(text, ':', pos, true)
+    local length = colon and tonumber(sub(text, pos, colon - 1))
+    if length == nil then
+      error('unreadable members string')
+    end
+    ids[#ids + 1] = sub(text, colon + 1, colon + length)
+    pos = colon + length + 1
+  end
+  return ids
+end
+
+return record_codec
