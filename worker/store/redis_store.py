@@ -49,6 +49,8 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from threading import Lock
 from typing import TypeVar, cast
 
@@ -73,7 +75,7 @@ from worker.identity.model import (
     PropertyState,
     Resolution,
 )
-from worker.store import codec, group_reads, protocol
+from worker.store import codec, group_reads, pipelined, protocol
 from worker.store.base import BatchResult, BufferStats, Released
 from worker.store.keys import TenantKeys, due_index
 from worker.store.lua_loader import load_script
@@ -178,7 +180,10 @@ class RedisIdentityStore:
         self._due_update = client.register_script(load_script("due_index.lua"))
         self._delete = client.register_script(load_script("delete_person.lua"))
         self._due_index = due_index(prefix)
-        self._previous_reply: dict[str, str] = {}
+        self._previous_reply: dict[str, list[str]] = {}
+        """per tenant, tokens of replies already read (of earlier rounds): each call deletes one"""
+        self._chained = reply_ttl_ms > 0
+        """calls chain on their predecessor's kept reply; without one, one call at a time"""
         self._lock = Lock()
         self._buffer = buffer
         self._tenant_index = f"{prefix}:buffered-tenants"
@@ -215,13 +220,7 @@ class RedisIdentityStore:
         now_ms: int,
         buffer: codec.BufferPolicy,
     ) -> BatchResult:
-        prepared: list[PreparedOp | Resolution] = []
-        for event in events:
-            if event.tenant != tenant:
-                raise InternalError(
-                    f"event {event.uuid} is of tenant {event.tenant!r}, not {tenant!r}"
-                )
-            prepared.append(rules.prepare(event, self._config))
+        prepared = self._prepare(tenant, events)
         return self.resolve_prepared(tenant, prepared, now_ms=now_ms, buffer=buffer)
 
     def resolve_prepared(
@@ -233,34 +232,269 @@ class RedisIdentityStore:
         buffer: codec.BufferPolicy = codec.NO_BUFFER,
     ) -> BatchResult:
         """The stateful half of ``resolve_batch``: ``PreparedOp``s go to Redis in order, in
-        chunks of at most ``max_ops_per_call``; ``Resolution``s (decided by the stateless
-        rules) are passed through in place."""
-        results: list[Resolution | None] = [
-            item if isinstance(item, Resolution) else None for item in prepared
-        ]
-        released: list[Released] = []
-        pending = [(i, op) for i, op in enumerate(prepared) if isinstance(op, PreparedOp)]
-        if buffer.delay_ms > 0 and any(op.event.buffer_payload is not None for _, op in pending):
-            self._index_buffered_tenant(tenant)
-        for start in range(0, len(pending), self._max_ops):
-            chunk = pending[start : start + self._max_ops]
-            resolved, freed = self._run_chunk(
-                tenant, [op for _, op in chunk], now_ms=now_ms, buffer=buffer
+        chunks of at most ``max_ops_per_call``, all sent in one pipelined round;
+        ``Resolution``s (decided by the stateless rules) are passed through in place."""
+        (result,) = self._resolve_round([(tenant, prepared, buffer)], now_ms)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def resolve_buffered_many(
+        self, requests: Sequence[tuple[str, Sequence[IdentityEvent]]], now_ms: int
+    ) -> list[BatchResult | Exception]:
+        """``resolve_buffered`` of several tenants in one pipelined round: per request, its
+        result, or the exception that refused it for good (a ``PermanentStoreError``, or what
+        preparing an event raised). Raises ``TransientStoreError`` when Redis is unavailable."""
+        work: list[tuple[str, Sequence[PreparedOp | Resolution], codec.BufferPolicy]] = []
+        refused: dict[int, Exception] = {}
+        for index, (tenant, events) in enumerate(requests):
+            try:
+                work.append((tenant, self._prepare(tenant, events), self._buffer))
+            except Exception as exc:  # this tenant only
+                refused[index] = exc
+        results = iter(self._resolve_round(work, now_ms))
+        return [refused[i] if i in refused else next(results) for i in range(len(requests))]
+
+    def _prepare(
+        self, tenant: str, events: Sequence[IdentityEvent]
+    ) -> list[PreparedOp | Resolution]:
+        prepared: list[PreparedOp | Resolution] = []
+        for event in events:
+            if event.tenant != tenant:
+                raise InternalError(
+                    f"event {event.uuid} is of tenant {event.tenant!r}, not {tenant!r}"
+                )
+            prepared.append(rules.prepare(event, self._config))
+        return prepared
+
+    def _resolve_round(
+        self,
+        work: Sequence[tuple[str, Sequence[PreparedOp | Resolution], codec.BufferPolicy]],
+        now_ms: int,
+    ) -> list[BatchResult | Exception]:
+        """Every chunk call of ``work`` (tenant, prepared ops, buffer policy) in one round;
+        per item its result or the error that refused it for good."""
+        calls: list[_Call] = []
+        outcomes: list[BatchResult | Exception] = []
+        spans: list[tuple[int, int]] = []
+        for tenant, prepared, buffer in work:
+            first = len(calls)
+            try:
+                pending = [op for op in prepared if isinstance(op, PreparedOp)]
+                if buffer.delay_ms > 0 and any(
+                    op.event.buffer_payload is not None for op in pending
+                ):
+                    self._index_buffered_tenant(tenant)
+                calls += self._chunk_calls(tenant, pending, now_ms, buffer)
+            except TransientStoreError:
+                raise
+            except Exception as exc:  # preparing or encoding: this tenant only
+                del calls[first:]
+                outcomes.append(exc)
+                spans.append((first, first))
+                continue
+            outcomes.append(BatchResult([], []))
+            spans.append((first, len(calls)))
+        failed, released = self._run_round(calls, now_ms)
+        for index, (tenant, prepared, _) in enumerate(work):
+            if isinstance(outcomes[index], Exception):
+                continue
+            if tenant in failed:
+                outcomes[index] = failed[tenant]
+                continue
+            begin, end = spans[index]
+            outcomes[index] = self._assemble(prepared, calls[begin:end], released.get(tenant, []))
+        return outcomes
+
+    def _chunk_calls(
+        self,
+        tenant: str,
+        ops: Sequence[PreparedOp],
+        now_ms: int,
+        buffer: codec.BufferPolicy,
+        *,
+        command: str = protocol.COMMAND_RESOLVE,
+        limit: int = 0,
+    ) -> list[_Call]:
+        """The calls of one tenant's ops (one release call when ``command`` is release), each
+        with a fresh token, chained to its predecessor, and deleting one reply of an earlier
+        round when one is left."""
+        keys = self.keys(tenant)
+        chunks = [ops[i : i + self._max_ops] for i in range(0, len(ops), self._max_ops)]
+        if command != protocol.COMMAND_RESOLVE:
+            chunks = [ops]
+        calls: list[_Call] = []
+        with self._lock:
+            earlier = self._previous_reply.get(tenant, [])
+            doomed, self._previous_reply[tenant] = earlier[: len(chunks)], earlier[len(chunks) :]
+        predecessor: str | None = None
+        for index, chunk in enumerate(chunks):
+            token = uuid.uuid4().hex
+            delete = doomed[index] if index < len(doomed) else None
+            script_keys = keys.script_keys(token, delete)
+            if predecessor is not None and self._chained:
+                script_keys.append(keys.reply(predecessor))
+            args = codec.encode_args(
+                chunk,
+                self._limits,
+                now_ms=now_ms,
+                buffer=buffer,
+                command=command,
+                release_limit=limit,
             )
-            for (index, _), resolution in zip(chunk, resolved, strict=True):
-                results[index] = resolution
-            released += freed
-        return BatchResult(cast(list[Resolution], results), released)
+            calls.append(_Call(tenant, chunk, token, delete, script_keys, args))
+            predecessor = token
+        return calls
+
+    def _run_round(
+        self, calls: list[_Call], now_ms: int
+    ) -> tuple[dict[str, Exception], dict[str, list[Released]]]:
+        """Send ``calls`` pipelined, decode each reply as it arrives (``_Call.reply``), retry
+        what did not run; then the due-tenants index and the released payloads. Returns the
+        tenants refused for good (their calls after the refused one did not run). Raises
+        ``TransientStoreError`` after ``retry_attempts`` attempts."""
+        failed: dict[str, Exception] = {}
+        try:
+            self._send_round(calls, failed)
+        finally:
+            with self._lock:  # read replies may go; a call that did not run deletes nothing
+                for call in calls:
+                    kept = self._previous_reply.setdefault(call.tenant, [])
+                    if call.reply is not None:
+                        kept.append(call.token)
+                    elif call.delete is not None:
+                        kept.append(call.delete)
+        return failed, self._after_round(calls, failed, now_ms)
+
+    def _send_round(self, calls: list[_Call], failed: dict[str, Exception]) -> None:
+        pending = calls
+        attempt = loads = 0
+        while pending:
+            retry: list[_Call] = []
+            blocked: set[str] = set()  # tenants with an earlier call to send again
+            problem: Exception | None = None
+            reload = False
+            commands = [(c.tenant, c.keys, c.args) for c in pending]
+            stream = pipelined.replies(
+                self._client, self._resolve, commands, one_at_a_time=not self._chained
+            )
+            read = 0
+            try:
+                for raw in stream:
+                    call = pending[read]
+                    read += 1
+                    tenant = call.tenant
+                    if tenant in failed:
+                        continue  # refused by the chain check: it did not run
+                    if tenant in blocked:
+                        retry.append(call)
+                        continue
+                    if isinstance(raw, redis.exceptions.ResponseError):
+                        if isinstance(raw, redis.exceptions.NoScriptError):
+                            reload = True
+                        elif not pipelined.is_chain_refusal(raw):
+                            if classify(raw) is not TransientStoreError:
+                                failed[tenant] = PermanentStoreError(
+                                    f"Redis refused the call: {raw}"
+                                )
+                                continue
+                            problem = raw
+                        else:
+                            problem = raw  # the predecessor's reply is gone (evicted?)
+                        blocked.add(tenant)
+                        retry.append(call)
+                        continue
+                    try:
+                        call.reply = codec.decode_reply(cast(bytes | str, raw), call.ops)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        failed[tenant] = PermanentStoreError(f"unreadable data from Redis: {exc!r}")
+            except (redis.exceptions.RedisError, OSError) as exc:
+                if classify(exc) is not TransientStoreError:
+                    raise PermanentStoreError(f"Redis refused the call: {exc}") from exc
+                problem = exc
+                retry += [
+                    c for c in pending[read:] if c.tenant not in failed
+                ]  # unknown: sent again, with the same tokens
+            finally:
+                stream.close()
+            if reload:
+                loads += 1
+                if loads > self._attempts:
+                    raise PermanentStoreError("Redis keeps forgetting the script")
+                self._call(lambda: self._client.script_load(self._resolve.script))
+            if problem is not None and retry:
+                attempt += 1
+                if attempt >= self._attempts:
+                    raise TransientStoreError(
+                        f"Redis unavailable after {attempt} attempts: {problem}"
+                    ) from problem
+                self._backoff(attempt)
+            pending = retry
+
+    def _after_round(
+        self, calls: Sequence[_Call], failed: dict[str, Exception], now_ms: int
+    ) -> dict[str, list[Released]]:
+        """The due-tenants index from the last answered call of each tenant that touched the
+        buffer (refused tenants too: their earlier calls ran), and the payloads of the entries
+        the answered calls released, per tenant in release order (one ``HMGET`` per tenant)."""
+        due: dict[str, int | bool | None] = {}
+        entries: dict[str, list[codec.ReleasedEntry]] = {}
+        for call in calls:
+            if call.reply is None:
+                continue
+            if call.reply.next_due is not codec.KEEP_DUE:
+                due[call.tenant] = call.reply.next_due
+            if call.reply.released and call.tenant not in failed:
+                entries.setdefault(call.tenant, []).extend(call.reply.released)
+        for tenant, next_due in due.items():
+            text = "" if next_due is None else str(next_due)
+            update = [_b(tenant), text.encode(), str(now_ms).encode()]
+            self._call(partial(self._update_due, update))
+        released: dict[str, list[Released]] = {}
+        for tenant, found in entries.items():
+            key = self.keys(tenant).buffer_payloads
+            names = [_b(e.entry_id) for e in found]
+            payloads = self._call(partial(self._client.hmget, key, names))
+            released[tenant] = [
+                Released(
+                    e.event_uuid,
+                    e.reason,
+                    e.ingested_ms,
+                    _bytes(payload),
+                    e.resolution,
+                    e.released_ms,
+                    e.entry_id,
+                )
+                for e, payload in zip(found, payloads, strict=True)
+                if payload is not None  # acknowledged meanwhile by another worker
+            ]
+        return released
+
+    def _update_due(self, args: list[bytes]) -> object:
+        return self._due_update(keys=[self._due_index], args=args, client=self._client)
+
+    @staticmethod
+    def _assemble(
+        prepared: Sequence[PreparedOp | Resolution],
+        calls: Sequence[_Call],
+        released: list[Released],
+    ) -> BatchResult:
+        answers = iter([r for call in calls for r in cast(codec.Reply, call.reply).resolutions])
+        results = [item if isinstance(item, Resolution) else next(answers) for item in prepared]
+        return BatchResult(results, released)
 
     # -- the buffer --------------------------------------------------------------------------
 
     def release_due(self, tenant: str, now_ms: int, limit: int) -> list[Released]:
         """Apply and lease what waited ``delay`` (reason timeout) and what an expired lease
         holds (reason redelivery), at most ``limit`` ids and ``limit`` leases per call."""
-        _, released = self._run_chunk(
-            tenant, [], now_ms=now_ms, buffer=self._buffer, command="release", limit=limit
+        calls = self._chunk_calls(
+            tenant, [], now_ms, self._buffer, command=protocol.COMMAND_RELEASE, limit=limit
         )
-        return released
+        failed, released = self._run_round(calls, now_ms)
+        if tenant in failed:
+            raise failed[tenant]
+        return released.get(tenant, [])
 
     def forget(self, tenant: str, sources: Sequence[str]) -> None:
         """Drop the receipts of ``sources`` (their input offsets are committed): one ``HDEL``
@@ -446,54 +680,6 @@ class RedisIdentityStore:
 
         return self._call(scan)
 
-    def _run_chunk(
-        self,
-        tenant: str,
-        ops: Sequence[PreparedOp],
-        *,
-        now_ms: int,
-        buffer: codec.BufferPolicy,
-        command: str = "resolve",
-        limit: int = 0,
-    ) -> tuple[list[Resolution], list[Released]]:
-        keys = self.keys(tenant)
-        token = uuid.uuid4().hex
-        with self._lock:
-            previous = self._previous_reply.pop(tenant, None)
-        script_keys = keys.script_keys(token, previous)
-        args = codec.encode_args(
-            ops, self._limits, now_ms=now_ms, buffer=buffer, command=command, release_limit=limit
-        )
-        raw = self._call(lambda: self._resolve(keys=script_keys, args=args, client=self._client))
-        with self._lock:
-            self._previous_reply[tenant] = token
-        reply = self._decode(lambda: codec.decode_reply(raw, ops))
-        if reply.next_due is not codec.KEEP_DUE:
-            due = "" if reply.next_due is None else str(reply.next_due)
-            update = [_b(tenant), due.encode(), str(now_ms).encode()]
-            self._call(
-                lambda: self._due_update(keys=[self._due_index], args=update, client=self._client)
-            )
-        entries = reply.released
-        if not entries:
-            return reply.resolutions, []
-        names = [_b(e.entry_id) for e in entries]
-        payloads = self._call(lambda: self._client.hmget(keys.buffer_payloads, names))
-        released = [
-            Released(
-                e.event_uuid,
-                e.reason,
-                e.ingested_ms,
-                _bytes(payload),
-                e.resolution,
-                e.released_ms,
-                e.entry_id,
-            )
-            for e, payload in zip(entries, payloads, strict=True)
-            if payload is not None  # acknowledged meanwhile by another worker
-        ]
-        return reply.resolutions, released
-
     def _call(self, action: Callable[[], T]) -> T:
         """Run ``action`` (one Redis call, safe to repeat), retrying transient errors."""
         attempt = 0
@@ -509,8 +695,12 @@ class RedisIdentityStore:
                     raise TransientStoreError(
                         f"Redis unavailable after {attempt} attempts: {exc}"
                     ) from exc
-                delay = min(self._max_delay, self._base_delay * 2 ** (attempt - 1))
-                self._sleep(random.uniform(delay / 2, delay))  # noqa: S311 (jitter, not crypto)
+                self._backoff(attempt)
+
+    def _backoff(self, attempt: int) -> None:
+        """Sleep before attempt ``attempt + 1``: exponential, with full jitter."""
+        delay = min(self._max_delay, self._base_delay * 2 ** (attempt - 1))
+        self._sleep(random.uniform(delay / 2, delay))  # noqa: S311 (jitter, not crypto)
 
     @staticmethod
     def _decode(action: Callable[[], T]) -> T:
@@ -518,6 +708,20 @@ class RedisIdentityStore:
             return action()
         except (ValueError, KeyError, TypeError) as exc:
             raise PermanentStoreError(f"unreadable data from Redis: {exc!r}") from exc
+
+
+@dataclass(slots=True)
+class _Call:
+    """One ``EVALSHA`` of a round: a tenant's chunk, its token, the earlier reply it deletes,
+    its KEYS and ARGV; ``reply`` once answered."""
+
+    tenant: str
+    ops: Sequence[PreparedOp]
+    token: str
+    delete: str | None
+    keys: list[str]
+    args: list[bytes]
+    reply: codec.Reply | None = None
 
 
 def _bytes(raw: bytes | str) -> bytes:

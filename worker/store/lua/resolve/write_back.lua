@@ -2,7 +2,7 @@
 write_back.lua: every write of the call, at its end, so that malformed ARGV or corrupt data met
 before raises with nothing written (Redis does not roll a script back).
 
-write_back.run(ctx, entries) -> the reply text. In order: deletes the previous call's reply
+write_back.run(ctx, entries) -> the reply text. In order: deletes a reply of an earlier round
   (ctx.keys.previous_reply, unless it is this call's), the members sets of ctx.dropped; SADDs
   ctx.added of each root still holding a person (a root whose set did not exist yet is
   added to it too); encodes the records of
