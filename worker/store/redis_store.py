@@ -22,28 +22,38 @@ anything, so a batch replayed after a crash or a rebalance gets the original res
 (``merged``, ``person_created``, ``person_changed``, overrides) and its released buffered
 entries again. ``forget`` drops receipts once the pipeline committed their offsets.
 
+Rounds: the chunk calls of a batch (of every tenant the pipeline hands over together,
+``resolve_buffered_many``) are sent in one pipelined round on one connection
+(``pipelined.py``), and each reply is decoded as it arrives, while Redis runs the next call.
+Redis runs a connection's commands in order, so a tenant's chunks run in order. Each call but a
+tenant's first of the round names its predecessor's reply key (``KEYS[10]``): the script
+refuses it (``IWCHAIN``, nothing applied) when that reply does not exist, that is when the
+predecessor was refused or did not run. So a tenant's chunks apply in order, each only after the
+one before it, exactly as if each waited for the previous reply: a refused chunk ``k`` (a script
+error, which ``pipeline.resolving`` narrows down by bisection) leaves chunks ``1..k-1`` applied
+and ``k+1..`` not, and so does ``NOSCRIPT`` (the script is loaded and the calls from ``k`` on
+are sent again). A reply that cannot be decoded is the exception: it ran, and so did the
+tenant's later chunks of the round (their receipts answer the bisection's replays).
+
 A lost reply: a connection that drops after the server ran the script but before the reply
 arrived. Each call carries a fresh token and the script keeps its reply under
-``reply:<token>`` (for ``reply_ttl_ms``); a retry sends the same token and gets the kept reply.
-Receipts cover this for events with a source, but not release calls or events without one, so
-the token stays. The next call of the same tenant deletes the previous reply, so a busy worker
-keeps about one reply per tenant; the TTL removes the rest.
+``reply:<token>`` (for ``reply_ttl_ms``); the calls of a round whose replies were not read are
+sent again, with the same tokens, and a call that already ran gets its kept reply back (the
+ones that did not run, run). Receipts cover this for events with a source, but not release
+calls or events without one, so the token stays. A call deletes one reply of an earlier round
+of its tenant (``KEYS[4]``), never one of its own round, whose replies may not have been read
+yet: a busy worker keeps about one round of replies per tenant; the TTL removes the rest. With
+``reply_ttl_ms=0`` nothing is kept to chain on: the calls go one at a time, as on a Redis
+Cluster client (whose tenants live on different nodes).
 
-Events without a source may run twice (a call given up after the last attempt and replayed
-later). In ``timestamp`` mode that is harmless for the persons: property registers only move to
-higher ``(ts, uuid)`` ranks, merges already made find both ids on one person (A3.5),
-created_at/last_seen are min/max, and an event that changes nothing does not bump the version;
-only the replayed resolutions differ (no ``merged`` / ``person_created`` flags the second time).
-In ``arrival`` mode a replay re-applies ``$set`` operations in arrival order and can bump
-versions. A batch longer than ``max_ops_per_call`` is several atomic chunks: if a later chunk
-fails for good, the earlier ones stay applied (their receipts answer the replay).
-
-The due-tenants index (``<prefix>:buffer-due``, docs/BUFFER.md) is updated after each call that
-touched a buffer, from the next due time the script returns.
+The due-tenants index (``<prefix>:buffer-due``, docs/BUFFER.md) is updated after each round,
+per tenant, from the next due time the tenant's last call that touched its buffer returned (a
+refused tenant's too: its earlier calls ran).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -356,6 +366,10 @@ class RedisIdentityStore:
         failed: dict[str, Exception] = {}
         try:
             self._send_round(calls, failed)
+        except Exception:
+            with contextlib.suppress(StoreError):  # the calls that ran still count
+                self._update_due_index(calls, now_ms)
+            raise
         finally:
             with self._lock:  # read replies may go; a call that did not run deletes nothing
                 for call in calls:
@@ -364,7 +378,8 @@ class RedisIdentityStore:
                         kept.append(call.token)
                     elif call.delete is not None:
                         kept.append(call.delete)
-        return failed, self._after_round(calls, failed, now_ms)
+        self._update_due_index(calls, now_ms)
+        return failed, self._released(calls, failed)
 
     def _send_round(self, calls: list[_Call], failed: dict[str, Exception]) -> None:
         pending = calls
@@ -431,25 +446,27 @@ class RedisIdentityStore:
                 self._backoff(attempt)
             pending = retry
 
-    def _after_round(
-        self, calls: Sequence[_Call], failed: dict[str, Exception], now_ms: int
-    ) -> dict[str, list[Released]]:
-        """The due-tenants index from the last answered call of each tenant that touched the
-        buffer (refused tenants too: their earlier calls ran), and the payloads of the entries
-        the answered calls released, per tenant in release order (one ``HMGET`` per tenant)."""
+    def _update_due_index(self, calls: Sequence[_Call], now_ms: int) -> None:
+        """The due-tenants index from the last answered call of each tenant that touched its
+        buffer (a refused tenant's too: its earlier calls ran)."""
         due: dict[str, int | bool | None] = {}
-        entries: dict[str, list[codec.ReleasedEntry]] = {}
         for call in calls:
-            if call.reply is None:
-                continue
-            if call.reply.next_due is not codec.KEEP_DUE:
+            if call.reply is not None and call.reply.next_due is not codec.KEEP_DUE:
                 due[call.tenant] = call.reply.next_due
-            if call.reply.released and call.tenant not in failed:
-                entries.setdefault(call.tenant, []).extend(call.reply.released)
         for tenant, next_due in due.items():
             text = "" if next_due is None else str(next_due)
             update = [_b(tenant), text.encode(), str(now_ms).encode()]
             self._call(partial(self._update_due, update))
+
+    def _released(
+        self, calls: Sequence[_Call], failed: dict[str, Exception]
+    ) -> dict[str, list[Released]]:
+        """The entries the answered calls released with their payloads, per tenant (refused
+        ones aside) in release order: one ``HMGET`` per tenant."""
+        entries: dict[str, list[codec.ReleasedEntry]] = {}
+        for call in calls:
+            if call.reply is not None and call.reply.released and call.tenant not in failed:
+                entries.setdefault(call.tenant, []).extend(call.reply.released)
         released: dict[str, list[Released]] = {}
         for tenant, found in entries.items():
             key = self.keys(tenant).buffer_payloads
