@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -39,6 +39,10 @@ from worker.identity.model import (
     Resolution,
     WarningKind,
 )
+from worker.observability.status import BatchStats
+from worker.pipeline.deadletter import STORE_REJECTED
+from worker.pipeline.items import Decoded
+from worker.pipeline.resolving import Rejected, Resolver
 from worker.store import codec
 from worker.store.base import BatchResult, IdentityStore
 from worker.store.codec import person_id_for
@@ -875,6 +879,45 @@ def test_a_round_of_several_tenants_refuses_only_the_guilty_tenant(
     wrong = store.resolve_buffered_many([("x", fine), ("f", [ev("track", "f2", tenant="f")])], T0)
     assert isinstance(wrong[0], InternalError)  # an event of another tenant: that request only
     assert isinstance(wrong[1], BatchResult)
+
+
+def test_requests_of_one_tenant_in_a_round_chain_on_each_other(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_ops(monkeypatch)
+    store = make_store()
+    first = [ev("track", "h0", tenant="h"), ev("track", "h1", tenant="h", set={"poison": 1})]
+    second = [ev("track", "h2", tenant="h")]
+    results = store.resolve_buffered_many([("h", first), ("h", second)], T0)
+    assert all(isinstance(r, PermanentStoreError) for r in results)
+    assert store.person_for("h", "h2") is None  # after the refused call: not applied
+
+
+def test_the_resolver_rounds_every_tenant_and_narrows_down_only_the_refused_one(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_ops(monkeypatch)
+    store = make_store(max_ops_per_call=2)
+    events = [
+        ev("track", "g0", tenant="g"),
+        ev("track", "f0", tenant="f"),
+        ev("track", "g1", tenant="g", set={"poison": 1}),
+        ev("alias", "f1", other="f0", tenant="f"),
+        ev("track", "g2", tenant="g"),
+    ]
+    decoded = [Decoded(cast(Any, None), cast(Any, None), e) for e in events]
+    resolved = Resolver(store).resolve(decoded, T0, BatchStats())
+    answers = [answer for _, answer in resolved.answers]
+    refused = answers.pop(2)
+    assert isinstance(refused, Rejected)
+    assert refused.reason == STORE_REJECTED
+    assert [cast(Resolution, a).person_id for a in answers] == [
+        pid("g0", "g"),
+        pid("f0", "f"),
+        pid("f0", "f"),
+        pid("g2", "g"),
+    ]
+    assert store.person_for("g", "g1") is None
 
 
 def test_a_flushed_script_cache_is_reloaded_in_the_middle_of_a_round(

@@ -16,9 +16,10 @@ dropped: the replies not yielded yet are unknown (their calls may or may not hav
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
-from typing import cast
+from typing import Any, cast
 
 import redis
+from hiredis import pack_command
 from redis.commands.core import Script
 
 CHAIN_BROKEN = "IWCHAIN"
@@ -28,7 +29,7 @@ CHAIN_BROKEN = "IWCHAIN"
 SKIPPED = redis.exceptions.ResponseError(f"{CHAIN_BROKEN} not sent: an earlier call failed")
 """What a call not sent (one at a time, after its group's error) gets instead of a reply."""
 
-Command = tuple[str, list[str], list[bytes]]
+Command = tuple[str, list[bytes], list[bytes]]
 """(group, KEYS, ARGV) of one ``EVALSHA``: the group is the tenant whose calls chain."""
 
 
@@ -47,10 +48,7 @@ def replies(
     connection = pool.get_connection()
     complete = False
     try:
-        packed = connection.pack_commands(  # type: ignore[no-untyped-call]
-            [("EVALSHA", script.sha, len(keys), *keys, *args) for _, keys, args in commands]
-        )
-        connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
+        connection.send_packed_command(_pack(script, commands))  # type: ignore[no-untyped-call]
         for _ in commands:
             try:
                 reply: object = connection.read_response()
@@ -62,6 +60,20 @@ def replies(
         if not complete:  # replies left unread on the socket: the connection is unusable
             connection.disconnect()  # type: ignore[no-untyped-call]
         pool.release(connection)
+
+
+def _pack(script: Script, commands: Sequence[Command]) -> list[bytes]:
+    """The round as RESP bytes, in one piece: hiredis (a dependency, ``redis[hiredis]``) packs
+    each command in C; redis-py would first copy every argument in Python, all bytes already."""
+    sha = script.sha.encode() if isinstance(script.sha, str) else script.sha
+    return [
+        b"".join(
+            [
+                pack_command(cast(Any, (b"EVALSHA", sha, len(keys), *keys, *args)))
+                for _, keys, args in commands
+            ]
+        )
+    ]
 
 
 def _one_at_a_time(

@@ -287,19 +287,25 @@ class RedisIdentityStore:
         calls: list[_Call] = []
         outcomes: list[BatchResult | Exception] = []
         spans: list[tuple[int, int]] = []
+        chains: dict[str, str] = {}  # tenant -> token of its last call so far in the round
         for tenant, prepared, buffer in work:
             first = len(calls)
+            chained = chains.get(tenant)
             try:
                 pending = [op for op in prepared if isinstance(op, PreparedOp)]
                 if buffer.delay_ms > 0 and any(
                     op.event.buffer_payload is not None for op in pending
                 ):
                     self._index_buffered_tenant(tenant)
-                calls += self._chunk_calls(tenant, pending, now_ms, buffer)
+                calls += self._chunk_calls(tenant, pending, now_ms, buffer, chains=chains)
             except TransientStoreError:
                 raise
             except Exception as exc:  # preparing or encoding: this tenant only
                 del calls[first:]
+                if chained is not None:
+                    chains[tenant] = chained
+                else:
+                    chains.pop(tenant, None)
                 outcomes.append(exc)
                 spans.append((first, first))
                 continue
@@ -325,10 +331,11 @@ class RedisIdentityStore:
         *,
         command: str = protocol.COMMAND_RESOLVE,
         limit: int = 0,
+        chains: dict[str, str] | None = None,
     ) -> list[_Call]:
         """The calls of one tenant's ops (one release call when ``command`` is release), each
-        with a fresh token, chained to its predecessor, and deleting one reply of an earlier
-        round when one is left."""
+        with a fresh token, chained to its predecessor (``chains``: the tenant's last call in
+        the round so far), and deleting one reply of an earlier round when one is left."""
         keys = self.keys(tenant)
         chunks = [ops[i : i + self._max_ops] for i in range(0, len(ops), self._max_ops)]
         if command != protocol.COMMAND_RESOLVE:
@@ -337,13 +344,15 @@ class RedisIdentityStore:
         with self._lock:
             earlier = self._previous_reply.get(tenant, [])
             doomed, self._previous_reply[tenant] = earlier[: len(chunks)], earlier[len(chunks) :]
-        predecessor: str | None = None
+        chains = {} if chains is None else chains
+        predecessor = chains.get(tenant)
         for index, chunk in enumerate(chunks):
             token = uuid.uuid4().hex
             delete = doomed[index] if index < len(doomed) else None
-            script_keys = keys.script_keys(token, delete)
+            names = keys.script_keys(token, delete)
             if predecessor is not None and self._chained:
-                script_keys.append(keys.reply(predecessor))
+                names.append(keys.reply(predecessor))
+            script_keys = [name.encode() for name in names]
             args = codec.encode_args(
                 chunk,
                 self._limits,
@@ -353,7 +362,7 @@ class RedisIdentityStore:
                 release_limit=limit,
             )
             calls.append(_Call(tenant, chunk, token, delete, script_keys, args))
-            predecessor = token
+            predecessor = chains[tenant] = token
         return calls
 
     def _run_round(
@@ -736,7 +745,7 @@ class _Call:
     ops: Sequence[PreparedOp]
     token: str
     delete: str | None
-    keys: list[str]
+    keys: list[bytes]
     args: list[bytes]
     reply: codec.Reply | None = None
 
