@@ -1012,12 +1012,14 @@ def _wait_until_redis_is_busy(redis_url: str, timeout: float = 10.0) -> None:
         assert time.monotonic() < deadline, "the slow script never started"
 
 
+@pytest.mark.parametrize("max_ops", [64, 1])
 def test_a_timed_out_call_that_ran_later_is_not_applied_twice(
-    redis_url: str, make_store: StoreFactory
+    redis_url: str, make_store: StoreFactory, max_ops: int
 ) -> None:
-    """Redis is blocked by another client's slow script; our call times out client-side while
-    its command waits in the server's buffer. The server runs it after the slow script (the
-    reply goes nowhere); the retries find the kept reply instead of running again."""
+    """Redis is blocked by another client's slow script; our call (or round of calls, one per
+    event with ``max_ops`` 1) times out client-side while its commands wait in the server's
+    buffer. The server may run them after the slow script (the replies go nowhere); the
+    retries find the kept replies instead of running again."""
     blocker = redis.Redis.from_url(redis_url)
     client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0), socket_timeout=0.15)
     sleeps: list[float] = []
@@ -1027,6 +1029,7 @@ def test_a_timed_out_call_that_ran_later_is_not_applied_twice(
         client=client,
         retry_attempts=50,
         sleep=_recording_sleep(sleeps),
+        max_ops_per_call=max_ops,
     )
     run(store, ev("track", "a", set={"n": 1}))
     connection = blocker.connection_pool.get_connection()

@@ -319,7 +319,8 @@ class RedisIdentityStore:
                 outcomes[index] = failed[tenant]
                 continue
             begin, end = spans[index]
-            outcomes[index] = self._assemble(prepared, calls[begin:end], released.get(tenant, []))
+            freed = released.pop(tenant, [])  # a tenant's releases go to its first request
+            outcomes[index] = self._assemble(prepared, calls[begin:end], freed)
         return outcomes
 
     def _chunk_calls(
