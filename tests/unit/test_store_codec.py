@@ -289,8 +289,9 @@ _wire_values = st.recursive(
     | st.integers()  # unbounded: beyond 64 bits too
     | st.floats(allow_nan=False, allow_infinity=False)
     | _any_text,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(_any_text, children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(_any_text, children, max_size=4)
+    ),
     max_leaves=12,
 )
 
