@@ -732,7 +732,7 @@ def _losing_connection(lose: set[int]) -> type[redis.Connection]:
         def read_response(self, *args: Any, **kwargs: Any) -> Any:
             reply = super().read_response(*args, **kwargs)
             if isinstance(reply, bytes) and reply.startswith(b"[[") and next(counter) in lose:
-                self.disconnect()
+                self.disconnect()  # type: ignore[no-untyped-call]
                 raise redis.exceptions.ConnectionError("connection reset after the script ran")
             return reply
 
@@ -787,7 +787,7 @@ def test_replies_lost_mid_round_are_read_again_not_applied_twice(
 
 def _killed_while_paused(admin: redis.Redis) -> type[redis.Connection]:
     """A connection class whose first round is sent while the server holds every write
-    (``CLIENT PAUSE WRITE``), and which the server then kills (``CLIENT KILL ID``) before the
+    (``CLIENT PAUSE WRITE``), and which the server then kills (``CLIENT KILL ADDR``) before the
     pause ends: none of the round's calls ran, and the connection breaks in the middle of the
     round."""
     rounds = itertools.count(1)
@@ -796,16 +796,16 @@ def _killed_while_paused(admin: redis.Redis) -> type[redis.Connection]:
         def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             data = b"".join(command) if isinstance(command, list) else bytes(command)
             if b"EVALSHA" not in data or next(rounds) != 1:
-                super().send_packed_command(command, check_health)
+                super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
                 return
-            self.connect()
-            host, port = self._sock.getsockname()[:2]  # type: ignore[union-attr]
-            admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+            self.connect()  # type: ignore[no-untyped-call]
+            host, port = cast(socket.socket, self._sock).getsockname()[:2]
+            admin.client_pause(10_000, all=False)  # writes wait; CLIENT KILL does not
             try:
-                super().send_packed_command(command, check_health)
+                super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
                 assert admin.client_kill_filter(_type="normal", addr=f"{host}:{port}") == 1
             finally:
-                admin.execute_command("CLIENT", "UNPAUSE")
+                admin.client_unpause()
 
     return Killed
 
