@@ -39,8 +39,12 @@ from worker.identity.model import (
     Resolution,
     WarningKind,
 )
-from worker.store import person_record
-from worker.store.base import IdentityStore
+from worker.observability.status import BatchStats
+from worker.pipeline.deadletter import STORE_REJECTED
+from worker.pipeline.items import Decoded
+from worker.pipeline.resolving import Rejected, Resolver
+from worker.store import codec, person_record
+from worker.store.base import BatchResult, IdentityStore
 from worker.store.codec import person_id_for
 from worker.store.keys import TenantKeys
 from worker.store.lua_loader import load_script
@@ -619,6 +623,24 @@ def test_each_call_keeps_only_the_latest_reply(
     assert 0 < redis_client.pttl(replies[0]) <= 60_000
 
 
+def test_each_round_deletes_the_replies_of_the_round_before(
+    make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    store = make_store(max_ops_per_call=1)
+    keys = store.keys(TENANT)
+
+    def replies() -> set[bytes]:
+        return {k for k in redis_client.scan_iter(match=keys.all_pattern()) if b":reply:" in k}
+
+    run(store, *[ev("track", f"a{i}") for i in range(3)])
+    first = replies()
+    assert len(first) == 3  # read only once the round ended: none deleted by its own calls
+    run(store, *[ev("track", f"b{i}") for i in range(3)])
+    second = replies()
+    assert len(second) == 3
+    assert not first & second
+
+
 def test_a_client_that_decodes_responses_works_too(
     redis_url: str, make_store: StoreFactory
 ) -> None:
@@ -701,33 +723,232 @@ def _recording_sleep(sleeps: list[float]) -> Callable[[float], None]:
     return sleep
 
 
-class _LoseFirstReply(redis.Redis):
-    """A client whose first EVALSHA runs on the server but whose reply is 'lost'."""
+def _losing_connection(lose: set[int]) -> type[redis.Connection]:
+    """A connection class that drops its socket after reading the n-th reply of the resolve
+    script (n in ``lose``, counted over every connection of the class): the server ran the call,
+    its reply is lost, as when the connection resets at that moment."""
+    counter = itertools.count(1)
 
-    lost = 0
+    class Losing(redis.Connection):
+        def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            reply = super().read_response(*args, **kwargs)
+            if isinstance(reply, bytes) and reply.startswith(b"[[") and next(counter) in lose:
+                self.disconnect()  # type: ignore[no-untyped-call]
+                raise redis.exceptions.ConnectionError("connection reset after the script ran")
+            return reply
 
-    def evalsha(self, *args: Any, **kwargs: Any) -> Any:
-        reply = super().evalsha(*args, **kwargs)
-        if self.lost == 0:
-            self.lost += 1
-            raise redis.exceptions.ConnectionError("connection reset after the script ran")
-        return reply
+    return Losing
 
 
 def test_a_lost_reply_is_not_applied_twice(redis_url: str, make_store: StoreFactory) -> None:
-    client = _LoseFirstReply.from_url(redis_url)
-    assert isinstance(client, _LoseFirstReply)
+    client = redis.Redis.from_url(redis_url, connection_class=_losing_connection({1}))
     sleeps: list[float] = []
     config = IdentityConfig(ordering=OrderingMode.ARRIVAL)
     store = make_store(config, client=client, sleep=sleeps.append)
     r1, r2 = run(store, ev("track", "a", set={"n": 1}), ev("alias", "a", other="b"))
-    assert client.lost == 1
     assert len(sleeps) == 1
     # the retry returned the original reply: created, merged and the override are all there
     assert (r1.person_created, r2.merged) == (True, True)
     assert r2.overrides == (DistinctIdOverride("b", pid("b"), pid("a")),)
     assert person(store, "a").version == 1  # arrival mode: a second run would have bumped it
     client.close()
+
+
+def _round_events() -> list[IdentityEvent]:
+    """Events whose second application would show: arrival mode bumps the version on every
+    ``$set``, and a second merge would not report ``merged``."""
+    return [
+        ev("track", "a", set={"n": 1}),
+        ev("track", "a", T0 + 1, set={"n": 2}),
+        ev("alias", "a", other="b"),
+        ev("track", "b", T0 + 2, set={"n": 3}),
+        ev("identify", "c", other="b", set={"n": 4}),
+    ]
+
+
+@pytest.mark.parametrize("lose", [{1}, {2}, {2, 3}, {5}])
+def test_replies_lost_mid_round_are_read_again_not_applied_twice(
+    redis_url: str, make_store: StoreFactory, lose: set[int]
+) -> None:
+    """One chunk per event, all sent in one round; the connection drops after the server ran
+    the calls but before the replies of ``lose`` were read: the calls not read are sent again
+    with the same tokens, and get their kept replies."""
+    client = redis.Redis.from_url(redis_url, connection_class=_losing_connection(lose))
+    sleeps: list[float] = []
+    config = IdentityConfig(ordering=OrderingMode.ARRIVAL)
+    store = make_store(config, client=client, sleep=sleeps.append, max_ops_per_call=1)
+    control = make_store(config, prefix=f"c-{uuid.uuid4().hex[:10]}", max_ops_per_call=1)
+    events = _round_events()
+    assert run(store, *events) == run(control, *events)
+    assert len(sleeps) == len(lose)
+    assert person(store, "c") == person(control, "c")
+    assert person(store, "c").version == 4
+    client.close()
+
+
+def _killed_while_paused(admin: redis.Redis) -> type[redis.Connection]:
+    """A connection class whose first round is sent while the server holds every write
+    (``CLIENT PAUSE WRITE``), and which the server then kills (``CLIENT KILL ADDR``) before the
+    pause ends: none of the round's calls ran, and the connection breaks in the middle of the
+    round."""
+    rounds = itertools.count(1)
+
+    class Killed(redis.Connection):
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            data = b"".join(command) if isinstance(command, list) else bytes(command)
+            if b"EVALSHA" not in data or next(rounds) != 1:
+                super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+                return
+            self.connect()  # type: ignore[no-untyped-call]
+            host, port = cast(socket.socket, self._sock).getsockname()[:2]
+            admin.client_pause(10_000, all=False)  # writes wait; CLIENT KILL does not
+            try:
+                super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+                assert admin.client_kill_filter(_type="normal", addr=f"{host}:{port}") == 1
+            finally:
+                admin.client_unpause()
+
+    return Killed
+
+
+def test_a_connection_killed_mid_round_is_replaced_and_the_round_sent_again(
+    redis_url: str, make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    client = redis.Redis.from_url(redis_url, connection_class=_killed_while_paused(redis_client))
+    sleeps: list[float] = []
+    config = IdentityConfig(ordering=OrderingMode.ARRIVAL)
+    store = make_store(config, client=client, sleep=sleeps.append, max_ops_per_call=2)
+    control = make_store(config, prefix=f"c-{uuid.uuid4().hex[:10]}", max_ops_per_call=2)
+    events = _round_events()
+    assert run(store, *events) == run(control, *events)
+    assert len(sleeps) == 1
+    assert person(store, "c") == person(control, "c")
+    client.close()
+
+
+def _poison_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event setting ``poison`` is encoded with an operation code the script does not know:
+    the script refuses its call (``bad ARGV``) before writing anything."""
+    real = codec.key_operations
+
+    def key_operations(
+        updates: PropertyUpdates, ordering: OrderingMode
+    ) -> list[tuple[str, str, Any]]:
+        ops = real(updates, ordering)
+        return [("?", "poison", "1")] if any(k == "poison" for _, k, _ in ops) else ops
+
+    monkeypatch.setattr(codec, "key_operations", key_operations)
+
+
+def test_a_refused_chunk_refuses_the_later_chunks_of_its_round(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch, redis_client: redis.Redis
+) -> None:
+    """Chunk 2 of 4 is refused: chunk 1 is applied, chunks 3 and 4 (sent in the same round)
+    are refused by the chain check and apply nothing, as if they had never been sent."""
+    _poison_ops(monkeypatch)
+    store = make_store(IdentityConfig(ordering=OrderingMode.ARRIVAL), max_ops_per_call=1)
+    events = [
+        ev("track", "a0"),
+        ev("track", "a1", set={"poison": 1}),
+        ev("alias", "a2", other="a0"),
+        ev("track", "a3"),
+    ]
+    with pytest.raises(PermanentStoreError, match="bad ARGV"):
+        run(store, *events)
+    assert person(store, "a0").distinct_ids == frozenset({"a0"})
+    assert [store.person_for(TENANT, d) for d in ("a1", "a2", "a3")] == [None, None, None]
+    # what the bisection does next: the events after the refused one apply, once
+    merged, created = run(store, events[2], events[3])
+    assert (merged.merged, created.person_created) == (True, True)
+    assert person(store, "a0").distinct_ids == frozenset({"a0", "a2"})
+    check_invariants(redis_client, store.keys(TENANT))
+
+
+def test_a_round_of_several_tenants_refuses_only_the_guilty_tenant(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_ops(monkeypatch)
+    store = make_store(max_ops_per_call=1)
+    guilty = [ev("track", "g0", tenant="g"), ev("track", "g1", tenant="g", set={"poison": 1})]
+    fine = [ev("track", "f0", tenant="f"), ev("alias", "f1", other="f0", tenant="f")]
+    refused, result = store.resolve_buffered_many([("g", guilty), ("f", fine)], T0)
+    assert isinstance(refused, PermanentStoreError)
+    assert isinstance(result, BatchResult)
+    assert [r.person_id for r in result.resolutions] == [pid("f0", "f")] * 2
+    assert store.person_for("g", "g0") is not None
+    assert store.person_for("g", "g1") is None
+    wrong = store.resolve_buffered_many([("x", fine), ("f", [ev("track", "f2", tenant="f")])], T0)
+    assert isinstance(wrong[0], InternalError)  # an event of another tenant: that request only
+    assert isinstance(wrong[1], BatchResult)
+
+
+def test_requests_of_one_tenant_in_a_round_chain_on_each_other(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_ops(monkeypatch)
+    store = make_store()
+    first = [ev("track", "h0", tenant="h"), ev("track", "h1", tenant="h", set={"poison": 1})]
+    second = [ev("track", "h2", tenant="h")]
+    results = store.resolve_buffered_many([("h", first), ("h", second)], T0)
+    assert all(isinstance(r, PermanentStoreError) for r in results)
+    assert store.person_for("h", "h2") is None  # after the refused call: not applied
+
+
+def test_the_resolver_rounds_every_tenant_and_narrows_down_only_the_refused_one(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_ops(monkeypatch)
+    store = make_store(max_ops_per_call=2)
+    events = [
+        ev("track", "g0", tenant="g"),
+        ev("track", "f0", tenant="f"),
+        ev("track", "g1", tenant="g", set={"poison": 1}),
+        ev("alias", "f1", other="f0", tenant="f"),
+        ev("track", "g2", tenant="g"),
+    ]
+    decoded = [Decoded(cast(Any, None), cast(Any, None), e) for e in events]
+    resolved = Resolver(store).resolve(decoded, T0, BatchStats())
+    answers = [answer for _, answer in resolved.answers]
+    refused = answers.pop(2)
+    assert isinstance(refused, Rejected)
+    assert refused.reason == STORE_REJECTED
+    assert [cast(Resolution, a).person_id for a in answers] == [
+        pid("g0", "g"),
+        pid("f0", "f"),
+        pid("f0", "f"),
+        pid("g2", "g"),
+    ]
+    assert store.person_for("g", "g1") is None
+
+
+def test_a_flushed_script_cache_is_reloaded_in_the_middle_of_a_round(
+    make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    config = IdentityConfig(ordering=OrderingMode.ARRIVAL)
+    store = make_store(config, max_ops_per_call=1)
+    control = make_store(config, prefix=f"c-{uuid.uuid4().hex[:10]}", max_ops_per_call=1)
+    run(store, ev("track", "z"))
+    redis_client.script_flush()
+    events = _round_events()
+    assert run(store, *events) == run(control, *events)
+    assert person(store, "c") == person(control, "c")
+
+
+def test_without_kept_replies_calls_go_one_at_a_time(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reply_ttl_ms=0`` keeps no reply to chain on: the calls are sent one by one, and a
+    refused chunk still stops the later ones."""
+    config = IdentityConfig(ordering=OrderingMode.ARRIVAL)
+    store = make_store(config, max_ops_per_call=1, reply_ttl_ms=0)
+    control = make_store(config, prefix=f"c-{uuid.uuid4().hex[:10]}", max_ops_per_call=1)
+    events = _round_events()
+    assert run(store, *events) == run(control, *events)
+    _poison_ops(monkeypatch)
+    with pytest.raises(PermanentStoreError, match="bad ARGV"):
+        run(store, ev("track", "p0"), ev("track", "p1", set={"poison": 1}), ev("track", "p2"))
+    assert store.person_for(TENANT, "p0") is not None
+    assert store.person_for(TENANT, "p2") is None
 
 
 def test_a_replayed_batch_is_answered_from_its_receipts(
@@ -792,12 +1013,14 @@ def _wait_until_redis_is_busy(redis_url: str, timeout: float = 10.0) -> None:
         assert time.monotonic() < deadline, "the slow script never started"
 
 
+@pytest.mark.parametrize("max_ops", [64, 1])
 def test_a_timed_out_call_that_ran_later_is_not_applied_twice(
-    redis_url: str, make_store: StoreFactory
+    redis_url: str, make_store: StoreFactory, max_ops: int
 ) -> None:
-    """Redis is blocked by another client's slow script; our call times out client-side while
-    its command waits in the server's buffer. The server runs it after the slow script (the
-    reply goes nowhere); the retries find the kept reply instead of running again."""
+    """Redis is blocked by another client's slow script; our call (or round of calls, one per
+    event with ``max_ops`` 1) times out client-side while its commands wait in the server's
+    buffer. The server may run them after the slow script (the replies go nowhere); the
+    retries find the kept replies instead of running again."""
     blocker = redis.Redis.from_url(redis_url)
     client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0), socket_timeout=0.15)
     sleeps: list[float] = []
@@ -807,6 +1030,7 @@ def test_a_timed_out_call_that_ran_later_is_not_applied_twice(
         client=client,
         retry_attempts=50,
         sleep=_recording_sleep(sleeps),
+        max_ops_per_call=max_ops,
     )
     run(store, ev("track", "a", set={"n": 1}))
     connection = blocker.connection_pool.get_connection()

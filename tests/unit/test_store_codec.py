@@ -278,3 +278,32 @@ def test_decode_reply_rejects_malformed(reply: bytes) -> None:
 def test_values_round_trip_through_their_text(value: object) -> None:
     text = canonical_json(value)  # type: ignore[arg-type]
     assert json.loads(text) == value
+
+
+_any_text = st.text(st.characters(blacklist_categories=()))  # lone surrogates included
+_wire_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()  # unbounded: beyond 64 bits too
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _any_text,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(_any_text, children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(_wire_values, st.booleans())
+def test_reply_texts_are_read_exactly_as_the_standard_library_reads_them(
+    value: object, escaped: bool
+) -> None:
+    """orjson reads a reply only where it gives what ``json.loads`` gives: same values, same
+    types (``1`` is no ``1.0``, a 20-digit integer stays an integer), lone surrogates kept."""
+    text = json.dumps(value, ensure_ascii=escaped, separators=(",", ":"))
+    raw = text.encode("utf-8", "surrogatepass")
+    want = json.loads(text)
+    for wire in (raw, text):  # bytes, and str from a client that decodes responses
+        got = codec.loads_reply(wire)
+        assert got == want
+        assert repr(got) == repr(want)

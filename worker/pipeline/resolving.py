@@ -1,5 +1,6 @@
-"""The store calls of one batch: one call per tenant, narrowed down to the guilty events when
-the store refuses a call for good.
+"""The store calls of one batch: one call per tenant (one pipelined round for all tenants when
+the store offers ``resolve_buffered_many``), narrowed down to the guilty events when the store
+refuses a tenant's call for good.
 
 A call that fails with a ``TransientError`` (Redis unavailable) fails the batch: the runner
 retries it. Any other exception (a ``PermanentStoreError``, e.g. a Lua error caused by one
@@ -14,6 +15,12 @@ applied is answered again from the store's replay receipt of each event
 (``IdentityEvent.source``) instead of being applied twice. Released buffered events of a failed
 call are not lost: they are leased, and come back as redeliveries.
 
+With the pipelined round, the other tenants' calls ran in the same round before the refused
+tenant is bisected: tenants share no state, so that order does not matter. Within a tenant the
+round keeps the order: the Redis store chains a tenant's chunk calls, so the chunks after a
+refused one are refused too and nothing after the guilty event is applied before the bisection
+(``worker.store.redis_store``).
+
 Cost: one call when nothing fails; for ``k`` guilty events among ``n``, at most about
 ``2 k log2(n)`` more calls, each on a smaller list.
 """
@@ -25,13 +32,14 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from worker.errors import PermanentStoreError, TransientError
-from worker.identity.model import Resolution
+from worker.identity.model import IdentityEvent, Resolution
 from worker.observability.status import BatchStats
 from worker.pipeline.deadletter import INTERNAL_ERROR, STORE_REJECTED
 from worker.pipeline.items import Decoded
-from worker.store.base import BufferingStore, Released
+from worker.store.base import BatchResult, BufferingStore, Released
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +68,22 @@ class Resolved:
     """buffered events the calls released, per tenant, in release order"""
 
 
+@runtime_checkable
+class ManyTenantStore(Protocol):
+    """A store that resolves several tenants' events in one round (``RedisIdentityStore``)."""
+
+    def resolve_buffered_many(
+        self, requests: Sequence[tuple[str, Sequence[IdentityEvent]]], now_ms: int
+    ) -> list[BatchResult | Exception]:
+        """Per request (tenant, events) its result or the exception that refused it for good;
+        raises ``TransientError`` when the store is unavailable."""
+        ...
+
+
 class Resolver:
     def __init__(self, store: BufferingStore) -> None:
         self._store = store
+        self._many = store if isinstance(store, ManyTenantStore) else None
 
     def resolve(self, decoded: Sequence[Decoded], now_ms: int, stats: BatchStats) -> Resolved:
         """One store call per tenant (more when one fails for good); the answers keep the
@@ -72,9 +93,27 @@ class Resolver:
             by_tenant[item.identity.tenant].append(index)
         answers: dict[int, Resolution | Rejected] = {}
         result = Resolved()
-        for tenant, indexes in by_tenant.items():
+        first: list[BatchResult | Exception] | None = None
+        if self._many is not None and by_tenant:
+            requests = [
+                (tenant, [decoded[i].identity for i in indexes])
+                for tenant, indexes in by_tenant.items()
+            ]
+            started = time.perf_counter()
+            try:
+                first = self._many.resolve_buffered_many(requests, now_ms)
+            except TransientError:
+                raise
+            except Exception:  # not one tenant's: each tenant on its own, as without a round
+                log.warning("the store round of %d tenants failed", len(requests), exc_info=True)
+            stats.store_seconds.append(time.perf_counter() - started)
+        for number, (tenant, indexes) in enumerate(by_tenant.items()):
             released: list[Released] = []
-            _Tenant(self._store, tenant, decoded, now_ms, stats, answers, released).run(indexes)
+            calls = _Tenant(self._store, tenant, decoded, now_ms, stats, answers, released)
+            if first is None:
+                calls.run(indexes)
+            else:
+                calls.settle(indexes, first[number])
             if released:
                 result.released[tenant] = released
         result.answers = [(item, answers[i]) for i, item in enumerate(decoded)]
@@ -97,14 +136,23 @@ class _Tenant:
         events = [self.decoded[i].identity for i in indexes]
         started = time.perf_counter()
         try:
-            result = self.store.resolve_buffered(self.tenant, events, self.now_ms)
+            result: BatchResult | Exception = self.store.resolve_buffered(
+                self.tenant, events, self.now_ms
+            )
         except TransientError:
             raise
         except Exception as exc:  # narrowed down to the guilty events below
-            self.stats.store_seconds.append(time.perf_counter() - started)
-            self._narrow(indexes, exc)
-            return
+            result = exc
         self.stats.store_seconds.append(time.perf_counter() - started)
+        self.settle(indexes, result)
+
+    def settle(self, indexes: list[int], result: BatchResult | Exception) -> None:
+        """Take the answers of the call of ``indexes``, or narrow its failure down."""
+        if isinstance(result, TransientError):
+            raise result
+        if isinstance(result, Exception):
+            self._narrow(indexes, result)
+            return
         self.answers.update(zip(indexes, result.resolutions, strict=True))
         self.released.extend(result.released)
 

@@ -12,10 +12,13 @@ The layouts are documented at the top of the script.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from worker.identity import ids
 from worker.identity.buffer import BufferPolicy as BufferPolicy
@@ -170,44 +173,81 @@ def encode_args(
         str(len(ops)),
     ]
     out = [arg.encode(_ENCODING, _ERRORS) for arg in header]
+    ordering = limits.ordering
+    buffer_on = buffer.delay_ms > 0
+    now_bytes = str(now_ms).encode()
     for op in ops:
-        args: list[str] = []
         event = op.event
-        bufferable = event.buffer_payload is not None and buffer.delay_ms > 0
-        flags = (
-            (OpFlag.PROCESS_PERSON if event.process_person else 0)
-            + (OpFlag.MERGE_DANGEROUSLY if event.merge_dangerously else 0)
-            + (OpFlag.MERGE_WITH_OTHER if op.merge_with is not None else 0)
-            + (OpFlag.BUFFERABLE if bufferable else 0)
-        )
+        tenant = event.tenant
+        bufferable = buffer_on and event.buffer_payload is not None
         other = op.merge_with
-        key_ops = key_operations(op.updates, limits.ordering) if not op.updates.is_empty else []
-        args += [
-            _FLAG_TEXTS[flags],
-            event.distinct_id,
-            person_id_for(event.tenant, event.distinct_id),
-            other if other is not None else "",
-            person_id_for(event.tenant, other) if other is not None else "",
-            str(event.timestamp_ms),
-            order_key(event.timestamp_ms, event.uuid),
-            str(len(key_ops)),
-        ]
+        flags = (
+            (_PROCESS_PERSON if event.process_person else 0)
+            | (_MERGE_DANGEROUSLY if event.merge_dangerously else 0)
+            | (_MERGE_WITH_OTHER if other is not None else 0)
+            | (_BUFFERABLE if bufferable else 0)
+        )
+        into, into_person = _id_args(tenant, event.distinct_id)
+        other_id, other_person = _id_args(tenant, other) if other is not None else _NO_ID
+        updates = op.updates
+        key_ops = key_operations(updates, ordering) if not updates.is_empty else ()
+        out += (
+            _FLAG_BYTES[flags],
+            into,
+            into_person,
+            other_id,
+            other_person,
+            str(event.timestamp_ms).encode(),
+            _order_key_bytes(event.timestamp_ms, event.uuid),
+            str(len(key_ops)).encode(),
+        )
         for code, key, value in key_ops:
-            args += [code, key, "" if code == protocol.UNSET else canonical_json(value)]
-        args += group_section(op.groups, limits)
-        source = event.source or ""
-        args += [source, receipt_bucket(source) if source else ""]
-        out += [arg.encode(_ENCODING, _ERRORS) for arg in args]
+            out += (
+                code.encode(),
+                key.encode(_ENCODING, _ERRORS),
+                b"" if code == protocol.UNSET else _canonical(value).encode(_ENCODING, _ERRORS),
+            )
+        if op.groups:
+            out += [arg.encode(_ENCODING, _ERRORS) for arg in group_section(op.groups, limits)]
+        else:
+            out.append(b"0")
+        source = event.source
+        if source:
+            out += (
+                source.encode(_ENCODING, _ERRORS),
+                receipt_bucket(source).encode(_ENCODING, _ERRORS),
+            )
+        else:
+            out += (b"", b"")
         if bufferable and event.buffer_payload is not None:
-            out += [
-                str(now_ms).encode(),
-                event.buffer_payload,
-                entry_id(event).encode(_ENCODING, _ERRORS),
-            ]
+            out += (now_bytes, event.buffer_payload, entry_id(event).encode(_ENCODING, _ERRORS))
     return out
 
 
-_FLAG_TEXTS = [str(flags) for flags in range(protocol.MAX_FLAGS + 1)]
+_PROCESS_PERSON = int(OpFlag.PROCESS_PERSON)
+_MERGE_DANGEROUSLY = int(OpFlag.MERGE_DANGEROUSLY)
+_MERGE_WITH_OTHER = int(OpFlag.MERGE_WITH_OTHER)
+_BUFFERABLE = int(OpFlag.BUFFERABLE)
+_FLAG_BYTES = [str(flags).encode() for flags in range(protocol.MAX_FLAGS + 1)]
+_TS_FORMAT = b"%%0%dd" % _TS_WIDTH
+_NO_ID = (b"", b"")
+_canonical = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
+"""``worker.identity.properties.canonical_json`` without building an encoder per call (what
+``json.dumps`` does for non-default arguments): the same text."""
+
+
+@lru_cache(maxsize=65_536)
+def _id_args(tenant: str, distinct_id: str) -> tuple[bytes, bytes]:
+    """A distinct id and its uuid5 person id, as ARGV values."""
+    return distinct_id.encode(_ENCODING, _ERRORS), person_id_for(tenant, distinct_id).encode()
+
+
+def _order_key_bytes(ts_ms: int, event_uuid: str) -> bytes:
+    """``order_key`` as an ARGV value."""
+    shifted = ts_ms + _TS_OFFSET
+    if not 0 <= shifted < 1 << 64:
+        raise ValueError(f"timestamp {ts_ms} is out of range")
+    return _TS_FORMAT % shifted + event_uuid.encode(_ENCODING, _ERRORS)
 
 
 def group_section(groups: Sequence[GroupInput], limits: CallLimits) -> list[str]:
@@ -287,7 +327,7 @@ def decode_reply(raw: bytes | str, ops: Sequence[PreparedOp]) -> Reply:
 
     Raises ``ValueError`` when the reply does not have the documented shape.
     """
-    reply = json.loads(as_text(raw))
+    reply = loads_reply(raw)
     if not isinstance(reply, list) or len(reply) != 3:
         raise ValueError(f"malformed reply {str(reply)[:80]!r}")
     entries, released, next_due = reply
@@ -321,25 +361,79 @@ def decode_reply(raw: bytes | str, ops: Sequence[PreparedOp]) -> Reply:
     return Reply(resolutions, out, next_due)
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19
+
+
+def loads_reply(raw: bytes | str) -> Any:
+    """The JSON value of a reply text, exactly as ``json.loads`` reads it.
+
+    ``orjson`` reads the common case (several times faster). A text it could read differently
+    goes to the standard library: a surrogate escape, a run of 19 digits or more (an integer
+    beyond 64 bits, which ``orjson`` reads as a float), or a text it refuses (a lone surrogate
+    kept as such, which is not UTF-8; ``NaN``; ``1e400``). ``worker.codec.fields.loads_json``
+    makes the same choice for the input.
+    """
+    data = raw if isinstance(raw, bytes) else raw.encode(_ENCODING, _ERRORS)
+    if _SURROGATE_ESCAPE.search(data) is None and _LONG_NUMBER not in data.translate(
+        _DIGITS_TO_ZERO
+    ):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(as_text(raw))
+
+
 def _len(value: object) -> int | str:
     return len(value) if isinstance(value, list) else type(value).__name__
 
 
 _MODES = {mode.value: mode for mode in PersonMode}
+_ENTRY_FIELDS = (
+    "person_id",
+    "person_mode",
+    "created_at_ms",
+    "is_identified",
+    "properties",
+    "merged",
+    "person_created",
+    "warnings",
+    "overrides",
+    "person_version",
+    "person_changed",
+    "groups",
+    "group_changes",
+)
+"""The order ``_resolution`` unpacks a reply entry in: ``protocol.REPLY_ENTRY_FIELDS``."""
+if tuple(protocol.REPLY_ENTRY_FIELDS) != _ENTRY_FIELDS:  # pragma: no cover (a wire change)
+    raise ImportError("codec._resolution does not unpack protocol.REPLY_ENTRY_FIELDS")
+_VERSION_TYPES = (int, type(None))
+_EMIT = Outcome.EMIT
 
 
 def _resolution(entry: Any, event_uuid: str, stateless: tuple[IdentityWarning, ...]) -> Resolution:
-    if not isinstance(entry, list) or len(entry) != len(protocol.REPLY_ENTRY_FIELDS):
+    if not isinstance(entry, list) or len(entry) != 13:
         raise ValueError(f"malformed reply entry {entry!r}")
-    fields = dict(zip(protocol.REPLY_ENTRY_FIELDS, entry, strict=True))
-    pid, mode, created_at = fields["person_id"], fields["person_mode"], fields["created_at_ms"]
-    identified, props = fields["is_identified"], fields["properties"]
-    merged, created = fields["merged"], fields["person_created"]
-    warnings, overrides = fields["warnings"], fields["overrides"]
-    version, changed = fields["person_version"], fields["person_changed"]
-    if not isinstance(version, int | None) or not isinstance(changed, bool):
+    (
+        pid,
+        mode,
+        created_at,
+        identified,
+        props,
+        merged,
+        created,
+        warnings,
+        overrides,
+        version,
+        changed,
+        groups,
+        group_changes,
+    ) = entry
+    if not isinstance(version, _VERSION_TYPES) or not isinstance(changed, bool):
         raise ValueError(f"malformed reply entry {entry!r}")
-    if not isinstance(props, dict) or not isinstance(created_at, int | None):
+    if not isinstance(props, dict) or not isinstance(created_at, _VERSION_TYPES):
         raise ValueError(f"malformed reply entry {entry!r}")
     if mode == protocol.PERSON_MODE_BUFFERED:
         return Resolution(
@@ -353,27 +447,23 @@ def _resolution(entry: Any, event_uuid: str, stateless: tuple[IdentityWarning, .
             warnings=stateless,
         )
     return Resolution(
-        event_uuid=event_uuid,
-        outcome=Outcome.EMIT,
-        person_id=str(pid),
-        person_mode=_MODES[mode],
-        properties=props,
-        created_at_ms=created_at,
-        is_identified=identified is True,
-        warnings=stateless + tuple(_SCRIPT_WARNINGS[w] for w in warnings)
-        if warnings
-        else stateless,
-        overrides=tuple(
-            DistinctIdOverride(str(d), str(old), str(new)) for d, old, new in sorted(overrides)
-        )
+        event_uuid,
+        _EMIT,
+        str(pid),
+        _MODES[mode],
+        props,
+        created_at,
+        identified is True,
+        stateless + tuple(_SCRIPT_WARNINGS[w] for w in warnings) if warnings else stateless,
+        tuple(DistinctIdOverride(str(d), str(old), str(new)) for d, old, new in sorted(overrides))
         if overrides
         else (),
-        merged=merged is True,
-        person_created=created is True,
-        person_version=version,
-        person_changed=changed,
-        groups=decode_groups(fields["groups"]),
-        group_changes=decode_group_changes(fields["group_changes"]),
+        merged is True,
+        created is True,
+        version,
+        changed,
+        {} if groups == {} else decode_groups(groups),
+        () if group_changes == [] else decode_group_changes(group_changes),
     )
 
 

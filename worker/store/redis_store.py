@@ -22,33 +22,45 @@ anything, so a batch replayed after a crash or a rebalance gets the original res
 (``merged``, ``person_created``, ``person_changed``, overrides) and its released buffered
 entries again. ``forget`` drops receipts once the pipeline committed their offsets.
 
+Rounds: the chunk calls of a batch (of every tenant the pipeline hands over together,
+``resolve_buffered_many``) are sent in one pipelined round on one connection
+(``pipelined.py``), and each reply is decoded as it arrives, while Redis runs the next call.
+Redis runs a connection's commands in order, so a tenant's chunks run in order. Each call but a
+tenant's first of the round names its predecessor's reply key (``KEYS[10]``): the script
+refuses it (``IWCHAIN``, nothing applied) when that reply does not exist, that is when the
+predecessor was refused or did not run. So a tenant's chunks apply in order, each only after the
+one before it, exactly as if each waited for the previous reply: a refused chunk ``k`` (a script
+error, which ``pipeline.resolving`` narrows down by bisection) leaves chunks ``1..k-1`` applied
+and ``k+1..`` not, and so does ``NOSCRIPT`` (the script is loaded and the calls from ``k`` on
+are sent again). A reply that cannot be decoded is the exception: it ran, and so did the
+tenant's later chunks of the round (their receipts answer the bisection's replays).
+
 A lost reply: a connection that drops after the server ran the script but before the reply
 arrived. Each call carries a fresh token and the script keeps its reply under
-``reply:<token>`` (for ``reply_ttl_ms``); a retry sends the same token and gets the kept reply.
-Receipts cover this for events with a source, but not release calls or events without one, so
-the token stays. The next call of the same tenant deletes the previous reply, so a busy worker
-keeps about one reply per tenant; the TTL removes the rest.
+``reply:<token>`` (for ``reply_ttl_ms``); the calls of a round whose replies were not read are
+sent again, with the same tokens, and a call that already ran gets its kept reply back (the
+ones that did not run, run). Receipts cover this for events with a source, but not release
+calls or events without one, so the token stays. A call deletes one reply of an earlier round
+of its tenant (``KEYS[4]``), never one of its own round, whose replies may not have been read
+yet: a busy worker keeps about one round of replies per tenant; the TTL removes the rest. With
+``reply_ttl_ms=0`` nothing is kept to chain on: the calls go one at a time, as on a Redis
+Cluster client (whose tenants live on different nodes).
 
-Events without a source may run twice (a call given up after the last attempt and replayed
-later). In ``timestamp`` mode that is harmless for the persons: property registers only move to
-higher ``(ts, uuid)`` ranks, merges already made find both ids on one person (A3.5),
-created_at/last_seen are min/max, and an event that changes nothing does not bump the version;
-only the replayed resolutions differ (no ``merged`` / ``person_created`` flags the second time).
-In ``arrival`` mode a replay re-applies ``$set`` operations in arrival order and can bump
-versions. A batch longer than ``max_ops_per_call`` is several atomic chunks: if a later chunk
-fails for good, the earlier ones stay applied (their receipts answer the replay).
-
-The due-tenants index (``<prefix>:buffer-due``, docs/BUFFER.md) is updated after each call that
-touched a buffer, from the next due time the script returns.
+The due-tenants index (``<prefix>:buffer-due``, docs/BUFFER.md) is updated after each round,
+per tenant, from the next due time the tenant's last call that touched its buffer returned (a
+refused tenant's too: its earlier calls ran).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from threading import Lock
 from typing import TypeVar, cast
 
@@ -73,7 +85,7 @@ from worker.identity.model import (
     PropertyState,
     Resolution,
 )
-from worker.store import codec, group_reads, person_reads, person_record, protocol
+from worker.store import codec, group_reads, person_reads, person_record, pipelined, protocol
 from worker.store.base import BatchResult, BufferStats, Released
 from worker.store.keys import TenantKeys, due_index
 from worker.store.lua_loader import load_script
@@ -178,7 +190,10 @@ class RedisIdentityStore:
         self._due_update = client.register_script(load_script("due_index.lua"))
         self._delete = client.register_script(load_script("delete_person.lua"))
         self._due_index = due_index(prefix)
-        self._previous_reply: dict[str, str] = {}
+        self._previous_reply: dict[str, list[str]] = {}
+        """per tenant, tokens of replies already read (of earlier rounds): each call deletes one"""
+        self._chained = reply_ttl_ms > 0
+        """calls chain on their predecessor's kept reply; without one, one call at a time"""
         self._lock = Lock()
         self._buffer = buffer
         self._tenant_index = f"{prefix}:buffered-tenants"
@@ -215,13 +230,7 @@ class RedisIdentityStore:
         now_ms: int,
         buffer: codec.BufferPolicy,
     ) -> BatchResult:
-        prepared: list[PreparedOp | Resolution] = []
-        for event in events:
-            if event.tenant != tenant:
-                raise InternalError(
-                    f"event {event.uuid} is of tenant {event.tenant!r}, not {tenant!r}"
-                )
-            prepared.append(rules.prepare(event, self._config))
+        prepared = self._prepare(tenant, events)
         return self.resolve_prepared(tenant, prepared, now_ms=now_ms, buffer=buffer)
 
     def resolve_prepared(
@@ -233,34 +242,286 @@ class RedisIdentityStore:
         buffer: codec.BufferPolicy = codec.NO_BUFFER,
     ) -> BatchResult:
         """The stateful half of ``resolve_batch``: ``PreparedOp``s go to Redis in order, in
-        chunks of at most ``max_ops_per_call``; ``Resolution``s (decided by the stateless
-        rules) are passed through in place."""
-        results: list[Resolution | None] = [
-            item if isinstance(item, Resolution) else None for item in prepared
-        ]
-        released: list[Released] = []
-        pending = [(i, op) for i, op in enumerate(prepared) if isinstance(op, PreparedOp)]
-        if buffer.delay_ms > 0 and any(op.event.buffer_payload is not None for _, op in pending):
-            self._index_buffered_tenant(tenant)
-        for start in range(0, len(pending), self._max_ops):
-            chunk = pending[start : start + self._max_ops]
-            resolved, freed = self._run_chunk(
-                tenant, [op for _, op in chunk], now_ms=now_ms, buffer=buffer
+        chunks of at most ``max_ops_per_call``, all sent in one pipelined round;
+        ``Resolution``s (decided by the stateless rules) are passed through in place."""
+        (result,) = self._resolve_round([(tenant, prepared, buffer)], now_ms)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def resolve_buffered_many(
+        self, requests: Sequence[tuple[str, Sequence[IdentityEvent]]], now_ms: int
+    ) -> list[BatchResult | Exception]:
+        """``resolve_buffered`` of several tenants in one pipelined round: per request, its
+        result, or the exception that refused it for good (a ``PermanentStoreError``, or what
+        preparing an event raised). Raises ``TransientStoreError`` when Redis is unavailable."""
+        work: list[tuple[str, Sequence[PreparedOp | Resolution], codec.BufferPolicy]] = []
+        refused: dict[int, Exception] = {}
+        for index, (tenant, events) in enumerate(requests):
+            try:
+                work.append((tenant, self._prepare(tenant, events), self._buffer))
+            except Exception as exc:  # this tenant only
+                refused[index] = exc
+        results = iter(self._resolve_round(work, now_ms))
+        return [refused[i] if i in refused else next(results) for i in range(len(requests))]
+
+    def _prepare(
+        self, tenant: str, events: Sequence[IdentityEvent]
+    ) -> list[PreparedOp | Resolution]:
+        prepared: list[PreparedOp | Resolution] = []
+        for event in events:
+            if event.tenant != tenant:
+                raise InternalError(
+                    f"event {event.uuid} is of tenant {event.tenant!r}, not {tenant!r}"
+                )
+            prepared.append(rules.prepare(event, self._config))
+        return prepared
+
+    def _resolve_round(
+        self,
+        work: Sequence[tuple[str, Sequence[PreparedOp | Resolution], codec.BufferPolicy]],
+        now_ms: int,
+    ) -> list[BatchResult | Exception]:
+        """Every chunk call of ``work`` (tenant, prepared ops, buffer policy) in one round;
+        per item its result or the error that refused it for good."""
+        calls: list[_Call] = []
+        outcomes: list[BatchResult | Exception] = []
+        spans: list[tuple[int, int]] = []
+        chains: dict[str, str] = {}  # tenant -> token of its last call so far in the round
+        for tenant, prepared, buffer in work:
+            first = len(calls)
+            chained = chains.get(tenant)
+            try:
+                pending = [op for op in prepared if isinstance(op, PreparedOp)]
+                if buffer.delay_ms > 0 and any(
+                    op.event.buffer_payload is not None for op in pending
+                ):
+                    self._index_buffered_tenant(tenant)
+                calls += self._chunk_calls(tenant, pending, now_ms, buffer, chains=chains)
+            except TransientStoreError:
+                raise
+            except Exception as exc:  # preparing or encoding: this tenant only
+                del calls[first:]
+                if chained is not None:
+                    chains[tenant] = chained
+                else:
+                    chains.pop(tenant, None)
+                outcomes.append(exc)
+                spans.append((first, first))
+                continue
+            outcomes.append(BatchResult([], []))
+            spans.append((first, len(calls)))
+        failed, released = self._run_round(calls, now_ms)
+        for index, (tenant, prepared, _) in enumerate(work):
+            if isinstance(outcomes[index], Exception):
+                continue
+            if tenant in failed:
+                outcomes[index] = failed[tenant]
+                continue
+            begin, end = spans[index]
+            freed = released.pop(tenant, [])  # a tenant's releases go to its first request
+            outcomes[index] = self._assemble(prepared, calls[begin:end], freed)
+        return outcomes
+
+    def _chunk_calls(
+        self,
+        tenant: str,
+        ops: Sequence[PreparedOp],
+        now_ms: int,
+        buffer: codec.BufferPolicy,
+        *,
+        command: str = protocol.COMMAND_RESOLVE,
+        limit: int = 0,
+        chains: dict[str, str] | None = None,
+    ) -> list[_Call]:
+        """The calls of one tenant's ops (one release call when ``command`` is release), each
+        with a fresh token, chained to its predecessor (``chains``: the tenant's last call in
+        the round so far), and deleting one reply of an earlier round when one is left."""
+        keys = self.keys(tenant)
+        chunks = [ops[i : i + self._max_ops] for i in range(0, len(ops), self._max_ops)]
+        if command != protocol.COMMAND_RESOLVE:
+            chunks = [ops]
+        calls: list[_Call] = []
+        with self._lock:
+            earlier = self._previous_reply.get(tenant, [])
+            doomed, self._previous_reply[tenant] = earlier[: len(chunks)], earlier[len(chunks) :]
+        chains = {} if chains is None else chains
+        predecessor = chains.get(tenant)
+        for index, chunk in enumerate(chunks):
+            token = uuid.uuid4().hex
+            delete = doomed[index] if index < len(doomed) else None
+            names = keys.script_keys(token, delete)
+            if predecessor is not None and self._chained:
+                names.append(keys.reply(predecessor))
+            script_keys = [name.encode() for name in names]
+            args = codec.encode_args(
+                chunk,
+                self._limits,
+                now_ms=now_ms,
+                buffer=buffer,
+                command=command,
+                release_limit=limit,
             )
-            for (index, _), resolution in zip(chunk, resolved, strict=True):
-                results[index] = resolution
-            released += freed
-        return BatchResult(cast(list[Resolution], results), released)
+            calls.append(_Call(tenant, chunk, token, delete, script_keys, args))
+            predecessor = chains[tenant] = token
+        return calls
+
+    def _run_round(
+        self, calls: list[_Call], now_ms: int
+    ) -> tuple[dict[str, Exception], dict[str, list[Released]]]:
+        """Send ``calls`` pipelined, decode each reply as it arrives (``_Call.reply``), retry
+        what did not run; then the due-tenants index and the released payloads. Returns the
+        tenants refused for good (their calls after the refused one did not run). Raises
+        ``TransientStoreError`` after ``retry_attempts`` attempts."""
+        failed: dict[str, Exception] = {}
+        try:
+            self._send_round(calls, failed)
+        except Exception:
+            with contextlib.suppress(StoreError):  # the calls that ran still count
+                self._update_due_index(calls, now_ms)
+            raise
+        finally:
+            with self._lock:  # read replies may go; a call that did not run deletes nothing
+                for call in calls:
+                    kept = self._previous_reply.setdefault(call.tenant, [])
+                    if call.reply is not None:
+                        kept.append(call.token)
+                    elif call.delete is not None:
+                        kept.append(call.delete)
+        self._update_due_index(calls, now_ms)
+        return failed, self._released(calls, failed)
+
+    def _send_round(self, calls: list[_Call], failed: dict[str, Exception]) -> None:
+        pending = calls
+        attempt = loads = 0
+        while pending:
+            retry: list[_Call] = []
+            blocked: set[str] = set()  # tenants with an earlier call to send again
+            problem: Exception | None = None
+            reload = False
+            commands = [(c.tenant, c.keys, c.args) for c in pending]
+            stream = pipelined.replies(
+                self._client, self._resolve, commands, one_at_a_time=not self._chained
+            )
+            read = 0
+            try:
+                for raw in stream:
+                    call = pending[read]
+                    read += 1
+                    tenant = call.tenant
+                    if tenant in failed:
+                        continue  # refused by the chain check: it did not run
+                    if tenant in blocked:
+                        retry.append(call)
+                        continue
+                    if isinstance(raw, redis.exceptions.ResponseError):
+                        if isinstance(raw, redis.exceptions.NoScriptError):
+                            reload = True
+                        elif not pipelined.is_chain_refusal(raw):
+                            if classify(raw) is not TransientStoreError:
+                                failed[tenant] = PermanentStoreError(
+                                    f"Redis refused the call: {raw}"
+                                )
+                                continue
+                            problem = raw
+                        else:
+                            problem = raw  # the predecessor's reply is gone (evicted?)
+                        blocked.add(tenant)
+                        retry.append(call)
+                        continue
+                    try:
+                        call.reply = codec.decode_reply(cast(bytes | str, raw), call.ops)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        failed[tenant] = PermanentStoreError(f"unreadable data from Redis: {exc!r}")
+            except (redis.exceptions.RedisError, OSError) as exc:
+                if classify(exc) is not TransientStoreError:
+                    raise PermanentStoreError(f"Redis refused the call: {exc}") from exc
+                problem = exc
+                retry += [
+                    c for c in pending[read:] if c.tenant not in failed
+                ]  # unknown: sent again, with the same tokens
+            finally:
+                stream.close()
+            if reload:
+                loads += 1
+                if loads > self._attempts:
+                    raise PermanentStoreError("Redis keeps forgetting the script")
+                self._call(lambda: self._client.script_load(self._resolve.script))
+            if problem is not None and retry:
+                attempt += 1
+                if attempt >= self._attempts:
+                    raise TransientStoreError(
+                        f"Redis unavailable after {attempt} attempts: {problem}"
+                    ) from problem
+                self._backoff(attempt)
+            pending = retry
+
+    def _update_due_index(self, calls: Sequence[_Call], now_ms: int) -> None:
+        """The due-tenants index from the last answered call of each tenant that touched its
+        buffer (a refused tenant's too: its earlier calls ran)."""
+        due: dict[str, int | bool | None] = {}
+        for call in calls:
+            if call.reply is not None and call.reply.next_due is not codec.KEEP_DUE:
+                due[call.tenant] = call.reply.next_due
+        for tenant, next_due in due.items():
+            text = "" if next_due is None else str(next_due)
+            update = [_b(tenant), text.encode(), str(now_ms).encode()]
+            self._call(partial(self._update_due, update))
+
+    def _released(
+        self, calls: Sequence[_Call], failed: dict[str, Exception]
+    ) -> dict[str, list[Released]]:
+        """The entries the answered calls released with their payloads, per tenant (refused
+        ones aside) in release order: one ``HMGET`` per tenant."""
+        entries: dict[str, list[codec.ReleasedEntry]] = {}
+        for call in calls:
+            if call.reply is not None and call.reply.released and call.tenant not in failed:
+                entries.setdefault(call.tenant, []).extend(call.reply.released)
+        released: dict[str, list[Released]] = {}
+        for tenant, found in entries.items():
+            key = self.keys(tenant).buffer_payloads
+            names = [_b(e.entry_id) for e in found]
+            payloads = self._call(partial(self._client.hmget, key, names))
+            released[tenant] = [
+                Released(
+                    e.event_uuid,
+                    e.reason,
+                    e.ingested_ms,
+                    _bytes(payload),
+                    e.resolution,
+                    e.released_ms,
+                    e.entry_id,
+                )
+                for e, payload in zip(found, payloads, strict=True)
+                if payload is not None  # acknowledged meanwhile by another worker
+            ]
+        return released
+
+    def _update_due(self, args: list[bytes]) -> object:
+        return self._due_update(keys=[self._due_index], args=args, client=self._client)
+
+    @staticmethod
+    def _assemble(
+        prepared: Sequence[PreparedOp | Resolution],
+        calls: Sequence[_Call],
+        released: list[Released],
+    ) -> BatchResult:
+        answers = iter([r for call in calls for r in cast(codec.Reply, call.reply).resolutions])
+        results = [item if isinstance(item, Resolution) else next(answers) for item in prepared]
+        return BatchResult(results, released)
 
     # -- the buffer --------------------------------------------------------------------------
 
     def release_due(self, tenant: str, now_ms: int, limit: int) -> list[Released]:
         """Apply and lease what waited ``delay`` (reason timeout) and what an expired lease
         holds (reason redelivery), at most ``limit`` ids and ``limit`` leases per call."""
-        _, released = self._run_chunk(
-            tenant, [], now_ms=now_ms, buffer=self._buffer, command="release", limit=limit
+        calls = self._chunk_calls(
+            tenant, [], now_ms, self._buffer, command=protocol.COMMAND_RELEASE, limit=limit
         )
-        return released
+        failed, released = self._run_round(calls, now_ms)
+        if tenant in failed:
+            raise failed[tenant]
+        return released.get(tenant, [])
 
     def forget(self, tenant: str, sources: Sequence[str]) -> None:
         """Drop the receipts of ``sources`` (their input offsets are committed): one ``HDEL``
@@ -431,54 +692,6 @@ class RedisIdentityStore:
 
         return self._call(scan)
 
-    def _run_chunk(
-        self,
-        tenant: str,
-        ops: Sequence[PreparedOp],
-        *,
-        now_ms: int,
-        buffer: codec.BufferPolicy,
-        command: str = "resolve",
-        limit: int = 0,
-    ) -> tuple[list[Resolution], list[Released]]:
-        keys = self.keys(tenant)
-        token = uuid.uuid4().hex
-        with self._lock:
-            previous = self._previous_reply.pop(tenant, None)
-        script_keys = keys.script_keys(token, previous)
-        args = codec.encode_args(
-            ops, self._limits, now_ms=now_ms, buffer=buffer, command=command, release_limit=limit
-        )
-        raw = self._call(lambda: self._resolve(keys=script_keys, args=args, client=self._client))
-        with self._lock:
-            self._previous_reply[tenant] = token
-        reply = self._decode(lambda: codec.decode_reply(raw, ops))
-        if reply.next_due is not codec.KEEP_DUE:
-            due = "" if reply.next_due is None else str(reply.next_due)
-            update = [_b(tenant), due.encode(), str(now_ms).encode()]
-            self._call(
-                lambda: self._due_update(keys=[self._due_index], args=update, client=self._client)
-            )
-        entries = reply.released
-        if not entries:
-            return reply.resolutions, []
-        names = [_b(e.entry_id) for e in entries]
-        payloads = self._call(lambda: self._client.hmget(keys.buffer_payloads, names))
-        released = [
-            Released(
-                e.event_uuid,
-                e.reason,
-                e.ingested_ms,
-                _bytes(payload),
-                e.resolution,
-                e.released_ms,
-                e.entry_id,
-            )
-            for e, payload in zip(entries, payloads, strict=True)
-            if payload is not None  # acknowledged meanwhile by another worker
-        ]
-        return reply.resolutions, released
-
     def _call(self, action: Callable[[], T]) -> T:
         """Run ``action`` (one Redis call, safe to repeat), retrying transient errors."""
         attempt = 0
@@ -494,8 +707,12 @@ class RedisIdentityStore:
                     raise TransientStoreError(
                         f"Redis unavailable after {attempt} attempts: {exc}"
                     ) from exc
-                delay = min(self._max_delay, self._base_delay * 2 ** (attempt - 1))
-                self._sleep(random.uniform(delay / 2, delay))  # noqa: S311 (jitter, not crypto)
+                self._backoff(attempt)
+
+    def _backoff(self, attempt: int) -> None:
+        """Sleep before attempt ``attempt + 1``: exponential, with full jitter."""
+        delay = min(self._max_delay, self._base_delay * 2 ** (attempt - 1))
+        self._sleep(random.uniform(delay / 2, delay))  # noqa: S311 (jitter, not crypto)
 
     @staticmethod
     def _decode(action: Callable[[], T]) -> T:
@@ -503,6 +720,20 @@ class RedisIdentityStore:
             return action()
         except (ValueError, KeyError, TypeError) as exc:
             raise PermanentStoreError(f"unreadable data from Redis: {exc!r}") from exc
+
+
+@dataclass(slots=True)
+class _Call:
+    """One ``EVALSHA`` of a round: a tenant's chunk, its token, the earlier reply it deletes,
+    its KEYS and ARGV; ``reply`` once answered."""
+
+    tenant: str
+    ops: Sequence[PreparedOp]
+    token: str
+    delete: str | None
+    keys: list[bytes]
+    args: list[bytes]
+    reply: codec.Reply | None = None
 
 
 def _bytes(raw: bytes | str) -> bytes:

@@ -18,12 +18,17 @@ KEYS (all share the tenant's hash tag, see worker/store/keys.py, TenantKeys.scri
   [2] <p>:{t}:members:        prefix of the members string of a root of a big tree
                               (union_find.lua)
   [3] <p>:{t}:reply:<token>   where this call's reply is kept (retry deduplication)
-  [4] <p>:{t}:reply:<prev>    the previous call's reply, deleted now (== KEYS[3] if none)
+  [4] <p>:{t}:reply:<prev>    a reply of an earlier round, already read: deleted now
+                              (== KEYS[3] if none)
   [5] <p>:{t}:buf:            prefix of the buffer's keys (buffer.lua)
   [6] <p>:{t}:rcpt:           prefix of the receipt hashes (receipts.lua)
   [7] <p>:{t}:g:              prefix of the groups' keys (groups.lua)
   [8] <p>:{t}:fold            hash: lower(id) of known ids not already lowercase (case_fold.lua)
   [9] <p>:{t}:deleted         hash: deleted id -> epoch "|" its next person id (deleted.lua)
+  [10] <p>:{t}:reply:<pred>   optional: the reply of this call's predecessor in its pipelined
+                              round; when it does not exist (the predecessor was refused or has
+                              not run) the call is refused with "IWCHAIN" and does nothing, so a
+                              tenant's calls apply in order or not at all (redis_store.py)
 The members string of a root (KEYS[2] .. root), the buffer's keys (KEYS[5] .. name), the receipt
 hashes (KEYS[6] .. bucket) and the groups' keys (KEYS[7] .. name) cannot all
 be declared up front (roots and ids are found while the script runs), but they start with the
@@ -123,6 +128,10 @@ local ctx = {
 local stored = redis.call('GET', ctx.keys.reply)
 if stored then
   return stored
+end
+-- A pipelined call runs only after its predecessor of the round did (KEYS[10]).
+if KEYS[10] and redis.call('EXISTS', KEYS[10]) == 0 then
+  return redis.error_reply('IWCHAIN the previous call of this round did not run')
 end
 
 ctx.config = argv.header(ARGV)

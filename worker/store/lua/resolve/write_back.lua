@@ -2,10 +2,10 @@
 write_back.lua: every write of the call, at its end, so that malformed ARGV or corrupt data met
 before raises with nothing written (Redis does not roll a script back).
 
-write_back.run(ctx, entries) -> the reply text. In order: deletes the previous call's reply
-  (ctx.keys.previous_reply, unless it is this call's), the members keys of ctx.dropped; APPENDs
-  ctx.added of each root still holding a person to its members string (union_find.lua; one
-  of ctx.fresh is deleted first); encodes the records of ctx.dirty (a record whose text did
+write_back.run(ctx, entries) -> the reply text. In order: deletes a reply of an earlier round
+  (ctx.keys.previous_reply, unless it is this call's), the members keys of ctx.dropped;
+  APPENDs ctx.added of each root still holding a person to its members string (union_find.lua;
+  one of ctx.fresh is deleted first); encodes the records of ctx.dirty (a record whose text did
   not change is not written); writes every field of ctx.written with HSETs of up to 500
   fields; the buffer's
   queues (DEL/ZREM of cleared ones, RPUSH of pushed entries, ZADD due of a new queue: its
