@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ from worker.store.base import BufferingStore
 from worker.store.codec import BufferPolicy
 from worker.store.redis_store import RedisClient, RedisIdentityStore
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(slots=True)
 class Worker:
@@ -44,14 +47,20 @@ class Worker:
     metrics: WorkerMetrics
 
     def close(self) -> None:
-        """Leave the group, flush the producer, close Redis (in that order)."""
+        """Leave the group, flush the producer, send the store's pending receipt drops, close
+        Redis (in that order)."""
         try:
             self.source.close()
         finally:
             try:
                 self.sink.close()
             finally:
-                self.redis.close()
+                try:
+                    self.store.flush_forgotten()
+                except Exception as exc:  # the receipts expire on their own
+                    log.warning("could not drop replay receipts at close: %r", exc)
+                finally:
+                    self.redis.close()
 
 
 def redis_client(settings: Settings) -> RedisClient:

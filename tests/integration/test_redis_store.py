@@ -973,9 +973,12 @@ def test_a_replayed_batch_is_answered_from_its_receipts(
     assert run(store, *events) == first  # same overrides, same flags, same properties
     assert person(store, "a").version == version  # nothing applied again
     store.forget(TENANT, ["in/0/7", "in/0/8#1"])
-    assert redis_client.exists(key) == 0
+    assert redis_client.exists(key) == 1  # the HDELs lead the next round
     again = run(store, *events)
     assert (again[0].person_changed, again[1].merged) == (True, False)  # applied again
+    store.forget(TENANT, ["in/0/7", "in/0/8#1"])
+    store.flush_forgotten()
+    assert redis_client.exists(key) == 0
 
 
 def test_a_killed_connection_between_calls_is_replaced(
@@ -1197,3 +1200,26 @@ def test_retries_across_a_redis_restart(private_redis: PrivateRedis) -> None:
         {"n": 2},
     )
     client.close()
+
+
+def test_forgotten_receipts_lead_the_next_round_or_go_at_once_without_rounds(
+    make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    """Pipelined rounds: ``forget``'s HDELs wait for the next round (a release round too)
+    and run before its calls; one call at a time (no kept replies): they go at once."""
+    rounds = make_store(IdentityConfig())
+    run(rounds, dataclasses.replace(ev("track", "a"), source="in/0/1"))
+    key = rounds.keys(TENANT).receipts("in/0/1")
+    rounds.forget(TENANT, ["in/0/1"])
+    assert redis_client.hexists(key, "in/0/1")
+    run(rounds, dataclasses.replace(ev("track", "b"), source="in/0/2"))
+    assert not redis_client.hexists(key, "in/0/1")
+    assert redis_client.hexists(key, "in/0/2")
+    rounds.forget(TENANT, ["in/0/2"])
+    rounds.release_due(TENANT, now_ms=0, limit=10)
+    assert not redis_client.hexists(key, "in/0/2")
+
+    single = make_store(IdentityConfig(), reply_ttl_ms=0)
+    run(single, dataclasses.replace(ev("track", "c"), source="in/0/3"))
+    single.forget(TENANT, ["in/0/3"])
+    assert not redis_client.hexists(single.keys(TENANT).receipts("in/0/3"), "in/0/3")

@@ -8,6 +8,9 @@ handled by the client) and when a caller asks for it, the calls go one at a time
 call whose group (tenant) already had an error reply is not sent: it gets ``SKIPPED``, as a
 pipelined call would get the script's chain refusal.
 
+A round may lead with a ``preamble`` of other commands (the store's pending ``HDEL``s of
+receipts): sent first in the same write, their replies read and dropped, errors included.
+
 An error reply (``NOSCRIPT``, a script error, ``BUSY``...) is yielded as its ``ResponseError``
 instance, not raised. A connection failure (reset, timeout) is raised, after the connection was
 dropped: the replies not yielded yet are unknown (their calls may or may not have run).
@@ -15,6 +18,7 @@ dropped: the replies not yielded yet are unknown (their calls may or may not hav
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any, cast
 
@@ -39,16 +43,24 @@ def replies(
     commands: Sequence[Command],
     *,
     one_at_a_time: bool = False,
+    preamble: Sequence[Sequence[bytes]] = (),
 ) -> Generator[object, None, None]:
     """The reply (or ``ResponseError``) of each command, in order (see the module docstring)."""
     if one_at_a_time or isinstance(client, redis.RedisCluster):
+        for command in preamble:
+            with contextlib.suppress(redis.exceptions.ResponseError):
+                client.execute_command(*command)  # type: ignore[no-untyped-call]
         yield from _one_at_a_time(client, script, commands)
         return
     pool = client.connection_pool
     connection = pool.get_connection()
     complete = False
     try:
-        connection.send_packed_command(_pack(script, commands))  # type: ignore[no-untyped-call]
+        packed = _pack(script, commands, preamble)
+        connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
+        for _ in preamble:
+            with contextlib.suppress(redis.exceptions.ResponseError):
+                connection.read_response()
         for _ in commands:
             try:
                 reply: object = connection.read_response()
@@ -62,15 +74,20 @@ def replies(
         pool.release(connection)
 
 
-def _pack(script: Script, commands: Sequence[Command]) -> list[bytes]:
+def _pack(
+    script: Script, commands: Sequence[Command], preamble: Sequence[Sequence[bytes]] = ()
+) -> list[bytes]:
     """The round as RESP bytes, in one piece: hiredis (a dependency, ``redis[hiredis]``) packs
     each command in C; redis-py would first copy every argument in Python, all bytes already."""
     sha = script.sha.encode() if isinstance(script.sha, str) else script.sha
     return [
         b"".join(
             [
-                pack_command(cast(Any, (b"EVALSHA", sha, len(keys), *keys, *args)))
-                for _, keys, args in commands
+                *(pack_command(cast(Any, tuple(command))) for command in preamble),
+                *(
+                    pack_command(cast(Any, (b"EVALSHA", sha, len(keys), *keys, *args)))
+                    for _, keys, args in commands
+                ),
             ]
         )
     ]

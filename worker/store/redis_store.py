@@ -115,6 +115,10 @@ touches keys of one tenant, which share one hash slot."""
 _TRANSIENT_REPLIES = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
+_MAX_PENDING_FORGETS = 50_000
+"""Receipts ``forget`` may hold back before it sends their ``HDEL``s on its own."""
+
+
 def classify(exc: Exception) -> type[StoreError]:
     """The store error a redis-py (or socket) exception becomes."""
     permanent = (
@@ -193,6 +197,9 @@ class RedisIdentityStore:
         self._previous_reply: dict[str, list[str]] = {}
         """per tenant, tokens of replies already read (of earlier rounds): each call deletes one"""
         self._chained = reply_ttl_ms > 0
+        self._forgotten: list[list[bytes]] = []
+        """``HDEL``s of ``forget`` not sent yet: they lead the next round"""
+        self._forgotten_fields = 0
         """calls chain on their predecessor's kept reply; without one, one call at a time"""
         self._lock = Lock()
         self._buffer = buffer
@@ -394,6 +401,7 @@ class RedisIdentityStore:
     def _send_round(self, calls: list[_Call], failed: dict[str, Exception]) -> None:
         pending = calls
         attempt = loads = 0
+        forgets = self._take_forgotten() if self._chained and pending else []
         while pending:
             retry: list[_Call] = []
             blocked: set[str] = set()  # tenants with an earlier call to send again
@@ -401,8 +409,13 @@ class RedisIdentityStore:
             reload = False
             commands = [(c.tenant, c.keys, c.args) for c in pending]
             stream = pipelined.replies(
-                self._client, self._resolve, commands, one_at_a_time=not self._chained
+                self._client,
+                self._resolve,
+                commands,
+                one_at_a_time=not self._chained,
+                preamble=forgets,
             )
+            forgets = []  # lost if this attempt fails: the receipts expire (forget)
             read = 0
             try:
                 for raw in stream:
@@ -525,18 +538,47 @@ class RedisIdentityStore:
 
     def forget(self, tenant: str, sources: Sequence[str]) -> None:
         """Drop the receipts of ``sources`` (their input offsets are committed): one ``HDEL``
-        per receipt hash, in one pipeline. Idempotent."""
+        per receipt hash. Idempotent.
+
+        With pipelined rounds the ``HDEL``s are not sent now but at the head of the next round
+        (``flush_forgotten`` sends them at once): no round trip of their own, and Redis runs
+        them before any later call, so a later message at a forgotten position is applied
+        again, as it would be at once. Forgets still pending when the worker stops, or sent
+        with a round whose connection failed, are lost: their receipts expire
+        (``redis.receipt_ttl_seconds``)."""
         if not sources:
             return
         keys = self.keys(tenant)
         by_hash: dict[str, list[bytes]] = {}
         for source in sources:
             by_hash.setdefault(keys.receipts(source), []).append(_b(source))
+        commands = [[b"HDEL", _b(key), *fields] for key, fields in by_hash.items()]
+        if not self._chained:
+            self._send_forgets(commands)
+            return
+        with self._lock:
+            self._forgotten += commands
+            self._forgotten_fields += len(sources)
+            full = self._forgotten_fields >= _MAX_PENDING_FORGETS
+        if full:
+            self.flush_forgotten()
 
+    def flush_forgotten(self) -> None:
+        """Send the pending ``HDEL``s of ``forget`` now (one pipeline)."""
+        commands = self._take_forgotten()
+        if commands:
+            self._send_forgets(commands)
+
+    def _take_forgotten(self) -> list[list[bytes]]:
+        with self._lock:
+            commands, self._forgotten, self._forgotten_fields = self._forgotten, [], 0
+        return commands
+
+    def _send_forgets(self, commands: Sequence[list[bytes]]) -> None:
         def action() -> None:
             pipe = self._client.pipeline(transaction=False)
-            for key, fields in by_hash.items():
-                pipe.hdel(_b(key), *fields)
+            for command in commands:
+                pipe.execute_command(*command)
             pipe.execute()
 
         self._call(action)
