@@ -90,7 +90,8 @@ class Workload:
             tenant=TENANT,
             kind=kind,
             distinct_id=distinct_id,
-            uuid=f"{next(self._uuids):012d}-{self.seed}",
+            # canonical, as every decoded event's uuid is (codec.fields.as_uuid)
+            uuid=str(uuid.UUID(int=(self.seed << 64) | next(self._uuids))),
             timestamp_ms=self._ts,
             other_id=other,
             updates=updates,
