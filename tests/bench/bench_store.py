@@ -36,7 +36,11 @@ import redis
 from tests.bench.common import ServerTime, memory_breakdown, named_url, run_header
 from worker.identity.config import IdentityConfig
 from worker.identity.model import EventKind, IdentityEvent, PropertyUpdates
-from worker.store.redis_store import DEFAULT_MAX_OPS_PER_CALL, RedisIdentityStore
+from worker.store.redis_store import (
+    DEFAULT_MAX_OPS_PER_CALL,
+    DEFAULT_REPLY_TTL_MS,
+    RedisIdentityStore,
+)
 
 TENANT = "bench"
 CLIENT_NAME = f"bench-store-{uuid.uuid4().hex[:6]}"
@@ -124,8 +128,10 @@ def _delete_prefix(client: redis.Redis, prefix: str) -> None:
         client.unlink(*batch)
 
 
-def _store(client: redis.Redis, prefix: str, max_ops: int) -> RedisIdentityStore:
-    return RedisIdentityStore(client, IdentityConfig(), prefix=prefix, max_ops_per_call=max_ops)
+def _store(client: redis.Redis, prefix: str, max_ops: int, **options: int) -> RedisIdentityStore:
+    return RedisIdentityStore(
+        client, IdentityConfig(), prefix=prefix, max_ops_per_call=max_ops, **options
+    )
 
 
 def _throughput(
@@ -149,13 +155,13 @@ def _pct(values: Sequence[float], q: float) -> float:
 def bench_throughput(client: redis.Redis, args: argparse.Namespace) -> list[str]:
     rows = []
     results = {}
-    for name, max_ops, batches in (
-        ("batched (Lua, one call per chunk)", args.chunk, args.batches),
-        ("naive (same script, one call per op)", 1, max(2, args.batches // 10)),
+    for name, max_ops, batches, naive in (
+        ("batched (Lua, one call per chunk)", args.chunk, args.batches, False),
+        ("naive (same script, one call per op)", 1, max(2, args.batches // 10), True),
     ):
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         workload = Workload(ids=args.universe)
-        store = _store(client, prefix, max_ops)
+        store = _store(client, prefix, max_ops, one_at_a_time=naive)
         warm = [workload.batch(500) for _ in range(args.warmup)]
         _throughput(store, warm)
         timed = [workload.batch(500) for _ in range(batches)]
@@ -188,7 +194,7 @@ def bench_throughput(client: redis.Redis, args: argparse.Namespace) -> list[str]
 
 def bench_chunk_sizes(client: redis.Redis, args: argparse.Namespace) -> list[str]:
     rows = []
-    for chunk in (50, 100, 200, 300, 500):
+    for chunk in (16, 32, 64, 128, 256):
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         workload = Workload(ids=args.universe, seed=chunk)
         store = _store(client, prefix, chunk)
