@@ -128,9 +128,17 @@ def _delete_prefix(client: redis.Redis, prefix: str) -> None:
         client.unlink(*batch)
 
 
-def _store(client: redis.Redis, prefix: str, max_ops: int, **options: int) -> RedisIdentityStore:
+def _store(
+    client: redis.Redis, prefix: str, max_ops: int, *, one_at_a_time: bool = False
+) -> RedisIdentityStore:
+    """The store; ``one_at_a_time``: without kept replies, calls go one by one, each waiting
+    for its reply (no pipelined round)."""
     return RedisIdentityStore(
-        client, IdentityConfig(), prefix=prefix, max_ops_per_call=max_ops, **options
+        client,
+        IdentityConfig(),
+        prefix=prefix,
+        max_ops_per_call=max_ops,
+        reply_ttl_ms=0 if one_at_a_time else DEFAULT_REPLY_TTL_MS,
     )
 
 
