@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for restart in summary["liveness_restarts"]:
         print(f"WARNING: worker stuck, restarted on its liveness probe: {restart}", file=sys.stderr)
+    for restart in summary["exit_restarts"]:
+        print(
+            f"WARNING: worker exited on a stuck Kafka client call, restarted: {restart}",
+            file=sys.stderr,
+        )
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     return 1 if failures else 0

@@ -318,6 +318,7 @@ def run(
         "rebalances": rebalances,
         "workers_crashed_by_themselves": crashed,
         "liveness_restarts": pool.liveness_restarts,
+        "exit_restarts": pool.exit_restarts,
         "resume_after_kill_static": _summary_stats(resume_static),
         "resume_after_kill_dynamic": _summary_stats(resume_dynamic),
         "resume_after_static_member_gone": _summary_stats(resume_gone),

@@ -46,6 +46,7 @@ def test_no_event_is_lost(summary: dict[str, Any]) -> None:
 def test_no_worker_died_by_itself_and_nothing_was_dead_lettered(summary: dict[str, Any]) -> None:
     assert summary["workers_crashed_by_themselves"] == []
     assert summary["liveness_restarts"] == []
+    assert summary["exit_restarts"] == []
     assert summary["dead_letters"] == {}
 
 

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 from tests.e2e.harness import settings_env
 from tests.faults.services import free_ports
 from worker.config import Settings
+from worker.kafka.deadline import EXIT_STUCK
 
 
 def member_env(
@@ -54,6 +55,8 @@ class Member:
     metrics_port: int
     started: float = field(default_factory=time.time)
     failed_probes: int = 0
+    stopped: bool = False
+    """the suite stopped it (SIGTERM): its exit is not the worker's own"""
 
 
 def alive(port: int) -> bool | None:
@@ -92,12 +95,16 @@ class WorkerPool:
         self._admin = AdminClient({**settings.kafka.common(), "log_level": 2})
         self._lock = threading.RLock()
         self.liveness_restarts: list[str] = []
+        self.exit_restarts: list[str] = []
+        """members that exited by themselves with ``EXIT_STUCK`` (a Kafka client call blocked
+        past its deadline, ``worker/kafka/deadline.py``), started again as a pod would be"""
         self._closing = threading.Event()
         self._prober = threading.Thread(target=self._probe, name="liveness", daemon=True)
         self._prober.start()
 
     def _probe(self) -> None:
         while not self._closing.wait(LIVENESS_PERIOD):
+            self._restart_stuck_exits()
             with self._lock:
                 members = [m for m in self.members.values() if m.proc.poll() is None]
             for member in members:
@@ -116,6 +123,16 @@ class WorkerPool:
                     member.proc.send_signal(signal.SIGKILL)
                     member.proc.wait(30)
                     self.liveness_restarts.append(f"{member.name} at {time.time():.1f}")
+                    self.start(member.name, static=member.static)
+
+    def _restart_stuck_exits(self) -> None:
+        """Like the kubelet (``restartPolicy: Always``), start again a member that exited with
+        ``EXIT_STUCK``: the worker's own answer to a client call that never returns. Any
+        other exit stays a crash (``crashed``)."""
+        with self._lock:
+            for member in list(self.members.values()):
+                if not member.stopped and member.proc.poll() == EXIT_STUCK:
+                    self.exit_restarts.append(f"{member.name} at {time.time():.1f}")
                     self.start(member.name, static=member.static)
 
     def start(self, name: str, *, static: bool) -> Member:
@@ -149,6 +166,7 @@ class WorkerPool:
         """SIGTERM: finish the batch, commit, leave; the exit code."""
         with self._lock:
             member = self.members[name]
+            member.stopped = True
             member.proc.send_signal(signal.SIGTERM)
             try:
                 return member.proc.wait(timeout)
