@@ -95,16 +95,20 @@ function receipts.keep(ctx, op, entry, first)
   if op.source == '' then
     return
   end
-  local ids = {}
-  for k = first, #ctx.released_ids do
-    ids[#ids + 1] = ctx.released_ids[k]
-  end
   local bucket = ctx.receipts_out[op.bucket]
   if bucket == nil then
     bucket = {}
     ctx.receipts_out[op.bucket] = bucket
   end
-  bucket[op.source] = entry .. '\n' .. (#ids > 0 and cjson.encode(ids) or '')
+  if first > #ctx.released_ids then -- it released nothing (the common case)
+    bucket[op.source] = entry .. '\n'
+    return
+  end
+  local ids = {}
+  for k = first, #ctx.released_ids do
+    ids[#ids + 1] = ctx.released_ids[k]
+  end
+  bucket[op.source] = entry .. '\n' .. cjson.encode(ids)
 end
 
 return receipts
