@@ -109,6 +109,120 @@ end
 """
 
 
+PHASE_PRELUDE = r"""
+local __ph_us, __ph_n = {}, {}
+local __ph_name, __ph_last = nil, 0
+local function __ph_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function __phase(name)
+  local t = __ph_now()
+  if __ph_name then
+    __ph_us[__ph_name] = (__ph_us[__ph_name] or 0) + t - __ph_last
+    __ph_n[__ph_name] = (__ph_n[__ph_name] or 0) + 1
+  end
+  local previous = __ph_name
+  __ph_name, __ph_last = name, t
+  return previous
+end
+local function __within(name, fn)
+  return function(...)
+    local previous = __phase(name)
+    local a, b, c = fn(...)
+    __phase(previous)
+    return a, b, c
+  end
+end
+for _ = 1, 100 do __phase('calibration') end
+__phase('start: GET reply, chain EXISTS')
+local function __ph_flush()
+  __phase(nil)
+  for name, us in pairs(__ph_us) do
+    redis.call('HINCRBY', 'luaprof:us', name, us)
+    redis.call('HINCRBY', 'luaprof:n', name, __ph_n[name])
+  end
+end
+"""
+
+PHASE_MARKS: tuple[tuple[str, str], ...] = (
+    ("ctx.config = argv.header(ARGV)", "argv: header and ops parsed"),
+    ("union_find.prefetch(ctx, ctx.ops)", "prefetch: HMGETs of the ids, per tree level"),
+    ("    local entry = receipts.answer(ctx, op)", "receipts: lookup (HMGET per bucket)"),
+    ("      local first = #ctx.released_ids + 1", "rules (besides the parts below)"),
+    ("      receipts.keep(ctx, op, entry, first)", "receipts: receipt text kept"),
+    ("    entries[index] = entry", "main loop"),
+    ("  write_union_find(ctx)", "write-back: records, members, HSET of the ids hash"),
+    ("  write_buffer(ctx)", "write-back: buffer"),
+    ("  groups.write(ctx)", "write-back: groups, case folds"),
+    ("  write_receipts(ctx)", "write-back: receipts HSET + PEXPIRE"),
+    ("  local due = false", "write-back: next due"),
+    ("  local text = reply.whole(entries, ctx.released, due)", "reply: whole text joined"),
+    ("  if ctx.config.reply_ttl_ms > 0 then", "reply: SET at KEYS[3]"),
+)
+"""Lines of the joined script a phase starts at (the phase build marks the time there)."""
+
+PHASE_FUNCTIONS: tuple[tuple[str, str], ...] = (
+    ("reply.entry", "reply: entry JSON built"),
+    ("records.encode", "records: encoded (write-back)"),
+    ("records.load", "records: decoded (record_codec.fill)"),
+    ("record_codec.decode_props", "records: properties decoded (cmsgpack)"),
+    ("records.snapshot", "records: snapshot JSON rebuilt"),
+    ("properties.update", "rules: property operations"),
+    ("records.create", "records: new person"),
+    ("union_find.find", "union-find: find"),
+    ("groups.apply", "groups: apply"),
+)
+"""Module functions whose time (inclusive) is a phase of its own in the phase build."""
+
+
+def phase_build(joined: str) -> str:
+    """``joined`` with the time between PHASE_MARKS, and in PHASE_FUNCTIONS, added up per
+    phase: a few ``TIME`` calls per op, so its shares are close to the plain script's."""
+    body = joined
+    for line, name in PHASE_MARKS:
+        if line in body:
+            body = body.replace(
+                line, f"{line[: len(line) - len(line.lstrip())]}__phase('{name}')\n{line}", 1
+            )
+    wrap = "".join(f"{fn} = __within('{name}', {fn})\n" for fn, name in PHASE_FUNCTIONS)
+    body = body.replace("\nlocal ctx = {", "\n" + wrap + "local ctx = {", 1)
+    body = body.replace(
+        "return write_back.run(ctx, entries)",
+        "local __reply = write_back.run(ctx, entries)\n__ph_flush()\nreturn __reply",
+    )
+    shebang, _, rest = body.partition("\n")
+    return shebang + "\n" + PHASE_PRELUDE + rest
+
+
+def phases(client: redis.Redis, script: str, warm: Sequence[Call], timed: Sequence[Call]) -> str:
+    """The phase build's time per phase, less the cost of its TIME calls."""
+    names = ("luaprof:us", "luaprof:n")
+    build = phase_build(script)
+    replay(client, build, warm, [], "warm")
+    client.delete(*names)
+    result = replay(client, build, [], timed, "phases")
+    us, n = (_counts(client, name) for name in names)
+    client.delete(*names)
+    mark = us.pop("calibration") / n.pop("calibration")
+    corrected = {name: max(0.0, value - mark * n[name]) for name, value in us.items()}
+    net = sum(corrected.values())
+    ops = result.ops
+    lines = [
+        f"### Phases ({ops:,} ops in {result.calls:,} calls; {result.usec / ops:.1f} µs per op "
+        f"by commandstats, {net / ops:.1f} in the phases once each mark's cost ({mark:.2f} µs) "
+        "is taken off)",
+        "",
+        "| phase | µs per op | share | marks per op |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, value in sorted(corrected.items(), key=lambda kv: -kv[1]):
+        lines.append(
+            f"| {name} | {value / ops:.2f} | {100 * value / net:.1f}% | {n[name] / ops:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def profiling_build(joined: str) -> str:
     """``joined`` with every module function, ``redis.call`` and cjson/cmsgpack call timed."""
     body = joined
@@ -354,6 +468,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("track", "merge"), _by_kind(client, args), strict=True
     ):
         print(replay(client, script, kind_warm, kind_timed, f"{kind}s only").row())
+    print()
+    print(phases(client, script, warm, timed))
+    for path in args.compare:
+        with open(path, encoding="utf-8") as f:
+            print()
+            print(f"{path}:")
+            print(phases(client, f.read(), warm, timed))
     if not args.no_profile:
         print()
         print(profile(client, script, warm, timed))
