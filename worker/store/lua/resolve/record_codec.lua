@@ -194,24 +194,41 @@ function record_codec.others_of(person)
   return others
 end
 
+-- The stored form of each order key met in this call (by its text), both ways: a record
+-- re-encoded packs the order keys it decoded without parsing them again.
+local PACKED, UNPACKED = {}, {}
+
 local function pack_order(ord)
-  if #ord ~= 56 then -- not 20 digits and a uuid text
-    return ord
+  local stored = PACKED[ord]
+  if stored then
+    return stored
   end
-  local high, low, id = string.match(ord, ORDER_DIGITS)
-  local id_bytes = high and record_codec.person_id_bytes(id)
-  if not id_bytes then
-    return ord
+  stored = ord
+  if #ord == 56 then -- 20 digits and a uuid text?
+    local high, low, id = string.match(ord, ORDER_DIGITS)
+    local id_bytes = high and record_codec.person_id_bytes(id)
+    if id_bytes then
+      stored = '\0' .. struct.pack('>I4I5', tonumber(high), tonumber(low)) .. id_bytes
+    end
   end
-  return '\0' .. struct.pack('>I4I5', tonumber(high), tonumber(low)) .. id_bytes
+  PACKED[ord] = stored
+  return stored
 end
 
 local function unpack_order(stored)
   if byte(stored, 1) ~= 0 then
     return stored
   end
-  local high, low = struct.unpack('>I4I5', stored, 2)
-  return format('%010d%010d', high, low) .. uuid_text(sub(stored, 11, 26))
+  local ord = UNPACKED[stored]
+  if ord == nil then
+    local high, low = struct.unpack('>I4I5', stored, 2)
+    ord = format('%010d%010d', high, low) .. uuid_text(sub(stored, 11, 26))
+    UNPACKED[stored] = ord
+    if #ord == 56 then -- what pack_order makes of it (the digits fit their 10 places)
+      PACKED[ord] = stored
+    end
+  end
+  return ord
 end
 
 function record_codec.decode_props(snapshot, props)
