@@ -258,10 +258,17 @@ function record_codec.decode_props(snapshot, props)
   return meta, vals
 end
 
+-- The cjson text of each property key met in this call: the same keys recur across persons.
+local QUOTED = {}
+
 function record_codec.snapshot_of(vals)
   local parts, layout = {}, {}
   for key, text in pairs(vals) do
-    local quoted = cjson.encode(key)
+    local quoted = QUOTED[key]
+    if quoted == nil then
+      quoted = cjson.encode(key)
+      QUOTED[key] = quoted
+    end
     parts[#parts + 1] = quoted .. ':' .. text
     layout[#layout + 1] = key
     layout[#layout + 1] = #quoted
