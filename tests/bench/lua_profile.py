@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import re
 import statistics
 import sys
@@ -321,6 +322,7 @@ class Result:
     usec: int
     durations: list[int]
     replies: list[bytes]
+    state: str
 
     def row(self) -> str:
         d = self.durations or [0]
@@ -360,9 +362,33 @@ def replay(
         for e in client.slowlog_get(len(timed) + 100)
         if e["command"].split(b" ", 1)[0].upper() == b"EVALSHA"
     ]
+    state = _state_digest(client, prefix.decode())
     _delete(client, prefix.decode())
     ops = sum(int(a[14]) for _, a in timed)
-    return Result(name, int(stats["calls"]), ops, int(stats["usec"]), durations, replies)
+    return Result(name, int(stats["calls"]), ops, int(stats["usec"]), durations, replies, state)
+
+
+def _state_digest(client: redis.Redis, prefix: str) -> str:
+    """A digest of every key under ``prefix`` (name and value, TTLs aside), to check that two
+    scripts leave the same state."""
+    digest = hashlib.sha256()
+    for key in sorted(cast(list[bytes], list(client.scan_iter(match=f"{prefix}:*", count=5000)))):
+        kind = client.type(key)
+        value: object
+        if kind == b"hash":
+            value = sorted(cast(dict[bytes, bytes], client.hgetall(key)).items())
+        elif kind == b"string":
+            value = client.get(key)
+        elif kind == b"set":
+            value = sorted(cast(set[bytes], client.smembers(key)))
+        elif kind == b"zset":
+            value = client.zrange(key, 0, -1, withscores=True)
+        elif kind == b"list":
+            value = client.lrange(key, 0, -1)
+        else:
+            value = kind
+        digest.update(repr((key[len(prefix) :], value)).encode())
+    return digest.hexdigest()
 
 
 def _counts(client: redis.Redis, key: str) -> dict[str, int]:
@@ -457,7 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, text, w, t, edit in variants:
             runs[name].append(replay(client, text, w, t, name, edit))
     results = [min(rs, key=lambda r: r.usec) for rs in runs.values()]
-    same = all(r.replies == results[-3].replies for r in results[:-2])
+    same = all(
+        r.replies == results[-3].replies and r.state == results[-3].state for r in results[:-2]
+    )
     print(
         f"## Resolve script server time ({args.batches} batches of 500, chunk {args.chunk}, "
         f"universe {args.universe:,}; best of {args.repeat} interleaved runs, and the median "
@@ -473,7 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{r.row()} {median:.1f} |")
     print()
     if args.compare:
-        print(f"Replies of every compared script identical to this script's: {same}.")
+        print(
+            f"Replies and final state of every compared script identical to this script's: {same}."
+        )
         print()
     print("By kind (the mix's tracks alone, then its merges alone; one run):\n")
     print("| variant | calls | ops | µs per op (commandstats) | call p50 µs | call max µs |")
