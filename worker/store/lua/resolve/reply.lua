@@ -13,6 +13,7 @@ reply.released(event_uuid, reason, ingested_ms, entry, released_ms, entry_id) ->
 reply.whole(entries, released, next_due) -> text: the reply, a JSON array of the entries (one per
   op), the released entries, and next_due: false when the call left the buffer as it was, else
   the earliest due time or lease deadline of the tenant's buffer (null when nothing waits).
+  Changes entries[1] and entries[#entries] (the last use of entries).
 reply.NONE: an empty array, for warnings or overrides.
 ]]
 local reply = {}
@@ -99,7 +100,15 @@ end
 
 function reply.whole(entries, released, next_due)
   local due = next_due == false and 'false' or number_or_null(next_due)
-  return '[[' .. concat(entries, ',') .. '],[' .. concat(released, ',') .. '],' .. due .. ']'
+  local n = #entries
+  if n == 0 then
+    return '[[],[' .. concat(released, ',') .. '],' .. due .. ']'
+  end
+  -- the text is joined once (not joined, then copied into the brackets): the brackets go
+  -- onto the first and last entries, which entries then holds
+  entries[1] = '[[' .. entries[1]
+  entries[n] = entries[n] .. '],[' .. concat(released, ',') .. '],' .. due .. ']'
+  return concat(entries, ',')
 end
 
 return reply
