@@ -1,24 +1,28 @@
 """Where the resolve script's Redis server time goes (a script, not a test).
 
     .venv/bin/python -m tests.bench.lua_profile --redis-url redis://127.0.0.1:36480/0 \\
-        [--batches 20] [--compare OLD_JOINED_SCRIPT.lua]
+        [--batches 20] [--repeat 3] [--compare OLD_JOINED_SCRIPT.lua] [--no-profile]
 
-Use a Redis of your own: it sets ``slowlog-log-slower-than 0`` and resets the server's
-statistics (``CONFIG RESETSTAT``) while it runs.
+Use a Redis of your own: it sets ``slowlog-log-slower-than 0``, resets the server's statistics
+(``CONFIG RESETSTAT``) and the SLOWLOG while it runs, and writes ``luaprof:*`` keys.
 
 1. Captures the ``EVALSHA`` calls (KEYS and ARGV) that ``RedisIdentityStore`` makes for the
    ``bench_store`` mix (batches of 500, chunks of ``--chunk`` ops), once with a source per event
    (as the worker's events have: receipts kept) and once without.
-2. Replays them, each variant on a fresh key prefix, one call at a time, and reads the server
-   time of every call from ``INFO commandstats`` (mean) and the SLOWLOG (p50, max): the product
-   script with and without sources, with reply TTL 0, tracks only and merges only (a variant
-   keeps the calls whose ops are all of one kind), and ``--compare``'s script (an older joined
-   ``resolve_batch.lua``: ``python -m worker.store.lua_loader DIR`` at that commit).
-3. Replays the calls with sources through a profiling build of the joined script: every module
-   function, every ``redis.call`` (by command) and the cjson/cmsgpack calls are timed with
-   ``redis.call('TIME')``, exclusive of the timed calls they make, and the totals are printed
-   in µs per op. The timing itself costs time (the instrumented total is printed beside the
-   plain one); the shares, not the absolute figures, are what it tells.
+2. Replays them, each variant on a fresh key prefix, one call at a time (the predecessor check,
+   KEYS[10], dropped), and reads the server time of the calls from ``INFO commandstats`` (mean)
+   and the SLOWLOG (p50, max): this script with and without sources and with reply TTL 0, and
+   each ``--compare`` script (an older joined ``resolve_batch.lua``: ``python -m
+   worker.store.lua_loader DIR`` run on that commit's tree), ``--repeat`` times interleaved;
+   then the mix's tracks alone and its merges alone. A compared script must give the same
+   replies and leave the same state (a digest of every key; see ``_state_digest``).
+3. The phase build: the time between marks at the script's main steps (PHASE_MARKS) and in a
+   few module functions (PHASE_FUNCTIONS) is added up per phase with ``redis.call('TIME')``,
+   a few marks per op, less each mark's measured cost.
+4. The profiling build (unless ``--no-profile``): every module function, every ``redis.call``
+   (by command) and the cjson/cmsgpack calls are timed, exclusive of the timed calls they make,
+   less the timing's measured cost. Its many marks cost far more than the script itself: its
+   shares are a rough guide; the phase build's are closer.
 
 The warm-up batches are replayed untimed before the timed ones, so each variant starts from the
 same state.
