@@ -5,6 +5,7 @@ release), which is read as is and rewritten in format 7 by the first call that l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -188,3 +189,21 @@ def test_a_format_6_person_can_be_deleted(store: RedisIdentityStore, client: red
     assert deletion is not None
     assert deletion.distinct_ids == ("old-0", "old-1")
     assert client.exists(keys.ids, keys.members("old-0")) == 0
+
+
+def test_a_receipt_is_its_entry_and_one_written_with_a_newline_reads_the_same(
+    store: RedisIdentityStore, client: redis.Redis
+) -> None:
+    event = dataclasses.replace(ev("track", "a", set={"n": 1}), source="in/0/7")
+    first = run(store, event)
+    key = _keys(store).receipts("in/0/7")
+    receipt = client.hget(key, "in/0/7")
+    assert isinstance(receipt, bytes)
+    # an op that released nothing keeps its reply entry as is: a JSON array, no newline
+    assert b"\n" not in receipt
+    assert json.loads(receipt)[0] == first[0].person_id
+    assert first[0].person_created
+    assert run(store, event) == first  # answered from the receipt: "created" again
+    # the form written before (the entry, a newline, nothing) is read the same
+    client.hset(key, "in/0/7", receipt + b"\n")
+    assert run(store, event) == first

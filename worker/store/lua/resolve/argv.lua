@@ -34,6 +34,17 @@ local function has_flag(flags, bit)
   return math.floor(flags / bit) % 2 == 1
 end
 
+-- The bits of each valid flags value, by its text: { process, dangerous, merge, buffer }.
+local function bits_of(flags)
+  local flag = PROTOCOL.flag
+  return { has_flag(flags, flag.process_person), has_flag(flags, flag.merge_dangerously),
+    has_flag(flags, flag.merge_with_other), has_flag(flags, flag.bufferable) }
+end
+local FLAG_BITS = {}
+for flags = 0, PROTOCOL.max_flags do
+  FLAG_BITS[tostring(flags)] = bits_of(flags)
+end
+
 function argv.header(args)
   if args[1] ~= PROTOCOL.format_version then
     bad('unknown format ' .. tostring(args[1]))
@@ -71,16 +82,20 @@ function argv.header(args)
 end
 
 function argv.parse_op(src, at, index, stored)
+  local bits = FLAG_BITS[src[at]]
   local flags = tonumber(src[at])
   local nprops = tonumber(src[at + 7])
-  if flags == nil or flags < 0 or flags > PROTOCOL.max_flags or nprops == nil then
-    bad('op ' .. index)
+  if bits == nil or nprops == nil then
+    if flags == nil or flags < 0 or flags > PROTOCOL.max_flags or nprops == nil then
+      bad('op ' .. index)
+    end
+    bits = bits_of(flags) -- a valid value not in its plain form ("05", "5.0")
   end
   local op = {
-    process = has_flag(flags, PROTOCOL.flag.process_person),
-    dangerous = has_flag(flags, PROTOCOL.flag.merge_dangerously),
-    merge = has_flag(flags, PROTOCOL.flag.merge_with_other),
-    buffer = has_flag(flags, PROTOCOL.flag.bufferable),
+    process = bits[1],
+    dangerous = bits[2],
+    merge = bits[3],
+    buffer = bits[4],
     into = src[at + 1],
     into_person_id = src[at + 2],
     other = src[at + 3],

@@ -30,6 +30,9 @@ local function person_id(ctx, id)
 end
 
 function deleted.rederive(ctx, op)
+  if ctx.any_deleted == false then
+    return -- the tenant never deleted anyone (the common case)
+  end
   local into = person_id(ctx, op.into)
   if into then
     op.into_person_id = into

@@ -86,11 +86,17 @@ local function members_of(ctx, g, person_id)
   return m
 end
 
+-- What an op without groups gets when it has no memberships either (read only).
+local NOTHING = { groups = '{}', changes = '[]', warnings = {} }
+
 function groups.apply(ctx, op, person)
-  local out = { warnings = {} }
   local g = state(ctx)
-  local kept = {}
   local types = types_of(ctx, g) -- one SMEMBERS per call
+  if #op.groups == 0 and (person == nil or g.type_count == 0) then
+    return NOTHING -- the common case: no group, no membership to report
+  end
+  local out = { warnings = {} }
+  local kept = {}
   if #op.groups > 0 then
     for _, group in ipairs(op.groups) do
       if not types[group.type] then

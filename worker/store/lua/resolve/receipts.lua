@@ -11,8 +11,11 @@ that made it). Receipts are dropped by the store's
 forget (after the input offsets are committed) and, failing that, by the hash's TTL
 (receipt_ttl_ms, refreshed on every write to it).
 
-A receipt's text: the reply entry, a newline, then the released entry ids as a cjson array (or
-nothing when it released none). A reply entry never holds a raw newline (its strings are JSON).
+A receipt's text: the reply entry alone when the op released nothing (the entry string itself
+is written: no copy is made), else the reply entry, a newline, then the released entry ids as a
+cjson array. A reply entry never holds a raw newline (its strings are JSON), so the first newline
+ends the entry. (Receipts written before, as the entry and a newline then nothing or the ids,
+read the same.)
 
 receipts.answer(ctx, op) -> the kept reply entry of op's source, or nil (no source, or none kept).
   The first call reads the receipts of every op of ctx.ops with a source (one HMGET per bucket,
@@ -76,9 +79,12 @@ function receipts.answer(ctx, op)
   if not text then
     return nil
   end
-  local entry, ids = string.match(text, '^(.*)\n(.*)$')
-  if entry == nil then
-    error('resolve_batch: unreadable receipt for ' .. op.source)
+  local entry, ids = text, ''
+  if string.find(text, '\n', 1, true) then
+    entry, ids = string.match(text, '^([^\n]*)\n(.*)$')
+    if entry == nil then
+      error('resolve_batch: unreadable receipt for ' .. op.source)
+    end
   end
   if ctx.config.buffer_delay_ms > 0 then
     ctx.buffer_touched = true -- a replay reports the due time again (the first run's may be lost)
@@ -95,16 +101,20 @@ function receipts.keep(ctx, op, entry, first)
   if op.source == '' then
     return
   end
-  local ids = {}
-  for k = first, #ctx.released_ids do
-    ids[#ids + 1] = ctx.released_ids[k]
-  end
   local bucket = ctx.receipts_out[op.bucket]
   if bucket == nil then
     bucket = {}
     ctx.receipts_out[op.bucket] = bucket
   end
-  bucket[op.source] = entry .. '\n' .. (#ids > 0 and cjson.encode(ids) or '')
+  if first > #ctx.released_ids then -- it released nothing (the common case)
+    bucket[op.source] = entry
+    return
+  end
+  local ids = {}
+  for k = first, #ctx.released_ids do
+    ids[#ids + 1] = ctx.released_ids[k]
+  end
+  bucket[op.source] = entry .. '\n' .. cjson.encode(ids)
 end
 
 return receipts

@@ -63,7 +63,7 @@ record_codec.person_id_bytes(text) -> the 16 bytes of a canonical uuid text, or 
 ]]
 local record_codec = {}
 
-local byte, sub, char, format = string.byte, string.sub, string.char, string.format
+local byte, sub, format = string.byte, string.sub, string.format
 local concat = table.concat
 local pack, unpack_all = cmsgpack.pack, cmsgpack.unpack
 local floor = math.floor
@@ -72,12 +72,9 @@ record_codec.MEMBERS_INLINE = PROTOCOL.members_inline
 
 local BINARY_ID, TEXT_ID = '\1', '\2'
 local BINARY_ID_BYTE, TEXT_ID_BYTE, LEGACY_BYTE = 1, 2, byte('R')
--- Hex digits of a byte (by number and by character) and the byte of two hex digits.
-local BYTE_HEX, HEX_BYTE = {}, {}
-for b = 0, 255 do
-  local hex = format('%02x', b)
-  BYTE_HEX[b], HEX_BYTE[hex] = hex, char(b)
-end
+-- No table is built when the script starts (it starts on every call): the hex of a uuid is
+-- read and written by one struct.pack and one format.
+local UUID_FORMAT = '%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x'
 local DASH = byte('-')
 local ORDER_DIGITS = '^(' .. string.rep('%d', 10) .. ')(' .. string.rep('%d', 10) .. ')(.*)$'
 local CODES = { [0] = PROTOCOL.code.set, [1] = PROTOCOL.code.set_once,
@@ -96,20 +93,16 @@ function record_codec.person_id_bytes(text)
     return nil
   end
   local hex, dashes = string.gsub(text, '%-', '')
-  if dashes ~= 4 then
+  if dashes ~= 4 or string.find(hex, '[^0-9a-f]') then -- lowercase hex only
     return nil
   end
-  local bytes = string.gsub(hex, '..', HEX_BYTE) -- a pair that is not lowercase hex stays
-  return #bytes == 16 and bytes or nil
+  return struct.pack('>I4I4I4I4', tonumber(sub(hex, 1, 8), 16), tonumber(sub(hex, 9, 16), 16),
+    tonumber(sub(hex, 17, 24), 16), tonumber(sub(hex, 25, 32), 16))
 end
 
 -- The canonical uuid text of 16 bytes.
 local function uuid_text(bytes)
-  local h = BYTE_HEX
-  local b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16 =
-    byte(bytes, 1, 16)
-  return h[b1] .. h[b2] .. h[b3] .. h[b4] .. '-' .. h[b5] .. h[b6] .. '-' .. h[b7] .. h[b8] ..
-    '-' .. h[b9] .. h[b10] .. '-' .. h[b11] .. h[b12] .. h[b13] .. h[b14] .. h[b15] .. h[b16]
+  return format(UUID_FORMAT, byte(bytes, 1, 16))
 end
 
 local function fill_legacy(fields, value)
@@ -201,24 +194,41 @@ function record_codec.others_of(person)
   return others
 end
 
+-- The stored form of each order key met in this call (by its text), both ways: a record
+-- re-encoded packs the order keys it decoded without parsing them again.
+local PACKED, UNPACKED = {}, {}
+
 local function pack_order(ord)
-  if #ord ~= 56 then -- not 20 digits and a uuid text
-    return ord
+  local stored = PACKED[ord]
+  if stored then
+    return stored
   end
-  local high, low, id = string.match(ord, ORDER_DIGITS)
-  local id_bytes = high and record_codec.person_id_bytes(id)
-  if not id_bytes then
-    return ord
+  stored = ord
+  if #ord == 56 then -- 20 digits and a uuid text?
+    local high, low, id = string.match(ord, ORDER_DIGITS)
+    local id_bytes = high and record_codec.person_id_bytes(id)
+    if id_bytes then
+      stored = '\0' .. struct.pack('>I4I5', tonumber(high), tonumber(low)) .. id_bytes
+    end
   end
-  return '\0' .. struct.pack('>I4I5', tonumber(high), tonumber(low)) .. id_bytes
+  PACKED[ord] = stored
+  return stored
 end
 
 local function unpack_order(stored)
   if byte(stored, 1) ~= 0 then
     return stored
   end
-  local high, low = struct.unpack('>I4I5', stored, 2)
-  return format('%010d%010d', high, low) .. uuid_text(sub(stored, 11, 26))
+  local ord = UNPACKED[stored]
+  if ord == nil then
+    local high, low = struct.unpack('>I4I5', stored, 2)
+    ord = format('%010d%010d', high, low) .. uuid_text(sub(stored, 11, 26))
+    UNPACKED[stored] = ord
+    if #ord == 56 then -- what pack_order makes of it (the digits fit their 10 places)
+      PACKED[ord] = stored
+    end
+  end
+  return ord
 end
 
 function record_codec.decode_props(snapshot, props)
@@ -248,10 +258,17 @@ function record_codec.decode_props(snapshot, props)
   return meta, vals
 end
 
+-- The cjson text of each property key met in this call: the same keys recur across persons.
+local QUOTED = {}
+
 function record_codec.snapshot_of(vals)
   local parts, layout = {}, {}
   for key, text in pairs(vals) do
-    local quoted = cjson.encode(key)
+    local quoted = QUOTED[key]
+    if quoted == nil then
+      quoted = cjson.encode(key)
+      QUOTED[key] = quoted
+    end
     parts[#parts + 1] = quoted .. ':' .. text
     layout[#layout + 1] = key
     layout[#layout + 1] = #quoted

@@ -89,7 +89,7 @@ function union_find.find(ctx, id)
     return nil
   end
   local node = id
-  local path = {}
+  local path = byte(value, 1) == PARENT and {} or nil -- no table for an id that is a root
   while byte(value, 1) == PARENT do
     path[#path + 1] = node
     if #path > 100000 then
@@ -105,8 +105,10 @@ function union_find.find(ctx, id)
   if marker ~= 1 and marker ~= 2 and marker ~= LEGACY_RECORD then -- record_codec.is_record
     error('resolve_batch: unreadable entry for ' .. node)
   end
-  for k = 1, #path - 1 do
-    union_find.put(ctx, path[k], 'P' .. node)
+  if path then
+    for k = 1, #path - 1 do
+      union_find.put(ctx, path[k], 'P' .. node)
+    end
   end
   return node
 end
