@@ -19,7 +19,13 @@ from typing import Any, Final, NoReturn
 import orjson
 
 from worker.codec.errors import DecodeError, DecodeReason, EncodeError
-from worker.identity.model import IdentityWarning, JsonValue, PropertyUpdates, WarningKind
+from worker.identity.model import (
+    NO_UPDATES,
+    IdentityWarning,
+    JsonValue,
+    PropertyUpdates,
+    WarningKind,
+)
 
 EVENT_UUID_NAMESPACE: Final = uuid.UUID("6a3053f1-29a7-51d5-a234-8322e423c83d")
 """Namespace of the uuids derived for events that carry none (never random, A1)."""
@@ -84,7 +90,7 @@ def loads_json(data: bytes | str, *, reason: DecodeReason, field: str | None = N
         raw = None  # a lone surrogate in the text itself: the standard path words it
     if (
         raw is not None
-        and _SURROGATE_ESCAPE_BYTES.search(raw) is None
+        and (b"\\u" not in raw or _SURROGATE_ESCAPE_BYTES.search(raw) is None)
         and _LONG_NUMBER not in raw.translate(_DIGITS_TO_ZERO)
     ):
         try:
@@ -138,7 +144,7 @@ def _plain_json(value: object) -> bool:
             if item - item != 0.0:  # NaN and the infinities
                 return False
         elif kind is dict or kind is list or kind is tuple:
-            if not _plain_json(item):
+            if item and not _plain_json(item):  # an empty one is plain
                 return False
         else:
             return False
@@ -245,6 +251,8 @@ def check_operation_count(updates: PropertyUpdates) -> PropertyUpdates:
 
 def get_path(obj: Mapping[str, Any], path: str) -> Any:
     """``obj[a][b]`` for ``path = "a.b"``; ``None`` when any step is missing or not an object."""
+    if "." not in path:
+        return obj.get(path) if isinstance(obj, dict) else None
     value: Any = obj
     for part in path.split("."):
         if not isinstance(value, dict):
@@ -410,6 +418,8 @@ def property_updates(
     unset: tuple[str, ...],
 ) -> PropertyUpdates:
     """The updates of an event, refused when they hold too many operations."""
+    if not (set_ or set_once or unset):
+        return NO_UPDATES  # the common case: one shared value, equal to a new empty one
     return check_operation_count(
         PropertyUpdates(
             set=tuple(set_.items()) if set_ else (),

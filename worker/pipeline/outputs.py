@@ -112,6 +112,8 @@ def _enriched(
 def _overrides(
     item: Decoded, resolution: Resolution, ctx: OutputContext, now_ms: int
 ) -> list[Output]:
+    if not resolution.overrides:  # the common case
+        return []
     return [
         Output(
             item.message,
