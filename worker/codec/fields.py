@@ -312,6 +312,8 @@ def as_id(value: Any, field: str) -> str:
 
 def as_uuid(value: Any, field: str) -> str:
     """A uuid in canonical text form (lower case, hyphenated)."""
+    if type(value) is str and _CANONICAL_UUID.fullmatch(value):  # the common case
+        return value
     text = as_str(value, field)
     if _CANONICAL_UUID.fullmatch(text):
         return text
@@ -365,6 +367,8 @@ def timestamp_or_ignored(
     or, when it is malformed or out of range and the receive time is known, the receive time and
     why the timestamp was ignored (PostHog warns ``ignored_invalid_timestamp`` and does the
     same). Without a receive time a bad timestamp is a ``DecodeError``."""
+    if type(value) is int and MIN_TIMESTAMP_MS <= value <= MAX_TIMESTAMP_MS:  # the common case
+        return value, None
     if value is None and received_at_ms is not None:
         return received_at_ms, None
     try:
