@@ -59,6 +59,8 @@ def _kind(value: Any) -> EventKind:
 def _json_text_object(text: str | None, field: str) -> dict[str, JsonValue] | None:
     if text is None:
         return None
+    if text == "{}":  # the common case: what the encoder writes for no properties
+        return {}
     value = as_object(loads_json(text, reason="invalid_field", field=field), field)
     check_values(value, field)
     return value
