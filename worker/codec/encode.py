@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from worker.codec import native
 from worker.codec.avro import AvroCodec, SchemaName
@@ -23,10 +23,14 @@ from worker.identity.model import (
     IdentityWarning,
     JsonValue,
     Outcome,
+    PersonMode,
     Resolution,
 )
 
 OutputFormat = Literal["avro", "json"]
+
+_MODE_NAMES: Final = {mode: mode.value for mode in PersonMode}
+"""Each mode's name (``.value`` of an enum member is a slow property on this Python)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +97,7 @@ class OutputEncoder:
             obj["person_properties"] = properties
             obj["person_created_at"] = r.created_at_ms
             obj["is_identified"] = r.is_identified
-            obj["person_mode"] = r.person_mode.value
+            obj["person_mode"] = _MODE_NAMES[r.person_mode]
             obj["buffered_ms"] = buffered_ms
             obj["groups"] = groups_object(r)
             return EncodedRecord(key, _json_bytes(obj))

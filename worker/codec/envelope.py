@@ -65,9 +65,9 @@ class InputEvent:
 
 def check_kind_fields(kind: EventKind, event: str | None, other_id: str | None) -> None:
     """The fields a kind cannot do without: a track's event name, an alias's alias."""
-    if kind is EventKind.TRACK and not event:
+    if not event and kind is EventKind.TRACK:
         raise DecodeError("missing_field", "a track event needs an event name", field="event")
-    if kind is EventKind.ALIAS and other_id is None:
+    if other_id is None and kind is EventKind.ALIAS:
         raise DecodeError("missing_field", "an alias event needs the alias id", field="other_id")
 
 
@@ -83,13 +83,16 @@ def to_identity_event(
 
     A track's ``other_id`` is dropped: only identify and alias merge.
     """
+    other_id = e.other_id
+    if other_id is not None and e.kind is EventKind.TRACK:
+        other_id = None
     return IdentityEvent(
         tenant=e.tenant,
         kind=e.kind,
         distinct_id=e.distinct_id,
         uuid=e.uuid,
         timestamp_ms=timestamp_ms,
-        other_id=None if e.kind is EventKind.TRACK else e.other_id,
+        other_id=other_id,
         merge_dangerously=e.merge_dangerously,
         process_person=e.process_person,
         updates=e.updates,

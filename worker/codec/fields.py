@@ -19,7 +19,13 @@ from typing import Any, Final, NoReturn
 import orjson
 
 from worker.codec.errors import DecodeError, DecodeReason, EncodeError
-from worker.identity.model import IdentityWarning, JsonValue, PropertyUpdates, WarningKind
+from worker.identity.model import (
+    NO_UPDATES,
+    IdentityWarning,
+    JsonValue,
+    PropertyUpdates,
+    WarningKind,
+)
 
 EVENT_UUID_NAMESPACE: Final = uuid.UUID("6a3053f1-29a7-51d5-a234-8322e423c83d")
 """Namespace of the uuids derived for events that carry none (never random, A1)."""
@@ -84,7 +90,7 @@ def loads_json(data: bytes | str, *, reason: DecodeReason, field: str | None = N
         raw = None  # a lone surrogate in the text itself: the standard path words it
     if (
         raw is not None
-        and _SURROGATE_ESCAPE_BYTES.search(raw) is None
+        and (b"\\u" not in raw or _SURROGATE_ESCAPE_BYTES.search(raw) is None)
         and _LONG_NUMBER not in raw.translate(_DIGITS_TO_ZERO)
     ):
         try:
@@ -138,7 +144,7 @@ def _plain_json(value: object) -> bool:
             if item - item != 0.0:  # NaN and the infinities
                 return False
         elif kind is dict or kind is list or kind is tuple:
-            if not _plain_json(item):
+            if item and not _plain_json(item):  # an empty one is plain
                 return False
         else:
             return False
@@ -152,10 +158,15 @@ def dumps_json_bytes(value: object) -> bytes:
     bits, lone surrogates, keys that are not strings), takes the standard path, which decides
     as before. The two paths differ only in how a float is spelled (``1e-05`` and ``0.00001``):
     the same number.
+
+    The result is an exact-size copy of ``orjson``'s: ``orjson`` writes into a buffer of 1 KiB
+    or more and then shrinks it in place, so every result a batch holds on to keeps the rest of
+    its buffer from the next call and grows the heap (measured: about 5 µs a record, where the
+    copy costs 0.1).
     """
     if _plain_json(value):
         try:
-            return orjson.dumps(value, option=_ORJSON_OPTIONS)
+            return bytes(memoryview(orjson.dumps(value, option=_ORJSON_OPTIONS)))
         except orjson.JSONEncodeError:
             pass
     return _dumps_standard(value).encode("utf-8")
@@ -240,6 +251,8 @@ def check_operation_count(updates: PropertyUpdates) -> PropertyUpdates:
 
 def get_path(obj: Mapping[str, Any], path: str) -> Any:
     """``obj[a][b]`` for ``path = "a.b"``; ``None`` when any step is missing or not an object."""
+    if "." not in path:
+        return obj.get(path) if isinstance(obj, dict) else None
     value: Any = obj
     for part in path.split("."):
         if not isinstance(value, dict):
@@ -299,6 +312,8 @@ def as_id(value: Any, field: str) -> str:
 
 def as_uuid(value: Any, field: str) -> str:
     """A uuid in canonical text form (lower case, hyphenated)."""
+    if type(value) is str and _CANONICAL_UUID.fullmatch(value):  # the common case
+        return value
     text = as_str(value, field)
     if _CANONICAL_UUID.fullmatch(text):
         return text
@@ -352,6 +367,8 @@ def timestamp_or_ignored(
     or, when it is malformed or out of range and the receive time is known, the receive time and
     why the timestamp was ignored (PostHog warns ``ignored_invalid_timestamp`` and does the
     same). Without a receive time a bad timestamp is a ``DecodeError``."""
+    if type(value) is int and MIN_TIMESTAMP_MS <= value <= MAX_TIMESTAMP_MS:  # the common case
+        return value, None
     if value is None and received_at_ms is not None:
         return received_at_ms, None
     try:
@@ -405,6 +422,8 @@ def property_updates(
     unset: tuple[str, ...],
 ) -> PropertyUpdates:
     """The updates of an event, refused when they hold too many operations."""
+    if not (set_ or set_once or unset):
+        return NO_UPDATES  # the common case: one shared value, equal to a new empty one
     return check_operation_count(
         PropertyUpdates(
             set=tuple(set_.items()) if set_ else (),

@@ -82,8 +82,9 @@ def detect_dialect(obj: Mapping[str, Any]) -> JsonDialect:
     """The dialect of one JSON object (rules in the module docstring)."""
     if posthog_capture.is_capture_envelope(obj):
         return "posthog"
-    if any(key in obj for key in segment.ID_FIELDS):
-        return "segment"
+    for key in segment.ID_FIELDS:
+        if key in obj:
+            return "segment"
     if "userID" in obj:
         return "logrocket"
     if schematic.is_schematic(obj):

@@ -84,7 +84,11 @@ def prepare(event: IdentityEvent, config: IdentityConfig) -> PreparedOp | Resolu
             IdentityWarning(WarningKind.PERSON_PROPERTIES_SIZE_VIOLATION, {"reason": violation})
         )
         updates = NO_UPDATES
-    groups, group_warnings = prepare_groups(event.groups, lambda u: length_violation(u, config))
+    groups, group_warnings = (
+        prepare_groups(event.groups, lambda u: length_violation(u, config))
+        if event.groups
+        else ((), ())
+    )
     return PreparedOp(
         event=event,
         merge_with=merge_with,
@@ -123,6 +127,8 @@ def _illegal(distinct_id: str, config: IdentityConfig) -> bool:
 
 def length_violation(updates: PropertyUpdates, config: IdentityConfig) -> str | None:
     """``key_too_long`` / ``value_too_long`` when one operation breaks a length limit."""
+    if not (updates.set or updates.set_once or updates.unset):  # the common case
+        return None
     keys = [k for k, _ in updates.set] + [k for k, _ in updates.set_once] + list(updates.unset)
     if any(len(k) > config.max_property_key_length for k in keys):
         return "key_too_long"

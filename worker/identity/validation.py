@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
-
 from worker.identity.config import IdentityConfig
 
 _QUOTES = ("'", '"')
@@ -16,9 +14,27 @@ def _unquoted(distinct_id: str) -> str:
     return distinct_id
 
 
-@cache
-def _folded(names: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(name.casefold() for name in names)
+_SETS: dict[int, tuple[tuple[str, ...], frozenset[str], frozenset[str]]] = {}
+"""The lookup sets of each configured list, by the list's identity (hashing the list itself on
+every event would cost more than the lookups)."""
+_MAX_SETS = 64
+
+
+def _sets(names: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
+    """``names`` as a set, and case-folded as a set."""
+    entry = _SETS.get(id(names))
+    if entry is None or entry[0] is not names:
+        if len(_SETS) >= _MAX_SETS:
+            _SETS.clear()
+        entry = (names, frozenset(names), frozenset(name.casefold() for name in names))
+        _SETS[id(names)] = entry
+    return entry[1], entry[2]
+
+
+def _listed(candidate: str, config: IdentityConfig) -> bool:
+    exact, _ = _sets(config.illegal_ids_case_sensitive)
+    _, folded = _sets(config.illegal_ids_case_insensitive)
+    return candidate in exact or candidate.casefold() in folded
 
 
 def is_illegal_id(distinct_id: str, config: IdentityConfig) -> bool:
@@ -29,11 +45,10 @@ def is_illegal_id(distinct_id: str, config: IdentityConfig) -> bool:
     stripped = distinct_id.strip()
     if not stripped:
         return True
-    insensitive = _folded(config.illegal_ids_case_insensitive)
-    for candidate in {stripped, _unquoted(stripped)}:
-        if candidate in config.illegal_ids_case_sensitive or candidate.casefold() in insensitive:
-            return True
-    return False
+    if _listed(stripped, config):
+        return True
+    unquoted = _unquoted(stripped)
+    return unquoted is not stripped and _listed(unquoted, config)
 
 
 def is_overlong(distinct_id: str, config: IdentityConfig) -> bool:

@@ -76,12 +76,13 @@ class Decoder:
         for "now" only when the message has no Kafka timestamp. An event of a message that
         holds several has the source ``<topic/partition/offset>#<index>``."""
         now_ms = message_now(message, clock_ms)
+        source_ref = message.source_ref
         try:
             items = decode_messages(
                 message.value,
                 message.key,
                 message.headers,
-                message.source_ref,
+                source_ref,
                 self.options,
                 received_at_ms=message.timestamp_ms,
                 topic=message.topic,
@@ -96,7 +97,7 @@ class Decoder:
             if isinstance(item, DecodeError):
                 out.append(self._dead(message, item))
                 continue
-            source = f"{message.source_ref}#{index}" if several else message.source_ref
+            source = f"{source_ref}#{index}" if several else source_ref
             try:
                 out.append(self._item(message, item, now_ms, source))
             except DecodeError as exc:

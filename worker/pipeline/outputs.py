@@ -85,6 +85,8 @@ def warnings_of(item: Decoded, resolution: Resolution) -> tuple[IdentityWarning,
 def _warnings(
     item: Decoded, resolution: Resolution, ctx: OutputContext, now_ms: int
 ) -> list[Output]:
+    if not (item.pre_warnings or resolution.warnings):  # the common case
+        return []
     event, out = item.event, []
     for warning in warnings_of(item, resolution):
         rec = ctx.encoder.warning(
@@ -112,6 +114,8 @@ def _enriched(
 def _overrides(
     item: Decoded, resolution: Resolution, ctx: OutputContext, now_ms: int
 ) -> list[Output]:
+    if not resolution.overrides:  # the common case
+        return []
     return [
         Output(
             item.message,

@@ -28,4 +28,7 @@ def merged_away(resolution: Resolution) -> list[str]:
     """Person ids whose events now belong to the resolution's person: the old person of every
     override (a merged person, or the id a joining distinct id's personless events carried),
     each once, in order."""
-    return list(dict.fromkeys(o.old_person_id for o in resolution.overrides))
+    overrides = resolution.overrides
+    if not overrides:  # the common case
+        return []
+    return list(dict.fromkeys(o.old_person_id for o in overrides))
