@@ -41,20 +41,26 @@ from worker.app import build_worker
 from worker.config import Settings
 
 
-def measure(settings: Settings, rate: int, seconds: float, warmup: float) -> list[float]:
-    skipped = int(rate * warmup)
-    total = skipped + int(rate * seconds)
-    scheduled: dict[str, float] = {}
+def clients(settings: Settings, name: str) -> tuple[Consumer, Producer]:
+    """A consumer of the enriched topic from its start (group ``<group>-<name>``) and a
+    producer for the load."""
     consumer = Consumer(
         {
             **settings.kafka.common(),
-            "group.id": f"{settings.kafka.group_id}-lat",
+            "group.id": f"{settings.kafka.group_id}-{name}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
         }
     )
     consumer.subscribe([settings.topics.enriched])
-    producer = Producer({**settings.kafka.common(), "linger.ms": 1})
+    return consumer, Producer({**settings.kafka.common(), "linger.ms": 1})
+
+
+def measure(settings: Settings, rate: int, seconds: float, warmup: float) -> list[float]:
+    skipped = int(rate * warmup)
+    total = skipped + int(rate * seconds)
+    scheduled: dict[str, float] = {}
+    consumer, producer = clients(settings, "lat")
     start = time.time() + 0.5
     for i in range(total):
         due = start + i / rate
@@ -99,16 +105,7 @@ def measure_buffered(settings: Settings, rate: int, seconds: float) -> list[floa
     delay = settings.buffer.delay_seconds
     total = int(rate * seconds)
     sent: dict[str, float] = {}
-    consumer = Consumer(
-        {
-            **settings.kafka.common(),
-            "group.id": f"{settings.kafka.group_id}-buf",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([settings.topics.enriched])
-    producer = Producer({**settings.kafka.common(), "linger.ms": 1})
+    consumer, producer = clients(settings, "buf")
     start = time.time() + 0.5
     for i in range(total):
         pause = start + i / rate - time.time()

@@ -57,18 +57,9 @@ local person_id = fields.person_id
 if expected ~= '' and expected ~= person_id then
   return false
 end
-local ids = { root }
-if fields.legacy then
-  if fields.id_count ~= 1 then
-    ids = redis.call('SMEMBERS', members_prefix .. root)
-  end
-elseif not fields.spilled then
-  for _, id in ipairs(record_codec.parse_members(fields.others_text)) do
-    ids[#ids + 1] = id
-  end
-else
-  ids = record_codec.parse_members(redis.call('GET', members_prefix .. root) or '')
-end
+local ids = record_codec.tree_ids(root, fields, function(kind)
+  return redis.call(kind == 'set' and 'SMEMBERS' or 'GET', members_prefix .. root)
+end)
 local gone = {}
 for _, id in ipairs(ids) do
   gone[id] = true

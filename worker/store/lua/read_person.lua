@@ -17,24 +17,19 @@ ARGV: [1] "scan", [2] an HSCAN cursor of KEYS[1], [3] its COUNT: one page of the
 
 local ids_key, members_prefix = KEYS[1], KEYS[2]
 
+local function members_reader(root)
+  local key = members_prefix .. root
+  return function(kind)
+    return redis.call(kind == 'set' and 'SMEMBERS' or 'GET', key)
+  end
+end
+
 local function view(root, value)
   local fields = record_codec.decode(value)
   if fields == nil then
     error('read_person: unreadable person record at ' .. root)
   end
-  local ids = { root }
-  if fields.legacy then
-    if fields.id_count ~= 1 then
-      ids = redis.call('SMEMBERS', members_prefix .. root)
-    end
-  elseif not fields.spilled then
-    for _, id in ipairs(record_codec.parse_members(fields.others_text)) do
-      ids[#ids + 1] = id
-    end
-  else
-    ids = record_codec.parse_members(redis.call('GET', members_prefix .. root) or '')
-  end
-  return record_codec.view(root, fields, ids)
+  return record_codec.view(root, fields, record_codec.tree_ids(root, fields, members_reader(root)))
 end
 
 if ARGV[1] == 'scan' then

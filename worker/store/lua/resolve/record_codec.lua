@@ -59,6 +59,10 @@ record_codec.view(root, fields, ids) -> a JSON text of the person for Python's r
   "identified", "version", "ids", "meta", "vals"} (meta and vals as in records.lua).
 record_codec.members_text(ids) -> the members string of ids (to APPEND).
 record_codec.parse_members(text) -> array of the ids of a members string.
+record_codec.tree_ids(root, fields, read) -> array of every id of root's tree (root first
+  unless the ids come from a members key); read(kind) returns what Redis holds at the members
+  key: kind "set" (format 6, a tree of several ids) the members set, "string" (format 7, a tree
+  beyond MEMBERS_INLINE ids) the members string or false; this module never calls Redis.
 record_codec.person_id_bytes(text) -> the 16 bytes of a canonical uuid text, or nil.
 ]]
 local record_codec = {}
@@ -340,6 +344,20 @@ function record_codec.parse_members(text)
     end
     ids[#ids + 1] = sub(text, colon + 1, colon + length)
     pos = colon + length + 1
+  end
+  return ids
+end
+
+function record_codec.tree_ids(root, fields, read)
+  if fields.legacy then
+    return fields.id_count ~= 1 and read('set') or { root }
+  end
+  if fields.spilled then
+    return record_codec.parse_members(read('string') or '')
+  end
+  local ids = { root }
+  for _, id in ipairs(record_codec.parse_members(fields.others_text)) do
+    ids[#ids + 1] = id
   end
   return ids
 end
