@@ -33,7 +33,13 @@ from dataclasses import dataclass
 
 import redis
 
-from tests.bench.common import ServerTime, memory_breakdown, named_url, run_header
+from tests.bench.common import (
+    ServerTime,
+    delete_prefix,
+    memory_breakdown,
+    named_url,
+    run_header,
+)
 from worker.identity.config import IdentityConfig
 from worker.identity.model import EventKind, IdentityEvent, PropertyUpdates
 from worker.store.redis_store import (
@@ -117,17 +123,6 @@ class Workload:
         return out
 
 
-def _delete_prefix(client: redis.Redis, prefix: str) -> None:
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{prefix}:*", count=5000):
-        batch.append(key)
-        if len(batch) >= 5000:
-            client.unlink(*batch)
-            batch = []
-    if batch:
-        client.unlink(*batch)
-
-
 def _store(
     client: redis.Redis, prefix: str, max_ops: int, *, one_at_a_time: bool = False
 ) -> RedisIdentityStore:
@@ -182,7 +177,7 @@ def bench_throughput(client: redis.Redis, args: argparse.Namespace) -> list[str]
             f"{1000 * statistics.median(latencies):.1f} | {1000 * _pct(latencies, 0.99):.1f} | "
             f"{statistics.median(scripts):,.0f} | {max(scripts):,} |"
         )
-        _delete_prefix(client, prefix)
+        delete_prefix(client, prefix)
     ratio = (
         results["batched (Lua, one call per chunk)"]
         / results["naive (same script, one call per op)"]
@@ -216,7 +211,7 @@ def bench_chunk_sizes(client: redis.Redis, args: argparse.Namespace) -> list[str
             f"{_pct(scripts, 0.99):,.0f} | {max(scripts):,} | "
             f"{statistics.median(scripts) / chunk:.1f} |"
         )
-        _delete_prefix(client, prefix)
+        delete_prefix(client, prefix)
     return [
         "### Server time per script call, by chunk size (SLOWLOG, all calls)",
         "",
@@ -288,7 +283,7 @@ def bench_memory(client: redis.Redis, args: argparse.Namespace) -> list[str]:
         "",
     ]
     if not args.keep:
-        _delete_prefix(client, prefix)
+        delete_prefix(client, prefix)
     return lines
 
 

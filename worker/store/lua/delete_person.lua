@@ -35,19 +35,11 @@ local function uuid5(name)
 end
 
 -- The root of start's tree and its record.
-local root = start
-local value = redis.call('HGET', ids_key, root)
-if not value then
+local root, value = record_codec.root_of(start, function(id)
+  return redis.call('HGET', ids_key, id)
+end, 'delete_person')
+if root == nil then
   return false
-end
-local hops = 0
-while string.sub(value, 1, 1) == 'P' do
-  root = string.sub(value, 2)
-  value = redis.call('HGET', ids_key, root)
-  hops = hops + 1
-  if not value or hops > 100000 then
-    error('delete_person: broken parent chain at ' .. root)
-  end
 end
 local fields = record_codec.decode(value)
 if fields == nil then

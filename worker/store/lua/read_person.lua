@@ -44,18 +44,10 @@ if ARGV[1] == 'scan' then
   return out
 end
 
-local node = ARGV[2]
-local value = redis.call('HGET', ids_key, node)
-if not value then
+local root, value = record_codec.root_of(ARGV[2], function(id)
+  return redis.call('HGET', ids_key, id)
+end, 'read_person')
+if root == nil then
   return false
 end
-local hops = 0
-while string.sub(value, 1, 1) == 'P' do
-  node = string.sub(value, 2)
-  value = redis.call('HGET', ids_key, node)
-  hops = hops + 1
-  if not value or hops > 100000 then
-    error('read_person: broken parent chain at ' .. node)
-  end
-end
-return view(node, value)
+return view(root, value)

@@ -59,6 +59,10 @@ record_codec.view(root, fields, ids) -> a JSON text of the person for Python's r
   "identified", "version", "ids", "meta", "vals"} (meta and vals as in records.lua).
 record_codec.members_text(ids) -> the members string of ids (to APPEND).
 record_codec.parse_members(text) -> array of the ids of a members string.
+record_codec.root_of(id, get, who) -> root, its value: the root of id's tree, following the
+  parent entries ("P" .. parent) that get(id) returns from the ids hash; nil when get(id) is
+  false. Raises "<who>: broken parent chain at <id>" on a parent with no entry or more than
+  100,000 hops.
 record_codec.tree_ids(root, fields, read) -> array of every id of root's tree (root first
   unless the ids come from a members key); read(kind) returns what Redis holds at the members
   key: kind "set" (format 6, a tree of several ids) the members set, "string" (format 7, a tree
@@ -346,6 +350,23 @@ function record_codec.parse_members(text)
     pos = colon + length + 1
   end
   return ids
+end
+
+function record_codec.root_of(id, get, who)
+  local node, value = id, get(id)
+  if not value then
+    return nil
+  end
+  local hops = 0
+  while string.sub(value, 1, 1) == 'P' do
+    node = string.sub(value, 2)
+    value = get(node)
+    hops = hops + 1
+    if not value or hops > 100000 then
+      error(who .. ': broken parent chain at ' .. node)
+    end
+  end
+  return node, value
 end
 
 function record_codec.tree_ids(root, fields, read)
