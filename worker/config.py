@@ -307,9 +307,10 @@ class BatchSettings(_Section):
     max_in_flight: int = Field(default=3, ge=1, le=32)
     """At-least-once outputs: batches whose outputs are produced but not all acknowledged yet
     while the worker reads and resolves the next one. Their offsets are committed, in order,
-    once Kafka acknowledged everything they cover. ``1``: wait for each batch's
-    acknowledgements before the next poll. Exactly-once outputs always work one batch at a
-    time."""
+    once Kafka acknowledged everything they cover; with more than one, a batch's Redis round
+    also runs while the next batch is read and decoded. ``1``: one batch at a time, its Redis
+    round read and its acknowledgements waited for before the next poll. Exactly-once outputs
+    always work one batch at a time."""
 
 
 class DeliverySettings(_Section):

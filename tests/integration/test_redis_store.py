@@ -1223,3 +1223,95 @@ def test_forgotten_receipts_lead_the_next_round_or_go_at_once_without_rounds(
     run(single, dataclasses.replace(ev("track", "c"), source="in/0/3"))
     single.forget(TENANT, ["in/0/3"])
     assert not redis_client.hexists(single.keys(TENANT).receipts("in/0/3"), "in/0/3")
+
+
+# -- rounds sent ahead (plan, send, results or abandon) ----------------------------------------
+
+
+def _sourced(*events: IdentityEvent) -> list[IdentityEvent]:
+    return [dataclasses.replace(e, source=f"in/0/{i}") for i, e in enumerate(events)]
+
+
+def test_a_sent_round_runs_before_its_replies_are_read(
+    make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    """``send`` returns at once and Redis runs the round while nobody reads: the person shows
+    up (seen from another connection) before ``results`` is called, which then answers as a
+    store that waited for every reply."""
+    config = IdentityConfig(ordering=OrderingMode.ARRIVAL)
+    store = make_store(config, max_ops_per_call=2)
+    control = make_store(config, prefix=f"c-{uuid.uuid4().hex[:10]}", max_ops_per_call=2)
+    events = _round_events()
+    planned = store.plan_many([(TENANT, events)], T0)
+    assert store.person_for(TENANT, "c") is None  # planning sends nothing
+    planned.send()
+    deadline = time.monotonic() + 10
+    while store.person_for(TENANT, "c") is None:
+        assert time.monotonic() < deadline, "the sent round did not run"
+        time.sleep(0.005)
+    (result,) = planned.results()
+    assert isinstance(result, BatchResult)
+    assert result.resolutions == run(control, *events)
+    assert person(store, "c") == person(control, "c")
+    for name in (store, control):
+        assert person(name, "c").version == 4  # applied once
+
+
+def test_an_abandoned_round_ran_whole_and_its_replay_answers_from_the_receipts(
+    make_store: StoreFactory,
+) -> None:
+    """A round sent and then abandoned (its batch failed elsewhere) has run to the end when
+    ``abandon`` returns; the batch read again gets the answers the round gave."""
+    config = IdentityConfig(ordering=OrderingMode.ARRIVAL)
+    store = make_store(config, max_ops_per_call=1)
+    control = make_store(config, prefix=f"c-{uuid.uuid4().hex[:10]}", max_ops_per_call=1)
+    events = _sourced(*_round_events())
+    planned = store.plan_many([(TENANT, events)], T0)
+    planned.send()
+    planned.abandon()
+    assert person(store, "c").version == 4  # every call ran
+    assert run(store, *events) == run(control, *events)  # the replay: receipts, nothing twice
+    assert person(store, "c").version == 4
+    assert person(store, "c") == person(control, "c")
+
+
+def test_a_round_abandoned_before_it_was_sent_changes_nothing(
+    make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    store = make_store()
+    planned = store.plan_many([(TENANT, [ev("track", "a", set={"n": 1})])], T0)
+    planned.abandon()
+    assert store.person_for(TENANT, "a") is None
+    assert list(redis_client.scan_iter(match=store.keys(TENANT).all_pattern())) == []
+    with pytest.raises(InternalError):
+        planned.results()
+
+
+def test_a_round_sent_on_a_dead_connection_is_sent_again_when_read(
+    redis_url: str, make_store: StoreFactory
+) -> None:
+    """The write of ``send`` fails (the server is not there): ``send`` does not raise,
+    ``results`` retries the round and answers once the server is back."""
+    sleeps: list[float] = []
+    dead = redis.Redis.from_url(redis_url, connection_class=_refusing_first_connection())
+    store = make_store(client=dead, sleep=sleeps.append)
+    planned = store.plan_many([(TENANT, [ev("track", "a", set={"n": 1})])], T0)
+    planned.send()
+    (result,) = planned.results()
+    assert isinstance(result, BatchResult)
+    assert result.resolutions[0].person_created
+    assert len(sleeps) == 1
+    dead.close()
+
+
+def _refusing_first_connection() -> type[redis.Connection]:
+    """A connection class whose first connect fails, as when the server is restarting."""
+    attempts = itertools.count(1)
+
+    class Refusing(redis.Connection):
+        def connect(self) -> None:
+            if next(attempts) == 1:
+                raise redis.exceptions.ConnectionError("connection refused")
+            super().connect()  # type: ignore[no-untyped-call]
+
+    return Refusing

@@ -246,13 +246,15 @@ def test_a_failed_commit_rewinds_its_batch_and_forgets_nothing_of_it() -> None:
     def fail_next_commit(script: Script) -> None:
         script.fail_commits = 1
 
-    script = Script(sink, count=6, batch=2, hooks={2: fail_next_commit})
+    # the second batch is completed (its store round read, outputs produced) and committed in
+    # the turn of the third poll: that commit fails, which the fourth poll tells
+    script = Script(sink, count=8, batch=2, hooks={3: fail_next_commit})
     run(script, max_in_flight=2, store=store)
 
     assert script.rewinds == [2]  # the batch whose commit failed, and what followed it
     refs = [ref for _tenant, batch in store.forgotten for ref in batch]
-    assert refs == [f"{TOPICS.track}/0/{i}" for i in range(6)]  # each once, after its commit
-    assert script.commits[-1][1] == 6
+    assert refs == [f"{TOPICS.track}/0/{i}" for i in range(8)]  # each once, after its commit
+    assert script.commits[-1][1] == 8
 
 
 def test_a_revoke_finishes_and_commits_everything_in_flight_first() -> None:

@@ -14,7 +14,10 @@ its events (``BufferingStore.forget``, per tenant): they will not be read again.
 
 ``start`` (at-least-once outputs) does the same work but returns once the outputs are produced,
 with a ``PendingBatch`` the runner finishes once Kafka acknowledged them, so it can decode and
-resolve the next batches meanwhile (``batch.max_in_flight``). Batches are committed, and told
+resolve the next batches meanwhile (``batch.max_in_flight``). The runner splits it further:
+``plan`` decodes a batch and encodes its store round, ``launch`` sends the round, ``complete``
+reads the answers and produces the outputs; between ``launch`` and ``complete`` the runner polls
+and plans the next batch while Redis runs the round. Batches are committed, and told
 ``committed``, in the order they were started. With exactly-once outputs (a transactional sink)
 ``start`` is ``process``: one batch at a time.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict, deque
 from collections.abc import Sequence
+from typing import cast
 
 from worker.clock import Clock
 from worker.errors import TransientError
@@ -43,8 +47,8 @@ from worker.pipeline.offsets import next_offsets
 from worker.pipeline.outputs import OutputContext, event_outputs, tally
 from worker.pipeline.ports import Sink
 from worker.pipeline.releaser import BufferReleaser
-from worker.pipeline.resolving import Rejected, Resolver
-from worker.pipeline.runner import DONE, BatchOutcome, BatchProcessor, PendingBatch
+from worker.pipeline.resolving import Planned, Rejected, Resolver
+from worker.pipeline.runner import DONE, BatchOutcome, BatchProcessor, PendingBatch, PlannedBatch
 from worker.store.base import BufferingStore
 
 log = logging.getLogger(__name__)
@@ -82,7 +86,7 @@ class BatchPipeline(BatchProcessor):
         committed is given up (its attempt failed)."""
         self._sources.clear()
         self._emitter.discard()  # a failed attempt's outputs were aborted (exactly-once)
-        outs, released, decoded, now_ms, stats = self._prepare(batch)
+        outs, released, decoded, now_ms, stats = self._complete(self._plan(batch))
         self._emitter.emit(outs, released, now_ms, stats)
         self._sources.append(_sources_by_tenant(decoded))
         return BatchOutcome(next_offsets=next_offsets(batch), stats=stats)
@@ -90,13 +94,37 @@ class BatchPipeline(BatchProcessor):
     def start(self, batch: Sequence[RawMessage]) -> tuple[BatchOutcome, PendingBatch]:
         """One batch, its outputs produced but not waited for; the ``PendingBatch`` finishes
         it. Batches started earlier stay in flight."""
-        if self._sink is None or self._sink.transactional:
+        if not self.overlaps:
             return self.process(batch), DONE
-        outs, released, decoded, now_ms, stats = self._prepare(batch)
+        planned = self.plan(batch)
+        self.launch(planned)
+        return self.complete(planned)
+
+    @property
+    def overlaps(self) -> bool:
+        """At-least-once outputs (a sink that is not transactional): batches in flight, and
+        the store round of a batch runs while the next batch is decoded."""
+        return self._sink is not None and not self._sink.transactional
+
+    def plan(self, batch: Sequence[RawMessage]) -> PlannedBatch:
+        """Decode ``batch`` and plan its store round (not sent)."""
+        return self._plan(batch)
+
+    def launch(self, planned: PlannedBatch) -> None:
+        """Send the batch's store round; Redis runs it while the caller goes on."""
+        cast(_Planned, planned).resolve.send()
+
+    def complete(self, planned: PlannedBatch) -> tuple[BatchOutcome, PendingBatch]:
+        """Read the batch's store answers, build and produce its outputs (not waited for)."""
+        outs, released, decoded, now_ms, stats = self._complete(cast(_Planned, planned))
         sending = self._emitter.send(outs, released, now_ms, stats)
         self._sources.append(_sources_by_tenant(decoded))
-        outcome = BatchOutcome(next_offsets=next_offsets(batch), stats=stats)
+        outcome = BatchOutcome(next_offsets=next_offsets(planned.batch), stats=stats)
         return outcome, _Pending(self._emitter, sending)
+
+    def drop(self, planned: PlannedBatch) -> None:
+        """A planned batch that will not be completed (the runner gave up)."""
+        cast(_Planned, planned).resolve.abandon()
 
     def poll(self) -> None:
         if self._sink is not None:
@@ -108,11 +136,8 @@ class BatchPipeline(BatchProcessor):
         for _ in range(min(batches, len(self._sources))):
             self._sources.pop()
 
-    def _prepare(
-        self, batch: Sequence[RawMessage]
-    ) -> tuple[list[Output], ReleasedByTenant, list[Decoded], int, BatchStats]:
-        """Decode, resolve and build the outputs of ``batch`` (and of what its store calls
-        released)."""
+    def _plan(self, batch: Sequence[RawMessage]) -> _Planned:
+        """Decode ``batch`` and plan its store calls."""
         now_ms = self._clock.now_ms()
         stats = BatchStats()
         outs: list[Output] = []
@@ -124,13 +149,22 @@ class BatchPipeline(BatchProcessor):
                     decoded.append(item)
                 else:
                     outs.append(item)
-        resolved = self._resolver.resolve(decoded, now_ms, stats)
+        resolve = self._resolver.plan(decoded, now_ms, stats)
+        return _Planned(batch, resolve, outs, decoded, now_ms, stats)
+
+    def _complete(
+        self, planned: _Planned
+    ) -> tuple[list[Output], ReleasedByTenant, list[Decoded], int, BatchStats]:
+        """The store's answers of a planned batch, and its outputs (and those of what its
+        store calls released)."""
+        outs, stats = planned.outs, planned.stats
+        resolved = planned.resolve.resolved()
         for item, answer in resolved.answers:
             if isinstance(answer, Rejected):
                 outs.append(self._decoder.failed(item.message, answer.error, answer.reason))
             else:
                 outs.extend(self._outputs_of(item, answer, stats))
-        return outs, resolved.released, decoded, now_ms, stats
+        return outs, resolved.released, planned.decoded, planned.now_ms, stats
 
     def committed(self) -> None:
         """Drop the replay receipts of the events of the oldest batch not committed yet (it
@@ -175,6 +209,28 @@ class BatchPipeline(BatchProcessor):
                 "properties": dict(resolution.properties),
             },
         )
+
+
+class _Planned(PlannedBatch):
+    """A decoded batch and its planned store calls."""
+
+    __slots__ = ("decoded", "now_ms", "outs", "resolve", "stats")
+
+    def __init__(
+        self,
+        batch: Sequence[RawMessage],
+        resolve: Planned,
+        outs: list[Output],
+        decoded: list[Decoded],
+        now_ms: int,
+        stats: BatchStats,
+    ) -> None:
+        super().__init__(batch)
+        self.resolve = resolve
+        self.outs = outs
+        self.decoded = decoded
+        self.now_ms = now_ms
+        self.stats = stats
 
 
 class _Pending(PendingBatch):

@@ -1,5 +1,6 @@
 """The store calls of one batch: one call per tenant (one pipelined round for all tenants when
-the store offers ``resolve_buffered_many``), narrowed down to the guilty events when the store
+the store offers ``plan_many``; planned, sent and read in three steps so the pipeline can work
+while Redis runs the round), narrowed down to the guilty events when the store
 refuses a tenant's call for good.
 
 A call that fails with a ``TransientError`` (Redis unavailable) fails the batch: the runner
@@ -68,15 +69,32 @@ class Resolved:
     """buffered events the calls released, per tenant, in release order"""
 
 
-@runtime_checkable
-class ManyTenantStore(Protocol):
-    """A store that resolves several tenants' events in one round (``RedisIdentityStore``)."""
+class PlannedRound(Protocol):
+    """A round of store calls prepared and encoded, not read yet (``ManyTenantStore``)."""
 
-    def resolve_buffered_many(
-        self, requests: Sequence[tuple[str, Sequence[IdentityEvent]]], now_ms: int
-    ) -> list[BatchResult | Exception]:
+    def send(self) -> None:
+        """Write the calls and return at once."""
+        ...
+
+    def results(self) -> list[BatchResult | Exception]:
         """Per request (tenant, events) its result or the exception that refused it for good;
         raises ``TransientError`` when the store is unavailable."""
+        ...
+
+    def abandon(self) -> None:
+        """Nobody will read the results (the batch failed elsewhere)."""
+        ...
+
+
+@runtime_checkable
+class ManyTenantStore(Protocol):
+    """A store that resolves several tenants' events in one round, which it can send ahead
+    and read later (``RedisIdentityStore``)."""
+
+    def plan_many(
+        self, requests: Sequence[tuple[str, Sequence[IdentityEvent]]], now_ms: int
+    ) -> PlannedRound:
+        """The round of ``requests`` (tenant, events), prepared and encoded, not sent."""
         ...
 
 
@@ -88,12 +106,16 @@ class Resolver:
     def resolve(self, decoded: Sequence[Decoded], now_ms: int, stats: BatchStats) -> Resolved:
         """One store call per tenant (more when one fails for good); the answers keep the
         batch's order. Raises ``TransientError`` when the store is unavailable."""
+        return self.plan(decoded, now_ms, stats).resolved()
+
+    def plan(self, decoded: Sequence[Decoded], now_ms: int, stats: BatchStats) -> Planned:
+        """``resolve`` in three steps: this one prepares and encodes the store's round (when
+        the store offers one), ``Planned.send`` sends it, ``Planned.resolved`` reads it. May
+        raise ``TransientError``."""
         by_tenant: dict[str, list[int]] = defaultdict(list)
         for index, item in enumerate(decoded):
             by_tenant[item.identity.tenant].append(index)
-        answers: dict[int, Resolution | Rejected] = {}
-        result = Resolved()
-        first: list[BatchResult | Exception] | None = None
+        planned = Planned(self._store, decoded, now_ms, stats, dict(by_tenant))
         if self._many is not None and by_tenant:
             requests = [
                 (tenant, [decoded[i].identity for i in indexes])
@@ -101,22 +123,70 @@ class Resolver:
             ]
             started = time.perf_counter()
             try:
-                first = self._many.resolve_buffered_many(requests, now_ms)
+                planned.round = self._many.plan_many(requests, now_ms)
             except TransientError:
                 raise
             except Exception:  # not one tenant's: each tenant on its own, as without a round
                 log.warning("the store round of %d tenants failed", len(requests), exc_info=True)
-            stats.store_seconds.append(time.perf_counter() - started)
-        for number, (tenant, indexes) in enumerate(by_tenant.items()):
+            planned.seconds = time.perf_counter() - started
+        return planned
+
+
+@dataclass(slots=True, eq=False)
+class Planned:
+    """A batch's store calls, planned (``Resolver.plan``)."""
+
+    store: BufferingStore
+    decoded: Sequence[Decoded]
+    now_ms: int
+    stats: BatchStats
+    by_tenant: dict[str, list[int]]
+    round: PlannedRound | None = None
+    """the pipelined round of every tenant (none: one call per tenant, at ``resolved``)"""
+    seconds: float = 0.0
+    """time spent on the round so far (planning, sending)"""
+
+    def send(self) -> None:
+        """Write the round (if any) and return at once."""
+        if self.round is not None:
+            started = time.perf_counter()
+            self.round.send()
+            self.seconds += time.perf_counter() - started
+
+    def abandon(self) -> None:
+        """The batch failed elsewhere: nobody reads the answers."""
+        if self.round is not None:
+            self.round.abandon()
+
+    def resolved(self) -> Resolved:
+        """The answers, in the batch's order. Raises ``TransientError`` when the store is
+        unavailable."""
+        answers: dict[int, Resolution | Rejected] = {}
+        result = Resolved()
+        first: list[BatchResult | Exception] | None = None
+        if self.round is not None:
+            started = time.perf_counter()
+            try:
+                first = self.round.results()
+            except TransientError:
+                raise
+            except Exception:  # not one tenant's: each tenant on its own, as without a round
+                log.warning(
+                    "the store round of %d tenants failed", len(self.by_tenant), exc_info=True
+                )
+            self.stats.store_seconds.append(self.seconds + time.perf_counter() - started)
+        for number, (tenant, indexes) in enumerate(self.by_tenant.items()):
             released: list[Released] = []
-            calls = _Tenant(self._store, tenant, decoded, now_ms, stats, answers, released)
+            calls = _Tenant(
+                self.store, tenant, self.decoded, self.now_ms, self.stats, answers, released
+            )
             if first is None:
                 calls.run(indexes)
             else:
                 calls.settle(indexes, first[number])
             if released:
                 result.released[tenant] = released
-        result.answers = [(item, answers[i]) for i, item in enumerate(decoded)]
+        result.answers = [(item, answers[i]) for i, item in enumerate(self.decoded)]
         return result
 
 

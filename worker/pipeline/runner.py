@@ -8,6 +8,10 @@ Invariants:
   unwritten output.
 - Up to ``max_in_flight`` batches wait for their acknowledgements while the next one is read,
   decoded and resolved (at-least-once outputs; ``1`` waits for each batch before the next poll).
+  With at-least-once outputs and more than one batch in flight, the newest batch's store round
+  also runs in Redis while the next batch is polled and decoded (``BatchProcessor.overlaps``);
+  it is completed before anything else is finished, so batches still complete, produce and
+  commit in order.
   Offsets are committed asynchronously (``Source.commit_async``); a batch is told ``committed``
   (its replay receipts dropped) only once the broker confirmed its commit.
 - A transient error (Redis, Kafka or the registry down, a failed delivery or commit) fails every
@@ -81,6 +85,15 @@ DONE = PendingBatch()
 """A batch finished by ``process``."""
 
 
+class PlannedBatch:
+    """A batch decoded and ready for its store round (``BatchProcessor.plan``)."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: Sequence[RawMessage]) -> None:
+        self.batch = batch
+
+
 class BatchProcessor:
     """Port for one batch's work (decode, resolve, emit); see ``pipeline.orchestrator``."""
 
@@ -91,6 +104,26 @@ class BatchProcessor:
         """``process`` without waiting for Kafka's acknowledgements: the returned
         ``PendingBatch`` finishes the batch. By default, ``process``."""
         return self.process(batch), DONE
+
+    @property
+    def overlaps(self) -> bool:
+        """Whether the runner uses ``plan``, ``launch`` and ``complete`` instead of
+        ``start``, so a batch's store round runs while the next batch is polled and planned."""
+        return False
+
+    def plan(self, batch: Sequence[RawMessage]) -> PlannedBatch:
+        """Decode ``batch`` and prepare its store round, without sending it."""
+        return PlannedBatch(batch)
+
+    def launch(self, planned: PlannedBatch) -> None:
+        """Send the planned batch's store round and return at once."""
+
+    def complete(self, planned: PlannedBatch) -> tuple[BatchOutcome, PendingBatch]:
+        """Read the round's answers and produce the outputs: ``start`` from here."""
+        return self.start(planned.batch)
+
+    def drop(self, planned: PlannedBatch) -> None:
+        """A planned (maybe launched) batch that will not be completed."""
 
     def poll(self) -> None:
         """Serve delivery reports without waiting (between batches)."""
@@ -164,6 +197,10 @@ class Runner:
         """a failure found inside ``poll_batch`` (a commit, a revoke), raised after it"""
         self._commit_failed = False
         self._lost = False
+        self._launched: tuple[_Flight, PlannedBatch] | None = None
+        """the newest batch, its store round sent and not read yet (``processor.overlaps``)"""
+        self._overlaps = processor.overlaps and self._max_in_flight > 1
+        """one batch at a time (``max_in_flight`` 1) does not overlap store rounds either"""
 
     def request_shutdown(self) -> None:
         """Finish the batches in flight, commit them, then leave the loop (safe from a
@@ -195,8 +232,15 @@ class Runner:
 
     def _turn(self, now: float) -> None:
         """One turn of the loop: poll, start the batch, finish and commit what is
-        acknowledged, housekeeping."""
-        batch = self._source.poll_batch(self._max_messages, self._max_wait)
+        acknowledged, housekeeping.
+
+        With an overlapping processor, starting is split: the new batch is planned (decoded,
+        its store round encoded) while the previous batch's round runs in Redis; then the
+        previous batch is completed (answers read, outputs produced) and the new batch's round
+        is sent, to run while this turn settles and the next one polls and plans. A poll while a
+        round runs does not wait for messages."""
+        wait = 0.0 if self._launched is not None else self._max_wait
+        batch = self._source.poll_batch(self._max_messages, wait)
         flight = None
         if batch:
             flight = _Flight(first_offsets(batch), len(batch), self._clock.monotonic())
@@ -205,7 +249,12 @@ class Runner:
         self.health.mark_ok(Component.KAFKA)
         self.health.assigned = self._source.assignment
         if flight is not None and flight in self._window:
-            flight.outcome, flight.pending = self._processor.start(batch)
+            if self._overlaps:
+                self._overlap(flight, batch)
+            else:
+                flight.outcome, flight.pending = self._processor.start(batch)
+        else:
+            self._complete_launched()
         self._settle(self._max_in_flight - 1)
         self._confirm()
         chores = self._processor.housekeeping()
@@ -214,6 +263,33 @@ class Runner:
         if self._observer and now >= self._next_tick:
             self._next_tick = now + self._tick_seconds
             self._observer.tick(self._source)
+
+    def _overlap(self, flight: _Flight, batch: Sequence[RawMessage]) -> None:
+        """Plan ``batch``, complete the launched one, launch ``batch``."""
+        planned = self._processor.plan(batch)
+        try:
+            self._complete_launched()
+            self._processor.launch(planned)
+        except BaseException:
+            self._processor.drop(planned)
+            raise
+        self._launched = (flight, planned)
+
+    def _complete_launched(self) -> None:
+        """Read the launched batch's store answers and produce its outputs."""
+        launched, self._launched = self._launched, None
+        if launched is None:
+            return
+        flight, planned = launched
+        if flight not in self._window:  # given up meanwhile
+            self._processor.drop(planned)
+            return
+        flight.outcome, flight.pending = self._processor.complete(planned)
+
+    def _drop_launched(self) -> None:
+        launched, self._launched = self._launched, None
+        if launched is not None:
+            self._processor.drop(launched[1])
 
     def _after_poll(self) -> None:
         """What the callbacks run inside ``poll_batch`` found: a lost assignment drops the
@@ -288,6 +364,7 @@ class Runner:
     def _finish_all(self) -> None:
         """Finish every batch in flight and commit them all synchronously (a revoke, the
         shutdown)."""
+        self._complete_launched()
         self._settle(keep=0, commit=False)
         self._commit([f for f in self._window if not f.committed], asynchronous=False)
         self._confirm()
@@ -296,6 +373,7 @@ class Runner:
         """Drop the batches not committed and rewind to the oldest one's first offsets. With
         ``commits`` false (the failure was not a commit's), batches whose commit was sent stay:
         their outputs are acknowledged, only the broker's answer is awaited."""
+        self._drop_launched()
         firsts: dict[Partition, int] = {}
         kept: deque[_Flight] = deque()
         dropped = 0

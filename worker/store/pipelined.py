@@ -2,11 +2,13 @@
 order as they arrive, so the caller decodes reply ``k`` while Redis runs call ``k + 1``.
 
 On a single Redis (or a primary behind Sentinel) the whole round is packed into one write on one
-pooled connection; Redis runs a connection's commands in the order sent, so each tenant's calls
-run in order. On a Redis Cluster client (whose tenants live on different nodes, with ``MOVED``
-handled by the client) and when a caller asks for it, the calls go one at a time instead, and a
-call whose group (tenant) already had an error reply is not sent: it gets ``SKIPPED``, as a
-pipelined call would get the script's chain refusal.
+pooled connection (``Round.send``, which returns at once: the caller may work while Redis runs
+the round, then read the replies with ``Round.replies``); Redis runs a connection's commands in
+the order sent, so each tenant's calls run in order. On a Redis Cluster client (whose tenants
+live on different nodes, with ``MOVED`` handled by the client) and when a caller asks for it,
+the calls go one at a time instead (nothing is sent before ``replies``), and a call whose group
+(tenant) already had an error reply is not sent: it gets ``SKIPPED``, as a pipelined call would
+get the script's chain refusal.
 
 A round may lead with a ``preamble`` of other commands (the store's pending ``HDEL``s of
 receipts): sent first in the same write, their replies read and dropped, errors included.
@@ -45,33 +47,119 @@ def replies(
     one_at_a_time: bool = False,
     preamble: Sequence[Sequence[bytes]] = (),
 ) -> Generator[object, None, None]:
-    """The reply (or ``ResponseError``) of each command, in order (see the module docstring)."""
-    if one_at_a_time or isinstance(client, redis.RedisCluster):
-        for command in preamble:
-            with contextlib.suppress(redis.exceptions.ResponseError):
-                client.execute_command(*command)  # type: ignore[no-untyped-call]
-        yield from _one_at_a_time(client, script, commands)
-        return
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    complete = False
-    try:
-        packed = _pack(script, commands, preamble)
-        connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
-        for _ in preamble:
-            with contextlib.suppress(redis.exceptions.ResponseError):
-                connection.read_response()
-        for _ in commands:
-            try:
-                reply: object = connection.read_response()
-            except redis.exceptions.ResponseError as exc:
-                reply = exc
-            yield reply
-        complete = True
-    finally:
-        if not complete:  # replies left unread on the socket: the connection is unusable
-            connection.disconnect()  # type: ignore[no-untyped-call]
-        pool.release(connection)
+    """The reply (or ``ResponseError``) of each command, in order (see the module docstring):
+    ``start(...).replies()``."""
+    return start(client, script, commands, one_at_a_time=one_at_a_time, preamble=preamble).replies()
+
+
+def start(
+    client: redis.Redis | redis.RedisCluster,
+    script: Script,
+    commands: Sequence[Command],
+    *,
+    one_at_a_time: bool = False,
+    preamble: Sequence[Sequence[bytes]] = (),
+) -> Round:
+    """The round of ``commands``, not sent yet: ``Round.send`` writes it, ``Round.replies``
+    reads its replies (sending it first if it was not)."""
+    return Round(client, script, commands, one_at_a_time=one_at_a_time, preamble=preamble)
+
+
+class Round:
+    """One round of calls. ``send`` writes the whole round and returns at once, so the caller
+    can work while Redis runs it; ``replies`` then yields the replies in order. Sent one at a
+    time (a cluster, or ``one_at_a_time``), nothing goes before ``replies``.
+
+    A failure to send (connection refused or reset) is not raised by ``send``: ``replies``
+    raises it, where the caller handles every connection failure of the round. ``close``
+    (also when ``replies`` ends) gives the connection back, dropping it if replies were left
+    unread."""
+
+    __slots__ = (
+        "_client",
+        "_commands",
+        "_complete",
+        "_connection",
+        "_error",
+        "_one_at_a_time",
+        "_preamble",
+        "_script",
+        "_sent",
+    )
+
+    def __init__(
+        self,
+        client: redis.Redis | redis.RedisCluster,
+        script: Script,
+        commands: Sequence[Command],
+        *,
+        one_at_a_time: bool = False,
+        preamble: Sequence[Sequence[bytes]] = (),
+    ) -> None:
+        self._client = client
+        self._script = script
+        self._commands = commands
+        self._one_at_a_time = one_at_a_time or isinstance(client, redis.RedisCluster)
+        self._preamble = preamble
+        self._connection: Any = None
+        self._sent = False
+        self._complete = False
+        self._error: BaseException | None = None
+
+    @property
+    def sent(self) -> bool:
+        """Whether the round was written (or its write failed)."""
+        return self._sent
+
+    def send(self) -> None:
+        """Write the round on a pooled connection (pipelined rounds only; once)."""
+        if self._sent or self._one_at_a_time:
+            return
+        self._sent = True
+        client = cast(redis.Redis, self._client)
+        pool = client.connection_pool
+        try:
+            self._connection = pool.get_connection()
+            packed = _pack(self._script, self._commands, self._preamble)
+            self._connection.send_packed_command(packed)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            self._error = exc
+            self.close()
+
+    def replies(self) -> Generator[object, None, None]:
+        """The reply (or ``ResponseError``) of each command, in order."""
+        if self._one_at_a_time:
+            for command in self._preamble:
+                with contextlib.suppress(redis.exceptions.ResponseError):
+                    self._client.execute_command(*command)  # type: ignore[no-untyped-call]
+            yield from _one_at_a_time(self._client, self._script, self._commands)
+            return
+        self.send()
+        try:
+            if self._error is not None:
+                raise self._error
+            connection = self._connection
+            for _ in self._preamble:
+                with contextlib.suppress(redis.exceptions.ResponseError):
+                    connection.read_response()
+            for _ in self._commands:
+                try:
+                    reply: object = connection.read_response()
+                except redis.exceptions.ResponseError as exc:
+                    reply = exc
+                yield reply
+            self._complete = True
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Give the connection back (dropped if replies are left unread on it)."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if not self._complete:  # replies left unread on the socket: the connection is unusable
+            connection.disconnect()
+        cast(redis.Redis, self._client).connection_pool.release(connection)
 
 
 def _pack(

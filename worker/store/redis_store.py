@@ -262,6 +262,17 @@ class RedisIdentityStore:
         """``resolve_buffered`` of several tenants in one pipelined round: per request, its
         result, or the exception that refused it for good (a ``PermanentStoreError``, or what
         preparing an event raised). Raises ``TransientStoreError`` when Redis is unavailable."""
+        return self.plan_many(requests, now_ms).results()
+
+    def plan_many(
+        self, requests: Sequence[tuple[str, Sequence[IdentityEvent]]], now_ms: int
+    ) -> PlannedRound:
+        """``resolve_buffered_many`` in three steps: this one prepares and encodes the round's
+        calls (no Redis call but, once per tenant, its entry in the buffered-tenants index);
+        ``PlannedRound.send`` writes them and returns at once; ``PlannedRound.results`` reads
+        the replies (sending first if needed). Between ``send`` and ``results`` the caller may
+        work while Redis runs the round, but must not start another round of the same store
+        (a round sent later could run before this one's retries)."""
         work: list[tuple[str, Sequence[PreparedOp | Resolution], codec.BufferPolicy]] = []
         refused: dict[int, Exception] = {}
         for index, (tenant, events) in enumerate(requests):
@@ -269,8 +280,7 @@ class RedisIdentityStore:
                 work.append((tenant, self._prepare(tenant, events), self._buffer))
             except Exception as exc:  # this tenant only
                 refused[index] = exc
-        results = iter(self._resolve_round(work, now_ms))
-        return [refused[i] if i in refused else next(results) for i in range(len(requests))]
+        return PlannedRound(self, self._plan_round(work, now_ms), len(requests), refused)
 
     def _prepare(
         self, tenant: str, events: Sequence[IdentityEvent]
@@ -291,6 +301,14 @@ class RedisIdentityStore:
     ) -> list[BatchResult | Exception]:
         """Every chunk call of ``work`` (tenant, prepared ops, buffer policy) in one round;
         per item its result or the error that refused it for good."""
+        return self._finish_round(self._plan_round(work, now_ms), None)
+
+    def _plan_round(
+        self,
+        work: Sequence[tuple[str, Sequence[PreparedOp | Resolution], codec.BufferPolicy]],
+        now_ms: int,
+    ) -> _Round:
+        """The chunk calls of ``work``, encoded, not sent."""
         calls: list[_Call] = []
         outcomes: list[BatchResult | Exception] = []
         spans: list[tuple[int, int]] = []
@@ -318,17 +336,53 @@ class RedisIdentityStore:
                 continue
             outcomes.append(BatchResult([], []))
             spans.append((first, len(calls)))
-        failed, released = self._run_round(calls, now_ms)
-        for index, (tenant, prepared, _) in enumerate(work):
+        return _Round(work, calls, outcomes, spans, now_ms)
+
+    def _start_round(self, calls: Sequence[_Call]) -> pipelined.Round:
+        """The round of ``calls``, led by the pending ``forget``s (not sent yet)."""
+        forgets = self._take_forgotten() if self._chained and calls else []
+        commands = [(c.tenant, c.keys, c.args) for c in calls]
+        return pipelined.start(
+            self._client,
+            self._resolve,
+            commands,
+            one_at_a_time=not self._chained,
+            preamble=forgets,
+        )
+
+    def _finish_round(
+        self, planned: _Round, started: pipelined.Round | None
+    ) -> list[BatchResult | Exception]:
+        """Read (send first when ``started`` is None) the replies of ``planned``, retrying what
+        did not run; its results."""
+        calls, outcomes = planned.calls, planned.outcomes
+        failed, released = self._run_round(calls, planned.now_ms, started)
+        for index, (tenant, prepared, _) in enumerate(planned.work):
             if isinstance(outcomes[index], Exception):
                 continue
             if tenant in failed:
                 outcomes[index] = failed[tenant]
                 continue
-            begin, end = spans[index]
+            begin, end = planned.spans[index]
             freed = released.pop(tenant, [])  # a tenant's releases go to its first request
             outcomes[index] = self._assemble(prepared, calls[begin:end], freed)
         return outcomes
+
+    def _abandon_round(self, planned: _Round, started: pipelined.Round | None) -> None:
+        """A round whose results nobody will read (the batch failed elsewhere): if it was
+        sent, wait until Redis ran it (its replies are read and dropped), so nothing of it runs
+        after a replay of its events; its reply keys are deleted by later calls."""
+        if started is not None and started.sent:
+            with contextlib.suppress(Exception):
+                for _ in started.replies():
+                    pass
+            started.close()
+        with self._lock:
+            for call in planned.calls:
+                kept = self._previous_reply.setdefault(call.tenant, [])
+                kept.append(call.token)
+                if call.delete is not None:
+                    kept.append(call.delete)
 
     def _chunk_calls(
         self,
@@ -374,15 +428,16 @@ class RedisIdentityStore:
         return calls
 
     def _run_round(
-        self, calls: list[_Call], now_ms: int
+        self, calls: list[_Call], now_ms: int, started: pipelined.Round | None = None
     ) -> tuple[dict[str, Exception], dict[str, list[Released]]]:
         """Send ``calls`` pipelined, decode each reply as it arrives (``_Call.reply``), retry
         what did not run; then the due-tenants index and the released payloads. Returns the
         tenants refused for good (their calls after the refused one did not run). Raises
-        ``TransientStoreError`` after ``retry_attempts`` attempts."""
+        ``TransientStoreError`` after ``retry_attempts`` attempts. ``started``: the round of
+        ``calls`` (maybe sent already); none: one is started here."""
         failed: dict[str, Exception] = {}
         try:
-            self._send_round(calls, failed)
+            self._send_round(calls, failed, started)
         except Exception:
             with contextlib.suppress(StoreError):  # the calls that ran still count
                 self._update_due_index(calls, now_ms)
@@ -398,24 +453,20 @@ class RedisIdentityStore:
         self._update_due_index(calls, now_ms)
         return failed, self._released(calls, failed)
 
-    def _send_round(self, calls: list[_Call], failed: dict[str, Exception]) -> None:
+    def _send_round(
+        self, calls: list[_Call], failed: dict[str, Exception], started: pipelined.Round | None
+    ) -> None:
         pending = calls
         attempt = loads = 0
-        forgets = self._take_forgotten() if self._chained and pending else []
         while pending:
             retry: list[_Call] = []
             blocked: set[str] = set()  # tenants with an earlier call to send again
             problem: Exception | None = None
             reload = False
-            commands = [(c.tenant, c.keys, c.args) for c in pending]
-            stream = pipelined.replies(
-                self._client,
-                self._resolve,
-                commands,
-                one_at_a_time=not self._chained,
-                preamble=forgets,
-            )
-            forgets = []  # lost if this attempt fails: the receipts expire (forget)
+            # the pending forgets lead the first attempt; lost if it fails (they expire)
+            sending = started if started is not None else self._start_round(pending)
+            started = None
+            stream = sending.replies()
             read = 0
             try:
                 for raw in stream:
@@ -455,6 +506,7 @@ class RedisIdentityStore:
                 ]  # unknown: sent again, with the same tokens
             finally:
                 stream.close()
+                sending.close()
             if reload:
                 loads += 1
                 if loads > self._attempts:
@@ -776,6 +828,62 @@ class _Call:
     keys: list[bytes]
     args: list[bytes]
     reply: codec.Reply | None = None
+
+
+@dataclass(slots=True)
+class _Round:
+    """The calls of a planned round and how their results map back to its requests."""
+
+    work: Sequence[tuple[str, Sequence[PreparedOp | Resolution], codec.BufferPolicy]]
+    calls: list[_Call]
+    outcomes: list[BatchResult | Exception]
+    spans: list[tuple[int, int]]
+    now_ms: int
+
+
+class PlannedRound:
+    """A round of ``plan_many``: ``send`` it, work, then read its ``results`` (or ``abandon``
+    it). Each step once, in that order."""
+
+    __slots__ = ("_done", "_planned", "_refused", "_requests", "_started", "_store")
+
+    def __init__(
+        self,
+        store: RedisIdentityStore,
+        planned: _Round,
+        requests: int,
+        refused: dict[int, Exception],
+    ) -> None:
+        self._store = store
+        self._planned = planned
+        self._requests = requests
+        self._refused = refused
+        self._started: pipelined.Round | None = None
+        self._done = False
+
+    def send(self) -> None:
+        """Write the round and return at once (on a cluster client nothing goes before
+        ``results``). A failure to write is raised by ``results``."""
+        if self._started is None and not self._done:
+            self._started = self._store._start_round(self._planned.calls)
+            self._started.send()
+
+    def results(self) -> list[BatchResult | Exception]:
+        """Per request, its result or the exception that refused it for good (see
+        ``RedisIdentityStore.resolve_buffered_many``)."""
+        if self._done:
+            raise InternalError("the results of a round are read once")
+        self._done = True
+        results = iter(self._store._finish_round(self._planned, self._started))
+        return [
+            self._refused[i] if i in self._refused else next(results) for i in range(self._requests)
+        ]
+
+    def abandon(self) -> None:
+        """Nobody will read the results: wait for Redis to run what was sent, drop the rest."""
+        if not self._done:
+            self._done = True
+            self._store._abandon_round(self._planned, self._started)
 
 
 def _bytes(raw: bytes | str) -> bytes:
