@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from worker import __version__
 from worker.config import CONFIG_FILE_ENV, Settings, load_settings, unknown_env_names
 from worker.errors import ConfigError, TransientError
+from worker.runtime import tune_gc
 
 log = logging.getLogger("worker.cli")
 
@@ -145,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     deletions = DeletionConsumer(settings, worker.store)
     deletions.start()
     install_signal_handlers(worker.runner.request_shutdown, settings.batch.shutdown_timeout_seconds)
+    tune_gc(settings.batch.gc_threshold)  # last step of start-up: what it built is frozen
     log.info(
         "identity-worker starting",
         extra={

@@ -34,6 +34,7 @@ from worker.identity.config import (
     IdentityConfig,
 )
 from worker.identity.model import OrderingMode
+from worker.runtime import DEFAULT_GC_THRESHOLD
 
 CONFIG_FILE_ENV = "IDENTITY_WORKER_CONFIG_FILE"
 ENV_PREFIX = "IDENTITY_WORKER_"
@@ -311,6 +312,10 @@ class BatchSettings(_Section):
     also runs while the next batch is read and decoded. ``1``: one batch at a time, its Redis
     round read and its acknowledgements waited for before the next poll. Exactly-once outputs
     always work one batch at a time."""
+    gc_threshold: int = Field(default=DEFAULT_GC_THRESHOLD, ge=0)
+    """Python's cyclic garbage collector: net allocations between two collections of its young
+    generation; objects alive once start-up is done are frozen out of collections
+    (``worker.runtime``). ``0`` leaves the interpreter's defaults (700)."""
 
 
 class DeliverySettings(_Section):

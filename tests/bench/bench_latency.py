@@ -39,6 +39,7 @@ from tests.bench.common import group_members, run_header, wait_for
 from tests.e2e.harness import e2e_settings
 from worker.app import build_worker
 from worker.config import Settings
+from worker.runtime import tune_gc
 
 
 def clients(settings: Settings, name: str) -> tuple[Consumer, Producer]:
@@ -144,6 +145,7 @@ def measure_buffered(settings: Settings, rate: int, seconds: float) -> list[floa
 
 def run_worker_thread(settings: Settings) -> tuple[Any, threading.Thread]:
     worker = build_worker(settings)
+    tune_gc(settings.batch.gc_threshold)  # as ``identity-worker run`` does (the whole process)
     thread = threading.Thread(target=worker.runner.run, daemon=True)
     thread.start()
     wait_for(
