@@ -17,6 +17,7 @@ from worker.codec.avro import AvroCodec, SchemaName
 from worker.codec.envelope import InputEvent
 from worker.codec.errors import EncodeError
 from worker.codec.fields import dumps_json, dumps_json_bytes
+from worker.fast_init import fast_init
 from worker.identity.model import (
     DistinctIdOverride,
     GroupChange,
@@ -33,6 +34,7 @@ _MODE_NAMES: Final = {mode: mode.value for mode in PersonMode}
 """Each mode's name (``.value`` of an enum member is a slow property on this Python)."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EncodedRecord:
     """An encoded output: the key and value of one Kafka message (the pipeline adds the topic)."""

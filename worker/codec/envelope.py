@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from worker.codec.errors import DecodeError
+from worker.fast_init import fast_init
 from worker.identity.model import (
     EventKind,
     GroupInput,
@@ -19,6 +20,7 @@ from worker.identity.model import (
 RawFormat = Literal["avro", "json"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class InputEvent:
     """One input event, decoded and validated (contract A1).

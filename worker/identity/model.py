@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeAlias
 
+from worker.fast_init import fast_init
+
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 
 
@@ -89,6 +91,7 @@ class IdentityWarning:
     details: Mapping[str, str] = field(default_factory=dict)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PropertyUpdates:
     """The ``$set`` / ``$set_once`` / ``$unset`` operations carried by one event.
@@ -109,6 +112,7 @@ class PropertyUpdates:
 NO_UPDATES = PropertyUpdates()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class IdentityEvent:
     """One event as the identity layer sees it.
@@ -186,6 +190,7 @@ class DistinctIdOverride:
     new_person_id: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Resolution:
     """What the identity layer decided for one event.
@@ -221,6 +226,7 @@ class Resolution:
     """The groups whose properties this event changed, with their new state."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PreparedOp:
     """An event that needs the store, after the stateless rules ran (``rules.prepare``).

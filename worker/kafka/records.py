@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from worker.fast_init import fast_init
+
 Partition = tuple[str, int]
 """A topic partition: ``(topic, partition)``."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RawMessage:
     """One consumed message, exactly as the broker returned it."""
@@ -26,6 +29,7 @@ class RawMessage:
         return f"{self.topic}/{self.partition}/{self.offset}"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class OutputRecord:
     """One message to produce."""

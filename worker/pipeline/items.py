@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from worker.codec.envelope import InputEvent
+from worker.fast_init import fast_init
 from worker.identity.model import IdentityEvent, IdentityWarning
 from worker.kafka.records import OutputRecord, RawMessage
 
@@ -22,6 +23,7 @@ class OutputKind(StrEnum):
     DEAD_LETTER = "dead_letter"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Decoded:
     """An input message decoded, with its identity view (skew-corrected timestamp) and the
@@ -37,6 +39,7 @@ class Decoded:
     buffered event, when it was first released. Never the processing clock of a replay."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Output:
     """An output record with the input it came from and what it is, for accounting once it is

@@ -1,0 +1,139 @@
+"""``fast_init``: the quicker ``__init__`` of frozen, slotted dataclasses builds the same objects
+as the generated one, and refuses the classes it would not reproduce."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import InitVar, dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from worker.codec.encode import EncodedRecord
+from worker.codec.envelope import InputEvent
+from worker.fast_init import fast_init
+from worker.identity.model import IdentityEvent, PreparedOp, PropertyUpdates, Resolution
+from worker.kafka.records import OutputRecord, RawMessage
+from worker.pipeline.items import Decoded, Output
+
+QUICKENED = (
+    InputEvent,
+    IdentityEvent,
+    PreparedOp,
+    PropertyUpdates,
+    Resolution,
+    Decoded,
+    Output,
+    RawMessage,
+    OutputRecord,
+    EncodedRecord,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Plain:
+    a: int
+    b: str | None
+    c: tuple[int, ...] = ()
+    d: dict[str, int] = field(default_factory=dict)
+    e: int = field(default=7, kw_only=True)
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Quick:
+    a: int
+    b: str | None
+    c: tuple[int, ...] = ()
+    d: dict[str, int] = field(default_factory=dict)
+    e: int = field(default=7, kw_only=True)
+
+
+def _fields(obj: Any) -> tuple[Any, ...]:
+    return tuple(getattr(obj, f.name) for f in dataclasses.fields(obj))
+
+
+@given(
+    a=st.integers(),
+    b=st.none() | st.text(max_size=5),
+    c=st.none() | st.tuples(st.integers()),
+    d=st.none() | st.dictionaries(st.text(max_size=3), st.integers(), max_size=3),
+    e=st.none() | st.integers(),
+)
+def test_it_builds_what_the_generated_init_builds(
+    a: int, b: str | None, c: tuple[int] | None, d: dict[str, int] | None, e: int | None
+) -> None:
+    given_ = {k: v for k, v in {"c": c, "d": d, "e": e}.items() if v is not None}
+    plain, quick = Plain(a, b, **given_), Quick(a, b, **given_)  # type: ignore[arg-type]
+    assert _fields(plain) == _fields(quick)
+    assert quick == Quick(a, b=b, **given_)  # type: ignore[arg-type]
+    assert dataclasses.replace(quick, a=a + 1).a == a + 1
+
+
+def test_the_signature_defaults_and_frozenness_are_kept() -> None:
+    assert [(p.name, p.kind) for p in inspect.signature(Quick).parameters.values()] == [
+        (p.name, p.kind) for p in inspect.signature(Plain).parameters.values()
+    ]
+    first, second = Quick(1, None), Quick(1, None)
+    assert first.d == {}
+    assert first.d is not second.d  # a fresh object from the factory
+    assert first.e == 7
+    with pytest.raises(TypeError):
+        Quick(1, None, (), {}, 8)  # type: ignore[call-arg]  # e is keyword-only
+    with pytest.raises(TypeError):
+        Quick(1)  # type: ignore[call-arg]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.a = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("cls", QUICKENED, ids=lambda c: c.__name__)
+def test_the_worker_classes_are_quickened_and_still_frozen(cls: type[Any]) -> None:
+    assert cls.__init__.__code__.co_filename == "<string>"  # fast_init's, not dataclasses'
+    fields = dataclasses.fields(cls)
+    required = {f.name: None for f in fields if _required(f)}
+    obj = cls(**required)
+    for f in fields:
+        if f.default is not dataclasses.MISSING:
+            assert getattr(obj, f.name) == f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            assert getattr(obj, f.name) == f.default_factory()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(obj, fields[0].name, None)
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def test_it_refuses_what_it_would_not_reproduce() -> None:
+    @dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    @dataclass(slots=True)
+    class NotFrozen:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class PostInit:
+        a: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    @dataclass(frozen=True, slots=True)
+    class OutOfInit:
+        a: int
+        b: int = field(default=0, init=False)
+
+    @dataclass(frozen=True, slots=True)
+    class WithInitVar:
+        a: int
+        scale: InitVar[int] = 1
+
+    for cls in (NoSlots, NotFrozen, PostInit, OutOfInit, WithInitVar, int):
+        with pytest.raises(TypeError):
+            fast_init(cls)
