@@ -18,6 +18,7 @@ entries (so an entry is still acknowledged only after its outputs are).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from worker.clock import Clock
@@ -171,15 +172,21 @@ def waited_ms(entry: Released, now_ms: int) -> int:
 def account(delivered: Sequence[Output], stats: BatchStats, now_ms: int) -> None:
     """Count acknowledged outputs; an enriched event of a Kafka input adds its delay (input's
     Kafka timestamp to ``now_ms``)."""
+    emitted: Counter[tuple[str, OutputKind]] = Counter()
+    delays = stats.delays_seconds
     for out in delivered:
-        stats.emitted[(out.record.topic, out.kind.value)] += 1
-        if out.kind is OutputKind.DEAD_LETTER:
+        kind = out.kind
+        emitted[(out.record.topic, kind)] += 1
+        if kind is _ENRICHED:
+            source = out.source
+            if source.partition >= 0 and source.timestamp_ms:
+                delays.append(max(now_ms - source.timestamp_ms, 0) / 1000)
+        elif kind is _DEAD_LETTER:
             stats.dead_letters[out.label] += 1
-        elif out.kind is OutputKind.WARNING:
+        elif kind is _WARNING:
             stats.warnings[out.label] += 1
-        elif (
-            out.kind is OutputKind.ENRICHED
-            and out.source.partition >= 0
-            and out.source.timestamp_ms
-        ):
-            stats.delays_seconds.append(max(now_ms - out.source.timestamp_ms, 0) / 1000)
+    for (topic, kind), count in emitted.items():
+        stats.emitted[(topic, kind.value)] += count
+
+
+_ENRICHED, _DEAD_LETTER, _WARNING = OutputKind.ENRICHED, OutputKind.DEAD_LETTER, OutputKind.WARNING
