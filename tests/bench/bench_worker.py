@@ -284,6 +284,9 @@ class Progress:
     pids: list[int] = field(default_factory=list)
     """worker processes whose CPU time is read at each mark"""
     cpu: list[float] = field(default_factory=list)
+    services: dict[str, Callable[[], float | None]] = field(default_factory=dict)
+    """the services' CPU seconds so far (Redis, the broker), read at each mark"""
+    service_cpu: list[dict[str, float | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._consumer = Consumer({**self.settings.kafka.common(), "group.id": self.group})
@@ -304,6 +307,7 @@ class Progress:
             if done != last:
                 self.marks.append((now, done))
                 self.cpu.append(sum(cpu_seconds(pid) for pid in self.pids))
+                self.service_cpu.append({name: read() for name, read in self.services.items()})
                 last = done
             time.sleep(0.02)
         self._consumer.close()
@@ -313,6 +317,41 @@ class Progress:
         """CPU time of the worker processes per event, between the first and the last mark."""
         events = self.marks[-1][1] - self.marks[0][1]
         return 1e6 * (self.cpu[-1] - self.cpu[0]) / events if events else 0.0
+
+    def service_us_per_event(self, name: str) -> float | None:
+        """CPU time of service ``name`` per event over the same interval (None: not read)."""
+        events = self.marks[-1][1] - self.marks[0][1]
+        first, last = self.service_cpu[0].get(name), self.service_cpu[-1].get(name)
+        if not events or first is None or last is None:
+            return None
+        return 1e6 * (last - first) / events
+
+
+def redis_cpu_seconds(client: redis.Redis) -> float | None:
+    """The Redis server's user + system CPU seconds so far (``INFO cpu``): all its clients',
+    which during a drain are the worker's."""
+    try:
+        info = client.info("cpu")
+    except redis.RedisError:
+        return None
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def local_broker_pid(bootstrap: str) -> int | None:
+    """The pid of the local broker listening on ``bootstrap``'s port, when it runs on this
+    machine from ``deploy/local/kafka.sh`` (its data directory is named after the port)."""
+    port = bootstrap.split(",")[0].rpartition(":")[2]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"kafka.Kafka" in cmdline and f"run-{port}/".encode() in cmdline:
+            found.append(int(entry.name))
+    return found[0] if len(found) == 1 else None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -437,6 +476,10 @@ class Run:
     processes: int = 1
     cpu_us: float | None = None
     """CPU time of the worker processes per event"""
+    redis_cpu_us: float | None = None
+    """CPU time of the Redis server per event"""
+    broker_cpu_us: float | None = None
+    """CPU time of the local broker per event (None: not on this machine)"""
 
 
 def run_worker(
@@ -459,6 +502,10 @@ def run_worker(
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     settings = bench_settings(args, prefix, formats={"output": fmt}, **(sections or {}))
     progress = Progress(settings, settings.kafka.group_id, PARTITIONS)
+    progress.services["redis"] = lambda: redis_cpu_seconds(client)
+    broker = local_broker_pid(settings.kafka.bootstrap_servers)
+    if broker is not None:
+        progress.services["broker"] = lambda: cpu_seconds(broker)
     profile = args.profile if sampled else None
     py_spy = args.py_spy if sampled else None
     with ServerTime(client, prefix) as server:
@@ -496,6 +543,8 @@ def run_worker(
         memory,
         processes,
         progress.cpu_us_per_event(),
+        progress.service_us_per_event("redis"),
+        progress.service_us_per_event("broker"),
     )
 
 
@@ -648,15 +697,19 @@ def report(
 ) -> list[str]:
     out = ["### Drain, side by side", ""]
     out += [
-        "| variant | events | events/s | worker CPU µs per event | gate |",
-        "|---|---:|---:|---:|---|",
+        "| variant | events | events/s | worker CPU µs per event | Redis CPU µs per event "
+        "| broker CPU µs per event | gate |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, rate in passthrough.items():
-        out.append(f"| pass-through ({name}) | {args.events:,} | {rate:,.0f} | - | - |")
+        out.append(f"| pass-through ({name}) | {args.events:,} | {rate:,.0f} | - | - | - | - |")
     for run in runs:
         gate_text = "ok" if run.gate and run.gate.ok else f"FAILED: {run.gate and run.gate.detail}"
-        cpu = f"{run.cpu_us:,.0f}" if run.cpu_us else "-"
-        out.append(f"| {run.name} | {run.events:,} | {_rate(run)} | {cpu} | {gate_text} |")
+        cpus = " | ".join(
+            f"{value:,.0f}" if value else "-"
+            for value in (run.cpu_us, run.redis_cpu_us, run.broker_cpu_us)
+        )
+        out.append(f"| {run.name} | {run.events:,} | {_rate(run)} | {cpus} | {gate_text} |")
     out.append("")
     by_name = {run.name: run for run in runs}
     worker_json = by_name.get("worker, JSON")
@@ -670,6 +723,15 @@ def report(
                 out.append(f"- worker Avro / pass-through ({name}): {avro.rate / rate:.2f}")
         if naive and naive.rate:
             out.append(f"- worker JSON / naive: **{worker_json.rate / naive.rate:.0f}x**")
+        parts = (worker_json.cpu_us, worker_json.redis_cpu_us, worker_json.broker_cpu_us)
+        if all(parts):
+            total = sum(p or 0.0 for p in parts)
+            cores = os.cpu_count() or 1
+            out.append(
+                f"- CPU per event of the worker, Redis and the broker together: {total:,.0f} µs; "
+                f"on this machine's {cores} cores that bounds the drain at "
+                f"{cores * 1e6 / total:,.0f} events/s"
+            )
     out.append("")
     server_runs = [r for r in [*runs, *scaling] if r.server]
     if server_runs:
