@@ -116,12 +116,8 @@ return { text, view, legacy, ctx.dirty.root and 1 or 0, ctx.dropped.root and 1 o
 ENTRY = harness(
     ["resolve/reply"],
     """
-return reply.entry({
-  person_id = ARGV[1], person_mode = PROTOCOL.person_mode.full, created_at_ms = ARGV[2],
-  is_identified = true, properties = ARGV[3], merged = false, person_created = true,
-  warnings = { PROTOCOL.warning.merge_limit }, overrides = { { ARGV[4], 'old', 'new' } },
-  person_version = ARGV[5], person_changed = true,
-})
+return reply.entry(ARGV[1], PROTOCOL.person_mode.full, ARGV[2], true, ARGV[3], false, true,
+  { PROTOCOL.warning.merge_limit }, { { ARGV[4], 'old', 'new' } }, ARGV[5], true, nil, nil)
 """,
 )
 

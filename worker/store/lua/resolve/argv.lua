@@ -34,16 +34,16 @@ local function has_flag(flags, bit)
   return math.floor(flags / bit) % 2 == 1
 end
 
--- The bits of each valid flags value, by its text: { process, dangerous, merge, buffer }.
+-- The bits of a flags value: { process, dangerous, merge, buffer }.
 local function bits_of(flags)
   local flag = PROTOCOL.flag
   return { has_flag(flags, flag.process_person), has_flag(flags, flag.merge_dangerously),
     has_flag(flags, flag.merge_with_other), has_flag(flags, flag.bufferable) }
 end
+-- The bits of each flags text met in this call, filled on first use (a call meets a few values;
+-- building them all when the script starts cost more than the ops' own reading of them).
 local FLAG_BITS = {}
-for flags = 0, PROTOCOL.max_flags do
-  FLAG_BITS[tostring(flags)] = bits_of(flags)
-end
+local NO_PROPS = {}
 
 function argv.header(args)
   if args[1] ~= PROTOCOL.format_version then
@@ -89,7 +89,8 @@ function argv.parse_op(src, at, index, stored)
     if flags == nil or flags < 0 or flags > PROTOCOL.max_flags or nprops == nil then
       bad('op ' .. index)
     end
-    bits = bits_of(flags) -- a valid value not in its plain form ("05", "5.0")
+    bits = bits_of(flags) -- a value met first here, or not in its plain form ("05")
+    FLAG_BITS[src[at]] = bits
   end
   local op = {
     process = bits[1],
@@ -112,7 +113,10 @@ function argv.parse_op(src, at, index, stored)
   end
   local first = at
   at = at + 8
-  local props = {}
+  local props = NO_PROPS -- shared by the ops without property operations (never changed)
+  if nprops > 0 then
+    props = {}
+  end
   for j = 1, nprops do
     local code = src[at]
     if not CODES[code] or src[at + 2] == nil then

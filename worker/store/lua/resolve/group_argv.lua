@@ -12,6 +12,8 @@ group_argv.parse(src, at, index) -> groups, max_types, next: the section startin
 ]]
 local group_argv = {}
 
+local NO_GROUPS = {}
+
 local function bad(what)
   error('resolve_batch: bad ARGV: ' .. what)
 end
@@ -22,8 +24,9 @@ function group_argv.parse(src, at, index)
     bad('group count of op ' .. index)
   end
   at = at + 1
-  local groups, max_types = {}, 0
+  local groups, max_types = NO_GROUPS, 0 -- shared by the ops without groups (never changed)
   if count > 0 then
+    groups = {}
     max_types = tonumber(src[at])
     if max_types == nil then
       bad('group type cap of op ' .. index)

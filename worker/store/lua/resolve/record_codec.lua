@@ -80,10 +80,16 @@ record_codec.MEMBERS_INLINE = PROTOCOL.members_inline
 
 local BINARY_ID, TEXT_ID = '\1', '\2'
 local BINARY_ID_BYTE, TEXT_ID_BYTE, LEGACY_BYTE = 1, 2, byte('R')
--- No table is built when the script starts (it starts on every call): the hex of a uuid is
--- read and written by one struct.pack and one format.
-local UUID_FORMAT = '%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x'
-local DASH = byte('-')
+-- No table is built when the script starts (it starts on every call): the 16 bytes of a uuid
+-- are read and written as six big-endian integers (the groups of its text: 8, 4, 4, 4, then
+-- 4 and 8 hex digits) by one struct.pack or struct.unpack, and one format.
+local UUID_STRUCT = '>I4I2I2I2I2I4'
+local UUID_FORMAT = '%08x-%04x-%04x-%04x-%04x%08x'
+local ORDER_STRUCT = '>I4I5I4I2I2I2I2I4' -- a stored order key after its "\0"
+local ORDER_FORMAT = '%010d%010d' .. UUID_FORMAT
+local HEX = '[0-9a-f]'
+local CANONICAL_UUID = '^' .. string.rep(HEX, 8) .. '%-' .. string.rep(HEX, 4) .. '%-' ..
+  string.rep(HEX, 4) .. '%-' .. string.rep(HEX, 4) .. '%-' .. string.rep(HEX, 12) .. '$'
 local ORDER_DIGITS = '^(' .. string.rep('%d', 10) .. ')(' .. string.rep('%d', 10) .. ')(.*)$'
 local CODES = { [0] = PROTOCOL.code.set, [1] = PROTOCOL.code.set_once,
   [2] = PROTOCOL.code.unset }
@@ -96,21 +102,17 @@ function record_codec.is_record(value)
 end
 
 function record_codec.person_id_bytes(text)
-  if #text ~= 36 or byte(text, 9) ~= DASH or byte(text, 14) ~= DASH or byte(text, 19) ~= DASH
-      or byte(text, 24) ~= DASH then
+  if #text ~= 36 or not string.find(text, CANONICAL_UUID) then -- lowercase hex only
     return nil
   end
-  local hex, dashes = string.gsub(text, '%-', '')
-  if dashes ~= 4 or string.find(hex, '[^0-9a-f]') then -- lowercase hex only
-    return nil
-  end
-  return struct.pack('>I4I4I4I4', tonumber(sub(hex, 1, 8), 16), tonumber(sub(hex, 9, 16), 16),
-    tonumber(sub(hex, 17, 24), 16), tonumber(sub(hex, 25, 32), 16))
+  return struct.pack(UUID_STRUCT, tonumber(sub(text, 1, 8), 16), tonumber(sub(text, 10, 13), 16),
+    tonumber(sub(text, 15, 18), 16), tonumber(sub(text, 20, 23), 16),
+    tonumber(sub(text, 25, 28), 16), tonumber(sub(text, 29, 36), 16))
 end
 
 -- The canonical uuid text of 16 bytes.
 local function uuid_text(bytes)
-  return format(UUID_FORMAT, byte(bytes, 1, 16))
+  return format(UUID_FORMAT, struct.unpack(UUID_STRUCT, bytes))
 end
 
 local function fill_legacy(fields, value)
@@ -229,8 +231,7 @@ local function unpack_order(stored)
   end
   local ord = UNPACKED[stored]
   if ord == nil then
-    local high, low = struct.unpack('>I4I5', stored, 2)
-    ord = format('%010d%010d', high, low) .. uuid_text(sub(stored, 11, 26))
+    ord = format(ORDER_FORMAT, struct.unpack(ORDER_STRUCT, stored, 2))
     UNPACKED[stored] = ord
     if #ord == 56 then -- what pack_order makes of it (the digits fit their 10 places)
       PACKED[ord] = stored

@@ -97,20 +97,11 @@ local function apply_personless(ctx, op, warning)
     local person = records.load(ctx, root)
     local mode = op.ts > person.created_at + ctx.config.force_upgrade_ms
       and PROTOCOL.person_mode.force_upgrade or PROTOCOL.person_mode.propertyless
-    return reply.entry({
-      person_id = person.person_id, person_mode = mode,
-      created_at_ms = person.created_at_text, is_identified = person.identified,
-      properties = '{}', merged = false, person_created = false,
-      warnings = warnings, overrides = reply.NONE, person_changed = false,
-      groups = grouped.groups, group_changes = grouped.changes,
-    })
+    return reply.entry(person.person_id, mode, person.created_at_text, person.identified,
+      '{}', false, false, warnings, reply.NONE, nil, false, grouped.groups, grouped.changes)
   end
-  return reply.entry({
-    person_id = op.into_person_id, person_mode = PROTOCOL.person_mode.propertyless,
-    is_identified = false, properties = '{}', merged = false, person_created = false,
-    warnings = warnings, overrides = reply.NONE, person_changed = false,
-    groups = grouped.groups, group_changes = grouped.changes,
-  })
+  return reply.entry(op.into_person_id, PROTOCOL.person_mode.propertyless, nil, false, '{}',
+    false, false, warnings, reply.NONE, nil, false, grouped.groups, grouped.changes)
 end
 
 function rules.structure(ctx, op, warning)
@@ -202,14 +193,15 @@ function rules.structure(ctx, op, warning)
     bump = true
   end
   -- The ids the op made known (into first), checked for case variants (case_fold.lua).
-  local fresh = {}
+  local fresh -- nil when none (the common case: no table)
   if not into_root then
-    fresh[1] = op.into
+    fresh = { op.into }
   end
   if other_new and union_find.get(ctx, op.other) then
+    fresh = fresh or {}
     fresh[#fresh + 1] = op.other
   end
-  if #fresh > 0 and case_fold.collides(ctx, fresh) then
+  if fresh and case_fold.collides(ctx, fresh) then
     warnings[#warnings + 1] = CASE_COLLISION -- informational, after the merge warnings
   end
   return {
@@ -261,13 +253,9 @@ function rules.finish(ctx, op, part)
   for _, name in ipairs(grouped.warnings) do
     part.warnings[#part.warnings + 1] = name
   end
-  return reply.entry({
-    person_id = person.person_id, person_mode = PROTOCOL.person_mode.full,
-    created_at_ms = person.created_at_text, is_identified = person.identified,
-    properties = records.snapshot(person), merged = part.merged, person_created = part.created,
-    warnings = part.warnings, overrides = part.overrides, person_version = person.version_text,
-    person_changed = moved, groups = grouped.groups, group_changes = grouped.changes,
-  })
+  return reply.entry(person.person_id, PROTOCOL.person_mode.full, person.created_at_text,
+    person.identified, records.snapshot(person), part.merged, part.created, part.warnings,
+    part.overrides, person.version_text, moved, grouped.groups, grouped.changes)
 end
 
 function rules.apply(ctx, op, warning)
