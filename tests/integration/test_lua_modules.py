@@ -92,7 +92,11 @@ local loaded = records.load(ctx, 'root')
 local untouched = records.encode(loaded)
 local fields = record_codec.decode(text)
 local view = record_codec.view('root', fields, { 'root', 'm' })
-return { text, untouched, view, cjson.encode(records.meta_of(loaded)),
+local metas = {} -- a decoded meta keeps its order key stored: its text form is the state
+for key, m in pairs(records.meta_of(loaded)) do
+  metas[key] = record_codec.meta_text(m)
+end
+return { text, untouched, view, cjson.encode(metas),
   cjson.encode(records.vals_of(loaded)), loaded.properties_size }
 """,
 )

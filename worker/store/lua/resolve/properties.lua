@@ -13,11 +13,14 @@ properties.update(ctx, person, op) -> changed, refused_for_size: applies the op'
 properties.join(ctx, into_person, other_person) -> meta, vals, size: the properties of two
   merged persons: timestamp mode, the outranking state of each key; arrival mode,
   {...other, ...into}.
+A meta may hold its order key in stored form (record_codec.decode_props): it is compared as
+its record_codec.meta_text and kept as it is.
 ]]
 local properties = {}
 
 local SET, SET_ONCE = PROTOCOL.code.set, PROTOCOL.code.set_once
 local UNSET, SET_THEN_UNSET = PROTOCOL.code.unset, PROTOCOL.code.set_then_unset
+local meta_text = record_codec.meta_text
 
 function properties.update(ctx, person, op)
   local vals = records.vals_of(person)
@@ -34,7 +37,8 @@ function properties.update(ctx, person, op)
       if code ~= UNSET then
         new_text = text
       end
-      replace = ordering.outranks(new_meta, text, current_meta, current_text or '')
+      replace = ordering.outranks(new_meta, text, current_meta and meta_text(current_meta),
+        current_text or '')
     elseif code == SET then -- a state records the event that last changed its value
       new_meta, new_text = SET .. op.ord, text
       replace = text ~= current_text
@@ -85,7 +89,9 @@ function properties.join(ctx, into_person, other_person)
     end
     for key, m in pairs(other_meta) do
       local text = other_vals[key]
-      if ordering.outranks(m, text or '', meta[key], vals[key] or '') then
+      local current = meta[key]
+      if ordering.outranks(meta_text(m), text or '', current and meta_text(current),
+          vals[key] or '') then
         meta[key], vals[key] = m, text
       end
     end

@@ -49,7 +49,11 @@ record_codec.encode(fields) -> the format-7 text of fields as decode returns the
 record_codec.others_of(person) -> the array of the non-root ids of a person that is not
   spilled, decoded from person.others_text on first use (person.others).
 record_codec.decode_props(snapshot, props) -> meta, vals (key -> op code .. order key, key ->
-  text).
+  text). The order key of a decoded meta is left in its stored form (26 bytes from "\0" on,
+  or the text): only the keys an event compares are turned into text (meta_text), which costs
+  a decoding less per order key of the record; encode_props takes either form.
+record_codec.meta_text(meta) -> the meta with its order key as text (ordering.lua compares
+  those): a meta of decode_props, or one already in text form (returned as is).
 record_codec.snapshot_of(vals) -> snapshot, layout: the JSON object text of vals, and its
   layout (key, length of the key's cjson text, ... in the snapshot's order).
 record_codec.encode_props(meta, vals, snapshot, layout) -> snapshot, props (snapshot and layout,
@@ -90,7 +94,10 @@ local ORDER_FORMAT = '%010d%010d' .. UUID_FORMAT
 local HEX = '[0-9a-f]'
 local CANONICAL_UUID = '^' .. string.rep(HEX, 8) .. '%-' .. string.rep(HEX, 4) .. '%-' ..
   string.rep(HEX, 4) .. '%-' .. string.rep(HEX, 4) .. '%-' .. string.rep(HEX, 12) .. '$'
-local ORDER_DIGITS = '^(' .. string.rep('%d', 10) .. ')(' .. string.rep('%d', 10) .. ')(.*)$'
+-- An order key that packs: 10 and 10 digits, then a canonical uuid, each group captured.
+local PACKABLE_ORDER = '^(' .. string.rep('%d', 10) .. ')(' .. string.rep('%d', 10) .. ')(' ..
+  string.rep(HEX, 8) .. ')%-(' .. string.rep(HEX, 4) .. ')%-(' .. string.rep(HEX, 4) .. ')%-(' ..
+  string.rep(HEX, 4) .. ')%-(' .. string.rep(HEX, 4) .. ')(' .. string.rep(HEX, 8) .. ')$'
 local CODES = { [0] = PROTOCOL.code.set, [1] = PROTOCOL.code.set_once,
   [2] = PROTOCOL.code.unset }
 local CODE_NUMBER = { [byte(PROTOCOL.code.set)] = 0, [byte(PROTOCOL.code.set_once)] = 1,
@@ -215,10 +222,10 @@ local function pack_order(ord)
   end
   stored = ord
   if #ord == 56 then -- 20 digits and a uuid text?
-    local high, low, id = string.match(ord, ORDER_DIGITS)
-    local id_bytes = high and record_codec.person_id_bytes(id)
-    if id_bytes then
-      stored = '\0' .. struct.pack('>I4I5', tonumber(high), tonumber(low)) .. id_bytes
+    local high, low, a, b, c, d, e, f = string.match(ord, PACKABLE_ORDER)
+    if high then
+      stored = '\0' .. struct.pack(ORDER_STRUCT, tonumber(high), tonumber(low), tonumber(a, 16),
+        tonumber(b, 16), tonumber(c, 16), tonumber(d, 16), tonumber(e, 16), tonumber(f, 16))
     end
   end
   PACKED[ord] = stored
@@ -245,16 +252,14 @@ function record_codec.decode_props(snapshot, props)
   if props == '' then
     return meta, vals
   end
-  local stored, visible, hidden = unpack_all(props)
-  local ords = {}
-  for k, ord in ipairs(stored) do
-    ords[k] = unpack_order(ord)
-  end
+  local ords, visible, hidden = unpack_all(props) -- ords in their stored form (meta_text)
   local pos = 2 -- after '{'
   for k = 1, #visible, 3 do
     local key_length, text_length, state = visible[k], visible[k + 1], visible[k + 2]
-    local quoted = sub(snapshot, pos, pos + key_length - 1)
-    local key = string.find(quoted, '\\', 1, true) and cjson.decode(quoted) or sub(quoted, 2, -2)
+    local key = sub(snapshot, pos + 1, pos + key_length - 2) -- within its quotes
+    if string.find(key, '\\', 1, true) then
+      key = cjson.decode(sub(snapshot, pos, pos + key_length - 1))
+    end
     pos = pos + key_length + 1
     vals[key] = sub(snapshot, pos, pos + text_length - 1)
     pos = pos + text_length + 1
@@ -265,6 +270,21 @@ function record_codec.decode_props(snapshot, props)
     meta[hidden[k]] = CODES[state % 4] .. ords[floor(state / 4) + 1]
   end
   return meta, vals
+end
+
+-- The text form of each meta met in this call, by its stored form.
+local META_TEXT = {}
+
+function record_codec.meta_text(meta)
+  if byte(meta, 2) ~= 0 then
+    return meta -- text already (also an order key stored as text)
+  end
+  local text = META_TEXT[meta]
+  if text == nil then
+    text = sub(meta, 1, 1) .. unpack_order(sub(meta, 2))
+    META_TEXT[meta] = text
+  end
+  return text
 end
 
 -- The cjson text of each property key met in this call: the same keys recur across persons.
@@ -292,10 +312,13 @@ function record_codec.encode_props(meta, vals, snapshot, layout)
   local ords, index, visible, hidden = {}, {}, {}, {}
   local function state(m)
     local ord = sub(m, 2)
+    if byte(ord, 1) ~= 0 then -- a text (pack_order is a lookup for a text met before)
+      ord = pack_order(ord)
+    end
     local i = index[ord]
     if i == nil then
       i = #ords + 1
-      ords[i], index[ord] = pack_order(ord), i
+      ords[i], index[ord] = ord, i
     end
     return (i - 1) * 4 + CODE_NUMBER[byte(m, 1)]
   end
@@ -323,6 +346,9 @@ function record_codec.view(root, fields, ids)
     meta, vals = cjson.decode(fields.meta_text), cjson.decode(fields.vals_text)
   else
     meta, vals = record_codec.decode_props(fields.snapshot, fields.props)
+    for key, m in pairs(meta) do
+      meta[key] = record_codec.meta_text(m)
+    end
   end
   return '{"root":' .. cjson.encode(root) .. ',"person_id":' .. cjson.encode(fields.person_id)
     .. ',"created_at":' .. fields.created_at_text .. ',"last_seen":' .. fields.last_seen_text
