@@ -9,7 +9,8 @@ properties.update(ctx, person, op) -> changed, refused_for_size: applies the op'
     present key, set_then_unset sets a key absent before the event and removes a present one;
     a state records the event that last changed its value (op set).
   Nothing changes (refused_for_size) when the visible properties would grow past
-  ctx.config.max_bytes.
+  ctx.config.max_bytes. A snapshot made in this call (person.layout set) is kept when no
+  visible text changed (a key set again to its value: only its state moves).
 properties.join(ctx, into_person, other_person) -> meta, vals, size: the properties of two
   merged persons: timestamp mode, the outranking state of each key; arrival mode,
   {...other, ...into}.
@@ -27,6 +28,7 @@ function properties.update(ctx, person, op)
   local meta = records.meta_of(person)
   local changes = {}
   local size = person.properties_size
+  local visible = false -- a visible text changes (else the snapshot of this call still holds)
   for _, operation in ipairs(op.props) do
     local code, key, text = operation[1], operation[2], operation[3]
     local current_meta, current_text = meta[key], vals[key]
@@ -55,6 +57,9 @@ function properties.update(ctx, person, op)
     end
     if replace then
       changes[#changes + 1] = { key, new_meta, new_text }
+      if (new_text or nil) ~= current_text then
+        visible = true
+      end
       if current_text then
         size = size - #key - #current_text
       end
@@ -74,7 +79,9 @@ function properties.update(ctx, person, op)
     vals[change[1]] = change[3] or nil
   end
   person.properties_size = size
-  person.snapshot, person.layout = false, nil
+  if visible or not person.layout then -- a stored snapshot (no layout) is made again
+    person.snapshot, person.layout = false, nil
+  end
   person.properties_changed = true
   return true, false
 end

@@ -291,18 +291,21 @@ end
 local QUOTED = {}
 
 function record_codec.snapshot_of(vals)
-  local parts, layout = {}, {}
+  -- the pieces joined once: no string is made per key
+  local parts, layout, n, m = { '{' }, {}, 1, 0
   for key, text in pairs(vals) do
     local quoted = QUOTED[key]
     if quoted == nil then
       quoted = cjson.encode(key)
       QUOTED[key] = quoted
     end
-    parts[#parts + 1] = quoted .. ':' .. text
-    layout[#layout + 1] = key
-    layout[#layout + 1] = #quoted
+    parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = quoted, ':', text, ','
+    n = n + 4
+    layout[m + 1], layout[m + 2] = key, #quoted
+    m = m + 2
   end
-  return '{' .. concat(parts, ',') .. '}', layout
+  parts[n > 1 and n or 2] = '}' -- in place of the last ','
+  return concat(parts), layout
 end
 
 function record_codec.encode_props(meta, vals, snapshot, layout)

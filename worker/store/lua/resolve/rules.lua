@@ -8,7 +8,8 @@ their roots are into_root and other_root, their persons into_person and other_pe
 
 rules.apply(ctx, op, warning) -> the op's reply entry text (reply.lua). `warning` (or nil) is
   put first in the entry's warnings. Never called with an op that is to wait in the buffer
-  (buffer.lua decides that first). It is rules.structure then rules.finish.
+  (buffer.lua decides that first). It is rules.structure then rules.finish, in short for the
+  common event: a track without property operations of an id a person holds.
 rules.structure(ctx, op, warning) -> part: the op without its property operations (person
   created, joined or merged, identified, created_at/last_seen), its version bump still pending;
   op must process its person. part: { root, warnings, overrides, merged, created, remade, bump,
@@ -258,10 +259,40 @@ function rules.finish(ctx, op, part)
     part.overrides, person.version_text, moved, grouped.groups, grouped.changes)
 end
 
+-- A track (no merge) of an id a person holds, without property operations: rules.structure
+-- then rules.finish in short (no person made, joined or merged, no version bump, no new id).
+local function apply_known(ctx, op, root, warning)
+  local person = records.load(ctx, root)
+  ctx.dirty[root] = true
+  if op.ts < person.created_at then
+    person.created_at, person.created_at_text = op.ts, op.ts_text
+  end
+  if op.ts > person.last_seen then
+    person.last_seen, person.last_seen_text = op.ts, op.ts_text
+  end
+  local grouped = groups.apply(ctx, op, person)
+  local warnings = reply.NONE
+  if warning or #grouped.warnings > 0 then
+    warnings = { warning }
+    for _, name in ipairs(grouped.warnings) do
+      warnings[#warnings + 1] = name
+    end
+  end
+  return reply.entry(person.person_id, PROTOCOL.person_mode.full, person.created_at_text,
+    person.identified, records.snapshot(person), false, false, warnings, reply.NONE,
+    person.version_text, false, grouped.groups, grouped.changes)
+end
+
 function rules.apply(ctx, op, warning)
   deleted.rederive(ctx, op)
   if not op.process then
     return apply_personless(ctx, op, warning)
+  end
+  if not op.merge and #op.props == 0 then
+    local root = union_find.find(ctx, op.into)
+    if root then
+      return apply_known(ctx, op, root, warning) -- the common event
+    end
   end
   return rules.finish(ctx, op, rules.structure(ctx, op, warning))
 end
