@@ -54,6 +54,9 @@ record_codec.decode_props(snapshot, props) -> meta, vals (key -> op code .. orde
   a decoding less per order key of the record; encode_props takes either form.
 record_codec.meta_text(meta) -> the meta with its order key as text (ordering.lua compares
   those): a meta of decode_props, or one already in text form (returned as is).
+record_codec.pack_order(ord) -> the stored form of an order key text: "\0", its two 10-digit
+  halves as big-endian integers of 4 and 5 bytes, its uuid's 16 bytes (26 bytes, which compare
+  bytewise as the texts do), or the text itself when it is not 20 digits and a canonical uuid.
 record_codec.snapshot_of(vals) -> snapshot, layout: the JSON object text of vals, and its
   layout (key, length of the key's cjson text, ... in the snapshot's order).
 record_codec.encode_props(meta, vals, snapshot, layout) -> snapshot, props (snapshot and layout,
@@ -215,7 +218,7 @@ end
 -- re-encoded packs the order keys it decoded without parsing them again.
 local PACKED, UNPACKED = {}, {}
 
-local function pack_order(ord)
+function record_codec.pack_order(ord)
   local stored = PACKED[ord]
   if stored then
     return stored
@@ -316,7 +319,7 @@ function record_codec.encode_props(meta, vals, snapshot, layout)
   local function state(m)
     local ord = sub(m, 2)
     if byte(ord, 1) ~= 0 then -- a text (pack_order is a lookup for a text met before)
-      ord = pack_order(ord)
+      ord = record_codec.pack_order(ord)
     end
     local i = index[ord]
     if i == nil then
