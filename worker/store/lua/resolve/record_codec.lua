@@ -81,7 +81,6 @@ local record_codec = {}
 local byte, sub, format = string.byte, string.sub, string.format
 local concat = table.concat
 local pack, unpack_all = cmsgpack.pack, cmsgpack.unpack
-local floor = math.floor
 
 record_codec.MEMBERS_INLINE = PROTOCOL.members_inline
 
@@ -266,11 +265,13 @@ function record_codec.decode_props(snapshot, props)
     pos = pos + key_length + 1
     vals[key] = sub(snapshot, pos, pos + text_length - 1)
     pos = pos + text_length + 1
-    meta[key] = CODES[state % 4] .. ords[floor(state / 4) + 1]
+    local code = state % 4
+    meta[key] = CODES[code] .. ords[(state - code) / 4 + 1]
   end
   for k = 1, #hidden, 2 do
     local state = hidden[k + 1]
-    meta[hidden[k]] = CODES[state % 4] .. ords[floor(state / 4) + 1]
+    local code = state % 4
+    meta[hidden[k]] = CODES[code] .. ords[(state - code) / 4 + 1]
   end
   return meta, vals
 end
@@ -315,7 +316,7 @@ function record_codec.encode_props(meta, vals, snapshot, layout)
   if not snapshot or not layout then
     snapshot, layout = record_codec.snapshot_of(vals)
   end
-  local ords, index, visible, hidden = {}, {}, {}, {}
+  local ords, index, visible, hidden, n_ords, n = {}, {}, {}, {}, 0, 0
   local function state(m)
     local ord = sub(m, 2)
     if byte(ord, 1) ~= 0 then -- a text (pack_order is a lookup for a text met before)
@@ -323,24 +324,25 @@ function record_codec.encode_props(meta, vals, snapshot, layout)
     end
     local i = index[ord]
     if i == nil then
-      i = #ords + 1
+      n_ords = n_ords + 1
+      i = n_ords
       ords[i], index[ord] = ord, i
     end
     return (i - 1) * 4 + CODE_NUMBER[byte(m, 1)]
   end
   for k = 1, #layout, 2 do
     local key = layout[k]
-    visible[#visible + 1] = layout[k + 1]
-    visible[#visible + 1] = #vals[key]
-    visible[#visible + 1] = state(meta[key])
+    visible[n + 1], visible[n + 2], visible[n + 3] = layout[k + 1], #vals[key], state(meta[key])
+    n = n + 3
   end
+  n = 0
   for key, m in pairs(meta) do
     if vals[key] == nil then
-      hidden[#hidden + 1] = key
-      hidden[#hidden + 1] = state(m)
+      hidden[n + 1], hidden[n + 2] = key, state(m)
+      n = n + 2
     end
   end
-  if #ords == 0 then
+  if n_ords == 0 then
     return snapshot, ''
   end
   return snapshot, pack(ords, visible, hidden)

@@ -84,16 +84,16 @@ local function encode(names, encoders, fields)
 end
 
 -- One concatenation (one string made), in the order of ENTRY_ORDER: an entry is made per op.
-function reply.entry(person_id, person_mode, created_at_ms, is_identified, properties, merged,
-    person_created, warning_names, override_list, person_version, person_changed, groups,
-    group_changes)
+function reply.entry(person_id, person_mode, created_at_ms, is_identified, properties_text,
+    merged, person_created, warning_names, override_list, person_version, person_changed,
+    groups_text, group_changes)
   local overrides_text = #override_list == 0 and '[]' or overrides(override_list)
   return '["' .. person_id .. '","' .. person_mode .. '",' ..
     (created_at_ms or 'null') .. ',' .. (is_identified and 'true' or 'false') .. ',' ..
-    properties .. ',' .. (merged and 'true' or 'false') .. ',' ..
+    properties_text .. ',' .. (merged and 'true' or 'false') .. ',' ..
     (person_created and 'true' or 'false') .. ',' .. warnings(warning_names) .. ',' ..
     overrides_text .. ',' .. (person_version or 'null') .. ',' ..
-    (person_changed and 'true' or 'false') .. ',' .. (groups or '{}') .. ',' ..
+    (person_changed and 'true' or 'false') .. ',' .. (groups_text or '{}') .. ',' ..
     (group_changes or '[]') .. ']'
 end
 
