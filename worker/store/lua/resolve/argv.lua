@@ -83,9 +83,9 @@ end
 
 function argv.parse_op(src, at, index, stored)
   local bits = FLAG_BITS[src[at]]
-  local flags = tonumber(src[at])
   local nprops = tonumber(src[at + 7])
   if bits == nil or nprops == nil then
+    local flags = tonumber(src[at])
     if flags == nil or flags < 0 or flags > PROTOCOL.max_flags or nprops == nil then
       bad('op ' .. index)
     end
@@ -126,7 +126,11 @@ function argv.parse_op(src, at, index, stored)
     at = at + 3
   end
   op.props = props
-  op.groups, op.max_group_types, at = group_argv.parse(src, at, index)
+  if src[at] == '0' then -- no group (the common case: no call)
+    op.groups, op.max_group_types, at = group_argv.NONE, 0, at + 1
+  else
+    op.groups, op.max_group_types, at = group_argv.parse(src, at, index)
+  end
   local props_end = at -- the op's own values end with its group section
   if not stored then
     op.source, op.bucket = src[at], src[at + 1]
@@ -137,7 +141,7 @@ function argv.parse_op(src, at, index, stored)
   end
   if op.buffer then
     -- the entry kept while the event waits: its fields, flags without the bufferable bit
-    local fields = { tostring(flags - PROTOCOL.flag.bufferable) }
+    local fields = { tostring(tonumber(src[first]) - PROTOCOL.flag.bufferable) }
     for k = first + 1, props_end - 1 do
       fields[#fields + 1] = src[k]
     end
