@@ -256,10 +256,11 @@ function record_codec.decode_props(snapshot, props)
   end
   local ords, visible, hidden = unpack_all(props) -- ords in their stored form (meta_text)
   local pos = 2 -- after '{'
+  local escaped = string.find(snapshot, '\\', 1, true) -- else no key needs decoding
   for k = 1, #visible, 3 do
     local key_length, text_length, state = visible[k], visible[k + 1], visible[k + 2]
     local key = sub(snapshot, pos + 1, pos + key_length - 2) -- within its quotes
-    if string.find(key, '\\', 1, true) then
+    if escaped and string.find(key, '\\', 1, true) then
       key = cjson.decode(sub(snapshot, pos, pos + key_length - 1))
     end
     pos = pos + key_length + 1
