@@ -72,7 +72,7 @@ function properties.update(ctx, person, op)
   local meta = records.meta_of(person)
   local changes = {}
   local size = person.properties_size
-  local visible = false -- a visible text changes (else the snapshot of this call still holds)
+  local visible = false -- vals change (else the snapshot of this call still holds)
   for _, operation in ipairs(op.props) do
     local code, key, text = operation[1], operation[2], operation[3]
     local current_meta, current_text = meta[key], vals[key]
@@ -101,7 +101,9 @@ function properties.update(ctx, person, op)
     end
     if replace then
       changes[#changes + 1] = { key, new_meta, new_text }
-      if (new_text or nil) ~= current_text then
+      -- the snapshot stays only when the key keeps its text (a nil stored, even over no key,
+      -- may change the table, and so the order pairs walks it in)
+      if not new_text or new_text ~= current_text then
         visible = true
       end
       if current_text then

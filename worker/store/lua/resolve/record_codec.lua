@@ -213,8 +213,9 @@ function record_codec.others_of(person)
   return others
 end
 
--- The stored form of each order key met in this call (by its text), both ways: a record
--- re-encoded packs the order keys it decoded without parsing them again.
+-- The stored form of each order key met in this call (by its text), both ways: an event's
+-- order key is packed once however many keys it sets and compares (properties.lua), and a
+-- stored key turned into text (meta_text) is not packed again.
 local PACKED, UNPACKED = {}, {}
 
 function record_codec.pack_order(ord)
