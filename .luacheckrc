@@ -13,7 +13,9 @@ files[resolve .. "ordering.lua"] = { read_globals = { "PROTOCOL" } }
 files[resolve .. "record_codec.lua"] = { read_globals = { "PROTOCOL" } }
 files[resolve .. "union_find.lua"] = { read_globals = { "record_codec" } }
 files[resolve .. "records.lua"] = { read_globals = { "record_codec", "union_find" } }
-files[resolve .. "properties.lua"] = { read_globals = { "PROTOCOL", "ordering", "records" } }
+files[resolve .. "properties.lua"] = {
+  read_globals = { "PROTOCOL", "ordering", "record_codec", "records" },
+}
 files[resolve .. "reply.lua"] = { read_globals = { "PROTOCOL" } }
 files[resolve .. "groups.lua"] = { read_globals = { "PROTOCOL", "records", "properties" } }
 files[resolve .. "case_fold.lua"] = { read_globals = { "union_find" } }

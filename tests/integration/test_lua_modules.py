@@ -64,6 +64,25 @@ return out
 """,
 )
 
+COMPARE_STORED = harness(
+    ["resolve/ordering", "resolve/record_codec", "resolve/properties"],
+    """
+-- ARGV: pairs of metas (text); each compared with either, both or neither order key stored.
+local function stored(meta)
+  return string.sub(meta, 1, 1) .. record_codec.pack_order(string.sub(meta, 2))
+end
+local out = {}
+for k = 1, #ARGV, 2 do
+  local x, y = ARGV[k], ARGV[k + 1]
+  out[#out + 1] = properties.compare_metas(x, y)
+  out[#out + 1] = properties.compare_metas(stored(x), y)
+  out[#out + 1] = properties.compare_metas(x, stored(y))
+  out[#out + 1] = properties.compare_metas(stored(x), stored(y))
+end
+return out
+""",
+)
+
 PRELUDE = harness([], "return cjson.encode(PROTOCOL)")
 
 RECORD_MODULES = ["resolve/record_codec", "resolve/union_find", "resolve/records"]
@@ -92,7 +111,11 @@ local loaded = records.load(ctx, 'root')
 local untouched = records.encode(loaded)
 local fields = record_codec.decode(text)
 local view = record_codec.view('root', fields, { 'root', 'm' })
-return { text, untouched, view, cjson.encode(records.meta_of(loaded)),
+local metas = {} -- a decoded meta keeps its order key stored: its text form is the state
+for key, m in pairs(records.meta_of(loaded)) do
+  metas[key] = record_codec.meta_text(m)
+end
+return { text, untouched, view, cjson.encode(metas),
   cjson.encode(records.vals_of(loaded)), loaded.properties_size }
 """,
 )
@@ -116,12 +139,8 @@ return { text, view, legacy, ctx.dirty.root and 1 or 0, ctx.dropped.root and 1 o
 ENTRY = harness(
     ["resolve/reply"],
     """
-return reply.entry({
-  person_id = ARGV[1], person_mode = PROTOCOL.person_mode.full, created_at_ms = ARGV[2],
-  is_identified = true, properties = ARGV[3], merged = false, person_created = true,
-  warnings = { PROTOCOL.warning.merge_limit }, overrides = { { ARGV[4], 'old', 'new' } },
-  person_version = ARGV[5], person_changed = true,
-})
+return reply.entry(ARGV[1], PROTOCOL.person_mode.full, ARGV[2], true, ARGV[3], false, true,
+  { PROTOCOL.warning.merge_limit }, { { ARGV[4], 'old', 'new' } }, ARGV[5], true, nil, nil)
 """,
 )
 
@@ -211,6 +230,29 @@ def test_order_key_comparison_agrees_with_python(
         args += [meta_x, meta_y]
         expected += [_sign((ts_x, uuid_x), (ts_y, uuid_y)), _sign(meta_x, meta_y)]
     assert _eval(client, COMPARE, args) == expected
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pairs=st.lists(
+        st.tuples(st.tuples(timestamps, uuids), st.one_of(st.tuples(timestamps, uuids), st.none()))
+    )
+)
+def test_stored_order_keys_compare_as_their_texts(
+    client: redis.Redis, pairs: list[tuple[tuple[int, str], tuple[int, str] | None]]
+) -> None:
+    """A decoded meta keeps its order key stored (packed when it is 20 digits and a canonical
+    uuid): compared with another in either form, it orders as the texts do (and as Python)."""
+    args: list[bytes] = []
+    expected: list[int] = []
+    for x, maybe_y in pairs:
+        y = x if maybe_y is None else maybe_y  # equal keys too
+        args += [
+            _b(protocol.SET + codec.order_key(*x)),
+            _b(protocol.SET_ONCE + codec.order_key(*y)),
+        ]
+        expected += [_sign(x, y)] * 4
+    assert _eval(client, COMPARE_STORED, args) == expected
 
 
 def test_outranks_examples(client: redis.Redis) -> None:

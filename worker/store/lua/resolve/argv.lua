@@ -34,16 +34,16 @@ local function has_flag(flags, bit)
   return math.floor(flags / bit) % 2 == 1
 end
 
--- The bits of each valid flags value, by its text: { process, dangerous, merge, buffer }.
+-- The bits of a flags value: { process, dangerous, merge, buffer }.
 local function bits_of(flags)
   local flag = PROTOCOL.flag
   return { has_flag(flags, flag.process_person), has_flag(flags, flag.merge_dangerously),
     has_flag(flags, flag.merge_with_other), has_flag(flags, flag.bufferable) }
 end
+-- The bits of each flags text met in this call, filled on first use (a call meets a few values;
+-- building them all when the script starts cost more than the ops' own reading of them).
 local FLAG_BITS = {}
-for flags = 0, PROTOCOL.max_flags do
-  FLAG_BITS[tostring(flags)] = bits_of(flags)
-end
+local NO_PROPS = {}
 
 function argv.header(args)
   if args[1] ~= PROTOCOL.format_version then
@@ -83,13 +83,14 @@ end
 
 function argv.parse_op(src, at, index, stored)
   local bits = FLAG_BITS[src[at]]
-  local flags = tonumber(src[at])
   local nprops = tonumber(src[at + 7])
   if bits == nil or nprops == nil then
+    local flags = tonumber(src[at])
     if flags == nil or flags < 0 or flags > PROTOCOL.max_flags or nprops == nil then
       bad('op ' .. index)
     end
-    bits = bits_of(flags) -- a valid value not in its plain form ("05", "5.0")
+    bits = bits_of(flags) -- a value met first here, or not in its plain form ("05")
+    FLAG_BITS[src[at]] = bits
   end
   local op = {
     process = bits[1],
@@ -112,7 +113,10 @@ function argv.parse_op(src, at, index, stored)
   end
   local first = at
   at = at + 8
-  local props = {}
+  local props = NO_PROPS -- shared by the ops without property operations (never changed)
+  if nprops > 0 then
+    props = {}
+  end
   for j = 1, nprops do
     local code = src[at]
     if not CODES[code] or src[at + 2] == nil then
@@ -122,7 +126,11 @@ function argv.parse_op(src, at, index, stored)
     at = at + 3
   end
   op.props = props
-  op.groups, op.max_group_types, at = group_argv.parse(src, at, index)
+  if src[at] == '0' then -- no group (the common case: no call)
+    op.groups, op.max_group_types, at = group_argv.NONE, 0, at + 1
+  else
+    op.groups, op.max_group_types, at = group_argv.parse(src, at, index)
+  end
   local props_end = at -- the op's own values end with its group section
   if not stored then
     op.source, op.bucket = src[at], src[at + 1]
@@ -133,7 +141,7 @@ function argv.parse_op(src, at, index, stored)
   end
   if op.buffer then
     -- the entry kept while the event waits: its fields, flags without the bufferable bit
-    local fields = { tostring(flags - PROTOCOL.flag.bufferable) }
+    local fields = { tostring(tonumber(src[first]) - PROTOCOL.flag.bufferable) }
     for k = first + 1, props_end - 1 do
       fields[#fields + 1] = src[k]
     end

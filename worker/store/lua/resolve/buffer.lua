@@ -173,11 +173,8 @@ function buffer.maybe_buffer(ctx, op)
     ctx.any_queue = true
     ctx.buffer_touched = true
   end
-  return reply.entry({
-    person_id = '', person_mode = PROTOCOL.person_mode.buffered, is_identified = false,
-    properties = '{}', merged = false, person_created = false,
-    warnings = reply.NONE, overrides = reply.NONE, person_changed = false,
-  })
+  return reply.entry('', PROTOCOL.person_mode.buffered, nil, false, '{}', false, false,
+    reply.NONE, reply.NONE, nil, false, nil, nil)
 end
 
 -- Release id's queue if it has one and id now has a person; true if it did.

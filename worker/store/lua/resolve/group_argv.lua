@@ -9,8 +9,12 @@ group_argv.parse(src, at, index) -> groups, max_types, next: the section startin
   group; 2 remember: the person's membership of the type becomes the key), number of property
   operations k, then k triples (code, key, text) as the op's own (argv.lua).
   groups is a list of { type, key, key_text, attach, remember, props }.
+group_argv.NONE: the groups of an op without any (one table shared by all, never changed).
 ]]
 local group_argv = {}
+
+-- The groups of an op without any (shared: never changed).
+group_argv.NONE = {}
 
 local function bad(what)
   error('resolve_batch: bad ARGV: ' .. what)
@@ -22,8 +26,9 @@ function group_argv.parse(src, at, index)
     bad('group count of op ' .. index)
   end
   at = at + 1
-  local groups, max_types = {}, 0
+  local groups, max_types = group_argv.NONE, 0
   if count > 0 then
+    groups = {}
     max_types = tonumber(src[at])
     if max_types == nil then
       bad('group type cap of op ' .. index)

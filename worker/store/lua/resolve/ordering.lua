@@ -8,8 +8,9 @@ unset).
 
 ordering.bytecmp(x, y, from) -> -1, 0 or 1: x and y compared bytewise from byte `from` on.
 ordering.compare(meta_x, meta_y) -> -1, 0 or 1: the order of two metas by their order keys.
-ordering.outranks(new_meta, new_text, current_meta, current_text) -> bool: whether the new
-  state replaces the current one; worker/identity/properties.outranks, the same rule.
+ordering.outranks(new_meta, new_text, current_meta, current_text, compare) -> bool: whether
+  the new state replaces the current one; worker/identity/properties.outranks, the same rule.
+  compare (default ordering.compare) orders the two metas by their order keys.
 ]]
 local ordering = {}
 
@@ -52,7 +53,7 @@ end
 -- current_meta nil means no state. Strong ops (set, unset) outrank weak ones (set_once); among
 -- strong ops the later order key wins, among weak ones the earlier; on an equal order key the
 -- larger value text wins.
-function ordering.outranks(new_meta, new_text, current_meta, current_text)
+function ordering.outranks(new_meta, new_text, current_meta, current_text, compare)
   if current_meta == nil then
     return true
   end
@@ -60,7 +61,7 @@ function ordering.outranks(new_meta, new_text, current_meta, current_text)
   if new_strong ~= (byte(current_meta, 1) ~= SET_ONCE) then
     return new_strong
   end
-  local c = ordering.compare(new_meta, current_meta)
+  local c = (compare or ordering.compare)(new_meta, current_meta)
   if c == 0 then
     return ordering.bytecmp(new_text, current_text, 1) > 0
   end

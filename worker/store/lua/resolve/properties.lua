@@ -9,21 +9,70 @@ properties.update(ctx, person, op) -> changed, refused_for_size: applies the op'
     present key, set_then_unset sets a key absent before the event and removes a present one;
     a state records the event that last changed its value (op set).
   Nothing changes (refused_for_size) when the visible properties would grow past
-  ctx.config.max_bytes.
+  ctx.config.max_bytes. A snapshot made in this call (person.layout set) is kept when no
+  visible text changed (a key set again to its value: only its state moves).
 properties.join(ctx, into_person, other_person) -> meta, vals, size: the properties of two
   merged persons: timestamp mode, the outranking state of each key; arrival mode,
   {...other, ...into}.
+A meta may hold its order key in stored form (record_codec.decode_props): it is compared in
+that form (with a text order key packed, record_codec.pack_order, when it packs; else as its
+record_codec.meta_text) and kept as it is.
+properties.compare_metas(x, y) -> -1, 0 or 1: ordering.compare of two metas, either of which
+  may hold its order key stored.
 ]]
 local properties = {}
 
 local SET, SET_ONCE = PROTOCOL.code.set, PROTOCOL.code.set_once
 local UNSET, SET_THEN_UNSET = PROTOCOL.code.unset, PROTOCOL.code.set_then_unset
+local byte, sub = string.byte, string.sub
+local meta_text, pack_order = record_codec.meta_text, record_codec.pack_order
+
+-- Two stored order keys (record_codec.pack_order) compared from a (at ai) and b (at bi), where
+-- their 4-byte halves start: as the texts would compare (ordering.compare).
+local function stored_compare(a, ai, b, bi)
+  local a_high, a_low = struct.unpack('>I4I5', a, ai)
+  local b_high, b_low = struct.unpack('>I4I5', b, bi)
+  if a_high ~= b_high then
+    return a_high < b_high and -1 or 1
+  end
+  if a_low ~= b_low then
+    return a_low < b_low and -1 or 1
+  end
+  for k = 9, 24 do -- the uuids' bytes
+    local p, q = byte(a, ai + k), byte(b, bi + k)
+    if p ~= q then
+      return p < q and -1 or 1
+    end
+  end
+  return 0
+end
+
+-- ordering.compare for metas whose order keys are stored (record_codec.decode_props: 27 bytes,
+-- code then the 26 of the key) or text: no stored key is turned into text to be compared.
+function properties.compare_metas(x, y)
+  local x_stored, y_stored = byte(x, 2) == 0 and #x == 27, byte(y, 2) == 0 and #y == 27
+  if x_stored and y_stored then
+    return stored_compare(x, 3, y, 3)
+  end
+  if x_stored or y_stored then
+    local packed = pack_order(sub(x_stored and y or x, 2)) -- the text one, stored if it packs
+    if byte(packed, 1) == 0 then
+      if x_stored then
+        return stored_compare(x, 3, packed, 2)
+      end
+      return stored_compare(packed, 2, y, 3)
+    end
+    return ordering.compare(meta_text(x), meta_text(y))
+  end
+  return ordering.compare(x, y)
+end
 
 function properties.update(ctx, person, op)
   local vals = records.vals_of(person)
   local meta = records.meta_of(person)
   local changes = {}
   local size = person.properties_size
+  local visible = false -- vals change (else the snapshot of this call still holds)
   for _, operation in ipairs(op.props) do
     local code, key, text = operation[1], operation[2], operation[3]
     local current_meta, current_text = meta[key], vals[key]
@@ -34,7 +83,8 @@ function properties.update(ctx, person, op)
       if code ~= UNSET then
         new_text = text
       end
-      replace = ordering.outranks(new_meta, text, current_meta, current_text or '')
+      replace = ordering.outranks(new_meta, text, current_meta, current_text or '',
+        properties.compare_metas)
     elseif code == SET then -- a state records the event that last changed its value
       new_meta, new_text = SET .. op.ord, text
       replace = text ~= current_text
@@ -51,6 +101,11 @@ function properties.update(ctx, person, op)
     end
     if replace then
       changes[#changes + 1] = { key, new_meta, new_text }
+      -- the snapshot stays only when the key keeps its text (a nil stored, even over no key,
+      -- may change the table, and so the order pairs walks it in)
+      if not new_text or new_text ~= current_text then
+        visible = true
+      end
       if current_text then
         size = size - #key - #current_text
       end
@@ -70,7 +125,9 @@ function properties.update(ctx, person, op)
     vals[change[1]] = change[3] or nil
   end
   person.properties_size = size
-  person.snapshot, person.layout = false, nil
+  if visible or not person.layout then -- a stored snapshot (no layout) is made again
+    person.snapshot, person.layout = false, nil
+  end
   person.properties_changed = true
   return true, false
 end
@@ -85,7 +142,7 @@ function properties.join(ctx, into_person, other_person)
     end
     for key, m in pairs(other_meta) do
       local text = other_vals[key]
-      if ordering.outranks(m, text or '', meta[key], vals[key] or '') then
+      if ordering.outranks(m, text or '', meta[key], vals[key] or '', properties.compare_metas) then
         meta[key], vals[key] = m, text
       end
     end

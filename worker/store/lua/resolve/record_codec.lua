@@ -49,7 +49,14 @@ record_codec.encode(fields) -> the format-7 text of fields as decode returns the
 record_codec.others_of(person) -> the array of the non-root ids of a person that is not
   spilled, decoded from person.others_text on first use (person.others).
 record_codec.decode_props(snapshot, props) -> meta, vals (key -> op code .. order key, key ->
-  text).
+  text). The order key of a decoded meta is left in its stored form (26 bytes from "\0" on,
+  or the text): only the keys an event compares are turned into text (meta_text), which costs
+  a decoding less per order key of the record; encode_props takes either form.
+record_codec.meta_text(meta) -> the meta with its order key as text (ordering.lua compares
+  those): a meta of decode_props, or one already in text form (returned as is).
+record_codec.pack_order(ord) -> the stored form of an order key text: "\0", its two 10-digit
+  halves as big-endian integers of 4 and 5 bytes, its uuid's 16 bytes (26 bytes, which compare
+  bytewise as the texts do), or the text itself when it is not 20 digits and a canonical uuid.
 record_codec.snapshot_of(vals) -> snapshot, layout: the JSON object text of vals, and its
   layout (key, length of the key's cjson text, ... in the snapshot's order).
 record_codec.encode_props(meta, vals, snapshot, layout) -> snapshot, props (snapshot and layout,
@@ -74,17 +81,25 @@ local record_codec = {}
 local byte, sub, format = string.byte, string.sub, string.format
 local concat = table.concat
 local pack, unpack_all = cmsgpack.pack, cmsgpack.unpack
-local floor = math.floor
 
 record_codec.MEMBERS_INLINE = PROTOCOL.members_inline
 
 local BINARY_ID, TEXT_ID = '\1', '\2'
 local BINARY_ID_BYTE, TEXT_ID_BYTE, LEGACY_BYTE = 1, 2, byte('R')
--- No table is built when the script starts (it starts on every call): the hex of a uuid is
--- read and written by one struct.pack and one format.
-local UUID_FORMAT = '%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x'
-local DASH = byte('-')
-local ORDER_DIGITS = '^(' .. string.rep('%d', 10) .. ')(' .. string.rep('%d', 10) .. ')(.*)$'
+-- No table is built when the script starts (it starts on every call): the 16 bytes of a uuid
+-- are read and written as six big-endian integers (the groups of its text: 8, 4, 4, 4, then
+-- 4 and 8 hex digits) by one struct.pack or struct.unpack, and one format.
+local UUID_STRUCT = '>I4I2I2I2I2I4'
+local UUID_FORMAT = '%08x-%04x-%04x-%04x-%04x%08x'
+local ORDER_STRUCT = '>I4I5I4I2I2I2I2I4' -- a stored order key after its "\0"
+local ORDER_FORMAT = '%010d%010d' .. UUID_FORMAT
+local HEX = '[0-9a-f]'
+local CANONICAL_UUID = '^' .. string.rep(HEX, 8) .. '%-' .. string.rep(HEX, 4) .. '%-' ..
+  string.rep(HEX, 4) .. '%-' .. string.rep(HEX, 4) .. '%-' .. string.rep(HEX, 12) .. '$'
+-- An order key that packs: 10 and 10 digits, then a canonical uuid, each group captured.
+local PACKABLE_ORDER = '^(' .. string.rep('%d', 10) .. ')(' .. string.rep('%d', 10) .. ')(' ..
+  string.rep(HEX, 8) .. ')%-(' .. string.rep(HEX, 4) .. ')%-(' .. string.rep(HEX, 4) .. ')%-(' ..
+  string.rep(HEX, 4) .. ')%-(' .. string.rep(HEX, 4) .. ')(' .. string.rep(HEX, 8) .. ')$'
 local CODES = { [0] = PROTOCOL.code.set, [1] = PROTOCOL.code.set_once,
   [2] = PROTOCOL.code.unset }
 local CODE_NUMBER = { [byte(PROTOCOL.code.set)] = 0, [byte(PROTOCOL.code.set_once)] = 1,
@@ -96,21 +111,17 @@ function record_codec.is_record(value)
 end
 
 function record_codec.person_id_bytes(text)
-  if #text ~= 36 or byte(text, 9) ~= DASH or byte(text, 14) ~= DASH or byte(text, 19) ~= DASH
-      or byte(text, 24) ~= DASH then
+  if #text ~= 36 or not string.find(text, CANONICAL_UUID) then -- lowercase hex only
     return nil
   end
-  local hex, dashes = string.gsub(text, '%-', '')
-  if dashes ~= 4 or string.find(hex, '[^0-9a-f]') then -- lowercase hex only
-    return nil
-  end
-  return struct.pack('>I4I4I4I4', tonumber(sub(hex, 1, 8), 16), tonumber(sub(hex, 9, 16), 16),
-    tonumber(sub(hex, 17, 24), 16), tonumber(sub(hex, 25, 32), 16))
+  return struct.pack(UUID_STRUCT, tonumber(sub(text, 1, 8), 16), tonumber(sub(text, 10, 13), 16),
+    tonumber(sub(text, 15, 18), 16), tonumber(sub(text, 20, 23), 16),
+    tonumber(sub(text, 25, 28), 16), tonumber(sub(text, 29, 36), 16))
 end
 
 -- The canonical uuid text of 16 bytes.
 local function uuid_text(bytes)
-  return format(UUID_FORMAT, byte(bytes, 1, 16))
+  return format(UUID_FORMAT, struct.unpack(UUID_STRUCT, bytes))
 end
 
 local function fill_legacy(fields, value)
@@ -202,21 +213,22 @@ function record_codec.others_of(person)
   return others
 end
 
--- The stored form of each order key met in this call (by its text), both ways: a record
--- re-encoded packs the order keys it decoded without parsing them again.
+-- The stored form of each order key met in this call (by its text), both ways: an event's
+-- order key is packed once however many keys it sets and compares (properties.lua), and a
+-- stored key turned into text (meta_text) is not packed again.
 local PACKED, UNPACKED = {}, {}
 
-local function pack_order(ord)
+function record_codec.pack_order(ord)
   local stored = PACKED[ord]
   if stored then
     return stored
   end
   stored = ord
   if #ord == 56 then -- 20 digits and a uuid text?
-    local high, low, id = string.match(ord, ORDER_DIGITS)
-    local id_bytes = high and record_codec.person_id_bytes(id)
-    if id_bytes then
-      stored = '\0' .. struct.pack('>I4I5', tonumber(high), tonumber(low)) .. id_bytes
+    local high, low, a, b, c, d, e, f = string.match(ord, PACKABLE_ORDER)
+    if high then
+      stored = '\0' .. struct.pack(ORDER_STRUCT, tonumber(high), tonumber(low), tonumber(a, 16),
+        tonumber(b, 16), tonumber(c, 16), tonumber(d, 16), tonumber(e, 16), tonumber(f, 16))
     end
   end
   PACKED[ord] = stored
@@ -229,8 +241,7 @@ local function unpack_order(stored)
   end
   local ord = UNPACKED[stored]
   if ord == nil then
-    local high, low = struct.unpack('>I4I5', stored, 2)
-    ord = format('%010d%010d', high, low) .. uuid_text(sub(stored, 11, 26))
+    ord = format(ORDER_FORMAT, struct.unpack(ORDER_STRUCT, stored, 2))
     UNPACKED[stored] = ord
     if #ord == 56 then -- what pack_order makes of it (the digits fit their 10 places)
       PACKED[ord] = stored
@@ -244,73 +255,96 @@ function record_codec.decode_props(snapshot, props)
   if props == '' then
     return meta, vals
   end
-  local stored, visible, hidden = unpack_all(props)
-  local ords = {}
-  for k, ord in ipairs(stored) do
-    ords[k] = unpack_order(ord)
-  end
+  local ords, visible, hidden = unpack_all(props) -- ords in their stored form (meta_text)
   local pos = 2 -- after '{'
+  local escaped = string.find(snapshot, '\\', 1, true) -- else no key needs decoding
   for k = 1, #visible, 3 do
     local key_length, text_length, state = visible[k], visible[k + 1], visible[k + 2]
-    local quoted = sub(snapshot, pos, pos + key_length - 1)
-    local key = string.find(quoted, '\\', 1, true) and cjson.decode(quoted) or sub(quoted, 2, -2)
+    local key = sub(snapshot, pos + 1, pos + key_length - 2) -- within its quotes
+    if escaped and string.find(key, '\\', 1, true) then
+      key = cjson.decode(sub(snapshot, pos, pos + key_length - 1))
+    end
     pos = pos + key_length + 1
     vals[key] = sub(snapshot, pos, pos + text_length - 1)
     pos = pos + text_length + 1
-    meta[key] = CODES[state % 4] .. ords[floor(state / 4) + 1]
+    local code = state % 4
+    meta[key] = CODES[code] .. ords[(state - code) / 4 + 1]
   end
   for k = 1, #hidden, 2 do
     local state = hidden[k + 1]
-    meta[hidden[k]] = CODES[state % 4] .. ords[floor(state / 4) + 1]
+    local code = state % 4
+    meta[hidden[k]] = CODES[code] .. ords[(state - code) / 4 + 1]
   end
   return meta, vals
+end
+
+-- The text form of each meta met in this call, by its stored form.
+local META_TEXT = {}
+
+function record_codec.meta_text(meta)
+  if byte(meta, 2) ~= 0 then
+    return meta -- text already (also an order key stored as text)
+  end
+  local text = META_TEXT[meta]
+  if text == nil then
+    text = sub(meta, 1, 1) .. unpack_order(sub(meta, 2))
+    META_TEXT[meta] = text
+  end
+  return text
 end
 
 -- The cjson text of each property key met in this call: the same keys recur across persons.
 local QUOTED = {}
 
 function record_codec.snapshot_of(vals)
-  local parts, layout = {}, {}
+  -- the pieces joined once: no string is made per key
+  local parts, layout, n, m = { '{' }, {}, 1, 0
   for key, text in pairs(vals) do
     local quoted = QUOTED[key]
     if quoted == nil then
       quoted = cjson.encode(key)
       QUOTED[key] = quoted
     end
-    parts[#parts + 1] = quoted .. ':' .. text
-    layout[#layout + 1] = key
-    layout[#layout + 1] = #quoted
+    parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = quoted, ':', text, ','
+    n = n + 4
+    layout[m + 1], layout[m + 2] = key, #quoted
+    m = m + 2
   end
-  return '{' .. concat(parts, ',') .. '}', layout
+  parts[n > 1 and n or 2] = '}' -- in place of the last ','
+  return concat(parts), layout
 end
 
 function record_codec.encode_props(meta, vals, snapshot, layout)
   if not snapshot or not layout then
     snapshot, layout = record_codec.snapshot_of(vals)
   end
-  local ords, index, visible, hidden = {}, {}, {}, {}
+  local ords, index, visible, hidden, n_ords, n = {}, {}, {}, {}, 0, 0
   local function state(m)
     local ord = sub(m, 2)
+    if byte(ord, 1) ~= 0 then -- a text (pack_order is a lookup for a text met before)
+      ord = record_codec.pack_order(ord)
+    end
     local i = index[ord]
     if i == nil then
-      i = #ords + 1
-      ords[i], index[ord] = pack_order(ord), i
+      n_ords = n_ords + 1
+      i = n_ords
+      ords[i], index[ord] = ord, i
     end
     return (i - 1) * 4 + CODE_NUMBER[byte(m, 1)]
   end
   for k = 1, #layout, 2 do
     local key = layout[k]
-    visible[#visible + 1] = layout[k + 1]
-    visible[#visible + 1] = #vals[key]
-    visible[#visible + 1] = state(meta[key])
+    visible[n + 1], visible[n + 2], visible[n + 3] = layout[k + 1], #vals[key], state(meta[key])
+    n = n + 3
   end
+  n = 0
   for key, m in pairs(meta) do
     if vals[key] == nil then
-      hidden[#hidden + 1] = key
-      hidden[#hidden + 1] = state(m)
+      hidden[n + 1], hidden[n + 2] = key, state(m)
+      n = n + 2
     end
   end
-  if #ords == 0 then
+  if n_ords == 0 then
     return snapshot, ''
   end
   return snapshot, pack(ords, visible, hidden)
@@ -322,6 +356,9 @@ function record_codec.view(root, fields, ids)
     meta, vals = cjson.decode(fields.meta_text), cjson.decode(fields.vals_text)
   else
     meta, vals = record_codec.decode_props(fields.snapshot, fields.props)
+    for key, m in pairs(meta) do
+      meta[key] = record_codec.meta_text(m)
+    end
   end
   return '{"root":' .. cjson.encode(root) .. ',"person_id":' .. cjson.encode(fields.person_id)
     .. ',"created_at":' .. fields.created_at_text .. ',"last_seen":' .. fields.last_seen_text

@@ -136,7 +136,7 @@ function records.new_person(fields)
 end
 
 function records.create(ctx, id, person_id, ts, ts_text)
-  local person = records.new_person({
+  local person = { -- as records.new_person makes it, in one table
     person_id = person_id,
     person_id_bytes = record_codec.person_id_bytes(person_id),
     created_at = ts,
@@ -151,11 +151,13 @@ function records.create(ctx, id, person_id, ts, ts_text)
     others_text = '',
     others = nil,
     stored_members = false,
+    props = '',
     meta = {},
     vals = {},
     properties_size = 0,
     snapshot = '{}',
-  })
+    properties_changed = true,
+  }
   ctx.persons[id] = person
   ctx.dirty[id] = true
   union_find.put(ctx, id, 'R') -- a root; the record replaces this placeholder at the end

@@ -1,12 +1,16 @@
 --[[
 reply.lua: the JSON texts of the reply, built by concatenation (no value is decoded).
 
-reply.entry(fields) -> text: one reply entry, a JSON array of the fields in the order of
-  PROTOCOL.reply_entry_fields. fields: person_id (text), person_mode (PROTOCOL.person_mode),
-  created_at_ms (digits, or nil: null), is_identified, merged, person_created (booleans),
-  properties (a JSON object text), warnings (array of PROTOCOL.warning names), overrides (array
-  of {distinct_id, old_person_id, new_person_id}), person_version (digits, or nil: null),
-  person_changed (boolean: the event created its person or moved its version).
+reply.entry(person_id, person_mode, created_at_ms, is_identified, properties, merged,
+    person_created, warnings, overrides, person_version, person_changed, groups, group_changes)
+  -> text: one reply entry, a JSON array of its arguments, which are in the order of
+  PROTOCOL.reply_entry_fields (positional, so no table is made per op): person_id (text),
+  person_mode (PROTOCOL.person_mode), created_at_ms (digits, or nil: null), is_identified,
+  merged, person_created (booleans), properties (a JSON object text), warnings (array of
+  PROTOCOL.warning names), overrides (array of {distinct_id, old_person_id, new_person_id}),
+  person_version (digits, or nil: null), person_changed (boolean: the event created its person
+  or moved its version), groups (a JSON object text, or nil: {}), group_changes (a JSON array
+  text, or nil: []).
 reply.released(event_uuid, reason, ingested_ms, entry, released_ms, entry_id) -> text: a
   released entry, a JSON array in the order of PROTOCOL.released_entry_fields (entry is a
   reply.entry text; released_ms the time of its first release, digits).
@@ -80,15 +84,17 @@ local function encode(names, encoders, fields)
 end
 
 -- One concatenation (one string made), in the order of ENTRY_ORDER: an entry is made per op.
-function reply.entry(f)
-  local overrides_text = #f.overrides == 0 and '[]' or overrides(f.overrides)
-  return '["' .. f.person_id .. '","' .. f.person_mode .. '",' ..
-    (f.created_at_ms or 'null') .. ',' .. (f.is_identified and 'true' or 'false') .. ',' ..
-    f.properties .. ',' .. (f.merged and 'true' or 'false') .. ',' ..
-    (f.person_created and 'true' or 'false') .. ',' .. warnings(f.warnings) .. ',' ..
-    overrides_text .. ',' .. (f.person_version or 'null') .. ',' ..
-    (f.person_changed and 'true' or 'false') .. ',' .. (f.groups or '{}') .. ',' ..
-    (f.group_changes or '[]') .. ']'
+function reply.entry(person_id, person_mode, created_at_ms, is_identified, properties_text,
+    merged, person_created, warning_names, override_list, person_version, person_changed,
+    groups_text, group_changes)
+  local overrides_text = #override_list == 0 and '[]' or overrides(override_list)
+  return '["' .. person_id .. '","' .. person_mode .. '",' ..
+    (created_at_ms or 'null') .. ',' .. (is_identified and 'true' or 'false') .. ',' ..
+    properties_text .. ',' .. (merged and 'true' or 'false') .. ',' ..
+    (person_created and 'true' or 'false') .. ',' .. warnings(warning_names) .. ',' ..
+    overrides_text .. ',' .. (person_version or 'null') .. ',' ..
+    (person_changed and 'true' or 'false') .. ',' .. (groups_text or '{}') .. ',' ..
+    (group_changes or '[]') .. ']'
 end
 
 function reply.released(event_uuid, reason, ingested_ms, entry, released_ms, entry_id)

@@ -8,7 +8,8 @@ their roots are into_root and other_root, their persons into_person and other_pe
 
 rules.apply(ctx, op, warning) -> the op's reply entry text (reply.lua). `warning` (or nil) is
   put first in the entry's warnings. Never called with an op that is to wait in the buffer
-  (buffer.lua decides that first). It is rules.structure then rules.finish.
+  (buffer.lua decides that first). It is rules.structure then rules.finish, in short for the
+  common event: a track without property operations of an id a person holds.
 rules.structure(ctx, op, warning) -> part: the op without its property operations (person
   created, joined or merged, identified, created_at/last_seen), its version bump still pending;
   op must process its person. part: { root, warnings, overrides, merged, created, remade, bump,
@@ -97,20 +98,11 @@ local function apply_personless(ctx, op, warning)
     local person = records.load(ctx, root)
     local mode = op.ts > person.created_at + ctx.config.force_upgrade_ms
       and PROTOCOL.person_mode.force_upgrade or PROTOCOL.person_mode.propertyless
-    return reply.entry({
-      person_id = person.person_id, person_mode = mode,
-      created_at_ms = person.created_at_text, is_identified = person.identified,
-      properties = '{}', merged = false, person_created = false,
-      warnings = warnings, overrides = reply.NONE, person_changed = false,
-      groups = grouped.groups, group_changes = grouped.changes,
-    })
+    return reply.entry(person.person_id, mode, person.created_at_text, person.identified,
+      '{}', false, false, warnings, reply.NONE, nil, false, grouped.groups, grouped.changes)
   end
-  return reply.entry({
-    person_id = op.into_person_id, person_mode = PROTOCOL.person_mode.propertyless,
-    is_identified = false, properties = '{}', merged = false, person_created = false,
-    warnings = warnings, overrides = reply.NONE, person_changed = false,
-    groups = grouped.groups, group_changes = grouped.changes,
-  })
+  return reply.entry(op.into_person_id, PROTOCOL.person_mode.propertyless, nil, false, '{}',
+    false, false, warnings, reply.NONE, nil, false, grouped.groups, grouped.changes)
 end
 
 function rules.structure(ctx, op, warning)
@@ -202,14 +194,15 @@ function rules.structure(ctx, op, warning)
     bump = true
   end
   -- The ids the op made known (into first), checked for case variants (case_fold.lua).
-  local fresh = {}
+  local fresh -- nil when none (the common case: no table)
   if not into_root then
-    fresh[1] = op.into
+    fresh = { op.into }
   end
   if other_new and union_find.get(ctx, op.other) then
+    fresh = fresh or {}
     fresh[#fresh + 1] = op.other
   end
-  if #fresh > 0 and case_fold.collides(ctx, fresh) then
+  if fresh and case_fold.collides(ctx, fresh) then
     warnings[#warnings + 1] = CASE_COLLISION -- informational, after the merge warnings
   end
   return {
@@ -261,19 +254,45 @@ function rules.finish(ctx, op, part)
   for _, name in ipairs(grouped.warnings) do
     part.warnings[#part.warnings + 1] = name
   end
-  return reply.entry({
-    person_id = person.person_id, person_mode = PROTOCOL.person_mode.full,
-    created_at_ms = person.created_at_text, is_identified = person.identified,
-    properties = records.snapshot(person), merged = part.merged, person_created = part.created,
-    warnings = part.warnings, overrides = part.overrides, person_version = person.version_text,
-    person_changed = moved, groups = grouped.groups, group_changes = grouped.changes,
-  })
+  return reply.entry(person.person_id, PROTOCOL.person_mode.full, person.created_at_text,
+    person.identified, records.snapshot(person), part.merged, part.created, part.warnings,
+    part.overrides, person.version_text, moved, grouped.groups, grouped.changes)
+end
+
+-- A track (no merge) of an id a person holds, without property operations: rules.structure
+-- then rules.finish in short (no person made, joined or merged, no version bump, no new id).
+local function apply_known(ctx, op, root, warning)
+  local person = records.load(ctx, root)
+  ctx.dirty[root] = true
+  if op.ts < person.created_at then
+    person.created_at, person.created_at_text = op.ts, op.ts_text
+  end
+  if op.ts > person.last_seen then
+    person.last_seen, person.last_seen_text = op.ts, op.ts_text
+  end
+  local grouped = groups.apply(ctx, op, person)
+  local warnings = reply.NONE
+  if warning or #grouped.warnings > 0 then
+    warnings = { warning }
+    for _, name in ipairs(grouped.warnings) do
+      warnings[#warnings + 1] = name
+    end
+  end
+  return reply.entry(person.person_id, PROTOCOL.person_mode.full, person.created_at_text,
+    person.identified, records.snapshot(person), false, false, warnings, reply.NONE,
+    person.version_text, false, grouped.groups, grouped.changes)
 end
 
 function rules.apply(ctx, op, warning)
   deleted.rederive(ctx, op)
   if not op.process then
     return apply_personless(ctx, op, warning)
+  end
+  if not op.merge and #op.props == 0 then
+    local root = union_find.find(ctx, op.into)
+    if root then
+      return apply_known(ctx, op, root, warning) -- the common event
+    end
   end
   return rules.finish(ctx, op, rules.structure(ctx, op, warning))
 end
