@@ -9,8 +9,10 @@ The rates are fractions (25%, 50% and 80% by default) of the worker's drain rate
 ``--rates`` gives absolute rates instead. For each rate, a producer sends track events on a
 fixed schedule (open loop: a late send does not delay the next one's scheduled time, so a stall
 shows up as latency rather than hiding it), and latency is the enriched event's Kafka timestamp
-(set when the worker produced it) minus the input's *scheduled* send time. The worker runs
-in-process on the same two cores as Kafka, Redis and the load generator. The first
+(set when the worker produced it) minus the input's *scheduled* send time. The worker runs as
+``identity-worker run`` in a process of its own (``--in-process``: in a thread of this one,
+sharing its interpreter with the load generator), on the same two cores as Kafka, Redis and
+the load generator. The first
 ``--warmup`` seconds of each rate are sent on the same schedule but not counted (connections
 and the first persons warm up). Prints p50/p90/p99/max per rate.
 
@@ -35,6 +37,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from tests.bench.bench_worker import start_workers, stop_workers
 from tests.bench.common import group_members, run_header, wait_for
 from tests.e2e.harness import e2e_settings
 from worker.app import build_worker
@@ -143,6 +146,39 @@ def measure_buffered(settings: Settings, rate: int, seconds: float) -> list[floa
     return lateness
 
 
+class WorkerProcess:
+    """``identity-worker run`` as a subprocess, once it joined its group."""
+
+    def __init__(self, settings: Settings, logs: Path) -> None:
+        logs.mkdir(parents=True, exist_ok=True)
+        (self.proc,) = start_workers(settings, 1, logs)
+        wait_for(
+            lambda s=settings: group_members(s, s.kafka.group_id) == 1,
+            60,
+            "the worker to join its group",
+            period=0.2,
+        )
+
+    def stop(self) -> None:
+        stop_workers([self.proc])
+
+
+class WorkerThread:
+    """The worker's loop in a thread of this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.worker, self.thread = run_worker_thread(settings)
+
+    def stop(self) -> None:
+        stop_worker_thread(self.worker, self.thread)
+
+
+def start_worker(settings: Settings, args: argparse.Namespace) -> WorkerProcess | WorkerThread:
+    if args.in_process:
+        return WorkerThread(settings)
+    return WorkerProcess(settings, args.logs)
+
+
 def run_worker_thread(settings: Settings) -> tuple[Any, threading.Thread]:
     worker = build_worker(settings)
     tune_gc(settings.batch.gc_threshold)  # as ``identity-worker run`` does (the whole process)
@@ -177,6 +213,12 @@ def main() -> None:
         "--buffered-rate", type=int, default=500, help="buffered events/s (0: skip the buffer)"
     )
     parser.add_argument("--buffer-delay", type=float, default=2.0, help="buffer.delay_seconds")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the worker in a thread of this process (as before 2026-11-29), not its own",
+    )
+    parser.add_argument("--logs", type=Path, default=Path(".local/bench/logs"))
     args = parser.parse_args()
     rates: list[tuple[int, str]]
     if args.rates:
@@ -192,6 +234,8 @@ def main() -> None:
         rates = [(int(drain * float(f)), f"{float(f):.0%}") for f in args.fractions.split(",")]
         print(f"fractions of the drain rate {drain:,.0f} events/s\n")
     print("\n".join(run_header()))
+    where = "in this process" if args.in_process else "in a process of its own"
+    print(f"- the worker runs {where}\n")
     print("| rate (events/s) | of drain | events | p50 ms | p90 ms | p99 ms | max ms |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for rate, fraction in rates:
@@ -203,9 +247,9 @@ def main() -> None:
             buffer={"enabled": False},
             batch={"max_messages": 1000, "max_wait_seconds": 0.01},
         )
-        worker, thread = run_worker_thread(settings)
+        worker = start_worker(settings, args)
         latencies = sorted(measure(settings, rate, args.seconds, args.warmup))
-        stop_worker_thread(worker, thread)
+        worker.stop()
         print(_row(f"{rate:,} | {fraction}", latencies))
     if args.buffered_rate > 0:
         settings = e2e_settings(
@@ -222,9 +266,9 @@ def main() -> None:
         )
         print("| rate (events/s) | events | p50 ms | p90 ms | p99 ms | max ms |")
         print("|---:|---:|---:|---:|---:|---:|")
-        worker, thread = run_worker_thread(settings)
+        worker = start_worker(settings, args)
         lateness = sorted(measure_buffered(settings, args.buffered_rate, args.seconds))
-        stop_worker_thread(worker, thread)
+        worker.stop()
         print(_row(f"{args.buffered_rate:,}", lateness))
 
 
