@@ -94,8 +94,9 @@ DEFAULT_MAX_OPS_PER_CALL = 64
 """Operations per script call. Measured with tests/bench/bench_store.py on the 2-vCPU
 development VM (a slow machine: a bare ``EVALSHA "return 1"`` takes 2 µs of server time), the
 typical mix (80% track, a quarter with a few ``$set``; 15% identify; 5% alias; Zipf ids) costs
-about 20-26 µs of server time per operation, so 64 operations keep a call at about 1.5 ms, under
-the ~2 ms that keeps Redis responsive to other clients. On faster hardware raise it (each call
+about 23 µs of server time per operation (tests/bench/lua_profile.py), so 64 operations keep a
+call at about 1.4 ms (1.8 at most), under the ~2 ms that keeps Redis responsive to other
+clients. On faster hardware raise it (each call
 also costs a fixed ~50 µs here)."""
 
 DEFAULT_REPLY_TTL_MS = 120_000
