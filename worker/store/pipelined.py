@@ -39,19 +39,6 @@ Command = tuple[str, list[bytes], list[bytes]]
 """(group, KEYS, ARGV) of one ``EVALSHA``: the group is the tenant whose calls chain."""
 
 
-def replies(
-    client: redis.Redis | redis.RedisCluster,
-    script: Script,
-    commands: Sequence[Command],
-    *,
-    one_at_a_time: bool = False,
-    preamble: Sequence[Sequence[bytes]] = (),
-) -> Generator[object, None, None]:
-    """The reply (or ``ResponseError``) of each command, in order (see the module docstring):
-    ``start(...).replies()``."""
-    return start(client, script, commands, one_at_a_time=one_at_a_time, preamble=preamble).replies()
-
-
 def start(
     client: redis.Redis | redis.RedisCluster,
     script: Script,

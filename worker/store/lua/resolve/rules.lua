@@ -86,6 +86,20 @@ function rules.merge(ctx, into_root, into_person, other_root, other_person, over
   return big
 end
 
+-- The person of ``root``, loaded and marked for write-back, its first and last seen times
+-- widened to the op's time.
+local function seen(ctx, root, op)
+  local person = records.load(ctx, root)
+  ctx.dirty[root] = true
+  if op.ts < person.created_at then
+    person.created_at, person.created_at_text = op.ts, op.ts_text
+  end
+  if op.ts > person.last_seen then
+    person.last_seen, person.last_seen_text = op.ts, op.ts_text
+  end
+  return person
+end
+
 -- A6: personless. Nothing is created or updated.
 local function apply_personless(ctx, op, warning)
   local root = union_find.find(ctx, op.into)
@@ -181,14 +195,7 @@ function rules.structure(ctx, op, warning)
   end
 
   -- The event itself, on the person it landed on.
-  local person = records.load(ctx, root)
-  ctx.dirty[root] = true
-  if op.ts < person.created_at then
-    person.created_at, person.created_at_text = op.ts, op.ts_text
-  end
-  if op.ts > person.last_seen then
-    person.last_seen, person.last_seen_text = op.ts, op.ts_text
-  end
+  local person = seen(ctx, root, op)
   if op.merge and not person.identified then
     person.identified = true
     bump = true
@@ -262,14 +269,7 @@ end
 -- A track (no merge) of an id a person holds, without property operations: rules.structure
 -- then rules.finish in short (no person made, joined or merged, no version bump, no new id).
 local function apply_known(ctx, op, root, warning)
-  local person = records.load(ctx, root)
-  ctx.dirty[root] = true
-  if op.ts < person.created_at then
-    person.created_at, person.created_at_text = op.ts, op.ts_text
-  end
-  if op.ts > person.last_seen then
-    person.last_seen, person.last_seen_text = op.ts, op.ts_text
-  end
+  local person = seen(ctx, root, op)
   local grouped = groups.apply(ctx, op, person)
   local warnings = reply.NONE
   if warning or #grouped.warnings > 0 then
