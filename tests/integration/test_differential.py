@@ -63,6 +63,7 @@ from worker.identity.model import (
     PropertyUpdates,
     Resolution,
 )
+from worker.identity.properties import canonical_json
 from worker.identity.reference import ReferenceStore
 from worker.store.base import BufferingStore
 from worker.store.redis_store import RedisIdentityStore
@@ -511,6 +512,10 @@ class _Pair:
                 )
             for item, (wanted, gotten) in zip(events, pairs, strict=True):
                 assert gotten == wanted, f"event {item}"
+                # Python's == takes False for 0: the values' JSON must agree too
+                assert canonical_json(dict(gotten.properties)) == canonical_json(
+                    dict(wanted.properties)
+                ), f"event {item}"
                 _label(wanted)
                 if item.source is not None:
                     first = self.answers.setdefault((tenant, item.source), wanted)

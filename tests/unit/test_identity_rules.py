@@ -15,6 +15,7 @@ from worker.identity.ids import case_fold, person_id_for
 from worker.identity.model import (
     EventKind,
     IdentityEvent,
+    JsonValue,
     Outcome,
     PersonMode,
     PreparedOp,
@@ -22,6 +23,7 @@ from worker.identity.model import (
     Resolution,
     WarningKind,
 )
+from worker.identity.properties import canonical_json
 from worker.identity.reference import ReferenceStore
 from worker.identity.rules import prepare
 from worker.identity.timestamps import normalize_timestamp
@@ -625,3 +627,30 @@ def test_no_case_collision_for_non_ascii_case_known_ids_or_personless_events(
     assert kinds(one(store, ev("track", "BOB", process_person=False))) == []  # made nothing known
     assert kinds(one(store, ev("track", "BOB"))) == ["distinct_id_case_collision"]
     assert kinds(one(store, ev("identify", "bob", other_id="BOB"))) == []  # both known: a merge
+
+
+# -- property values compared as JSON, not as Python values ------------------------------------
+
+
+@pytest.mark.parametrize(("before", "after"), [(0, False), (1, True), (1.0, True), (False, 0)])
+def test_a_value_whose_json_changes_is_a_change_though_python_finds_it_equal(
+    store: ReferenceStore, before: JsonValue, after: JsonValue
+) -> None:
+    """``0 == False`` in Python, not in JSON: the same order key (a tie, decided by the values'
+    canonical text) or a later one must still count ``0`` → ``false`` as a change, as the Redis
+    store does."""
+    first = ev("track", "u", 1_000, updates=PropertyUpdates(set=(("k", before),)))
+    one(store, first)
+    again = IdentityEvent(
+        tenant=T,
+        kind=EventKind.TRACK,
+        distinct_id="u",
+        uuid=first.uuid,
+        # the same order key when the new text wins the tie, else a later one
+        timestamp_ms=first.timestamp_ms + (canonical_json(after) < canonical_json(before)),
+        updates=PropertyUpdates(set=(("k", after),)),
+    )
+    resolution = one(store, again)
+    assert resolution.person_changed
+    assert resolution.person_version == 1
+    assert type(resolution.properties["k"]) is type(after)

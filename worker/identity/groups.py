@@ -141,7 +141,7 @@ class TenantGroups:
                         {"reason": "properties_too_large"},
                     )
                 )
-            elif updated != before:
+            elif not props.same_registers(updated, before):
                 version = (record.version if record is not None else 0) + 1
                 self.records[ident] = Group(group.group_type, group.key, version, updated)
                 changes.append(

@@ -49,6 +49,21 @@ def event_operations(updates: PropertyUpdates) -> dict[str, tuple[PropertyOp, Js
     return ops
 
 
+def same_registers(a: Properties, b: Properties) -> bool:
+    """Whether two persons' (or groups') registers hold the same states, values compared by
+    their canonical text: Python's ``==`` takes ``False`` for ``0`` and ``True`` for ``1.0``,
+    JSON does not (a change from ``0`` to ``false`` is a change)."""
+    if a.keys() != b.keys():
+        return False
+    for key, state in a.items():
+        other = b[key]
+        if (state.op, state.ts_ms, state.uuid) != (other.op, other.ts_ms, other.uuid):
+            return False
+        if canonical_json(state.value) != canonical_json(other.value):
+            return False
+    return True
+
+
 def _text(state: PropertyState) -> str:
     return "" if state.op is PropertyOp.UNSET else canonical_json(state.value)
 

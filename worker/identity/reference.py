@@ -406,7 +406,7 @@ class ReferenceStore:
                     {"reason": "properties_too_large"},
                 )
             )
-        elif updated != person.properties:
+        elif not props.same_registers(updated, person.properties):
             person.properties = updated
             changed = True
 
