@@ -462,6 +462,20 @@ def _label_released(released: list[Released]) -> None:
         _label(item.resolution)
 
 
+def _json_of(resolution: Resolution) -> str:
+    """The property values a resolution carries (person, groups, group changes), as JSON."""
+    return canonical_json(
+        [
+            dict(resolution.properties),
+            {t: [v.key, dict(v.properties)] for t, v in resolution.groups.items()},
+            [
+                [c.group_type, c.key, c.version, dict(c.properties)]
+                for c in resolution.group_changes
+            ],
+        ]
+    )
+
+
 class _Pair:
     """Both stores, driven alike, compared at every step."""
 
@@ -513,9 +527,7 @@ class _Pair:
             for item, (wanted, gotten) in zip(events, pairs, strict=True):
                 assert gotten == wanted, f"event {item}"
                 # Python's == takes False for 0: the values' JSON must agree too
-                assert canonical_json(dict(gotten.properties)) == canonical_json(
-                    dict(wanted.properties)
-                ), f"event {item}"
+                assert _json_of(gotten) == _json_of(wanted), f"event {item}"
                 _label(wanted)
                 if item.source is not None:
                     first = self.answers.setdefault((tenant, item.source), wanted)
