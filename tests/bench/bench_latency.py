@@ -33,7 +33,6 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
@@ -152,51 +151,41 @@ class WorkerProcess:
     def __init__(self, settings: Settings, logs: Path) -> None:
         logs.mkdir(parents=True, exist_ok=True)
         (self.proc,) = start_workers(settings, 1, logs)
-        wait_for(
-            lambda s=settings: group_members(s, s.kafka.group_id) == 1,
-            60,
-            "the worker to join its group",
-            period=0.2,
-        )
+        _wait_until_joined(settings)
 
     def stop(self) -> None:
         stop_workers([self.proc])
 
 
 class WorkerThread:
-    """The worker's loop in a thread of this process."""
+    """The worker's loop in a thread of this process, once it joined its group."""
 
     def __init__(self, settings: Settings) -> None:
-        self.worker, self.thread = run_worker_thread(settings)
+        self.worker = build_worker(settings)
+        tune_gc(settings.batch.gc_threshold)  # as ``identity-worker run`` does (the whole process)
+        self.thread = threading.Thread(target=self.worker.runner.run, daemon=True)
+        self.thread.start()
+        _wait_until_joined(settings)
 
     def stop(self) -> None:
-        stop_worker_thread(self.worker, self.thread)
+        self.worker.runner.request_shutdown()
+        self.thread.join(30)
+        self.worker.close()
+
+
+def _wait_until_joined(settings: Settings) -> None:
+    wait_for(
+        lambda: group_members(settings, settings.kafka.group_id) == 1,
+        60,
+        "the worker to join its group",
+        period=0.2,
+    )
 
 
 def start_worker(settings: Settings, args: argparse.Namespace) -> WorkerProcess | WorkerThread:
     if args.in_process:
         return WorkerThread(settings)
     return WorkerProcess(settings, args.logs)
-
-
-def run_worker_thread(settings: Settings) -> tuple[Any, threading.Thread]:
-    worker = build_worker(settings)
-    tune_gc(settings.batch.gc_threshold)  # as ``identity-worker run`` does (the whole process)
-    thread = threading.Thread(target=worker.runner.run, daemon=True)
-    thread.start()
-    wait_for(
-        lambda s=settings: group_members(s, s.kafka.group_id) == 1,
-        60,
-        "the worker to join its group",
-        period=0.2,
-    )
-    return worker, thread
-
-
-def stop_worker_thread(worker: Any, thread: threading.Thread) -> None:
-    worker.runner.request_shutdown()
-    thread.join(30)
-    worker.close()
 
 
 def main() -> None:

@@ -266,7 +266,7 @@ def capture(
         client, IdentityConfig(), prefix=prefix, max_ops_per_call=chunk
     )
     calls: list[Call] = []
-    real = pipelined.start
+    real = pipelined.Round
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         for _, keys, argv in args[2]:
@@ -274,14 +274,14 @@ def capture(
         return real(*args, **kwargs)
 
     per_batch: list[list[Call]] = []
-    vars(pipelined)["start"] = recording
+    vars(pipelined)["Round"] = recording
     try:
         for batch in events:
             before = len(calls)
             store.resolve_batch(TENANT, batch, now_ms=T0)
             per_batch.append(calls[before:])
     finally:
-        vars(pipelined)["start"] = real
+        vars(pipelined)["Round"] = real
     _delete(client, prefix)
     return [[(_reprefix(k, prefix.encode(), b"lp-old"), a) for k, a in b] for b in per_batch]
 

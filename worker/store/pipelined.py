@@ -39,23 +39,10 @@ Command = tuple[str, list[bytes], list[bytes]]
 """(group, KEYS, ARGV) of one ``EVALSHA``: the group is the tenant whose calls chain."""
 
 
-def start(
-    client: redis.Redis | redis.RedisCluster,
-    script: Script,
-    commands: Sequence[Command],
-    *,
-    one_at_a_time: bool = False,
-    preamble: Sequence[Sequence[bytes]] = (),
-) -> Round:
-    """The round of ``commands``, not sent yet: ``Round.send`` writes it, ``Round.replies``
-    reads its replies (sending it first if it was not)."""
-    return Round(client, script, commands, one_at_a_time=one_at_a_time, preamble=preamble)
-
-
 class Round:
-    """One round of calls. ``send`` writes the whole round and returns at once, so the caller
-    can work while Redis runs it; ``replies`` then yields the replies in order. Sent one at a
-    time (a cluster, or ``one_at_a_time``), nothing goes before ``replies``.
+    """One round of calls, not sent yet. ``send`` writes the whole round and returns at once,
+    so the caller can work while Redis runs it; ``replies`` then yields the replies in order.
+    Sent one at a time (a cluster, or ``one_at_a_time``), nothing goes before ``replies``.
 
     A failure to send (connection refused or reset) is not raised by ``send``: ``replies``
     raises it, where the caller handles every connection failure of the round. ``close``

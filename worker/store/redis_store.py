@@ -198,10 +198,10 @@ class RedisIdentityStore:
         self._previous_reply: dict[str, list[str]] = {}
         """per tenant, tokens of replies already read (of earlier rounds): each call deletes one"""
         self._chained = reply_ttl_ms > 0
+        """calls chain on their predecessor's kept reply; without one, one call at a time"""
         self._forgotten: list[list[bytes]] = []
         """``HDEL``s of ``forget`` not sent yet: they lead the next round"""
         self._forgotten_fields = 0
-        """calls chain on their predecessor's kept reply; without one, one call at a time"""
         self._lock = Lock()
         self._buffer = buffer
         self._tenant_index = f"{prefix}:buffered-tenants"
@@ -343,7 +343,7 @@ class RedisIdentityStore:
         """The round of ``calls``, led by the pending ``forget``s (not sent yet)."""
         forgets = self._take_forgotten() if self._chained and calls else []
         commands = [(c.tenant, c.keys, c.args) for c in calls]
-        return pipelined.start(
+        return pipelined.Round(
             self._client,
             self._resolve,
             commands,
