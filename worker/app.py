@@ -237,11 +237,13 @@ def build_worker(
         max_messages=settings.batch.max_messages,
         max_wait_seconds=settings.batch.max_wait_seconds,
         observer=MetricsRecorder(metrics),
+        # exactly once: one transaction open at a time, the next batch's store round running
+        # while it commits (unless batch.max_in_flight is 1: one batch at a time)
         max_in_flight=1 if exactly_once else settings.batch.max_in_flight,
+        overlap=settings.batch.max_in_flight > 1,
     )
-    if not exactly_once:
-        # before partitions go, the batches in flight are finished and committed
-        source.listen(on_revoke=runner.partitions_revoked, on_lost=runner.partitions_lost)
+    # before partitions go, the batches in flight are finished and committed
+    source.listen(on_revoke=runner.partitions_revoked, on_lost=runner.partitions_lost)
     return Worker(
         runner=runner, source=source, sink=sink, store=store, redis=client, metrics=metrics
     )

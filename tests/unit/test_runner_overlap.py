@@ -5,12 +5,14 @@ abandoned, and the scripted source of ``test_runner_in_flight``."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
-from tests.unit.test_orchestrator import MemorySink, Unbuffered
+from tests.unit.test_orchestrator import TOPICS, MemorySink, Report, Unbuffered
 from tests.unit.test_runner_in_flight import PARTITION, Script, delivered_inputs, run
 from worker.errors import TransientStoreError
 from worker.identity.model import IdentityEvent
+from worker.kafka.records import OutputRecord
 from worker.store.base import BatchResult
 
 Log = list[tuple[str, str]]
@@ -146,3 +148,29 @@ def test_a_revoke_reads_the_launched_round_and_commits_it_before_the_partitions_
     assert log[-1] == ("read", "u2")
     assert script.rewinds == []
     assert delivered_inputs(sink) == [f"u{i}" for i in range(6)]
+
+
+class LoggingSink(MemorySink):
+    """Logs ("produce", distinct id) of each enriched event to a store's log."""
+
+    def __init__(self, log: Log) -> None:
+        super().__init__()
+        self.log = log
+
+    def produce(self, record: OutputRecord, tag: int = 0, report: Report | None = None) -> None:
+        if record.topic == TOPICS.enriched:
+            self.log.append(("produce", json.loads(record.value or b"")["distinct_id"]))
+        super().produce(record, tag, report)
+
+
+def test_a_batch_outputs_are_produced_while_the_next_batch_round_runs() -> None:
+    store = Rounds()
+    sink = LoggingSink(store.log)
+    script = Script(sink, count=6, batch=2)
+    run(script, max_in_flight=3, store=store)
+
+    assert delivered_inputs(sink) == [f"u{i}" for i in range(6)]
+    for batch in range(2):
+        produced = store.log.index(("produce", f"u{2 * batch}"))
+        mine, following = steps(store.log, f"u{2 * batch}"), steps(store.log, f"u{2 * batch + 2}")
+        assert mine["read"] < following["send"] < produced < following["read"]

@@ -15,11 +15,13 @@ its events (``BufferingStore.forget``, per tenant): they will not be read again.
 ``start`` (at-least-once outputs) does the same work but returns once the outputs are produced,
 with a ``PendingBatch`` the runner finishes once Kafka acknowledged them, so it can decode and
 resolve the next batches meanwhile (``batch.max_in_flight``). The runner splits it further:
-``plan`` decodes a batch and encodes its store round, ``launch`` sends the round, ``complete``
-reads the answers and produces the outputs; between ``launch`` and ``complete`` the runner polls
-and plans the next batch while Redis runs the round. Batches are committed, and told
+``plan`` decodes a batch and encodes its store round, ``launch`` sends the round, ``receive``
+reads its answers and ``complete`` produces the outputs; between ``launch`` and ``receive`` the
+runner completes the previous batch, polls and plans the next one while Redis runs the round.
+Batches are committed, and told
 ``committed``, in the order they were started. With exactly-once outputs (a transactional sink)
-``start`` is ``process``: one batch at a time.
+``complete`` delivers the batch whole into the open transaction (as ``process`` does), which the
+runner commits before it polls again; the next batch's round runs in Redis meanwhile.
 
 Each step is its own part, built in ``worker.app``: ``Decoder`` (pipeline.decoding),
 ``Resolver`` (pipeline.resolving: the store calls and their bisection), ``event_outputs``
@@ -47,7 +49,7 @@ from worker.pipeline.offsets import next_offsets
 from worker.pipeline.outputs import OutputContext, event_outputs, tally
 from worker.pipeline.ports import Sink
 from worker.pipeline.releaser import BufferReleaser
-from worker.pipeline.resolving import Planned, Rejected, Resolver
+from worker.pipeline.resolving import Planned, Rejected, Resolved, Resolver
 from worker.pipeline.runner import DONE, BatchOutcome, BatchProcessor, PendingBatch, PlannedBatch
 from worker.store.base import BufferingStore
 
@@ -102,9 +104,9 @@ class BatchPipeline(BatchProcessor):
 
     @property
     def overlaps(self) -> bool:
-        """At-least-once outputs (a sink that is not transactional): batches in flight, and
-        the store round of a batch runs while the next batch is decoded."""
-        return self._sink is not None and not self._sink.transactional
+        """With a sink: the store round of a batch runs while the previous batch's outputs
+        are produced (and committed, exactly once) and the next batch is decoded."""
+        return self._sink is not None
 
     def plan(self, batch: Sequence[RawMessage]) -> PlannedBatch:
         """Decode ``batch`` and plan its store round (not sent)."""
@@ -114,12 +116,22 @@ class BatchPipeline(BatchProcessor):
         """Send the batch's store round; Redis runs it while the caller goes on."""
         cast(_Planned, planned).resolve.send()
 
+    def receive(self, planned: PlannedBatch) -> None:
+        """Read the batch's store answers (the next round may be sent after this)."""
+        ready = cast(_Planned, planned)
+        ready.resolved = ready.resolve.resolved()
+
     def complete(self, planned: PlannedBatch) -> tuple[BatchOutcome, PendingBatch]:
-        """Read the batch's store answers, build and produce its outputs (not waited for)."""
+        """Read the batch's store answers (unless ``receive`` did), build and produce its
+        outputs: not waited for (at least once), or delivered whole in the open transaction
+        (exactly once: a failed record dooms the transaction, ``Delivery.deliver``)."""
         outs, released, decoded, now_ms, stats = self._complete(cast(_Planned, planned))
-        sending = self._emitter.send(outs, released, now_ms, stats)
         self._sources.append(_sources_by_tenant(decoded))
         outcome = BatchOutcome(next_offsets=next_offsets(planned.batch), stats=stats)
+        if self._sink is not None and self._sink.transactional:
+            self._emitter.emit(outs, released, now_ms, stats)
+            return outcome, DONE
+        sending = self._emitter.send(outs, released, now_ms, stats)
         return outcome, _Pending(self._emitter, sending)
 
     def drop(self, planned: PlannedBatch) -> None:
@@ -135,6 +147,7 @@ class BatchPipeline(BatchProcessor):
         ``committed``."""
         for _ in range(min(batches, len(self._sources))):
             self._sources.pop()
+        self._emitter.discard()  # exactly once: their transaction was aborted
 
     def _plan(self, batch: Sequence[RawMessage]) -> _Planned:
         """Decode ``batch`` and plan its store calls."""
@@ -158,7 +171,7 @@ class BatchPipeline(BatchProcessor):
         """The store's answers of a planned batch, and its outputs (and those of what its
         store calls released)."""
         outs, stats = planned.outs, planned.stats
-        resolved = planned.resolve.resolved()
+        resolved = planned.resolved if planned.resolved is not None else planned.resolve.resolved()
         for item, answer in resolved.answers:
             if isinstance(answer, Rejected):
                 outs.append(self._decoder.failed(item.message, answer.error, answer.reason))
@@ -214,7 +227,7 @@ class BatchPipeline(BatchProcessor):
 class _Planned(PlannedBatch):
     """A decoded batch and its planned store calls."""
 
-    __slots__ = ("decoded", "now_ms", "outs", "resolve", "stats")
+    __slots__ = ("decoded", "now_ms", "outs", "resolve", "resolved", "stats")
 
     def __init__(
         self,
@@ -231,6 +244,8 @@ class _Planned(PlannedBatch):
         self.decoded = decoded
         self.now_ms = now_ms
         self.stats = stats
+        self.resolved: Resolved | None = None
+        """the store's answers, once read (``receive``)"""
 
 
 class _Pending(PendingBatch):

@@ -8,10 +8,13 @@ Invariants:
   unwritten output.
 - Up to ``max_in_flight`` batches wait for their acknowledgements while the next one is read,
   decoded and resolved (at-least-once outputs; ``1`` waits for each batch before the next poll).
-  With at-least-once outputs and more than one batch in flight, the newest batch's store round
-  also runs in Redis while the next batch is polled and decoded (``BatchProcessor.overlaps``);
-  it is completed before anything else is finished, so batches still complete, produce and
-  commit in order.
+  With more than one batch in flight, the newest batch's store round also runs in Redis while
+  the previous batch's outputs are built and produced and the next batch is polled and decoded
+  (``BatchProcessor.overlaps``); it is completed before anything else is finished, so batches
+  still complete, produce and commit in order. With exactly-once outputs one batch is in
+  flight (one transaction open at a time), committed in the turn that completes it, and its
+  successor's store round runs during that commit; no transaction is open while the loop
+  polls, so a revoke finishes the launched batch and commits it in a transaction of its own.
   Offsets are committed asynchronously (``Source.commit_async``); a batch is told ``committed``
   (its replay receipts dropped) only once the broker confirmed its commit.
 - A transient error (Redis, Kafka or the registry down, a failed delivery or commit) fails every
@@ -118,8 +121,13 @@ class BatchProcessor:
     def launch(self, planned: PlannedBatch) -> None:
         """Send the planned batch's store round and return at once."""
 
+    def receive(self, planned: PlannedBatch) -> None:
+        """Read the launched round's answers: the batch's store work is over, the next
+        batch's round may be launched. ``complete`` reads them if this was not called."""
+
     def complete(self, planned: PlannedBatch) -> tuple[BatchOutcome, PendingBatch]:
-        """Read the round's answers and produce the outputs: ``start`` from here."""
+        """Read the round's answers (unless ``receive`` did) and produce the outputs:
+        ``start`` from here."""
         return self.start(planned.batch)
 
     def drop(self, planned: PlannedBatch) -> None:
@@ -177,6 +185,7 @@ class Runner:
         observer: RunObserver | None = None,
         tick_seconds: float = 1.0,
         max_in_flight: int = 1,
+        overlap: bool | None = None,
     ) -> None:
         self._source = source
         self._processor = processor
@@ -199,8 +208,12 @@ class Runner:
         self._lost = False
         self._launched: tuple[_Flight, PlannedBatch] | None = None
         """the newest batch, its store round sent and not read yet (``processor.overlaps``)"""
-        self._overlaps = processor.overlaps and self._max_in_flight > 1
-        """one batch at a time (``max_in_flight`` 1) does not overlap store rounds either"""
+        if overlap is None:
+            overlap = self._max_in_flight > 1
+        self._overlaps = processor.overlaps and overlap
+        """store rounds run while the loop goes on; by default only with more than one batch
+        in flight (exactly-once outputs pass ``overlap``: one transaction open at a time, and
+        the next batch's round runs while it commits)"""
 
     def request_shutdown(self) -> None:
         """Finish the batches in flight, commit them, then leave the loop (safe from a
@@ -236,9 +249,10 @@ class Runner:
 
         With an overlapping processor, starting is split: the new batch is planned (decoded,
         its store round encoded) while the previous batch's round runs in Redis; then the
-        previous batch is completed (answers read, outputs produced) and the new batch's round
-        is sent, to run while this turn settles and the next one polls and plans. A poll while a
-        round runs does not wait for messages."""
+        previous batch's answers are read, the new batch's round is sent, and the previous
+        batch is completed (outputs built and produced) while Redis runs the new round, which
+        goes on while this turn settles (commits) and the next one polls and plans. A poll
+        while a round runs does not wait for messages."""
         wait = 0.0 if self._launched is not None else self._max_wait
         batch = self._source.poll_batch(self._max_messages, wait)
         flight = None
@@ -265,15 +279,25 @@ class Runner:
             self._observer.tick(self._source)
 
     def _overlap(self, flight: _Flight, batch: Sequence[RawMessage]) -> None:
-        """Plan ``batch``, complete the launched one, launch ``batch``."""
+        """Plan ``batch``, read the launched batch's answers, launch ``batch``, then complete
+        the previous one (its outputs are built and produced while Redis runs the new
+        round)."""
         planned = self._processor.plan(batch)
+        previous, self._launched = self._launched, None
         try:
-            self._complete_launched()
+            if previous is not None and previous[0] not in self._window:  # given up meanwhile
+                self._processor.drop(previous[1])
+                previous = None
+            elif previous is not None:
+                self._processor.receive(previous[1])
             self._processor.launch(planned)
         except BaseException:
             self._processor.drop(planned)
             raise
         self._launched = (flight, planned)
+        if previous is not None:
+            before, done = previous
+            before.outcome, before.pending = self._processor.complete(done)
 
     def _complete_launched(self) -> None:
         """Read the launched batch's store answers and produce its outputs."""
