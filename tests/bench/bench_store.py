@@ -252,20 +252,30 @@ def _population(n_ids: int, seed: int = 11) -> Iterator[tuple[list[IdentityEvent
         yield batch, len(batch)
 
 
-def bench_memory(client: redis.Redis, args: argparse.Namespace) -> list[str]:
-    prefix = f"bench-mem-{uuid.uuid4().hex[:8]}"
-    store = _store(client, prefix, args.chunk)
-    before = int(client.info("memory")["used_memory"])
+def populate(
+    client: redis.Redis, prefix: str, n_ids: int, chunk: int, *, verbose: bool = False
+) -> tuple[int, float]:
+    """Resolves the memory section's population of ``n_ids`` distinct ids (``_population``)
+    under ``prefix``, tenant ``TENANT``: the persons created and the seconds it took. The last
+    call's kept reply is deleted, so only the identity state remains."""
+    store = _store(client, prefix, chunk)
     start = time.perf_counter()
     persons = 0
-    for n, (batch, created) in enumerate(_population(args.population)):
+    for n, (batch, created) in enumerate(_population(n_ids)):
         store.resolve_batch(TENANT, batch, now_ms=T0)
         persons += created
-        if args.verbose and n % 200 == 0:
+        if verbose and n % 200 == 0:
             print(f"  populated {n * 500:,} events", file=sys.stderr)
     elapsed = time.perf_counter() - start
     # the last reply is kept for the retry TTL: not part of the identity state
     client.unlink(*list(client.scan_iter(match=f"{prefix}:*reply:*")))
+    return persons, elapsed
+
+
+def bench_memory(client: redis.Redis, args: argparse.Namespace) -> list[str]:
+    prefix = f"bench-mem-{uuid.uuid4().hex[:8]}"
+    before = int(client.info("memory")["used_memory"])
+    persons, elapsed = populate(client, prefix, args.population, args.chunk, verbose=args.verbose)
     after = int(client.info("memory")["used_memory"])
     breakdown = memory_breakdown(client, prefix, TENANT)
     ids = breakdown.ids
