@@ -275,6 +275,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             end_offset=args.end_offset,
             partitions=frozenset(args.partition),
         ),
+        metadata_timeout_seconds=args.timeout,
     )
     print(json.dumps(report.summary(), sort_keys=True))
     if not args.execute:
@@ -308,6 +309,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         limit=args.limit,
         exit_at_end=args.exit,
         idle_seconds=args.idle,
+        metadata_timeout_seconds=args.timeout,
     )
     for message in tail(settings.kafka.consumer_conf(), args.topic, options):
         fmt, value = decode_value(message.value(), schema, avro)
@@ -409,6 +411,16 @@ def _non_negative(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
     return value
 
 
@@ -585,6 +597,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="only this partition (repeatable)",
     )
+    replay.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for the broker (default 10)",
+    )
     replay.set_defaults(func=cmd_replay)
     buffer = command("buffer", "the 60-second buffer", "Look at the buffer of backend events.")
     buffer_sub = buffer.add_subparsers(dest="buffer_command", required=True, metavar="ACTION")
@@ -634,6 +653,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle", type=float, metavar="SECONDS", help="stop after SECONDS with nothing new"
     )
     tail_cmd.add_argument("--json", action="store_true", help="one JSON object per record")
+    tail_cmd.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for the broker (default 10)",
+    )
     tail_cmd.set_defaults(func=cmd_tail)
     demo = command(
         "demo",

@@ -2,6 +2,7 @@
 off and on, side by side in one run (a script, not a test).
 
     .venv/bin/python -m tests.bench.bench_exactly_once [--events 50000] [--rounds 1] [--quick]
+        [--baseline REF]
 
 The backlog, the drain and the correctness gate are ``tests.bench.bench_worker``'s
 (``run_worker``: fresh topics, group and key prefix per variant, a worker process, the outputs
@@ -9,8 +10,10 @@ checked against the reference model; a variant whose gate fails reports no speed
 batch's outputs are flushed and its offsets committed by the consumer; on, a transactional
 producer writes each batch's outputs and its offsets in one transaction (``begin``, produce,
 ``send_offsets_to_transaction``, ``commit``).
-With ``--rounds`` above 1 the variants alternate which goes first. Prints events per second of
-each and the ratio on / off; nothing is asserted (numbers go to docs/BENCHMARKS.md).
+With ``--baseline REF`` exactly-once on is drained by the worker of git revision ``REF`` as
+well (before/after). With ``--rounds`` above 1 the variants alternate which goes first. Prints
+events per second of each and the ratio on / off; nothing is asserted (numbers go to
+docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -18,11 +21,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from tests.bench.bench_worker import Expected, Messages, as_messages, backlog, expected, run_worker
+from tests.bench.bench_worker import (
+    Expected,
+    Messages,
+    as_messages,
+    backlog,
+    baseline_tree,
+    expected,
+    run_worker,
+)
 
 
 def drain(
@@ -30,22 +42,29 @@ def drain(
     client: redis.Redis,
     messages: Messages,
     want: Expected,
-    *,
-    exactly_once: bool,
+    variant: Variant,
 ) -> float | None:
     """Events per second of one drain of ``messages`` by a fresh worker, or ``None`` when the
     correctness gate failed (``bench_worker.run_worker``)."""
-    name = f"exactly-once {'on' if exactly_once else 'off'}"
     run = run_worker(
         args,
         client,
-        name,
+        variant.label,
         messages,
         want,
         "json",
-        sections={"delivery": {"exactly_once": exactly_once}},
+        code=variant.code,
+        sections={"delivery": {"exactly_once": variant.exactly_once}},
     )
     return run.rate
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    exactly_once: bool
+    code: Path | None = None
+    """the ``worker`` package of another revision (``--baseline``); none: this one"""
 
 
 def main() -> None:
@@ -56,6 +75,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--logs", type=Path, default=Path(".local/bench/logs"))
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="also drain with exactly-once on at this git revision (repeatable)",
+    )
     args = parser.parse_args()
     args.profile = args.py_spy = None
     args.logs.mkdir(parents=True, exist_ok=True)
@@ -64,31 +90,39 @@ def main() -> None:
     messages = as_messages(backlog(n, users=max(n // 5, 10), seed=1), "json")
     want = expected(messages, n)
 
-    rates: dict[bool, list[float]] = {False: [], True: []}
+    variants = [Variant("exactly-once off", False), Variant("exactly-once on", True)]
+    for ref in args.baseline:
+        code = baseline_tree(ref, Path(".local/bench"))
+        at = code.name.removeprefix("baseline-")
+        variants.append(Variant(f"exactly-once on, at {at}", True, code))
+    rates: dict[Variant, list[float]] = {v: [] for v in variants}
     for round_ in range(args.rounds):
-        order = (False, True) if round_ % 2 == 0 else (True, False)
-        for exactly_once in order:
+        order = variants if round_ % 2 == 0 else variants[::-1]
+        for variant in order:
             t0 = time.perf_counter()
-            rate = drain(args, client, messages, want, exactly_once=exactly_once)
-            label = "on" if exactly_once else "off"
+            rate = drain(args, client, messages, want, variant)
             if rate is None:
-                print(f"round {round_ + 1}, exactly-once {label}: no speed: gate failed")
+                print(f"round {round_ + 1}, {variant.label}: no speed: gate failed")
                 continue
-            rates[exactly_once].append(rate)
+            rates[variant].append(rate)
             print(
-                f"round {round_ + 1}, exactly-once {label}: {rate:,.0f} events/s "
+                f"round {round_ + 1}, {variant.label}: {rate:,.0f} events/s "
                 f"({time.perf_counter() - t0:.1f} s with the preload and the gate)"
             )
-    if not (rates[False] and rates[True]):
+    if not all(rates.values()):
         print("\nno ratio: a gate failed")
         return
-    median = {mode: statistics.median(r) for mode, r in rates.items()}
+    median = {v: statistics.median(r) for v, r in rates.items()}
+    off, on = variants[0], variants[1]
     print()
-    print("| exactly-once | events | events/s (median) |")
-    print("|---|---:|---:|")
-    for mode in (False, True):
-        print(f"| {'on' if mode else 'off'} | {n:,} | {median[mode]:,.0f} |")
-    print(f"\non / off: {median[True] / median[False]:.2f}x")
+    print("| variant | events | events/s (median) | rounds |")
+    print("|---|---:|---:|---|")
+    for v in variants:
+        each = " / ".join(f"{r:,.0f}" for r in rates[v])
+        print(f"| {v.label} | {n:,} | {median[v]:,.0f} | {each} |")
+    print(f"\non / off: {median[on] / median[off]:.2f}x")
+    for v in variants[2:]:
+        print(f"on / {v.label}: {median[on] / median[v]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -218,8 +218,8 @@ def test_redis_down_exits_3(
     "argv",
     [
         ["create-topics", "--timeout", "2"],
-        ["dead-letters", "replay"],
-        ["tail", "identity.enriched", "-e"],
+        ["dead-letters", "replay", "--timeout", "2"],
+        ["tail", "identity.enriched", "-e", "--timeout", "2"],
     ],
 )
 def test_kafka_down_exits_3(

@@ -99,9 +99,11 @@ def replay_dead_letters(
     clock: Callable[[], float] = time.monotonic,
     producer_conf: Mapping[str, Any] | None = None,
     span: ReplayRange = ReplayRange(),
+    metadata_timeout_seconds: float = 10.0,
 ) -> ReplayReport:
     """``kafka_conf``: the consumer's options; ``producer_conf`` (default ``kafka_conf``): the
-    producer's. Raises ``TopicNotFoundError`` and ``KafkaUnavailableError``."""
+    producer's; ``metadata_timeout_seconds``: how long to wait for the broker's metadata of the
+    dead-letter topic. Raises ``TopicNotFoundError`` and ``KafkaUnavailableError``."""
     del progress_every  # kept for callers; the progress line is time-based
     started = clock()
     consumer = Consumer(
@@ -119,7 +121,7 @@ def replay_dead_letters(
     out = progress or sys.stderr
     try:
         try:
-            metadata = consumer.list_topics(dead_letter_topic, timeout=10)
+            metadata = consumer.list_topics(dead_letter_topic, timeout=metadata_timeout_seconds)
         except KafkaException as exc:
             raise KafkaUnavailableError(f"Kafka: no metadata: {exc.args[0]}") from None
         topic_meta = metadata.topics.get(dead_letter_topic)

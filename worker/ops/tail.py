@@ -40,6 +40,8 @@ class TailOptions:
     """Stop once every partition's end (as of the start) is reached, like kcat's ``-e``."""
     idle_seconds: float | None = None
     """Stop after this long with nothing new."""
+    metadata_timeout_seconds: float = 10.0
+    """How long to wait for the broker's metadata of the topic before giving up."""
 
 
 def schema_for_topic(topic: str, topics: TopicSettings) -> SchemaName | None:
@@ -180,7 +182,7 @@ def tail(
     )
     try:
         try:
-            metadata = consumer.list_topics(topic, timeout=10)
+            metadata = consumer.list_topics(topic, timeout=options.metadata_timeout_seconds)
         except KafkaException as exc:
             raise KafkaUnavailableError(f"Kafka: no metadata: {exc.args[0]}") from None
         meta = metadata.topics.get(topic)
