@@ -167,6 +167,12 @@ def test_two_workers_share_partitions_and_emit_every_event(
 
 def test_a_killed_worker_loses_nothing(group: tuple[Settings, Collector]) -> None:
     settings, collector = group
+    # the survivor gets the partitions once the victim's session expired: the broker's
+    # shortest session (group.min.session.timeout.ms) rather than librdkafka's 45 s
+    quick = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"consumer": quick})}
+    )
     records = _events(settings, "crash", users=40, per_user=8)
     half = len(records) // 2
     with worker_process(settings) as victim:
