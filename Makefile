@@ -100,6 +100,7 @@ BENCH_OUT := .local/bench
 BENCH_WORKER_ARGS ?=
 BENCH_LATENCY_ARGS ?=
 BENCH_STORE_ARGS ?= --population 300000 --batches 40
+BENCH_EXACTLY_ONCE_ARGS ?= --rounds 2
 bench: install services-up ## Benchmarks, a few minutes: drain beside pass-through and naive, JSON and Avro, Redis time and bytes, latency, 1-3 workers (report: .local/bench/report.md; results: docs/BENCHMARKS.md)
 	@mkdir -p $(BENCH_OUT)
 	@set -o pipefail; { \
@@ -108,7 +109,7 @@ bench: install services-up ## Benchmarks, a few minutes: drain beside pass-throu
 	  $(PY) -m tests.bench.bench_latency --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 \
 	    --drain-json $(BENCH_OUT)/drain.json $(BENCH_LATENCY_ARGS) && \
 	  $(PY) -m tests.bench.bench_store --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 $(BENCH_STORE_ARGS) && \
-	  $(PY) -m tests.bench.bench_exactly_once --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0; \
+	  $(PY) -m tests.bench.bench_exactly_once --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 $(BENCH_EXACTLY_ONCE_ARGS); \
 	} 2>&1 | tee $(BENCH_OUT)/report.md
 
 clean: ## Remove the venv, caches and local service data

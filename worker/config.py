@@ -311,7 +311,8 @@ class BatchSettings(_Section):
     once Kafka acknowledged everything they cover; with more than one, a batch's Redis round
     also runs while the next batch is read and decoded. ``1``: one batch at a time, its Redis
     round read and its acknowledgements waited for before the next poll. Exactly-once outputs
-    always work one batch at a time."""
+    keep one batch (one transaction) in flight; with more than 1 here, the next batch's Redis
+    round runs while that transaction commits."""
     gc_threshold: int = Field(default=DEFAULT_GC_THRESHOLD, ge=0)
     """Python's cyclic garbage collector: net allocations between two collections of its young
     generation; objects alive once start-up is done are frozen out of collections

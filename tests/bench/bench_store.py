@@ -243,7 +243,10 @@ def _population(n_ids: int, seed: int = 11) -> Iterator[tuple[list[IdentityEvent
             kind, distinct_id, other = EventKind.TRACK, anon, None
             made += 1
         batch.append(
-            IdentityEvent(TENANT, kind, distinct_id, f"{i:036d}", T0 + i, other, updates=props)
+            # a canonical uuid, as decoding makes every event's (stored in 16 bytes)
+            IdentityEvent(
+                TENANT, kind, distinct_id, str(uuid.UUID(int=i)), T0 + i, other, updates=props
+            )
         )
         if len(batch) == 500:
             yield batch, len(batch)
