@@ -9,14 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from tests.unit.test_pipeline_exactly_once import Transaction, TransactionalSink
-from tests.unit.test_runner_in_flight import PARTITION, Hook, Script, delivered_inputs
+from tests.unit.test_runner_in_flight import PARTITION, Hook, Script, delivered_inputs, run
 from tests.unit.test_runner_overlap import Rounds, steps
-from worker.app import build_pipeline
-from worker.codec.avro import AvroCodec
-from worker.config import Settings
 from worker.errors import KafkaUnavailableError
 from worker.kafka.records import Partition, RawMessage
-from worker.pipeline.runner import Runner
 
 
 class TransactionalScript(Script):
@@ -66,21 +62,7 @@ def run_exactly_once(
 ) -> tuple[TransactionalScript, Rounds]:
     store, sink = Rounds(), TransactionalSink(limits={})
     script = TransactionalScript(sink, store, count=count, batch=2, hooks=hooks)
-    clock = script.clock
-    conf = Settings(buffer={"enabled": False})  # type: ignore[arg-type]
-    work = build_pipeline(conf, store, sink, AvroCodec(), clock, Transaction())
-    runner = Runner(
-        script,
-        work,
-        clock,
-        max_messages=2,
-        max_wait_seconds=0.1,
-        backoff_initial_seconds=0.2,
-        max_in_flight=1,
-        overlap=True,
-    )
-    script.runner = runner
-    runner.run()
+    run(script, max_in_flight=1, store=store, overlap=True, transaction=Transaction())
     return script, store
 
 

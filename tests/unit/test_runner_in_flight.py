@@ -30,6 +30,7 @@ from worker.identity.model import IdentityEvent
 from worker.kafka.records import Partition, RawMessage
 from worker.pipeline.deadletter import HEADER_OFFSET, HEADER_REASON
 from worker.pipeline.orchestrator import BatchPipeline
+from worker.pipeline.ports import OutputTransaction
 from worker.pipeline.runner import Runner
 from worker.store.base import BatchResult
 
@@ -130,13 +131,23 @@ class Script:
 
 
 def run(
-    script: Script, max_in_flight: int, store: Unbuffered | None = None, **settings: object
+    script: Script,
+    max_in_flight: int,
+    store: Unbuffered | None = None,
+    *,
+    overlap: bool | None = None,
+    transaction: OutputTransaction | None = None,
+    **settings: object,
 ) -> tuple[Runner, BatchPipeline]:
+    """The runner over ``script`` until it asks to stop; ``overlap`` and ``transaction`` as
+    ``worker.app.build_worker`` passes them (exactly-once outputs)."""
     conf = Settings(
         buffer={"enabled": False},  # type: ignore[arg-type]
         batch={"shutdown_timeout_seconds": 2, **settings},  # type: ignore[arg-type]
     )
-    work = build_pipeline(conf, store or Unbuffered(), script.sink, AvroCodec(), script.clock)
+    work = build_pipeline(
+        conf, store or Unbuffered(), script.sink, AvroCodec(), script.clock, transaction
+    )
     runner = Runner(
         script,
         work,
@@ -145,6 +156,7 @@ def run(
         max_wait_seconds=0.1,
         backoff_initial_seconds=0.2,
         max_in_flight=max_in_flight,
+        overlap=overlap,
     )
     script.runner = runner
     runner.run()
