@@ -58,11 +58,11 @@ class TransactionalScript(Script):
 
 
 def run_exactly_once(
-    count: int, hooks: Mapping[int, Hook] | None = None
+    count: int, hooks: Mapping[int, Hook] | None = None, *, overlap: bool = True
 ) -> tuple[TransactionalScript, Rounds]:
     store, sink = Rounds(), TransactionalSink(limits={})
     script = TransactionalScript(sink, store, count=count, batch=2, hooks=hooks)
-    run(script, max_in_flight=1, store=store, overlap=True, transaction=Transaction())
+    run(script, max_in_flight=1, store=store, overlap=overlap, transaction=Transaction())
     return script, store
 
 
@@ -117,3 +117,15 @@ def test_a_failed_transaction_commit_abandons_the_launched_round_and_replays_onc
     assert script.transactions.aborts >= 1
     assert delivered_inputs(script.sink) == [f"u{i}" for i in range(8)]  # each exactly once
     assert script.commits[-1][1] == 8
+
+
+def test_without_overlap_each_batch_is_read_delivered_and_committed_before_the_next_poll() -> None:
+    script, store = run_exactly_once(6, overlap=False)  # batch.max_in_flight = 1
+
+    assert delivered_inputs(script.sink) == [f"u{i}" for i in range(6)]
+    assert [offset for _, offset in script.commits] == [2, 4, 6]
+    assert script.open_at_poll == [0] * script.polls
+    for batch in range(3):
+        this = steps(store.log, f"u{2 * batch}")
+        assert this["read"] == this["send"] + 1  # nothing between sending and reading
+        assert this["read"] < store.log.index(("commit", str(2 * batch + 2)))
