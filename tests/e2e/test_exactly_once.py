@@ -10,9 +10,10 @@ import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 
 import pytest
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, Producer
 
 from tests.e2e.harness import (
     e2e_settings,
@@ -42,6 +43,21 @@ def committed_reader(settings: Settings) -> Consumer:
     )
     consumer.subscribe([settings.topics.enriched])
     return consumer
+
+
+def produce_paced(
+    settings: Settings, records: Sequence[tuple[str, bytes, bytes]], seconds: float
+) -> None:
+    """Produce ``records`` evenly over about ``seconds`` (a stream, not a backlog)."""
+    producer = Producer({**settings.kafka.common(), "enable.idempotence": True, "linger.ms": 1})
+    slices = 20
+    step = max(len(records) // slices, 1)
+    for start in range(0, len(records), step):
+        for topic, key, value in records[start : start + step]:
+            producer.produce(topic, key=key, value=value)
+        producer.poll(0)
+        time.sleep(seconds / slices)
+    assert producer.flush(30) == 0
 
 
 def read(consumer: Consumer, seen: Counter[str], until: int, timeout: float) -> None:
@@ -109,6 +125,70 @@ def test_read_committed_consumers_see_every_event_once_across_kill_9(
     assert set(seen) == set(uuids)
     duplicated = {u: n for u, n in seen.items() if n > 1}
     assert duplicated == {}
+
+
+def test_read_committed_consumers_see_every_event_once_across_rebalances(
+    kafka_bootstrap: str, redis_url: str
+) -> None:
+    """A second worker joins while the first works through the stream, then leaves: each
+    rebalance revokes partitions from a worker whose next batch's store round may be out (the
+    revoke completes that batch and commits its transaction before the partitions go)."""
+    name = f"eos-rebalance-{uuid.uuid4().hex[:8]}"
+    settings = e2e_settings(
+        kafka_bootstrap,
+        redis_url,
+        name,
+        delivery={"exactly_once": True},
+        batch={"max_messages": 200},
+        buffer={"enabled": False},
+    )
+    topics = settings.topics
+    events = 8_000
+    uuids = [str(uuid.uuid4()) for _ in range(events)]
+    records = [
+        (
+            topics.track,
+            f"t:u{i % 400}".encode(),
+            json.dumps(
+                {
+                    "type": "track",
+                    "tenant": "t",
+                    "uuid": event_uuid,
+                    "distinct_id": f"u{i % 400}",
+                    "event": "pageview",
+                    "timestamp": T0 + i,
+                }
+            ).encode(),
+        )
+        for i, event_uuid in enumerate(uuids)
+    ]
+    thirds = [records[: events // 3], records[events // 3 : 2 * events // 3]]
+    thirds.append(records[2 * events // 3 :])
+    seen: Counter[str] = Counter()
+    consumer = committed_reader(settings)
+    first = {"IDENTITY_WORKER_DELIVERY__TRANSACTIONAL_ID": f"{name}-a"}
+    second = {"IDENTITY_WORKER_DELIVERY__TRANSACTIONAL_ID": f"{name}-b"}
+    try:
+        produce(settings, thirds[0])
+        with worker_process(settings, first):
+            read(consumer, seen, events // 6, 60)
+            with worker_process(settings, second) as joined:
+                # the stream goes on while the second worker joins: batches are in flight
+                # when the first one's partitions are revoked
+                produce_paced(settings, thirds[1], seconds=3)
+                read(consumer, seen, 2 * events // 3, 60)
+                joined.terminate()  # SIGTERM: its batches finish, its partitions go back
+                produce_paced(settings, thirds[2], seconds=3)
+                assert joined.wait(60) == 0
+            read(consumer, seen, events, 120)
+            deadline = time.monotonic() + 3  # whatever else comes now is a duplicate
+            while time.monotonic() < deadline:
+                read(consumer, seen, events + 1, 0.5)
+    finally:
+        consumer.close()
+
+    assert set(seen) == set(uuids)
+    assert {u: n for u, n in seen.items() if n > 1} == {}
 
 
 def test_an_output_too_large_in_a_transaction_becomes_a_dead_letter(
