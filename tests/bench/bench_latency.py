@@ -208,6 +208,12 @@ def main() -> None:
         help="run the worker in a thread of this process (as before 2026-11-29), not its own",
     )
     parser.add_argument("--logs", type=Path, default=Path(".local/bench/logs"))
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per rate, each with a fresh worker; above 1, a row per run and their median",
+    )
     args = parser.parse_args()
     rates: list[tuple[int, str]]
     if args.rates:
@@ -227,19 +233,32 @@ def main() -> None:
     print(f"- the worker runs {where}\n")
     print("| rate (events/s) | of drain | events | p50 ms | p90 ms | p99 ms | max ms |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
+    medians: list[str] = []
     for rate, fraction in rates:
-        name = f"lat-{uuid.uuid4().hex[:8]}"
-        settings = e2e_settings(
-            args.bootstrap,
-            args.redis_url,
-            name,
-            buffer={"enabled": False},
-            batch={"max_messages": 1000, "max_wait_seconds": 0.01},
-        )
-        worker = start_worker(settings, args)
-        latencies = sorted(measure(settings, rate, args.seconds, args.warmup))
-        worker.stop()
-        print(_row(f"{rate:,} | {fraction}", latencies))
+        p99s = []
+        for run in range(args.repeat):
+            name = f"lat-{uuid.uuid4().hex[:8]}"
+            settings = e2e_settings(
+                args.bootstrap,
+                args.redis_url,
+                name,
+                buffer={"enabled": False},
+                batch={"max_messages": 1000, "max_wait_seconds": 0.01},
+            )
+            worker = start_worker(settings, args)
+            latencies = sorted(measure(settings, rate, args.seconds, args.warmup))
+            worker.stop()
+            lead = f"{rate:,} | {fraction}" + (f" (run {run + 1})" if args.repeat > 1 else "")
+            print(_row(lead, latencies), flush=True)
+            p99s.append(statistics.quantiles(latencies, n=100)[98] * 1000)
+        if args.repeat > 1:
+            each = ", ".join(f"{p:.1f}" for p in p99s)
+            medians.append(
+                f"- {rate:,} events/s ({fraction}): p99 median **{statistics.median(p99s):.1f} ms**"
+                f" over {args.repeat} runs ({each})"
+            )
+    if medians:
+        print("\n" + "\n".join(medians))
     if args.buffered_rate > 0:
         settings = e2e_settings(
             args.bootstrap,
