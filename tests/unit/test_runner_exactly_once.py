@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from tests.unit.test_orchestrator import TOPICS
 from tests.unit.test_pipeline_exactly_once import Transaction, TransactionalSink
 from tests.unit.test_runner_in_flight import PARTITION, Hook, Script, delivered_inputs, run
 from tests.unit.test_runner_overlap import Rounds, steps
@@ -129,3 +130,20 @@ def test_without_overlap_each_batch_is_read_delivered_and_committed_before_the_n
         this = steps(store.log, f"u{2 * batch}")
         assert this["read"] == this["send"] + 1  # nothing between sending and reading
         assert this["read"] < store.log.index(("commit", str(2 * batch + 2)))
+
+
+def test_a_failed_delivery_replays_and_each_batch_forgets_its_receipts_once_committed() -> None:
+    def break_enriched(script: Script) -> None:
+        script.sink.broken = {TOPICS.enriched}
+
+    def repair(script: Script) -> None:
+        script.sink.broken = set()
+
+    script, store = run_exactly_once(8, hooks={2: break_enriched, 3: repair})
+
+    assert script.rewinds  # the delivery of the first batch failed and it was read again
+    assert delivered_inputs(script.sink) == [f"u{i}" for i in range(8)]
+    # the failed attempt left nothing to forget: each batch's receipts go once, in order, when
+    # its own commit is confirmed (the last one too)
+    refs = [ref for _tenant, batch in store.forgotten for ref in batch]
+    assert refs == [f"{TOPICS.track}/0/{i}" for i in range(8)]

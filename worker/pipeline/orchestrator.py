@@ -126,13 +126,14 @@ class BatchPipeline(BatchProcessor):
         outputs: not waited for (at least once), or delivered whole in the open transaction
         (exactly once: a failed record dooms the transaction, ``Delivery.deliver``)."""
         outs, released, decoded, now_ms, stats = self._complete(cast(_Planned, planned))
-        self._sources.append(_sources_by_tenant(decoded))
-        outcome = BatchOutcome(next_offsets=next_offsets(planned.batch), stats=stats)
+        pending: PendingBatch = DONE
         if self._sink is not None and self._sink.transactional:
             self._emitter.emit(outs, released, now_ms, stats)
-            return outcome, DONE
-        sending = self._emitter.send(outs, released, now_ms, stats)
-        return outcome, _Pending(self._emitter, sending)
+        else:
+            pending = _Pending(self._emitter, self._emitter.send(outs, released, now_ms, stats))
+        # only once produced: a batch that raised here is not told ``committed`` either
+        self._sources.append(_sources_by_tenant(decoded))
+        return BatchOutcome(next_offsets=next_offsets(planned.batch), stats=stats), pending
 
     def drop(self, planned: PlannedBatch) -> None:
         """A planned batch that will not be completed (the runner gave up)."""
