@@ -283,12 +283,9 @@ class Runner:
         the previous one (its outputs are built and produced while Redis runs the new
         round)."""
         planned = self._processor.plan(batch)
-        previous, self._launched = self._launched, None
         try:
-            if previous is not None and previous[0] not in self._window:  # given up meanwhile
-                self._processor.drop(previous[1])
-                previous = None
-            elif previous is not None:
+            previous = self._take_launched()
+            if previous is not None:
                 self._processor.receive(previous[1])
             self._processor.launch(planned)
         except BaseException:
@@ -301,14 +298,19 @@ class Runner:
 
     def _complete_launched(self) -> None:
         """Read the launched batch's store answers and produce its outputs."""
+        launched = self._take_launched()
+        if launched is not None:
+            flight, planned = launched
+            flight.outcome, flight.pending = self._processor.complete(planned)
+
+    def _take_launched(self) -> tuple[_Flight, PlannedBatch] | None:
+        """The launched batch, no longer launched; ``None`` if there is none or it was given
+        up meanwhile (its round is then dropped)."""
         launched, self._launched = self._launched, None
-        if launched is None:
-            return
-        flight, planned = launched
-        if flight not in self._window:  # given up meanwhile
-            self._processor.drop(planned)
-            return
-        flight.outcome, flight.pending = self._processor.complete(planned)
+        if launched is not None and launched[0] not in self._window:
+            self._processor.drop(launched[1])
+            return None
+        return launched
 
     def _drop_launched(self) -> None:
         launched, self._launched = self._launched, None
