@@ -60,6 +60,29 @@ def produce_paced(
     assert producer.flush(30) == 0
 
 
+def pageviews(
+    settings: Settings, uuids: Sequence[str], users: int
+) -> list[tuple[str, bytes, bytes]]:
+    """A track event per uuid, for ``users`` distinct ids in turn (each under its own key)."""
+    return [
+        (
+            settings.topics.track,
+            f"t:u{i % users}".encode(),
+            json.dumps(
+                {
+                    "type": "track",
+                    "tenant": "t",
+                    "uuid": event_uuid,
+                    "distinct_id": f"u{i % users}",
+                    "event": "pageview",
+                    "timestamp": T0 + i,
+                }
+            ).encode(),
+        )
+        for i, event_uuid in enumerate(uuids)
+    ]
+
+
 def read(consumer: Consumer, seen: Counter[str], until: int, timeout: float) -> None:
     """Read until ``seen`` holds ``until`` distinct uuids, or ``timeout`` seconds passed."""
     deadline = time.monotonic() + timeout
@@ -81,25 +104,8 @@ def test_read_committed_consumers_see_every_event_once_across_kill_9(
         kafka={"group_instance_id": f"{name}-worker"},  # the same transactional id after a kill
         batch={"max_messages": 500},
     )
-    topics = settings.topics
     uuids = [str(uuid.uuid4()) for _ in range(EVENTS)]
-    records = [
-        (
-            topics.track,
-            f"t:u{i % 500}".encode(),
-            json.dumps(
-                {
-                    "type": "track",
-                    "tenant": "t",
-                    "uuid": event_uuid,
-                    "distinct_id": f"u{i % 500}",
-                    "event": "pageview",
-                    "timestamp": T0 + i,
-                }
-            ).encode(),
-        )
-        for i, event_uuid in enumerate(uuids)
-    ]
+    records = pageviews(settings, uuids, users=500)
     produce(settings, records)
     seen: Counter[str] = Counter()
     consumer = committed_reader(settings)
@@ -142,26 +148,9 @@ def test_read_committed_consumers_see_every_event_once_across_rebalances(
         batch={"max_messages": 200},
         buffer={"enabled": False},
     )
-    topics = settings.topics
     events = 8_000
     uuids = [str(uuid.uuid4()) for _ in range(events)]
-    records = [
-        (
-            topics.track,
-            f"t:u{i % 400}".encode(),
-            json.dumps(
-                {
-                    "type": "track",
-                    "tenant": "t",
-                    "uuid": event_uuid,
-                    "distinct_id": f"u{i % 400}",
-                    "event": "pageview",
-                    "timestamp": T0 + i,
-                }
-            ).encode(),
-        )
-        for i, event_uuid in enumerate(uuids)
-    ]
+    records = pageviews(settings, uuids, users=400)
     thirds = [records[: events // 3], records[events // 3 : 2 * events // 3]]
     thirds.append(records[2 * events // 3 :])
     seen: Counter[str] = Counter()
