@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 LOCAL_LUA := .local/lua
 
 .PHONY: help install check-tools kafka-jars redis-install services-up services-down services-status \
-        services-clean run demo test test-unit test-integration mutants faults lint lint-lua lua-tools \
+        services-clean run demo test test-interpreted test-all-interpreted compiled test-unit test-integration mutants faults lint lint-lua lua-tools \
         fmt typecheck bench clean lint-deploy
 
 help: ## Show this help
@@ -60,8 +60,29 @@ services-clean: ## Stop local Kafka and Redis and delete their data
 run: install services-up ## Main job: local services, topics, the worker and a small demo stream
 	IDENTITY_WORKER_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) IDENTITY_WORKER_REDIS__URL=redis://127.0.0.1:$(REDIS_PORT)/0 $(PY) -m worker demo
 
-test: install kafka-jars redis-install ## Run the whole test suite (unit, property, integration, e2e, the short fault run)
+test: install kafka-jars redis-install compiled ## Run the whole test suite (unit, property, integration, e2e, the short fault run) on the compiled build, then the tests without services on the interpreted code
+	IDENTITY_WORKER_TEST_BUILD=$(COMPILED) $(PY) -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-interpreted
+
+test-interpreted: install ## The tests without services, and those the compiled build skips, on the interpreted code (the repository's worker/)
+	$(PY) -m pytest tests/unit tests/property tests/integration -m "interpreted_only or not (integration or e2e)" $(PYTEST_ARGS)
+
+test-all-interpreted: install kafka-jars redis-install ## The whole test suite on the interpreted code (no compile step)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+COMPILED := .local/compiled
+COMPILED_STAMP := $(COMPILED)/.built
+$(COMPILED_STAMP): $(STAMP) pyproject.toml setup.py $(shell find worker schemas -name '*.py' -o -name '*.lua' -o -name '*.avsc')
+	@echo "compiling the hot path with mypyc into $(COMPILED) (about a minute; log: .local/compiled.log)"
+	@rm -rf $(COMPILED) build && mkdir -p .local
+	@IDENTITY_WORKER_COMPILE=1 $(PY) -m pip install --no-deps --no-build-isolation --target $(COMPILED) . \
+	  > .local/compiled.log 2>&1 || { tail -40 .local/compiled.log; exit 1; }
+	@rm -rf build
+	@PYTHONPATH=$(COMPILED) $(PY) -I -c 'import sys; sys.path.insert(0, "$(COMPILED)"); from worker import build; \
+	  assert build.compiled_modules(), "no extension module was built"; print("compiled build:", build.describe())'
+	@touch $@
+
+compiled: $(COMPILED_STAMP) ## The compiled build (mypyc) of the hot-path modules into .local/compiled: run it with PYTHONPATH=.local/compiled
 
 test-unit: install ## Run only the tests that need no services
 	$(PY) -m pytest tests/unit tests/property $(PYTEST_ARGS)

@@ -23,7 +23,7 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from worker import __version__
+from worker import __version__, build
 from worker.config import CONFIG_FILE_ENV, Settings, load_settings, unknown_env_names
 from worker.errors import ConfigError, TransientError
 from worker.runtime import tune_gc
@@ -153,6 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "group": settings.kafka.group_id,
             "topics": list(settings.topics.inputs),
             "metrics_port": ops.port,
+            "build": build.describe(),
         },
     )
     try:
@@ -464,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"TOML settings file [env: {CONFIG_FILE_ENV}]; env vars IDENTITY_WORKER_* win over it",
     )
-    parser.add_argument("--version", action="version", version=f"identity-worker {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"identity-worker {__version__} ({build.describe()})"
+    )
     parser.add_argument(
         "--traceback", action="store_true", help="show the Python traceback of an error"
     )

@@ -38,9 +38,17 @@ from worker.runtime import DEFAULT_GC_THRESHOLD
 
 CONFIG_FILE_ENV = "IDENTITY_WORKER_CONFIG_FILE"
 ENV_PREFIX = "IDENTITY_WORKER_"
-OTHER_ENV_NAMES = frozenset({CONFIG_FILE_ENV, "IDENTITY_WORKER_LOCAL_DIR"})
-"""``IDENTITY_WORKER_*`` names that are not settings: the config file, and the local services'
-data directory (``deploy/local``)."""
+OTHER_ENV_NAMES = frozenset(
+    {
+        CONFIG_FILE_ENV,
+        "IDENTITY_WORKER_LOCAL_DIR",
+        "IDENTITY_WORKER_COMPILE",
+        "IDENTITY_WORKER_TEST_BUILD",
+    }
+)
+"""``IDENTITY_WORKER_*`` names that are not settings: the config file, the local services' data
+directory (``deploy/local``), the compiled build's switch (``setup.py``) and the build the tests
+run against (``tests/conftest.py``)."""
 
 REDACTED = "**********"
 

@@ -9,6 +9,9 @@ directly: the same signature, defaults and default factories; the instances stay
 before (only ``__init__`` changes). Measured on the benchmark mix: decoding, the rules before
 the store call and the outputs took 24.5 µs per event instead of 27.9.
 
+A class compiled by mypyc (the compiled build, ``worker/build.py``) already has a native
+``__init__`` and no slot descriptors: ``fast_init`` returns it unchanged.
+
 It refuses (``TypeError``, at import) a class it would not reproduce exactly: not a dataclass,
 not frozen, without slots, with a field out of ``__init__`` or an ``InitVar``, or with a
 ``__post_init__``.
@@ -29,6 +32,8 @@ _NO_VALUE: Any = dataclasses.MISSING
 def fast_init(cls: type[T]) -> type[T]:
     """Replace the generated ``__init__`` of the frozen, slotted dataclass ``cls`` (a class
     decorator, above ``@dataclass``)."""
+    if "__mypyc_attrs__" in cls.__dict__:
+        return cls  # compiled: its __init__ is native already
     params = getattr(cls, "__dataclass_params__", None)
     if params is None or not params.frozen or "__slots__" not in cls.__dict__:
         raise TypeError(f"{cls.__name__}: fast_init needs a frozen dataclass with slots")

@@ -37,6 +37,7 @@ def poison_ops(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(codec, "key_operations", key_operations)
 
 
+@pytest.mark.interpreted_only(reason="plants a bad operation by replacing a compiled function")
 def test_an_event_the_script_refuses_is_dead_lettered_and_the_batch_goes_on(
     kafka_bootstrap: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

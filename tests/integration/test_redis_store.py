@@ -826,6 +826,11 @@ def test_a_connection_killed_mid_round_is_replaced_and_the_round_sent_again(
     client.close()
 
 
+POISON = pytest.mark.interpreted_only(
+    reason="plants a bad operation by replacing a compiled function"
+)
+
+
 def _poison_ops(monkeypatch: pytest.MonkeyPatch) -> None:
     """An event setting ``poison`` is encoded with an operation code the script does not know:
     the script refuses its call (``bad ARGV``) before writing anything."""
@@ -840,6 +845,7 @@ def _poison_ops(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(codec, "key_operations", key_operations)
 
 
+@POISON
 def test_a_refused_chunk_refuses_the_later_chunks_of_its_round(
     make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch, redis_client: redis.Redis
 ) -> None:
@@ -864,6 +870,7 @@ def test_a_refused_chunk_refuses_the_later_chunks_of_its_round(
     check_invariants(redis_client, store.keys(TENANT))
 
 
+@POISON
 def test_a_round_of_several_tenants_refuses_only_the_guilty_tenant(
     make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -882,6 +889,7 @@ def test_a_round_of_several_tenants_refuses_only_the_guilty_tenant(
     assert isinstance(wrong[1], BatchResult)
 
 
+@POISON
 def test_requests_of_one_tenant_in_a_round_chain_on_each_other(
     make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -894,6 +902,7 @@ def test_requests_of_one_tenant_in_a_round_chain_on_each_other(
     assert store.person_for("h", "h2") is None  # after the refused call: not applied
 
 
+@POISON
 def test_the_resolver_rounds_every_tenant_and_narrows_down_only_the_refused_one(
     make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -934,6 +943,7 @@ def test_a_flushed_script_cache_is_reloaded_in_the_middle_of_a_round(
     assert person(store, "c") == person(control, "c")
 
 
+@POISON
 def test_without_kept_replies_calls_go_one_at_a_time(
     make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

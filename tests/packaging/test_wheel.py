@@ -24,7 +24,7 @@ from worker.codec.avro import SchemaName
 pytestmark = pytest.mark.packaging
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", "worker", "schemas")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "worker", "schemas")
 """What the package is built from (the Docker build context copies the same)."""
 
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel, SecretStr
 
 from worker.cli import build_parser
 from worker.config import (
-    CONFIG_FILE_ENV,
+    OTHER_ENV_NAMES,
     BatchSettings,
     BufferSettings,
     ObservabilitySettings,
@@ -83,7 +83,7 @@ def _sections() -> Iterator[tuple[str, type[BaseModel]]]:
 
 def valid_env_names() -> set[str]:
     """Every environment variable the settings read: IDENTITY_WORKER_<SECTION>__<FIELD>."""
-    names = {CONFIG_FILE_ENV}
+    names = set(OTHER_ENV_NAMES)
     for section, model in _sections():
         names.update(_env_name(section, field) for field in model.model_fields)
     return names

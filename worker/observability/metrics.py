@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from worker import __version__
+from worker.build import compiled_modules
 from worker.codec.errors import DECODE_REASONS
 from worker.errors import Component
 from worker.identity.model import WarningKind
@@ -134,7 +135,9 @@ class WorkerMetrics:
             ),
             build_info=Info(f"{p}_build", "Version of the worker", registry=r),
         )
-        metrics.build_info.info({"version": __version__})
+        metrics.build_info.info(
+            {"version": __version__, "build": "compiled" if compiled_modules() else "interpreted"}
+        )
         metrics._zero_known_labels()
         return metrics
 

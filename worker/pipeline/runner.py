@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from worker.build import mypyc_attr
 from worker.clock import Clock
 from worker.errors import Component, KafkaUnavailableError, TransientError
 from worker.kafka.records import Partition, RawMessage
@@ -65,6 +66,7 @@ class RunObserver(Protocol):
         ...
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # a port: tests and adapters subclass it
 class PendingBatch:
     """A started batch whose outputs may not all be acknowledged yet (``BatchProcessor.start``).
     This base is a batch already finished."""
@@ -88,6 +90,7 @@ DONE = PendingBatch()
 """A batch finished by ``process``."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # a port: tests and adapters subclass it
 class PlannedBatch:
     """A batch decoded and ready for its store round (``BatchProcessor.plan``)."""
 
@@ -97,6 +100,7 @@ class PlannedBatch:
         self.batch = batch
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # a port: tests and adapters subclass it
 class BatchProcessor:
     """Port for one batch's work (decode, resolve, emit); see ``pipeline.orchestrator``."""
 
