@@ -5,8 +5,9 @@
     .venv/bin/python -m tests.bench.bench_latency --rates 1000,3000,6000
 
 The rates are fractions (25%, 50% and 80% by default) of the worker's drain rate, taken from
-``--drain-rate`` or from the file ``bench_worker`` writes (``--drain-json``, its ``--out``);
-``--rates`` gives absolute rates instead. For each rate, a producer sends track events on a
+``--drain-rate`` or from the file ``bench_worker`` writes (``--drain-json``, its ``--out``;
+with ``--build``, the build's JSON drain when that run had the same ``--build``, else the
+interpreted worker's); ``--rates`` gives absolute rates instead. For each rate, a producer sends track events on a
 fixed schedule (open loop: a late send does not delay the next one's scheduled time, so a stall
 shows up as latency rather than hiding it), and latency is the enriched event's Kafka timestamp
 (set when the worker produced it) minus the input's *scheduled* send time. The worker runs as
@@ -35,6 +36,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
@@ -243,15 +245,16 @@ def main() -> None:
     if args.rates:
         rates = [(int(r), "-") for r in args.rates.split(",")]
     else:
-        drain = args.drain_rate
+        drain, of = args.drain_rate, "--drain-rate"
         if drain is None:
             if not args.drain_json.exists():
                 parser.error(f"no --rates, no --drain-rate and no {args.drain_json}")
-            drain = json.loads(args.drain_json.read_text())["drain_rate"]
+            drain, of = drain_of(json.loads(args.drain_json.read_text()), build)
+            of += f" in {args.drain_json}"
             if not drain:
                 parser.error(f"{args.drain_json} holds no drain rate (its gate failed?)")
         rates = [(int(drain * float(f)), f"{float(f):.0%}") for f in args.fractions.split(",")]
-        print(f"fractions of the drain rate {drain:,.0f} events/s\n")
+        print(f"fractions of the drain rate {drain:,.0f} events/s ({of})\n")
     print("\n".join(run_header()[:-1]))
     where = "in this process" if args.in_process else "in a process of its own"
     print(f"- the worker runs {where}: {build or interpreted()}\n")
@@ -302,6 +305,17 @@ def main() -> None:
         lateness = sorted(measure_buffered(settings, args.buffered_rate, args.seconds))
         worker.stop()
         print(_row(f"{args.buffered_rate:,}", lateness))
+
+
+def drain_of(drain: dict[str, Any], build: Build | None) -> tuple[float | None, str]:
+    """The drain rate of ``bench_worker``'s output ``drain`` of the worker this run measures:
+    the build's JSON drain when ``drain`` has one, else the interpreted worker's; and its row."""
+    if build is not None:
+        for label, path in drain.get("builds", {}).items():
+            name = f"worker, JSON, {label}"
+            if Path(path) == build.path and drain["runs"].get(name):
+                return drain["runs"][name], name
+    return drain["drain_rate"], "worker, JSON"
 
 
 def _row(lead: str, values: list[float]) -> str:
