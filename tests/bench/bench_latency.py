@@ -7,9 +7,10 @@
 The rates are fractions (25%, 50% and 80% by default) of the worker's drain rate, taken from
 ``--drain-rate`` or from the file ``bench_worker`` writes (``--drain-json``, its ``--out``;
 with ``--build``, the build's JSON drain when that run had the same ``--build``, else the
-interpreted worker's); ``--rates`` gives absolute rates instead. For each rate, a producer sends track events on a
-fixed schedule (open loop: a late send does not delay the next one's scheduled time, so a stall
-shows up as latency rather than hiding it), and latency is the enriched event's Kafka timestamp
+interpreted worker's); ``--rates`` gives absolute rates instead. For each rate, a producer
+sends track events on a fixed schedule (open loop: a late send does not delay the next one's
+scheduled time, so a stall shows up as latency rather than hiding it), and latency is the
+enriched event's Kafka timestamp
 (set when the worker produced it) minus the input's *scheduled* send time. The worker runs as
 ``identity-worker run`` in a process of its own (``--in-process``: in a thread of this one,
 sharing its interpreter with the load generator), on the same two cores as Kafka, Redis and

@@ -963,6 +963,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.py_spy = None
     if args.py_spy is not None:
         args.py_spy.unlink(missing_ok=True)
+    for path in (args.py_spy, args.profile):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
     baselines = [baseline_tree(ref, Path(".local/bench")) for ref in args.baseline]
     at = {code: f"at {code.name.removeprefix('baseline-')}" for code in baselines}
     sole = builds[0] if len(builds) == 1 else None  # the scaling and sampled runs' build
