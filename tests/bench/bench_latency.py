@@ -5,20 +5,18 @@
     .venv/bin/python -m tests.bench.bench_latency --rates 1000,3000,6000
 
 The rates are fractions (25%, 50% and 80% by default) of the worker's drain rate, taken from
-``--drain-rate`` or from the file ``bench_worker`` writes (``--drain-json``, its ``--out``;
-with ``--build``, the build's JSON drain when that run had the same ``--build``, else the
-interpreted worker's); ``--rates`` gives absolute rates instead. For each rate, a producer
-sends track events on a fixed schedule (open loop: a late send does not delay the next one's
-scheduled time, so a stall shows up as latency rather than hiding it), and latency is the
-enriched event's Kafka timestamp
-(set when the worker produced it) minus the input's *scheduled* send time. The worker runs as
-``identity-worker run`` in a process of its own (``--in-process``: in a thread of this one,
-sharing its interpreter with the load generator), on the same two cores as Kafka, Redis and
-the load generator; ``--build DIR``: from the compiled build of the ``worker`` package in ``DIR``
-(``make compiled``: ``.local/compiled``; ``PYTHONPATH=DIR``), else from this repository. The
-first
-``--warmup`` seconds of each rate are sent on the same schedule but not counted (connections
-and the first persons warm up). Prints p50/p90/p99/max per rate.
+``--drain-rate`` or from the file ``bench_worker`` writes (``--drain-json``, its ``--out``; with
+``--build``, the build's JSON drain when that run had the same ``--build``, else the interpreted
+worker's); ``--rates`` gives absolute rates instead. For each rate, a producer sends track
+events on a fixed schedule (open loop: a late send does not delay the next one's scheduled time,
+so a stall shows up as latency rather than hiding it), and latency is the enriched event's Kafka
+timestamp (set when the worker produced it) minus the input's *scheduled* send time. The worker
+runs as ``identity-worker run`` in a process of its own (``--in-process``: in a thread of this
+one, sharing its interpreter with the load generator), on the same two cores as Kafka, Redis and
+the load generator; ``--build DIR``: from the compiled build of the ``worker`` package in
+``DIR`` (``make compiled``: ``.local/compiled``; ``PYTHONPATH=DIR``), else from this repository.
+The first ``--warmup`` seconds of each rate are sent on the same schedule but not counted
+(connections and the first persons warm up). Prints p50/p90/p99/max per rate.
 
 Then the buffer (``--buffered-rate``, 0 to skip): backend track events for distinct ids no
 person holds, so each waits in the buffer and is released when its wait is over (reason
