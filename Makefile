@@ -122,15 +122,18 @@ BENCH_WORKER_ARGS ?=
 BENCH_LATENCY_ARGS ?=
 BENCH_STORE_ARGS ?= --population 300000 --batches 40
 BENCH_EXACTLY_ONCE_ARGS ?= --rounds 2
+BENCH_BUILD ?= compiled=.local/compiled
 bench: install services-up ## Benchmarks, a few minutes: drain beside pass-through and naive, JSON and Avro, Redis time and bytes, latency, 1-3 workers (report: .local/bench/report.md; results: docs/BENCHMARKS.md)
 	@mkdir -p $(BENCH_OUT)
 	@set -o pipefail; { \
 	  $(PY) -m tests.bench.bench_worker --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 \
-	    --out $(BENCH_OUT)/drain.json $$([ -x $(VENV)/bin/py-spy ] && echo --py-spy $(BENCH_OUT)/worker.pyspy) $(BENCH_WORKER_ARGS) && \
+	    --out $(BENCH_OUT)/drain.json $$([ -x $(VENV)/bin/py-spy ] && echo --py-spy $(BENCH_OUT)/worker.pyspy) \
+	    $(if $(BENCH_BUILD),--build $(BENCH_BUILD)) $(BENCH_WORKER_ARGS) && \
 	  $(PY) -m tests.bench.bench_latency --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 \
-	    --drain-json $(BENCH_OUT)/drain.json $(BENCH_LATENCY_ARGS) && \
+	    --drain-json $(BENCH_OUT)/drain.json $(if $(BENCH_BUILD),--build $(lastword $(subst =, ,$(BENCH_BUILD)))) $(BENCH_LATENCY_ARGS) && \
 	  $(PY) -m tests.bench.bench_store --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 $(BENCH_STORE_ARGS) && \
-	  $(PY) -m tests.bench.bench_exactly_once --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 $(BENCH_EXACTLY_ONCE_ARGS); \
+	  $(PY) -m tests.bench.bench_exactly_once --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 \
+	    $(if $(BENCH_BUILD),--build $(BENCH_BUILD)) $(BENCH_EXACTLY_ONCE_ARGS); \
 	} 2>&1 | tee $(BENCH_OUT)/report.md
 
 clean: ## Remove the venv, caches and local service data

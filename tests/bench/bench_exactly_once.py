@@ -2,7 +2,7 @@
 off and on, side by side in one run (a script, not a test).
 
     .venv/bin/python -m tests.bench.bench_exactly_once [--events 50000] [--rounds 1] [--quick]
-        [--baseline REF]
+        [--baseline REF] [--build LABEL=DIR]
 
 The backlog, the drain and the correctness gate are ``tests.bench.bench_worker``'s
 (``run_worker``: fresh topics, group and key prefix per variant, a worker process, the outputs
@@ -11,7 +11,10 @@ batch's outputs are flushed and its offsets committed by the consumer; on, a tra
 producer writes each batch's outputs and its offsets in one transaction (``begin``, produce,
 ``send_offsets_to_transaction``, ``commit``).
 With ``--baseline REF`` exactly-once on is drained by the worker of git revision ``REF`` as
-well (before/after). With ``--rounds`` above 1 the variants alternate which goes first. Prints
+well (before/after). With ``--build LABEL=DIR`` (repeatable) exactly-once off and on are also
+drained by the compiled build of the ``worker`` package in ``DIR`` (``make compiled``:
+``.local/compiled``), side by side. With ``--rounds`` above 1 the variants alternate which goes
+first. Prints the command, the date, the machine and which code each variant runs, then
 events per second of each and the ratio on / off; nothing is asserted (numbers go to
 docs/BENCHMARKS.md).
 """
@@ -35,6 +38,7 @@ from tests.bench.bench_worker import (
     expected,
     run_worker,
 )
+from tests.bench.common import Build, parse_build, run_header, worker_lines
 
 
 def drain(
@@ -64,7 +68,8 @@ class Variant:
     label: str
     exactly_once: bool
     code: Path | None = None
-    """the ``worker`` package of another revision (``--baseline``); none: this one"""
+    """the ``worker`` package of another revision (``--baseline``) or a compiled build
+    (``--build``); none: this repository's"""
 
 
 def main() -> None:
@@ -82,7 +87,17 @@ def main() -> None:
         metavar="REF",
         help="also drain with exactly-once on at this git revision (repeatable)",
     )
+    parser.add_argument(
+        "--build",
+        action="append",
+        default=[],
+        type=parse_build,
+        metavar="LABEL=DIR",
+        help="also drain with exactly-once off and on with the compiled worker build in DIR "
+        "(make compiled: .local/compiled), labelled LABEL (repeatable)",
+    )
     args = parser.parse_args()
+    builds: list[Build] = args.build
     args.profile = args.py_spy = None
     args.logs.mkdir(parents=True, exist_ok=True)
     n = 10_000 if args.quick else args.events
@@ -91,10 +106,18 @@ def main() -> None:
     want = expected(messages, n)
 
     variants = [Variant("exactly-once off", False), Variant("exactly-once on", True)]
+    others, before = [], []
     for ref in args.baseline:
         code = baseline_tree(ref, Path(".local/bench"))
-        at = code.name.removeprefix("baseline-")
-        variants.append(Variant(f"exactly-once on, at {at}", True, code))
+        at = f"at {code.name.removeprefix('baseline-')}"
+        before.append(Variant(f"exactly-once on, {at}", True, code))
+        others.append((at, code))
+    variants += before
+    for build in builds:
+        variants.append(Variant(f"exactly-once off, {build.label}", False, build.path))
+        variants.append(Variant(f"exactly-once on, {build.label}", True, build.path))
+    print(f"## Exactly-once off and on ({n:,} events, {args.rounds} rounds)\n")
+    print("\n".join(run_header(client, worker_lines(builds, others))))
     rates: dict[Variant, list[float]] = {v: [] for v in variants}
     for round_ in range(args.rounds):
         order = variants if round_ % 2 == 0 else variants[::-1]
@@ -121,8 +144,15 @@ def main() -> None:
         each = " / ".join(f"{r:,.0f}" for r in rates[v])
         print(f"| {v.label} | {n:,} | {median[v]:,.0f} | {each} |")
     print(f"\non / off: {median[on] / median[off]:.2f}x")
-    for v in variants[2:]:
+    for v in before:
         print(f"on / {v.label}: {median[on] / median[v]:.2f}x")
+    for build in builds:
+        built = {v.exactly_once: v for v in variants if v.code == build.path}
+        print(
+            f"{build.label}: on / off {median[built[True]] / median[built[False]]:.2f}x; "
+            f"{build.label} / interpreted: off {median[built[False]] / median[off]:.2f}x, "
+            f"on {median[built[True]] / median[on]:.2f}x"
+        )
 
 
 if __name__ == "__main__":

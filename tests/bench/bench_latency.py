@@ -5,16 +5,18 @@
     .venv/bin/python -m tests.bench.bench_latency --rates 1000,3000,6000
 
 The rates are fractions (25%, 50% and 80% by default) of the worker's drain rate, taken from
-``--drain-rate`` or from the file ``bench_worker`` writes (``--drain-json``, its ``--out``);
-``--rates`` gives absolute rates instead. For each rate, a producer sends track events on a
-fixed schedule (open loop: a late send does not delay the next one's scheduled time, so a stall
-shows up as latency rather than hiding it), and latency is the enriched event's Kafka timestamp
-(set when the worker produced it) minus the input's *scheduled* send time. The worker runs as
-``identity-worker run`` in a process of its own (``--in-process``: in a thread of this one,
-sharing its interpreter with the load generator), on the same two cores as Kafka, Redis and
-the load generator. The first
-``--warmup`` seconds of each rate are sent on the same schedule but not counted (connections
-and the first persons warm up). Prints p50/p90/p99/max per rate.
+``--drain-rate`` or from the file ``bench_worker`` writes (``--drain-json``, its ``--out``; with
+``--build``, the build's JSON drain when that run had the same ``--build``, else the interpreted
+worker's); ``--rates`` gives absolute rates instead. For each rate, a producer sends track
+events on a fixed schedule (open loop: a late send does not delay the next one's scheduled time,
+so a stall shows up as latency rather than hiding it), and latency is the enriched event's Kafka
+timestamp (set when the worker produced it) minus the input's *scheduled* send time. The worker
+runs as ``identity-worker run`` in a process of its own (``--in-process``: in a thread of this
+one, sharing its interpreter with the load generator), on the same two cores as Kafka, Redis and
+the load generator; ``--build DIR``: from the compiled build of the ``worker`` package in
+``DIR`` (``make compiled``: ``.local/compiled``; ``PYTHONPATH=DIR``), else from this repository.
+The first ``--warmup`` seconds of each rate are sent on the same schedule but not counted
+(connections and the first persons warm up). Prints p50/p90/p99/max per rate.
 
 Then the buffer (``--buffered-rate``, 0 to skip): backend track events for distinct ids no
 person holds, so each waits in the buffer and is released when its wait is over (reason
@@ -33,11 +35,19 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from tests.bench.bench_worker import start_workers, stop_workers
-from tests.bench.common import group_members, run_header, wait_for
+from tests.bench.bench_worker import loaded_build, start_workers, stop_workers
+from tests.bench.common import (
+    Build,
+    group_members,
+    interpreted,
+    parse_build,
+    run_header,
+    wait_for,
+)
 from tests.e2e.harness import e2e_settings
 from worker.app import build_worker
 from worker.config import Settings
@@ -146,12 +156,18 @@ def measure_buffered(settings: Settings, rate: int, seconds: float) -> list[floa
 
 
 class WorkerProcess:
-    """``identity-worker run`` as a subprocess, once it joined its group."""
+    """``identity-worker run`` as a subprocess, once it joined its group; ``code``: a directory
+    whose ``worker`` package it runs (a compiled build) instead of this repository's."""
 
-    def __init__(self, settings: Settings, logs: Path) -> None:
+    def __init__(self, settings: Settings, logs: Path, code: Path | None = None) -> None:
         logs.mkdir(parents=True, exist_ok=True)
-        (self.proc,) = start_workers(settings, 1, logs)
-        _wait_until_joined(settings)
+        (self.proc,) = start_workers(settings, 1, logs, code=code)
+        try:
+            _wait_until_joined(settings)
+            loaded_build(self.proc.pid, code)
+        except BaseException:
+            stop_workers([self.proc])
+            raise
 
     def stop(self) -> None:
         stop_workers([self.proc])
@@ -185,7 +201,7 @@ def _wait_until_joined(settings: Settings) -> None:
 def start_worker(settings: Settings, args: argparse.Namespace) -> WorkerProcess | WorkerThread:
     if args.in_process:
         return WorkerThread(settings)
-    return WorkerProcess(settings, args.logs)
+    return WorkerProcess(settings, args.logs, args.build.path if args.build else None)
 
 
 def main() -> None:
@@ -207,6 +223,12 @@ def main() -> None:
         action="store_true",
         help="run the worker in a thread of this process (as before 2026-11-29), not its own",
     )
+    parser.add_argument(
+        "--build",
+        type=parse_build,
+        metavar="DIR",
+        help="run the worker from the compiled build in DIR (make compiled: .local/compiled)",
+    )
     parser.add_argument("--logs", type=Path, default=Path(".local/bench/logs"))
     parser.add_argument(
         "--repeat",
@@ -215,22 +237,26 @@ def main() -> None:
         help="runs per rate, each with a fresh worker; above 1, a row per run and their median",
     )
     args = parser.parse_args()
+    build: Build | None = args.build
+    if build is not None and args.in_process:
+        parser.error("--build runs the worker in a process of its own: not with --in-process")
     rates: list[tuple[int, str]]
     if args.rates:
         rates = [(int(r), "-") for r in args.rates.split(",")]
     else:
-        drain = args.drain_rate
+        drain, of = args.drain_rate, "--drain-rate"
         if drain is None:
             if not args.drain_json.exists():
                 parser.error(f"no --rates, no --drain-rate and no {args.drain_json}")
-            drain = json.loads(args.drain_json.read_text())["drain_rate"]
+            drain, of = drain_of(json.loads(args.drain_json.read_text()), build)
+            of += f" in {args.drain_json}"
             if not drain:
                 parser.error(f"{args.drain_json} holds no drain rate (its gate failed?)")
         rates = [(int(drain * float(f)), f"{float(f):.0%}") for f in args.fractions.split(",")]
-        print(f"fractions of the drain rate {drain:,.0f} events/s\n")
-    print("\n".join(run_header()))
+        print(f"fractions of the drain rate {drain:,.0f} events/s ({of})\n")
+    print("\n".join(run_header()[:-1]))
     where = "in this process" if args.in_process else "in a process of its own"
-    print(f"- the worker runs {where}\n")
+    print(f"- the worker runs {where}: {build or interpreted()}\n")
     print("| rate (events/s) | of drain | events | p50 ms | p90 ms | p99 ms | max ms |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     medians: list[str] = []
@@ -278,6 +304,17 @@ def main() -> None:
         lateness = sorted(measure_buffered(settings, args.buffered_rate, args.seconds))
         worker.stop()
         print(_row(f"{args.buffered_rate:,}", lateness))
+
+
+def drain_of(drain: dict[str, Any], build: Build | None) -> tuple[float | None, str]:
+    """The drain rate of ``bench_worker``'s output ``drain`` of the worker this run measures:
+    the build's JSON drain when ``drain`` has one, else the interpreted worker's; and its row."""
+    if build is not None:
+        for label, path in drain.get("builds", {}).items():
+            name = f"worker, JSON, {label}"
+            if Path(path) == build.path and drain["runs"].get(name):
+                return drain["runs"][name], name
+    return drain["drain_rate"], "worker, JSON"
 
 
 def _row(lead: str, values: list[float]) -> str:

@@ -16,6 +16,14 @@ side by side in one run on the same machine and the same backlog:
 4. **scaling**: 1, 2 and 3 worker processes in one group on a 6-partition topic, started and
    settled before the backlog is produced; their combined rate.
 
+``--build LABEL=DIR`` (repeatable): the JSON and the Avro drains also run with the compiled build
+of the ``worker`` package in ``DIR`` (``make compiled``: ``.local/compiled``), rows named
+``worker, JSON, LABEL``, with ``PYTHONPATH=DIR`` as ``--baseline`` runs a git revision's tree;
+each such run checks its worker process loaded the build's compiled modules. With a single
+``--build`` the scaling and the sampled (``--py-spy``, ``--profile``) runs use that build.
+``--rounds N`` repeats the drains (the medians are reported), the interpreted worker and the
+builds taking turns to go first.
+
 Every rate is the events after the first commit divided by the time from the first commit to
 the commit of the last event (so start-up and group joins are not counted). For every worker
 run it also reports the Redis server time of the worker's commands (SLOWLOG of its named
@@ -37,12 +45,13 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +61,19 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from tests.bench.bench_store import Zipf
 from tests.bench.common import (
+    Build,
     MemoryBreakdown,
     ServerTime,
+    compiled_modules,
     delete_prefix,
     group_members,
+    mapped_libraries,
     memory_breakdown,
     named_url,
+    parse_build,
     run_header,
     wait_for,
+    worker_lines,
 )
 from tests.bench.profile import report as profile_report
 from tests.e2e.harness import e2e_settings, settings_env
@@ -424,7 +438,9 @@ def start_workers(
     for i in range(count):
         command = [sys.executable, "-m", "worker", "run"]
         if profile is not None:
-            command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "worker", "run"]
+            # absolute: the process runs in ``code``
+            command = [sys.executable, "-m", "cProfile", "-o", str(profile.resolve())]
+            command += ["-m", "worker", "run"]
         log = open(logs.resolve() / f"{settings.kafka.group_id}-{i}.log", "wb")  # noqa: SIM115
         procs.append(
             subprocess.Popen(
@@ -480,6 +496,12 @@ class Run:
     """CPU time of the Redis server per event"""
     broker_cpu_us: float | None = None
     """CPU time of the local broker per event (None: not on this machine)"""
+    code: Path | None = None
+    """the directory whose ``worker`` package the run ran (None: this repository's)"""
+    loaded: int | None = None
+    """shared objects of the build in ``code`` the (first) worker process had mapped"""
+    rounds: list[float | None] = field(default_factory=list)
+    """each round's rate, when the run is the median of several (``--rounds``)"""
 
 
 def run_worker(
@@ -515,7 +537,7 @@ def run_worker(
             if py_spy is not None:
                 sampler = start_py_spy(procs[0].pid, py_spy)
         else:
-            procs = start_workers(settings, processes, args.logs)
+            procs = start_workers(settings, processes, args.logs, code=code)
             wait_for(
                 lambda: group_members(settings, settings.kafka.group_id) == processes,
                 90,
@@ -526,6 +548,7 @@ def run_worker(
         try:
             progress.pids = [proc.pid for proc in procs]
             rate = progress.watch(n, timeout=max(120.0, n / 500))
+            loaded = loaded_build(procs[0].pid, code)
         finally:
             if py_spy is not None:
                 sampler.send_signal(signal.SIGINT)
@@ -545,6 +568,41 @@ def run_worker(
         progress.cpu_us_per_event(),
         progress.service_us_per_event("redis"),
         progress.service_us_per_event("broker"),
+        code,
+        loaded,
+    )
+
+
+def loaded_build(pid: int, code: Path | None) -> int | None:
+    """How many shared objects of the build in ``code`` the worker process ``pid`` mapped
+    (None: no build); a ``RuntimeError`` when none (it ran the ``.py`` files)."""
+    if code is None or not compiled_modules(code):
+        return None
+    loaded = mapped_libraries(pid, code)
+    if not loaded:
+        raise RuntimeError(f"the worker run from {code} loaded none of its compiled modules")
+    return loaded
+
+
+def median_run(runs: Sequence[Run]) -> Run:
+    """Rounds of one variant as one row: the median rate (none when a gate failed) and the
+    median CPU per event; the first round's SLOWLOG and memory."""
+    if len(runs) == 1:
+        return runs[0]
+    failed = next((r for r in runs if r.gate is None or not r.gate.ok), None)
+
+    def median(values: Sequence[float | None]) -> float | None:
+        known = [v for v in values if v]
+        return statistics.median(known) if known else None
+
+    return replace(
+        runs[0],
+        rate=None if failed else median([r.rate for r in runs]),
+        gate=failed.gate if failed else runs[0].gate,
+        cpu_us=median([r.cpu_us for r in runs]),
+        redis_cpu_us=median([r.redis_cpu_us for r in runs]),
+        broker_cpu_us=median([r.broker_cpu_us for r in runs]),
+        rounds=[r.rate for r in runs],
     )
 
 
@@ -693,7 +751,11 @@ def _rate(run: Run) -> str:
 
 
 def report(
-    runs: list[Run], passthrough: dict[str, float], scaling: list[Run], args: argparse.Namespace
+    runs: list[Run],
+    passthrough: dict[str, float],
+    scaling: list[Run],
+    args: argparse.Namespace,
+    builds: Sequence[Build] = (),
 ) -> list[str]:
     out = ["### Drain, side by side", ""]
     out += [
@@ -723,6 +785,7 @@ def report(
                 out.append(f"- worker Avro / pass-through ({name}): {avro.rate / rate:.2f}")
         if naive and naive.rate:
             out.append(f"- worker JSON / naive: **{worker_json.rate / naive.rate:.0f}x**")
+        out += build_ratios(by_name, passthrough, builds)
         parts = (worker_json.cpu_us, worker_json.redis_cpu_us, worker_json.broker_cpu_us)
         if all(parts):
             total = sum(p or 0.0 for p in parts)
@@ -732,6 +795,13 @@ def report(
                 f"on this machine's {cores} cores that bounds the drain at "
                 f"{cores * 1e6 / total:,.0f} events/s"
             )
+    out += loaded_lines([*runs, *scaling])
+    rounds = [run for run in runs if len(run.rounds) > 1]
+    if rounds:
+        out.append("- each round's events/s, in run order (the table has their median):")
+        for run in rounds:
+            each = " / ".join("gate failed" if r is None else f"{r:,.0f}" for r in run.rounds)
+            out.append(f"  - {run.name}: {each}")
     out.append("")
     server_runs = [r for r in [*runs, *scaling] if r.server]
     if server_runs:
@@ -752,7 +822,9 @@ def report(
             )
         out += [
             "",
-            "(commandstats counts every client of the server: it matches only on a quiet server)",
+            "(commandstats counts every client of the server: it matches only on a quiet server"
+            + ("; with several rounds, the first round's" if rounds else "")
+            + ")",
             "",
         ]
     for run in runs:
@@ -766,7 +838,8 @@ def report(
             ]
     if scaling:
         out += [
-            f"### Scaling: worker processes in one group, {PARTITIONS} partitions, JSON",
+            f"### Scaling: worker processes in one group, {PARTITIONS} partitions, JSON, "
+            + code_text(scaling[0].code, builds),
             "",
             "| processes | events | combined events/s | vs 1 process | worker CPU µs per event "
             "| gate |",
@@ -788,6 +861,51 @@ def report(
         if run.gate and not run.gate.ok:
             out.append(f"GATE FAILED ({run.name}): {run.gate.detail}")
     return out
+
+
+def code_text(code: Path | None, builds: Sequence[Build]) -> str:
+    """Which worker ``code`` is, in words."""
+    if code is None:
+        return "interpreted worker (this repository)"
+    label = next((b.label for b in builds if b.path == code), None)
+    return f"build `{label}` ({code})" if label else f"worker of {code}"
+
+
+def build_ratios(
+    by_name: dict[str, Run], passthrough: dict[str, float], builds: Sequence[Build]
+) -> list[str]:
+    """Each build's drains against the interpreted worker's and the pass-through (json)."""
+    out = []
+    for build in builds:
+        for title in ("JSON", "Avro"):
+            base, run = (
+                by_name.get(f"worker, {title}"),
+                by_name.get(f"worker, {title}, {build.label}"),
+            )
+            if run is None or not run.rate:
+                continue
+            line = f"- worker {title}, {build.label} /"
+            if base and base.rate:
+                line += f" worker {title}: **{run.rate / base.rate:.2f}**"
+                if base.cpu_us and run.cpu_us:
+                    line += (
+                        f" (worker CPU per event {run.cpu_us:,.0f} µs against {base.cpu_us:,.0f}:"
+                        f" {run.cpu_us / base.cpu_us:.2f})"
+                    )
+                line += ";"
+            if "json" in passthrough:
+                line += f" pass-through (json): {run.rate / passthrough['json']:.2f}"
+            out.append(line)
+    return out
+
+
+def loaded_lines(runs: Sequence[Run]) -> list[str]:
+    """Proof that the runs of a build ran its compiled code."""
+    loaded = [run for run in runs if run.loaded is not None]
+    if not loaded:
+        return []
+    each = "; ".join(f"{run.name}: {run.loaded} of {run.code}" for run in loaded)
+    return [f"- compiled code mapped in the worker process (.so files, /proc/PID/maps): {each}"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -816,7 +934,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="REF",
         help="also drain the JSON backlog with the worker of git revision REF (before/after)",
     )
+    parser.add_argument(
+        "--build",
+        action="append",
+        default=[],
+        type=parse_build,
+        metavar="LABEL=DIR",
+        help="also drain the JSON and Avro backlogs with the compiled worker build in DIR "
+        "(make compiled: .local/compiled), rows labelled LABEL; given once, the scaling and "
+        "sampled runs use it (repeatable)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="drains of each worker variant (JSON, Avro, builds), alternating which goes "
+        "first; the table has their median",
+    )
     args = parser.parse_args(argv)
+    builds: list[Build] = args.build
+    if len({b.label for b in builds}) != len(builds):
+        parser.error("--build: each build needs a label of its own")
     if args.quick:
         args.events, args.naive_events = 10_000, 500
     args.logs.mkdir(parents=True, exist_ok=True)
@@ -825,9 +963,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.py_spy = None
     if args.py_spy is not None:
         args.py_spy.unlink(missing_ok=True)
+    for path in (args.py_spy, args.profile):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    baselines = [baseline_tree(ref, Path(".local/bench")) for ref in args.baseline]
+    at = {code: f"at {code.name.removeprefix('baseline-')}" for code in baselines}
+    sole = builds[0] if len(builds) == 1 else None  # the scaling and sampled runs' build
     client = redis.Redis.from_url(args.redis_url)
     print(f"## Worker drain benchmark ({args.events:,} events)\n")
-    print("\n".join(run_header(client)))
+    header = run_header(client, worker_lines(builds, [(at[c], c) for c in baselines]))
+    print("\n".join(header[:-1]))
+    if sole is not None and (args.scale or args.py_spy or args.profile):
+        print(f"- the scaling and the sampled runs: build `{sole.label}` ({sole.path})")
+    print()
 
     events = backlog(args.events, users=max(args.events // 5, 10), seed=1)
     json_messages = as_messages(events, "json")
@@ -843,39 +991,77 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     }
     print(f"pass-through: {passthrough}", flush=True)
-    runs = [
-        run_worker(args, client, "worker, JSON", json_messages, want, "json", measure_memory=True)
-    ]
-    print(f"worker JSON: {runs[-1].rate}", flush=True)
-    for ref in args.baseline:
-        code = baseline_tree(ref, Path(".local/bench"))
-        name = f"worker, JSON, at {code.name.removeprefix('baseline-')}"
+    formats = [("JSON", "json", json_messages)]
+    if "avro" not in args.skip:
+        formats.append(("Avro", "avro", as_messages(events, "avro")))
+    variants: list[Build | None] = [None, *builds]
+    drains: dict[str, list[Run]] = {}
+    for round_ in range(args.rounds):
+        for turn, (title, fmt, messages) in enumerate(formats):
+            # the interpreted worker and the builds take turns to go first (drift of the machine)
+            order = variants if (round_ + turn) % 2 == 0 else variants[::-1]
+            for build in order:
+                name = f"worker, {title}" + (f", {build.label}" if build else "")
+                run = run_worker(
+                    args,
+                    client,
+                    name,
+                    messages,
+                    want,
+                    fmt,
+                    measure_memory=fmt == "json" and build is None and name not in drains,
+                    code=build.path if build else None,
+                )
+                drains.setdefault(name, []).append(run)
+                lead = f"round {round_ + 1}, " if args.rounds > 1 else ""
+                print(f"{lead}{name}: {run.rate}", flush=True)
+    runs = [median_run(drains[f"worker, {title}"]) for title, _, _ in formats[:1]]
+    runs += [median_run(drains[f"worker, JSON, {b.label}"]) for b in builds]
+    for code in baselines:
+        name = f"worker, JSON, {at[code]}"
         runs.append(run_worker(args, client, name, json_messages, want, "json", code=code))
         print(f"{name}: {runs[-1].rate}", flush=True)
-    if "avro" not in args.skip:
-        avro_messages = as_messages(events, "avro")
-        runs.append(run_worker(args, client, "worker, Avro", avro_messages, want, "avro"))
-        print(f"worker Avro: {runs[-1].rate}", flush=True)
+    for title, _, _ in formats[1:]:
+        runs.append(median_run(drains[f"worker, {title}"]))
+        runs += [median_run(drains[f"worker, {title}, {b.label}"]) for b in builds]
     if "naive" not in args.skip:
         runs.append(run_naive(args, client, json_messages, args.naive_events))
         print(f"naive: {runs[-1].rate}", flush=True)
+    sole_code = sole.path if sole else None
     if args.py_spy or args.profile:
-        name = "worker, JSON, sampled by " + ("py-spy" if args.py_spy else "cProfile")
-        runs.append(run_worker(args, client, name, json_messages, want, "json", sampled=True))
+        name = "worker, JSON" + (f", {sole.label}" if sole else "") + ", sampled by "
+        name += "py-spy" if args.py_spy else "cProfile"
+        runs.append(
+            run_worker(
+                args, client, name, json_messages, want, "json", code=sole_code, sampled=True
+            )
+        )
         print(f"{name}: {runs[-1].rate}", flush=True)
     scaling = []
     for count in (int(c) for c in args.scale.split(",") if c):
         scaling.append(
             run_worker(
-                args, client, f"{count} processes", json_messages, want, "json", processes=count
+                args,
+                client,
+                f"{count} processes" + (f", {sole.label}" if sole else ""),
+                json_messages,
+                want,
+                "json",
+                processes=count,
+                code=sole_code,
             )
         )
-        print(f"{count} processes: {scaling[-1].rate}", flush=True)
+        print(f"{scaling[-1].name}: {scaling[-1].rate}", flush=True)
 
     print()
-    print("\n".join(report(runs, passthrough, scaling, args)))
+    print("\n".join(report(runs, passthrough, scaling, args, builds)))
     if args.py_spy is not None and args.py_spy.exists():
         print("### Where the sampled JSON run's worker spent its time\n")
+        if sole is not None:
+            print(
+                f"(the build `{sole.label}`: py-spy sees no frames of its compiled modules, only "
+                "the interpreted code they call)\n"
+            )
         print("\n".join(profile_report(args.py_spy)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     worker_json = runs[0]
@@ -886,6 +1072,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "drain_rate": worker_json.rate,
                 "passthrough": passthrough,
                 "runs": {r.name: r.rate for r in [*runs, *scaling]},
+                "builds": {b.label: str(b.path) for b in builds},
             },
             indent=2,
         )

@@ -1,6 +1,10 @@
 """Shared parts of the benchmark scripts: the run header, Redis server-time and memory probes.
 
-- ``run_header``: the command, the date (UTC) and the machine, printed above every table;
+- ``run_header``: the command, the date (UTC) and the machine, printed above every table, and
+  which code each worker row runs (``worker_lines``);
+- ``Build``: a directory holding a compiled build of the ``worker`` package (``make compiled``:
+  mypyc extension modules beside the ``.py`` files), run with ``PYTHONPATH=<directory>``
+  (``--build``), and ``mapped_libraries``: its shared objects a worker process loaded;
 - ``ServerTime``: Redis server time of the commands sent by clients of one name (SLOWLOG with
   ``slowlog-log-slower-than 0``, read while the run goes so no entry is lost), beside the
   ``INFO commandstats`` delta of ``evalsha`` (every client of the server);
@@ -10,16 +14,19 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,12 +34,14 @@ import redis
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
+import worker
 from worker.config import Settings
 from worker.store.keys import TenantKeys
 
 
-def run_header(client: redis.Redis | None = None) -> list[str]:
-    """The command, the date and the machine of this run, as Markdown lines."""
+def run_header(client: redis.Redis | None = None, workers: Sequence[str] = ()) -> list[str]:
+    """The command, the date and the machine of this run, as Markdown lines; ``workers``: lines
+    saying which code the worker rows run (``worker_lines``)."""
     cpu = "unknown CPU"
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
@@ -58,8 +67,93 @@ def run_header(client: redis.Redis | None = None) -> list[str]:
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {os.cpu_count()} CPUs ({cpu}){memory}, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}{redis_version}{load}",
+        *workers,
         "",
     ]
+
+
+@dataclass(frozen=True)
+class Build:
+    """A compiled build of the ``worker`` package: ``path`` holds a complete ``worker`` package
+    with extension modules (``worker/**/*.cpython-*.so``) beside the ``.py`` files, run with
+    ``PYTHONPATH=<path>``; its rows are named after ``label``."""
+
+    label: str
+    path: Path
+    modules: int
+    """its compiled modules"""
+
+    def __str__(self) -> str:
+        return (
+            f"the compiled build in {self.path} ({self.modules} compiled modules, run with "
+            f"PYTHONPATH={self.path})"
+        )
+
+
+def compiled_modules(path: Path) -> list[Path]:
+    """The extension modules of the ``worker`` package under ``path``."""
+    return sorted((path / "worker").rglob("*.cpython-*.so"))
+
+
+def parse_build(value: str, default_label: str = "compiled") -> Build:
+    """``LABEL=DIR`` (or ``DIR``, labelled ``default_label``) as a ``Build``; an
+    ``argparse.ArgumentTypeError`` when ``DIR`` holds no compiled build (as ``type=`` of an
+    option, argparse prints it and exits)."""
+    label, sep, where = value.partition("=")
+    if not sep:
+        label, where = default_label, value
+    if not label or not where:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected LABEL=DIR")
+    path = Path(where).resolve()
+    if not (path / "worker" / "__init__.py").exists():
+        raise argparse.ArgumentTypeError(f"{where}: no worker package there ({path}/worker)")
+    modules = compiled_modules(path)
+    if not modules:
+        raise argparse.ArgumentTypeError(
+            f"{where} holds no compiled build: no worker/**/*.cpython-*.so under {path} "
+            "(make compiled builds one in .local/compiled)"
+        )
+    return Build(label, path, len(modules))
+
+
+def mapped_libraries(pid: int, path: Path) -> int:
+    """How many shared objects under ``path`` process ``pid`` has mapped (its
+    ``/proc/<pid>/maps``): proof that a worker run from a build runs its compiled code. Not a
+    count of compiled modules: mypyc's modules import one another through its shared library
+    (at the build's top), without mapping their own ``.so`` files."""
+    root = f"{path}/"
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
+            files = {line.split(maxsplit=5)[-1].strip() for line in maps if root in line}
+    except OSError:
+        return 0
+    return sum(1 for name in files if name.startswith(root) and name.endswith(".so"))
+
+
+def worker_lines(
+    builds: Sequence[Build] = (), others: Sequence[tuple[str, Path]] = ()
+) -> list[str]:
+    """Header lines saying which code each worker row runs: the rows without a label this
+    repository's interpreted ``worker`` package, each build's rows its directory; ``others``:
+    more labelled trees (a ``--baseline`` revision, interpreted)."""
+    lines = [f"- worker rows without a build label: {interpreted()}"]
+    for build in builds:
+        lines.append(f"- worker rows labelled `{build.label}`: {build}")
+    for label, path in others:
+        lines.append(f"- worker rows labelled `{label}`: interpreted, {path / 'worker'}")
+    return lines
+
+
+def interpreted() -> str:
+    """This repository's ``worker`` package (the one this process imports), in words."""
+    package = Path(worker.__file__).resolve().parent
+    commit = subprocess.run(
+        ["git", "-C", str(package), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return f"interpreted, this repository's {package}" + (f" (commit {commit})" if commit else "")
 
 
 def named_url(url: str, client_name: str) -> str:

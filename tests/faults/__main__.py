@@ -1,9 +1,13 @@
 """``make faults``: the full fault run
-(``python -m tests.faults [--plan short] [--exactly-once] [--out F]``).
+(``python -m tests.faults [--plan short] [--exactly-once] [--out F] [--build DIR]``).
 
 ``--exactly-once``: the workers run with ``delivery.exactly_once`` (each with its own
 ``transactional.id``), the outputs are read with ``isolation.level=read_committed``, and a
 duplicated enriched event fails the run (without it duplicates are counted and reported).
+
+``--build DIR``: the workers run the compiled build of the ``worker`` package in ``DIR``
+(``make compiled``: ``.local/compiled``; ``PYTHONPATH=DIR``); the suite itself stays this
+repository's code. The summary's ``worker_build`` says which.
 
 Starts its own Kafka and Redis on free ports (or ``FAULTS_KAFKA_PORT``,
 ``FAULTS_KAFKA_CONTROLLER_PORT``, ``FAULTS_REDIS_PORT``), prints the JSON summary, writes it to
@@ -17,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from tests.bench.common import Build, parse_build
 from tests.faults.scenario import FULL, SHORT, run
 from tests.faults.services import private_services
 from tests.faults.verdicts import change_feed_failures, core_failures, exactly_once_failures
@@ -28,13 +33,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", choices=["full", "short"], default="full")
     parser.add_argument("--exactly-once", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--build",
+        type=parse_build,
+        metavar="DIR",
+        help="run the workers from the compiled build in DIR (make compiled: .local/compiled)",
+    )
     args = parser.parse_args(argv)
+    build: Build | None = args.build
+    print(f"workers: {build or 'interpreted, this repository'}", flush=True)
     plan = FULL if args.plan == "full" else SHORT
     suffix = "-exactly-once" if args.exactly_once else ""
     out: Path = args.out or ROOT / ".local" / "faults" / f"summary{suffix}.json"
     logs = out.parent / f"logs-{plan.name}{suffix}"
     with private_services() as services:
-        summary = run(plan, services, logs, exactly_once=args.exactly_once)
+        summary = run(
+            plan, services, logs, exactly_once=args.exactly_once, code=build.path if build else None
+        )
+    summary["worker_build"] = str(build.path) if build else "interpreted"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "log"}, indent=2))

@@ -151,11 +151,17 @@ def _summary_stats(values: list[float]) -> dict[str, Any]:
 
 
 def run(
-    plan: Plan, services: PrivateServices, work_dir: Path, *, exactly_once: bool = False
+    plan: Plan,
+    services: PrivateServices,
+    work_dir: Path,
+    *,
+    exactly_once: bool = False,
+    code: Path | None = None,
 ) -> dict[str, Any]:
     """Run ``plan`` against ``services``; the summary (also written to
     ``work_dir/summary-<plan>.json`` by the caller). With ``exactly_once`` the workers run with
-    ``delivery.exactly_once`` and the outputs are read with ``isolation.level=read_committed``."""
+    ``delivery.exactly_once`` and the outputs are read with ``isolation.level=read_committed``.
+    ``code``: a directory whose ``worker`` package the workers run (a compiled build)."""
     started = time.monotonic()
     rng = random.Random(plan.seed)
     mode = "exactly-once" if exactly_once else "at-least-once"
@@ -170,7 +176,7 @@ def run(
         delivery={"exactly_once": exactly_once},
     )
     work_dir.mkdir(parents=True, exist_ok=True)
-    pool = WorkerPool(settings, work_dir)
+    pool = WorkerPool(settings, work_dir, code)
     outputs = Outputs(settings, read_committed=exactly_once)
     rss = RssSampler(pool.pids)
     side = redis.Redis.from_url(services.redis_url, socket_timeout=30)

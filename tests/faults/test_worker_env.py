@@ -1,13 +1,16 @@
 """What each worker subprocess of the fault suite is given (no services): in exactly-once mode
 every member has ``delivery.exactly_once`` and a ``transactional.id`` of its own, stable across
-its restarts, as ``worker.app.transactional_id`` derives it from the environment."""
+its restarts, as ``worker.app.transactional_id`` derives it from the environment; with a build
+directory (``--build``) the members run that directory's ``worker`` package."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.harness import settings_env
-from tests.faults.workers import member_env
+from tests.faults.workers import WorkerPool, member_env
 from worker.app import transactional_id
 from worker.config import Settings, load_settings
 
@@ -54,3 +57,22 @@ def test_at_least_once_members_get_no_transactional_id() -> None:
         env = member_env(base, settings, name, static=static)
         assert "IDENTITY_WORKER_DELIVERY__TRANSACTIONAL_ID" not in env
         assert ("IDENTITY_WORKER_KAFKA__GROUP_INSTANCE_ID" in env) == static
+
+
+def test_members_run_the_worker_package_of_the_build_directory(tmp_path: Path) -> None:
+    build = tmp_path / "build"
+    (build / "worker").mkdir(parents=True)
+    (build / "worker" / "__init__.py").write_text("")
+    ran = tmp_path / "ran.txt"
+    # stands in for ``worker run`` of a build: says which package ran, then exits
+    (build / "worker" / "__main__.py").write_text(
+        f"import sys\nopen({str(ran)!r}, 'w').write(__file__ + ' ' + ' '.join(sys.argv[1:]))\n"
+    )
+    (tmp_path / "logs").mkdir()
+    pool = WorkerPool(_settings(exactly_once=False), tmp_path / "logs", build)
+    try:
+        member = pool.start("w0", static=False)
+        assert member.proc.wait(60) == 0
+    finally:
+        pool.close()
+    assert ran.read_text() == f"{build / 'worker' / '__main__.py'} run"

@@ -80,7 +80,9 @@ class WorkerPool:
     then start under the same name) a member whose loop is stuck: ``liveness_restarts``.
     """
 
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
+    def __init__(self, settings: Settings, log_dir: Path, code: Path | None = None) -> None:
+        """``code``: a directory whose ``worker`` package the members run (a compiled build,
+        ``PYTHONPATH=code``) instead of this repository's."""
         self._settings = settings
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("IDENTITY_WORKER_")}
         self._env = {
@@ -88,6 +90,9 @@ class WorkerPool:
             **settings_env(settings),
             "IDENTITY_WORKER_OBSERVABILITY__LOG_FORMAT": "json",
         }
+        if code is not None:
+            self._env["PYTHONPATH"] = str(code)
+        self._code = code
         self._log_dir = log_dir
         self.members: dict[str, Member] = {}
         self.starts = 0
@@ -144,7 +149,11 @@ class WorkerPool:
             env["IDENTITY_WORKER_OBSERVABILITY__METRICS_PORT"] = str(port)
             log = (self._log_dir / f"worker-{name}.log").open("ab")
             proc = subprocess.Popen(
-                [sys.executable, "-m", "worker", "run"], env=env, stdout=log, stderr=log
+                [sys.executable, "-m", "worker", "run"],
+                env=env,
+                stdout=log,
+                stderr=log,
+                cwd=self._code,  # ``-m`` looks in the working directory first
             )
             log.close()
             member = Member(name, static, proc, port)
