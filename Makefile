@@ -123,7 +123,7 @@ BENCH_LATENCY_ARGS ?=
 BENCH_STORE_ARGS ?= --population 300000 --batches 40
 BENCH_EXACTLY_ONCE_ARGS ?= --rounds 2
 BENCH_BUILD ?= compiled=.local/compiled
-bench: install services-up ## Benchmarks, a few minutes: drain beside pass-through and naive, JSON and Avro, Redis time and bytes, latency, 1-3 workers (report: .local/bench/report.md; results: docs/BENCHMARKS.md)
+bench: install services-up compiled ## Benchmarks, a few minutes: drain beside pass-through and naive, JSON and Avro, Redis time and bytes, latency, 1-3 workers (report: .local/bench/report.md; results: docs/BENCHMARKS.md)
 	@mkdir -p $(BENCH_OUT)
 	@set -o pipefail; { \
 	  $(PY) -m tests.bench.bench_worker --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 \

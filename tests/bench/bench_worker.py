@@ -20,7 +20,8 @@ side by side in one run on the same machine and the same backlog:
 of the ``worker`` package in ``DIR`` (``make compiled``: ``.local/compiled``), rows named
 ``worker, JSON, LABEL``, with ``PYTHONPATH=DIR`` as ``--baseline`` runs a git revision's tree;
 each such run checks its worker process loaded the build's compiled modules. With a single
-``--build`` the scaling and the sampled (``--py-spy``, ``--profile``) runs use that build.
+``--build`` the scaling runs use that build; the sampled run (``--py-spy``, ``--profile``) is
+always the interpreted worker, whose frames a profiler can see.
 ``--rounds N`` repeats the drains (the medians are reported), the interpreted worker and the
 builds taking turns to go first.
 
@@ -973,8 +974,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"## Worker drain benchmark ({args.events:,} events)\n")
     header = run_header(client, worker_lines(builds, [(at[c], c) for c in baselines]))
     print("\n".join(header[:-1]))
-    if sole is not None and (args.scale or args.py_spy or args.profile):
-        print(f"- the scaling and the sampled runs: build `{sole.label}` ({sole.path})")
+    if sole is not None and args.scale:
+        print(f"- the scaling runs: build `{sole.label}` ({sole.path})")
+    if sole is not None and (args.py_spy or args.profile):
+        print(
+            "- the sampled run: the interpreted worker (a profiler sees no frames of compiled code)"
+        )
     print()
 
     events = backlog(args.events, users=max(args.events // 5, 10), seed=1)
@@ -1029,13 +1034,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"naive: {runs[-1].rate}", flush=True)
     sole_code = sole.path if sole else None
     if args.py_spy or args.profile:
-        name = "worker, JSON" + (f", {sole.label}" if sole else "") + ", sampled by "
-        name += "py-spy" if args.py_spy else "cProfile"
-        runs.append(
-            run_worker(
-                args, client, name, json_messages, want, "json", code=sole_code, sampled=True
-            )
-        )
+        name = "worker, JSON, sampled by " + ("py-spy" if args.py_spy else "cProfile")
+        runs.append(run_worker(args, client, name, json_messages, want, "json", sampled=True))
         print(f"{name}: {runs[-1].rate}", flush=True)
     scaling = []
     for count in (int(c) for c in args.scale.split(",") if c):
@@ -1057,11 +1057,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(report(runs, passthrough, scaling, args, builds)))
     if args.py_spy is not None and args.py_spy.exists():
         print("### Where the sampled JSON run's worker spent its time\n")
-        if sole is not None:
-            print(
-                f"(the build `{sole.label}`: py-spy sees no frames of its compiled modules, only "
-                "the interpreted code they call)\n"
-            )
         print("\n".join(profile_report(args.py_spy)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     worker_json = runs[0]
