@@ -44,6 +44,6 @@ def compiled_modules(package: Path = _PACKAGE) -> tuple[str, ...]:
 
 
 def describe(package: Path = _PACKAGE) -> str:
-    """``compiled (N modules)`` or ``interpreted``."""
+    """``compiled, N modules`` or ``interpreted``."""
     modules = compiled_modules(package)
-    return f"compiled ({len(modules)} modules)" if modules else "interpreted"
+    return f"compiled, {len(modules)} modules" if modules else "interpreted"

@@ -39,7 +39,7 @@ def test_the_build_under_test_is_the_one_asked_for() -> None:
         for module in listed():
             origin = importlib.import_module(module).__file__ or ""
             assert origin.endswith(tuple(EXTENSION_SUFFIXES)), origin
-        assert build.describe() == f"compiled ({len(listed())} modules)"
+        assert build.describe() == f"compiled, {len(listed())} modules"
     else:
         assert compiled == ()
         assert build.describe() == "interpreted"
@@ -53,7 +53,7 @@ def test_compiled_modules_names_each_extension_once(tmp_path: Path) -> None:
     (package / "codec" / f"fields{EXTENSION_SUFFIXES[0]}").write_bytes(b"")
     (package / f"rules{EXTENSION_SUFFIXES[-1]}").write_bytes(b"")
     assert build.compiled_modules(package) == ("worker.codec.fields", "worker.rules")
-    assert build.describe(package) == "compiled (2 modules)"
+    assert build.describe(package) == "compiled, 2 modules"
     (tmp_path / "pure").mkdir()
     (tmp_path / "pure" / "fields.py").write_text("")
     assert build.describe(tmp_path / "pure") == "interpreted"
