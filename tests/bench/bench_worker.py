@@ -942,8 +942,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=parse_build,
         metavar="LABEL=DIR",
         help="also drain the JSON and Avro backlogs with the compiled worker build in DIR "
-        "(make compiled: .local/compiled), rows labelled LABEL; given once, the scaling and "
-        "sampled runs use it (repeatable)",
+        "(make compiled: .local/compiled), rows labelled LABEL; given once, the scaling runs "
+        "use it (repeatable)",
     )
     parser.add_argument(
         "--rounds",
