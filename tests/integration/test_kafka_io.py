@@ -51,6 +51,27 @@ def _source(bootstrap: str, topic: str, group: str) -> KafkaSource:
     return KafkaSource({"bootstrap.servers": bootstrap, "group.id": group}, [topic])
 
 
+def test_a_poll_returns_the_fetched_messages_without_waiting_for_the_batch_to_fill(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    """Fewer messages than the batch holds: the poll returns them, not after its timeout (the
+    Java client's ``poll``); with none fetched it waits for the first."""
+    topic = _topic(kafka_bootstrap, unique_name, partitions=1)
+    source = _source(kafka_bootstrap, topic, unique_name)
+    try:
+        _fill(kafka_bootstrap, topic, 1)
+        assert len(_drain(source, 1)) == 1  # assigned, fetching
+        _fill(kafka_bootstrap, topic, 3)
+        started = time.monotonic()
+        got = source.poll_batch(1_000, 60.0)  # waits for the first, takes what came with it
+        while len(got) < 3 and time.monotonic() - started < 30:
+            got += source.poll_batch(1_000, 60.0)
+        assert [m.value for m in got] == [b"v0", b"v1", b"v2"]
+        assert time.monotonic() - started < 50, "a poll waited for its batch to fill"
+    finally:
+        source.close()
+
+
 def test_create_topics_is_idempotent(kafka_bootstrap: str, unique_name: str) -> None:
     spec = TopicSpec(unique_name, 3, 1, compacted=True)
     assert create_topics(kafka_bootstrap, [spec]) == {unique_name: "created"}

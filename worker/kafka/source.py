@@ -133,9 +133,20 @@ class KafkaSource:
         return self._consumer.consumer_group_metadata()
 
     def poll_batch(self, max_messages: int, timeout: float) -> list[RawMessage]:
-        """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds for the first."""
+        """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds for the first.
+
+        The messages already fetched are returned at once; only when there are none does it
+        wait, and then for one message (with those fetched along with it), as the Java
+        client's ``poll`` does. librdkafka's batch consume alone would wait the whole
+        ``timeout`` for ``max_messages`` to arrive: under a moderate load every batch would
+        then wait up to ``timeout`` to fill, and its first event that long before it is even
+        decoded."""
         try:
-            messages = self._consumer.consume(num_messages=max_messages, timeout=timeout)
+            messages = self._consumer.consume(num_messages=max_messages, timeout=0)
+            if not messages and timeout > 0:
+                messages = self._consumer.consume(num_messages=1, timeout=timeout)
+                if messages and max_messages > 1:
+                    messages += self._consumer.consume(num_messages=max_messages - 1, timeout=0)
         except KafkaException as exc:
             raise KafkaUnavailableError(f"consume failed: {exc.args[0]}") from exc
         batch: list[RawMessage] = []
