@@ -9,13 +9,19 @@ allocated out of the collector's reach (``gc.freeze``) and spaces out the young 
 Measured with ``tests/bench/bench_worker.py`` (docs/BENCHMARKS.md): the worker's CPU per event
 fell by 14-29% side by side with the defaults. Cycles still get collected, only less often: the
 young generation holds at most ``threshold`` objects more.
+
+The default threshold is above what two batches in flight keep alive (a batch of 1,000 events
+holds some tens of thousands of objects), so a young collection seldom walks a batch still in
+use. Measured on a 50,000-event drain (garbage-collector time from ``gc.callbacks``): 100,000
+instead of 10,000 took the collector's time from 8.4 to 1.4 µs per event interpreted (5.5 to
+1.3 compiled with mypyc), and collected the same 1,200-1,600 objects of cyclic garbage.
 """
 
 from __future__ import annotations
 
 import gc
 
-DEFAULT_GC_THRESHOLD = 10_000
+DEFAULT_GC_THRESHOLD = 100_000
 """Net allocations between two young-generation collections (the interpreter's default: 700)."""
 
 

@@ -15,9 +15,16 @@ from hypothesis import strategies as st
 from worker.codec.encode import EncodedRecord
 from worker.codec.envelope import InputEvent
 from worker.fast_init import fast_init
-from worker.identity.model import IdentityEvent, PreparedOp, PropertyUpdates, Resolution
+from worker.identity.model import (
+    EventKind,
+    IdentityEvent,
+    Outcome,
+    PreparedOp,
+    PropertyUpdates,
+    Resolution,
+)
 from worker.kafka.records import OutputRecord, RawMessage
-from worker.pipeline.items import Decoded, Output
+from worker.pipeline.items import Decoded, Output, OutputKind
 
 QUICKENED = (
     InputEvent,
@@ -89,11 +96,59 @@ def test_the_signature_defaults_and_frozenness_are_kept() -> None:
         first.a = 2  # type: ignore[misc]
 
 
+_RAW = RawMessage("topic", 0, 0, None, None)
+_IDENTITY = IdentityEvent("tenant", EventKind.TRACK, "id", "uuid", 0)
+_INPUT: dict[str, Any] = {
+    "tenant": "tenant",
+    "kind": EventKind.TRACK,
+    "uuid": "uuid",
+    "distinct_id": "id",
+    "event": None,
+    "timestamp_ms": 0,
+    "sent_at_ms": None,
+    "other_id": None,
+    "merge_dangerously": False,
+    "process_person": True,
+    "is_backend": False,
+    "properties": {},
+    "updates": PropertyUpdates(),
+    "raw_format": "json",
+}
+REQUIRED: dict[type[Any], dict[str, Any]] = {
+    # values of the fields' types: a class compiled by mypyc checks them
+    InputEvent: _INPUT,
+    IdentityEvent: {
+        "tenant": "t",
+        "kind": EventKind.TRACK,
+        "distinct_id": "d",
+        "uuid": "u",
+        "timestamp_ms": 0,
+    },
+    PreparedOp: {"event": _IDENTITY, "merge_with": None, "updates": PropertyUpdates()},
+    PropertyUpdates: {},
+    Resolution: {
+        "event_uuid": "u",
+        "outcome": Outcome.EMIT,
+        "person_id": None,
+        "person_mode": None,
+        "properties": {},
+        "created_at_ms": None,
+        "is_identified": False,
+    },
+    Decoded: {"message": _RAW, "event": InputEvent(**_INPUT), "identity": _IDENTITY},
+    Output: {"source": _RAW, "record": OutputRecord("topic", None), "kind": OutputKind.ENRICHED},
+    RawMessage: {"topic": "topic", "partition": 0, "offset": 0, "key": None, "value": None},
+    OutputRecord: {"topic": "topic", "value": None},
+    EncodedRecord: {"key": b"", "value": b""},
+}
+
+
 @pytest.mark.parametrize("cls", QUICKENED, ids=lambda c: c.__name__)
 def test_the_worker_classes_are_quickened_and_still_frozen(cls: type[Any]) -> None:
     assert cls.__init__.__code__.co_filename == "<string>"  # fast_init's, not dataclasses'
     fields = dataclasses.fields(cls)
-    required = {f.name: None for f in fields if _required(f)}
+    required = REQUIRED[cls]
+    assert set(required) == {f.name for f in fields if _required(f)}
     obj = cls(**required)
     for f in fields:
         if f.default is not dataclasses.MISSING:

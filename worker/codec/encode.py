@@ -34,13 +34,15 @@ _MODE_NAMES: Final = {mode: mode.value for mode in PersonMode}
 """Each mode's name (``.value`` of an enum member is a slow property on this Python)."""
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class EncodedRecord:
     """An encoded output: the key and value of one Kafka message (the pipeline adds the topic)."""
 
     key: bytes
     value: bytes
+
+
+fast_init(EncodedRecord)
 
 
 def _json_bytes(obj: Mapping[str, Any]) -> bytes:

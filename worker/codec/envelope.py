@@ -20,7 +20,6 @@ from worker.identity.model import (
 RawFormat = Literal["avro", "json"]
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class InputEvent:
     """One input event, decoded and validated (contract A1).
@@ -63,6 +62,9 @@ class InputEvent:
     writes no enriched event of its own (the payload's own event does)."""
     groups: tuple[GroupInput, ...] = ()
     """The groups the event names (``worker.codec.groups``; contract A9)."""
+
+
+fast_init(InputEvent)
 
 
 def check_kind_fields(kind: EventKind, event: str | None, other_id: str | None) -> None:

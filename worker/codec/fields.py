@@ -19,6 +19,7 @@ from typing import Any, Final, NoReturn
 import orjson
 
 from worker.codec.errors import DecodeError, DecodeReason, EncodeError
+from worker.identity.ids import uuid5_text
 from worker.identity.model import (
     NO_UPDATES,
     IdentityWarning,
@@ -29,6 +30,7 @@ from worker.identity.model import (
 
 EVENT_UUID_NAMESPACE: Final = uuid.UUID("6a3053f1-29a7-51d5-a234-8322e423c83d")
 """Namespace of the uuids derived for events that carry none (never random, A1)."""
+_EVENT_UUID_NAMESPACE_BYTES: Final = EVENT_UUID_NAMESPACE.bytes
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
@@ -57,7 +59,7 @@ _CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 
 def derive_uuid(name: str) -> str:
     """A deterministic event uuid: uuid5 of ``name`` in ``EVENT_UUID_NAMESPACE``."""
-    return str(uuid.uuid5(EVENT_UUID_NAMESPACE, name))
+    return uuid5_text(_EVENT_UUID_NAMESPACE_BYTES, name)
 
 
 def _reject_constant(name: str) -> NoReturn:

@@ -91,7 +91,6 @@ class IdentityWarning:
     details: Mapping[str, str] = field(default_factory=dict)
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class PropertyUpdates:
     """The ``$set`` / ``$set_once`` / ``$unset`` operations carried by one event.
@@ -109,10 +108,12 @@ class PropertyUpdates:
         return not (self.set or self.set_once or self.unset)
 
 
+fast_init(PropertyUpdates)
+
+
 NO_UPDATES = PropertyUpdates()
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class IdentityEvent:
     """One event as the identity layer sees it.
@@ -144,6 +145,9 @@ class IdentityEvent:
     groups: tuple[GroupInput, ...] = ()
     """The groups the event names (contract A9, docs/IDENTITY.md "Groups"): to attach it to,
     to remember on its person, or whose properties it updates."""
+
+
+fast_init(IdentityEvent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +194,6 @@ class DistinctIdOverride:
     new_person_id: str
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Resolution:
     """What the identity layer decided for one event.
@@ -226,7 +229,9 @@ class Resolution:
     """The groups whose properties this event changed, with their new state."""
 
 
-@fast_init
+fast_init(Resolution)
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedOp:
     """An event that needs the store, after the stateless rules ran (``rules.prepare``).
@@ -243,6 +248,9 @@ class PreparedOp:
     warnings: tuple[IdentityWarning, ...] = ()
     groups: tuple[GroupInput, ...] = ()
     """The event's groups left after the stateless group rules (``groups.prepare_groups``)."""
+
+
+fast_init(PreparedOp)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ emitted personless) and otherwise a ``PreparedOp`` for the store's stateful rule
 
 from __future__ import annotations
 
+from typing import Final
+
 from worker.identity.config import IdentityConfig
 from worker.identity.groups import prepare_groups
 from worker.identity.ids import person_id_for
@@ -24,7 +26,7 @@ from worker.identity.model import (
 )
 from worker.identity.validation import is_illegal_for_merge, is_illegal_id, is_overlong
 
-_MERGING_KINDS = frozenset({EventKind.IDENTIFY, EventKind.ALIAS})
+_MERGING_KINDS: Final = frozenset({EventKind.IDENTIFY, EventKind.ALIAS})
 
 
 def _reject(event: IdentityEvent, warning: IdentityWarning) -> Resolution:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from worker.identity.config import IdentityConfig
 
-_QUOTES = ("'", '"')
+_QUOTES: Final = ("'", '"')
 
 
 def _unquoted(distinct_id: str) -> str:
@@ -17,7 +19,7 @@ def _unquoted(distinct_id: str) -> str:
 _SETS: dict[int, tuple[tuple[str, ...], frozenset[str], frozenset[str]]] = {}
 """The lookup sets of each configured list, by the list's identity (hashing the list itself on
 every event would cost more than the lookups)."""
-_MAX_SETS = 64
+_MAX_SETS: Final = 64
 
 
 def _sets(names: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
@@ -56,7 +58,7 @@ def is_overlong(distinct_id: str, config: IdentityConfig) -> bool:
     return len(distinct_id) > config.max_distinct_id_length
 
 
-NUL = "\x00"
+NUL: Final = "\x00"
 
 
 def is_illegal_for_merge(distinct_id: str, config: IdentityConfig) -> bool:

@@ -10,7 +10,6 @@ Partition = tuple[str, int]
 """A topic partition: ``(topic, partition)``."""
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class RawMessage:
     """One consumed message, exactly as the broker returned it."""
@@ -29,7 +28,9 @@ class RawMessage:
         return f"{self.topic}/{self.partition}/{self.offset}"
 
 
-@fast_init
+fast_init(RawMessage)
+
+
 @dataclass(frozen=True, slots=True)
 class OutputRecord:
     """One message to produce."""
@@ -38,6 +39,9 @@ class OutputRecord:
     value: bytes | None
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+
+fast_init(OutputRecord)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ types, merge results, components), so ``increase()`` sees the first occurrence t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -177,3 +178,28 @@ def exported_names(registry: CollectorRegistry) -> set[str]:
         names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
         names.update(sample.name for sample in family.samples)
     return names
+
+
+def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(value)`` for each of ``values`` (not NaN), as one update: each
+    bucket's count and the sum grow once, by what the observations add up to (the loop
+    records a batch's end-to-end delays, one per enriched event, where ``observe`` took about
+    1 µs each). A histogram without prometheus_client's own attributes is observed value by
+    value."""
+    try:
+        bounds: Sequence[float] = histogram._upper_bounds  # ascending, the last one +Inf
+        buckets = histogram._buckets
+        total = histogram._sum
+    except AttributeError:
+        for value in values:
+            histogram.observe(value)
+        return
+    if not values:
+        return
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1  # the first bound at or above the value
+    total.inc(sum(values))
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)

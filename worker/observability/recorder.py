@@ -7,7 +7,7 @@ from typing import Protocol
 
 from worker.errors import Component, TransientError
 from worker.kafka.records import Partition
-from worker.observability.metrics import WorkerMetrics
+from worker.observability.metrics import WorkerMetrics, observe_all
 from worker.observability.status import BatchStats
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,7 @@ class MetricsRecorder:
             m.persons_created.inc(stats.persons_created)
         for seconds_ in stats.store_seconds:
             m.store_duration.observe(seconds_)
-        for delay in stats.delays_seconds:
-            m.end_to_end_delay.observe(delay)
+        observe_all(m.end_to_end_delay, stats.delays_seconds)
 
     def transient_error(self, component: Component, during_commit: bool) -> None:
         self._m.errors.labels(component.value).inc()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Final
 
 from worker.codec.errors import EncodeError
 from worker.errors import KafkaUnavailableError
@@ -27,7 +28,7 @@ from worker.pipeline.deadletter import dead_letter
 from worker.pipeline.items import Output, OutputKind
 from worker.pipeline.ports import Sink
 
-_ROUNDS = 3
+_ROUNDS: Final = 3
 """attempts of a transactional delivery that made no progress before it fails the batch"""
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Final
 
 from worker.clock import Clock
 from worker.errors import TransientError
@@ -189,4 +190,6 @@ def account(delivered: Sequence[Output], stats: BatchStats, now_ms: int) -> None
         stats.emitted[(topic, kind.value)] += count
 
 
-_ENRICHED, _DEAD_LETTER, _WARNING = OutputKind.ENRICHED, OutputKind.DEAD_LETTER, OutputKind.WARNING
+_ENRICHED: Final = OutputKind.ENRICHED
+_DEAD_LETTER: Final = OutputKind.DEAD_LETTER
+_WARNING: Final = OutputKind.WARNING

@@ -23,7 +23,6 @@ class OutputKind(StrEnum):
     DEAD_LETTER = "dead_letter"
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Decoded:
     """An input message decoded, with its identity view (skew-corrected timestamp) and the
@@ -39,7 +38,9 @@ class Decoded:
     buffered event, when it was first released. Never the processing clock of a replay."""
 
 
-@fast_init
+fast_init(Decoded)
+
+
 @dataclass(frozen=True, slots=True)
 class Output:
     """An output record with the input it came from and what it is, for accounting once it is
@@ -52,6 +53,9 @@ class Output:
     """the warning type, or the dead letter's reason"""
     version: int | None = None
     """for a person or group change: the version it announces (``in_version_order``)"""
+
+
+fast_init(Output)
 
 
 def in_version_order(outputs: Sequence[Output]) -> list[Output]:

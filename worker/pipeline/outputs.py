@@ -11,6 +11,7 @@ turns the event's input into one dead letter (``encode_failed``) instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from worker.codec.encode import OutputEncoder
 from worker.codec.errors import EncodeError
@@ -22,7 +23,7 @@ from worker.pipeline.deadletter import dead_letter
 from worker.pipeline.items import Decoded, Output, OutputKind
 from worker.pipeline.person_changes import changed_person, merged_away
 
-_REFUSALS = {
+_REFUSALS: Final = {
     WarningKind.CANNOT_MERGE_ALREADY_IDENTIFIED: "refused_identified",
     WarningKind.MERGE_LIMIT_EXCEEDED: "refused_limit",
     WarningKind.CANNOT_MERGE_WITH_ILLEGAL_DISTINCT_ID: "refused_illegal",

@@ -33,7 +33,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, cast
 
 from worker.errors import PermanentStoreError, TransientError
 from worker.identity.model import IdentityEvent, Resolution
@@ -45,11 +45,16 @@ from worker.store.base import BatchResult, BufferingStore, Released
 log = logging.getLogger(__name__)
 
 
+StoreFailure: TypeAlias = Exception
+"""Why the store refused an event: any exception. (An alias for mypyc: a compiled dataclass
+looks its fields' builtin classes up among the module's names, ``Exception`` is not one.)"""
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """An event the store could not resolve: the exception, and the dead-letter reason."""
 
-    error: Exception
+    error: StoreFailure
     reason: str
 
 
@@ -86,7 +91,6 @@ class PlannedRound(Protocol):
         ...
 
 
-@runtime_checkable
 class ManyTenantStore(Protocol):
     """A store that resolves several tenants' events in one round, which it can send ahead
     and read later (``RedisIdentityStore``)."""
@@ -101,7 +105,9 @@ class ManyTenantStore(Protocol):
 class Resolver:
     def __init__(self, store: BufferingStore) -> None:
         self._store = store
-        self._many = store if isinstance(store, ManyTenantStore) else None
+        # what isinstance of a runtime-checkable protocol tests (mypyc compiles no such check)
+        many = getattr(store, "plan_many", None) is not None
+        self._many = cast(ManyTenantStore, store) if many else None
 
     def resolve(self, decoded: Sequence[Decoded], now_ms: int, stats: BatchStats) -> Resolved:
         """One store call per tenant (more when one fails for good); the answers keep the

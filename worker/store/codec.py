@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -46,18 +46,18 @@ from worker.store.keys import receipt_bucket
 from worker.store.protocol import FORMAT_VERSION as FORMAT_VERSION  # re-exported
 from worker.store.protocol import OpFlag
 
-_TS_OFFSET = 1 << 63
-_TS_WIDTH = 20
-_ENCODING = "utf-8"
-_ERRORS = "surrogatepass"
+_TS_OFFSET: Final = 1 << 63
+_TS_WIDTH: Final = 20
+_ENCODING: Final = "utf-8"
+_ERRORS: Final = "surrogatepass"
 
-_OPS_BY_CODE = {
+_OPS_BY_CODE: Final = {
     protocol.SET: PropertyOp.SET,
     protocol.SET_ONCE: PropertyOp.SET_ONCE,
     protocol.UNSET: PropertyOp.UNSET,
 }
 """Codes of the stored property states (and of the operations of timestamp mode)."""
-_CODES_BY_OP = {op: code for code, op in _OPS_BY_CODE.items()}
+_CODES_BY_OP: Final = {op: code for code, op in _OPS_BY_CODE.items()}
 
 
 @lru_cache(maxsize=65_536)
@@ -141,7 +141,7 @@ class CallLimits:
         )
 
 
-NO_BUFFER = BufferPolicy()
+NO_BUFFER: Final = BufferPolicy()
 
 
 def encode_args(
@@ -224,14 +224,16 @@ def encode_args(
     return out
 
 
-_PROCESS_PERSON = int(OpFlag.PROCESS_PERSON)
-_MERGE_DANGEROUSLY = int(OpFlag.MERGE_DANGEROUSLY)
-_MERGE_WITH_OTHER = int(OpFlag.MERGE_WITH_OTHER)
-_BUFFERABLE = int(OpFlag.BUFFERABLE)
-_FLAG_BYTES = [str(flags).encode() for flags in range(protocol.MAX_FLAGS + 1)]
-_TS_FORMAT = b"%%0%dd" % _TS_WIDTH
-_NO_ID = (b"", b"")
-_canonical = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
+_PROCESS_PERSON: Final = int(OpFlag.PROCESS_PERSON)
+_MERGE_DANGEROUSLY: Final = int(OpFlag.MERGE_DANGEROUSLY)
+_MERGE_WITH_OTHER: Final = int(OpFlag.MERGE_WITH_OTHER)
+_BUFFERABLE: Final = int(OpFlag.BUFFERABLE)
+_FLAG_BYTES: Final = [str(flags).encode() for flags in range(protocol.MAX_FLAGS + 1)]
+_TS_FORMAT: Final = b"%%0%dd" % _TS_WIDTH
+_NO_ID: Final = (b"", b"")
+_canonical: Final = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, sort_keys=True
+).encode
 """``worker.identity.properties.canonical_json`` without building an encoder per call (what
 ``json.dumps`` does for non-default arguments): the same text."""
 
@@ -306,7 +308,7 @@ class ReleasedEntry:
     entry_id: str = ""
 
 
-KEEP_DUE = False
+KEEP_DUE: Final = False
 """``Reply.next_due`` of a call that left the buffer's due times and leases as they were."""
 
 
@@ -361,9 +363,9 @@ def decode_reply(raw: bytes | str, ops: Sequence[PreparedOp]) -> Reply:
     return Reply(resolutions, out, next_due)
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_NUMBER = b"0" * 19
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER: Final = b"0" * 19
 
 
 def loads_reply(raw: bytes | str) -> Any:
@@ -390,8 +392,8 @@ def _len(value: object) -> int | str:
     return len(value) if isinstance(value, list) else type(value).__name__
 
 
-_MODES = {mode.value: mode for mode in PersonMode}
-_ENTRY_FIELDS = (
+_MODES: Final = {mode.value: mode for mode in PersonMode}
+_ENTRY_FIELDS: Final = (
     "person_id",
     "person_mode",
     "created_at_ms",
@@ -409,8 +411,8 @@ _ENTRY_FIELDS = (
 """The order ``_resolution`` unpacks a reply entry in: ``protocol.REPLY_ENTRY_FIELDS``."""
 if tuple(protocol.REPLY_ENTRY_FIELDS) != _ENTRY_FIELDS:  # pragma: no cover (a wire change)
     raise ImportError("codec._resolution does not unpack protocol.REPLY_ENTRY_FIELDS")
-_VERSION_TYPES = (int, type(None))
-_EMIT = Outcome.EMIT
+_VERSION_TYPES: Final = (int, type(None))
+_EMIT: Final = Outcome.EMIT
 
 
 def _resolution(entry: Any, event_uuid: str, stateless: tuple[IdentityWarning, ...]) -> Resolution:

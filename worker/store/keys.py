@@ -50,13 +50,14 @@ follows them, so they need no escaping.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-_ESCAPES = {"%": "%25", "{": "%7B", "}": "%7D", ":": "%3A"}
-_UNESCAPES = {v: k for k, v in _ESCAPES.items()}
-_GLOB_SPECIAL = frozenset("*?[]\\^")
+_ESCAPES: Final = {"%": "%25", "{": "%7B", "}": "%7D", ":": "%3A"}
+_UNESCAPES: Final = {v: k for k, v in _ESCAPES.items()}
+_GLOB_SPECIAL: Final = frozenset("*?[]\\^")
 
 
-RECEIPT_BUCKET_OFFSETS = 4096
+RECEIPT_BUCKET_OFFSETS: Final = 4096
 """Input offsets per receipt hash (see the module docstring)."""
 
 
