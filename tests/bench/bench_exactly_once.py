@@ -38,7 +38,7 @@ from tests.bench.bench_worker import (
     expected,
     run_worker,
 )
-from tests.bench.common import Build, parse_build, run_header, worker_lines
+from tests.bench.common import Build, add_build_option, run_header, worker_lines
 
 
 def drain(
@@ -87,15 +87,7 @@ def main() -> None:
         metavar="REF",
         help="also drain with exactly-once on at this git revision (repeatable)",
     )
-    parser.add_argument(
-        "--build",
-        action="append",
-        default=[],
-        type=parse_build,
-        metavar="LABEL=DIR",
-        help="also drain with exactly-once off and on with the compiled worker build in DIR "
-        "(make compiled: .local/compiled), labelled LABEL (repeatable)",
-    )
+    add_build_option(parser, "also drain with exactly-once off and on")
     args = parser.parse_args()
     builds: list[Build] = args.build
     args.profile = args.py_spy = None

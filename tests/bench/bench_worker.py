@@ -65,13 +65,13 @@ from tests.bench.common import (
     Build,
     MemoryBreakdown,
     ServerTime,
+    add_build_option,
     compiled_modules,
     delete_prefix,
     group_members,
     mapped_libraries,
     memory_breakdown,
     named_url,
-    parse_build,
     run_header,
     wait_for,
     worker_lines,
@@ -935,15 +935,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="REF",
         help="also drain the JSON backlog with the worker of git revision REF (before/after)",
     )
-    parser.add_argument(
-        "--build",
-        action="append",
-        default=[],
-        type=parse_build,
-        metavar="LABEL=DIR",
-        help="also drain the JSON and Avro backlogs with the compiled worker build in DIR "
-        "(make compiled: .local/compiled), rows labelled LABEL; given once, the scaling runs "
-        "use it (repeatable)",
+    add_build_option(
+        parser, "also drain the JSON and Avro backlogs (given once, the scaling runs too)"
     )
     parser.add_argument(
         "--rounds",

@@ -35,6 +35,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 import worker
+from worker import build as worker_build
 from worker.config import Settings
 from worker.store.keys import TenantKeys
 
@@ -90,9 +91,22 @@ class Build:
         )
 
 
-def compiled_modules(path: Path) -> list[Path]:
-    """The extension modules of the ``worker`` package under ``path``."""
-    return sorted((path / "worker").rglob("*.cpython-*.so"))
+def compiled_modules(path: Path) -> tuple[str, ...]:
+    """The compiled modules of the ``worker`` package under ``path`` (``worker.build``)."""
+    return worker_build.compiled_modules(path / "worker")
+
+
+def add_build_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--build LABEL=DIR`` (repeatable): ``what`` the compiled build in ``DIR`` does."""
+    parser.add_argument(
+        "--build",
+        action="append",
+        default=[],
+        type=parse_build,
+        metavar="LABEL=DIR",
+        help=f"{what} with the compiled worker build in DIR (make compiled: .local/compiled), "
+        "labelled LABEL (repeatable)",
+    )
 
 
 def parse_build(value: str, default_label: str = "compiled") -> Build:
@@ -110,7 +124,7 @@ def parse_build(value: str, default_label: str = "compiled") -> Build:
     modules = compiled_modules(path)
     if not modules:
         raise argparse.ArgumentTypeError(
-            f"{where} holds no compiled build: no worker/**/*.cpython-*.so under {path} "
+            f"{where} holds no compiled build: no extension module under {path}/worker "
             "(make compiled builds one in .local/compiled)"
         )
     return Build(label, path, len(modules))
