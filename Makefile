@@ -73,6 +73,7 @@ test-all-interpreted: install kafka-jars redis-install ## The whole test suite o
 COMPILED := .local/compiled
 COMPILED_STAMP := $(COMPILED)/.built
 $(COMPILED_STAMP): $(STAMP) pyproject.toml setup.py $(shell find worker schemas -name '*.py' -o -name '*.lua' -o -name '*.avsc')
+	@deploy/local/check-tools.sh compiler
 	@echo "compiling the hot path with mypyc into $(COMPILED) (about a minute; log: .local/compiled.log)"
 	@rm -rf $(COMPILED) build && mkdir -p .local
 	@IDENTITY_WORKER_COMPILE=1 $(PY) -m pip install --no-deps --no-build-isolation --target $(COMPILED) . \
