@@ -60,9 +60,16 @@ services-clean: ## Stop local Kafka and Redis and delete their data
 run: install services-up ## Main job: local services, topics, the worker and a small demo stream
 	IDENTITY_WORKER_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) IDENTITY_WORKER_REDIS__URL=redis://127.0.0.1:$(REDIS_PORT)/0 $(PY) -m worker demo
 
-test: install kafka-jars redis-install compiled ## Run the whole test suite (unit, property, integration, e2e, the short fault run) on the compiled build, then the tests without services on the interpreted code
+INTERPRETED_LOG := .local/test-interpreted.log
+test: install kafka-jars redis-install ## Run the whole test suite (unit, property, integration, e2e, the short fault run) on the compiled build, and the tests without services on the interpreted code (while the build compiles: gcc takes one core)
+	@mkdir -p .local
+	@echo "tests without services on the interpreted code, while the build compiles (log: $(INTERPRETED_LOG))"
+	@$(PY) -m pytest tests/unit tests/property -m "not (integration or e2e)" $(PYTEST_ARGS) > $(INTERPRETED_LOG) 2>&1 & tests=$$!; \
+	  $(MAKE) --no-print-directory compiled; built=$$?; \
+	  wait $$tests; passed=$$?; tail -n 15 $(INTERPRETED_LOG); \
+	  [ $$built -eq 0 ] && [ $$passed -eq 0 ]
 	IDENTITY_WORKER_TEST_BUILD=$(COMPILED) $(PY) -m pytest $(PYTEST_ARGS)
-	@$(MAKE) --no-print-directory test-interpreted
+	$(PY) -m pytest tests/integration -m interpreted_only $(PYTEST_ARGS)
 
 test-interpreted: install ## The tests without services, and those the compiled build skips, on the interpreted code (the repository's worker/)
 	$(PY) -m pytest tests/unit tests/property tests/integration -m "interpreted_only or not (integration or e2e)" $(PYTEST_ARGS)
