@@ -61,18 +61,21 @@ run: install services-up ## Main job: local services, topics, the worker and a s
 	IDENTITY_WORKER_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) IDENTITY_WORKER_REDIS__URL=redis://127.0.0.1:$(REDIS_PORT)/0 $(PY) -m worker demo
 
 INTERPRETED_LOG := .local/test-interpreted.log
+NO_SERVICES := tests/unit tests/property -m "not (integration or e2e)"
+INTERPRETED_ONLY := tests/integration -m interpreted_only
 test: install kafka-jars redis-install ## Run the whole test suite (unit, property, integration, e2e, the short fault run) on the compiled build, and the tests without services on the interpreted code (while the build compiles: gcc takes one core)
 	@mkdir -p .local
 	@echo "tests without services on the interpreted code, while the build compiles (log: $(INTERPRETED_LOG))"
-	@$(PY) -m pytest tests/unit tests/property -m "not (integration or e2e)" $(PYTEST_ARGS) > $(INTERPRETED_LOG) 2>&1 & tests=$$!; \
+	@$(PY) -m pytest $(NO_SERVICES) $(PYTEST_ARGS) > $(INTERPRETED_LOG) 2>&1 & tests=$$!; \
 	  $(MAKE) --no-print-directory compiled; built=$$?; \
 	  wait $$tests; passed=$$?; tail -n 15 $(INTERPRETED_LOG); \
 	  [ $$built -eq 0 ] && [ $$passed -eq 0 ]
 	IDENTITY_WORKER_TEST_BUILD=$(COMPILED) $(PY) -m pytest $(PYTEST_ARGS)
-	$(PY) -m pytest tests/integration -m interpreted_only $(PYTEST_ARGS)
+	$(PY) -m pytest $(INTERPRETED_ONLY) $(PYTEST_ARGS)
 
 test-interpreted: install ## The tests without services, and those the compiled build skips, on the interpreted code (the repository's worker/)
-	$(PY) -m pytest tests/unit tests/property tests/integration -m "interpreted_only or not (integration or e2e)" $(PYTEST_ARGS)
+	$(PY) -m pytest $(NO_SERVICES) $(PYTEST_ARGS)
+	$(PY) -m pytest $(INTERPRETED_ONLY) $(PYTEST_ARGS)
 
 test-all-interpreted: install kafka-jars redis-install ## The whole test suite on the interpreted code (no compile step)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -86,7 +89,7 @@ $(COMPILED_STAMP): $(STAMP) pyproject.toml setup.py $(shell find worker schemas 
 	@IDENTITY_WORKER_COMPILE=1 $(PY) -m pip install --no-deps --no-build-isolation --target $(COMPILED) . \
 	  > .local/compiled.log 2>&1 || { tail -40 .local/compiled.log; exit 1; }
 	@rm -rf build
-	@PYTHONPATH=$(COMPILED) $(PY) -I -c 'import sys; sys.path.insert(0, "$(COMPILED)"); from worker import build; \
+	@$(PY) -I -c 'import sys; sys.path.insert(0, "$(COMPILED)"); from worker import build; \
 	  assert build.compiled_modules(), "no extension module was built"; print("compiled build:", build.describe())'
 	@touch $@
 

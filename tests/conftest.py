@@ -1,6 +1,6 @@
 """Suite-wide fixtures: real Kafka and Redis endpoints (see tests/support/services.py), and the
 build under test: the repository's ``worker`` package, or the compiled build in the directory
-``IDENTITY_WORKER_TEST_BUILD`` names (``make test-compiled``)."""
+``IDENTITY_WORKER_TEST_BUILD`` names (``make test``)."""
 
 from __future__ import annotations
 

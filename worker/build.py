@@ -12,6 +12,7 @@ worker's start-up log line.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ except ImportError:  # a dev dependency (with mypy): the compiled code does not 
 _PACKAGE = Path(__file__).resolve().parent
 
 
+@cache  # a build's files do not change while it runs: the start-up reports read it once
 def compiled_modules(package: Path = _PACKAGE) -> tuple[str, ...]:
     """The dotted names of the package's modules present as extension modules (sorted)."""
     suffixes = sorted(EXTENSION_SUFFIXES, key=len, reverse=True)  # the longest one names it
@@ -41,6 +43,11 @@ def compiled_modules(package: Path = _PACKAGE) -> tuple[str, ...]:
             parts = path.relative_to(package.parent).parts
             found.add(".".join((*parts[:-1], parts[-1].removesuffix(suffix))))
     return tuple(sorted(found))
+
+
+def kind(package: Path = _PACKAGE) -> str:
+    """``compiled`` or ``interpreted`` (the ``build`` label of ``identity_worker_build_info``)."""
+    return "compiled" if compiled_modules(package) else "interpreted"
 
 
 def describe(package: Path = _PACKAGE) -> str:

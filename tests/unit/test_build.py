@@ -54,9 +54,11 @@ def test_compiled_modules_names_each_extension_once(tmp_path: Path) -> None:
     (package / f"rules{EXTENSION_SUFFIXES[-1]}").write_bytes(b"")
     assert build.compiled_modules(package) == ("worker.codec.fields", "worker.rules")
     assert build.describe(package) == "compiled, 2 modules"
+    assert build.kind(package) == "compiled"
     (tmp_path / "pure").mkdir()
     (tmp_path / "pure" / "fields.py").write_text("")
     assert build.describe(tmp_path / "pure") == "interpreted"
+    assert build.kind(tmp_path / "pure") == "interpreted"
 
 
 def test_version_and_metrics_say_which_build_runs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -64,7 +66,8 @@ def test_version_and_metrics_say_which_build_runs(capsys: pytest.CaptureFixture[
         build_parser().parse_args(["--version"])
     assert capsys.readouterr().out.strip().endswith(f"({build.describe()})")
     metrics = WorkerMetrics.create()
-    kind = "compiled" if build.compiled_modules() else "interpreted"
+    kind = "compiled" if os.environ.get(TEST_BUILD_ENV) else "interpreted"
+    assert build.kind() == kind
     assert (
         metrics.registry.get_sample_value(
             "identity_worker_build_info", {"version": "0.1.0", "build": kind}

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from worker import __version__
-from worker.build import compiled_modules
+from worker import __version__, build
 from worker.codec.errors import DECODE_REASONS
 from worker.errors import Component
 from worker.identity.model import WarningKind
@@ -136,9 +135,7 @@ class WorkerMetrics:
             ),
             build_info=Info(f"{p}_build", "Version of the worker", registry=r),
         )
-        metrics.build_info.info(
-            {"version": __version__, "build": "compiled" if compiled_modules() else "interpreted"}
-        )
+        metrics.build_info.info({"version": __version__, "build": build.kind()})
         metrics._zero_known_labels()
         return metrics
 
