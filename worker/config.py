@@ -235,6 +235,8 @@ class IdentitySettings(_Section):
     illegal_ids_case_sensitive: tuple[str, ...] = DEFAULT_ILLEGAL_IDS_CASE_SENSITIVE
     max_group_types: int = Field(default=5, ge=1)
     """Group types per tenant (contract A9); a further type raises ``group_type_limit``."""
+    last_seen_resolution_seconds: float = Field(default=60.0, ge=0)
+    """A person's last-seen time is its latest event's rounded down to a multiple of this."""
 
     def to_config(self) -> IdentityConfig:
         return IdentityConfig(
@@ -249,6 +251,7 @@ class IdentitySettings(_Section):
             illegal_ids_case_insensitive=self.illegal_ids_case_insensitive,
             illegal_ids_case_sensitive=self.illegal_ids_case_sensitive,
             max_group_types=self.max_group_types,
+            last_seen_resolution_ms=round(self.last_seen_resolution_seconds * 1000),
         )
 
 

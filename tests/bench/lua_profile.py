@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import os
 import re
 import statistics
 import sys
@@ -51,7 +52,7 @@ from worker.store.lua_loader import load_script
 Call = tuple[list[bytes], list[bytes]]
 """KEYS and ARGV of one ``EVALSHA``."""
 
-HEADER = 15
+HEADER = 16
 """Header values before the ops in ARGV (resolve_batch.lua)."""
 
 PROFILE_PRELUDE = r"""
@@ -204,9 +205,8 @@ def phases(client: redis.Redis, script: str, warm: Sequence[Call], timed: Sequen
     """The phase build's time per phase, less the cost of its TIME calls."""
     names = ("luaprof:us", "luaprof:n")
     build = phase_build(script)
-    replay(client, build, warm, [], "warm")
     client.delete(*names)
-    result = replay(client, build, [], timed, "phases")
+    result = replay(client, build, warm, timed, "phases", between=lambda: client.delete(*names))
     us, n = (_counts(client, name) for name in names)
     client.delete(*names)
     mark = us.pop("calibration") / n.pop("calibration")
@@ -327,13 +327,30 @@ class Result:
     durations: list[int]
     replies: list[bytes]
     state: str
+    cpu_usec: float | None = None
+    """The Redis process's CPU time over the timed calls (``/proc``; None when Redis is not a
+    process of this machine): unlike commandstats, not inflated while Redis waits for a core."""
 
     def row(self) -> str:
         d = self.durations or [0]
+        cpu = "-" if self.cpu_usec is None else f"{self.cpu_usec / max(1, self.ops):.1f}"
         return (
             f"| {self.name} | {self.calls:,} | {self.ops:,} | {self.usec / max(1, self.ops):.1f} | "
-            f"{statistics.median(d):,.0f} | {max(d):,} |"
+            f"{cpu} | {statistics.median(d):,.0f} | {max(d):,} |"
         )
+
+
+def _redis_cpu_usec(client: redis.Redis) -> float | None:
+    """The CPU time (user + system) of the Redis server process so far, when it runs on this
+    machine and ``/proc`` shows it; else None."""
+    try:
+        pid = int(client.info("server")["process_id"])
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) * 1_000_000 / ticks
 
 
 def replay(
@@ -343,9 +360,10 @@ def replay(
     timed: Sequence[Call],
     name: str,
     edit: Callable[[list[bytes]], list[bytes]] = lambda a: a,
+    between: Callable[[], object] = lambda: None,
 ) -> Result:
     """Runs ``warm`` then ``timed`` with ``script`` on a fresh prefix; the timed calls' server
-    time."""
+    time. ``between`` is called after ``warm``, before ``timed``."""
     prefix = f"lp-{uuid.uuid4().hex[:8]}".encode()
     sha = client.script_load(script)
 
@@ -357,9 +375,12 @@ def replay(
         return out
 
     replies = run(warm)
+    between()
     client.slowlog_reset()
     client.config_resetstat()
+    cpu_before = _redis_cpu_usec(client)
     replies += run(timed)
+    cpu_after = _redis_cpu_usec(client)
     stats = client.info("commandstats").get("cmdstat_evalsha", {"calls": 0, "usec": 0})
     durations = [
         int(e["duration"])
@@ -369,7 +390,10 @@ def replay(
     state = _state_digest(client, prefix.decode())
     _delete(client, prefix.decode())
     ops = sum(int(a[14]) for _, a in timed)
-    return Result(name, int(stats["calls"]), ops, int(stats["usec"]), durations, replies, state)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return Result(
+        name, int(stats["calls"]), ops, int(stats["usec"]), durations, replies, state, cpu
+    )
 
 
 def _state_digest(client: redis.Redis, prefix: str) -> str:
@@ -409,9 +433,8 @@ def profile(client: redis.Redis, script: str, warm: Sequence[Call], timed: Seque
     call, the "calibration" parts), taken off each part's exclusive time."""
     names = ("luaprof:us", "luaprof:n", "luaprof:kids")
     build = profiling_build(script)
-    replay(client, build, warm, [], "warm")
     client.delete(*names)
-    result = replay(client, build, [], timed, "profiled")
+    result = replay(client, build, warm, timed, "profiled", between=lambda: client.delete(*names))
     us, n, kids = (_counts(client, name) for name in names)
     client.delete(*names)
     ops = result.ops
@@ -499,13 +522,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "µs per op of the runs)\n"
     )
     print(
-        "| variant | calls | ops | µs per op (commandstats) | call p50 µs | call max µs "
-        "| median run µs per op |"
+        "| variant | calls | ops | µs per op (commandstats) | Redis CPU µs per op | call p50 µs "
+        "| call max µs | median run µs per op | median run CPU µs per op |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         median = statistics.median(x.usec / max(1, x.ops) for x in runs[r.name])
-        print(f"{r.row()} {median:.1f} |")
+        cpus = [x.cpu_usec / max(1, x.ops) for x in runs[r.name] if x.cpu_usec is not None]
+        cpu = f"{statistics.median(cpus):.1f}" if cpus else "-"
+        print(f"{r.row()} {median:.1f} | {cpu} |")
     print()
     if args.compare:
         print(
@@ -513,8 +538,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print()
     print("By kind (the mix's tracks alone, then its merges alone; one run):\n")
-    print("| variant | calls | ops | µs per op (commandstats) | call p50 µs | call max µs |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| variant | calls | ops | µs per op (commandstats) | Redis CPU µs per op | call p50 µs "
+        "| call max µs |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for kind, (kind_warm, kind_timed) in zip(
         ("track", "merge"), _by_kind(client, args), strict=True
     ):

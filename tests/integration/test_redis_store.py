@@ -39,6 +39,7 @@ from worker.identity.model import (
     Resolution,
     WarningKind,
 )
+from worker.identity.timestamps import last_seen_at
 from worker.observability.status import BatchStats
 from worker.pipeline.deadletter import STORE_REJECTED
 from worker.pipeline.items import Decoded
@@ -241,7 +242,8 @@ def test_track_creates_a_person(make_store: StoreFactory, redis_client: redis.Re
         False,
     )
     p = person(store, "anon-1")
-    assert (p.version, p.last_seen_ms, p.distinct_ids) == (0, T0, frozenset({"anon-1"}))
+    seen = last_seen_at(T0, IdentityConfig().last_seen_resolution_ms)  # T0's minute
+    assert (p.version, p.last_seen_ms, p.distinct_ids) == (0, seen, frozenset({"anon-1"}))
     check_invariants(redis_client, store.keys(TENANT))
 
 
@@ -252,9 +254,10 @@ def test_later_events_update_the_person(make_store: StoreFactory) -> None:
     assert r.created_at_ms == T0 - 10  # created_at is the earliest event applied
     assert r.properties == {"x": 1, "y": 2}
     assert not r.person_created
-    one(store, ev("track", "a", T0 + 10))  # no property change: version unchanged
+    one(store, ev("track", "a", T0 + 60_000))  # no property change: version unchanged
     p = person(store, "a")
-    assert (p.created_at_ms, p.last_seen_ms, p.version) == (T0 - 10, T0 + 10, 1)
+    seen = last_seen_at(T0 + 60_000, IdentityConfig().last_seen_resolution_ms)
+    assert (p.created_at_ms, p.last_seen_ms, p.version) == (T0 - 10, seen, 1)
 
 
 def test_identify_without_anonymous_id_merges_nothing(make_store: StoreFactory) -> None:
@@ -334,7 +337,7 @@ def test_a3_6_merge_of_two_persons(make_store: StoreFactory, redis_client: redis
     assert p.person_id == pid("u")
     assert p.distinct_ids == frozenset({"u", "o1", "o2"})
     assert p.version == max(versions) + 1
-    assert p.last_seen_ms == T0 + 300
+    assert p.last_seen_ms == last_seen_at(T0 + 300, IdentityConfig().last_seen_resolution_ms)
     trees = check_invariants(redis_client, store.keys(TENANT))
     assert list(trees.values()) == [{"u", "o1", "o2"}]
 

@@ -16,6 +16,7 @@ import redis
 from tests.integration.test_redis_store import T0, TENANT, check_invariants, ev, pid, run
 from worker.identity.config import IdentityConfig
 from worker.identity.model import PropertyOp, PropertyState
+from worker.identity.timestamps import last_seen_at
 from worker.store import codec
 from worker.store.keys import TenantKeys
 from worker.store.protocol import MEMBERS_INLINE
@@ -62,8 +63,28 @@ def test_a_person_alone_is_one_short_binary_record(
     # marker, the 16 bytes of the person id, created_at, last_seen, not identified and not
     # spilled, version, id count, snapshot and property-state lengths, the snapshot "{}"; no
     # property state, no other id
-    assert record == (b"\x01" + uuid.UUID(pid("anon-1")).bytes + b"%d|%d|00|0|1|2|0|{}" % (T0, T0))
+    seen = last_seen_at(T0, IdentityConfig().last_seen_resolution_ms)
+    assert record == (
+        b"\x01" + uuid.UUID(pid("anon-1")).bytes + b"%d|%d|00|0|1|2|0|{}" % (T0, seen)
+    )
     assert _members_keys(client, _keys(store)) == []
+
+
+def test_a_track_that_changes_nothing_writes_nothing(
+    store: RedisIdentityStore, client: redis.Redis
+) -> None:
+    resolution = IdentityConfig().last_seen_resolution_ms
+    start = last_seen_at(T0, resolution)
+    run(store, ev("track", "u", ts=start + 1, set={"plan": "pro"}))
+    record = _record(client, store, "u")
+    # later in the same minute, then an earlier time in it: the record stays as it was
+    run(store, ev("track", "u", ts=start + resolution - 1), ev("track", "u", ts=start + 5))
+    assert _record(client, store, "u") == record
+    run(store, ev("track", "u", ts=start + resolution))  # the next minute: last_seen moves
+    moved = store.person_for(TENANT, "u")
+    assert moved is not None
+    assert (moved.created_at_ms, moved.last_seen_ms) == (start + 1, start + resolution)
+    assert _record(client, store, "u") != record
 
 
 def test_properties_are_stored_once_and_an_order_key_once_per_event(
@@ -177,7 +198,9 @@ def test_format_6_data_is_read_then_migrated(
     after = store.person_for(TENANT, "old-0")
     assert after is not None
     assert after.distinct_ids == before.distinct_ids
-    assert (after.created_at_ms, after.last_seen_ms) == (T0 - 5, T0)
+    # last seen: the stored T0 - 5, later than T0 rounded down to its minute
+    assert last_seen_at(T0, IdentityConfig().last_seen_resolution_ms) < T0 - 5
+    assert (after.created_at_ms, after.last_seen_ms) == (T0 - 5, T0 - 5)
     assert after.properties["plan"] == before.properties["plan"]
     check_invariants(client, keys)
 

@@ -74,6 +74,9 @@ def ev(
 
 
 def make(mode: OrderingMode, **limits: int) -> ReferenceStore:
+    """A store in ``mode``; its last-seen time exact unless ``limits`` say otherwise (the
+    examples' times are a few seconds apart)."""
+    limits = {"last_seen_resolution_ms": 0, **limits}
     return ReferenceStore(IdentityConfig(ordering=mode, **limits))  # type: ignore[arg-type]
 
 
@@ -132,6 +135,22 @@ def test_a2_created_at_is_the_earliest_and_last_seen_the_latest_without_a_versio
     assert (r.person_created, r.created_at_ms, r.person_version) == (False, 3_000, 0)
     p = person(store, "u")
     assert (p.created_at_ms, p.last_seen_ms, p.version) == (3_000, 7_000, 0)
+
+
+@BOTH
+def test_a2_last_seen_is_the_latest_event_rounded_down_to_its_resolution(
+    mode: OrderingMode,
+) -> None:
+    store = make(mode, last_seen_resolution_ms=60_000)  # the default
+    run(store, ev("track", "u", 125_000))
+    p = person(store, "u")
+    assert (p.created_at_ms, p.last_seen_ms) == (125_000, 120_000)  # created_at exact
+    run(store, ev("track", "u", 179_999), ev("track", "u", 61_000))
+    assert person(store, "u").last_seen_ms == 120_000  # same minute, then an earlier one
+    run(store, ev("track", "u", 180_000))
+    p = person(store, "u")
+    assert (p.created_at_ms, p.last_seen_ms, p.version) == (61_000, 180_000, 0)
+    assert IdentityConfig().last_seen_resolution_ms == 60_000
 
 
 @BOTH

@@ -415,7 +415,8 @@ def test_personless_with_a_person_and_force_upgrade_after_a_minute(store: Refere
     assert after.properties == {}
     person = store.person_for(T, "p")
     assert person is not None
-    assert person.last_seen_ms == 100_000  # personless events do not touch the person
+    # personless events do not touch the person (last seen: its event's minute, 100 s -> 60 s)
+    assert person.last_seen_ms == 60_000
 
 
 # -- properties on the person -------------------------------------------------------------------

@@ -62,7 +62,7 @@ def _value(text: str) -> str | int:
 
 def test_prelude_holds_protocol() -> None:
     assert _prelude(load_script("resolve_batch.lua")) == {
-        "format_version": "7",
+        "format_version": "8",
         "flag": {
             "process_person": 1,
             "merge_dangerously": 2,

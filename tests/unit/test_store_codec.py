@@ -132,11 +132,11 @@ def test_encode_args_layout() -> None:
     args = [a.decode() for a in codec.encode_args(ops, limits, now_ms=42)]
     header = [codec.FORMAT_VERSION, "arrival", "7", str(512 * 1024), "60000", "5000", "42"]
     header += ["0", "100", "1000000", "30000", "resolve", "0"]  # buffer off; command
-    header += ["3600000", "3"]  # receipt TTL, ops
-    assert args[:15] == header
+    header += ["3600000", "3", "60000"]  # receipt TTL, ops, last-seen resolution
+    assert args[:16] == header
     ts, ord_key = "1700000000000", codec.order_key(1_700_000_000_000, "u-1")
     pid = codec.person_id_for
-    assert args[15:] == [
+    assert args[16:] == [
         *["1", "a", pid("t", "a"), "", "", ts, ord_key, "2"],
         *["s", "k", '{"x":1.0}', "u", "gone", "", "0", "", ""],  # no groups, no source
         *["7", "u", pid("t", "u"), "a", pid("t", "a"), ts, ord_key, "0", "0", "", ""],
@@ -169,10 +169,10 @@ def test_a_bufferable_op_carries_its_ingestion_time_and_payload() -> None:
         "3600000",
         "1",
     ]
-    assert args[15] == b"9"  # process person + bufferable
+    assert args[16] == b"9"  # process person + bufferable
     assert args[-3:] == [b"7", b"\x00raw", entry_id(bufferable.event).encode()]
     off = codec.encode_args([bufferable], limits, now_ms=7)  # buffer off: applied at once
-    assert off[15] == b"1"
+    assert off[16] == b"1"
     assert b"\x00raw" not in off
 
 

@@ -44,3 +44,8 @@ class IdentityConfig:
     illegal_ids_case_sensitive: tuple[str, ...] = DEFAULT_ILLEGAL_IDS_CASE_SENSITIVE
     max_group_types: int = 5
     """Group types per tenant (contract A9, PostHog's 5)."""
+    last_seen_resolution_ms: int = 60_000
+    """A person's ``last_seen_ms`` is its latest event time rounded down to a multiple of this
+    (0: exact; ``timestamps.last_seen_at``), so that an event inside the resolution of the last
+    one changes nothing and writes nothing (docs/IDENTITY.md, "Persons"). ``created_at_ms``
+    is always exact."""

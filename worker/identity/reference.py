@@ -43,6 +43,7 @@ from worker.identity.model import (
     WarningKind,
 )
 from worker.identity.rules import personless, prepare
+from worker.identity.timestamps import last_seen_at
 
 
 @dataclass(slots=True)
@@ -283,7 +284,8 @@ class ReferenceStore:
 
     def _create(self, state: _Tenant, tenant: str, distinct_id: str, ts_ms: int) -> _Record:
         person_id = _person_id(state, tenant, distinct_id)
-        record = _Record(person_id, ts_ms, ts_ms, False, 0, {distinct_id})
+        last_seen = last_seen_at(ts_ms, self._config.last_seen_resolution_ms)
+        record = _Record(person_id, ts_ms, last_seen, False, 0, {distinct_id})
         state.owner[distinct_id] = record
         return record
 
@@ -370,7 +372,10 @@ class ReferenceStore:
             person.is_identified = True
             changed = True
         person.created_at_ms = min(person.created_at_ms, event.timestamp_ms)
-        person.last_seen_ms = max(person.last_seen_ms, event.timestamp_ms)
+        person.last_seen_ms = max(
+            person.last_seen_ms,
+            last_seen_at(event.timestamp_ms, self._config.last_seen_resolution_ms),
+        )
         fresh = [
             distinct_id
             for distinct_id, was_known in zip((into, other), known, strict=True)

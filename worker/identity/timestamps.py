@@ -47,3 +47,11 @@ def _ignored(reason: str, now_ms: int) -> IdentityWarning:
     return IdentityWarning(
         WarningKind.IGNORED_INVALID_TIMESTAMP, {"reason": reason[:200], "now_ms": str(now_ms)}
     )
+
+
+def last_seen_at(timestamp_ms: int, resolution_ms: int) -> int:
+    """The last-seen time an event at ``timestamp_ms`` gives its person: its time rounded down
+    to a multiple of ``resolution_ms`` (0 or 1: the time itself). A person's ``last_seen_ms`` is
+    the greatest of its events' (so it does not depend on their order), and an event inside
+    the resolution of the last one moves nothing: it writes nothing to Redis."""
+    return timestamp_ms - timestamp_ms % max(1, resolution_ms)

@@ -125,6 +125,7 @@ class CallLimits:
     reply_ttl_ms: int
     max_group_types: int = 5
     receipt_ttl_ms: int = 3_600_000
+    last_seen_resolution_ms: int = 60_000
 
     @classmethod
     def of(
@@ -138,6 +139,7 @@ class CallLimits:
             reply_ttl_ms=reply_ttl_ms,
             max_group_types=config.max_group_types,
             receipt_ttl_ms=receipt_ttl_ms,
+            last_seen_resolution_ms=config.last_seen_resolution_ms,
         )
 
 
@@ -171,6 +173,7 @@ def encode_args(
         str(release_limit),
         str(limits.receipt_ttl_ms),
         str(len(ops)),
+        str(limits.last_seen_resolution_ms),
     ]
     out = [arg.encode(_ENCODING, _ERRORS) for arg in header]
     ordering = limits.ordering

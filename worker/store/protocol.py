@@ -13,7 +13,7 @@ from enum import IntFlag
 
 from worker.identity.model import OrderingMode, PersonMode
 
-FORMAT_VERSION = "7"
+FORMAT_VERSION = "8"
 """First ARGV of every call; the script refuses any other."""
 
 

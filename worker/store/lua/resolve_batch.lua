@@ -35,7 +35,7 @@ be declared up front (roots and ids are found while the script runs), but they s
 same "<p>:{t}:" as KEYS[1], so they hash to the same Redis Cluster slot, which is all cluster
 mode requires of a script's keys.
 
-ARGV: a header of 15 values, then the ops:
+ARGV: a header of 16 values, then the ops:
   [1] format version (PROTOCOL.format_version)   [2] ordering mode: timestamp | arrival
   [3] max distinct ids per person                [4] max properties bytes
   [5] force-upgrade delay ms                     [6] reply TTL ms (0: do not keep the reply)
@@ -44,6 +44,7 @@ ARGV: a header of 15 values, then the ops:
   [11] lease ms                                  [12] command: resolve | release
   [13] release limit (release: ids and leases per call)
   [14] receipt TTL ms                            [15] number of ops (release: 0)
+  [16] last-seen resolution ms (rules.lua: last_seen moves for an event this much later)
 then per op:
   flags (the sum of PROTOCOL.flag: 1 process person, 2 merge dangerously, 4 merge with other,
   8 bufferable), into, into's uuid5 person id, other ("" if none), other's uuid5 person id,

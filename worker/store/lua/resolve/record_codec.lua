@@ -3,14 +3,16 @@ record_codec.lua: the stored text of a person record, the value of a root in the
 no ctx, no Redis call; resolve_batch.lua, read_person.lua and delete_person.lua share it;
 Python never reads a record: read_person.lua gives it a JSON view, record_codec.view).
 
-Format 7 (written by this version), plain string operations to decode and encode (no cmsgpack
-call on an event that changes no property):
+Format 7 (written by this version: store format 8 writes format 7's records unchanged, its
+changes are elsewhere), plain string operations to decode and encode (no cmsgpack call on an
+event that changes no property):
   marker and person id: "\1" then the 16 bytes of a canonical (lowercase) uuid text, or "\2"
              then the length of the text, ':', the text
   then       created_at "|" last_seen "|" identified (1/0) spilled (1/0) "|" version "|"
              id_count "|" len(snapshot) "|" len(props) "|" snapshot props others
-  created_at, last_seen: digits (the texts the events carried); id_count: the distinct ids of
-             the tree
+  created_at, last_seen: digits (created_at the text an event carried, last_seen an event's
+             time rounded down to the last-seen resolution: records.seen_at); id_count: the
+             distinct ids of the tree
   snapshot   the visible properties as one JSON object text, ready for the reply: '{' then, per
              visible key, the key's cjson text, ':', the value's text, joined by ','; then '}'
   props      "" when the person has no property state, else cmsgpack.pack(ords, visible,

@@ -21,6 +21,9 @@ writes it back in format 7.
 
 records.load(ctx, root) -> person: decoded on first use; raises on an unreadable record.
 records.create(ctx, id, person_id, ts, ts_text) -> person: a new person rooted at id.
+records.seen_at(ctx, ts, ts_text) -> the last-seen time an event at ts gives its person, and
+  its text: ts rounded down to a multiple of the last-seen resolution (ctx.config.last_seen_ms;
+  worker/identity/timestamps.py, last_seen_at).
 records.new_person(fields) -> person: a person table with the given fields.
 records.vals_of(person) -> vals, decoded on first use (and properties_size computed).
 records.meta_of(person) -> meta, decoded on first use.
@@ -135,14 +138,23 @@ function records.new_person(fields)
   }
 end
 
+function records.seen_at(ctx, ts, ts_text)
+  local at = ts - ts % ctx.config.last_seen_ms
+  if at == ts then
+    return ts, ts_text
+  end
+  return at, string.format('%d', at)
+end
+
 function records.create(ctx, id, person_id, ts, ts_text)
+  local last_seen, last_seen_text = records.seen_at(ctx, ts, ts_text)
   local person = { -- as records.new_person makes it, in one table
     person_id = person_id,
     person_id_bytes = record_codec.person_id_bytes(person_id),
     created_at = ts,
     created_at_text = ts_text,
-    last_seen = ts,
-    last_seen_text = ts_text,
+    last_seen = last_seen,
+    last_seen_text = last_seen_text,
     identified = false,
     version = 0,
     version_text = '0',

@@ -86,16 +86,21 @@ function rules.merge(ctx, into_root, into_person, other_root, other_person, over
   return big
 end
 
--- The person of ``root``, loaded and marked for write-back, its first and last seen times
--- widened to the op's time.
+-- The person of ``root``, its first and last seen times widened to the op's (the last seen
+-- time rounded down to the last-seen resolution: records.seen_at); marked for write-back only
+-- when either moved (a track that changes nothing writes nothing).
 local function seen(ctx, root, op)
   local person = records.load(ctx, root)
-  ctx.dirty[root] = true
   if op.ts < person.created_at then
     person.created_at, person.created_at_text = op.ts, op.ts_text
+    ctx.dirty[root] = true
   end
   if op.ts > person.last_seen then
-    person.last_seen, person.last_seen_text = op.ts, op.ts_text
+    local at, text = records.seen_at(ctx, op.ts, op.ts_text)
+    if at > person.last_seen then
+      person.last_seen, person.last_seen_text = at, text
+      ctx.dirty[root] = true
+    end
   end
   return person
 end
