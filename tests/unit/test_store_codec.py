@@ -146,9 +146,14 @@ def test_encode_args_layout() -> None:
 
 def test_an_op_with_a_source_carries_it_and_its_receipt_bucket() -> None:
     limits = codec.CallLimits.of(IdentityConfig(), 0)
-    event = dataclasses.replace(_op().event, source="in/2/5000#1")
-    args = codec.encode_args([PreparedOp(event, None, event.updates)], limits)
-    assert args[-2:] == [b"in/2/5000#1", b"in/2/1"]
+
+    def source_args(source: str) -> list[bytes]:
+        event = dataclasses.replace(_op().event, source=source)
+        return codec.encode_args([PreparedOp(event, None, event.updates)], limits)[-2:]
+
+    # an input position: its partition; any other source: "~" and itself
+    assert source_args("in/2/5000#1") == [b"in/2/5000#1", b"in/2"]
+    assert source_args("a test") == [b"a test", b"~a test"]
 
 
 def test_a_bufferable_op_carries_its_ingestion_time_and_payload() -> None:
