@@ -229,6 +229,11 @@ def main() -> None:
         metavar="DIR",
         help="run the worker from the compiled build in DIR (make compiled: .local/compiled)",
     )
+    parser.add_argument(
+        "--linger-seconds",
+        type=float,
+        help="batch.linger_seconds of the worker (default: the setting's default)",
+    )
     parser.add_argument("--logs", type=Path, default=Path(".local/bench/logs"))
     parser.add_argument(
         "--repeat",
@@ -259,6 +264,9 @@ def main() -> None:
     print(f"- the worker runs {where}: {build or interpreted()}\n")
     print("| rate (events/s) | of drain | events | p50 ms | p90 ms | p99 ms | max ms |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
+    batch: dict[str, float] = {"max_messages": 1000, "max_wait_seconds": 0.01}
+    if args.linger_seconds is not None:
+        batch["linger_seconds"] = args.linger_seconds
     medians: list[str] = []
     for rate, fraction in rates:
         p99s = []
@@ -269,7 +277,7 @@ def main() -> None:
                 args.redis_url,
                 name,
                 buffer={"enabled": False},
-                batch={"max_messages": 1000, "max_wait_seconds": 0.01},
+                batch=batch,
             )
             worker = start_worker(settings, args)
             latencies = sorted(measure(settings, rate, args.seconds, args.warmup))
@@ -291,7 +299,7 @@ def main() -> None:
             args.redis_url,
             f"lat-{uuid.uuid4().hex[:8]}",
             buffer={"enabled": True, "delay_seconds": args.buffer_delay},
-            batch={"max_messages": 1000, "max_wait_seconds": 0.01},
+            batch=batch,
         )
         interval = settings.buffer.release_interval_seconds
         print(
