@@ -227,7 +227,6 @@ def build_worker(
     source = KafkaSource(
         {**kafka_common, **settings.kafka.membership(), **settings.kafka.consumer},
         settings.topics.inputs,
-        linger_seconds=settings.batch.linger_seconds,
     )
     batches: Source = TransactionalSource(source, sink, timeout) if exactly_once else source
     metrics = WorkerMetrics.create(registry)

@@ -312,7 +312,6 @@ class FormatSettings(_Section):
 class BatchSettings(_Section):
     max_messages: int = Field(default=1_000, ge=1)
     max_wait_seconds: float = Field(default=0.1, gt=0)
-    linger_seconds: float = Field(default=0.0, ge=0)
     shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
     max_in_flight: int = Field(default=3, ge=1, le=32)
     """At-least-once outputs: batches whose outputs are produced but not all acknowledged yet

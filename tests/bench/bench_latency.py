@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import statistics
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -172,6 +175,11 @@ class WorkerProcess:
     def stop(self) -> None:
         stop_workers([self.proc])
 
+    def cpu_seconds(self) -> float | None:
+        """User and system CPU time the worker process used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 class WorkerThread:
     """The worker's loop in a thread of this process, once it joined its group."""
@@ -188,6 +196,10 @@ class WorkerThread:
         self.thread.join(30)
         self.worker.close()
 
+    def cpu_seconds(self) -> float | None:
+        """Not measured: the worker shares this process with the load generator."""
+        return None
+
 
 def _wait_until_joined(settings: Settings) -> None:
     wait_for(
@@ -196,6 +208,27 @@ def _wait_until_joined(settings: Settings) -> None:
         "the worker to join its group",
         period=0.2,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def batches_so_far(settings: Settings) -> tuple[float, float]:
+    """The worker's batches and the messages in them so far (its ``/metrics``)."""
+    url = f"http://127.0.0.1:{settings.observability.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    count = total = 0.0
+    for line in text.splitlines():
+        if line.startswith("identity_worker_batch_size_count "):
+            count = float(line.split()[1])
+        elif line.startswith("identity_worker_batch_size_sum "):
+            total = float(line.split()[1])
+    return count, total
 
 
 def start_worker(settings: Settings, args: argparse.Namespace) -> WorkerProcess | WorkerThread:
@@ -230,9 +263,10 @@ def main() -> None:
         help="run the worker from the compiled build in DIR (make compiled: .local/compiled)",
     )
     parser.add_argument(
-        "--linger-seconds",
-        type=float,
-        help="batch.linger_seconds of the worker (default: the setting's default)",
+        "--consumer",
+        type=json.loads,
+        default={},
+        help="librdkafka options of the worker's consumer (kafka.consumer), as JSON",
     )
     parser.add_argument("--logs", type=Path, default=Path(".local/bench/logs"))
     parser.add_argument(
@@ -262,11 +296,12 @@ def main() -> None:
     print("\n".join(run_header()[:-1]))
     where = "in this process" if args.in_process else "in a process of its own"
     print(f"- the worker runs {where}: {build or interpreted()}\n")
-    print("| rate (events/s) | of drain | events | p50 ms | p90 ms | p99 ms | max ms |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| rate (events/s) | of drain | events | p50 ms | p90 ms | p99 ms | max ms "
+        "| worker CPU µs/event | messages per batch |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     batch: dict[str, float] = {"max_messages": 1000, "max_wait_seconds": 0.01}
-    if args.linger_seconds is not None:
-        batch["linger_seconds"] = args.linger_seconds
     medians: list[str] = []
     for rate, fraction in rates:
         p99s = []
@@ -278,12 +313,25 @@ def main() -> None:
                 name,
                 buffer={"enabled": False},
                 batch=batch,
+                observability={"metrics_port": free_port()},
+                kafka={"consumer": args.consumer},
             )
             worker = start_worker(settings, args)
+            cpu_before = worker.cpu_seconds()
+            batches_before = batches_so_far(settings)
             latencies = sorted(measure(settings, rate, args.seconds, args.warmup))
+            cpu_after = worker.cpu_seconds()
+            batches_after = batches_so_far(settings)
+            batches = batches_after[0] - batches_before[0]
+            messages = batches_after[1] - batches_before[1]
             worker.stop()
             lead = f"{rate:,} | {fraction}" + (f" (run {run + 1})" if args.repeat > 1 else "")
-            print(_row(lead, latencies), flush=True)
+            cpu = "-"
+            if cpu_before is not None and cpu_after is not None:
+                sent = int(rate * args.warmup) + int(rate * args.seconds)
+                cpu = f"{(cpu_after - cpu_before) / sent * 1e6:.1f}"
+            size = f"{messages / batches:.1f}" if batches else "-"
+            print(f"{_row(lead, latencies)} {cpu} | {size} |", flush=True)
             p99s.append(statistics.quantiles(latencies, n=100)[98] * 1000)
         if args.repeat > 1:
             each = ", ".join(f"{p:.1f}" for p in p99s)

@@ -72,63 +72,6 @@ def test_a_poll_returns_the_fetched_messages_without_waiting_for_the_batch_to_fi
         source.close()
 
 
-def test_a_lingering_poll_returns_what_arrives_within_the_linger_in_one_batch(
-    kafka_bootstrap: str, unique_name: str
-) -> None:
-    """``batch.linger_seconds``: once a poll that may wait has messages, it waits up to the
-    linger for its batch to fill, so messages produced while it runs come in the same batch
-    (here produced by a commit's callback, which only a poll serves)."""
-    topic = _topic(kafka_bootstrap, unique_name, partitions=1)
-    source = KafkaSource(
-        {"bootstrap.servers": kafka_bootstrap, "group.id": unique_name},
-        [topic],
-        linger_seconds=60.0,
-    )
-    answers: list[str | None] = []
-
-    def committed(error: str | None) -> None:
-        answers.append(error)
-        _fill(kafka_bootstrap, topic, 2)  # inside the poll
-
-    try:
-        _fill(kafka_bootstrap, topic, 1)
-        assert len(_drain(source, 1)) == 1  # assigned, fetching
-        _fill(kafka_bootstrap, topic, 1)
-        _wait_for_lag(source, {(topic, 0): 1})  # the one message the next poll finds
-        source.commit_async({(topic, 0): 1}, committed)
-        got = source.poll_batch(3, 60.0)
-        assert answers == [None]
-        assert [m.offset for m in got] == [1, 2, 3]
-    finally:
-        source.close()
-
-
-def test_a_lingering_poll_does_not_wait_with_a_full_batch_or_no_timeout(
-    kafka_bootstrap: str, unique_name: str
-) -> None:
-    """The linger waits only for a batch that is not full, and only in a poll that may wait
-    (``timeout`` above 0: the loop has no store round running)."""
-    topic = _topic(kafka_bootstrap, unique_name, partitions=1)
-    source = KafkaSource(
-        {"bootstrap.servers": kafka_bootstrap, "group.id": unique_name},
-        [topic],
-        linger_seconds=120.0,
-    )
-    try:
-        _fill(kafka_bootstrap, topic, 1)
-        assert len(_drain(source, 1)) == 1  # assigned, fetching
-        _fill(kafka_bootstrap, topic, 7)
-        _wait_for_lag(source, {(topic, 0): 7})
-        started = time.monotonic()
-        full = source.poll_batch(5, 120.0)
-        assert [m.offset for m in full] == [1, 2, 3, 4, 5]
-        rest = source.poll_batch(5, 0.0)
-        assert [m.offset for m in rest] == [6, 7]
-        assert time.monotonic() - started < 60, "a poll lingered"
-    finally:
-        source.close()
-
-
 def test_create_topics_is_idempotent(kafka_bootstrap: str, unique_name: str) -> None:
     spec = TopicSpec(unique_name, 3, 1, compacted=True)
     assert create_topics(kafka_bootstrap, [spec]) == {unique_name: "created"}

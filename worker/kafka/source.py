@@ -65,12 +65,8 @@ class KafkaSource:
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         on_lost: PartitionsCallback | None = None,
-        linger_seconds: float = 0.0,
     ) -> None:
         self._consumer = Consumer({**CONSUMER_DEFAULTS, **conf, "on_commit": self._commit_cb})
-        self._linger = linger_seconds
-        """how long a poll that may wait goes on waiting for its batch to fill once it has
-        messages (``poll_batch``)"""
         self._assigned: set[Partition] = set()
         self._on_assign = on_assign
         self._on_revoke = on_revoke
@@ -151,11 +147,6 @@ class KafkaSource:
                 messages = self._consumer.consume(num_messages=1, timeout=timeout)
                 if messages and max_messages > 1:
                     messages += self._consumer.consume(num_messages=max_messages - 1, timeout=0)
-            linger = min(self._linger, timeout)
-            if messages and linger > 0 and len(messages) < max_messages:
-                messages += self._consumer.consume(
-                    num_messages=max_messages - len(messages), timeout=linger
-                )
         except KafkaException as exc:
             raise KafkaUnavailableError(f"consume failed: {exc.args[0]}") from exc
         batch: list[RawMessage] = []
