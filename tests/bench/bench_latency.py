@@ -16,7 +16,9 @@ one, sharing its interpreter with the load generator), on the same two cores as 
 the load generator; ``--build DIR``: from the compiled build of the ``worker`` package in
 ``DIR`` (``make compiled``: ``.local/compiled``; ``PYTHONPATH=DIR``), else from this repository.
 The first ``--warmup`` seconds of each rate are sent on the same schedule but not counted
-(connections and the first persons warm up). Prints p50/p90/p99/max per rate.
+(connections and the first persons warm up). Prints p50/p90/p99/max per rate, with the CPU per
+event of the worker's process (all its threads) and of the local broker (when it runs on this
+machine; it counts every client's requests), and the worker's messages per batch.
 
 Then the buffer (``--buffered-rate``, 0 to skip): backend track events for distinct ids no
 person holds, so each waits in the buffer and is released when its wait is over (reason
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import statistics
 import threading
@@ -42,7 +43,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from tests.bench.bench_worker import loaded_build, start_workers, stop_workers
+from tests.bench.bench_worker import (
+    cpu_seconds,
+    loaded_build,
+    local_broker_pid,
+    start_workers,
+    stop_workers,
+)
 from tests.bench.common import (
     Build,
     group_members,
@@ -177,8 +184,7 @@ class WorkerProcess:
 
     def cpu_seconds(self) -> float | None:
         """User and system CPU time the worker process used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
 
 class WorkerThread:
@@ -298,9 +304,9 @@ def main() -> None:
     print(f"- the worker runs {where}: {build or interpreted()}\n")
     print(
         "| rate (events/s) | of drain | events | p50 ms | p90 ms | p99 ms | max ms "
-        "| worker CPU µs/event | messages per batch |"
+        "| worker CPU µs/event | broker CPU µs/event | messages per batch |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     batch: dict[str, float] = {"max_messages": 1000, "max_wait_seconds": 0.01}
     medians: list[str] = []
     for rate, fraction in rates:
@@ -317,21 +323,26 @@ def main() -> None:
                 kafka={"consumer": args.consumer},
             )
             worker = start_worker(settings, args)
+            broker = local_broker_pid(args.bootstrap)
+            broker_before = cpu_seconds(broker) if broker else 0.0
             cpu_before = worker.cpu_seconds()
             batches_before = batches_so_far(settings)
             latencies = sorted(measure(settings, rate, args.seconds, args.warmup))
             cpu_after = worker.cpu_seconds()
+            broker_cpu = cpu_seconds(broker) - broker_before if broker else None
             batches_after = batches_so_far(settings)
             batches = batches_after[0] - batches_before[0]
             messages = batches_after[1] - batches_before[1]
             worker.stop()
             lead = f"{rate:,} | {fraction}" + (f" (run {run + 1})" if args.repeat > 1 else "")
-            cpu = "-"
+            sent = int(rate * args.warmup) + int(rate * args.seconds)
+            cpu = broker_us = "-"
             if cpu_before is not None and cpu_after is not None:
-                sent = int(rate * args.warmup) + int(rate * args.seconds)
                 cpu = f"{(cpu_after - cpu_before) / sent * 1e6:.1f}"
+            if broker_cpu is not None:
+                broker_us = f"{broker_cpu / sent * 1e6:.1f}"
             size = f"{messages / batches:.1f}" if batches else "-"
-            print(f"{_row(lead, latencies)} {cpu} | {size} |", flush=True)
+            print(f"{_row(lead, latencies)} {cpu} | {broker_us} | {size} |", flush=True)
             p99s.append(statistics.quantiles(latencies, n=100)[98] * 1000)
         if args.repeat > 1:
             each = ", ".join(f"{p:.1f}" for p in p99s)
