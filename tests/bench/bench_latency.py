@@ -16,7 +16,9 @@ one, sharing its interpreter with the load generator), on the same two cores as 
 the load generator; ``--build DIR``: from the compiled build of the ``worker`` package in
 ``DIR`` (``make compiled``: ``.local/compiled``; ``PYTHONPATH=DIR``), else from this repository.
 The first ``--warmup`` seconds of each rate are sent on the same schedule but not counted
-(connections and the first persons warm up). Prints p50/p90/p99/max per rate.
+(connections and the first persons warm up). Prints p50/p90/p99/max per rate, with the CPU per
+event of the worker's process (all its threads) and of the local broker (when it runs on this
+machine; it counts every client's requests), and the worker's messages per batch.
 
 Then the buffer (``--buffered-rate``, 0 to skip): backend track events for distinct ids no
 person holds, so each waits in the buffer and is released when its wait is over (reason
@@ -30,16 +32,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import statistics
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from tests.bench.bench_worker import loaded_build, start_workers, stop_workers
+from tests.bench.bench_worker import (
+    cpu_seconds,
+    loaded_build,
+    local_broker_pid,
+    start_workers,
+    stop_workers,
+)
 from tests.bench.common import (
     Build,
     group_members,
@@ -172,6 +182,10 @@ class WorkerProcess:
     def stop(self) -> None:
         stop_workers([self.proc])
 
+    def cpu_seconds(self) -> float | None:
+        """User and system CPU time the worker process used so far."""
+        return cpu_seconds(self.proc.pid)
+
 
 class WorkerThread:
     """The worker's loop in a thread of this process, once it joined its group."""
@@ -188,6 +202,10 @@ class WorkerThread:
         self.thread.join(30)
         self.worker.close()
 
+    def cpu_seconds(self) -> float | None:
+        """Not measured: the worker shares this process with the load generator."""
+        return None
+
 
 def _wait_until_joined(settings: Settings) -> None:
     wait_for(
@@ -196,6 +214,27 @@ def _wait_until_joined(settings: Settings) -> None:
         "the worker to join its group",
         period=0.2,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def batches_so_far(settings: Settings) -> tuple[float, float]:
+    """The worker's batches and the messages in them so far (its ``/metrics``)."""
+    url = f"http://127.0.0.1:{settings.observability.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    count = total = 0.0
+    for line in text.splitlines():
+        if line.startswith("identity_worker_batch_size_count "):
+            count = float(line.split()[1])
+        elif line.startswith("identity_worker_batch_size_sum "):
+            total = float(line.split()[1])
+    return count, total
 
 
 def start_worker(settings: Settings, args: argparse.Namespace) -> WorkerProcess | WorkerThread:
@@ -229,6 +268,12 @@ def main() -> None:
         metavar="DIR",
         help="run the worker from the compiled build in DIR (make compiled: .local/compiled)",
     )
+    parser.add_argument(
+        "--consumer",
+        type=json.loads,
+        default={},
+        help="librdkafka options of the worker's consumer (kafka.consumer), as JSON",
+    )
     parser.add_argument("--logs", type=Path, default=Path(".local/bench/logs"))
     parser.add_argument(
         "--repeat",
@@ -257,8 +302,12 @@ def main() -> None:
     print("\n".join(run_header()[:-1]))
     where = "in this process" if args.in_process else "in a process of its own"
     print(f"- the worker runs {where}: {build or interpreted()}\n")
-    print("| rate (events/s) | of drain | events | p50 ms | p90 ms | p99 ms | max ms |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| rate (events/s) | of drain | events | p50 ms | p90 ms | p99 ms | max ms "
+        "| worker CPU µs/event | broker CPU µs/event | messages per batch |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    batch: dict[str, float] = {"max_messages": 1000, "max_wait_seconds": 0.01}
     medians: list[str] = []
     for rate, fraction in rates:
         p99s = []
@@ -269,13 +318,31 @@ def main() -> None:
                 args.redis_url,
                 name,
                 buffer={"enabled": False},
-                batch={"max_messages": 1000, "max_wait_seconds": 0.01},
+                batch=batch,
+                observability={"metrics_port": free_port()},
+                kafka={"consumer": args.consumer},
             )
             worker = start_worker(settings, args)
+            broker = local_broker_pid(args.bootstrap)
+            broker_before = cpu_seconds(broker) if broker else 0.0
+            cpu_before = worker.cpu_seconds()
+            batches_before = batches_so_far(settings)
             latencies = sorted(measure(settings, rate, args.seconds, args.warmup))
+            cpu_after = worker.cpu_seconds()
+            broker_cpu = cpu_seconds(broker) - broker_before if broker else None
+            batches_after = batches_so_far(settings)
+            batches = batches_after[0] - batches_before[0]
+            messages = batches_after[1] - batches_before[1]
             worker.stop()
             lead = f"{rate:,} | {fraction}" + (f" (run {run + 1})" if args.repeat > 1 else "")
-            print(_row(lead, latencies), flush=True)
+            sent = int(rate * args.warmup) + int(rate * args.seconds)
+            cpu = broker_us = "-"
+            if cpu_before is not None and cpu_after is not None:
+                cpu = f"{(cpu_after - cpu_before) / sent * 1e6:.1f}"
+            if broker_cpu is not None:
+                broker_us = f"{broker_cpu / sent * 1e6:.1f}"
+            size = f"{messages / batches:.1f}" if batches else "-"
+            print(f"{_row(lead, latencies)} {cpu} | {broker_us} | {size} |", flush=True)
             p99s.append(statistics.quantiles(latencies, n=100)[98] * 1000)
         if args.repeat > 1:
             each = ", ".join(f"{p:.1f}" for p in p99s)
@@ -291,7 +358,7 @@ def main() -> None:
             args.redis_url,
             f"lat-{uuid.uuid4().hex[:8]}",
             buffer={"enabled": True, "delay_seconds": args.buffer_delay},
-            batch={"max_messages": 1000, "max_wait_seconds": 0.01},
+            batch=batch,
         )
         interval = settings.buffer.release_interval_seconds
         print(

@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 from worker.kafka.admin import TopicSpec, create_topics
 from worker.kafka.records import OutputRecord, RawMessage
 from worker.kafka.sink import KafkaSink
-from worker.kafka.source import KafkaSource
+from worker.kafka.source import CONSUMER_DEFAULTS, KafkaSource
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +68,24 @@ def test_a_poll_returns_the_fetched_messages_without_waiting_for_the_batch_to_fi
             got += source.poll_batch(1_000, 60.0)
         assert [m.value for m in got] == [b"v0", b"v1", b"v2"]
         assert time.monotonic() - started < 50, "a poll waited for its batch to fill"
+    finally:
+        source.close()
+
+
+def test_a_lone_message_comes_although_a_fetch_asks_for_more(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    """The consumer's fetches ask for 64 KB (``CONSUMER_DEFAULTS``): the broker answers with
+    less once ``fetch.wait.max.ms`` is over, so a lone small message still comes."""
+    assert CONSUMER_DEFAULTS["fetch.min.bytes"] > 100
+    topic = _topic(kafka_bootstrap, unique_name, partitions=1)
+    source = _source(kafka_bootstrap, topic, unique_name)
+    try:
+        _fill(kafka_bootstrap, topic, 1)
+        assert [m.value for m in _drain(source, 1)] == [b"v0"]  # assigned, fetching
+        _fill(kafka_bootstrap, topic, 1)
+        (again,) = _drain(source, 1)
+        assert (again.offset, again.value) == (1, b"v0")
     finally:
         source.close()
 
