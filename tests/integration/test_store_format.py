@@ -80,6 +80,11 @@ def test_a_track_that_changes_nothing_writes_nothing(
     # later in the same minute, then an earlier time in it: the record stays as it was
     run(store, ev("track", "u", ts=start + resolution - 1), ev("track", "u", ts=start + 5))
     assert _record(client, store, "u") == record
+    run(store, ev("identify", "u", ts=start + 6, other="anon-u"))  # joins, identified: written
+    record = _record(client, store, "u")
+    (again,) = run(store, ev("identify", "u", ts=start + 7, other="anon-u"))  # changes nothing
+    assert (again.merged, again.person_changed, again.is_identified) == (False, False, True)
+    assert _record(client, store, "u") == record
     run(store, ev("track", "u", ts=start + resolution))  # the next minute: last_seen moves
     moved = store.person_for(TENANT, "u")
     assert moved is not None

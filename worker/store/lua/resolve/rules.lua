@@ -243,7 +243,6 @@ function rules.finish(ctx, op, part)
     root = union_find.find(ctx, op.into)
   end
   local person = records.load(ctx, root)
-  ctx.dirty[root] = true
   local changed = false
   if #op.props > 0 then
     local refused
@@ -261,6 +260,12 @@ function rules.finish(ctx, op, part)
   elseif (part.bump or changed) and not part.created and not part.remade then
     bump_version(person)
     moved = true
+  end
+  -- written back only when the op changed it: an identify of an id already identified with
+  -- its anonymous id, or a $set of the values it holds, writes nothing (seen() marks a moved
+  -- created_at or last_seen itself)
+  if changed or part.settled or part.merged or part.created or part.bump or part.remade then
+    ctx.dirty[root] = true
   end
   local grouped = groups.apply(ctx, op, person)
   for _, name in ipairs(grouped.warnings) do
