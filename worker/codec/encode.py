@@ -41,6 +41,10 @@ class EncodedRecord:
     key: bytes
     value: bytes
 
+    def __init__(self, key: bytes, value: bytes) -> None:  # compiled: native code (fast_init)
+        self.key = key  # type: ignore[misc]
+        self.value = value  # type: ignore[misc]
+
 
 fast_init(EncodedRecord)
 
