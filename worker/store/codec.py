@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import orjson
 
+from worker.codec.fields import holds_float
 from worker.identity import ids
 from worker.identity.buffer import BufferPolicy as BufferPolicy
 from worker.identity.buffer import entry_id
@@ -431,19 +432,22 @@ def loads_reply(raw: bytes | str) -> Any:
     """The JSON value of a reply text, exactly as ``json.loads`` reads it.
 
     ``orjson`` reads the common case (several times faster). A text it could read differently
-    goes to the standard library: a surrogate escape, a run of 19 digits or more (an integer
-    beyond 64 bits, which ``orjson`` reads as a float), or a text it refuses (a lone surrogate
+    goes to the standard library: a surrogate escape, a run of 19 digits or more when
+    ``orjson``'s value holds a float (an integer beyond 64 bits is one there; without a float
+    the text had none, and the run is not looked for), or a text it refuses (a lone surrogate
     kept as such, which is not UTF-8; ``NaN``; ``1e400``). ``worker.codec.fields.loads_json``
     makes the same choice for the input.
     """
     data = raw if isinstance(raw, bytes) else raw.encode(_ENCODING, _ERRORS)
-    if _SURROGATE_ESCAPE.search(data) is None and _LONG_NUMBER not in data.translate(
-        _DIGITS_TO_ZERO
-    ):
+    if b"\\u" not in data or _SURROGATE_ESCAPE.search(data) is None:
         try:
-            return orjson.loads(data)
+            value = orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
+        else:
+            # an integer beyond 64 bits is a float in ``value``: without a float, none was
+            if not holds_float(value) or _LONG_NUMBER not in data.translate(_DIGITS_TO_ZERO):
+                return value
     return json.loads(as_text(raw))
 
 
