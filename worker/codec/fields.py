@@ -91,7 +91,7 @@ def loads_json(data: bytes | str, *, reason: DecodeReason, field: str | None = N
         raw = data if isinstance(data, bytes) else data.encode("utf-8")
     except UnicodeEncodeError:
         raw = None  # a lone surrogate in the text itself: the standard path words it
-    if raw is not None and (b"\\u" not in raw or _SURROGATE_ESCAPE_BYTES.search(raw) is None):
+    if raw is not None and (b"\\" not in raw or _SURROGATE_ESCAPE_BYTES.search(raw) is None):
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -106,23 +106,11 @@ def loads_json(data: bytes | str, *, reason: DecodeReason, field: str | None = N
 def holds_float(value: object) -> bool:
     """Whether the JSON value ``value`` (as ``orjson`` returns one: dict, list, str, int,
     float, bool, None) is or holds a float."""
-    kind = type(value)
-    if kind is float:
-        return True
-    items: Any
-    if kind is dict:
-        items = value.values()  # type: ignore[attr-defined]
-    elif kind is list:
-        items = value
-    else:
-        return False
-    for item in items:
-        kind = type(item)
-        if kind is float:
-            return True
-        if (kind is dict or kind is list) and item and holds_float(item):
-            return True
-    return False
+    if isinstance(value, dict):
+        return any(holds_float(item) for item in value.values())
+    if isinstance(value, list):
+        return any(holds_float(item) for item in value)
+    return type(value) is float
 
 
 def _loads_standard(data: bytes | str, *, reason: DecodeReason, field: str | None) -> Any:

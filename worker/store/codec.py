@@ -439,7 +439,7 @@ def loads_reply(raw: bytes | str) -> Any:
     makes the same choice for the input.
     """
     data = raw if isinstance(raw, bytes) else raw.encode(_ENCODING, _ERRORS)
-    if b"\\u" not in data or _SURROGATE_ESCAPE.search(data) is None:
+    if b"\\" not in data or _SURROGATE_ESCAPE.search(data) is None:
         try:
             value = orjson.loads(data)
         except orjson.JSONDecodeError:
