@@ -8,6 +8,8 @@ from hiredis import pack_command
 from hypothesis import given
 from hypothesis import strategies as st
 
+from worker import build
+from worker.store import resp
 from worker.store.resp import pack_evalsha_round
 
 words = st.lists(st.binary(max_size=1100), max_size=6)
@@ -39,3 +41,7 @@ def test_a_command_with_a_word_that_is_not_bytes_goes_through_hiredis() -> None:
     round_ = [([b"k"], [b"a", b""])]
     assert pack_evalsha_round(SHA, round_, preamble) == _hiredis(SHA, round_, preamble)
     assert pack_evalsha_round(SHA, []) == b""
+
+
+def test_the_module_packs_itself_exactly_when_it_is_compiled() -> None:
+    assert ("worker.store.resp" in build.compiled_modules()) == resp._COMPILED
