@@ -105,12 +105,18 @@ def loads_json(data: bytes | str, *, reason: DecodeReason, field: str | None = N
 
 def holds_float(value: object) -> bool:
     """Whether the JSON value ``value`` (as ``orjson`` returns one: dict, list, str, int,
-    float, bool, None) is or holds a float."""
-    if isinstance(value, dict):
-        return any(holds_float(item) for item in value.values())
-    if isinstance(value, list):
-        return any(holds_float(item) for item in value)
-    return type(value) is float
+    float, bool, None) is or holds a float. A loop, not a recursion: any depth ``orjson``
+    reads (the checks at the door refuse the deep ones later, with their own reason)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif type(item) is float:
+            return True
+    return False
 
 
 def _loads_standard(data: bytes | str, *, reason: DecodeReason, field: str | None) -> Any:

@@ -277,8 +277,7 @@ def _new_id_args(
     """A distinct id and its uuid5 person id, as ARGV values, kept in ``ids`` (its tenant's)."""
     global _id_count
     if _id_count >= _ID_CACHE_SIZE:
-        for cached in _id_cache.values():
-            cached.clear()
+        _id_cache.clear()  # at once (the caller's ``ids`` is then dropped with its last op)
         _id_count = 0
     args = distinct_id.encode(_ENCODING, _ERRORS), person_id_for(tenant, distinct_id).encode()
     ids[distinct_id] = args
