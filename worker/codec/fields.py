@@ -98,25 +98,27 @@ def loads_json(data: bytes | str, *, reason: DecodeReason, field: str | None = N
             pass  # the standard path words the error (or reads 1e400 as infinity)
         else:
             # an integer beyond 64 bits is a float in ``value``: without a float, none was
-            if not holds_float(value) or _LONG_NUMBER not in raw.translate(_DIGITS_TO_ZERO):
+            if not may_hold_float(value) or _LONG_NUMBER not in raw.translate(_DIGITS_TO_ZERO):
                 return value
     return _loads_standard(data, reason=reason, field=field)
 
 
-def holds_float(value: object) -> bool:
+def may_hold_float(value: object, depth: int = 0) -> bool:
     """Whether the JSON value ``value`` (as ``orjson`` returns one: dict, list, str, int,
-    float, bool, None) is or holds a float. A loop, not a recursion: any depth ``orjson``
-    reads (the checks at the door refuse the deep ones later, with their own reason)."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, dict):
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-        elif type(item) is float:
+    float, bool, None) is or holds a float; ``True`` too past ``_WALK_DEPTH`` levels, where it
+    stops walking (no recursion limit reached: the caller then looks at the text)."""
+    if isinstance(value, dict):
+        if depth >= _WALK_DEPTH:
             return True
-    return False
+        return any(may_hold_float(item, depth + 1) for item in value.values())
+    if isinstance(value, list):
+        if depth >= _WALK_DEPTH:
+            return True
+        return any(may_hold_float(item, depth + 1) for item in value)
+    return type(value) is float
+
+
+_WALK_DEPTH: Final = 100
 
 
 def _loads_standard(data: bytes | str, *, reason: DecodeReason, field: str | None) -> Any:

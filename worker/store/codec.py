@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import orjson
 
-from worker.codec.fields import holds_float
+from worker.codec.fields import may_hold_float
 from worker.identity import ids
 from worker.identity.buffer import BufferPolicy as BufferPolicy
 from worker.identity.buffer import entry_id
@@ -445,7 +445,7 @@ def loads_reply(raw: bytes | str) -> Any:
             pass
         else:
             # an integer beyond 64 bits is a float in ``value``: without a float, none was
-            if not holds_float(value) or _LONG_NUMBER not in data.translate(_DIGITS_TO_ZERO):
+            if not may_hold_float(value) or _LONG_NUMBER not in data.translate(_DIGITS_TO_ZERO):
                 return value
     return json.loads(as_text(raw))
 
