@@ -18,6 +18,13 @@ its attributes are descriptors of the C struct (no ``__slots__``), read directly
 code, but its ``__init__`` is still the one ``dataclasses`` generates. ``fast_init`` quickens it
 the same way. It is called after the class statement, ``fast_init(Cls)``, not as a decorator:
 mypyc compiles a class with a decorator it does not know as an ordinary Python class.
+
+A class may write its own ``__init__`` in its body, assigning each field in order (``self.a = a``,
+with the same parameters, and ``None`` standing for a default factory). Compiled, that
+``__init__`` is native code writing the struct directly (about 60 ns against 390 for the
+quickened one): ``fast_init`` keeps it, once it checked its parameters are the fields'.
+Interpreted, such an assignment would meet the frozen class's ``__setattr__``: ``fast_init``
+replaces it as any other.
 """
 
 from __future__ import annotations
@@ -44,6 +51,21 @@ def fast_init(cls: type[T]) -> type[T]:
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
     if any(not f.init for f in fields):
         raise TypeError(f"{cls.__name__}: fast_init needs every field in __init__")
+    own = cls.__dict__.get("__init__")
+    if native and own is not None and not inspect.isfunction(own):
+        # the class's own __init__, compiled: kept if its parameters are the fields'
+        try:
+            own_signature = inspect.signature(cls)
+        except ValueError:  # mypyc writes none when a default is not a literal
+            return cls  # tests/unit/test_fast_init.py calls each such class with its fields
+        wanted = [(f.name, f.kw_only) for f in fields]
+        given = [
+            (p.name, p.kind is inspect.Parameter.KEYWORD_ONLY)
+            for p in own_signature.parameters.values()
+        ]
+        if given != wanted:
+            raise TypeError(f"{cls.__name__}: its own __init__ does not take its fields")
+        return cls
     scope: dict[str, Any] = {"_NO_VALUE": _NO_VALUE}
     positional: list[str] = []
     keyword: list[str] = []

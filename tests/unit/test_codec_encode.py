@@ -17,11 +17,14 @@ from worker.codec import (
     OutputFormat,
     SchemaName,
     decode_message,
+    native,
 )
+from worker.codec.avro import load_schema_text
 from worker.codec.wire import parse_frame
 from worker.identity.model import (
     DistinctIdOverride,
     EventKind,
+    GroupInput,
     IdentityWarning,
     Outcome,
     PersonMode,
@@ -118,6 +121,19 @@ def test_enriched_json() -> None:
     assert obj["set_once"] is None
     assert obj["unset"] == ["old"]
     assert "cödé" in record.value.decode("utf-8")  # non-ASCII is kept, not escaped
+
+
+def test_enriched_json_is_the_input_event_then_the_person_fields_in_schema_order() -> None:
+    grouped = dataclasses.replace(EVENT, groups=(GroupInput("team", "t-1"),))
+    for e in (EVENT, grouped):
+        record = OutputEncoder("json").enriched(e, RESOLUTION, buffered_ms=1_500)
+        obj = json.loads(record.value)
+        event_fields = json.loads(json.dumps(native.to_json_object(e)))
+        person_fields = [*list(PERSON_FIELDS)[:1], "person_properties", *list(PERSON_FIELDS)[1:]]
+        assert list(obj) == [*event_fields, *person_fields, "groups"]
+        assert {k: obj[k] for k in event_fields} == event_fields
+        schema = json.loads(load_schema_text(SchemaName.ENRICHED_EVENT))
+        assert list(obj) == [f["name"] for f in schema["fields"]]
 
 
 def test_enriched_json_decodes_back_to_the_input_event() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import types
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from worker import build
 from worker.codec.encode import EncodedRecord
 from worker.codec.envelope import InputEvent
 from worker.fast_init import fast_init
@@ -145,7 +147,12 @@ REQUIRED: dict[type[Any], dict[str, Any]] = {
 
 @pytest.mark.parametrize("cls", QUICKENED, ids=lambda c: c.__name__)
 def test_the_worker_classes_are_quickened_and_still_frozen(cls: type[Any]) -> None:
-    assert cls.__init__.__code__.co_filename == "<string>"  # fast_init's, not dataclasses'
+    init = cls.__init__
+    if isinstance(init, types.FunctionType):
+        assert init.__code__.co_filename == "<string>"  # fast_init's, not dataclasses'
+    else:  # compiled: the class's own __init__, native code
+        assert build.kind() == "compiled"
+        assert "__mypyc_attrs__" in cls.__dict__
     fields = dataclasses.fields(cls)
     required = REQUIRED[cls]
     assert set(required) == {f.name for f in fields if _required(f)}
@@ -157,6 +164,29 @@ def test_the_worker_classes_are_quickened_and_still_frozen(cls: type[Any]) -> No
             assert getattr(obj, f.name) == f.default_factory()
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(obj, fields[0].name, None)
+    values = [getattr(obj, f.name) for f in fields]
+    positional = [f for f in fields if not f.kw_only]
+    again = cls(
+        *values[: len(positional)],
+        **{f.name: getattr(obj, f.name) for f in fields[len(positional) :]},
+    )
+    assert _fields(again) == tuple(values)
+    assert again == obj
+    by_name = cls(**{f.name: getattr(obj, f.name) for f in fields})
+    assert _fields(by_name) == tuple(values)
+    assert dataclasses.replace(obj) == obj
+
+
+def test_a_class_s_own_init_must_take_its_fields() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Renamed:
+        a: int
+
+        def __init__(self, b: int) -> None:
+            object.__setattr__(self, "a", b)
+
+    with pytest.raises(TypeError):
+        fast_init(Renamed)
 
 
 def _required(f: dataclasses.Field[Any]) -> bool:

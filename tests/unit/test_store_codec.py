@@ -312,3 +312,40 @@ def test_reply_texts_are_read_exactly_as_the_standard_library_reads_them(
         got = codec.loads_reply(wire)
         assert got == want
         assert repr(got) == repr(want)
+
+
+@given(_wire_values | st.text(st.characters(min_codepoint=0, max_codepoint=127)))
+def test_encode_args_writes_each_value_as_its_canonical_json(value: object) -> None:
+    limits = codec.CallLimits.of(IdentityConfig(), 0)
+    op = _op(updates=PropertyUpdates(set=(("k", value),)))  # type: ignore[arg-type]
+    args = codec.encode_args([op], limits)
+    assert args[15 + 8 : 15 + 11] == [
+        b"s",
+        b"k",
+        canonical_json(value).encode("utf-8", "surrogatepass"),  # type: ignore[arg-type]
+    ]
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1), _any_text)
+def test_encode_args_writes_the_order_key(ts: int, event_uuid: str) -> None:
+    limits = codec.CallLimits.of(IdentityConfig(), 0)
+    event = dataclasses.replace(_op().event, timestamp_ms=ts, uuid=event_uuid)
+    args = codec.encode_args([PreparedOp(event, None, event.updates)], limits)
+    assert args[15 + 5 : 15 + 7] == [
+        str(ts).encode(),
+        codec.order_key(ts, event_uuid).encode("utf-8", "surrogatepass"),
+    ]
+
+
+def test_encode_args_keeps_giving_each_id_its_person_after_many_ids() -> None:
+    limits = codec.CallLimits.of(IdentityConfig(), 0)
+    ops = [_op(distinct_id=f"id-{n}", other=f"other-{n}") for n in range(70_000)]
+    args = codec.encode_args(ops, limits)
+    for n in (0, 40_000, 69_999):
+        at = 15 + n * 11
+        assert args[at + 1 : at + 5] == [
+            f"id-{n}".encode(),
+            codec.person_id_for("t", f"id-{n}").encode(),
+            f"other-{n}".encode(),
+            codec.person_id_for("t", f"other-{n}").encode(),
+        ]

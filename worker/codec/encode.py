@@ -41,6 +41,10 @@ class EncodedRecord:
     key: bytes
     value: bytes
 
+    def __init__(self, key: bytes, value: bytes) -> None:  # compiled: native code (fast_init)
+        self.key = key  # type: ignore[misc]
+        self.value = value  # type: ignore[misc]
+
 
 fast_init(EncodedRecord)
 
@@ -51,6 +55,8 @@ def _json_bytes(obj: Mapping[str, Any]) -> bytes:
 
 def groups_object(r: Resolution) -> dict[str, JsonValue]:
     """The ``groups`` field of an enriched event: ``{type: {"key": ..., "properties": ...}}``."""
+    if not r.groups:  # the common case
+        return {}
     return {
         group_type: {"key": view.key, "properties": dict(view.properties)}
         for group_type, view in r.groups.items()
@@ -95,15 +101,16 @@ class OutputEncoder:
         key = f"{e.tenant}:{r.person_id}".encode()
         properties = r.properties if type(r.properties) is dict else dict(r.properties)
         if self._format == "json":
-            # the person fields set in place, in _person_fields' order: no intermediate dicts
-            obj = native.to_json_object(e)
-            obj["person_id"] = r.person_id
-            obj["person_properties"] = properties
-            obj["person_created_at"] = r.created_at_ms
-            obj["is_identified"] = r.is_identified
-            obj["person_mode"] = _MODE_NAMES[r.person_mode]
-            obj["buffered_ms"] = buffered_ms
-            obj["groups"] = groups_object(r)
+            obj = native.to_enriched_json_object(
+                e,
+                r.person_id,
+                properties,
+                r.created_at_ms,
+                r.is_identified,
+                _MODE_NAMES[r.person_mode],
+                buffered_ms,
+                groups_object(r),
+            )
             return EncodedRecord(key, _json_bytes(obj))
         tail = self._person_fields(r, buffered_ms, dumps_json(properties))
         tail["groups"] = dumps_json(groups_object(r))

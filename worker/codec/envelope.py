@@ -63,6 +63,48 @@ class InputEvent:
     groups: tuple[GroupInput, ...] = ()
     """The groups the event names (``worker.codec.groups``; contract A9)."""
 
+    def __init__(
+        self,
+        tenant: str,
+        kind: EventKind,
+        uuid: str,
+        distinct_id: str,
+        event: str | None,
+        timestamp_ms: int,
+        sent_at_ms: int | None,
+        other_id: str | None,
+        merge_dangerously: bool,
+        process_person: bool,
+        is_backend: bool,
+        properties: Mapping[str, JsonValue],
+        updates: PropertyUpdates,
+        raw_format: RawFormat,
+        avro_body: bytes | None = None,
+        ignored_timestamp: str | None = None,
+        warnings: tuple[IdentityWarning, ...] = (),
+        derived: bool = False,
+        groups: tuple[GroupInput, ...] = (),
+    ) -> None:  # compiled: native code (``worker.fast_init``)
+        self.tenant = tenant  # type: ignore[misc]
+        self.kind = kind  # type: ignore[misc]
+        self.uuid = uuid  # type: ignore[misc]
+        self.distinct_id = distinct_id  # type: ignore[misc]
+        self.event = event  # type: ignore[misc]
+        self.timestamp_ms = timestamp_ms  # type: ignore[misc]
+        self.sent_at_ms = sent_at_ms  # type: ignore[misc]
+        self.other_id = other_id  # type: ignore[misc]
+        self.merge_dangerously = merge_dangerously  # type: ignore[misc]
+        self.process_person = process_person  # type: ignore[misc]
+        self.is_backend = is_backend  # type: ignore[misc]
+        self.properties = properties  # type: ignore[misc]
+        self.updates = updates  # type: ignore[misc]
+        self.raw_format = raw_format  # type: ignore[misc]
+        self.avro_body = avro_body  # type: ignore[misc]
+        self.ignored_timestamp = ignored_timestamp  # type: ignore[misc]
+        self.warnings = warnings  # type: ignore[misc]
+        self.derived = derived  # type: ignore[misc]
+        self.groups = groups  # type: ignore[misc]
+
 
 fast_init(InputEvent)
 

@@ -83,23 +83,42 @@ def loads_json(data: bytes | str, *, reason: DecodeReason, field: str | None = N
     goes through the standard library's strict decoder, which decides (and words the error)
     exactly as before: a surrogate escape (lone or paired: the standard path checks it) or a run
     of 19 digits or more (an integer beyond 64 bits, which ``orjson`` reads as a float where
-    the checks at the door must see the integer). Both paths give the same values or the same
-    error.
+    the checks at the door must see the integer). The run is looked for only when ``orjson``'s
+    value holds a float: without one, the text held no such integer. Both paths give the same
+    values or the same error.
     """
     try:
         raw = data if isinstance(data, bytes) else data.encode("utf-8")
     except UnicodeEncodeError:
         raw = None  # a lone surrogate in the text itself: the standard path words it
-    if (
-        raw is not None
-        and (b"\\u" not in raw or _SURROGATE_ESCAPE_BYTES.search(raw) is None)
-        and _LONG_NUMBER not in raw.translate(_DIGITS_TO_ZERO)
-    ):
+    if raw is not None and (b"\\" not in raw or _SURROGATE_ESCAPE_BYTES.search(raw) is None):
         try:
-            return orjson.loads(raw)
+            value = orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass  # the standard path words the error (or reads 1e400 as infinity)
+        else:
+            # an integer beyond 64 bits is a float in ``value``: without a float, none was
+            if not may_hold_float(value) or _LONG_NUMBER not in raw.translate(_DIGITS_TO_ZERO):
+                return value
     return _loads_standard(data, reason=reason, field=field)
+
+
+def may_hold_float(value: object, depth: int = 0) -> bool:
+    """Whether the JSON value ``value`` (as ``orjson`` returns one: dict, list, str, int,
+    float, bool, None) is or holds a float; ``True`` too past ``_WALK_DEPTH`` levels, where it
+    stops walking (no recursion limit reached: the caller then looks at the text)."""
+    if isinstance(value, dict):
+        if depth >= _WALK_DEPTH:
+            return True
+        return any(may_hold_float(item, depth + 1) for item in value.values())
+    if isinstance(value, list):
+        if depth >= _WALK_DEPTH:
+            return True
+        return any(may_hold_float(item, depth + 1) for item in value)
+    return type(value) is float
+
+
+_WALK_DEPTH: Final = 100
 
 
 def _loads_standard(data: bytes | str, *, reason: DecodeReason, field: str | None) -> Any:

@@ -212,3 +212,44 @@ def to_json_object(e: InputEvent) -> dict[str, Any]:
     obj["unset"] = list(updates.unset)
     obj["event_groups"] = native_groups_out(e.groups, text_objects=False) if e.groups else []
     return obj
+
+
+def to_enriched_json_object(
+    e: InputEvent,
+    person_id: str,
+    person_properties: Mapping[str, JsonValue],
+    person_created_at: int | None,
+    is_identified: bool,
+    person_mode: str,
+    buffered_ms: int,
+    groups: dict[str, JsonValue],
+) -> dict[str, Any]:
+    """``to_json_object(e)`` followed by the person fields of a JSON enriched event, in the
+    ``EnrichedEvent`` field order: built in one go, a dict of its final size (filling
+    ``to_json_object``'s in place resized it twice)."""
+    updates = e.updates
+    return {
+        "uuid": e.uuid,
+        "type": _KIND_NAMES[e.kind],
+        "tenant": e.tenant,
+        "distinct_id": e.distinct_id,
+        "event": e.event,
+        "timestamp": e.timestamp_ms,
+        "sent_at": e.sent_at_ms,
+        "other_id": e.other_id,
+        "merge_dangerously": e.merge_dangerously,
+        "process_person": e.process_person,
+        "source": SOURCE_BACKEND if e.is_backend else SOURCE_CLIENT,
+        "properties": e.properties,
+        "set": _updates_object(updates.set),
+        "set_once": _updates_object(updates.set_once),
+        "unset": list(updates.unset),
+        "event_groups": native_groups_out(e.groups, text_objects=False) if e.groups else [],
+        "person_id": person_id,
+        "person_properties": person_properties,
+        "person_created_at": person_created_at,
+        "is_identified": is_identified,
+        "person_mode": person_mode,
+        "buffered_ms": buffered_ms,
+        "groups": groups,
+    }

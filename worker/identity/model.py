@@ -103,6 +103,16 @@ class PropertyUpdates:
     set_once: tuple[tuple[str, JsonValue], ...] = ()
     unset: tuple[str, ...] = ()
 
+    def __init__(
+        self,
+        set: tuple[tuple[str, JsonValue], ...] = (),
+        set_once: tuple[tuple[str, JsonValue], ...] = (),
+        unset: tuple[str, ...] = (),
+    ) -> None:  # compiled: native code (``fast_init``)
+        self.set = set  # type: ignore[misc]
+        self.set_once = set_once  # type: ignore[misc]
+        self.unset = unset  # type: ignore[misc]
+
     @property
     def is_empty(self) -> bool:
         return not (self.set or self.set_once or self.unset)
@@ -145,6 +155,34 @@ class IdentityEvent:
     groups: tuple[GroupInput, ...] = ()
     """The groups the event names (contract A9, docs/IDENTITY.md "Groups"): to attach it to,
     to remember on its person, or whose properties it updates."""
+
+    def __init__(
+        self,
+        tenant: str,
+        kind: EventKind,
+        distinct_id: str,
+        uuid: str,
+        timestamp_ms: int,
+        other_id: str | None = None,
+        merge_dangerously: bool = False,
+        process_person: bool = True,
+        updates: PropertyUpdates = NO_UPDATES,
+        buffer_payload: bytes | None = None,
+        source: str | None = None,
+        groups: tuple[GroupInput, ...] = (),
+    ) -> None:  # compiled: native code (``fast_init``)
+        self.tenant = tenant  # type: ignore[misc]
+        self.kind = kind  # type: ignore[misc]
+        self.distinct_id = distinct_id  # type: ignore[misc]
+        self.uuid = uuid  # type: ignore[misc]
+        self.timestamp_ms = timestamp_ms  # type: ignore[misc]
+        self.other_id = other_id  # type: ignore[misc]
+        self.merge_dangerously = merge_dangerously  # type: ignore[misc]
+        self.process_person = process_person  # type: ignore[misc]
+        self.updates = updates  # type: ignore[misc]
+        self.buffer_payload = buffer_payload  # type: ignore[misc]
+        self.source = source  # type: ignore[misc]
+        self.groups = groups  # type: ignore[misc]
 
 
 fast_init(IdentityEvent)
@@ -228,6 +266,40 @@ class Resolution:
     group_changes: tuple[GroupChange, ...] = ()
     """The groups whose properties this event changed, with their new state."""
 
+    def __init__(
+        self,
+        event_uuid: str,
+        outcome: Outcome,
+        person_id: str | None,
+        person_mode: PersonMode | None,
+        properties: Mapping[str, JsonValue],
+        created_at_ms: int | None,
+        is_identified: bool,
+        warnings: tuple[IdentityWarning, ...] = (),
+        overrides: tuple[DistinctIdOverride, ...] = (),
+        merged: bool = False,
+        person_created: bool = False,
+        person_version: int | None = None,
+        person_changed: bool = False,
+        groups: Mapping[str, GroupView] | None = None,
+        group_changes: tuple[GroupChange, ...] = (),
+    ) -> None:  # compiled: native code (``fast_init``); ``None`` groups: a new dict
+        self.event_uuid = event_uuid  # type: ignore[misc]
+        self.outcome = outcome  # type: ignore[misc]
+        self.person_id = person_id  # type: ignore[misc]
+        self.person_mode = person_mode  # type: ignore[misc]
+        self.properties = properties  # type: ignore[misc]
+        self.created_at_ms = created_at_ms  # type: ignore[misc]
+        self.is_identified = is_identified  # type: ignore[misc]
+        self.warnings = warnings  # type: ignore[misc]
+        self.overrides = overrides  # type: ignore[misc]
+        self.merged = merged  # type: ignore[misc]
+        self.person_created = person_created  # type: ignore[misc]
+        self.person_version = person_version  # type: ignore[misc]
+        self.person_changed = person_changed  # type: ignore[misc]
+        self.groups = {} if groups is None else groups  # type: ignore[misc]
+        self.group_changes = group_changes  # type: ignore[misc]
+
 
 fast_init(Resolution)
 
@@ -248,6 +320,20 @@ class PreparedOp:
     warnings: tuple[IdentityWarning, ...] = ()
     groups: tuple[GroupInput, ...] = ()
     """The event's groups left after the stateless group rules (``groups.prepare_groups``)."""
+
+    def __init__(
+        self,
+        event: IdentityEvent,
+        merge_with: str | None,
+        updates: PropertyUpdates,
+        warnings: tuple[IdentityWarning, ...] = (),
+        groups: tuple[GroupInput, ...] = (),
+    ) -> None:  # compiled: native code (``fast_init``)
+        self.event = event  # type: ignore[misc]
+        self.merge_with = merge_with  # type: ignore[misc]
+        self.updates = updates  # type: ignore[misc]
+        self.warnings = warnings  # type: ignore[misc]
+        self.groups = groups  # type: ignore[misc]
 
 
 fast_init(PreparedOp)

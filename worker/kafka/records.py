@@ -22,6 +22,24 @@ class RawMessage:
     headers: tuple[tuple[str, bytes], ...] = ()
     timestamp_ms: int | None = None
 
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: tuple[tuple[str, bytes], ...] = (),
+        timestamp_ms: int | None = None,
+    ) -> None:  # compiled: native code (``worker.fast_init``)
+        self.topic = topic  # type: ignore[misc]
+        self.partition = partition  # type: ignore[misc]
+        self.offset = offset  # type: ignore[misc]
+        self.key = key  # type: ignore[misc]
+        self.value = value  # type: ignore[misc]
+        self.headers = headers  # type: ignore[misc]
+        self.timestamp_ms = timestamp_ms  # type: ignore[misc]
+
     @property
     def source_ref(self) -> str:
         """``topic/partition/offset``: names the message (and seeds derived uuids)."""
@@ -39,6 +57,18 @@ class OutputRecord:
     value: bytes | None
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+    def __init__(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> None:  # compiled: native code (``worker.fast_init``)
+        self.topic = topic  # type: ignore[misc]
+        self.value = value  # type: ignore[misc]
+        self.key = key  # type: ignore[misc]
+        self.headers = headers  # type: ignore[misc]
 
 
 fast_init(OutputRecord)

@@ -37,6 +37,20 @@ class Decoded:
     message's Kafka timestamp (the clock only for a message without one), or, for a released
     buffered event, when it was first released. Never the processing clock of a replay."""
 
+    def __init__(
+        self,
+        message: RawMessage,
+        event: InputEvent,
+        identity: IdentityEvent,
+        pre_warnings: tuple[IdentityWarning, ...] = (),
+        stamp_ms: int = 0,
+    ) -> None:  # compiled: native code (``worker.fast_init``)
+        self.message = message  # type: ignore[misc]
+        self.event = event  # type: ignore[misc]
+        self.identity = identity  # type: ignore[misc]
+        self.pre_warnings = pre_warnings  # type: ignore[misc]
+        self.stamp_ms = stamp_ms  # type: ignore[misc]
+
 
 fast_init(Decoded)
 
@@ -53,6 +67,20 @@ class Output:
     """the warning type, or the dead letter's reason"""
     version: int | None = None
     """for a person or group change: the version it announces (``in_version_order``)"""
+
+    def __init__(
+        self,
+        source: RawMessage,
+        record: OutputRecord,
+        kind: OutputKind,
+        label: str = "",
+        version: int | None = None,
+    ) -> None:  # compiled: native code (``worker.fast_init``)
+        self.source = source  # type: ignore[misc]
+        self.record = record  # type: ignore[misc]
+        self.kind = kind  # type: ignore[misc]
+        self.label = label  # type: ignore[misc]
+        self.version = version  # type: ignore[misc]
 
 
 fast_init(Output)

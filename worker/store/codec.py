@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import orjson
 
+from worker.codec.fields import may_hold_float
 from worker.identity import ids
 from worker.identity.buffer import BufferPolicy as BufferPolicy
 from worker.identity.buffer import entry_id
@@ -190,25 +191,39 @@ def encode_args(
             | (_MERGE_WITH_OTHER if other is not None else 0)
             | (_BUFFERABLE if bufferable else 0)
         )
-        into, into_person = _id_args(tenant, event.distinct_id)
-        other_id, other_person = _id_args(tenant, other) if other is not None else _NO_ID
+        ids = _tenant_ids(tenant)
+        into_args = ids.get(event.distinct_id)
+        if into_args is None:
+            into_args = _new_id_args(ids, tenant, event.distinct_id)
+        if other is None:
+            other_args = _NO_ID
+        else:
+            found = ids.get(other)
+            other_args = found if found is not None else _new_id_args(ids, tenant, other)
         updates = op.updates
-        key_ops = key_operations(updates, ordering) if not updates.is_empty else ()
+        key_ops = (
+            key_operations(updates, ordering)
+            if updates.set or updates.set_once or updates.unset
+            else _NO_KEY_OPS
+        )
+        count = len(key_ops)
         out += (
             _FLAG_BYTES[flags],
-            into,
-            into_person,
-            other_id,
-            other_person,
+            into_args[0],
+            into_args[1],
+            other_args[0],
+            other_args[1],
             str(event.timestamp_ms).encode(),
             _order_key_bytes(event.timestamp_ms, event.uuid),
-            str(len(key_ops)).encode(),
+            _SMALL_BYTES[count] if count < _SMALL else str(count).encode(),
         )
         for code, key, value in key_ops:
             out += (
                 code.encode(),
                 key.encode(_ENCODING, _ERRORS),
-                b"" if code == protocol.UNSET else _canonical(value).encode(_ENCODING, _ERRORS),
+                b""
+                if code == protocol.UNSET
+                else _canonical_text(value).encode(_ENCODING, _ERRORS),
             )
         if op.groups:
             out += [arg.encode(_ENCODING, _ERRORS) for arg in group_section(op.groups, limits)]
@@ -232,8 +247,11 @@ _MERGE_DANGEROUSLY: Final = int(OpFlag.MERGE_DANGEROUSLY)
 _MERGE_WITH_OTHER: Final = int(OpFlag.MERGE_WITH_OTHER)
 _BUFFERABLE: Final = int(OpFlag.BUFFERABLE)
 _FLAG_BYTES: Final = [str(flags).encode() for flags in range(protocol.MAX_FLAGS + 1)]
-_TS_FORMAT: Final = b"%%0%dd" % _TS_WIDTH
+_SMALL: Final = 64
+_SMALL_BYTES: Final = [str(n).encode() for n in range(_SMALL)]
+"""The ARGV text of the small counts (an op's property operations)."""
 _NO_ID: Final = (b"", b"")
+_NO_KEY_OPS: Final[list[tuple[str, str, JsonValue]]] = []
 _canonical: Final = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, sort_keys=True
 ).encode
@@ -241,10 +259,33 @@ _canonical: Final = json.JSONEncoder(
 ``json.dumps`` does for non-default arguments): the same text."""
 
 
-@lru_cache(maxsize=65_536)
-def _id_args(tenant: str, distinct_id: str) -> tuple[bytes, bytes]:
-    """A distinct id and its uuid5 person id, as ARGV values."""
-    return distinct_id.encode(_ENCODING, _ERRORS), person_id_for(tenant, distinct_id).encode()
+_ID_CACHE_SIZE: Final = 65_536
+_id_cache: Final[dict[str, dict[str, tuple[bytes, bytes]]]] = {}
+"""Per tenant, per distinct id: its ARGV values (``_new_id_args``); hot ids recur in every batch.
+Emptied when it holds ``_ID_CACHE_SIZE`` ids (a lookup needs no key tuple, unlike
+``lru_cache``)."""
+_id_count = 0
+
+
+def _tenant_ids(tenant: str) -> dict[str, tuple[bytes, bytes]]:
+    ids = _id_cache.get(tenant)
+    if ids is None:
+        ids = _id_cache[tenant] = {}
+    return ids
+
+
+def _new_id_args(
+    ids: dict[str, tuple[bytes, bytes]], tenant: str, distinct_id: str
+) -> tuple[bytes, bytes]:
+    """A distinct id and its uuid5 person id, as ARGV values, kept in ``ids`` (its tenant's)."""
+    global _id_count
+    if _id_count >= _ID_CACHE_SIZE:
+        _id_cache.clear()  # at once (the caller's ``ids`` is then dropped with its last op)
+        _id_count = 0
+    args = distinct_id.encode(_ENCODING, _ERRORS), person_id_for(tenant, distinct_id).encode()
+    ids[distinct_id] = args
+    _id_count += 1
+    return args
 
 
 def _order_key_bytes(ts_ms: int, event_uuid: str) -> bytes:
@@ -252,7 +293,25 @@ def _order_key_bytes(ts_ms: int, event_uuid: str) -> bytes:
     shifted = ts_ms + _TS_OFFSET
     if not 0 <= shifted < 1 << 64:
         raise ValueError(f"timestamp {ts_ms} is out of range")
-    return _TS_FORMAT % shifted + event_uuid.encode(_ENCODING, _ERRORS)
+    digits = str(shifted)
+    if len(digits) < _TS_WIDTH:
+        digits = digits.zfill(_TS_WIDTH)
+    return (digits + event_uuid).encode(_ENCODING, _ERRORS)
+
+
+def _canonical_text(value: JsonValue) -> str:
+    """``_canonical(value)``; a common scalar written at once: an integer, a boolean,
+    ``null``, a string of printable ASCII without quote or backslash (nothing to escape)."""
+    if isinstance(value, str):
+        if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+            return '"' + value + '"'
+    elif isinstance(value, bool):
+        return "true" if value else "false"
+    elif type(value) is int:  # not a subclass: an IntEnum's str is its name
+        return str(value)
+    elif value is None:
+        return "null"
+    return _canonical(value)
 
 
 def group_section(groups: Sequence[GroupInput], limits: CallLimits) -> list[str]:
@@ -375,19 +434,22 @@ def loads_reply(raw: bytes | str) -> Any:
     """The JSON value of a reply text, exactly as ``json.loads`` reads it.
 
     ``orjson`` reads the common case (several times faster). A text it could read differently
-    goes to the standard library: a surrogate escape, a run of 19 digits or more (an integer
-    beyond 64 bits, which ``orjson`` reads as a float), or a text it refuses (a lone surrogate
+    goes to the standard library: a surrogate escape, a run of 19 digits or more when
+    ``orjson``'s value holds a float (an integer beyond 64 bits is one there; without a float
+    the text had none, and the run is not looked for), or a text it refuses (a lone surrogate
     kept as such, which is not UTF-8; ``NaN``; ``1e400``). ``worker.codec.fields.loads_json``
     makes the same choice for the input.
     """
     data = raw if isinstance(raw, bytes) else raw.encode(_ENCODING, _ERRORS)
-    if _SURROGATE_ESCAPE.search(data) is None and _LONG_NUMBER not in data.translate(
-        _DIGITS_TO_ZERO
-    ):
+    if b"\\" not in data or _SURROGATE_ESCAPE.search(data) is None:
         try:
-            return orjson.loads(data)
+            value = orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
+        else:
+            # an integer beyond 64 bits is a float in ``value``: without a float, none was
+            if not may_hold_float(value) or _LONG_NUMBER not in data.translate(_DIGITS_TO_ZERO):
+                return value
     return json.loads(as_text(raw))
 
 

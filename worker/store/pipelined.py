@@ -25,8 +25,9 @@ from collections.abc import Generator, Iterator, Sequence
 from typing import Any, cast
 
 import redis
-from hiredis import pack_command
 from redis.commands.core import Script
+
+from worker.store.resp import pack_evalsha_round
 
 CHAIN_BROKEN = "IWCHAIN"
 """First word of the script's refusal of a call whose predecessor in its round did not run
@@ -139,20 +140,11 @@ class Round:
 def _pack(
     script: Script, commands: Sequence[Command], preamble: Sequence[Sequence[bytes]] = ()
 ) -> list[bytes]:
-    """The round as RESP bytes, in one piece: hiredis (a dependency, ``redis[hiredis]``) packs
-    each command in C; redis-py would first copy every argument in Python, all bytes already."""
+    """The round as RESP bytes, in one piece, as hiredis (a dependency, ``redis[hiredis]``)
+    packs each command (``resp``, compiled, writes its bytes); redis-py would first copy every
+    argument in Python, all bytes already."""
     sha = script.sha.encode() if isinstance(script.sha, str) else script.sha
-    return [
-        b"".join(
-            [
-                *(pack_command(cast(Any, tuple(command))) for command in preamble),
-                *(
-                    pack_command(cast(Any, (b"EVALSHA", sha, len(keys), *keys, *args)))
-                    for _, keys, args in commands
-                ),
-            ]
-        )
-    ]
+    return [pack_evalsha_round(sha, [(keys, args) for _, keys, args in commands], preamble)]
 
 
 def _one_at_a_time(
