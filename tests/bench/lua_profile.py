@@ -44,15 +44,16 @@ from typing import Any, cast
 import redis
 
 from tests.bench.bench_store import T0, TENANT, Workload
+from tests.bench.bench_worker import backlog
 from worker.identity.config import IdentityConfig
-from worker.identity.model import IdentityEvent
-from worker.store import pipelined, redis_store
+from worker.identity.model import EventKind, IdentityEvent, PropertyUpdates
+from worker.store import codec, pipelined, redis_store
 from worker.store.lua_loader import load_script
 
 Call = tuple[list[bytes], list[bytes]]
 """KEYS and ARGV of one ``EVALSHA``."""
 
-HEADER = 16
+HEADER = codec.HEADER_LENGTH
 """Header values before the ops in ARGV (resolve_batch.lua)."""
 
 PROFILE_PRELUDE = r"""
@@ -471,17 +472,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis-url", required=True, help="a Redis of your own")
     parser.add_argument("--batches", type=int, default=20, help="timed batches of 500")
     parser.add_argument("--warmup", type=int, default=10, help="untimed batches of 500 first")
-    parser.add_argument("--universe", type=int, default=20_000, help="distinct ids of the mix")
+    parser.add_argument(
+        "--universe",
+        type=int,
+        default=None,
+        help="distinct ids of the store mix (20,000), users of the drain mix (events / 5)",
+    )
     parser.add_argument("--chunk", type=int, default=redis_store.DEFAULT_MAX_OPS_PER_CALL)
     parser.add_argument("--compare", action="append", default=[], help="joined script file")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument(
+        "--mix",
+        choices=("store", "drain"),
+        default="store",
+        help="bench_store's mix (default), or bench_worker's backlog (--universe: its users)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="interleaved runs of each variant")
     args = parser.parse_args(argv)
     client = redis.Redis.from_url(args.redis_url)
     client.config_set("slowlog-log-slower-than", 0)
     client.config_set("slowlog-max-len", 100_000)
-    workload = Workload(ids=args.universe)
-    batches = [workload.batch(500) for _ in range(args.warmup + args.batches)]
+    batches = _batches(args)
     sourced = [
         [dataclasses.replace(e, source=f"events/0/{b * 500 + i}") for i, e in enumerate(batch)]
         for b, batch in enumerate(batches)
@@ -518,7 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"## Resolve script server time ({args.batches} batches of 500, chunk {args.chunk}, "
-        f"universe {args.universe:,}; best of {args.repeat} interleaved runs, and the median "
+        f"{args.mix} mix, universe {args.universe or 'default'}; best of {args.repeat} "
+        "interleaved runs, and the median "
         "µs per op of the runs)\n"
     )
     print(
@@ -565,11 +577,35 @@ def _same(args: list[bytes]) -> list[bytes]:
     return args
 
 
+def _batches(args: argparse.Namespace) -> list[list[IdentityEvent]]:
+    """The warm-up and timed batches of 500 of the chosen mix."""
+    count = args.warmup + args.batches
+    if args.mix == "store":
+        workload = Workload(ids=args.universe or 20_000)
+        return [workload.batch(500) for _ in range(count)]
+    users = args.universe or count * 500 // 5
+    events = [_identity_event(body) for body in backlog(count * 500, users, seed=1)]
+    return [events[k : k + 500] for k in range(0, len(events), 500)]
+
+
+def _identity_event(body: dict[str, Any]) -> IdentityEvent:
+    """An event of ``bench_worker``'s backlog as decoding makes it (no source)."""
+    kinds = {"track": EventKind.TRACK, "identify": EventKind.IDENTIFY, "alias": EventKind.ALIAS}
+    return IdentityEvent(
+        tenant=TENANT,
+        kind=kinds[body["type"]],
+        distinct_id=body["distinct_id"],
+        uuid=body["uuid"],
+        timestamp_ms=body["timestamp"],
+        other_id=body.get("other_id"),
+        updates=PropertyUpdates(set=tuple(body.get("set", {}).items())),
+    )
+
+
 def _by_kind(client: redis.Redis, args: argparse.Namespace) -> list[tuple[list[Call], list[Call]]]:
     """(warm-up, timed) calls of the mix's tracks alone, then of its merges (identify, alias)
     alone, each run as its own stream with a source per event."""
-    fresh = Workload(ids=args.universe)
-    batches = [fresh.batch(500) for _ in range(args.warmup + args.batches)]
+    batches = _batches(args)
     result = []
     for want in (False, True):
         events = [e for b in batches for e in b if (e.other_id is not None) == want]

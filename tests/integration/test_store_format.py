@@ -231,11 +231,17 @@ def test_receipts_are_appended_to_their_block_and_format_7_receipts_are_read(
     assert keys.receipts("in/0/7") == keys.receipts("in/0/9#1")  # one block
     block = client.get(keys.receipts("in/0/7"))
     assert isinstance(block, bytes)
-    # per event: its position, its reply entry (a JSON array), the ids it released ("")
+    # per event: its source, its reply entry (a JSON array), the ids it released ("")
     lines = block.split(b"\n")
-    assert (lines[0], lines[2], lines[3], lines[5], lines[6]) == (b"7", b"", b"9#1", b"", b"")
+    assert (lines[0], lines[2], lines[3], lines[5], lines[6]) == (
+        b"in/0/7",
+        b"",
+        b"in/0/9#1",
+        b"",
+        b"",
+    )
     assert json.loads(lines[1])[0] == first[0].person_id
-    assert client.hget(keys.receipt_marks, "in/0") == b"9#1"  # the last position applied
+    assert client.hget(keys.receipt_marks, "in/0") == b"in/0/9#1"  # the last position applied
     assert run(store, *events) == first  # answered from the block: "created" again
     # format 7 kept a receipt per source in the hash of its offset range; an upgrade reads it
     client.delete(keys.receipts("in/0/7"), keys.receipt_marks)

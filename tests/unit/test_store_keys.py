@@ -157,7 +157,7 @@ def test_input_positions_and_what_an_op_carries_for_its_receipt() -> None:
     assert input_position("a.b-c/0/9#2") == ("a.b-c/0", (9, 2))
     for other in ("in/3", "17", "in/3/x", "in/3/1#", "in/3/1#x", "in/3/-1", "in/3/\u0661"):
         assert input_position(other) is None, other
-    assert receipt_bucket("in/3/17#1") == "in/3"
+    assert receipt_bucket("in/3/17#1") == receipt_bucket("in/3/4095") == "in/3/0"
     assert receipt_bucket("in/3/x") == "~in/3/x"
     assert newest_positions(["in/0/5", "in/0/7#1", "in/0/7#0", "in/1/2", "x"]) == {
         "in/0": (7, 1),

@@ -87,16 +87,24 @@ scored by the last offset whose receipts the store's forget dropped (only ever r
 
 
 def receipt_bucket(source: str) -> str:
-    """What a call's op carries beside its ``source`` (ARGV): the input partition
-    ``topic/partition`` of an input position (lua/resolve/receipts.lua finds the block and the
-    mark from it), ``~`` and the source itself for any other text."""
+    """What a call's op carries beside its ``source`` (ARGV): for an input position its
+    partition and offset range ``topic/partition/<offset // 4096>`` (lua/resolve/receipts.lua
+    names its block and finds its partition's mark from it), ``~`` and the source itself for
+    any other text."""
     found = input_position(source)
-    return "~" + source if found is None else found[0]
+    if found is None:
+        return "~" + source
+    return receipt_range(found[0], found[1][0])
+
+
+def receipt_range(partition: str, offset: int) -> str:
+    """``partition``'s offset range holding ``offset``: ``<partition>/<offset // 4096>``."""
+    return f"{partition}/{offset // RECEIPT_BUCKET_OFFSETS}"
 
 
 def receipt_block(partition: str, offset: int) -> str:
     """The receipt key suffix of the block of ``partition``'s receipts holding ``offset``."""
-    return f"={partition}/{offset // RECEIPT_BUCKET_OFFSETS}"
+    return "=" + receipt_range(partition, offset)
 
 
 def due_index(prefix: str) -> str:
@@ -245,7 +253,7 @@ class TenantKeys:
         """The receipt hash of ``partition``'s offset range holding ``offset`` (source ->
         entry): the receipts of events applied again after their position was forgotten, and
         format 7's."""
-        return f"{self.receipts_prefix}{partition}/{offset // RECEIPT_BUCKET_OFFSETS}"
+        return self.receipts_prefix + receipt_range(partition, offset)
 
     @property
     def buffer_releases(self) -> str:

@@ -35,7 +35,7 @@ be declared up front (roots and ids are found while the script runs), but they s
 same "<p>:{t}:" as KEYS[1], so they hash to the same Redis Cluster slot, which is all cluster
 mode requires of a script's keys.
 
-ARGV: a header of 16 values, then the ops:
+ARGV: a header of 17 values, then the ops:
   [1] format version (PROTOCOL.format_version)   [2] ordering mode: timestamp | arrival
   [3] max distinct ids per person                [4] max properties bytes
   [5] force-upgrade delay ms                     [6] reply TTL ms (0: do not keep the reply)
@@ -44,7 +44,9 @@ ARGV: a header of 16 values, then the ops:
   [11] lease ms                                  [12] command: resolve | release
   [13] release limit (release: ids and leases per call)
   [14] receipt TTL ms                            [15] number of ops (release: 0)
-  [16] last-seen resolution ms (rules.lua: last_seen moves for an event this much later)
+  [16] last-seen resolution ms (records.seen_at)
+  [17] in order: 1 when the ops' input positions come in order within each partition, else 0
+       (receipts.lua)
 then per op:
   flags (the sum of PROTOCOL.flag: 1 process person, 2 merge dangerously, 4 merge with other,
   8 bufferable), into, into's uuid5 person id, other ("" if none), other's uuid5 person id,
@@ -124,8 +126,8 @@ local ctx = {
   queues = {}, entries_out = {}, pending_out = {}, released = {}, -- buffer.lua
   released_ids = {}, release_out = {}, buffer_touched = false,
   waiting_delta = 0, waiting_stored = nil, any_queue = nil,
-  receipts_out = {}, marks = nil, forgotten = {}, marks_out = {}, -- receipts.lua
-  blocks_in = {}, blocks_out = {},
+  receipts_out = {}, partitions = {}, marks = nil, unseen = nil, last_sources = nil, -- receipts
+  marks_out = {}, forgotten = {}, blocks_in = {}, blocks_out = {},
   folds = {}, folds_out = {}, -- case_fold.lua
   deleted = {}, -- deleted.lua
 }

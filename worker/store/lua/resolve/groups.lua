@@ -178,6 +178,10 @@ end
 
 function groups.merge(ctx, into_person, other_person)
   local g = state(ctx)
+  types_of(ctx, g)
+  if g.type_count == 0 then
+    return -- a tenant without group types has no memberships (the common case: no HGET)
+  end
   local into_m = members_of(ctx, g, into_person.person_id)
   local other_m = members_of(ctx, g, other_person.person_id)
   if next(other_m.meta) == nil then
