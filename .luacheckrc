@@ -29,11 +29,9 @@ files[resolve .. "rules.lua"] = {
 files[resolve .. "buffer.lua"] = {
   read_globals = { "PROTOCOL", "argv", "union_find", "rules", "reply" },
 }
-files[resolve .. "receipts.lua"] = { read_globals = { "PROTOCOL", "buffer" } }
+files[resolve .. "receipts.lua"] = { read_globals = { "buffer" } }
 files[resolve .. "write_back.lua"] = {
-  read_globals = {
-    "record_codec", "union_find", "records", "reply", "groups", "case_fold", "receipts",
-  },
+  read_globals = { "record_codec", "union_find", "records", "reply", "groups", "case_fold" },
 }
 -- The main script before joining (its `--- @include` lines are comments); the joined script
 -- is linted too (make lint-lua writes it to .local/lua/).

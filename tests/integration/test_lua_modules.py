@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 from worker.identity.model import JsonValue, PropertyOp, PropertyState
 from worker.identity.properties import canonical_json, outranks
 from worker.store import codec, person_record, protocol
-from worker.store.keys import RECEIPT_BUCKET_OFFSETS, RECEIPT_MARKS, RECEIPTS_FORGOTTEN
 from worker.store.lua_loader import join
 
 pytestmark = pytest.mark.integration
@@ -309,9 +308,6 @@ def test_prelude_is_protocol(client: redis.Redis) -> None:
         "flag": {flag.name.lower(): flag.value for flag in protocol.OpFlag if flag.name},
         "max_flags": protocol.MAX_FLAGS,
         "members_inline": protocol.MEMBERS_INLINE,
-        "receipt_block_offsets": RECEIPT_BUCKET_OFFSETS,
-        "receipt_marks": RECEIPT_MARKS,
-        "receipts_forgotten": RECEIPTS_FORGOTTEN,
         "reply_entry_fields": list(protocol.REPLY_ENTRY_FIELDS),
         "released_entry_fields": list(protocol.RELEASED_ENTRY_FIELDS),
         "code": protocol.PROPERTY_CODES,

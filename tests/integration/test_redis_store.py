@@ -977,36 +977,21 @@ def test_a_replayed_batch_is_answered_from_its_receipts(
         (True, False, True),
         (False, True, True),
     ]
-    keys = store.keys(TENANT)
-    key = keys.receipts("in/0/7")
-    assert key == keys.receipts("in/0/8#1")  # one block per offset range
+    key = store.keys(TENANT).receipts("in/0/7")
+    assert key == store.keys(TENANT).receipts("in/0/8#1")  # one hash per offset range
     assert 0 < redis_client.pttl(key) <= 50_000
     # a crash before the commit: the batch again, after a later event moved the person
     run(store, ev("track", "a", set={"n": 2}))
     version = person(store, "a").version
     assert run(store, *events) == first  # same overrides, same flags, same properties
     assert person(store, "a").version == version  # nothing applied again
-    store.forget(TENANT, ["in/0/7"])  # the input through offset 7 is committed
-    assert redis_client.zscore(keys.receipts_forgotten, "in/0") is None  # with the next round
+    store.forget(TENANT, ["in/0/7", "in/0/8#1"])
+    assert redis_client.exists(key) == 1  # the HDELs lead the next round
     again = run(store, *events)
-    assert again[0].person_changed  # forgotten: applied again (arrival mode: its $set too)
-    assert again[1] == first[1]  # offset 8 is not forgotten: answered from its receipt
-    assert redis_client.zscore(keys.receipts_forgotten, "in/0") == 7
-    assert run(store, *events) == again  # the receipt of the event applied again is kept
+    assert (again[0].person_changed, again[1].merged) == (True, False)  # applied again
     store.forget(TENANT, ["in/0/7", "in/0/8#1"])
     store.flush_forgotten()
-    assert redis_client.zscore(keys.receipts_forgotten, "in/0") == 8
-    assert 0 < redis_client.pttl(keys.receipts_forgotten) <= 50_000
-    assert redis_client.exists(key) == 1  # its block holds offsets up to 4,095: kept
-    assert not redis_client.hexists(keys.receipts_hash("in/0", 7), "in/0/7")  # by field
-    late = run(store, *events)
-    # both applied again, not answered from their receipts: n is 1 already, b joined already
-    assert (late[0].person_changed, late[1].merged) == (False, False)
-    store.forget(TENANT, ["in/0/4095"])  # a later commit covers the whole block: deleted
-    store.forget(TENANT, ["in/0/5"])  # a late forget of older input lowers nothing
-    store.flush_forgotten()
     assert redis_client.exists(key) == 0
-    assert redis_client.zscore(keys.receipts_forgotten, "in/0") == 4095
 
 
 def test_a_killed_connection_between_calls_is_replaced(
@@ -1236,25 +1221,21 @@ def test_forgotten_receipts_lead_the_next_round_or_go_at_once_without_rounds(
     """Pipelined rounds: ``forget``'s HDELs wait for the next round (a release round too)
     and run before its calls; one call at a time (no kept replies): they go at once."""
     rounds = make_store(IdentityConfig())
-    keys = rounds.keys(TENANT)
     run(rounds, dataclasses.replace(ev("track", "a"), source="in/0/1"))
+    key = rounds.keys(TENANT).receipts("in/0/1")
     rounds.forget(TENANT, ["in/0/1"])
-    assert redis_client.zscore(keys.receipts_forgotten, "in/0") is None
+    assert redis_client.hexists(key, "in/0/1")
     run(rounds, dataclasses.replace(ev("track", "b"), source="in/0/2"))
-    assert redis_client.zscore(keys.receipts_forgotten, "in/0") == 1
+    assert not redis_client.hexists(key, "in/0/1")
+    assert redis_client.hexists(key, "in/0/2")
     rounds.forget(TENANT, ["in/0/2"])
     rounds.release_due(TENANT, now_ms=0, limit=10)
-    assert redis_client.zscore(keys.receipts_forgotten, "in/0") == 2
-    run(rounds, dataclasses.replace(ev("track", "x"), source="a test"))  # no position
-    assert redis_client.hexists(keys.receipts("a test"), "a test")
-    rounds.forget(TENANT, ["a test"])
-    rounds.flush_forgotten()
-    assert not redis_client.exists(keys.receipts("a test"))
+    assert not redis_client.hexists(key, "in/0/2")
 
     single = make_store(IdentityConfig(), reply_ttl_ms=0)
     run(single, dataclasses.replace(ev("track", "c"), source="in/0/3"))
     single.forget(TENANT, ["in/0/3"])
-    assert redis_client.zscore(single.keys(TENANT).receipts_forgotten, "in/0") == 3
+    assert not redis_client.hexists(single.keys(TENANT).receipts("in/0/3"), "in/0/3")
 
 
 # -- rounds sent ahead (plan, send, results or abandon) ----------------------------------------

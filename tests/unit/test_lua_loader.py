@@ -71,9 +71,6 @@ def test_prelude_holds_protocol() -> None:
         },
         "max_flags": 15,
         "members_inline": 8,
-        "receipt_block_offsets": 4096,
-        "receipt_marks": "=marks",
-        "receipts_forgotten": "=forgotten",
         "reply_entry_fields": list(protocol.REPLY_ENTRY_FIELDS),
         "released_entry_fields": [
             "event_uuid",

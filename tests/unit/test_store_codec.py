@@ -132,11 +132,11 @@ def test_encode_args_layout() -> None:
     args = [a.decode() for a in codec.encode_args(ops, limits, now_ms=42)]
     header = [codec.FORMAT_VERSION, "arrival", "7", str(512 * 1024), "60000", "5000", "42"]
     header += ["0", "100", "1000000", "30000", "resolve", "0"]  # buffer off; command
-    header += ["3600000", "3", "60000", "1"]  # receipt TTL, ops, last-seen resolution, in order
+    header += ["3600000", "3", "60000"]  # receipt TTL, ops, last-seen resolution
     assert args[: codec.HEADER_LENGTH] == header
     ts, ord_key = "1700000000000", codec.order_key(1_700_000_000_000, "u-1")
     pid = codec.person_id_for
-    assert args[17:] == [
+    assert args[16:] == [
         *["1", "a", pid("t", "a"), "", "", ts, ord_key, "2"],
         *["s", "k", '{"x":1.0}', "u", "gone", "", "0", "", ""],  # no groups, no source
         *["7", "u", pid("t", "u"), "a", pid("t", "a"), ts, ord_key, "0", "0", "", ""],
@@ -151,27 +151,9 @@ def test_an_op_with_a_source_carries_it_and_its_receipt_bucket() -> None:
         event = dataclasses.replace(_op().event, source=source)
         return codec.encode_args([PreparedOp(event, None, event.updates)], limits)[-2:]
 
-    # an input position: its partition and offset range; any other source: "~" and itself
+    # an input position: its partition and offset range; any other source: itself
     assert source_args("in/2/5000#1") == [b"in/2/5000#1", b"in/2/1"]
-    assert source_args("a test") == [b"a test", b"~a test"]
-
-
-@pytest.mark.parametrize(
-    ("sources", "in_order"),
-    [
-        (["in/0/1", "in/1/0", "in/0/2#0", "in/0/2#1", "x", None], b"1"),
-        (["in/0/5", "in/1/9", "in/0/4"], b"0"),  # a partition goes back
-        (["in/0/5", "in/0/5"], b"0"),  # the same position twice
-        (["in/0/5#1", "in/0/5#0"], b"0"),
-    ],
-)
-def test_the_header_says_whether_positions_come_in_order(
-    sources: list[str | None], in_order: bytes
-) -> None:
-    limits = codec.CallLimits.of(IdentityConfig(), 0)
-    event = _op().event
-    ops = [PreparedOp(dataclasses.replace(event, source=s), None, event.updates) for s in sources]
-    assert codec.encode_args(ops, limits)[codec.HEADER_IN_ORDER] == in_order
+    assert source_args("a test") == [b"a test", b"a test"]
 
 
 def test_a_bufferable_op_carries_its_ingestion_time_and_payload() -> None:
@@ -192,10 +174,10 @@ def test_a_bufferable_op_carries_its_ingestion_time_and_payload() -> None:
         "3600000",
         "1",
     ]
-    assert args[17] == b"9"  # process person + bufferable
+    assert args[16] == b"9"  # process person + bufferable
     assert args[-3:] == [b"7", b"\x00raw", entry_id(bufferable.event).encode()]
     off = codec.encode_args([bufferable], limits, now_ms=7)  # buffer off: applied at once
-    assert off[17] == b"1"
+    assert off[16] == b"1"
     assert b"\x00raw" not in off
 
 

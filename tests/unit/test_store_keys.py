@@ -9,12 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from worker.identity.sources import input_position, newest_positions
 from worker.store.keys import (
     TenantKeys,
     escape_tenant,
     glob_escape,
-    receipt_bucket,
     unescape_tenant,
     validate_prefix,
 )
@@ -139,27 +137,9 @@ def _unescape_glob(pattern: str) -> list[tuple[str, bool]]:
     return out
 
 
-def test_receipts_of_one_partition_and_offset_range_share_a_block() -> None:
+def test_receipts_of_one_partition_and_offset_range_share_a_hash() -> None:
     keys = TenantKeys.of("p", "t")
-    assert keys.receipts("in/3/4095") == keys.receipts("in/3/0#2") == "p:{t}:rcpt:=in/3/0"
-    assert keys.receipts("in/3/4096") == "p:{t}:rcpt:=in/3/1"
+    assert keys.receipts("in/3/4095") == keys.receipts("in/3/0#2") == "p:{t}:rcpt:in/3/0"
+    assert keys.receipts("in/3/4096") == "p:{t}:rcpt:in/3/1"
     assert keys.receipts("in/4/1") != keys.receipts("in/3/1")
-    assert keys.receipts("not a position") == "p:{t}:rcpt:~not a position"
-    assert keys.receipts_hash("in/3", 4096) == "p:{t}:rcpt:in/3/1"  # format 7's, and forgotten
-    assert (keys.receipt_marks, keys.receipts_forgotten) == (
-        "p:{t}:rcpt:=marks",
-        "p:{t}:rcpt:=forgotten",
-    )
-
-
-def test_input_positions_and_what_an_op_carries_for_its_receipt() -> None:
-    assert input_position("in/3/17") == ("in/3", (17, -1))
-    assert input_position("a.b-c/0/9#2") == ("a.b-c/0", (9, 2))
-    for other in ("in/3", "17", "in/3/x", "in/3/1#", "in/3/1#x", "in/3/-1", "in/3/\u0661"):
-        assert input_position(other) is None, other
-    assert receipt_bucket("in/3/17#1") == receipt_bucket("in/3/4095") == "in/3/0"
-    assert receipt_bucket("in/3/x") == "~in/3/x"
-    assert newest_positions(["in/0/5", "in/0/7#1", "in/0/7#0", "in/1/2", "x"]) == {
-        "in/0": (7, 1),
-        "in/1": (2, -1),
-    }
+    assert keys.receipts("not a position") == "p:{t}:rcpt:not a position"

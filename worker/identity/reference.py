@@ -43,7 +43,6 @@ from worker.identity.model import (
     WarningKind,
 )
 from worker.identity.rules import personless, prepare
-from worker.identity.sources import input_position, newest_positions
 from worker.identity.timestamps import last_seen_at
 
 
@@ -173,19 +172,11 @@ class ReferenceStore:
         self._state(tenant).buffer.ack(entry_ids)
 
     def forget(self, tenant: str, sources: Sequence[str]) -> None:
-        """The input through ``sources`` is committed: drop their replay receipts and, for input
-        positions, those of every message of their partitions up to the newest of them (a
-        commit covers a prefix of each partition, in whole messages). A later event at one of
-        them is applied again."""
+        """Drop the replay receipts of ``sources``: a later event with one of them is applied
+        again."""
         receipts = self._state(tenant).receipts
         for source in sources:
             receipts.pop(source, None)
-        newest = newest_positions(sources)
-        if newest:
-            for source in list(receipts):
-                found = input_position(source)
-                if found is not None and found[1][0] <= newest.get(found[0], (-1, -1))[0]:
-                    del receipts[source]
 
     def buffered_tenants(self) -> list[str]:
         """Tenants that were ever given a bufferable event while the buffer was on."""

@@ -42,9 +42,8 @@ from worker.identity.model import (
     WarningKind,
 )
 from worker.identity.properties import canonical_json, event_operations
-from worker.identity.sources import input_position
 from worker.store import protocol
-from worker.store.keys import receipt_range
+from worker.store.keys import receipt_bucket
 from worker.store.protocol import FORMAT_VERSION as FORMAT_VERSION  # re-exported
 from worker.store.protocol import OpFlag
 
@@ -176,11 +175,8 @@ def encode_args(
         str(limits.receipt_ttl_ms),
         str(len(ops)),
         str(limits.last_seen_resolution_ms),
-        "1",  # the positions in order (HEADER_IN_ORDER): set below
     ]
     out = [arg.encode(_ENCODING, _ERRORS) for arg in header]
-    last_positions: dict[str, tuple[int, int]] = {}
-    in_order = True
     ordering = limits.ordering
     buffer_on = buffer.delay_ms > 0
     now_bytes = str(now_ms).encode()
@@ -235,33 +231,19 @@ def encode_args(
             out.append(b"0")
         source = event.source
         if source:
-            located = input_position(source)
-            if located is None:
-                bucket = "~" + source
-            else:
-                partition, position = located
-                bucket = receipt_range(partition, position[0])
-                previous = last_positions.get(partition)
-                if previous is not None and position <= previous:
-                    in_order = False
-                last_positions[partition] = position
-            out += (source.encode(_ENCODING, _ERRORS), bucket.encode(_ENCODING, _ERRORS))
+            out += (
+                source.encode(_ENCODING, _ERRORS),
+                receipt_bucket(source).encode(_ENCODING, _ERRORS),
+            )
         else:
             out += (b"", b"")
         if bufferable and event.buffer_payload is not None:
             out += (now_bytes, event.buffer_payload, entry_id(event).encode(_ENCODING, _ERRORS))
-    if not in_order:
-        out[HEADER_IN_ORDER] = b"0"
     return out
 
 
-HEADER_LENGTH: Final = 17
+HEADER_LENGTH: Final = 16
 """Values of the ARGV header, before the first op (resolve_batch.lua)."""
-
-HEADER_IN_ORDER: Final = 16
-"""ARGV index (0-based) of the header value saying whether the call's input positions come in
-order within each partition ("1"; the store's calls of one batch always do), so that the
-script need not compare them one by one (lua/resolve/receipts.lua)."""
 
 
 _PROCESS_PERSON: Final = int(OpFlag.PROCESS_PERSON)

@@ -13,19 +13,8 @@ Redis Cluster slot and one Lua script can touch them all::
     <prefix>:{<tenant>}:reply:<token>      string a call's reply, kept briefly so a retried
                                                   call returns it instead of running again
     <prefix>:{<tenant>}:buf:...            the 60-second buffer (lua/resolve/buffer.lua)
-    <prefix>:{<tenant>}:rcpt:=<t>/<p>/<n>  string replay receipts of input partition <t>/<p>,
-                                                  offsets n*4096 up to (n+1)*4096 - 1: per
-                                                  event its position and the reply entry given
-                                                  for it, appended (lua/resolve/receipts.lua)
-    <prefix>:{<tenant>}:rcpt:=marks        hash   input partition -> the last position whose
-                                                  event the store applied (receipts.lua)
-    <prefix>:{<tenant>}:rcpt:=forgotten    zset   input partition scored by the last offset
-                                                  whose receipts were forgotten (committed)
-    <prefix>:{<tenant>}:rcpt:~<source>     hash   the receipt of a source that is no input
-                                                  position (tests, tools): source -> entry
-    <prefix>:{<tenant>}:rcpt:<t>/<p>/<n>   hash   receipts of events applied again at a
-                                                  forgotten position, and format 7's: source
-                                                  -> entry
+    <prefix>:{<tenant>}:rcpt:<bucket>      hash   replay receipts: source -> the reply entry
+                                                  given for it (lua/resolve/receipts.lua)
     <prefix>:{<tenant>}:g:...              the groups: types, records, members
                                                   (lua/resolve/groups.lua)
     <prefix>:{<tenant>}:fold               hash   ASCII-lowercased form of each known id that
@@ -36,18 +25,15 @@ Redis Cluster slot and one Lua script can touch them all::
     <prefix>:buffer-due                    zset   tenant -> earliest due time or lease deadline
                                                   of its buffer (no hash tag: not a tenant key)
 
-Receipts, bounded: a source ``topic/partition/offset[#i]`` (an input position) has its receipt
-in the block of its partition and offset range (``receipt_block``: offset divided by
-``RECEIPT_BUCKET_OFFSETS``), a string the script appends each call's receipts to (one
-``APPEND`` per block and call, not a hash field per event); the partition's mark says up to
-where the store applied its events, so an event past its mark is new and no receipt is looked
-up (docs/IDENTITY.md, "Replays"). A block holds the receipts of at most 4,096 input messages
-(times their events) of one partition. Blocks live until the store's ``forget`` (called once
-the offsets are committed) deletes those its committed positions cover whole, or their TTL
-(``redis.receipt_ttl_seconds``, refreshed on every write) reaps what a crash left behind. So
-memory holds the receipts of the uncommitted input and of the block the commit is inside; a
-receipt never forgotten lives at most until its partition's input moves past its block, plus
-the TTL. Any other source (tests, tools) is its own bucket, ``~<source>``, a hash as before.
+Receipts, bounded: ``<bucket>`` is ``receipt_bucket(source)``, the source's topic, partition and
+offset divided by ``RECEIPT_BUCKET_OFFSETS`` (``topic/partition/offset[#i]`` ->
+``topic/partition/<offset // 4096>``; any other source is its own bucket). A hash so holds the
+receipts of at most 4,096 input messages (times their events) of one partition, and the
+receipts of one batch fall in one or two hashes. They live until the store's ``forget`` (called
+once the offsets are committed) deletes their fields, or the hash's TTL
+(``redis.receipt_ttl_seconds``, refreshed on every write to it) reaps what a crash left behind.
+So memory holds the receipts of the uncommitted input; a receipt never forgotten lives at most
+until its partition's input moves past its offset range, plus the TTL.
 
 The person record layout (store format 7, and format 6 still read) is documented in
 ``lua/resolve/record_codec.lua``; ``lua/read_person.lua`` turns it into a JSON view that
@@ -66,8 +52,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from worker.identity.sources import input_position
-
 _ESCAPES: Final = {"%": "%25", "{": "%7B", "}": "%7D", ":": "%3A"}
 _UNESCAPES: Final = {v: k for k, v in _ESCAPES.items()}
 _GLOB_SPECIAL: Final = frozenset("*?[]\\^")
@@ -77,34 +61,14 @@ RECEIPT_BUCKET_OFFSETS: Final = 4096
 """Input offsets per receipt hash (see the module docstring)."""
 
 
-RECEIPT_MARKS: Final = "=marks"
-"""The receipt key suffix of the tenant's marks: input partition -> the last position applied
-(lua/resolve/receipts.lua)."""
-
-RECEIPTS_FORGOTTEN: Final = "=forgotten"
-"""The receipt key suffix of the tenant's forgotten offsets: a sorted set, input partition
-scored by the last offset whose receipts the store's forget dropped (only ever raised)."""
-
-
 def receipt_bucket(source: str) -> str:
-    """What a call's op carries beside its ``source`` (ARGV): for an input position its
-    partition and offset range ``topic/partition/<offset // 4096>`` (lua/resolve/receipts.lua
-    names its block and finds its partition's mark from it), ``~`` and the source itself for
-    any other text."""
-    found = input_position(source)
-    if found is None:
-        return "~" + source
-    return receipt_range(found[0], found[1][0])
-
-
-def receipt_range(partition: str, offset: int) -> str:
-    """``partition``'s offset range holding ``offset``: ``<partition>/<offset // 4096>``."""
-    return f"{partition}/{offset // RECEIPT_BUCKET_OFFSETS}"
-
-
-def receipt_block(partition: str, offset: int) -> str:
-    """The receipt key suffix of the block of ``partition``'s receipts holding ``offset``."""
-    return "=" + receipt_range(partition, offset)
+    """The receipt hash suffix of ``source`` (``topic/partition/offset`` with an optional
+    ``#i``): the topic, the partition and the offset range; any other text is its own bucket."""
+    head, sep, tail = source.rpartition("/")
+    offset = tail.partition("#")[0]
+    if not sep or not offset.isascii() or not offset.isdigit():
+        return source
+    return f"{head}/{int(offset) // RECEIPT_BUCKET_OFFSETS}"
 
 
 def due_index(prefix: str) -> str:
@@ -232,28 +196,8 @@ class TenantKeys:
         return self.base + "rcpt:"
 
     def receipts(self, source: str) -> str:
-        """The key that holds ``source``'s receipt: its block (a string) for an input
-        position, its own hash for any other source."""
-        found = input_position(source)
-        if found is None:
-            return self.receipts_prefix + "~" + source
-        return self.receipts_prefix + receipt_block(found[0], found[1][0])
-
-    @property
-    def receipt_marks(self) -> str:
-        """Input partition -> the last position whose event the store applied."""
-        return self.receipts_prefix + RECEIPT_MARKS
-
-    @property
-    def receipts_forgotten(self) -> str:
-        """Input partition scored by the last offset whose receipts were forgotten."""
-        return self.receipts_prefix + RECEIPTS_FORGOTTEN
-
-    def receipts_hash(self, partition: str, offset: int) -> str:
-        """The receipt hash of ``partition``'s offset range holding ``offset`` (source ->
-        entry): the receipts of events applied again after their position was forgotten, and
-        format 7's."""
-        return self.receipts_prefix + receipt_range(partition, offset)
+        """The receipt hash that holds ``source``'s receipt."""
+        return self.receipts_prefix + receipt_bucket(source)
 
     @property
     def buffer_releases(self) -> str:

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from enum import IntFlag
 
 from worker.identity.model import OrderingMode, PersonMode
-from worker.store.keys import RECEIPT_BUCKET_OFFSETS, RECEIPT_MARKS, RECEIPTS_FORGOTTEN
 
 FORMAT_VERSION = "8"
 """First ARGV of every call; the script refuses any other."""
@@ -125,9 +124,6 @@ def lua_prelude() -> str:
         "flag": _lua_table({flag.name.lower(): flag.value for flag in OpFlag if flag.name}),
         "max_flags": str(MAX_FLAGS),
         "members_inline": str(MEMBERS_INLINE),
-        "receipt_block_offsets": str(RECEIPT_BUCKET_OFFSETS),
-        "receipt_marks": _lua_string(RECEIPT_MARKS),
-        "receipts_forgotten": _lua_string(RECEIPTS_FORGOTTEN),
         "reply_entry_fields": _lua_list(REPLY_ENTRY_FIELDS),
         "released_entry_fields": _lua_list(RELEASED_ENTRY_FIELDS),
         "code": _lua_table(PROPERTY_CODES),

@@ -85,15 +85,9 @@ from worker.identity.model import (
     PropertyState,
     Resolution,
 )
-from worker.identity.sources import input_position, newest_positions
 from worker.store import codec, group_reads, person_reads, person_record, pipelined, protocol
 from worker.store.base import BatchResult, BufferStats, Released
-from worker.store.keys import (
-    RECEIPT_BUCKET_OFFSETS,
-    TenantKeys,
-    due_index,
-    receipt_block,
-)
+from worker.store.keys import TenantKeys, due_index
 from worker.store.lua_loader import load_script
 
 DEFAULT_MAX_OPS_PER_CALL = 64
@@ -206,10 +200,7 @@ class RedisIdentityStore:
         self._chained = reply_ttl_ms > 0
         """calls chain on their predecessor's kept reply; without one, one call at a time"""
         self._forgotten: list[list[bytes]] = []
-        """commands of ``forget`` not sent yet: they lead the next round"""
-        self._open_receipt_blocks: dict[tuple[str, str], set[int]] = {}
-        """receipt blocks (per tenant and input partition) that a forget met but did not cover
-        whole: deleted by the forget that does"""
+        """``HDEL``s of ``forget`` not sent yet: they lead the next round"""
         self._forgotten_fields = 0
         self._lock = Lock()
         self._buffer = buffer
@@ -599,22 +590,22 @@ class RedisIdentityStore:
         return released.get(tenant, [])
 
     def forget(self, tenant: str, sources: Sequence[str]) -> None:
-        """Drop the receipts of ``sources`` (the input through them is committed) and, for
-        input positions, of every position of their partitions up to the newest of them
-        (``ReferenceStore.forget``; lua/resolve/receipts.lua): the partition's forgotten mark
-        moves there (one ``HSET``), the blocks it covers whole are deleted, and the receipts
-        of the given sources kept by field (a source that is no position; a position applied
-        again after it was forgotten) go with one ``HDEL`` per hash. Idempotent.
+        """Drop the receipts of ``sources`` (their input offsets are committed): one ``HDEL``
+        per receipt hash. Idempotent.
 
-        With pipelined rounds these commands are not sent now but at the head of the next
-        round (``flush_forgotten`` sends them at once): no round trip of their own, and Redis
-        runs them before any later call, so a later message at a forgotten position is applied
+        With pipelined rounds the ``HDEL``s are not sent now but at the head of the next round
+        (``flush_forgotten`` sends them at once): no round trip of their own, and Redis runs
+        them before any later call, so a later message at a forgotten position is applied
         again, as it would be at once. Forgets still pending when the worker stops, or sent
         with a round whose connection failed, are lost: their receipts expire
         (``redis.receipt_ttl_seconds``)."""
         if not sources:
             return
-        commands = self._forget_commands(tenant, sources)
+        keys = self.keys(tenant)
+        by_hash: dict[str, list[bytes]] = {}
+        for source in sources:
+            by_hash.setdefault(keys.receipts(source), []).append(_b(source))
+        commands = [[b"HDEL", _b(key), *fields] for key, fields in by_hash.items()]
         if not self._chained:
             self._send_forgets(commands)
             return
@@ -624,44 +615,6 @@ class RedisIdentityStore:
             full = self._forgotten_fields >= _MAX_PENDING_FORGETS
         if full:
             self.flush_forgotten()
-
-    def _forget_commands(self, tenant: str, sources: Sequence[str]) -> list[list[bytes]]:
-        keys = self.keys(tenant)
-        by_hash: dict[str, list[bytes]] = {}
-        blocks: dict[str, set[int]] = {}
-        for source in sources:
-            found = input_position(source)
-            if found is None:
-                by_hash.setdefault(keys.receipts(source), []).append(_b(source))
-                continue
-            partition, (offset, _) = found
-            by_hash.setdefault(keys.receipts_hash(partition, offset), []).append(_b(source))
-            blocks.setdefault(partition, set()).add(offset // RECEIPT_BUCKET_OFFSETS)
-        commands = [[b"HDEL", _b(key), *fields] for key, fields in by_hash.items()]
-        newest = newest_positions(sources)
-        if newest:  # GT: a late forget of older input never lowers it
-            forgotten = [b"ZADD", _b(keys.receipts_forgotten), b"GT"]
-            for partition, (offset, _) in newest.items():
-                forgotten += (str(offset).encode(), _b(partition))
-            commands.append(forgotten)
-            ttl = str(self._limits.receipt_ttl_ms).encode()
-            commands.append([b"PEXPIRE", _b(keys.receipts_forgotten), ttl])
-        whole: list[bytes] = []
-        with self._lock:  # blocks the commit is inside of wait for a later forget
-            for partition, (offset, _) in newest.items():
-                open_blocks = self._open_receipt_blocks.setdefault((tenant, partition), set())
-                open_blocks |= blocks[partition]
-                done = {b for b in open_blocks if (b + 1) * RECEIPT_BUCKET_OFFSETS <= offset + 1}
-                open_blocks -= done
-                if not open_blocks:
-                    del self._open_receipt_blocks[(tenant, partition)]
-                whole += (
-                    _b(keys.receipts_prefix + receipt_block(partition, b * RECEIPT_BUCKET_OFFSETS))
-                    for b in sorted(done)
-                )
-        if whole:
-            commands.append([b"DEL", *whole])
-        return commands
 
     def flush_forgotten(self) -> None:
         """Send the pending ``HDEL``s of ``forget`` now (one pipeline)."""

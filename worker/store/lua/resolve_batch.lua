@@ -21,7 +21,7 @@ KEYS (all share the tenant's hash tag, see worker/store/keys.py, TenantKeys.scri
   [4] <p>:{t}:reply:<prev>    a reply of an earlier round, already read: deleted now
                               (== KEYS[3] if none)
   [5] <p>:{t}:buf:            prefix of the buffer's keys (buffer.lua)
-  [6] <p>:{t}:rcpt:           prefix of the receipt keys: blocks, marks (receipts.lua)
+  [6] <p>:{t}:rcpt:           prefix of the receipt hashes (receipts.lua)
   [7] <p>:{t}:g:              prefix of the groups' keys (groups.lua)
   [8] <p>:{t}:fold            hash: lower(id) of known ids not already lowercase (case_fold.lua)
   [9] <p>:{t}:deleted         hash: deleted id -> epoch "|" its next person id (deleted.lua)
@@ -30,12 +30,12 @@ KEYS (all share the tenant's hash tag, see worker/store/keys.py, TenantKeys.scri
                               not run) the call is refused with "IWCHAIN" and does nothing, so a
                               tenant's calls apply in order or not at all (redis_store.py)
 The members string of a root (KEYS[2] .. root), the buffer's keys (KEYS[5] .. name), the receipt
-keys (KEYS[6] .. block or bucket) and the groups' keys (KEYS[7] .. name) cannot all
+hashes (KEYS[6] .. bucket) and the groups' keys (KEYS[7] .. name) cannot all
 be declared up front (roots and ids are found while the script runs), but they start with the
 same "<p>:{t}:" as KEYS[1], so they hash to the same Redis Cluster slot, which is all cluster
 mode requires of a script's keys.
 
-ARGV: a header of 17 values, then the ops:
+ARGV: a header of 16 values, then the ops:
   [1] format version (PROTOCOL.format_version)   [2] ordering mode: timestamp | arrival
   [3] max distinct ids per person                [4] max properties bytes
   [5] force-upgrade delay ms                     [6] reply TTL ms (0: do not keep the reply)
@@ -44,9 +44,7 @@ ARGV: a header of 17 values, then the ops:
   [11] lease ms                                  [12] command: resolve | release
   [13] release limit (release: ids and leases per call)
   [14] receipt TTL ms                            [15] number of ops (release: 0)
-  [16] last-seen resolution ms (records.seen_at)
-  [17] in order: 1 when the ops' input positions come in order within each partition, else 0
-       (receipts.lua)
+  [16] last-seen resolution ms (rules.lua: last_seen moves for an event this much later)
 then per op:
   flags (the sum of PROTOCOL.flag: 1 process person, 2 merge dangerously, 4 merge with other,
   8 bufferable), into, into's uuid5 person id, other ("" if none), other's uuid5 person id,
@@ -57,9 +55,7 @@ then per op:
     "x" a key both set and unset by the event: set if absent before it, else removed;
   then its group section (group_argv.lua: the number of groups g, and when g > 0 the tenant's
   cap on group types and g entries: type, key, key's JSON text, flags, k, k triples);
-  then its source and its receipt bucket ("" and "" without a source; the input partition
-  "<topic>/<partition>" of a source that is an input position, else "~" .. source:
-  receipts.lua);
+  then its source and its receipt bucket ("" and "" without a source: receipts.lua);
   and, for a bufferable op only, its ingestion time ms, its payload and its entry id.
 A buffered entry keeps the op's values from its flags to the end of its group section (argv.lua),
 so a later release applies its property and group operations as the op would have.
@@ -80,12 +76,10 @@ groups and group_changes again).
 The same text is kept at KEYS[3] for the reply TTL: a retry of a call whose reply was lost (the
 connection dropped after the script ran) gets the stored reply back and applies nothing twice.
 
-Cost: the chunk's ids are read with a few HMGETs (one per level of the trees), the receipt marks
-of its input partitions with one HMGET (a receipt is read only for an op at or before its
-partition's mark: a replay), the deleted ids and case folds with one
+Cost: the chunk's ids are read with a few HMGETs (one per level of the trees), the receipts of
+its sourced ops with one HMGET per receipt bucket, the deleted ids and case folds with one
 EXISTS each (and an HGET per id only when the tenant has such a hash); every change is written
-at the end with one HSET per 500 fields, a record only when its text changed, the receipts with
-one APPEND per block of 4,096 input offsets; members strings
+at the end with one HSET per 500 fields, a record only when its text changed; members strings
 are touched only by joins and merges of trees past 8 ids; the rest is Lua.
 
 Atomicity: Redis does not roll a script back when it raises, so every write is deferred to
@@ -126,8 +120,7 @@ local ctx = {
   queues = {}, entries_out = {}, pending_out = {}, released = {}, -- buffer.lua
   released_ids = {}, release_out = {}, buffer_touched = false,
   waiting_delta = 0, waiting_stored = nil, any_queue = nil,
-  receipts_out = {}, partitions = {}, marks = nil, unseen = nil, last_sources = nil, -- receipts
-  marks_out = {}, forgotten = {}, blocks_in = {}, blocks_out = {},
+  receipts_out = {}, -- receipts.lua
   folds = {}, folds_out = {}, -- case_fold.lua
   deleted = {}, -- deleted.lua
 }

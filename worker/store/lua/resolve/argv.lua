@@ -2,11 +2,11 @@
 argv.lua: reads ARGV into ctx.config and ctx.ops, and checks it. Raises (before anything is
 written) on a malformed value.
 
-argv.header(args) -> config: the 17 header values (layout in resolve_batch.lua's header):
+argv.header(args) -> config: the 16 header values (layout in resolve_batch.lua's header):
   format_version, timestamp_mode (bool), max_ids, max_bytes, force_upgrade_ms, reply_ttl_ms,
   now (and now_text, as given), buffer_delay_ms, buffer_max_per_id, buffer_max_total,
   lease_ms, command, release_limit, receipt_ttl_ms, op_count, last_seen_ms (the last-seen
-  resolution), in_order (the ops' input positions come in order within each partition).
+  resolution).
 argv.parse_op(src, at, index, stored) -> op, next: one operation of src starting at index `at`
   (src is ARGV, or, with stored true, a buffered entry decoded from cjson, whose first value is
   its ingestion time and which has no source fields). An op read from ARGV also has source and
@@ -68,7 +68,6 @@ function argv.header(args)
     receipt_ttl_ms = tonumber(args[14]),
     op_count = tonumber(args[15]),
     last_seen_ms = math.max(1, tonumber(args[16]) or -1),
-    in_order = args[17] == '1',
   }
   if not config.timestamp_mode and args[2] ~= PROTOCOL.ordering.arrival then
     bad('ordering mode ' .. tostring(args[2]))
@@ -76,8 +75,7 @@ function argv.header(args)
   if not (config.max_ids and config.max_bytes and config.force_upgrade_ms and config.reply_ttl_ms
       and config.now and config.buffer_delay_ms and config.buffer_max_per_id
       and config.buffer_max_total and config.lease_ms and config.release_limit
-      and config.receipt_ttl_ms and config.op_count and tonumber(args[16])
-      and (args[17] == '1' or args[17] == '0'))
+      and config.receipt_ttl_ms and config.op_count and tonumber(args[16]))
       or (config.command ~= PROTOCOL.command.resolve
         and config.command ~= PROTOCOL.command.release) then
     bad('header')
@@ -163,7 +161,7 @@ end
 
 function argv.parse_ops(args, config)
   local ops = {}
-  local at = 18
+  local at = 17
   for index = 1, config.op_count do
     ops[index], at = argv.parse_op(args, at, index, false)
   end

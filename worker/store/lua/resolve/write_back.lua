@@ -11,8 +11,7 @@ write_back.run(ctx, entries) -> the reply text. In order: deletes a reply of an 
   queues (DEL/ZREM of cleared ones, RPUSH of pushed entries, ZADD due of a new queue: its
   first entry's ingestion time + buffer_delay_ms), entries and payloads, first releases,
   leases, the count n; the groups (groups.lua) and the new case folds (case_fold.lua); the
-  receipts (receipts.write: APPEND to blocks, HSET of marks, PEXPIRE receipt_ttl_ms of each
-  key written); and keeps the reply at
+  receipts (HSET, then PEXPIRE receipt_ttl_ms of each hash written); and keeps the reply at
   ctx.keys.reply for reply_ttl_ms (when > 0). The reply's next_due (reply.whole) is read after
   those writes, when ctx.buffer_touched.
 ]]
@@ -91,6 +90,21 @@ local function write_buffer(ctx)
   end
 end
 
+local function write_receipts(ctx)
+  for bucket, fields in pairs(ctx.receipts_out) do
+    local key = ctx.keys.receipts .. bucket
+    local args = {}
+    for source, text in pairs(fields) do
+      args[#args + 1] = source
+      args[#args + 1] = text
+    end
+    for k = 1, #args, 1000 do
+      redis.call('HSET', key, unpack(args, k, math.min(k + 999, #args)))
+    end
+    redis.call('PEXPIRE', key, ctx.config.receipt_ttl_ms)
+  end
+end
+
 -- The earliest due time or lease deadline of the tenant's buffer (digits), or nil.
 local function next_due(ctx)
   local first
@@ -111,7 +125,7 @@ function write_back.run(ctx, entries)
   write_buffer(ctx)
   groups.write(ctx)
   case_fold.write(ctx)
-  receipts.write(ctx)
+  write_receipts(ctx)
   local due = false
   if ctx.buffer_touched then
     due = next_due(ctx)
