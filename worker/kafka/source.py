@@ -29,14 +29,9 @@ CONSUMER_DEFAULTS: Mapping[str, Any] = {
     # the batch loop polls at least every batch.max_wait; five minutes covers a Redis outage
     # during which the worker backs off inside one batch
     "max.poll.interval.ms": 300_000,
-    # the broker answers a fetch once it holds fetch.min.bytes or after fetch.wait.max.ms;
-    # librdkafka's 1 byte makes it answer as soon as anything arrived: under a steady load, a
-    # fetch round trip for about every producer request, CPU for the broker and the worker's
-    # fetch thread each time. 64 KB or 5 ms gathers up to 5 ms of messages per fetch (at most
-    # 5 ms more per event at a low load; a backlog fills 64 KB at once): about 10-20% less
-    # worker CPU and 10-20% less broker CPU per event (docs/BENCHMARKS.md section 3)
-    "fetch.min.bytes": 65_536,
-    "fetch.wait.max.ms": 5,
+    # fetches keep librdkafka's defaults: {"fetch.min.bytes": 65536, "fetch.wait.max.ms": 5}
+    # (kafka.consumer) costs the broker less CPU per event under a steady partial load, but
+    # half as much again while draining a backlog (docs/BENCHMARKS.md, sections 1 and 3)
 }
 
 PartitionsCallback = Callable[[list[Partition]], None]
