@@ -192,20 +192,10 @@ def encode_args(
             | (_BUFFERABLE if bufferable else 0)
         )
         ids = _tenant_ids(tenant)
-        into_args = ids.get(event.distinct_id)
-        if into_args is None:
-            into_args = _new_id_args(ids, tenant, event.distinct_id)
-        if other is None:
-            other_args = _NO_ID
-        else:
-            found = ids.get(other)
-            other_args = found if found is not None else _new_id_args(ids, tenant, other)
+        into_args = _id_args(ids, tenant, event.distinct_id)
+        other_args = _NO_ID if other is None else _id_args(ids, tenant, other)
         updates = op.updates
-        key_ops = (
-            key_operations(updates, ordering)
-            if updates.set or updates.set_once or updates.unset
-            else _NO_KEY_OPS
-        )
+        key_ops = key_operations(updates, ordering) if not updates.is_empty else _NO_KEY_OPS
         count = len(key_ops)
         out += (
             _FLAG_BYTES[flags],
@@ -276,6 +266,14 @@ def _tenant_ids(tenant: str) -> dict[str, tuple[bytes, bytes]]:
     if ids is None:
         ids = _id_cache[tenant] = {}
     return ids
+
+
+def _id_args(
+    ids: dict[str, tuple[bytes, bytes]], tenant: str, distinct_id: str
+) -> tuple[bytes, bytes]:
+    """The ARGV values of ``distinct_id`` (``ids``: its tenant's cache)."""
+    found = ids.get(distinct_id)
+    return found if found is not None else _new_id_args(ids, tenant, distinct_id)
 
 
 def _new_id_args(
