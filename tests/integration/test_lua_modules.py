@@ -8,10 +8,11 @@ that call it with ARGV), and compared with the Python they port.
 - ``ordering.compare`` and ``ordering.bytecmp`` against Python's order of ``(ts, uuid)`` and of
   bytes;
 - the ``PROTOCOL`` table the script sees against ``protocol.py``;
-- ``records`` and ``record_codec``: a record (format 7) encoded, decoded and encoded again is the
-  same text, holds the states it was given (as ``read_person.lua``'s view shows them to
-  Python), and a format-6 record is migrated when loaded; ``reply.entry`` gives the entry
-  ``codec`` decodes.
+- ``records`` and ``record_codec``: a record (format 9) encoded, decoded and encoded again is the
+  same text (narrow and wide headers, implicit person id), holds the states it was given (as
+  ``read_person.lua``'s view shows them to Python), Lua derives the person ids Python gives,
+  and a format-6 record is migrated when loaded; ``reply.entry`` gives the entry ``codec``
+  decodes.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from worker.identity.ids import PERSON_NAMESPACE, person_id_for
 from worker.identity.model import JsonValue, PropertyOp, PropertyState
 from worker.identity.properties import canonical_json, outranks
 from worker.store import codec, person_record, protocol
+from worker.store.keys import TenantKeys
 from worker.store.lua_loader import join
 
 pytestmark = pytest.mark.integration
@@ -90,9 +93,10 @@ RECORD_MODULES = ["resolve/record_codec", "resolve/union_find", "resolve/records
 RECORD_ROUND_TRIP = harness(
     RECORD_MODULES,
     """
--- ARGV: person id, then key, meta, text triples (text "" with an unset's meta: no value).
+-- ARGV: person id, created_at, last_seen, version, id_count, the tenant's ids key, then key,
+-- meta, text triples (text "" with an unset's meta: no value). The record's root is 'root'.
 local meta, vals = {}, {}
-for k = 2, #ARGV, 3 do
+for k = 7, #ARGV, 3 do
   meta[ARGV[k]] = ARGV[k + 1]
   if string.byte(ARGV[k + 1], 1) ~= string.byte(PROTOCOL.code.unset) then
     vals[ARGV[k]] = ARGV[k + 2]
@@ -100,16 +104,21 @@ for k = 2, #ARGV, 3 do
 end
 local person = records.new_person({
   person_id = ARGV[1], person_id_bytes = record_codec.person_id_bytes(ARGV[1]),
-  created_at = -5, created_at_text = '-5', last_seen = 12, last_seen_text = '12',
-  identified = true, version = 3, version_text = '3', id_count = 2, spilled = false,
+  created_at = tonumber(ARGV[2]), created_at_text = ARGV[2], last_seen = tonumber(ARGV[3]),
+  last_seen_text = ARGV[3], identified = true, version = tonumber(ARGV[4]),
+  version_text = ARGV[4], id_count = tonumber(ARGV[5]), spilled = false,
   others_text = '', others = { 'm' }, stored_members = false, meta = meta, vals = vals,
   properties_size = 0, snapshot = false,
 })
-local text = records.encode(person)
-local ctx = { values = { root = text }, written = {}, persons = {}, dirty = {} }
+local ctx = { keys = { ids = ARGV[6] }, values = {}, written = {}, persons = {}, dirty = {} }
+local text = records.encode(person, 'root', ctx)
+ctx.values.root = text
 local loaded = records.load(ctx, 'root')
-local untouched = records.encode(loaded)
-local fields = record_codec.decode(text)
+local untouched = records.encode(loaded, 'root', ctx)
+if loaded.created_at_text ~= ARGV[2] or loaded.version_text ~= ARGV[4] then
+  return redis.error_reply('texts: ' .. loaded.created_at_text .. ' ' .. loaded.version_text)
+end
+local fields = record_codec.decode(text, 'root', record_codec.tenant_of(ARGV[6]))
 local view = record_codec.view('root', fields, { 'root', 'm' })
 local metas = {} -- a decoded meta keeps its order key stored: its text form is the state
 for key, m in pairs(records.meta_of(loaded)) do
@@ -124,12 +133,12 @@ LEGACY_MIGRATION = harness(
     RECORD_MODULES,
     """
 -- ARGV: the members prefix, a format-6 record of the root 'root'.
-local ctx = { keys = { members = ARGV[1] }, values = { root = ARGV[2] }, written = {},
-  persons = {}, dirty = {}, added = {}, fresh = {}, dropped = {} }
+local ctx = { keys = { members = ARGV[1], ids = 'p:{t}:ids' }, values = { root = ARGV[2] },
+  written = {}, persons = {}, dirty = {}, added = {}, fresh = {}, dropped = {} }
 local person = records.load(ctx, 'root')
-local text = records.encode(person)
+local text = records.encode(person, 'root', ctx)
 local ids = union_find.members_of(ctx, 'root', person)
-local view = record_codec.view('root', record_codec.decode(text), ids)
+local view = record_codec.view('root', record_codec.decode(text, 'root', 't'), ids)
 local legacy = record_codec.view('root', record_codec.decode(ARGV[2]), ids)
 return { text, view, legacy, ctx.dirty.root and 1 or 0, ctx.dropped.root and 1 or 0,
   ctx.fresh.root and 1 or 0 }
@@ -308,6 +317,7 @@ def test_prelude_is_protocol(client: redis.Redis) -> None:
         "flag": {flag.name.lower(): flag.value for flag in protocol.OpFlag if flag.name},
         "max_flags": protocol.MAX_FLAGS,
         "members_inline": protocol.MEMBERS_INLINE,
+        "person_namespace": str(PERSON_NAMESPACE),
         "reply_entry_fields": list(protocol.REPLY_ENTRY_FIELDS),
         "released_entry_fields": list(protocol.RELEASED_ENTRY_FIELDS),
         "code": protocol.PROPERTY_CODES,
@@ -319,19 +329,46 @@ def test_prelude_is_protocol(client: redis.Redis) -> None:
     }
 
 
+_TENANT = "t%:{1}"
+"""A tenant whose ids key escapes it (keys.escape_tenant): record_codec.tenant_of undoes that."""
+_IMPLICIT = person_id_for(_TENANT, "root")
+"""The person id that the record's root creates: not stored (format 9's implicit flag)."""
+
+_TIMES = st.one_of(
+    st.integers(0, 2**48 - 1),
+    st.sampled_from([0, 2**48 - 1, 2**48, -1, -5, 253_402_300_799_999, 2**53]),
+    st.integers(-(2**53), 2**53),
+)
+_COUNTS = st.one_of(
+    st.integers(0, 70_000), st.sampled_from([65_535, 65_536]), st.integers(0, 2**53)
+)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    person_id=st.one_of(st.uuids().map(str), st.sampled_from(["p", "P-1", "é\udfff"])),
+    person_id=st.one_of(
+        st.uuids().map(str), st.sampled_from(["p", "P-1", "é\udfff", _IMPLICIT, _IMPLICIT])
+    ),
     keyed=st.dictionaries(
         st.one_of(st.text(max_size=6), st.sampled_from(["a", "/", '"', "\n", "\udfff"])),
         states(),
         max_size=6,
     ),
+    times=st.tuples(_TIMES, _TIMES),
+    counts=st.tuples(_COUNTS, _COUNTS),
 )
 def test_record_round_trip(
-    client: redis.Redis, person_id: str, keyed: dict[str, PropertyState]
+    client: redis.Redis,
+    person_id: str,
+    keyed: dict[str, PropertyState],
+    times: tuple[int, int],
+    counts: tuple[int, int],
 ) -> None:
-    args = [_b(person_id)]
+    """Format 9 (what the store writes): the narrow header for times in [0, 2^48) ms and
+    counts under 65,536, the wide one beyond; either decodes to what was encoded."""
+    (created_at, last_seen), (version, id_count) = times, counts
+    args = [_b(person_id), *(b"%d" % n for n in (created_at, last_seen, version, id_count))]
+    args.append(_b(TenantKeys("test", _TENANT).ids))
     for key, state in keyed.items():
         meta, text = _meta_and_text(state)
         args += [_b(key), _b(meta), _b(text)]
@@ -339,11 +376,22 @@ def test_record_round_trip(
     assert isinstance(reply, list)
     text, untouched, view, meta, vals, size = reply
     assert untouched == text
-    assert text[:1] == (b"\x01" if _is_uuid(person_id) else b"\x02")
+    assert text[:1] == (b"\x03" if _is_uuid(person_id) else b"\x04")
+    narrow = all(0 <= t < 2**48 for t in times) and all(c < 65_536 for c in counts)
+    assert text[1] & 4 == (0 if narrow else 4)  # the flags byte: wide
+    assert text[1] & 1 == 1  # identified
+    implicit = person_id == _IMPLICIT
+    assert text[1] & 8 == (8 if implicit else 0)  # implicit: the person id is not stored
+    stored = _is_uuid(person_id) and uuid.UUID(person_id).bytes in text
+    assert stored == (_is_uuid(person_id) and not implicit)
     root, person = person_record.root_and_person(view)
     assert root == "root"
     assert person.person_id == person_id
-    assert (person.created_at_ms, person.last_seen_ms, person.version) == (-5, 12, 3)
+    assert (person.created_at_ms, person.last_seen_ms, person.version) == (
+        created_at,
+        last_seen,
+        version,
+    )
     assert person.distinct_ids == frozenset({"root", "m"})
     assert person.properties == keyed
     expected = {k: _meta_and_text(s) for k, s in keyed.items()}
@@ -353,6 +401,37 @@ def test_record_round_trip(
     visible = {k: t for k, (m, t) in expected.items() if not m.startswith(protocol.UNSET)}
     assert json.loads(codec.as_text(vals) if vals != b"[]" else "{}") == visible
     assert size == sum(len(_b(k)) + len(_b(t)) for k, t in visible.items())
+
+
+PERSON_UUID = harness(
+    ["resolve/record_codec"],
+    """
+-- ARGV: a tenant's ids key, then distinct ids: the person id each creates, from the key's tenant.
+local tenant = record_codec.tenant_of(ARGV[1])
+local out = {}
+for k = 2, #ARGV do
+  out[#out + 1] = record_codec.person_uuid(tenant, ARGV[k])
+end
+return out
+""",
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    tenant=st.one_of(st.text(min_size=1, max_size=12), st.sampled_from(["t", "%", "{}:%7B", "é"])),
+    distinct_ids=st.lists(st.text(max_size=12), min_size=1, max_size=5),
+)
+def test_lua_derives_the_person_id_python_gives(
+    client: redis.Redis, tenant: str, distinct_ids: list[str]
+) -> None:
+    """An implicit record's person id is derived in Lua from its root and the tenant of the ids
+    key: it must be ``person_id_for``'s for every tenant and id Python can name."""
+    assume(not any(0xD800 <= ord(c) <= 0xDFFF for c in tenant + "".join(distinct_ids)))
+    key = TenantKeys("test", tenant).ids
+    reply = _eval(client, PERSON_UUID, [_b(key), *(_b(i) for i in distinct_ids)])
+    assert isinstance(reply, list)
+    assert [codec.as_text(p) for p in reply] == [person_id_for(tenant, i) for i in distinct_ids]
 
 
 def _is_uuid(text: str) -> bool:
@@ -396,7 +475,7 @@ def test_a_format_6_record_is_migrated_when_loaded(
         client.delete(prefix + "root")
     assert isinstance(reply, list)
     text, view, legacy, dirty, dropped, fresh = reply
-    assert text[:1] == b"\x01"  # format 7, the person id as 16 bytes
+    assert text[:1] == b"\x03"  # format 9, the person id as 16 bytes
     assert person_record.person_of(view) == person_record.person_of(legacy)
     person = person_record.person_of(view)
     assert person.person_id == "00000000-0000-5000-8000-00000000000a"

@@ -1,12 +1,14 @@
-"""What the store keeps in Redis (format 7, ``lua/resolve/record_codec.lua``), on a real Redis:
-the shape and size of a record, a tree's ids inside its record up to ``MEMBERS_INLINE`` and in an
-append-only members string beyond, and the upgrade of data written by format 6 (the previous
-release), which is read as is and rewritten in format 7 by the first call that loads it."""
+"""What the store keeps in Redis (record format 9, ``lua/resolve/record_codec.lua``), on a real
+Redis: the shape and size of a record, a tree's ids inside its record up to ``MEMBERS_INLINE`` and
+in an append-only members string beyond, and the upgrade of data written by earlier releases:
+format 7 records (store formats 7 and 8), read as they are and rewritten in format 9 when their
+person changes, and format 6 data, rewritten by the first call that loads it."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import struct
 import uuid
 from collections.abc import Iterator
 
@@ -60,14 +62,38 @@ def test_a_person_alone_is_one_short_binary_record(
 ) -> None:
     run(store, ev("track", "anon-1"))
     record = _record(client, store, "anon-1")
-    # marker, the 16 bytes of the person id, created_at, last_seen, not identified and not
-    # spilled, version, id count, snapshot and property-state lengths, the snapshot "{}"; no
-    # property state, no other id
+    # marker, flags (not identified, not spilled; implicit: the person id is the one anon-1
+    # creates, so it is not stored), then created_at and last_seen (6 bytes each), version, id
+    # count, snapshot and property-state lengths (2 bytes each), the snapshot "{}"; no property
+    # state, no other id
     seen = last_seen_at(T0, IdentityConfig().last_seen_resolution_ms)
     assert record == (
-        b"\x01" + uuid.UUID(pid("anon-1")).bytes + b"%d|%d|00|0|1|2|0|{}" % (T0, seen)
+        b"\x03\x08"
+        + T0.to_bytes(6, "big")
+        + seen.to_bytes(6, "big")
+        + struct.pack(">HHHH", 0, 1, 2, 0)
+        + b"{}"
     )
     assert _members_keys(client, _keys(store)) == []
+
+
+def test_a_person_id_is_stored_only_when_its_root_did_not_create_it(
+    store: RedisIdentityStore, client: redis.Redis
+) -> None:
+    run(store, *(ev("alias", "x1", other=f"x{i}") for i in range(2, 5)))  # 4 ids under x1
+    run(store, ev("identify", "a1", other="b1"))  # 2 ids under a1
+    assert _record(client, store, "a1")[:2] == b"\x03\x09"  # identified, implicit
+    # a1's person survives the merge, but x1's bigger tree gives the root: its id is stored
+    (r,) = run(store, ev("alias", "a1", other="x1", dangerous=True))
+    assert r.person_id == pid("a1")
+    record = _record(client, store, "x1")
+    assert record[:2] == b"\x03\x01"  # identified, not implicit
+    assert record[2:18] == uuid.UUID(pid("a1")).bytes
+    merged = store.person_for(TENANT, "x3")
+    assert merged is not None
+    assert merged.person_id == pid("a1")
+    assert merged.distinct_ids == {"a1", "b1", "x1", "x2", "x3", "x4"}
+    check_invariants(client, _keys(store))
 
 
 def test_a_track_that_changes_nothing_writes_nothing(
@@ -152,7 +178,69 @@ def test_a_tree_keeps_its_ids_in_its_record_then_in_a_members_string(
     assert client.hlen(keys.ids) == 0
 
 
-# -- format 6, the previous release ------------------------------------------------------------
+# -- format 7, written by store formats 7 and 8 ------------------------------------------------
+
+
+_SEEN_7 = last_seen_at(T0 - 5, IdentityConfig().last_seen_resolution_ms)
+
+
+def _format_7(client: redis.Redis, keys: TenantKeys, root: str, other: str) -> bytes:
+    """Writes a person of two ids with one property as store formats 7 and 8 did: the person id
+    as 16 bytes, then the times and counters as digits between "|"."""
+    snapshot = b'{"plan":"pro"}'
+    props = _props_of_one_set(len(b'"plan"'), len(b'"pro"'))
+    others = b"%d:%s" % (len(other), other.encode())
+    record = (
+        b"\x01"
+        + uuid.UUID(pid(root)).bytes
+        + b"%d|%d|10|4|2|%d|%d|" % (T0 - 120_000, _SEEN_7, len(snapshot), len(props))
+        + snapshot
+        + props
+        + others
+    )
+    client.hset(keys.ids, mapping={root: record, other: "P" + root})
+    return record
+
+
+def _props_of_one_set(key_length: int, text_length: int) -> bytes:
+    """cmsgpack.pack(ords, visible, hidden) of one key set by one event (order key stored as
+    its text, which record_codec reads as it reads a packed one)."""
+    order = codec.order_key(T0 - 5, "e-old").encode()
+    assert len(order) < 32  # a msgpack fixstr
+    ords = b"\x91" + bytes([0xA0 + len(order)]) + order  # [order]
+    visible = b"\x93" + bytes([key_length, text_length, 0])  # [klen, tlen, state 0: set]
+    return ords + visible + b"\x90"  # hidden: []
+
+
+def test_format_7_records_are_read_and_rewritten_in_format_9_when_changed(
+    store: RedisIdentityStore, client: redis.Redis
+) -> None:
+    keys = _keys(store)
+    record = _format_7(client, keys, "f7", "f7-anon")
+    before = store.person_for(TENANT, "f7-anon")
+    assert before is not None
+    assert (before.person_id, before.distinct_ids) == (pid("f7"), frozenset({"f7", "f7-anon"}))
+    assert (before.created_at_ms, before.last_seen_ms, before.version) == (T0 - 120_000, _SEEN_7, 4)
+    assert before.visible_properties == {"plan": "pro"}
+    # an event that changes nothing leaves the format-7 record as it is
+    (r,) = run(store, ev("track", "f7-anon", ts=T0 - 5))
+    assert (r.person_id, r.properties, r.is_identified) == (pid("f7"), {"plan": "pro"}, True)
+    assert _record(client, store, "f7") == record
+    # one that changes the person writes it in format 9, the same person
+    (r,) = run(store, ev("track", "f7", ts=T0, set={"seen": True}))
+    assert r.properties == {"plan": "pro", "seen": True}
+    rewritten = _record(client, store, "f7")
+    assert rewritten[:2] == b"\x03\x09"  # format 9, identified, implicit (f7 created it)
+    after = store.person_for(TENANT, "f7")
+    assert after is not None
+    assert after.distinct_ids == before.distinct_ids
+    assert after.properties["plan"] == before.properties["plan"]
+    assert after.created_at_ms == T0 - 120_000
+    assert after.version == 5
+    check_invariants(client, keys)
+
+
+# -- format 6, the release before format 7 --------------------------------------------------------
 
 
 def _format_6(
@@ -197,7 +285,7 @@ def test_format_6_data_is_read_then_migrated(
 
     (r,) = run(store, ev("track", "old-0", ts=T0, set={"seen": True}))
     assert (r.person_id, r.properties) == (pid("old-0"), {"plan": "pro", "seen": True})
-    assert _record(client, store, "old-0")[:1] == b"\x01"  # rewritten in format 7
+    assert _record(client, store, "old-0")[:1] == b"\x03"  # rewritten in format 9
     big = size > MEMBERS_INLINE
     assert client.type(keys.members("old-0")) == (b"string" if big else b"none")
     after = store.person_for(TENANT, "old-0")

@@ -62,7 +62,7 @@ def _value(text: str) -> str | int:
 
 def test_prelude_holds_protocol() -> None:
     assert _prelude(load_script("resolve_batch.lua")) == {
-        "format_version": "8",
+        "format_version": "9",
         "flag": {
             "process_person": 1,
             "merge_dangerously": 2,
@@ -71,6 +71,7 @@ def test_prelude_holds_protocol() -> None:
         },
         "max_flags": 15,
         "members_inline": 8,
+        "person_namespace": "6f1f2b8e-3c0f-5a8e-9d54-1d1b0c6a7e21",
         "reply_entry_fields": list(protocol.REPLY_ENTRY_FIELDS),
         "released_entry_fields": [
             "event_uuid",

@@ -35,7 +35,7 @@ once the offsets are committed) deletes their fields, or the hash's TTL
 So memory holds the receipts of the uncommitted input; a receipt never forgotten lives at most
 until its partition's input moves past its offset range, plus the TTL.
 
-The person record layout (store format 7, and format 6 still read) is documented in
+The person record layout (format 9; formats 7 and 6 still read) is documented in
 ``lua/resolve/record_codec.lua``; ``lua/read_person.lua`` turns it into a JSON view that
 ``person_record.py`` decodes.
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import IntFlag
 
+from worker.identity.ids import PERSON_NAMESPACE
 from worker.identity.model import OrderingMode, PersonMode
 
-FORMAT_VERSION = "8"
+FORMAT_VERSION = "9"
 """First ARGV of every call; the script refuses any other."""
 
 
@@ -124,6 +125,7 @@ def lua_prelude() -> str:
         "flag": _lua_table({flag.name.lower(): flag.value for flag in OpFlag if flag.name}),
         "max_flags": str(MAX_FLAGS),
         "members_inline": str(MEMBERS_INLINE),
+        "person_namespace": _lua_string(str(PERSON_NAMESPACE)),
         "reply_entry_fields": _lua_list(REPLY_ENTRY_FIELDS),
         "released_entry_fields": _lua_list(RELEASED_ENTRY_FIELDS),
         "code": _lua_table(PROPERTY_CODES),

@@ -28,10 +28,7 @@ local fold_key, deleted_key = KEYS[5], KEYS[6]
 local tenant, namespace, start, expected = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
 local function uuid5(name)
-  local h = redis.sha1hex(namespace .. name)
-  local variant = string.format('%x', 8 + tonumber(string.sub(h, 17, 17), 16) % 4)
-  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-5' .. string.sub(h, 14, 16)
-    .. '-' .. variant .. string.sub(h, 18, 20) .. '-' .. string.sub(h, 21, 32)
+  return record_codec.uuid5(namespace, name)
 end
 
 -- The root of start's tree and its record.
@@ -41,7 +38,7 @@ end, 'delete_person')
 if root == nil then
   return false
 end
-local fields = record_codec.decode(value)
+local fields = record_codec.decode(value, root, tenant)
 if fields == nil then
   error('delete_person: unreadable person record at ' .. root)
 end

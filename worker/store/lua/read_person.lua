@@ -1,8 +1,8 @@
 #!lua flags=no-writes
 --[==[
 read_person.lua: persons read atomically for Python (without path compression, so it may run on
-a replica), as text whatever the record's format (resolve/record_codec.lua: format 7, or format
-6 not migrated yet), so any client reads them, one that decodes responses too.
+a replica), as text whatever the record's format (resolve/record_codec.lua: format 9, or formats
+7 and 6 not migrated yet), so any client reads them, one that decodes responses too.
 
 KEYS: [1] <p>:{t}:ids  [2] <p>:{t}:members:  (layout in resolve_batch.lua, resolve/union_find.lua
 and resolve/record_codec.lua; the members key KEYS[2] .. root shares the tenant's hash tag.)
@@ -16,6 +16,7 @@ ARGV: [1] "scan", [2] an HSCAN cursor of KEYS[1], [3] its COUNT: one page of the
 --- @include "resolve/record_codec"
 
 local ids_key, members_prefix = KEYS[1], KEYS[2]
+local tenant = record_codec.tenant_of(ids_key) -- an implicit record's person id is its root's
 
 local function members_reader(root)
   local key = members_prefix .. root
@@ -25,7 +26,7 @@ local function members_reader(root)
 end
 
 local function view(root, value)
-  local fields = record_codec.decode(value)
+  local fields = record_codec.decode(value, root, tenant)
   if fields == nil then
     error('read_person: unreadable person record at ' .. root)
   end

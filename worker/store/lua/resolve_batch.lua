@@ -14,7 +14,7 @@ agree on). Each module says at its top what it does; the modules share nothing b
 
 KEYS (all share the tenant's hash tag, see worker/store/keys.py, TenantKeys.script_keys):
   [1] <p>:{t}:ids             hash: distinct id -> "P" .. parent id | person record
-                              (store format 7: record_codec.lua; format 6 still read)
+                              (record format 9: record_codec.lua; formats 7 and 6 still read)
   [2] <p>:{t}:members:        prefix of the members string of a root of a big tree
                               (union_find.lua)
   [3] <p>:{t}:reply:<token>   where this call's reply is kept (retry deduplication)

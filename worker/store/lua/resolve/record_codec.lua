@@ -3,16 +3,32 @@ record_codec.lua: the stored text of a person record, the value of a root in the
 no ctx, no Redis call; resolve_batch.lua, read_person.lua and delete_person.lua share it;
 Python never reads a record: read_person.lua gives it a JSON view, record_codec.view).
 
-Format 7 (written by this version: store format 8 writes format 7's records unchanged, its
-changes are elsewhere), plain string operations to decode and encode (no cmsgpack call on an
-event that changes no property):
+Format 9 (written by this version), a binary header then the same parts as format 7:
+  marker     "\3" then a flags byte then, unless the flags say implicit, the 16 bytes of a
+             canonical (lowercase) uuid person id; or "\4" then the flags byte then the length
+             of the person id's text, ':', the text
+  flags      1 identified, 2 spilled, 4 wide (the wide header below), 8 implicit: the person
+             id is the one its root's distinct id creates, uuid5 of "<tenant>:<root>" in
+             PROTOCOL.person_namespace (worker/identity/ids.py, person_id_for), so it is not
+             stored (most persons: every person whose root is the id that created it)
+  header     created_at, last_seen (ms), version, id_count, len(snapshot), len(props) as
+             big-endian unsigned integers of 6, 6, 2, 2, 2 and 2 bytes (20 bytes:
+             struct '>I6I6I2I2I2I2'), or, wide, signed integers of 8 bytes then the lengths
+             unsigned of 4 (40 bytes: '>i8i8i8i8I4I4') when a time falls outside [0, 2^48) ms
+             or a count or length reaches 65,536
+  then       snapshot props others, as in format 7
+  created_at the time an event carried; last_seen an event's time rounded down to the
+             last-seen resolution (records.seen_at); id_count the distinct ids of the tree.
+The header is 20 bytes where format 7 spent about 40 on digits and separators; for most
+records that moves the value into a smaller allocation class of Redis's allocator.
+
+Format 7 (written by store formats 7 and 8), still read, and rewritten in format 9 by the first
+call that changes its person:
   marker and person id: "\1" then the 16 bytes of a canonical (lowercase) uuid text, or "\2"
              then the length of the text, ':', the text
   then       created_at "|" last_seen "|" identified (1/0) spilled (1/0) "|" version "|"
              id_count "|" len(snapshot) "|" len(props) "|" snapshot props others
-  created_at, last_seen: digits (created_at the text an event carried, last_seen an event's
-             time rounded down to the last-seen resolution: records.seen_at); id_count: the
-             distinct ids of the tree
+The parts both formats share:
   snapshot   the visible properties as one JSON object text, ready for the reply: '{' then, per
              visible key, the key's cjson text, ':', the value's text, joined by ','; then '}'
   props      "" when the person has no property state, else cmsgpack.pack(ords, visible,
@@ -32,22 +48,33 @@ The values of the properties are so stored once (in the snapshot), with no decod
 that changes none; the per-key texts and states (meta and vals of records.lua) are sliced back
 out of the snapshot only when properties change.
 
-Format 6 (the previous release), still read: "R" person_id "|" created_at "|" last_seen "|"
+Format 6 (the release before format 7), still read: "R" person_id "|" created_at "|" last_seen "|"
 identified (1/0) "|" version "|" id_count "|" len(meta) "|" len(vals) "|" meta vals snapshot
 (meta and vals cjson objects key -> op code .. order key and key -> text), the ids of a tree of
-two or more in the set <members prefix> .. root. A format-6 record is rewritten in format 7 (and
+two or more in the set <members prefix> .. root. A format-6 record is rewritten in format 9 (and
 its set deleted) by the first call that loads it (records.lua).
 
 record_codec.MEMBERS_INLINE: the most ids a tree keeps inside its record (PROTOCOL.members_inline).
-record_codec.is_record(value) -> whether value (of the ids hash) is a person record (either
+record_codec.is_record(value) -> whether value (of the ids hash) is a person record (any
   format) rather than a parent reference ("P" .. parent).
 record_codec.fill(fields, value) -> false when value is unreadable, else true, fields (a table)
-  holding what decode returns.
-record_codec.decode(value) -> fields, or nil when unreadable: { person_id, person_id_bytes (the
-  16 bytes, or nil), created_at_text, last_seen_text, identified, spilled, version,
-  version_text, id_count, snapshot, props, others_text, legacy (format 6: then meta_text and
-  vals_text instead of props and others_text, the ids being in the set) }.
-record_codec.encode(fields) -> the format-7 text of fields as decode returns them.
+  holding what decode returns, except the person id of an implicit record (person_id false):
+  the caller's to derive.
+record_codec.decode(value, root, tenant) -> fields, or nil when unreadable (or implicit without
+  root and tenant: root the id whose value it is, tenant raw, record_codec.tenant_of):
+  { person_id, person_id_bytes (the 16 bytes; nil: stored as text; false: implicit), implicit
+  (the person id is root's, not stored), created_at and last_seen (numbers), created_at_text
+  (digits), identified, spilled, version, version_text, id_count, snapshot, props, others_text,
+  legacy (format 6: then meta_text and vals_text instead of props and others_text, the ids
+  being in the set) }.
+record_codec.encode(fields, implicit) -> the format-9 text of fields as decode returns them (the
+  numbers: created_at, last_seen, version, id_count; the texts are not read); implicit: the
+  person id is its root's (record_codec.person_uuid), not stored.
+record_codec.uuid5(namespace, name) -> the uuid5 text of name in namespace (16 bytes).
+record_codec.person_uuid(tenant, id) -> the person id id creates: uuid5 of "<tenant>:<id>" in
+  PROTOCOL.person_namespace (worker/identity/ids.py, person_id_for, epoch 0).
+record_codec.tenant_of(ids_key) -> the raw tenant of a tenant's ids key ("<p>:{<tenant,
+  percent-encoded>}:ids", worker/store/keys.py), or nil.
 record_codec.others_of(person) -> the array of the non-root ids of a person that is not
   spilled, decoded from person.others_text on first use (person.others).
 record_codec.decode_props(snapshot, props) -> meta, vals (key -> op code .. order key, key ->
@@ -74,8 +101,8 @@ record_codec.root_of(id, get, who) -> root, its value: the root of id's tree, fo
   100,000 hops.
 record_codec.tree_ids(root, fields, read) -> array of every id of root's tree (root first
   unless the ids come from a members key); read(kind) returns what Redis holds at the members
-  key: kind "set" (format 6, a tree of several ids) the members set, "string" (format 7, a tree
-  beyond MEMBERS_INLINE ids) the members string or false; this module never calls Redis.
+  key: kind "set" (format 6, a tree of several ids) the members set, "string" (formats 7 and 9,
+  a tree beyond MEMBERS_INLINE ids) the members string or false; this module never calls Redis.
 record_codec.person_id_bytes(text) -> the 16 bytes of a canonical uuid text, or nil.
 ]]
 local record_codec = {}
@@ -86,8 +113,14 @@ local pack, unpack_all = cmsgpack.pack, cmsgpack.unpack
 
 record_codec.MEMBERS_INLINE = PROTOCOL.members_inline
 
-local BINARY_ID, TEXT_ID = '\1', '\2'
-local BINARY_ID_BYTE, TEXT_ID_BYTE, LEGACY_BYTE = 1, 2, byte('R')
+local BINARY_ID, TEXT_ID = '\3', '\4' -- format 9
+local BINARY_ID_BYTE, TEXT_ID_BYTE = 3, 4
+local BINARY_ID_BYTE_7, TEXT_ID_BYTE_7, LEGACY_BYTE = 1, 2, byte('R')
+local IDENTIFIED, SPILLED, WIDE, IMPLICIT = 1, 2, 4, 8 -- the flags byte of format 9
+local NARROW_HEADER, WIDE_HEADER = '>I6I6I2I2I2I2', '>i8i8i8i8I4I4'
+local NARROW_SIZE, WIDE_SIZE = 20, 40
+local TIME_LIMIT, COUNT_LIMIT = 2 ^ 48, 65536
+local char = string.char
 -- No table is built when the script starts (it starts on every call): the 16 bytes of a uuid
 -- are read and written as six big-endian integers (the groups of its text: 8, 4, 4, 4, then
 -- 4 and 8 hex digits) by one struct.pack or struct.unpack, and one format.
@@ -109,7 +142,8 @@ local CODE_NUMBER = { [byte(PROTOCOL.code.set)] = 0, [byte(PROTOCOL.code.set_onc
 
 function record_codec.is_record(value)
   local b = byte(value, 1)
-  return b == BINARY_ID_BYTE or b == TEXT_ID_BYTE or b == LEGACY_BYTE
+  return b == BINARY_ID_BYTE or b == TEXT_ID_BYTE or b == BINARY_ID_BYTE_7 or
+    b == TEXT_ID_BYTE_7 or b == LEGACY_BYTE
 end
 
 function record_codec.person_id_bytes(text)
@@ -126,6 +160,31 @@ local function uuid_text(bytes)
   return format(UUID_FORMAT, struct.unpack(UUID_STRUCT, bytes))
 end
 
+function record_codec.uuid5(namespace, name)
+  local h = redis.sha1hex(namespace .. name)
+  local variant = format('%x', 8 + tonumber(sub(h, 17, 17), 16) % 4)
+  return sub(h, 1, 8) .. '-' .. sub(h, 9, 12) .. '-5' .. sub(h, 14, 16) .. '-' .. variant ..
+    sub(h, 18, 20) .. '-' .. sub(h, 21, 32)
+end
+
+local person_namespace -- its 16 bytes, made on first use
+
+function record_codec.person_uuid(tenant, id)
+  if person_namespace == nil then
+    person_namespace = record_codec.person_id_bytes(PROTOCOL.person_namespace)
+  end
+  return record_codec.uuid5(person_namespace, tenant .. ':' .. id)
+end
+
+local function unescape(hex)
+  return string.char(tonumber(hex, 16))
+end
+
+function record_codec.tenant_of(ids_key)
+  local escaped = string.match(ids_key, '{([^{}]*)}:ids$')
+  return escaped and (string.gsub(escaped, '%%(%x%x)', unescape)) or nil
+end
+
 local function fill_legacy(fields, value)
   local person_id, created_at, last_seen, identified, version, id_count, meta_length,
       vals_length, tail = string.match(value,
@@ -136,6 +195,7 @@ local function fill_legacy(fields, value)
   meta_length, vals_length = tonumber(meta_length), tonumber(vals_length)
   fields.person_id, fields.created_at_text, fields.last_seen_text = person_id, created_at,
     last_seen
+  fields.created_at, fields.last_seen = tonumber(created_at), tonumber(last_seen)
   fields.identified, fields.version, fields.version_text = identified == '1',
     tonumber(version), version
   fields.id_count, fields.legacy = tonumber(id_count), true
@@ -147,25 +207,39 @@ end
 
 local HEADER = '^(-?%d+)|(-?%d+)|([01])([01])|(%d+)|(%d+)|(%d+)|(%d+)|()'
 
-function record_codec.fill(fields, value)
-  local marker = byte(value, 1)
-  local pos
-  if marker == BINARY_ID_BYTE then
-    local id_bytes = sub(value, 2, 17)
+-- The person id of a record (either format's marker): its text, its 16 bytes or nil, and the
+-- position after it; nil when unreadable. pos is where the id's part starts.
+local function person_id_at(value, binary, pos)
+  if binary then
+    local id_bytes = sub(value, pos, pos + 15)
     if #id_bytes ~= 16 then
-      return false
+      return nil
     end
-    fields.person_id, fields.person_id_bytes, pos = uuid_text(id_bytes), id_bytes, 18
-  elseif marker == TEXT_ID_BYTE then
-    local colon = string.find(value, ':', 2, true)
-    local length = colon and tonumber(sub(value, 2, colon - 1))
-    if length == nil then
-      return false
-    end
-    fields.person_id, pos = sub(value, colon + 1, colon + length), colon + length + 1
-  elseif marker == LEGACY_BYTE then
-    return fill_legacy(fields, value)
-  else
+    return uuid_text(id_bytes), id_bytes, pos + 16
+  end
+  local colon = string.find(value, ':', pos, true)
+  local length = colon and tonumber(sub(value, pos, colon - 1))
+  if length == nil then
+    return nil
+  end
+  return sub(value, colon + 1, colon + length), nil, colon + length + 1
+end
+
+-- The snapshot, props and others of a record whose header ends before `at`.
+local function fill_parts(fields, value, at, snapshot_length, props_length)
+  local props_at = at + snapshot_length
+  local others_at = props_at + props_length
+  if others_at > #value + 1 then
+    return false
+  end
+  fields.snapshot, fields.props = sub(value, at, props_at - 1), sub(value, props_at, others_at - 1)
+  fields.others_text = sub(value, others_at)
+  return true
+end
+
+local function fill_7(fields, value, binary)
+  local person_id, id_bytes, pos = person_id_at(value, binary, 2)
+  if person_id == nil then
     return false
   end
   local created_at, last_seen, identified, spilled, version, id_count, snapshot_length,
@@ -173,37 +247,96 @@ function record_codec.fill(fields, value)
   if created_at == nil then
     return false
   end
-  local props_at = at + snapshot_length
-  local others_at = props_at + props_length
-  if others_at > #value + 1 then
-    return false
-  end
+  fields.person_id, fields.person_id_bytes = person_id, id_bytes
   fields.created_at_text, fields.last_seen_text = created_at, last_seen
+  fields.created_at, fields.last_seen = tonumber(created_at), tonumber(last_seen)
   fields.identified, fields.spilled = identified == '1', spilled == '1'
   fields.version, fields.version_text, fields.id_count = tonumber(version), version,
     tonumber(id_count)
-  fields.snapshot, fields.props = sub(value, at, props_at - 1), sub(value, props_at, others_at - 1)
-  fields.others_text = sub(value, others_at)
-  return true
+  return fill_parts(fields, value, at, snapshot_length, props_length)
 end
 
-function record_codec.decode(value)
-  local fields = {}
-  return record_codec.fill(fields, value) and fields or nil
-end
-
-function record_codec.encode(fields)
-  local id_bytes, snapshot, props = fields.person_id_bytes, fields.snapshot, fields.props
-  local head
-  if id_bytes then
-    head = BINARY_ID .. id_bytes
-  else
-    head = TEXT_ID .. #fields.person_id .. ':' .. fields.person_id
+function record_codec.fill(fields, value)
+  local marker = byte(value, 1)
+  if marker ~= BINARY_ID_BYTE and marker ~= TEXT_ID_BYTE then
+    if marker == BINARY_ID_BYTE_7 or marker == TEXT_ID_BYTE_7 then
+      return fill_7(fields, value, marker == BINARY_ID_BYTE_7)
+    elseif marker == LEGACY_BYTE then
+      return fill_legacy(fields, value)
+    end
+    return false
   end
-  return head .. fields.created_at_text .. '|' .. fields.last_seen_text .. '|' ..
-    (fields.identified and '1' or '0') .. (fields.spilled and '1' or '0') .. '|' ..
-    fields.version_text .. '|' .. fields.id_count .. '|' .. #snapshot .. '|' .. #props .. '|' ..
-    snapshot .. props .. (fields.spilled and '' or fields.others_text)
+  local flags = byte(value, 2)
+  if flags == nil then
+    return false
+  end
+  local person_id, id_bytes, pos
+  if flags >= 16 then
+    return false
+  elseif flags >= IMPLICIT then -- the caller derives the person id (decode does)
+    person_id, id_bytes, pos = false, false, 3
+    flags = flags - IMPLICIT
+    fields.implicit = true
+  else
+    person_id, id_bytes, pos = person_id_at(value, marker == BINARY_ID_BYTE, 3)
+    if person_id == nil then
+      return false
+    end
+  end
+  local wide = flags >= WIDE
+  if #value < pos + (wide and WIDE_SIZE or NARROW_SIZE) - 1 then
+    return false
+  end
+  local created_at, last_seen, version, id_count, snapshot_length, props_length, at =
+    struct.unpack(wide and WIDE_HEADER or NARROW_HEADER, value, pos)
+  fields.person_id, fields.person_id_bytes = person_id, id_bytes
+  fields.created_at, fields.last_seen = created_at, last_seen
+  fields.created_at_text = format('%d', created_at)
+  fields.identified, fields.spilled = flags % 2 == IDENTIFIED, flags % 4 >= SPILLED
+  fields.version, fields.version_text, fields.id_count = version, format('%d', version), id_count
+  return fill_parts(fields, value, at, snapshot_length, props_length)
+end
+
+function record_codec.decode(value, root, tenant)
+  local fields = {}
+  if not record_codec.fill(fields, value) then
+    return nil
+  end
+  if fields.implicit then
+    if root == nil or tenant == nil then
+      return nil
+    end
+    fields.person_id = record_codec.person_uuid(tenant, root)
+  end
+  return fields
+end
+
+function record_codec.encode(fields, implicit)
+  local id_bytes, snapshot, props = fields.person_id_bytes, fields.snapshot, fields.props
+  local created_at, last_seen, version, id_count = fields.created_at, fields.last_seen,
+    fields.version, fields.id_count
+  local snapshot_length, props_length = #snapshot, #props
+  local flags = (fields.identified and IDENTIFIED or 0) + (fields.spilled and SPILLED or 0)
+  local header
+  if created_at >= 0 and created_at < TIME_LIMIT and last_seen >= 0 and last_seen < TIME_LIMIT
+      and version < COUNT_LIMIT and id_count < COUNT_LIMIT and snapshot_length < COUNT_LIMIT
+      and props_length < COUNT_LIMIT then
+    header = struct.pack(NARROW_HEADER, created_at, last_seen, version, id_count,
+      snapshot_length, props_length)
+  else
+    flags = flags + WIDE
+    header = struct.pack(WIDE_HEADER, created_at, last_seen, version, id_count,
+      snapshot_length, props_length)
+  end
+  local head
+  if implicit then
+    head = BINARY_ID .. char(flags + IMPLICIT)
+  elseif id_bytes then
+    head = BINARY_ID .. char(flags) .. id_bytes
+  else
+    head = TEXT_ID .. char(flags) .. #fields.person_id .. ':' .. fields.person_id
+  end
+  return head .. header .. snapshot .. props .. (fields.spilled and '' or fields.others_text)
 end
 
 function record_codec.others_of(person)
@@ -363,7 +496,8 @@ function record_codec.view(root, fields, ids)
     end
   end
   return '{"root":' .. cjson.encode(root) .. ',"person_id":' .. cjson.encode(fields.person_id)
-    .. ',"created_at":' .. fields.created_at_text .. ',"last_seen":' .. fields.last_seen_text
+    .. ',"created_at":' .. format('%d', fields.created_at) .. ',"last_seen":'
+    .. format('%d', fields.last_seen)
     .. ',"identified":' .. (fields.identified and 'true' or 'false') .. ',"version":'
     .. format('%d', fields.version) .. ',"ids":' .. cjson.encode(ids) .. ',"meta":'
     .. cjson.encode(meta) .. ',"vals":' .. cjson.encode(vals) .. '}'

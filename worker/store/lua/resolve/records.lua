@@ -1,9 +1,11 @@
 --[[
 records.lua: person records, decoded once per call into ctx.persons (root -> person) and encoded
-back by write_back.lua for every root of ctx.dirty (root -> true). The stored layout (format 7,
-and format 6 still read) is record_codec.lua's.
+back by write_back.lua for every root of ctx.dirty (root -> true). The stored layout (format 9;
+formats 7 and 6 still read) is record_codec.lua's.
 
-A person table: person_id, person_id_bytes (its 16 bytes, or nil: stored as text), created_at /
+A person table: person_id, person_id_bytes (its 16 bytes; nil: stored as text; false: not
+made yet), implicit_root (the root at which its record was read implicit: its person id that
+root's, record_codec.person_uuid), created_at /
 created_at_text, last_seen / last_seen_text, identified, version / version_text, id_count,
 spilled (the tree's ids are kept in the root's members string, union_find.lua), others_text
 and others (the tree's ids other than the root as stored, and as an array once decoded:
@@ -17,7 +19,8 @@ decoding at all: its reply takes the stored snapshot as is.
 
 A format-6 record is migrated by the call that loads it: its meta and vals are decoded, its
 members set read (and deleted at the end: ctx.dropped), and the root marked dirty, so the call
-writes it back in format 7.
+writes it back in format 9. A format-7 record is read as it is and written in format 9 when its
+person changes (a person written back is always encoded in format 9).
 
 records.load(ctx, root) -> person: decoded on first use; raises on an unreadable record.
 records.create(ctx, id, person_id, ts, ts_text) -> person: a new person rooted at id.
@@ -28,7 +31,9 @@ records.new_person(fields) -> person: a person table with the given fields.
 records.vals_of(person) -> vals, decoded on first use (and properties_size computed).
 records.meta_of(person) -> meta, decoded on first use.
 records.snapshot(person) -> the visible properties as a JSON object text.
-records.encode(person) -> the record text.
+records.tenant(ctx) -> the call's raw tenant (from its ids key), or nil.
+records.encode(person, root, ctx) -> the record text of person at root: implicit (no person id
+  stored) when its person id is the one root creates.
 ]]
 local records = {}
 
@@ -69,6 +74,48 @@ local function migrate(ctx, root, person, fields)
   end
 end
 
+-- The person id Python sent for id (ARGV: uuid5 of "<tenant>:<id>", worker/identity/ids.py),
+-- when an op of the call names id: what record_codec.person_uuid computes, without its SHA-1.
+-- Built once per call from ctx.ops; an id that deleted.rederive gave another person id
+-- (ctx.deleted[id] truthy) is left out, as its op holds that other id now.
+local function sent_person_id(ctx, id)
+  local sent = ctx.sent_person_ids
+  if sent == nil then
+    sent = {}
+    for _, op in ipairs(ctx.ops or {}) do
+      sent[op.into] = op.into_person_id
+      if op.other ~= '' then
+        sent[op.other] = op.other_person_id
+      end
+    end
+    ctx.sent_person_ids = sent
+  end
+  local person_id = sent[id]
+  if person_id and not (ctx.deleted and ctx.deleted[id]) then
+    return person_id
+  end
+  return nil
+end
+
+-- The person id that root creates (an implicit record's).
+local function root_person_id(ctx, root)
+  local person_id = sent_person_id(ctx, root)
+  if person_id == nil then
+    local tenant = records.tenant(ctx)
+    person_id = tenant and record_codec.person_uuid(tenant, root)
+  end
+  return person_id
+end
+
+function records.tenant(ctx)
+  local tenant = ctx.tenant
+  if tenant == nil then
+    tenant = record_codec.tenant_of(ctx.keys.ids) or false
+    ctx.tenant = tenant
+  end
+  return tenant or nil
+end
+
 function records.load(ctx, root)
   local person = ctx.persons[root]
   if person then
@@ -79,18 +126,22 @@ function records.load(ctx, root)
     last_seen = 0, last_seen_text = false, identified = false, version = 0,
     version_text = false, id_count = 0, spilled = false, others_text = '', others = false,
     stored_members = false, props = '', meta = false, vals = false, properties_size = 0,
-    snapshot = false, properties_changed = false, legacy = false,
+    snapshot = false, properties_changed = false, legacy = false, implicit = false,
+    implicit_root = false,
   }
   if not record_codec.fill(person, ctx.values[root]) then
     error('resolve_batch: unreadable person record at ' .. root)
   end
   person.others = nil -- decoded on first use (record_codec.others_of)
-  local created_at, last_seen = tonumber(person.created_at_text),
-    tonumber(person.last_seen_text)
-  if created_at == nil or last_seen == nil then
+  if person.implicit then
+    person.person_id, person.implicit_root = root_person_id(ctx, root), root
+    if not person.person_id then
+      error('resolve_batch: unreadable person record at ' .. root)
+    end
+  end
+  if person.created_at == nil or person.last_seen == nil then
     error('resolve_batch: unreadable person record at ' .. root)
   end
-  person.created_at, person.last_seen = created_at, last_seen
   person.stored_members = person.spilled
   ctx.persons[root] = person
   if person.legacy then
@@ -150,7 +201,7 @@ function records.create(ctx, id, person_id, ts, ts_text)
   local last_seen, last_seen_text = records.seen_at(ctx, ts, ts_text)
   local person = { -- as records.new_person makes it, in one table
     person_id = person_id,
-    person_id_bytes = record_codec.person_id_bytes(person_id),
+    person_id_bytes = false, -- made at write-back if the record is not implicit
     created_at = ts,
     created_at_text = ts_text,
     last_seen = last_seen,
@@ -185,7 +236,16 @@ function records.snapshot(person)
   return snapshot
 end
 
-function records.encode(person)
+function records.encode(person, root, ctx)
+  local implicit = person.implicit_root == root
+  if not implicit then
+    implicit = person.person_id == root_person_id(ctx, root)
+    if implicit then
+      person.implicit_root = root
+    elseif person.person_id_bytes == false then
+      person.person_id_bytes = record_codec.person_id_bytes(person.person_id)
+    end
+  end
   if person.properties_changed then
     person.snapshot, person.props = record_codec.encode_props(person.meta, person.vals,
       person.snapshot, person.layout)
@@ -194,7 +254,7 @@ function records.encode(person)
   if person.others ~= nil and not person.spilled then -- decoded, so maybe changed
     person.others_text = record_codec.members_text(person.others)
   end
-  return record_codec.encode(person)
+  return record_codec.encode(person, implicit)
 end
 
 return records

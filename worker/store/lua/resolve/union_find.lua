@@ -101,8 +101,8 @@ function union_find.find(ctx, id)
       error('resolve_batch: broken parent chain at ' .. node)
     end
   end
-  local marker = byte(value, 1)
-  if marker ~= 1 and marker ~= 2 and marker ~= LEGACY_RECORD then -- record_codec.is_record
+  local marker = byte(value, 1) or 0
+  if (marker < 1 or marker > 4) and marker ~= LEGACY_RECORD then -- record_codec.is_record
     error('resolve_batch: unreadable entry for ' .. node)
   end
   if path then

@@ -36,7 +36,7 @@ local function write_union_find(ctx)
   end
 
   for root in pairs(ctx.dirty) do
-    local text = records.encode(ctx.persons[root])
+    local text = records.encode(ctx.persons[root], root, ctx)
     if text ~= ctx.values[root] then -- an event that changed nothing writes nothing
       union_find.put(ctx, root, text)
     end
