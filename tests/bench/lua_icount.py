@@ -34,9 +34,10 @@ this tells which of two scripts costs less).
 
 Counts of one ``redis-server`` binary only compare with each other: another build (its
 compiler flags, its allocator) executes other instructions for the same calls. They repeat
-closely, not exactly (Redis seeds its hash tables at random; an allocator's choices vary): on
-the drain mix Debian's binary (jemalloc) moved by up to 0.3% between runs, a build with
-``MALLOC=libc`` by 0.01%.
+closely, not exactly: on the drain mix, 18 runs of one script on Debian's binary (jemalloc;
+turning off its decay or its cache-oblivious placement did not help) spread over 0.4%
+(178,180 to 178,957 per op), five on a build with ``MALLOC=libc`` over 0.02%; for
+differences under 1%, count on such a build (below).
 
 ``--top N``: the N functions of the most instructions of their own (exclusive, from
 ``callgrind_annotate --threshold=100``) for this tree's script. Debian's ``redis-server`` is
