@@ -14,7 +14,7 @@ LOCAL_LUA := .local/lua
 
 .PHONY: help install check-tools kafka-jars redis-install services-up services-down services-status \
         services-clean run demo test test-interpreted test-all-interpreted compiled test-unit test-integration mutants faults lint lint-lua lua-tools \
-        fmt typecheck bench clean lint-deploy
+        fmt typecheck bench bench-icount clean lint-deploy
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -146,6 +146,11 @@ bench: install services-up compiled ## Benchmarks, a few minutes: drain beside p
 	  $(PY) -m tests.bench.bench_exactly_once --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 \
 	    $(if $(BENCH_BUILD),--build $(BENCH_BUILD)) $(BENCH_EXACTLY_ONCE_ARGS); \
 	} 2>&1 | tee $(BENCH_OUT)/report.md
+
+BENCH_ICOUNT_ARGS ?=
+bench-icount: install redis-install ## Instructions Redis executes per op of the resolve script (valgrind's callgrind: exact where time moves ±20%; needs valgrind), not in make bench: captures the store's calls on the local Redis (REDIS_PORT, started as make bench does), counts on a redis-server of its own; BENCH_ICOUNT_ARGS='--compare base=OLD/resolve_batch.lua --top 20' (tests/bench/lua_icount.py)
+	@deploy/local/redis.sh start
+	$(PY) -m tests.bench.lua_icount --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 $(BENCH_ICOUNT_ARGS)
 
 clean: ## Remove the venv, caches and local service data
 	-@deploy/local/kafka.sh stop; deploy/local/redis.sh stop

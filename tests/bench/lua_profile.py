@@ -15,7 +15,7 @@ Use a Redis of your own: it sets ``slowlog-log-slower-than 0``, resets the serve
    each ``--compare`` script (an older joined ``resolve_batch.lua``: ``python -m
    worker.store.lua_loader DIR`` run on that commit's tree), ``--repeat`` times interleaved;
    then the mix's tracks alone and its merges alone. A compared script must give the same
-   replies and leave the same state (a digest of every key; see ``_state_digest``).
+   replies and leave the same state (a digest of every key; see ``state_digest``).
 3. The phase build: the time between marks at the script's main steps (PHASE_MARKS) and in a
    few module functions (PHASE_FUNCTIONS) is added up per phase with ``redis.call('TIME')``,
    a few marks per op, less each mark's measured cost.
@@ -263,6 +263,7 @@ def capture(
     """The calls the store makes for each batch of ``events`` (run for real on a throwaway
     prefix, which is deleted after)."""
     prefix = f"lp-cap-{uuid.uuid4().hex[:8]}"
+    client.script_load(load_script("resolve_batch.lua"))  # else NOSCRIPT: a round recorded twice
     store = redis_store.RedisIdentityStore(
         client, IdentityConfig(), prefix=prefix, max_ops_per_call=chunk
     )
@@ -388,7 +389,7 @@ def replay(
         for e in client.slowlog_get(len(timed) + 100)
         if e["command"].split(b" ", 1)[0].upper() == b"EVALSHA"
     ]
-    state = _state_digest(client, prefix.decode())
+    state = state_digest(client, prefix.decode())
     _delete(client, prefix.decode())
     ops = sum(int(a[14]) for _, a in timed)
     cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
@@ -397,7 +398,7 @@ def replay(
     )
 
 
-def _state_digest(client: redis.Redis, prefix: str) -> str:
+def state_digest(client: redis.Redis, prefix: str) -> str:
     """A digest of every key under ``prefix`` (name and value, TTLs aside), to check that two
     scripts leave the same state."""
     digest = hashlib.sha256()
@@ -492,11 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     client = redis.Redis.from_url(args.redis_url)
     client.config_set("slowlog-log-slower-than", 0)
     client.config_set("slowlog-max-len", 100_000)
-    batches = _batches(args)
-    sourced = [
-        [dataclasses.replace(e, source=f"events/0/{b * 500 + i}") for i, e in enumerate(batch)]
-        for b, batch in enumerate(batches)
-    ]
+    batches = mix_batches(args)
+    sourced = with_sources(batches)
     out: dict[str, tuple[list[Call], list[Call]]] = {}
     for name, events in (("sources", sourced), ("no sources", batches)):
         per_batch = capture(client, events, args.chunk)
@@ -577,7 +575,7 @@ def _same(args: list[bytes]) -> list[bytes]:
     return args
 
 
-def _batches(args: argparse.Namespace) -> list[list[IdentityEvent]]:
+def mix_batches(args: argparse.Namespace) -> list[list[IdentityEvent]]:
     """The warm-up and timed batches of 500 of the chosen mix."""
     count = args.warmup + args.batches
     if args.mix == "store":
@@ -586,6 +584,14 @@ def _batches(args: argparse.Namespace) -> list[list[IdentityEvent]]:
     users = args.universe or count * 500 // 5
     events = [_identity_event(body) for body in backlog(count * 500, users, seed=1)]
     return [events[k : k + 500] for k in range(0, len(events), 500)]
+
+
+def with_sources(batches: Sequence[list[IdentityEvent]]) -> list[list[IdentityEvent]]:
+    """``batches`` with a source per event, as the worker's events have (receipts kept)."""
+    return [
+        [dataclasses.replace(e, source=f"events/0/{b * 500 + i}") for i, e in enumerate(batch)]
+        for b, batch in enumerate(batches)
+    ]
 
 
 def _identity_event(body: dict[str, Any]) -> IdentityEvent:
@@ -605,7 +611,7 @@ def _identity_event(body: dict[str, Any]) -> IdentityEvent:
 def _by_kind(client: redis.Redis, args: argparse.Namespace) -> list[tuple[list[Call], list[Call]]]:
     """(warm-up, timed) calls of the mix's tracks alone, then of its merges (identify, alias)
     alone, each run as its own stream with a source per event."""
-    batches = _batches(args)
+    batches = mix_batches(args)
     result = []
     for want in (False, True):
         events = [e for b in batches for e in b if (e.other_id is not None) == want]

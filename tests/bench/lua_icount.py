@@ -1,0 +1,596 @@
+"""Instructions Redis executes per op of the resolve script, counted by callgrind (a script, not
+a test).
+
+    .venv/bin/python -m tests.bench.lua_icount --redis-url redis://127.0.0.1:36480/0 \\
+        [--mix drain|store] [--batches 20] [--warmup 10] [--chunk 64] [--no-sources] \\
+        [--compare LABEL=OLD_JOINED_SCRIPT.lua ...] [--redis-server PATH] [--top N] \\
+        [--keep DIR]
+
+On a shared machine the script's time moves by ±20% between runs of one script; the
+instructions Redis executes for the same calls repeat to a fraction of a percent (below),
+so a change of the store is chosen by them (``lua_profile`` tells where the time goes;
+this tells which of two scripts costs less).
+
+1. Captures the ``EVALSHA`` calls (KEYS and ARGV) that ``RedisIdentityStore`` makes for the
+   mix (``lua_profile.capture``: batches of 500, chunks of ``--chunk`` ops; a source per event
+   as the worker's events have, receipts kept, unless ``--no-sources``) on the Redis of
+   ``--redis-url``, under a throwaway key prefix deleted after: any Redis will do. Each
+   call's random reply token becomes a counter (``stable_tokens``): every run replays the
+   same bytes.
+2. For this tree's joined ``resolve_batch.lua``, then each ``--compare`` script (another
+   commit's, joined with ``python -m worker.store.lua_loader DIR`` run in that commit's tree:
+   it writes ``DIR/resolve_batch.lua``), starts a ``redis-server`` of its own under ``valgrind
+   --tool=callgrind`` (a free port, a temporary directory), loads the script, replays the
+   warm-up calls, zeroes the counters (``callgrind_control -z``), replays the timed calls one
+   at a time, dumps the counters (``callgrind_control -d``) and reads that dump's total, then
+   stops the server. The count is the whole server process's over the timed calls: the
+   script, the commands it calls, the event loop and the networking. A compared script of an
+   older ARGV format (its ``PROTOCOL.format_version``) gets the calls rewritten in its format
+   (``DOWNGRADES``; refused when none is known).
+3. Prints instructions per op for each variant and its ratio to the first (this tree's), and
+   refuses (exit 1) when a compared script's replies or final state (``lua_profile
+   .state_digest``; compared between scripts of one format only, another stores persons
+   otherwise) differ from this tree's, naming the first differing call.
+
+Counts of one ``redis-server`` binary only compare with each other: another build (its
+compiler flags, its allocator) executes other instructions for the same calls. They repeat
+closely, not exactly: on the drain mix, 18 runs of one script on Debian's binary (jemalloc;
+turning off its decay or its cache-oblivious placement did not help) spread over 0.4%
+(178,180 to 178,957 per op), five on a build with ``MALLOC=libc`` over 0.02%; for
+differences under 1%, count on such a build (below).
+
+``--top N``: the N functions of the most instructions of their own (exclusive, from
+``callgrind_annotate --threshold=100``) for this tree's script. Debian's ``redis-server`` is
+stripped: it names only the functions it exports (and the shared libraries'), the rest shows
+as addresses or under ``main``. For names, build one with symbols and pass it with
+``--redis-server``: ``apt-get source redis`` (needs a ``deb-src`` line in APT's sources) or the
+upstream tarball (``https://download.redis.io/releases/redis-7.0.15.tar.gz``), then ``make
+OPTIMIZATION=-O2 MALLOC=libc`` in it (``src/redis-server``, with symbols; without
+``MALLOC=libc`` it links its own jemalloc).
+
+Needs ``valgrind`` (``callgrind_control`` and ``callgrind_annotate`` come with it): ``apt-get
+install -y valgrind``. Each variant of the default mix takes under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import redis
+
+from tests.bench.common import run_header
+from tests.bench.lua_profile import Call, capture, mix_batches, state_digest, with_sources
+from tests.faults.services import free_ports
+from worker.store import protocol, redis_store
+from worker.store.lua_loader import load_script
+
+OPS_AT = 14
+"""The ARGV index of a call's op count (resolve_batch.lua's header)."""
+
+PREFIX = b"ic"
+"""The key prefix of the replayed calls (the captured calls' ``lp-old``)."""
+
+TOOLS = ("valgrind", "callgrind_control")
+
+START_TIMEOUT_S = 120.0
+"""Redis under callgrind takes seconds to start on a busy machine."""
+
+STOP_TIMEOUT_S = 60.0
+"""SHUTDOWN writes callgrind's final dump first."""
+
+
+class ToolError(RuntimeError):
+    """A tool this script runs is missing or failed: its message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A joined resolve script, named in the table by ``label``."""
+
+    label: str
+    script: str
+
+    @property
+    def format_version(self) -> str:
+        """The ARGV format the script takes (its ``PROTOCOL.format_version``)."""
+        found = re.search(r"^\s*format_version = '([^']*)',$", self.script, re.MULTILINE)
+        if found is None:
+            raise ValueError(f"{self.label}: not a joined resolve_batch.lua (no format_version)")
+        return found.group(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Count:
+    """A variant's instructions over the timed calls, and what it answered and left."""
+
+    label: str
+    calls: int
+    ops: int
+    instructions: int
+    replies: tuple[bytes, ...]
+    """every reply, the warm-up calls' then the timed calls'"""
+    state: str
+    """``lua_profile.state_digest`` of the keys after the last call"""
+    format_version: str = protocol.FORMAT_VERSION
+    """the ARGV format of the calls replayed (an older script's: ``downgrade``)"""
+
+    @property
+    def per_op(self) -> float:
+        return self.instructions / max(1, self.ops)
+
+
+def compare_option(value: str) -> Variant:
+    """``LABEL=JOINED_SCRIPT.lua`` (or a path alone, labelled by it) as a ``Variant``; as
+    ``type=`` of ``--compare``, argparse reports the error."""
+    label, sep, path = value.partition("=")
+    if not sep:
+        label, path = value, value
+    if not label or not path:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected LABEL=JOINED_SCRIPT.lua")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{path}: {exc.strerror}") from exc
+    return Variant(label, text)
+
+
+def dump_total(text: str) -> int:
+    """The instructions of a callgrind dump: its ``summary:`` line (every event since the
+    counters were last zeroed), else its ``totals:`` line."""
+    for name in ("summary", "totals"):
+        found = re.search(rf"^{name}:\s+(\d+)", text, re.MULTILINE)
+        if found:
+            return int(found.group(1))
+    raise ValueError("not a callgrind dump: no summary: or totals: line")
+
+
+def dump_part(text: str) -> int | None:
+    """The ``part:`` of a callgrind dump (1 for the first ``callgrind_control -d``)."""
+    found = re.search(r"^part:\s+(\d+)", text, re.MULTILINE)
+    return int(found.group(1)) if found else None
+
+
+def top_functions(annotated: str, n: int) -> tuple[int, list[tuple[int, str]]]:
+    """The program total and the ``n`` largest (instructions, function) rows of
+    ``callgrind_annotate``'s function list. Rows of the whole total are left out: frames active
+    from before the counters were zeroed (``main``, the event loop's callers), which
+    callgrind_annotate charges with their calls in flight."""
+    total_row = re.search(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+PROGRAM TOTALS", annotated, re.M)
+    if total_row is None:
+        raise ValueError("not callgrind_annotate's output: no PROGRAM TOTALS")
+    total = int(total_row.group(1).replace(",", ""))
+    header = re.search(r"^\S+\s+file:function\n-+\n", annotated[total_row.end() :], re.M)
+    if header is None:
+        raise ValueError("not callgrind_annotate's output: no file:function list")
+    rows: list[tuple[int, str]] = []
+    for line in annotated[total_row.end() + header.end() :].splitlines():
+        row = re.match(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.+)$", line)
+        if row is None:
+            break
+        count = int(row.group(1).replace(",", ""))
+        if count < total:
+            rows.append((count, row.group(2)))
+    return total, sorted(rows, key=lambda r: -r[0])[:n]
+
+
+def table(counts: Sequence[Count]) -> list[str]:
+    """The Markdown table of ``counts``, each with its ratio to the first."""
+    lines = [
+        "| variant | timed calls | ops | instructions per op | ratio to the first |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    base = counts[0].per_op if counts else 0.0
+    for c in counts:
+        ratio = f"{c.per_op / base:.3f}" if base else "-"
+        lines.append(f"| {c.label} | {c.calls:,} | {c.ops:,} | {c.per_op:,.0f} | {ratio} |")
+    return lines
+
+
+def top_table(total: int, rows: Sequence[tuple[int, str]], ops: int) -> list[str]:
+    """``top_functions``'s rows as a Markdown table, per op and as a share of ``total``."""
+    lines = [
+        "| function | instructions per op | share |",
+        "|---|---:|---:|",
+    ]
+    for count, name in rows:
+        share = 100 * count / total if total else 0.0
+        lines.append(f"| `{name}` | {count / max(1, ops):,.0f} | {share:.1f}% |")
+    return lines
+
+
+def first_difference(first: Count, other: Count, warmup_calls: int) -> str | None:
+    """Where ``other`` first answered or left otherwise than ``first``, in words; None when
+    it did not. The final states are compared when both ran calls of one format (another
+    format stores persons otherwise)."""
+    for index, (a, b) in enumerate(zip(first.replies, other.replies, strict=False)):
+        if a != b:
+            return f"{_call_name(index, warmup_calls)}: its reply differs"
+    if len(first.replies) != len(other.replies):
+        shorter = min(len(first.replies), len(other.replies))
+        return f"{_call_name(shorter, warmup_calls)}: one of the two has no reply"
+    if first.format_version == other.format_version and first.state != other.state:
+        return "the final state (the keys after the last call) differs"
+    return None
+
+
+def verdict(counts: Sequence[Count], warmup_calls: int) -> tuple[list[str], bool]:
+    """A line per compared variant (``counts[1:]``) saying whether it answered and left what
+    the first did, and whether all did."""
+    first, lines, same = counts[0], [], True
+    for other in counts[1:]:
+        difference = first_difference(first, other, warmup_calls)
+        if difference is not None:
+            same = False
+            lines.append(f"- **{other.label} differs from {first.label}**: {difference}.")
+        elif other.format_version == first.format_version:
+            lines.append(f"- {other.label}: replies and final state identical to {first.label}'s.")
+        else:
+            lines.append(
+                f"- {other.label}: replies identical to {first.label}'s (the calls rewritten in "
+                f"its ARGV format {other.format_version}; the final state not compared: format "
+                f"{other.format_version} stores persons otherwise)."
+            )
+    return lines, same
+
+
+def _call_name(index: int, warmup_calls: int) -> str:
+    if index < warmup_calls:
+        return f"warm-up call {index + 1}"
+    return f"timed call {index - warmup_calls + 1}"
+
+
+def missing_tools(names: Sequence[str]) -> list[str]:
+    return [name for name in names if shutil.which(name) is None]
+
+
+class CallgrindRedis:
+    """A ``redis-server`` under ``valgrind --tool=callgrind`` in ``directory``, on ``port``."""
+
+    def __init__(self, binary: str, directory: Path, port: int) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = port
+        self.log = directory / "valgrind.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    f"--callgrind-out-file={directory}/callgrind.out.%p",
+                    "--dump-instr=no",
+                    binary,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(directory),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.client = redis.Redis(host="127.0.0.1", port=port)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                raise ToolError(f"{self.binary} under valgrind exited: {self._log_tail()}")
+            try:
+                if self.client.ping():
+                    return
+            except redis.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise ToolError(f"no PONG after {START_TIMEOUT_S:.0f} s: {self._log_tail()}")
+            time.sleep(0.2)
+
+    def control(self, option: str) -> None:
+        """``callgrind_control OPTION PID`` (``-z`` zeroes the counters, ``-d`` dumps them)."""
+        done = subprocess.run(
+            ["callgrind_control", option, str(self.process.pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise ToolError(f"callgrind_control {option} failed: {done.stdout}{done.stderr}")
+
+    def dump(self, part: int) -> Path:
+        """Dumps the counters; the dump file (part ``part``) once complete."""
+        self.control("-d")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            for path in self.directory.glob("callgrind.out.*"):
+                text = path.read_text(encoding="utf-8", errors="replace")
+                if dump_part(text) == part and re.search(r"^totals:", text, re.MULTILINE):
+                    return path
+            if time.monotonic() > deadline:
+                raise ToolError(f"no callgrind dump of part {part} in {self.directory}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SHUTDOWN NOSAVE; the process killed when that fails or takes too long."""
+        try:
+            with suppress(redis.RedisError):
+                self.client.shutdown(nosave=True)
+            with suppress(subprocess.TimeoutExpired):
+                self.process.wait(STOP_TIMEOUT_S)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+            self.client.close()
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(lines[-15:])
+
+
+@contextmanager
+def callgrind_redis(binary: str, keep: Path | None, label: str) -> Iterator[CallgrindRedis]:
+    """A ``CallgrindRedis`` in a fresh directory (under ``keep``, and kept, when given),
+    stopped on the way out whatever happens; its directory removed unless kept."""
+    if keep is None:
+        directory = Path(tempfile.mkdtemp(prefix="lua-icount-"))
+    else:
+        directory = keep / re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")
+        directory.mkdir(parents=True, exist_ok=True)
+    try:
+        (port,) = free_ports(1)
+        server = CallgrindRedis(binary, directory, port)
+        try:
+            server.wait_ready()
+            yield server
+        finally:
+            server.stop()
+    finally:
+        if keep is None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _format_8_to_7(args: list[bytes]) -> list[bytes]:
+    # format 8 added the last-seen resolution as the header's 16th value
+    return [b"7", *args[1:15], *args[16:]]
+
+
+DOWNGRADES: dict[str, Callable[[list[bytes]], list[bytes]]] = {"8": _format_8_to_7}
+"""Per ARGV format, how a call of it is written in the format before (whose script then runs
+the same events): a compared script of an older format gets this tree's calls rewritten, one
+step at a time. A new format adds its step when the change allows it (the same events, the
+same replies)."""
+
+
+def downgrade(calls: Sequence[Call], to: str) -> list[Call]:
+    """``calls`` (this tree's format) in format ``to``; ValueError when no chain of
+    ``DOWNGRADES`` leads there."""
+    steps = []
+    at = protocol.FORMAT_VERSION
+    while at != to:
+        if at not in DOWNGRADES:
+            raise ValueError(
+                f"no way to write calls of format {protocol.FORMAT_VERSION} in format {to} "
+                f"(DOWNGRADES stops at {at})"
+            )
+        steps.append(DOWNGRADES[at])
+        at = str(int(at) - 1)
+    out = []
+    for keys, args in calls:
+        for step in steps:
+            args = step(args)
+        out.append((keys, args))
+    return out
+
+
+def stable_tokens(calls: Sequence[Call]) -> list[Call]:
+    """``calls`` with each reply token (random, ``uuid4().hex``) replaced by a counter of the
+    same length, so that every run replays the same bytes: the instructions of a run repeat.
+    One list of every call: a token stands for one call's reply key in all of them."""
+    tokens: dict[bytes, bytes] = {}
+
+    def token(found: re.Match[bytes]) -> bytes:
+        new = tokens.setdefault(found.group(1), b"%032x" % len(tokens))
+        return b":reply:" + new
+
+    return [([REPLY_TOKEN.sub(token, k) for k in keys], args) for keys, args in calls]
+
+
+REPLY_TOKEN = re.compile(rb":reply:([0-9a-f]{32})$")
+
+
+def count(
+    server: CallgrindRedis, variant: Variant, warm: list[Call], timed: list[Call]
+) -> tuple[Count, Path]:
+    """The variant's instructions over ``timed``, replayed after ``warm`` on ``server``, and
+    the dump they were read from."""
+    client = server.client
+    sha = client.script_load(variant.script)
+
+    def run(calls: Sequence[Call]) -> list[bytes]:
+        out = []
+        for keys, args in calls:
+            keys = [k.replace(b"lp-old", PREFIX, 1) for k in keys]
+            out.append(client.evalsha(sha, len(keys), *keys, *args))
+        return out
+
+    if variant.format_version != protocol.FORMAT_VERSION:
+        warm, timed = (
+            downgrade(warm, variant.format_version),
+            downgrade(timed, variant.format_version),
+        )
+    replies = run(warm)
+    server.control("-z")
+    replies += run(timed)
+    dump = server.dump(part=1)
+    instructions = dump_total(dump.read_text(encoding="utf-8", errors="replace"))
+    state = state_digest(client, PREFIX.decode())
+    ops = sum(int(args[OPS_AT]) for _, args in timed)
+    fmt = variant.format_version
+    result = Count(variant.label, len(timed), ops, instructions, tuple(replies), state, fmt)
+    return result, dump
+
+
+def annotate_top(dump: Path, n: int) -> tuple[int, list[tuple[int, str]]]:
+    done = subprocess.run(
+        ["callgrind_annotate", "--threshold=100", "--auto=no", str(dump)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ToolError(f"callgrind_annotate failed: {done.stderr.strip()}")
+    return top_functions(done.stdout, n)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n", 1)[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(__doc__ or "").split("\n\n", 2)[-1],
+    )
+    parser.add_argument(
+        "--redis-url", required=True, help="a Redis to capture the calls on (a throwaway prefix)"
+    )
+    parser.add_argument(
+        "--mix",
+        choices=("store", "drain"),
+        default="drain",
+        help="bench_worker's backlog (default), or bench_store's mix",
+    )
+    parser.add_argument("--batches", type=int, default=20, help="timed batches of 500")
+    parser.add_argument("--warmup", type=int, default=10, help="batches of 500 replayed first")
+    parser.add_argument(
+        "--universe",
+        type=int,
+        default=None,
+        help="users of the drain mix (events / 5), distinct ids of the store mix (20,000)",
+    )
+    parser.add_argument("--chunk", type=int, default=redis_store.DEFAULT_MAX_OPS_PER_CALL)
+    parser.add_argument(
+        "--no-sources", action="store_true", help="events without a source (no receipts)"
+    )
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        type=compare_option,
+        metavar="LABEL=JOINED_SCRIPT.lua",
+        help="another joined resolve_batch.lua (python -m worker.store.lua_loader DIR in its "
+        "tree), labelled LABEL (repeatable)",
+    )
+    parser.add_argument(
+        "--redis-server",
+        default="redis-server",
+        metavar="PATH",
+        help="the redis-server to run under callgrind (default: the one on PATH)",
+    )
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the N functions of the most instructions of their own, for this tree's script "
+        "(names need a redis-server with symbols)",
+    )
+    parser.add_argument(
+        "--keep", type=Path, default=None, metavar="DIR", help="keep each server's dumps in DIR"
+    )
+    args = parser.parse_args(argv)
+    missing = missing_tools([*TOOLS, *(["callgrind_annotate"] if args.top else [])])
+    if missing:
+        print(
+            f"error: {', '.join(missing)} not found: install valgrind "
+            "(apt-get install -y valgrind), which provides callgrind_control and "
+            "callgrind_annotate",
+            file=sys.stderr,
+        )
+        return 2
+    if shutil.which(args.redis_server) is None:
+        print(f"error: no redis-server at {args.redis_server}", file=sys.stderr)
+        return 2
+
+    for variant in args.compare:
+        try:
+            downgrade([], variant.format_version)
+        except ValueError as exc:
+            print(f"error: --compare {variant.label}: {exc}", file=sys.stderr)
+            return 2
+
+    client = redis.Redis.from_url(args.redis_url)
+    events = mix_batches(args)
+    if not args.no_sources:
+        events = with_sources(events)
+    _say(f"capturing the store's calls for {len(events)} batches of 500 ({args.mix} mix)")
+    per_batch = capture(client, events, args.chunk)
+    client.close()
+    calls = stable_tokens([c for b in per_batch for c in b])
+    warm_calls = sum(len(b) for b in per_batch[: args.warmup])
+    warm, timed = calls[:warm_calls], calls[warm_calls:]
+
+    variants = [Variant("this tree", load_script("resolve_batch.lua")), *args.compare]
+    counts: list[Count] = []
+    top: list[str] = []
+    version = ""
+    try:
+        for variant in variants:
+            _say(f"{variant.label}: {len(warm)} warm-up and {len(timed)} timed calls")
+            with callgrind_redis(args.redis_server, args.keep, variant.label) as server:
+                version = version or str(server.client.info("server")["redis_version"])
+                result, dump = count(server, variant, warm, timed)
+                counts.append(result)
+                if args.top and not top:
+                    total, rows = annotate_top(dump, args.top)
+                    top = top_table(total, rows, counts[0].ops)
+    except (ToolError, redis.RedisError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    valgrind = subprocess.run(
+        ["valgrind", "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+    print("\n".join(run_header()))
+    print(
+        f"- counted on: {shutil.which(args.redis_server)} (Redis {version}) under {valgrind} "
+        "--tool=callgrind\n"
+    )
+    print(
+        f"## Resolve script instructions per op (callgrind; {args.batches} timed batches of 500 "
+        f"after {args.warmup} warm-up, chunk {args.chunk}, {args.mix} mix, universe "
+        f"{args.universe or 'default'}, {'no sources' if args.no_sources else 'sources'})\n"
+    )
+    print("\n".join(table(counts)))
+    lines, same = verdict(counts, len(warm))
+    if lines:
+        print()
+        print("\n".join(lines))
+    if top:
+        print()
+        print(f"### {counts[0].label}: the {args.top} functions of the most own instructions\n")
+        print("\n".join(top))
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
