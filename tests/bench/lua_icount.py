@@ -372,7 +372,15 @@ def _format_8_to_7(args: list[bytes]) -> list[bytes]:
     return [b"7", *args[1:15], *args[16:]]
 
 
-DOWNGRADES: dict[str, Callable[[list[bytes]], list[bytes]]] = {"8": _format_8_to_7}
+def _format_9_to_8(args: list[bytes]) -> list[bytes]:
+    # format 9 changed the stored person record only: the calls are format 8's
+    return [b"8", *args[1:]]
+
+
+DOWNGRADES: dict[str, Callable[[list[bytes]], list[bytes]]] = {
+    "9": _format_9_to_8,
+    "8": _format_8_to_7,
+}
 """Per ARGV format, how a call of it is written in the format before (whose script then runs
 the same events): a compared script of an older format gets this tree's calls rewritten, one
 step at a time. A new format adds its step when the change allows it (the same events, the
