@@ -2,7 +2,9 @@
 
 ``loads_json`` and ``dumps_json`` read and write with ``orjson`` when it gives what the standard
 library gives, and fall back to the standard path otherwise: these tests hold the two paths to
-the same values and the same errors, on hand-picked edge cases and on generated values.
+the same values and the same errors, on hand-picked edge cases and on generated values, and
+hold both ways of ``may_hold_long_integer`` (the compiled build's and the interpreted one's) to
+what the fast path relies on.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import math
 from enum import Enum
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from worker import build
+from worker.codec import fields
 from worker.codec.errors import DecodeError, EncodeError
 from worker.codec.fields import _dumps_standard, _loads_standard, dumps_json, dumps_json_bytes
 from worker.codec.fields import loads_json as loads
@@ -115,6 +120,48 @@ def test_generated_values_read_back_alike(value: Any) -> None:
         except UnicodeEncodeError:
             continue
         assert _outcome(_fast, data) == _outcome(_standard, data)
+
+
+def _orjson_agrees_unless_a_long_integer_may_be_there(text: bytes, walk: bool) -> None:
+    """Where ``may_hold_long_integer`` (walking ``orjson``'s value first or not) says no long
+    integer, ``orjson``'s value is the standard path's: ``loads_json`` may return it."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return
+    if not fields.may_hold_long_integer(text, value, walk=walk):
+        assert _outcome(lambda _: value, text) == _outcome(_standard, text)
+
+
+@pytest.mark.parametrize("walk", [True, False], ids=["walk", "search"])
+@pytest.mark.parametrize("text", EDGE_TEXTS, ids=range(len(EDGE_TEXTS)))
+def test_either_long_integer_check_leaves_orjson_only_values_it_reads_alike(
+    text: bytes, walk: bool
+) -> None:
+    _orjson_agrees_unless_a_long_integer_may_be_there(text, walk)
+
+
+@given(json_values, st.booleans())
+def test_either_long_integer_check_leaves_orjson_only_generated_values_it_reads_alike(
+    value: Any, walk: bool
+) -> None:
+    for text in (json.dumps(value), json.dumps({"nested": [value, 0.5]})):
+        _orjson_agrees_unless_a_long_integer_may_be_there(text.encode("utf-8"), walk)
+
+
+def test_the_walk_skips_the_search_only_where_no_float_was_read() -> None:
+    long_integer = b'{"a":[1,{"b":18446744073709551616}]}'
+    digits_in_a_string = b'{"a":"12345678901234567890123"}'
+    for walk in (True, False):
+        assert fields.may_hold_long_integer(long_integer, orjson.loads(long_integer), walk=walk)
+        assert not fields.may_hold_long_integer(b'{"a":1.5}', {"a": 1.5}, walk=walk)
+    value = orjson.loads(digits_in_a_string)
+    assert not fields.may_hold_long_integer(digits_in_a_string, value, walk=True)
+    assert fields.may_hold_long_integer(digits_in_a_string, value, walk=False)
+
+
+def test_the_check_walks_exactly_when_its_module_is_compiled() -> None:
+    assert ("worker.codec.fields" in build.compiled_modules()) == fields._WALK
 
 
 def _dump_outcome(write: Any, value: Any) -> tuple[str, Any]:

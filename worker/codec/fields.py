@@ -73,6 +73,9 @@ _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 _SURROGATE_ESCAPE_BYTES: Final = re.compile(rb"\\u[dD][89a-fA-F]")
 _DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
 _LONG_NUMBER: Final = b"0" * 19
+_WALK: Final = not __file__.endswith(".py")
+"""This module is an extension module (the compiled build): ``may_hold_long_integer`` walks
+``orjson``'s value for a float before it searches the text."""
 
 
 def loads_json(data: bytes | str, *, reason: DecodeReason, field: str | None = None) -> Any:
@@ -83,9 +86,8 @@ def loads_json(data: bytes | str, *, reason: DecodeReason, field: str | None = N
     goes through the standard library's strict decoder, which decides (and words the error)
     exactly as before: a surrogate escape (lone or paired: the standard path checks it) or a run
     of 19 digits or more (an integer beyond 64 bits, which ``orjson`` reads as a float where
-    the checks at the door must see the integer). The run is looked for only when ``orjson``'s
-    value holds a float: without one, the text held no such integer. Both paths give the same
-    values or the same error.
+    the checks at the door must see the integer; ``may_hold_long_integer``). Both paths give the
+    same values or the same error.
     """
     try:
         raw = data if isinstance(data, bytes) else data.encode("utf-8")
@@ -97,10 +99,26 @@ def loads_json(data: bytes | str, *, reason: DecodeReason, field: str | None = N
         except orjson.JSONDecodeError:
             pass  # the standard path words the error (or reads 1e400 as infinity)
         else:
-            # an integer beyond 64 bits is a float in ``value``: without a float, none was
-            if not may_hold_float(value) or _LONG_NUMBER not in raw.translate(_DIGITS_TO_ZERO):
+            if not may_hold_long_integer(raw, value):
                 return value
     return _loads_standard(data, reason=reason, field=field)
+
+
+def may_hold_long_integer(raw: bytes, value: object, *, walk: bool = _WALK) -> bool:
+    """Whether the JSON text ``raw``, which ``orjson`` read as ``value``, may hold an integer
+    beyond 64 bits (``orjson`` reads one as a float, the standard library as the integer): it
+    has a run of 19 digits (in a string too). With ``walk``, the run is looked for only when
+    ``value`` holds a float (without one, the text held no such integer).
+
+    ``walk`` defaults to ``_WALK``, whether this module is compiled. Compiled, the walk is
+    native code and costs less than the search it saves; interpreted, it is a Python call per
+    value and costs more than the search, done in C (docs/BENCHMARKS.md, section 7). Either
+    way, ``False`` means ``value`` is what the standard library reads
+    (tests/unit/test_codec_json_paths.py holds both ways to it).
+    """
+    if walk and not may_hold_float(value):
+        return False
+    return _LONG_NUMBER in raw.translate(_DIGITS_TO_ZERO)
 
 
 def may_hold_float(value: object, depth: int = 0) -> bool:

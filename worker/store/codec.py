@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import orjson
 
-from worker.codec.fields import may_hold_float
+from worker.codec.fields import may_hold_long_integer
 from worker.identity import ids
 from worker.identity.buffer import BufferPolicy as BufferPolicy
 from worker.identity.buffer import entry_id
@@ -428,19 +428,16 @@ def decode_reply(raw: bytes | str, ops: Sequence[PreparedOp]) -> Reply:
 
 
 _SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
-_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
-_LONG_NUMBER: Final = b"0" * 19
 
 
 def loads_reply(raw: bytes | str) -> Any:
     """The JSON value of a reply text, exactly as ``json.loads`` reads it.
 
     ``orjson`` reads the common case (several times faster). A text it could read differently
-    goes to the standard library: a surrogate escape, a run of 19 digits or more when
-    ``orjson``'s value holds a float (an integer beyond 64 bits is one there; without a float
-    the text had none, and the run is not looked for), or a text it refuses (a lone surrogate
-    kept as such, which is not UTF-8; ``NaN``; ``1e400``). ``worker.codec.fields.loads_json``
-    makes the same choice for the input.
+    goes to the standard library: a surrogate escape, a run of 19 digits or more (an integer
+    beyond 64 bits, which ``orjson`` reads as a float: ``fields.may_hold_long_integer``), or a
+    text it refuses (a lone surrogate kept as such, which is not UTF-8; ``NaN``; ``1e400``).
+    ``worker.codec.fields.loads_json`` makes the same choice for the input.
     """
     data = raw if isinstance(raw, bytes) else raw.encode(_ENCODING, _ERRORS)
     if b"\\" not in data or _SURROGATE_ESCAPE.search(data) is None:
@@ -449,8 +446,7 @@ def loads_reply(raw: bytes | str) -> Any:
         except orjson.JSONDecodeError:
             pass
         else:
-            # an integer beyond 64 bits is a float in ``value``: without a float, none was
-            if not may_hold_float(value) or _LONG_NUMBER not in data.translate(_DIGITS_TO_ZERO):
+            if not may_hold_long_integer(data, value):
                 return value
     return json.loads(as_text(raw))
 
