@@ -95,12 +95,12 @@ local function seen(ctx, root, op)
     person.created_at, person.created_at_text = op.ts, op.ts_text
     ctx.dirty[root] = true
   end
-  if op.ts > person.last_seen then
-    local at, text = records.seen_at(ctx, op.ts, op.ts_text)
-    if at > person.last_seen then
-      person.last_seen, person.last_seen_text = at, text
-      ctx.dirty[root] = true
-    end
+  local ts = op.ts
+  -- the rounded time (records.seen_at's) compared first: its text is made only when it moves
+  -- (an event inside its person's last-seen minute, the common case, formats nothing)
+  if ts > person.last_seen and ts - ts % ctx.config.last_seen_ms > person.last_seen then
+    person.last_seen, person.last_seen_text = records.seen_at(ctx, ts, op.ts_text)
+    ctx.dirty[root] = true
   end
   return person
 end
