@@ -12,7 +12,8 @@ argv.parse_op(src, at, index, stored) -> op, next: one operation of src starting
   its ingestion time and which has no source fields). An op read from ARGV also has source and
   bucket (its receipt's field and hash suffix, "" when it has no source). An op
   is { process, dangerous, merge, buffer, into, into_person_id, other, other_person_id, ts_text,
-  ts, ord, props = { {code, key, text}, ... }, groups, max_group_types } (the group section
+  ts, ord, props = { code, key, text, code, key, text, ... } (flat: no table per operation),
+  groups, max_group_types } (the group section
   after the property triples: group_argv.lua), and a bufferable op (flag bufferable) also has
   fields (what its buffered entry keeps: flags without the bufferable bit, then its values up to
   the end of its group section), ingested, payload and entry_id. A merge of an id with itself
@@ -45,6 +46,9 @@ end
 -- building them all when the script starts cost more than the ops' own reading of them).
 local FLAG_BITS = {}
 local NO_PROPS = {}
+-- The counts an op carries most (its property operations), read without tonumber (which goes
+-- through strtod); any other text is read by tonumber.
+local COUNT = { ['0'] = 0, ['1'] = 1, ['2'] = 2, ['3'] = 3, ['4'] = 4 }
 
 function argv.header(args)
   if args[1] ~= PROTOCOL.format_version then
@@ -85,7 +89,7 @@ end
 
 function argv.parse_op(src, at, index, stored)
   local bits = FLAG_BITS[src[at]]
-  local nprops = tonumber(src[at + 7])
+  local nprops = COUNT[src[at + 7]] or tonumber(src[at + 7])
   if bits == nil or nprops == nil then
     local flags = tonumber(src[at])
     if flags == nil or flags < 0 or flags > PROTOCOL.max_flags or nprops == nil then
@@ -117,15 +121,14 @@ function argv.parse_op(src, at, index, stored)
   at = at + 8
   local props = NO_PROPS -- shared by the ops without property operations (never changed)
   if nprops > 0 then
-    props = {}
-  end
-  for j = 1, nprops do
-    local code = src[at]
-    if not CODES[code] or src[at + 2] == nil then
-      bad('property operation ' .. j .. ' of op ' .. index)
+    for j = 1, nprops do
+      local k = at + j * 3
+      if not CODES[src[k - 3]] or src[k - 1] == nil then
+        bad('property operation ' .. j .. ' of op ' .. index)
+      end
     end
-    props[j] = { code, src[at + 1], src[at + 2] }
-    at = at + 3
+    props = { unpack(src, at, at + nprops * 3 - 1) } -- one table, made at its size
+    at = at + nprops * 3
   end
   op.props = props
   if src[at] == '0' then -- no group (the common case: no call)

@@ -137,7 +137,8 @@ function groups.apply(ctx, op, person)
     local remembered = {}
     for _, group in ipairs(kept) do
       if group.remember then
-        remembered[#remembered + 1] = { SET, group.type, group.key_text }
+        local n = #remembered
+        remembered[n + 1], remembered[n + 2], remembered[n + 3] = SET, group.type, group.key_text
       end
     end
     if #remembered > 0 then

@@ -3,7 +3,8 @@ properties.lua: person properties (contract A4) in both ordering modes, on perso
 records.lua.
 
 properties.update(ctx, person, op) -> changed, refused_for_size: applies the op's property
-  operations (one per key, PROTOCOL.code):
+  operations (op.props: code, key, text, flat as argv.lua reads them; one per key,
+  PROTOCOL.code):
   timestamp mode: each key's state is replaced when the new one outranks it (ordering.lua);
   arrival mode: set replaces a different value, set_once sets an absent key, unset removes a
     present key, set_then_unset sets a key absent before the event and removes a present one;
@@ -73,8 +74,9 @@ function properties.update(ctx, person, op)
   local changes = {}
   local size = person.properties_size
   local visible = false -- vals change (else the snapshot of this call still holds)
-  for _, operation in ipairs(op.props) do
-    local code, key, text = operation[1], operation[2], operation[3]
+  local props = op.props
+  for k = 1, #props, 3 do
+    local code, key, text = props[k], props[k + 1], props[k + 2]
     local current_meta, current_text = meta[key], vals[key]
     local new_meta, new_text = false, false -- false: no state (arrival-mode unset)
     local replace
