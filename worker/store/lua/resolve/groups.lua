@@ -90,8 +90,8 @@ end
 local NOTHING = { groups = '{}', changes = '[]', warnings = {} }
 
 function groups.apply(ctx, op, person)
-  local g = state(ctx)
-  local types = types_of(ctx, g) -- one SMEMBERS per call
+  local g = ctx.group_state or state(ctx)
+  local types = g.types or types_of(ctx, g) -- one SMEMBERS per call
   if #op.groups == 0 and (person == nil or g.type_count == 0) then
     return NOTHING -- the common case: no group, no membership to report
   end

@@ -294,7 +294,9 @@ local function apply_known(ctx, op, root, warning)
 end
 
 function rules.apply(ctx, op, warning)
-  deleted.rederive(ctx, op)
+  if ctx.any_deleted ~= false then -- false: the tenant never deleted anyone (deleted.lua)
+    deleted.rederive(ctx, op)
+  end
   if not op.process then
     return apply_personless(ctx, op, warning)
   end

@@ -84,7 +84,10 @@ function union_find.put(ctx, id, value)
 end
 
 function union_find.find(ctx, id)
-  local value = union_find.get(ctx, id)
+  local value = ctx.values[id] -- prefetched (union_find.get only for an id that was not)
+  if value == nil then
+    value = union_find.get(ctx, id)
+  end
   if not value then
     return nil
   end
