@@ -141,13 +141,18 @@ union_find.prefetch(ctx, ctx.ops)
 
 local entries = {}
 if ctx.config.command == PROTOCOL.command.resolve then
+  local unbuffered = ctx.config.buffer_delay_ms <= 0 -- buffer.apply is then rules.apply
   for index, op in ipairs(ctx.ops) do
     local entry = receipts.answer(ctx, op)
     if entry == nil then
       local first = #ctx.released_ids + 1
-      entry = op.buffer and buffer.maybe_buffer(ctx, op) or nil
-      if entry == nil then
-        entry = buffer.apply(ctx, op)
+      if unbuffered then
+        entry = rules.apply(ctx, op, nil)
+      else
+        entry = op.buffer and buffer.maybe_buffer(ctx, op) or nil
+        if entry == nil then
+          entry = buffer.apply(ctx, op)
+        end
       end
       receipts.keep(ctx, op, entry, first)
     end

@@ -34,6 +34,8 @@ local MERGE_LIMIT = PROTOCOL.warning.merge_limit
 local ALREADY_IDENTIFIED = PROTOCOL.warning.already_identified
 local PROPERTIES_SIZE = PROTOCOL.warning.properties_size
 local CASE_COLLISION = PROTOCOL.warning.case_collision
+local FULL = PROTOCOL.person_mode.full
+local NONE = reply.NONE
 
 function rules.merge(ctx, into_root, into_person, other_root, other_person, overrides)
   local other_ids = union_find.members_of(ctx, other_root, other_person)
@@ -276,23 +278,6 @@ function rules.finish(ctx, op, part)
     part.overrides, person.version_text, moved, grouped.groups, grouped.changes)
 end
 
--- A track (no merge) of an id a person holds, without property operations: rules.structure
--- then rules.finish in short (no person made, joined or merged, no version bump, no new id).
-local function apply_known(ctx, op, root, warning)
-  local person = seen(ctx, root, op)
-  local grouped = groups.apply(ctx, op, person)
-  local warnings = reply.NONE
-  if warning or #grouped.warnings > 0 then
-    warnings = { warning }
-    for _, name in ipairs(grouped.warnings) do
-      warnings[#warnings + 1] = name
-    end
-  end
-  return reply.entry(person.person_id, PROTOCOL.person_mode.full, person.created_at_text,
-    person.identified, records.snapshot(person), false, false, warnings, reply.NONE,
-    person.version_text, false, grouped.groups, grouped.changes)
-end
-
 function rules.apply(ctx, op, warning)
   if ctx.any_deleted ~= false then -- false: the tenant never deleted anyone (deleted.lua)
     deleted.rederive(ctx, op)
@@ -303,7 +288,21 @@ function rules.apply(ctx, op, warning)
   if not op.merge and #op.props == 0 then
     local root = union_find.find(ctx, op.into)
     if root then
-      return apply_known(ctx, op, root, warning) -- the common event
+      -- The common event, a track of an id a person holds without property operations:
+      -- rules.structure then rules.finish in short (no person made, joined or merged, no
+      -- version bump, no new id), here rather than in a function of its own (a call less).
+      local person = seen(ctx, root, op)
+      local grouped = groups.apply(ctx, op, person)
+      local warnings = NONE
+      if warning or #grouped.warnings > 0 then
+        warnings = { warning }
+        for _, name in ipairs(grouped.warnings) do
+          warnings[#warnings + 1] = name
+        end
+      end
+      return reply.entry(person.person_id, FULL, person.created_at_text, person.identified,
+        records.snapshot(person), false, false, warnings, NONE, person.version_text, false,
+        grouped.groups, grouped.changes)
     end
   end
   return rules.finish(ctx, op, rules.structure(ctx, op, warning))
