@@ -269,7 +269,8 @@ function rules.finish(ctx, op, part)
   if changed or part.settled or part.merged or part.created or part.bump or part.remade then
     ctx.dirty[root] = true
   end
-  local grouped = groups.apply(ctx, op, person)
+  local grouped = ctx.no_group_types and #op.groups == 0 and groups.NOTHING
+    or groups.apply(ctx, op, person)
   for _, name in ipairs(grouped.warnings) do
     part.warnings[#part.warnings + 1] = name
   end
@@ -292,7 +293,8 @@ function rules.apply(ctx, op, warning)
       -- rules.structure then rules.finish in short (no person made, joined or merged, no
       -- version bump, no new id), here rather than in a function of its own (a call less).
       local person = seen(ctx, root, op)
-      local grouped = groups.apply(ctx, op, person)
+      local grouped = ctx.no_group_types and #op.groups == 0 and groups.NOTHING
+        or groups.apply(ctx, op, person)
       local warnings = NONE
       if warning or #grouped.warnings > 0 then
         warnings = { warning }

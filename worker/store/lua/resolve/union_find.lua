@@ -51,7 +51,11 @@ function union_find.prefetch(ctx, ops)
     end
   end
   for _, op in ipairs(ops) do
-    need(op.into)
+    local id = op.into -- need(op.into), without the call
+    if values[id] == nil and not queued[id] then
+      queued[id] = true
+      want[#want + 1] = id
+    end
     if op.merge then
       need(op.other)
     end
