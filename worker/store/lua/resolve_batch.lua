@@ -142,7 +142,9 @@ union_find.prefetch(ctx, ctx.ops)
 local entries = {}
 if ctx.config.command == PROTOCOL.command.resolve then
   local unbuffered = ctx.config.buffer_delay_ms <= 0 -- buffer.apply is then rules.apply
-  for index, op in ipairs(ctx.ops) do
+  local ops = ctx.ops
+  for index = 1, #ops do -- (not ipairs: a C call per op less)
+    local op = ops[index]
     local entry = receipts.answer(ctx, op)
     if entry == nil then
       local first = #ctx.released_ids + 1

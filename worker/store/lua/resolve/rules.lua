@@ -88,21 +88,28 @@ function rules.merge(ctx, into_root, into_person, other_root, other_person, over
   return big
 end
 
--- The person of ``root``, its first and last seen times widened to the op's (the last seen
--- time rounded down to the last-seen resolution: records.seen_at); marked for write-back only
--- when either moved (a track that changes nothing writes nothing).
+-- The first and last seen times of person (at root) widened to the op's (the last seen time
+-- rounded down to the last-seen resolution: records.seen_at), and the person marked for
+-- write-back. Called only when either moves (seen's test: a track that changes nothing writes
+-- nothing, and an event inside its person's last-seen minute, the common case, formats no
+-- last-seen text).
+local function widen(ctx, root, person, op)
+  local ts = op.ts
+  if ts < person.created_at then
+    person.created_at, person.created_at_text = ts, op.ts_text
+  end
+  if ts - ts % ctx.config.last_seen_ms > person.last_seen then
+    person.last_seen, person.last_seen_text = records.seen_at(ctx, ts, op.ts_text)
+  end
+  ctx.dirty[root] = true
+end
+
+-- The person of ``root``, its first and last seen times widened to the op's (widen).
 local function seen(ctx, root, op)
   local person = records.load(ctx, root)
-  if op.ts < person.created_at then
-    person.created_at, person.created_at_text = op.ts, op.ts_text
-    ctx.dirty[root] = true
-  end
   local ts = op.ts
-  -- the rounded time (records.seen_at's) compared first: its text is made only when it moves
-  -- (an event inside its person's last-seen minute, the common case, formats nothing)
-  if ts > person.last_seen and ts - ts % ctx.config.last_seen_ms > person.last_seen then
-    person.last_seen, person.last_seen_text = records.seen_at(ctx, ts, op.ts_text)
-    ctx.dirty[root] = true
+  if ts < person.created_at or ts - ts % ctx.config.last_seen_ms > person.last_seen then
+    widen(ctx, root, person, op)
   end
   return person
 end
@@ -112,8 +119,8 @@ local function apply_personless(ctx, op, warning)
   local root = union_find.find(ctx, op.into)
   local grouped = groups.apply(ctx, op, nil) -- explicit groups only, no membership change
   local warnings = { warning }
-  for _, name in ipairs(grouped.warnings) do
-    warnings[#warnings + 1] = name
+  for k = 1, #grouped.warnings do
+    warnings[#warnings + 1] = grouped.warnings[k]
   end
   if root then
     local person = records.load(ctx, root)
@@ -271,8 +278,9 @@ function rules.finish(ctx, op, part)
   end
   local grouped = ctx.no_group_types and #op.groups == 0 and groups.NOTHING
     or groups.apply(ctx, op, person)
-  for _, name in ipairs(grouped.warnings) do
-    part.warnings[#part.warnings + 1] = name
+  local warnings = part.warnings
+  for k = 1, #grouped.warnings do -- (none mostly: no ipairs call)
+    warnings[#warnings + 1] = grouped.warnings[k]
   end
   return reply.entry(person.person_id, PROTOCOL.person_mode.full, person.created_at_text,
     person.identified, records.snapshot(person), part.merged, part.created, part.warnings,
@@ -292,14 +300,18 @@ function rules.apply(ctx, op, warning)
       -- The common event, a track of an id a person holds without property operations:
       -- rules.structure then rules.finish in short (no person made, joined or merged, no
       -- version bump, no new id), here rather than in a function of its own (a call less).
-      local person = seen(ctx, root, op)
+      local person = records.load(ctx, root) -- seen(ctx, root, op), without the call
+      local ts = op.ts
+      if ts < person.created_at or ts - ts % ctx.config.last_seen_ms > person.last_seen then
+        widen(ctx, root, person, op)
+      end
       local grouped = ctx.no_group_types and #op.groups == 0 and groups.NOTHING
         or groups.apply(ctx, op, person)
       local warnings = NONE
       if warning or #grouped.warnings > 0 then
         warnings = { warning }
-        for _, name in ipairs(grouped.warnings) do
-          warnings[#warnings + 1] = name
+        for k = 1, #grouped.warnings do
+          warnings[#warnings + 1] = grouped.warnings[k]
         end
       end
       return reply.entry(person.person_id, FULL, person.created_at_text, person.identified,

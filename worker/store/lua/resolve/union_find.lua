@@ -50,7 +50,8 @@ function union_find.prefetch(ctx, ops)
       want[#want + 1] = id
     end
   end
-  for _, op in ipairs(ops) do
+  for k = 1, #ops do -- (numeric loops: no ipairs call per op)
+    local op = ops[k]
     local id = op.into -- need(op.into), without the call
     if values[id] == nil and not queued[id] then
       queued[id] = true
@@ -64,8 +65,8 @@ function union_find.prefetch(ctx, ops)
     fetch(ctx, want)
     local level = want
     want = {}
-    for _, id in ipairs(level) do
-      local value = values[id]
+    for k = 1, #level do
+      local value = values[level[k]]
       if value and byte(value, 1) == PARENT then
         need(sub(value, 2))
       end
