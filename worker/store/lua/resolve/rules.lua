@@ -106,7 +106,7 @@ end
 
 -- The person of ``root``, its first and last seen times widened to the op's (widen).
 local function seen(ctx, root, op)
-  local person = records.load(ctx, root)
+  local person = ctx.persons[root] or records.load(ctx, root)
   local ts = op.ts
   if ts < person.created_at or ts - ts % ctx.config.last_seen_ms > person.last_seen then
     widen(ctx, root, person, op)
@@ -251,7 +251,7 @@ function rules.finish(ctx, op, part)
   if part.settled then
     root = union_find.find(ctx, op.into)
   end
-  local person = records.load(ctx, root)
+  local person = ctx.persons[root] or records.load(ctx, root)
   local changed = false
   if #op.props > 0 then
     local refused
@@ -300,7 +300,9 @@ function rules.apply(ctx, op, warning)
       -- The common event, a track of an id a person holds without property operations:
       -- rules.structure then rules.finish in short (no person made, joined or merged, no
       -- version bump, no new id), here rather than in a function of its own (a call less).
-      local person = records.load(ctx, root) -- seen(ctx, root, op), without the call
+      -- seen(ctx, root, op), without the calls (records.load: a person already loaded is in
+      -- ctx.persons)
+      local person = ctx.persons[root] or records.load(ctx, root)
       local ts = op.ts
       if ts < person.created_at or ts - ts % ctx.config.last_seen_ms > person.last_seen then
         widen(ctx, root, person, op)
