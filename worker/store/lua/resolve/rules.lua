@@ -134,7 +134,9 @@ local function apply_personless(ctx, op, warning)
 end
 
 function rules.structure(ctx, op, warning)
-  deleted.rederive(ctx, op)
+  if ctx.any_deleted ~= false then -- (as in rules.apply)
+    deleted.rederive(ctx, op)
+  end
   local max_ids = ctx.config.max_ids
   local warnings = { warning }
   local overrides = {}
@@ -143,7 +145,8 @@ function rules.structure(ctx, op, warning)
   local remade = false -- A3.6 merge: version already set to max + 1
   local bump = false -- the person's distinct ids changed (a join)
   local into_root = union_find.find(ctx, op.into)
-  local other_new = op.merge and not union_find.get(ctx, op.other)
+  -- (a merge's other is prefetched: union_find.get only for one that was not)
+  local other_new = op.merge and not (ctx.values[op.other] or union_find.get(ctx, op.other))
   local root
   if not op.merge then
     if into_root then
@@ -168,7 +171,7 @@ function rules.structure(ctx, op, warning)
     elseif not other_root then
       -- A3.4: other joins into's person.
       root = into_root
-      local into_person = records.load(ctx, into_root)
+      local into_person = ctx.persons[into_root] or records.load(ctx, into_root)
       if into_person.id_count >= max_ids then
         warnings[#warnings + 1] = MERGE_LIMIT
       else
@@ -178,7 +181,7 @@ function rules.structure(ctx, op, warning)
       end
     elseif not into_root then
       -- A3.4: into joins other's person (which keeps its id).
-      local other_person = records.load(ctx, other_root)
+      local other_person = ctx.persons[other_root] or records.load(ctx, other_root)
       if other_person.id_count >= max_ids then
         warnings[#warnings + 1] = MERGE_LIMIT
         root, created = op.into, true
@@ -194,8 +197,8 @@ function rules.structure(ctx, op, warning)
       root = into_root
     else
       -- A3.6: different persons.
-      local into_person = records.load(ctx, into_root)
-      local other_person = records.load(ctx, other_root)
+      local into_person = ctx.persons[into_root] or records.load(ctx, into_root)
+      local other_person = ctx.persons[other_root] or records.load(ctx, other_root)
       root = into_root
       if other_person.identified and not op.dangerous then
         warnings[#warnings + 1] = ALREADY_IDENTIFIED
