@@ -68,34 +68,37 @@ function properties.compare_metas(x, y)
   return ordering.compare(x, y)
 end
 
+local compare_metas = properties.compare_metas
+
 function properties.update(ctx, person, op)
-  local vals = records.vals_of(person)
-  local meta = records.meta_of(person)
+  -- (records.vals_of and meta_of called only when not decoded yet: false)
+  local vals = person.vals or records.vals_of(person)
+  local meta = person.meta or records.meta_of(person)
   local changes = {}
   local size = person.properties_size
   local visible = false -- vals change (else the snapshot of this call still holds)
-  local props = op.props
+  local props, ord, timestamp_mode = op.props, op.ord, ctx.config.timestamp_mode
   for k = 1, #props, 3 do
     local code, key, text = props[k], props[k + 1], props[k + 2]
     local current_meta, current_text = meta[key], vals[key]
     local new_meta, new_text = false, false -- false: no state (arrival-mode unset)
     local replace
-    if ctx.config.timestamp_mode then
-      new_meta = code .. op.ord
+    if timestamp_mode then
+      new_meta = code .. ord
       if code ~= UNSET then
         new_text = text
       end
-      replace = ordering.outranks(new_meta, text, current_meta, current_text or '',
-        properties.compare_metas)
+      replace = current_meta == nil -- a new key (ordering.outranks' first case, without a call)
+        or ordering.outranks(new_meta, text, current_meta, current_text or '', compare_metas)
     elseif code == SET then -- a state records the event that last changed its value
-      new_meta, new_text = SET .. op.ord, text
+      new_meta, new_text = SET .. ord, text
       replace = text ~= current_text
     elseif code == SET_ONCE then
-      new_meta, new_text = SET .. op.ord, text
+      new_meta, new_text = SET .. ord, text
       replace = current_text == nil
     elseif code == SET_THEN_UNSET then -- set, then unset of a key present before the event
       if current_text == nil then
-        new_meta, new_text = SET .. op.ord, text
+        new_meta, new_text = SET .. ord, text
       end
       replace = true
     else -- unset: only a key present before the event

@@ -90,9 +90,9 @@ end
 
 -- The first and last seen times of person (at root) widened to the op's (the last seen time
 -- rounded down to the last-seen resolution: records.seen_at), and the person marked for
--- write-back. Called only when either moves (seen's test: a track that changes nothing writes
--- nothing, and an event inside its person's last-seen minute, the common case, formats no
--- last-seen text).
+-- write-back. Called only when either moves (the test before each call): a track that changes
+-- nothing writes nothing, and an event inside its person's last-seen minute, the common case,
+-- formats no last-seen text.
 local function widen(ctx, root, person, op)
   local ts = op.ts
   if ts < person.created_at then
@@ -104,15 +104,6 @@ local function widen(ctx, root, person, op)
   ctx.dirty[root] = true
 end
 
--- The person of ``root``, its first and last seen times widened to the op's (widen).
-local function seen(ctx, root, op)
-  local person = ctx.persons[root] or records.load(ctx, root)
-  local ts = op.ts
-  if ts < person.created_at or ts - ts % ctx.config.last_seen_ms > person.last_seen then
-    widen(ctx, root, person, op)
-  end
-  return person
-end
 
 -- A6: personless. Nothing is created or updated.
 local function apply_personless(ctx, op, warning)
@@ -211,8 +202,13 @@ function rules.structure(ctx, op, warning)
     end
   end
 
-  -- The event itself, on the person it landed on.
-  local person = seen(ctx, root, op)
+  -- The event itself, on the person it landed on: its first and last seen times widened to the
+  -- op's (widen, called only when one moves; records.load only for a person not loaded yet)
+  local person = ctx.persons[root] or records.load(ctx, root)
+  local ts = op.ts
+  if ts < person.created_at or ts - ts % ctx.config.last_seen_ms > person.last_seen then
+    widen(ctx, root, person, op)
+  end
   if op.merge and not person.identified then
     person.identified = true
     bump = true
@@ -285,9 +281,10 @@ function rules.finish(ctx, op, part)
   for k = 1, #grouped.warnings do -- (none mostly: no ipairs call)
     warnings[#warnings + 1] = grouped.warnings[k]
   end
-  return reply.entry(person.person_id, PROTOCOL.person_mode.full, person.created_at_text,
-    person.identified, records.snapshot(person), part.merged, part.created, part.warnings,
-    part.overrides, person.version_text, moved, grouped.groups, grouped.changes)
+  return reply.entry(person.person_id, FULL, person.created_at_text, person.identified,
+    person.snapshot or records.snapshot(person), -- (made only when false: records.lua)
+    part.merged, part.created, part.warnings, part.overrides, person.version_text, moved,
+    grouped.groups, grouped.changes)
 end
 
 function rules.apply(ctx, op, warning)
@@ -303,8 +300,7 @@ function rules.apply(ctx, op, warning)
       -- The common event, a track of an id a person holds without property operations:
       -- rules.structure then rules.finish in short (no person made, joined or merged, no
       -- version bump, no new id), here rather than in a function of its own (a call less).
-      -- seen(ctx, root, op), without the calls (records.load: a person already loaded is in
-      -- ctx.persons)
+      -- its first and last seen times widened as in rules.structure
       local person = ctx.persons[root] or records.load(ctx, root)
       local ts = op.ts
       if ts < person.created_at or ts - ts % ctx.config.last_seen_ms > person.last_seen then
@@ -320,7 +316,8 @@ function rules.apply(ctx, op, warning)
         end
       end
       return reply.entry(person.person_id, FULL, person.created_at_text, person.identified,
-        records.snapshot(person), false, false, warnings, NONE, person.version_text, false,
+        person.snapshot or records.snapshot(person), -- (made only when false: records.lua)
+        false, false, warnings, NONE, person.version_text, false,
         grouped.groups, grouped.changes)
     end
   end
