@@ -21,8 +21,9 @@ receipts.answer(ctx, op) -> the kept reply entry of op's source, or nil (no sour
   The first call reads the receipts of every op of ctx.ops with a source (one HMGET per bucket,
   kept in ctx.receipts_in: bucket -> { source -> text or false }).
 receipts.keep(ctx, op, entry, first): keeps entry, and the ids of ctx.released_ids from index
-  first on, as op's receipt (when op has a source). Written by write_back.lua (ctx.receipts_out:
-  bucket -> { source -> text }).
+  first on, as op's receipt (when op has a source): in ctx.receipts_in (a later op of the call
+  with the same source is answered from it) and in ctx.receipts_out (bucket -> { source, text,
+  source, text, ... }: the HSET arguments), which write_back.lua writes.
 ]]
 local receipts = {}
 
@@ -57,27 +58,19 @@ local function read_all(ctx)
   ctx.receipts_in = found
 end
 
-local function kept(ctx, op)
-  local bucket = ctx.receipts_out[op.bucket]
-  local text = bucket and bucket[op.source]
-  if text == nil then
-    if ctx.receipts_in == nil then
-      read_all(ctx)
-    end
-    local read = ctx.receipts_in[op.bucket]
-    text = read and read[op.source]
-    if text == nil then -- an op not of ctx.ops (none today): read it alone
-      text = redis.call('HGET', ctx.keys.receipts .. op.bucket, op.source)
-    end
-  end
-  return text
-end
-
 function receipts.answer(ctx, op)
-  if op.source == '' then
+  local source = op.source
+  if source == '' then
     return nil
   end
-  local text = kept(ctx, op)
+  if ctx.receipts_in == nil then
+    read_all(ctx)
+  end
+  local read = ctx.receipts_in[op.bucket]
+  local text = read and read[source] -- (kept by an earlier op of the call, or read)
+  if text == nil then -- an op not of ctx.ops (none today): read it alone
+    text = redis.call('HGET', ctx.keys.receipts .. op.bucket, source)
+  end
   if not text then
     return nil
   end
@@ -85,7 +78,7 @@ function receipts.answer(ctx, op)
   if string.find(text, '\n', 1, true) then
     entry, ids = string.match(text, '^([^\n]*)\n(.*)$')
     if entry == nil then
-      error('resolve_batch: unreadable receipt for ' .. op.source)
+      error('resolve_batch: unreadable receipt for ' .. source)
     end
   end
   if ctx.config.buffer_delay_ms > 0 then
@@ -100,23 +93,32 @@ function receipts.answer(ctx, op)
 end
 
 function receipts.keep(ctx, op, entry, first)
-  if op.source == '' then
+  local source = op.source
+  if source == '' then
     return
   end
-  local bucket = ctx.receipts_out[op.bucket]
-  if bucket == nil then
-    bucket = {}
-    ctx.receipts_out[op.bucket] = bucket
+  local bucket = op.bucket
+  local out = ctx.receipts_out[bucket]
+  if out == nil then
+    out = {}
+    ctx.receipts_out[bucket] = out
   end
-  if first > #ctx.released_ids then -- it released nothing (the common case)
-    bucket[op.source] = entry
-    return
+  local text = entry
+  if first <= #ctx.released_ids then -- it released entries (else the entry alone: no copy)
+    local ids = {}
+    for k = first, #ctx.released_ids do
+      ids[#ids + 1] = ctx.released_ids[k]
+    end
+    text = entry .. '\n' .. cjson.encode(ids)
   end
-  local ids = {}
-  for k = first, #ctx.released_ids do
-    ids[#ids + 1] = ctx.released_ids[k]
+  local n = #out
+  out[n + 1], out[n + 2] = source, text
+  local read = ctx.receipts_in[bucket]
+  if read == nil then -- (an op not of ctx.ops: none today)
+    read = {}
+    ctx.receipts_in[bucket] = read
   end
-  bucket[op.source] = entry .. '\n' .. cjson.encode(ids)
+  read[source] = text -- a field read_all made (no new key)
 end
 
 return receipts
