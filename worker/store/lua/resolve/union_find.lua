@@ -97,8 +97,9 @@ function union_find.find(ctx, id)
     return nil
   end
   local node = id
-  local path = byte(value, 1) == PARENT and {} or nil -- no table for an id that is a root
-  while byte(value, 1) == PARENT do
+  local marker = byte(value, 1) -- (one byte() per value met)
+  local path = marker == PARENT and {} or nil -- no table for an id that is a root
+  while marker == PARENT do
     path[#path + 1] = node
     if #path > 100000 then
       error('resolve_batch: parent cycle at ' .. id)
@@ -108,8 +109,8 @@ function union_find.find(ctx, id)
     if not value then
       error('resolve_batch: broken parent chain at ' .. node)
     end
+    marker = byte(value, 1)
   end
-  local marker = byte(value, 1)
   if marker ~= 1 and marker ~= 2 and marker ~= LEGACY_RECORD then -- record_codec.is_record
     error('resolve_batch: unreadable entry for ' .. node)
   end
