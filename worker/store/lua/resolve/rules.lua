@@ -254,7 +254,7 @@ function rules.finish(ctx, op, part)
   local changed = false
   if #op.props > 0 then
     local refused
-    changed, refused = properties.update(ctx, person, op)
+    changed, refused = properties.update(ctx, person, op, true)
     if refused then
       part.warnings[#part.warnings + 1] = PROPERTIES_SIZE
     end
