@@ -103,25 +103,25 @@ local function read_ops(src, at, first, last, stored, ops)
       bits = bits_of(flags) -- a value met first here, or not in its plain form ("05")
       FLAG_BITS[src[at]] = bits
     end
+    local into, other, ts_text, ord = src[at + 1], src[at + 3], src[at + 5], src[at + 6]
+    local ts = tonumber(ts_text)
+    if ts == nil or into == nil or ord == nil then
+      bad('op ' .. index)
+    end
     local op = {
       process = bits[1],
       dangerous = bits[2],
-      merge = bits[3],
+      -- never a self-loop (the stateless rules already made this no merge)
+      merge = bits[3] and other ~= into,
       buffer = bits[4],
-      into = src[at + 1],
+      into = into,
       into_person_id = src[at + 2],
-      other = src[at + 3],
+      other = other,
       other_person_id = src[at + 4],
-      ts_text = src[at + 5],
-      ts = tonumber(src[at + 5]),
-      ord = src[at + 6],
+      ts_text = ts_text,
+      ts = ts,
+      ord = ord,
     }
-    if op.ts == nil or op.into == nil or op.ord == nil then
-      bad('op ' .. index)
-    end
-    if op.merge and op.other == op.into then
-      op.merge = false -- never a self-loop (the stateless rules already made this no merge)
-    end
     local op_at = at
     at = at + 8
     local props = NO_PROPS -- shared by the ops without property operations (never changed)
@@ -143,13 +143,14 @@ local function read_ops(src, at, first, last, stored, ops)
     end
     local props_end = at -- the op's own values end with its group section
     if not stored then
-      op.source, op.bucket = src[at], src[at + 1]
-      if op.source == nil or op.bucket == nil then
+      local source, bucket = src[at], src[at + 1]
+      if source == nil or bucket == nil then
         bad('source of op ' .. index)
       end
+      op.source, op.bucket = source, bucket
       at = at + 2
     end
-    if op.buffer then
+    if bits[4] then -- bufferable
       -- the entry kept while the event waits: its fields, flags without the bufferable bit
       local fields = { tostring(tonumber(src[op_at]) - PROTOCOL.flag.bufferable) }
       for k = op_at + 1, props_end - 1 do
