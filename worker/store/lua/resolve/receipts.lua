@@ -17,9 +17,12 @@ cjson array. A reply entry never holds a raw newline (its strings are JSON), so 
 ends the entry. (Receipts written before, as the entry and a newline then nothing or the ids,
 read the same.)
 
+receipts.read(ctx) -> answering: reads the receipts of every op of ctx.ops with a source (one
+  HMGET per bucket, kept in ctx.receipts_in: bucket -> { source -> text or false }); answering
+  is false when no op of the call can be answered from a receipt (none was found and no source
+  comes twice: the common case), so that receipts.answer need not be called.
 receipts.answer(ctx, op) -> the kept reply entry of op's source, or nil (no source, or none kept).
-  The first call reads the receipts of every op of ctx.ops with a source (one HMGET per bucket,
-  kept in ctx.receipts_in: bucket -> { source -> text or false }).
+  Reads the receipts (receipts.read) if that was not done.
 receipts.keep(ctx, op, entry, first): keeps entry, and the ids of ctx.released_ids from index
   first on, as op's receipt (when op has a source): in ctx.receipts_in (a later op of the call
   with the same source is answered from it) and in ctx.receipts_out (bucket -> { source, text,
@@ -43,19 +46,28 @@ local function read_all(ctx)
       sources[#sources + 1] = op.source
     end
   end
-  local found = {}
+  local found, answering = {}, false
   for _, bucket in ipairs(order) do
     local sources, texts = wanted[bucket], {}
     for k = 1, #sources, 500 do
       local last = math.min(k + 499, #sources)
       local got = redis.call('HMGET', ctx.keys.receipts .. bucket, unpack(sources, k, last))
       for j = k, last do
-        texts[sources[j]] = got[j - k + 1]
+        local source, text = sources[j], got[j - k + 1]
+        if text or texts[source] ~= nil then -- a receipt, or a source met twice
+          answering = true
+        end
+        texts[source] = text
       end
     end
     found[bucket] = texts
   end
   ctx.receipts_in = found
+  return answering
+end
+
+function receipts.read(ctx)
+  return read_all(ctx)
 end
 
 function receipts.answer(ctx, op)
