@@ -141,13 +141,21 @@ union_find.prefetch(ctx, ctx.ops)
 
 local entries = {}
 if ctx.config.command == PROTOCOL.command.resolve then
-  for index, op in ipairs(ctx.ops) do
-    local entry = receipts.answer(ctx, op)
+  local unbuffered = ctx.config.buffer_delay_ms <= 0 -- buffer.apply is then rules.apply
+  local answering = receipts.read(ctx) -- false: no op is answered from a receipt (no call)
+  local ops = ctx.ops
+  for index = 1, #ops do -- (not ipairs: a C call per op less)
+    local op = ops[index]
+    local entry = answering and receipts.answer(ctx, op) or nil
     if entry == nil then
       local first = #ctx.released_ids + 1
-      entry = op.buffer and buffer.maybe_buffer(ctx, op) or nil
-      if entry == nil then
-        entry = buffer.apply(ctx, op)
+      if unbuffered then
+        entry = rules.apply(ctx, op, nil)
+      else
+        entry = op.buffer and buffer.maybe_buffer(ctx, op) or nil
+        if entry == nil then
+          entry = buffer.apply(ctx, op)
+        end
       end
       receipts.keep(ctx, op, entry, first)
     end

@@ -12,7 +12,8 @@ argv.parse_op(src, at, index, stored) -> op, next: one operation of src starting
   its ingestion time and which has no source fields). An op read from ARGV also has source and
   bucket (its receipt's field and hash suffix, "" when it has no source). An op
   is { process, dangerous, merge, buffer, into, into_person_id, other, other_person_id, ts_text,
-  ts, ord, props = { {code, key, text}, ... }, groups, max_group_types } (the group section
+  ts, ord, props = { code, key, text, code, key, text, ... } (flat: no table per operation),
+  groups, max_group_types } (the group section
   after the property triples: group_argv.lua), and a bufferable op (flag bufferable) also has
   fields (what its buffered entry keeps: flags without the bufferable bit, then its values up to
   the end of its group section), ingested, payload and entry_id. A merge of an id with itself
@@ -21,6 +22,8 @@ argv.parse_ops(args, config) -> ops: the config.op_count ops that follow the hea
   when values are left over.
 ]]
 local argv = {}
+
+local tonumber = tonumber
 
 local function bad(what)
   error('resolve_batch: bad ARGV: ' .. what)
@@ -45,6 +48,9 @@ end
 -- building them all when the script starts cost more than the ops' own reading of them).
 local FLAG_BITS = {}
 local NO_PROPS = {}
+-- The counts an op carries most (its property operations), read without tonumber (which goes
+-- through strtod); any other text is read by tonumber.
+local COUNT = { ['0'] = 0, ['1'] = 1, ['2'] = 2, ['3'] = 3, ['4'] = 4 }
 
 function argv.header(args)
   if args[1] ~= PROTOCOL.format_version then
@@ -83,88 +89,96 @@ function argv.header(args)
   return config
 end
 
-function argv.parse_op(src, at, index, stored)
-  local bits = FLAG_BITS[src[at]]
-  local nprops = tonumber(src[at + 7])
-  if bits == nil or nprops == nil then
-    local flags = tonumber(src[at])
-    if flags == nil or flags < 0 or flags > PROTOCOL.max_flags or nprops == nil then
+-- Reads the ops first..last of src, the first starting at index `at`, into ops[first..last];
+-- returns the index after the last (one loop for a call's ops: no call per op).
+local function read_ops(src, at, first, last, stored, ops)
+  for index = first, last do
+    local bits = FLAG_BITS[src[at]]
+    local nprops = COUNT[src[at + 7]] or tonumber(src[at + 7])
+    if bits == nil or nprops == nil then
+      local flags = tonumber(src[at])
+      if flags == nil or flags < 0 or flags > PROTOCOL.max_flags or nprops == nil then
+        bad('op ' .. index)
+      end
+      bits = bits_of(flags) -- a value met first here, or not in its plain form ("05")
+      FLAG_BITS[src[at]] = bits
+    end
+    local into, other, ts_text, ord = src[at + 1], src[at + 3], src[at + 5], src[at + 6]
+    local ts = tonumber(ts_text)
+    if ts == nil or into == nil or ord == nil then
       bad('op ' .. index)
     end
-    bits = bits_of(flags) -- a value met first here, or not in its plain form ("05")
-    FLAG_BITS[src[at]] = bits
-  end
-  local op = {
-    process = bits[1],
-    dangerous = bits[2],
-    merge = bits[3],
-    buffer = bits[4],
-    into = src[at + 1],
-    into_person_id = src[at + 2],
-    other = src[at + 3],
-    other_person_id = src[at + 4],
-    ts_text = src[at + 5],
-    ts = tonumber(src[at + 5]),
-    ord = src[at + 6],
-  }
-  if op.ts == nil or op.into == nil or op.ord == nil then
-    bad('op ' .. index)
-  end
-  if op.merge and op.other == op.into then
-    op.merge = false -- never a self-loop (the stateless rules already made this no merge)
-  end
-  local first = at
-  at = at + 8
-  local props = NO_PROPS -- shared by the ops without property operations (never changed)
-  if nprops > 0 then
-    props = {}
-  end
-  for j = 1, nprops do
-    local code = src[at]
-    if not CODES[code] or src[at + 2] == nil then
-      bad('property operation ' .. j .. ' of op ' .. index)
+    local op = {
+      process = bits[1],
+      dangerous = bits[2],
+      -- never a self-loop (the stateless rules already made this no merge)
+      merge = bits[3] and other ~= into,
+      buffer = bits[4],
+      into = into,
+      into_person_id = src[at + 2],
+      other = other,
+      other_person_id = src[at + 4],
+      ts_text = ts_text,
+      ts = ts,
+      ord = ord,
+    }
+    local op_at = at
+    at = at + 8
+    local props = NO_PROPS -- shared by the ops without property operations (never changed)
+    if nprops > 0 then
+      for j = 1, nprops do
+        local k = at + j * 3
+        if not CODES[src[k - 3]] or src[k - 1] == nil then
+          bad('property operation ' .. j .. ' of op ' .. index)
+        end
+      end
+      props = { unpack(src, at, at + nprops * 3 - 1) } -- one table, made at its size
+      at = at + nprops * 3
     end
-    props[j] = { code, src[at + 1], src[at + 2] }
-    at = at + 3
-  end
-  op.props = props
-  if src[at] == '0' then -- no group (the common case: no call)
-    op.groups, op.max_group_types, at = group_argv.NONE, 0, at + 1
-  else
-    op.groups, op.max_group_types, at = group_argv.parse(src, at, index)
-  end
-  local props_end = at -- the op's own values end with its group section
-  if not stored then
-    op.source, op.bucket = src[at], src[at + 1]
-    if op.source == nil or op.bucket == nil then
-      bad('source of op ' .. index)
+    op.props = props
+    if src[at] == '0' then -- no group (the common case: no call)
+      op.groups, op.max_group_types, at = group_argv.NONE, 0, at + 1
+    else
+      op.groups, op.max_group_types, at = group_argv.parse(src, at, index)
     end
-    at = at + 2
-  end
-  if op.buffer then
-    -- the entry kept while the event waits: its fields, flags without the bufferable bit
-    local fields = { tostring(tonumber(src[first]) - PROTOCOL.flag.bufferable) }
-    for k = first + 1, props_end - 1 do
-      fields[#fields + 1] = src[k]
+    local props_end = at -- the op's own values end with its group section
+    if not stored then
+      local source, bucket = src[at], src[at + 1]
+      if source == nil or bucket == nil then
+        bad('source of op ' .. index)
+      end
+      op.source, op.bucket = source, bucket
+      at = at + 2
     end
-    op.fields = fields
-    op.ingested = src[at]
-    op.payload = src[at + 1]
-    op.entry_id = src[at + 2]
-    if tonumber(op.ingested) == nil or op.payload == nil or op.entry_id == nil then
-      bad('buffer fields of op ' .. index)
+    if bits[4] then -- bufferable
+      -- the entry kept while the event waits: its fields, flags without the bufferable bit
+      local fields = { tostring(tonumber(src[op_at]) - PROTOCOL.flag.bufferable) }
+      for k = op_at + 1, props_end - 1 do
+        fields[#fields + 1] = src[k]
+      end
+      op.fields = fields
+      op.ingested = src[at]
+      op.payload = src[at + 1]
+      op.entry_id = src[at + 2]
+      if tonumber(op.ingested) == nil or op.payload == nil or op.entry_id == nil then
+        bad('buffer fields of op ' .. index)
+      end
+      at = at + 3
     end
-    at = at + 3
+    ops[index] = op
   end
-  return op, at
+  return at
+end
+
+function argv.parse_op(src, at, index, stored)
+  local one = {}
+  at = read_ops(src, at, index, index, stored, one)
+  return one[index], at
 end
 
 function argv.parse_ops(args, config)
   local ops = {}
-  local at = 17
-  for index = 1, config.op_count do
-    ops[index], at = argv.parse_op(args, at, index, false)
-  end
+  local at = read_ops(args, 17, 1, config.op_count, false, ops)
   if args[at] ~= nil then
     bad((#args - at + 1) .. ' unread values')
   end

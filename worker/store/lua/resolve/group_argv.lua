@@ -8,7 +8,8 @@ group_argv.parse(src, at, index) -> groups, max_types, next: the section startin
   group type, group key, the key's canonical JSON text, flags (1 attach: the event belongs to the
   group; 2 remember: the person's membership of the type becomes the key), number of property
   operations k, then k triples (code, key, text) as the op's own (argv.lua).
-  groups is a list of { type, key, key_text, attach, remember, props }.
+  groups is a list of { type, key, key_text, attach, remember, props } (props flat, as an op's:
+  argv.lua).
 group_argv.NONE: the groups of an op without any (one table shared by all, never changed).
 ]]
 local group_argv = {}
@@ -50,7 +51,8 @@ function group_argv.parse(src, at, index)
       if src[at] == nil or src[at + 1] == nil or src[at + 2] == nil then
         bad('property operation ' .. k .. ' of group ' .. j .. ' of op ' .. index)
       end
-      group.props[k] = { src[at], src[at + 1], src[at + 2] }
+      local props, n = group.props, k * 3
+      props[n - 2], props[n - 1], props[n] = src[at], src[at + 1], src[at + 2]
       at = at + 3
     end
     groups[j] = group

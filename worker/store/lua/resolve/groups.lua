@@ -15,6 +15,9 @@ groups.apply(ctx, op, person) -> { groups = text, changes = text, warnings = {na
   is the JSON object {type: [key, properties]} of the event (the person's memberships overlaid
   by the op's attached groups), changes the JSON array of [type, key, version, properties] of
   each group the op changed. person is nil for a personless op.
+groups.NOTHING: what groups.apply returns for an op without groups when the tenant has no group
+  type (then ctx.no_group_types is true: set when the call reads the types, cleared when it adds
+  one), so a caller can skip the call (read only).
 groups.merge(ctx, into_person, other_person): A3.6, the memberships of other_person joined into
   into_person's (timestamp mode: the newer per type; arrival mode: into's win).
 groups.write(ctx): every write of the group state (called by write_back.lua).
@@ -61,6 +64,7 @@ local function types_of(ctx, g)
       g.types[name] = true
       g.type_count = g.type_count + 1
     end
+    ctx.no_group_types = g.type_count == 0
   end
   return g.types
 end
@@ -88,10 +92,11 @@ end
 
 -- What an op without groups gets when it has no memberships either (read only).
 local NOTHING = { groups = '{}', changes = '[]', warnings = {} }
+groups.NOTHING = NOTHING
 
 function groups.apply(ctx, op, person)
-  local g = state(ctx)
-  local types = types_of(ctx, g) -- one SMEMBERS per call
+  local g = ctx.group_state or state(ctx)
+  local types = g.types or types_of(ctx, g) -- one SMEMBERS per call
   if #op.groups == 0 and (person == nil or g.type_count == 0) then
     return NOTHING -- the common case: no group, no membership to report
   end
@@ -105,6 +110,7 @@ function groups.apply(ctx, op, person)
         else
           types[group.type] = true
           g.type_count = g.type_count + 1
+          ctx.no_group_types = false
           g.new_types[#g.new_types + 1] = group.type
           kept[#kept + 1] = group
         end
@@ -137,7 +143,8 @@ function groups.apply(ctx, op, person)
     local remembered = {}
     for _, group in ipairs(kept) do
       if group.remember then
-        remembered[#remembered + 1] = { SET, group.type, group.key_text }
+        local n = #remembered
+        remembered[n + 1], remembered[n + 2], remembered[n + 3] = SET, group.type, group.key_text
       end
     end
     if #remembered > 0 then

@@ -2,14 +2,19 @@
 properties.lua: person properties (contract A4) in both ordering modes, on person tables of
 records.lua.
 
-properties.update(ctx, person, op) -> changed, refused_for_size: applies the op's property
-  operations (one per key, PROTOCOL.code):
+properties.update(ctx, person, op, stored) -> changed, refused_for_size: applies the op's property
+  operations (op.props: code, key, text, flat as argv.lua reads them; one per key,
+  PROTOCOL.code):
   timestamp mode: each key's state is replaced when the new one outranks it (ordering.lua);
   arrival mode: set replaces a different value, set_once sets an absent key, unset removes a
     present key, set_then_unset sets a key absent before the event and removes a present one;
     a state records the event that last changed its value (op set).
   Nothing changes (refused_for_size) when the visible properties would grow past
-  ctx.config.max_bytes. A snapshot made in this call (person.layout set) is kept when no
+  ctx.config.max_bytes. With stored true (a person record's properties, which record_codec
+  encodes), a timestamp-mode state's meta is made with the op's order key in stored form
+  (record_codec.pack_order, once per order key), as decode_props gives them, so that it is
+  compared and encoded without being packed again; group states (stored, stored as cjson)
+  keep text metas. A snapshot made in this call (person.layout set) is kept when no
   visible text changed (a key set again to its value: only its state moves).
 properties.join(ctx, into_person, other_person) -> meta, vals, size: the properties of two
   merged persons: timestamp mode, the outranking state of each key; arrival mode,
@@ -67,33 +72,41 @@ function properties.compare_metas(x, y)
   return ordering.compare(x, y)
 end
 
-function properties.update(ctx, person, op)
-  local vals = records.vals_of(person)
-  local meta = records.meta_of(person)
+local compare_metas = properties.compare_metas
+
+function properties.update(ctx, person, op, stored)
+  -- (records.vals_of and meta_of called only when not decoded yet: false)
+  local vals = person.vals or records.vals_of(person)
+  local meta = person.meta or records.meta_of(person)
   local changes = {}
   local size = person.properties_size
   local visible = false -- vals change (else the snapshot of this call still holds)
-  for _, operation in ipairs(op.props) do
-    local code, key, text = operation[1], operation[2], operation[3]
+  local props, ord, timestamp_mode = op.props, op.ord, ctx.config.timestamp_mode
+  local state_ord = ord -- the order key of a timestamp-mode meta
+  if stored and timestamp_mode then
+    state_ord = pack_order(ord)
+  end
+  for k = 1, #props, 3 do
+    local code, key, text = props[k], props[k + 1], props[k + 2]
     local current_meta, current_text = meta[key], vals[key]
     local new_meta, new_text = false, false -- false: no state (arrival-mode unset)
     local replace
-    if ctx.config.timestamp_mode then
-      new_meta = code .. op.ord
+    if timestamp_mode then
+      new_meta = code .. state_ord
       if code ~= UNSET then
         new_text = text
       end
-      replace = ordering.outranks(new_meta, text, current_meta, current_text or '',
-        properties.compare_metas)
+      replace = current_meta == nil -- a new key (ordering.outranks' first case, without a call)
+        or ordering.outranks(new_meta, text, current_meta, current_text or '', compare_metas)
     elseif code == SET then -- a state records the event that last changed its value
-      new_meta, new_text = SET .. op.ord, text
+      new_meta, new_text = SET .. ord, text
       replace = text ~= current_text
     elseif code == SET_ONCE then
-      new_meta, new_text = SET .. op.ord, text
+      new_meta, new_text = SET .. ord, text
       replace = current_text == nil
     elseif code == SET_THEN_UNSET then -- set, then unset of a key present before the event
       if current_text == nil then
-        new_meta, new_text = SET .. op.ord, text
+        new_meta, new_text = SET .. ord, text
       end
       replace = true
     else -- unset: only a key present before the event

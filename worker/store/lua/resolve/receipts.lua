@@ -17,19 +17,25 @@ cjson array. A reply entry never holds a raw newline (its strings are JSON), so 
 ends the entry. (Receipts written before, as the entry and a newline then nothing or the ids,
 read the same.)
 
+receipts.read(ctx) -> answering: reads the receipts of every op of ctx.ops with a source (one
+  HMGET per bucket, kept in ctx.receipts_in: bucket -> { source -> text or false }); answering
+  is false when no op of the call can be answered from a receipt (none was found and no source
+  comes twice: the common case), so that receipts.answer need not be called.
 receipts.answer(ctx, op) -> the kept reply entry of op's source, or nil (no source, or none kept).
-  The first call reads the receipts of every op of ctx.ops with a source (one HMGET per bucket,
-  kept in ctx.receipts_in: bucket -> { source -> text or false }).
+  Reads the receipts (receipts.read) if that was not done.
 receipts.keep(ctx, op, entry, first): keeps entry, and the ids of ctx.released_ids from index
-  first on, as op's receipt (when op has a source). Written by write_back.lua (ctx.receipts_out:
-  bucket -> { source -> text }).
+  first on, as op's receipt (when op has a source): in ctx.receipts_in (a later op of the call
+  with the same source is answered from it) and in ctx.receipts_out (bucket -> { source, text,
+  source, text, ... }: the HSET arguments), which write_back.lua writes.
 ]]
 local receipts = {}
 
 -- The receipts of every sourced op of the call, read at the first: one HMGET per bucket.
 local function read_all(ctx)
   local wanted, order = {}, {}
-  for _, op in ipairs(ctx.ops) do
+  local ops = ctx.ops
+  for k = 1, #ops do -- (not ipairs: a C call per op less)
+    local op = ops[k]
     if op.source ~= '' then
       local sources = wanted[op.bucket]
       if sources == nil then
@@ -40,42 +46,43 @@ local function read_all(ctx)
       sources[#sources + 1] = op.source
     end
   end
-  local found = {}
+  local found, answering = {}, false
   for _, bucket in ipairs(order) do
     local sources, texts = wanted[bucket], {}
     for k = 1, #sources, 500 do
       local last = math.min(k + 499, #sources)
       local got = redis.call('HMGET', ctx.keys.receipts .. bucket, unpack(sources, k, last))
       for j = k, last do
-        texts[sources[j]] = got[j - k + 1]
+        local source, text = sources[j], got[j - k + 1]
+        if text or texts[source] ~= nil then -- a receipt, or a source met twice
+          answering = true
+        end
+        texts[source] = text
       end
     end
     found[bucket] = texts
   end
   ctx.receipts_in = found
+  return answering
 end
 
-local function kept(ctx, op)
-  local bucket = ctx.receipts_out[op.bucket]
-  local text = bucket and bucket[op.source]
-  if text == nil then
-    if ctx.receipts_in == nil then
-      read_all(ctx)
-    end
-    local read = ctx.receipts_in[op.bucket]
-    text = read and read[op.source]
-    if text == nil then -- an op not of ctx.ops (none today): read it alone
-      text = redis.call('HGET', ctx.keys.receipts .. op.bucket, op.source)
-    end
-  end
-  return text
+function receipts.read(ctx)
+  return read_all(ctx)
 end
 
 function receipts.answer(ctx, op)
-  if op.source == '' then
+  local source = op.source
+  if source == '' then
     return nil
   end
-  local text = kept(ctx, op)
+  if ctx.receipts_in == nil then
+    read_all(ctx)
+  end
+  local read = ctx.receipts_in[op.bucket]
+  local text = read and read[source] -- (kept by an earlier op of the call, or read)
+  if text == nil then -- an op not of ctx.ops (none today): read it alone
+    text = redis.call('HGET', ctx.keys.receipts .. op.bucket, source)
+  end
   if not text then
     return nil
   end
@@ -83,7 +90,7 @@ function receipts.answer(ctx, op)
   if string.find(text, '\n', 1, true) then
     entry, ids = string.match(text, '^([^\n]*)\n(.*)$')
     if entry == nil then
-      error('resolve_batch: unreadable receipt for ' .. op.source)
+      error('resolve_batch: unreadable receipt for ' .. source)
     end
   end
   if ctx.config.buffer_delay_ms > 0 then
@@ -98,23 +105,32 @@ function receipts.answer(ctx, op)
 end
 
 function receipts.keep(ctx, op, entry, first)
-  if op.source == '' then
+  local source = op.source
+  if source == '' then
     return
   end
-  local bucket = ctx.receipts_out[op.bucket]
-  if bucket == nil then
-    bucket = {}
-    ctx.receipts_out[op.bucket] = bucket
+  local bucket = op.bucket
+  local out = ctx.receipts_out[bucket]
+  if out == nil then
+    out = {}
+    ctx.receipts_out[bucket] = out
   end
-  if first > #ctx.released_ids then -- it released nothing (the common case)
-    bucket[op.source] = entry
-    return
+  local text = entry
+  if first <= #ctx.released_ids then -- it released entries (else the entry alone: no copy)
+    local ids = {}
+    for k = first, #ctx.released_ids do
+      ids[#ids + 1] = ctx.released_ids[k]
+    end
+    text = entry .. '\n' .. cjson.encode(ids)
   end
-  local ids = {}
-  for k = first, #ctx.released_ids do
-    ids[#ids + 1] = ctx.released_ids[k]
+  local n = #out
+  out[n + 1], out[n + 2] = source, text
+  local read = ctx.receipts_in[bucket]
+  if read == nil then -- (an op not of ctx.ops: none today)
+    read = {}
+    ctx.receipts_in[bucket] = read
   end
-  bucket[op.source] = entry .. '\n' .. cjson.encode(ids)
+  read[source] = text -- a field read_all made (no new key)
 end
 
 return receipts

@@ -91,7 +91,8 @@ function reply.entry(person_id, person_mode, created_at_ms, is_identified, prope
   return '["' .. person_id .. '","' .. person_mode .. '",' ..
     (created_at_ms or 'null') .. ',' .. (is_identified and 'true' or 'false') .. ',' ..
     properties_text .. ',' .. (merged and 'true' or 'false') .. ',' ..
-    (person_created and 'true' or 'false') .. ',' .. warnings(warning_names) .. ',' ..
+    (person_created and 'true' or 'false') .. ',' ..
+    (#warning_names == 0 and '[]' or warnings(warning_names)) .. ',' ..
     overrides_text .. ',' .. (person_version or 'null') .. ',' ..
     (person_changed and 'true' or 'false') .. ',' .. (groups_text or '{}') .. ',' ..
     (group_changes or '[]') .. ']'

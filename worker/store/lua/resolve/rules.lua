@@ -34,6 +34,8 @@ local MERGE_LIMIT = PROTOCOL.warning.merge_limit
 local ALREADY_IDENTIFIED = PROTOCOL.warning.already_identified
 local PROPERTIES_SIZE = PROTOCOL.warning.properties_size
 local CASE_COLLISION = PROTOCOL.warning.case_collision
+local FULL = PROTOCOL.person_mode.full
+local NONE = reply.NONE
 
 function rules.merge(ctx, into_root, into_person, other_root, other_person, overrides)
   local other_ids = union_find.members_of(ctx, other_root, other_person)
@@ -86,32 +88,30 @@ function rules.merge(ctx, into_root, into_person, other_root, other_person, over
   return big
 end
 
--- The person of ``root``, its first and last seen times widened to the op's (the last seen
--- time rounded down to the last-seen resolution: records.seen_at); marked for write-back only
--- when either moved (a track that changes nothing writes nothing).
-local function seen(ctx, root, op)
-  local person = records.load(ctx, root)
-  if op.ts < person.created_at then
-    person.created_at, person.created_at_text = op.ts, op.ts_text
-    ctx.dirty[root] = true
+-- The first and last seen times of person (at root) widened to the op's (the last seen time
+-- rounded down to the last-seen resolution: records.seen_at), and the person marked for
+-- write-back. Called only when either moves (the test before each call): a track that changes
+-- nothing writes nothing, and an event inside its person's last-seen minute, the common case,
+-- formats no last-seen text.
+local function widen(ctx, root, person, op)
+  local ts = op.ts
+  if ts < person.created_at then
+    person.created_at, person.created_at_text = ts, op.ts_text
   end
-  if op.ts > person.last_seen then
-    local at, text = records.seen_at(ctx, op.ts, op.ts_text)
-    if at > person.last_seen then
-      person.last_seen, person.last_seen_text = at, text
-      ctx.dirty[root] = true
-    end
+  if ts - ts % ctx.config.last_seen_ms > person.last_seen then
+    person.last_seen, person.last_seen_text = records.seen_at(ctx, ts, op.ts_text)
   end
-  return person
+  ctx.dirty[root] = true
 end
+
 
 -- A6: personless. Nothing is created or updated.
 local function apply_personless(ctx, op, warning)
   local root = union_find.find(ctx, op.into)
   local grouped = groups.apply(ctx, op, nil) -- explicit groups only, no membership change
   local warnings = { warning }
-  for _, name in ipairs(grouped.warnings) do
-    warnings[#warnings + 1] = name
+  for k = 1, #grouped.warnings do
+    warnings[#warnings + 1] = grouped.warnings[k]
   end
   if root then
     local person = records.load(ctx, root)
@@ -125,7 +125,9 @@ local function apply_personless(ctx, op, warning)
 end
 
 function rules.structure(ctx, op, warning)
-  deleted.rederive(ctx, op)
+  if ctx.any_deleted ~= false then -- (as in rules.apply)
+    deleted.rederive(ctx, op)
+  end
   local max_ids = ctx.config.max_ids
   local warnings = { warning }
   local overrides = {}
@@ -134,7 +136,8 @@ function rules.structure(ctx, op, warning)
   local remade = false -- A3.6 merge: version already set to max + 1
   local bump = false -- the person's distinct ids changed (a join)
   local into_root = union_find.find(ctx, op.into)
-  local other_new = op.merge and not union_find.get(ctx, op.other)
+  -- (a merge's other is prefetched: union_find.get only for one that was not)
+  local other_new = op.merge and not (ctx.values[op.other] or union_find.get(ctx, op.other))
   local root
   if not op.merge then
     if into_root then
@@ -159,7 +162,7 @@ function rules.structure(ctx, op, warning)
     elseif not other_root then
       -- A3.4: other joins into's person.
       root = into_root
-      local into_person = records.load(ctx, into_root)
+      local into_person = ctx.persons[into_root] or records.load(ctx, into_root)
       if into_person.id_count >= max_ids then
         warnings[#warnings + 1] = MERGE_LIMIT
       else
@@ -169,7 +172,7 @@ function rules.structure(ctx, op, warning)
       end
     elseif not into_root then
       -- A3.4: into joins other's person (which keeps its id).
-      local other_person = records.load(ctx, other_root)
+      local other_person = ctx.persons[other_root] or records.load(ctx, other_root)
       if other_person.id_count >= max_ids then
         warnings[#warnings + 1] = MERGE_LIMIT
         root, created = op.into, true
@@ -185,8 +188,8 @@ function rules.structure(ctx, op, warning)
       root = into_root
     else
       -- A3.6: different persons.
-      local into_person = records.load(ctx, into_root)
-      local other_person = records.load(ctx, other_root)
+      local into_person = ctx.persons[into_root] or records.load(ctx, into_root)
+      local other_person = ctx.persons[other_root] or records.load(ctx, other_root)
       root = into_root
       if other_person.identified and not op.dangerous then
         warnings[#warnings + 1] = ALREADY_IDENTIFIED
@@ -199,8 +202,13 @@ function rules.structure(ctx, op, warning)
     end
   end
 
-  -- The event itself, on the person it landed on.
-  local person = seen(ctx, root, op)
+  -- The event itself, on the person it landed on: its first and last seen times widened to the
+  -- op's (widen, called only when one moves; records.load only for a person not loaded yet)
+  local person = ctx.persons[root] or records.load(ctx, root)
+  local ts = op.ts
+  if ts < person.created_at or ts - ts % ctx.config.last_seen_ms > person.last_seen then
+    widen(ctx, root, person, op)
+  end
   if op.merge and not person.identified then
     person.identified = true
     bump = true
@@ -242,11 +250,11 @@ function rules.finish(ctx, op, part)
   if part.settled then
     root = union_find.find(ctx, op.into)
   end
-  local person = records.load(ctx, root)
+  local person = ctx.persons[root] or records.load(ctx, root)
   local changed = false
   if #op.props > 0 then
     local refused
-    changed, refused = properties.update(ctx, person, op)
+    changed, refused = properties.update(ctx, person, op, true)
     if refused then
       part.warnings[#part.warnings + 1] = PROPERTIES_SIZE
     end
@@ -267,41 +275,50 @@ function rules.finish(ctx, op, part)
   if changed or part.settled or part.merged or part.created or part.bump or part.remade then
     ctx.dirty[root] = true
   end
-  local grouped = groups.apply(ctx, op, person)
-  for _, name in ipairs(grouped.warnings) do
-    part.warnings[#part.warnings + 1] = name
+  local grouped = ctx.no_group_types and #op.groups == 0 and groups.NOTHING
+    or groups.apply(ctx, op, person)
+  local warnings = part.warnings
+  for k = 1, #grouped.warnings do -- (none mostly: no ipairs call)
+    warnings[#warnings + 1] = grouped.warnings[k]
   end
-  return reply.entry(person.person_id, PROTOCOL.person_mode.full, person.created_at_text,
-    person.identified, records.snapshot(person), part.merged, part.created, part.warnings,
-    part.overrides, person.version_text, moved, grouped.groups, grouped.changes)
-end
-
--- A track (no merge) of an id a person holds, without property operations: rules.structure
--- then rules.finish in short (no person made, joined or merged, no version bump, no new id).
-local function apply_known(ctx, op, root, warning)
-  local person = seen(ctx, root, op)
-  local grouped = groups.apply(ctx, op, person)
-  local warnings = reply.NONE
-  if warning or #grouped.warnings > 0 then
-    warnings = { warning }
-    for _, name in ipairs(grouped.warnings) do
-      warnings[#warnings + 1] = name
-    end
-  end
-  return reply.entry(person.person_id, PROTOCOL.person_mode.full, person.created_at_text,
-    person.identified, records.snapshot(person), false, false, warnings, reply.NONE,
-    person.version_text, false, grouped.groups, grouped.changes)
+  return reply.entry(person.person_id, FULL, person.created_at_text, person.identified,
+    person.snapshot or records.snapshot(person), -- (made only when false: records.lua)
+    part.merged, part.created, part.warnings, part.overrides, person.version_text, moved,
+    grouped.groups, grouped.changes)
 end
 
 function rules.apply(ctx, op, warning)
-  deleted.rederive(ctx, op)
+  if ctx.any_deleted ~= false then -- false: the tenant never deleted anyone (deleted.lua)
+    deleted.rederive(ctx, op)
+  end
   if not op.process then
     return apply_personless(ctx, op, warning)
   end
   if not op.merge and #op.props == 0 then
     local root = union_find.find(ctx, op.into)
     if root then
-      return apply_known(ctx, op, root, warning) -- the common event
+      -- The common event, a track of an id a person holds without property operations:
+      -- rules.structure then rules.finish in short (no person made, joined or merged, no
+      -- version bump, no new id), here rather than in a function of its own (a call less).
+      -- its first and last seen times widened as in rules.structure
+      local person = ctx.persons[root] or records.load(ctx, root)
+      local ts = op.ts
+      if ts < person.created_at or ts - ts % ctx.config.last_seen_ms > person.last_seen then
+        widen(ctx, root, person, op)
+      end
+      local grouped = ctx.no_group_types and #op.groups == 0 and groups.NOTHING
+        or groups.apply(ctx, op, person)
+      local warnings = NONE
+      if warning or #grouped.warnings > 0 then
+        warnings = { warning }
+        for k = 1, #grouped.warnings do
+          warnings[#warnings + 1] = grouped.warnings[k]
+        end
+      end
+      return reply.entry(person.person_id, FULL, person.created_at_text, person.identified,
+        person.snapshot or records.snapshot(person), -- (made only when false: records.lua)
+        false, false, warnings, NONE, person.version_text, false,
+        grouped.groups, grouped.changes)
     end
   end
   return rules.finish(ctx, op, rules.structure(ctx, op, warning))

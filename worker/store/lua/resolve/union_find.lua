@@ -50,8 +50,13 @@ function union_find.prefetch(ctx, ops)
       want[#want + 1] = id
     end
   end
-  for _, op in ipairs(ops) do
-    need(op.into)
+  for k = 1, #ops do -- (numeric loops: no ipairs call per op)
+    local op = ops[k]
+    local id = op.into -- need(op.into), without the call
+    if values[id] == nil and not queued[id] then
+      queued[id] = true
+      want[#want + 1] = id
+    end
     if op.merge then
       need(op.other)
     end
@@ -60,8 +65,8 @@ function union_find.prefetch(ctx, ops)
     fetch(ctx, want)
     local level = want
     want = {}
-    for _, id in ipairs(level) do
-      local value = values[id]
+    for k = 1, #level do
+      local value = values[level[k]]
       if value and byte(value, 1) == PARENT then
         need(sub(value, 2))
       end
@@ -84,13 +89,17 @@ function union_find.put(ctx, id, value)
 end
 
 function union_find.find(ctx, id)
-  local value = union_find.get(ctx, id)
+  local value = ctx.values[id] -- prefetched (union_find.get only for an id that was not)
+  if value == nil then
+    value = union_find.get(ctx, id)
+  end
   if not value then
     return nil
   end
   local node = id
-  local path = byte(value, 1) == PARENT and {} or nil -- no table for an id that is a root
-  while byte(value, 1) == PARENT do
+  local marker = byte(value, 1) -- (one byte() per value met)
+  local path = marker == PARENT and {} or nil -- no table for an id that is a root
+  while marker == PARENT do
     path[#path + 1] = node
     if #path > 100000 then
       error('resolve_batch: parent cycle at ' .. id)
@@ -100,9 +109,9 @@ function union_find.find(ctx, id)
     if not value then
       error('resolve_batch: broken parent chain at ' .. node)
     end
+    marker = byte(value, 1)
   end
-  local marker = byte(value, 1) or 0
-  if (marker < 1 or marker > 4) and marker ~= LEGACY_RECORD then -- record_codec.is_record
+  if marker == nil or ((marker < 1 or marker > 4) and marker ~= LEGACY_RECORD) then -- is_record
     error('resolve_batch: unreadable entry for ' .. node)
   end
   if path then

@@ -91,13 +91,8 @@ local function write_buffer(ctx)
 end
 
 local function write_receipts(ctx)
-  for bucket, fields in pairs(ctx.receipts_out) do
+  for bucket, args in pairs(ctx.receipts_out) do -- source, text, ... (receipts.lua)
     local key = ctx.keys.receipts .. bucket
-    local args = {}
-    for source, text in pairs(fields) do
-      args[#args + 1] = source
-      args[#args + 1] = text
-    end
     for k = 1, #args, 1000 do
       redis.call('HSET', key, unpack(args, k, math.min(k + 999, #args)))
     end
