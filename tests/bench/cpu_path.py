@@ -1,16 +1,17 @@
 """The worker's own CPU per event on its path, in process (a script, not a test).
 
     .venv/bin/python -m tests.bench.cpu_path --redis-url redis://127.0.0.1:16379/0 \\
-        [--build .local/compiled] [--events 20000] [--rounds 4]
+        [--build .local/compiled] [--events 20000] [--rounds 4] [--format avro]
 
-Runs ``bench_worker``'s JSON backlog through the batch pipeline of ``worker.app`` without Kafka:
-decode, plan (the rules, the store's ARGV), the Redis round (a real Redis, its own key prefix,
-deleted after each round), the reply, the outputs, and a sink that only counts what it is given
-(and hashes it in the first round, so two builds can be shown to write the same bytes). It
-prints the process CPU time per event of each round (the first one warms up). Without the
-broker and the drain's overlap its figures are steadier than ``bench_worker``'s, and under
-``valgrind --tool=callgrind`` (``--events 3000 --rounds 1 --no-digest``) the instructions of
-each step per event are exact: how the changes of docs/BENCHMARKS.md section 7 were chosen.
+Runs ``bench_worker``'s JSON backlog (``--format avro``: the same events as Avro input, written
+out as Avro, as ``bench_worker``'s Avro pass does) through the batch pipeline of ``worker.app``
+without Kafka: decode, plan (the rules, the store's ARGV), the Redis round (a real Redis, its
+own key prefix, deleted after each round), the reply, the outputs, and a sink that only counts
+what it is given (and hashes it in the first round, so two builds can be shown to write the
+same bytes). It prints the process CPU time per event of each round (the first one warms up).
+Without the broker and the drain's overlap its figures are steadier than ``bench_worker``'s, and
+under ``valgrind --tool=callgrind`` (``--events 3000 --rounds 1 --no-digest``) the instructions
+of each step per event are exact: how the changes of docs/BENCHMARKS.md section 7 were chosen.
 """
 
 from __future__ import annotations
@@ -69,13 +70,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument(
+        "--format", choices=["json", "avro"], default="json", help="input and output format"
+    )
+    parser.add_argument(
         "--no-digest", action="store_true", help="the first round does not hash the outputs"
     )
     args = parser.parse_args()
     if args.build:  # before anything imports worker: the build's package shadows the repository's
         sys.path.insert(0, os.path.abspath(args.build))
     # imported once the path is set
-    from tests.bench.bench_worker import TENANT, backlog
+    from tests.bench.bench_worker import TENANT, as_messages, backlog
     from worker import build
     from worker.app import build_avro, build_pipeline, build_store
     from worker.clock import SystemClock
@@ -84,17 +88,22 @@ def main() -> None:
 
     print(f"worker: {os.path.dirname(build.__file__)} ({build.describe()})")
     events = backlog(args.events, 10_000, 7)
+    values = (
+        as_messages(events, "avro").values
+        if args.format == "avro"
+        else [json.dumps(body).encode() for body in events]
+    )
     messages = [
         RawMessage(
             "in",
             i % 6,
             i,
             f"{TENANT}:{body['distinct_id']}".encode(),
-            json.dumps(body).encode(),
+            value,
             (),
             1_760_000_000_000 + i,
         )
-        for i, body in enumerate(events)
+        for i, (body, value) in enumerate(zip(events, values, strict=True))
     ]
     client = redis.Redis.from_url(args.redis_url)
     per_event: list[float] = []
@@ -104,6 +113,7 @@ def main() -> None:
             kafka={"bootstrap_servers": "127.0.0.1:1", "group_id": prefix},
             redis={"url": args.redis_url, "key_prefix": prefix},
             buffer={"enabled": False},
+            formats={"output": args.format},
         )
         sink = CountingSink(hashing=number == 0 and not args.no_digest)
         pipeline = build_pipeline(

@@ -131,7 +131,7 @@ class OutputEncoder:
             "person_properties": properties,
             "person_created_at": r.created_at_ms,
             "is_identified": r.is_identified,
-            "person_mode": r.person_mode.value if r.person_mode is not None else None,
+            "person_mode": _MODE_NAMES[r.person_mode] if r.person_mode is not None else None,
             "buffered_ms": buffered_ms,
         }
 
