@@ -104,7 +104,6 @@ local function widen(ctx, root, person, op)
   ctx.dirty[root] = true
 end
 
-
 -- A6: personless. Nothing is created or updated.
 local function apply_personless(ctx, op, warning)
   local root = union_find.find(ctx, op.into)
