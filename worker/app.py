@@ -84,6 +84,7 @@ def build_store(settings: Settings, client: RedisClient) -> RedisIdentityStore:
         settings.identity.to_config(),
         prefix=settings.redis.key_prefix,
         max_ops_per_call=settings.redis.max_ops_per_call,
+        max_call_cost=settings.redis.max_call_cost,
         retry_attempts=settings.redis.retry_attempts,
         retry_base_delay_s=settings.redis.retry_backoff_seconds,
         retry_max_delay_s=settings.redis.retry_backoff_max_seconds,

@@ -43,6 +43,7 @@ from tests.bench.common import (
 from worker.identity.config import IdentityConfig
 from worker.identity.model import EventKind, IdentityEvent, PropertyUpdates
 from worker.store.redis_store import (
+    DEFAULT_MAX_CALL_COST,
     DEFAULT_MAX_OPS_PER_CALL,
     DEFAULT_REPLY_TTL_MS,
     RedisIdentityStore,
@@ -124,7 +125,12 @@ class Workload:
 
 
 def _store(
-    client: redis.Redis, prefix: str, max_ops: int, *, one_at_a_time: bool = False
+    client: redis.Redis,
+    prefix: str,
+    max_ops: int,
+    *,
+    one_at_a_time: bool = False,
+    max_cost: int = DEFAULT_MAX_CALL_COST,
 ) -> RedisIdentityStore:
     """The store; ``one_at_a_time``: without kept replies, calls go one by one, each waiting
     for its reply (no pipelined round)."""
@@ -133,6 +139,7 @@ def _store(
         IdentityConfig(),
         prefix=prefix,
         max_ops_per_call=max_ops,
+        max_call_cost=max_cost,
         reply_ttl_ms=0 if one_at_a_time else DEFAULT_REPLY_TTL_MS,
     )
 
@@ -196,28 +203,38 @@ def bench_throughput(client: redis.Redis, args: argparse.Namespace) -> list[str]
 
 
 def bench_chunk_sizes(client: redis.Redis, args: argparse.Namespace) -> list[str]:
+    """Each chunk size alone (no cost bound), then the defaults (ops and cost bounds)."""
     rows = []
-    for chunk in (16, 32, 64, 128, 256):
+    unbounded = 1 << 30
+    sizes = [(chunk, unbounded) for chunk in (16, 32, 64, 128, 256)]
+    sizes.append((DEFAULT_MAX_OPS_PER_CALL, DEFAULT_MAX_CALL_COST))
+    for chunk, cost in sizes:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         workload = Workload(ids=args.universe, seed=chunk)
-        store = _store(client, prefix, chunk)
+        store = _store(client, prefix, chunk, max_cost=cost)
         _throughput(store, [workload.batch(500) for _ in range(args.warmup)])
         timed = [workload.batch(500) for _ in range(max(4, args.batches // 2))]
         with ServerTime(client, CLIENT_NAME) as server:
             rate, _ = _throughput(store, timed)
         scripts = server.durations.get("EVALSHA", [0])
+        ops = sum(len(batch) for batch in timed)
+        label = f"{chunk}" if cost == unbounded else f"{chunk}, max_call_cost {cost} (defaults)"
         rows.append(
-            f"| {chunk} | {rate:,.0f} | {statistics.median(scripts):,.0f} | "
-            f"{_pct(scripts, 0.99):,.0f} | {max(scripts):,} | "
-            f"{statistics.median(scripts) / chunk:.1f} |"
+            f"| {label} | {rate:,.0f} | {len(scripts) / len(timed):.1f} | "
+            f"{statistics.median(scripts):,.0f} | {_pct(scripts, 0.99):,.0f} | "
+            f"{max(scripts):,} | {sum(scripts) / ops:.1f} |"
         )
         delete_prefix(client, prefix)
     return [
         "### Server time per script call, by chunk size (SLOWLOG, all calls)",
         "",
-        "| max_ops_per_call | resolutions/s | script p50 µs | script p99 µs | script max µs "
-        "| µs per op |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "Each `max_ops_per_call` alone (no cost bound), then the defaults: calls cut at "
+        f"{DEFAULT_MAX_OPS_PER_CALL} ops or {DEFAULT_MAX_CALL_COST} cost units "
+        "(`worker/store/call_cost.py`), whichever comes first.",
+        "",
+        "| max_ops_per_call | resolutions/s | calls per batch of 500 | script p50 µs "
+        "| script p99 µs | script max µs | µs per op |",
+        "|---|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
     ]

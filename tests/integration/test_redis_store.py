@@ -595,6 +595,25 @@ def test_chunks_give_the_same_answers_as_one_call(make_store: StoreFactory) -> N
     assert by_id(whole) == by_id(chunked)
 
 
+def test_heavy_ops_are_cut_into_more_calls_by_cost(make_store: StoreFactory) -> None:
+    # 8 $set tracks (3 units each) and 8 plain tracks (1 unit), cost budget 6: each call holds
+    # two heavy ops or up to six plain ones; the answers are those of one call
+    events = [ev("track", f"a{i % 3}", T0 + i, set={"i": i}) for i in range(8)]
+    events += [ev("track", f"a{i % 3}", T0 + 10 + i) for i in range(8)]
+    whole = make_store(prefix=f"w-{uuid.uuid4().hex[:10]}")
+    cut = make_store(prefix=f"c-{uuid.uuid4().hex[:10]}", max_call_cost=6)
+    unsent = whole.plan_many([(TENANT, events)], now_ms=T0)
+    assert unsent.calls == 1
+    unsent.abandon()
+    planned = cut.plan_many([(TENANT, events)], now_ms=T0)
+    assert planned.calls == 4 + 2  # 8 heavy ops two by two, then 8 plain ones in two calls
+    (result,) = planned.results()
+    assert not isinstance(result, Exception)
+    assert result.resolutions == run(whole, *events)
+    assert len(cut.persons(TENANT)) == 3
+    assert cut.persons(TENANT) == whole.persons(TENANT)
+
+
 def test_tenants_are_isolated_each_in_one_slot(
     make_store: StoreFactory, redis_client: redis.Redis, prefix: str
 ) -> None:

@@ -85,7 +85,15 @@ from worker.identity.model import (
     PropertyState,
     Resolution,
 )
-from worker.store import codec, group_reads, person_reads, person_record, pipelined, protocol
+from worker.store import (
+    call_cost,
+    codec,
+    group_reads,
+    person_reads,
+    person_record,
+    pipelined,
+    protocol,
+)
 from worker.store.base import BatchResult, BufferStats, Released
 from worker.store.keys import TenantKeys, due_index
 from worker.store.lua_loader import load_script
@@ -98,6 +106,14 @@ about 23 µs of server time per operation (tests/bench/lua_profile.py), so 64 op
 call at about 1.4 ms (1.8 at most), under the ~2 ms that keeps Redis responsive to other
 clients. On faster hardware raise it (each call
 also costs a fixed ~50 µs here)."""
+
+DEFAULT_MAX_CALL_COST = 96
+"""Cost of the ops of one script call, in plain-track units (``call_cost.op_cost``: a track of
+a known id without property operations 1, an op that merges or changes properties 3 and more).
+64 plain tracks cost 64; the benchmark mixes cost 110-120 per 64 ops, so their calls are cut
+at 50-55 ops, and a chunk of merges and ``$set`` events at 32 ops, which keeps the heaviest
+calls of ``tests/bench/bench_store.py`` under 2 ms where 64 such ops took up to 2.6 ms
+(docs/BENCHMARKS.md)."""
 
 DEFAULT_REPLY_TTL_MS = 120_000
 """How long a call's reply is kept for a retry. Longer than the worst retry schedule (and than a
@@ -149,7 +165,8 @@ class RedisIdentityStore:
     """The ``IdentityStore`` on Redis. Thread-safe if the client is (redis-py's pool is).
 
     ``prefix`` starts every key (tests use a fresh one to isolate themselves);
-    ``max_ops_per_call`` bounds the work of one script call; ``retry_attempts`` bounds the
+    ``max_ops_per_call`` and ``max_call_cost`` bound the work of one script call (ops, and
+    their cost in plain-track units: ``call_cost``); ``retry_attempts`` bounds the
     attempts per call (backoff ``retry_base_delay_s * 2**n``, capped at ``retry_max_delay_s``,
     with full jitter); ``sleep`` is injectable for tests.
     """
@@ -161,6 +178,7 @@ class RedisIdentityStore:
         *,
         prefix: str = "iw",
         max_ops_per_call: int = DEFAULT_MAX_OPS_PER_CALL,
+        max_call_cost: int = DEFAULT_MAX_CALL_COST,
         retry_attempts: int = 6,
         retry_base_delay_s: float = 0.05,
         retry_max_delay_s: float = 2.0,
@@ -171,6 +189,8 @@ class RedisIdentityStore:
     ) -> None:
         if max_ops_per_call < 1:
             raise ConfigError("max_ops_per_call must be at least 1")
+        if max_call_cost < 1:
+            raise ConfigError("max_call_cost must be at least 1")
         if retry_attempts < 1:
             raise ConfigError("retry_attempts must be at least 1")
         if reply_ttl_ms < 0:
@@ -185,6 +205,7 @@ class RedisIdentityStore:
         self._config = config
         self._prefix = prefix
         self._max_ops = max_ops_per_call
+        self._max_cost = max_call_cost
         self._attempts = retry_attempts
         self._base_delay = retry_base_delay_s
         self._max_delay = retry_max_delay_s
@@ -250,7 +271,8 @@ class RedisIdentityStore:
         buffer: codec.BufferPolicy = codec.NO_BUFFER,
     ) -> BatchResult:
         """The stateful half of ``resolve_batch``: ``PreparedOp``s go to Redis in order, in
-        chunks of at most ``max_ops_per_call``, all sent in one pipelined round;
+        chunks of at most ``max_ops_per_call`` ops and ``max_call_cost`` units
+        (``call_cost.split``), all sent in one pipelined round;
         ``Resolution``s (decided by the stateless rules) are passed through in place."""
         (result,) = self._resolve_round([(tenant, prepared, buffer)], now_ms)
         if isinstance(result, Exception):
@@ -400,9 +422,9 @@ class RedisIdentityStore:
         with a fresh token, chained to its predecessor (``chains``: the tenant's last call in
         the round so far), and deleting one reply of an earlier round when one is left."""
         keys = self.keys(tenant)
-        chunks = [ops[i : i + self._max_ops] for i in range(0, len(ops), self._max_ops)]
-        if command != protocol.COMMAND_RESOLVE:
-            chunks = [ops]
+        chunks: list[Sequence[PreparedOp]] = [ops]
+        if command == protocol.COMMAND_RESOLVE:
+            chunks = call_cost.split(ops, self._max_ops, self._max_cost)
         calls: list[_Call] = []
         with self._lock:
             earlier = self._previous_reply.get(tenant, [])
@@ -861,6 +883,11 @@ class PlannedRound:
         self._refused = refused
         self._started: pipelined.Round | None = None
         self._done = False
+
+    @property
+    def calls(self) -> int:
+        """The round's script calls (each a chunk of one tenant's ops: ``call_cost.split``)."""
+        return len(self._planned.calls)
 
     def send(self) -> None:
         """Write the round and return at once (on a cluster client nothing goes before
