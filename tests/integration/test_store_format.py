@@ -93,6 +93,17 @@ def test_a_person_id_is_stored_only_when_its_root_did_not_create_it(
     assert merged is not None
     assert merged.person_id == pid("a1")
     assert merged.distinct_ids == {"a1", "b1", "x1", "x2", "x3", "x4"}
+    # written back again by a later call that names only other ids of the tree (the record is
+    # read with its id stored and stays so): the same person id, stored, the new property
+    run(store, ev("track", "x3", ts=T0 + 1, set={"plan": "pro"}))
+    run(store, ev("track", "b1", ts=T0 + 2, set={"seat": 2}))
+    record = _record(client, store, "x1")
+    assert record[:2] == b"\x03\x01"
+    assert record[2:18] == uuid.UUID(pid("a1")).bytes
+    again = store.person_for(TENANT, "x2")
+    assert again is not None
+    assert again.person_id == pid("a1")
+    assert {k: s.value for k, s in again.properties.items()} == {"plan": "pro", "seat": 2}
     check_invariants(client, _keys(store))
 
 
