@@ -4,7 +4,7 @@ a test).
     .venv/bin/python -m tests.bench.lua_icount --redis-url redis://127.0.0.1:36480/0 \\
         [--mix drain|store] [--batches 20] [--warmup 10] [--chunk 64] [--no-sources] \\
         [--compare LABEL=OLD_JOINED_SCRIPT.lua ...] [--redis-server PATH] [--top N] \\
-        [--keep DIR]
+        [--breakdown] [--keep DIR]
 
 On a shared machine the script's time moves by ±20% between runs of one script; the
 instructions Redis executes for the same calls repeat to a fraction of a percent (below),
@@ -48,6 +48,23 @@ upstream tarball (``https://download.redis.io/releases/redis-7.0.15.tar.gz``), t
 OPTIMIZATION=-O2 MALLOC=libc`` in it (``src/redis-server``, with symbols; without
 ``MALLOC=libc`` it links its own jemalloc).
 
+``--breakdown``: where the instructions of an op go. Besides the variants above, counts cut
+variants of this tree's joined script (``cuts``): copies with a ``return`` inserted next to a
+marker line (``cut_script``; a marker not found exactly once stops the run, naming it, rather
+than measure the wrong part after a change of the Lua), so that the difference between two is
+the cost of the part between them. The stages, each cumulative: the call itself (a return
+before ``argv.header``: RESP parsing, ARGV into Lua, the GET of the reply key, the reply; the
+replayed calls have no predecessor key, so no EXISTS), + the ARGV header and the ops parsed
+(a return before the prefetch), + the prefetch (after it), + the per-op loop, receipts, reply
+and write-back with no rule run (a constant reply entry returned at the start of
+``rules.apply``: the floor of the script's design), then the full script. Then each kind of
+op's rule (``op_kinds``, counted in the timed calls): the full script less a variant where
+only the ops of that kind return a constant entry (plain tracks, of an id a person holds, from
+after the find; tracks with property operations; merges), per op of that kind and as a share
+of the full script's. The cut variants answer and leave otherwise by design: they are not
+compared with this tree's (``--compare`` scripts still are). Seven more variants: minutes
+more.
+
 Needs ``valgrind`` (``callgrind_control`` and ``callgrind_annotate`` come with it): ``apt-get
 install -y valgrind``. Each variant of the default mix takes under a minute.
 """
@@ -56,13 +73,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import json
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -71,7 +91,7 @@ import redis
 from tests.bench.common import run_header
 from tests.bench.lua_profile import Call, capture, mix_batches, state_digest, with_sources
 from tests.faults.services import free_ports
-from worker.store import protocol, redis_store
+from worker.store import codec, protocol, redis_store
 from worker.store.lua_loader import load_script
 
 OPS_AT = 14
@@ -247,6 +267,208 @@ def _call_name(index: int, warmup_calls: int) -> str:
     if index < warmup_calls:
         return f"warm-up call {index + 1}"
     return f"timed call {index - warmup_calls + 1}"
+
+
+class CutError(ValueError):
+    """A cut's marker line is not in the joined script exactly once (the Lua moved): the cut
+    would measure something else, so ``CUTS`` must follow the code."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cut:
+    """A cut variant of this tree's joined script: ``statement`` inserted just before (or, with
+    ``after``, just after) the one line that is ``marker`` (its indentation aside), so that the
+    script returns there; the difference between two variants' counts is the cost of the part
+    between their cuts. ``kind``: the kind of op (``op_kinds``) whose rule the cut skips, for a
+    cut of one kind's rule; None for a stage of the call."""
+
+    name: str
+    description: str
+    marker: str
+    after: bool
+    statement: str
+    kind: str | None = None
+
+
+PLAIN_TRACK, PROPERTY_TRACK, MERGE = "plain track", "property track", "merge"
+"""The kinds of op as ``rules.apply`` tells them: a merge (flag merge_with_other, the other id
+not the op's own), a track with property operations, a track without."""
+
+ENTRY_PLACEHOLDERS: dict[str, object] = {
+    "person_id": "x",
+    "person_mode": protocol.PERSON_MODES["full"],
+    "created_at_ms": 1,
+    "is_identified": True,
+    "properties": {},
+    "merged": False,
+    "person_created": False,
+    "warnings": [],
+    "overrides": [],
+    "person_version": "1",
+    "person_changed": False,
+    "groups": {},
+    "group_changes": [],
+}
+"""A value per reply entry field (``protocol.REPLY_ENTRY_FIELDS``) for the cuts' constant entry."""
+
+
+def constant_entry(fields: Sequence[str] = protocol.REPLY_ENTRY_FIELDS) -> str:
+    """A reply entry of ``fields``' shape (a JSON array) for a cut to return in place of a rule's
+    entry; ValueError naming a field that has no placeholder (``ENTRY_PLACEHOLDERS``)."""
+    missing = [name for name in fields if name not in ENTRY_PLACEHOLDERS]
+    if missing:
+        raise ValueError(f"no placeholder for reply entry field(s) {', '.join(missing)}")
+    return json.dumps([ENTRY_PLACEHOLDERS[name] for name in fields], separators=(",", ":"))
+
+
+@functools.cache
+def cuts() -> tuple[Cut, ...]:
+    """The cuts of ``--breakdown``: the stages of a call in order (each adds the part after the
+    one before), then one per kind of op whose rule it skips."""
+    entry = constant_entry()
+    if "'" in entry or "\\" in entry:
+        raise ValueError(f"the constant entry {entry} is no plain Lua string")
+    skip = f"do return '{entry}' end"
+    apply = "function rules.apply(ctx, op, warning)"
+    return (
+        Cut(
+            "call",
+            "the call itself: RESP parsing, ARGV into Lua, the GET of the reply key, the reply",
+            "ctx.config = argv.header(ARGV)",
+            False,
+            "do return 'x' end",
+        ),
+        Cut(
+            "argv",
+            "+ the ARGV header and the ops parsed",
+            "union_find.prefetch(ctx, ctx.ops)",
+            False,
+            "do return 'x' end",
+        ),
+        Cut(
+            "prefetch",
+            "+ the prefetch (HMGETs of the ops' ids)",
+            "union_find.prefetch(ctx, ctx.ops)",
+            True,
+            "do return 'x' end",
+        ),
+        Cut(
+            "floor",
+            "+ the per-op loop, receipts, reply and write-back, no rule run (a constant entry "
+            "per op)",
+            apply,
+            True,
+            skip,
+        ),
+        Cut(
+            "plain",
+            "plain tracks of an id a person holds return a constant entry (from after the find)",
+            "-- The common event, a track of an id a person holds without property operations:",
+            False,
+            skip,
+            PLAIN_TRACK,
+        ),
+        Cut(
+            "property",
+            "tracks with property operations return a constant entry",
+            apply,
+            True,
+            f"if not op.merge and #op.props > 0 then return '{entry}' end",
+            PROPERTY_TRACK,
+        ),
+        Cut(
+            "merge",
+            "merges (identify, alias) return a constant entry",
+            apply,
+            True,
+            f"if op.merge then return '{entry}' end",
+            MERGE,
+        ),
+    )
+
+
+def cut_script(script: str, cut: Cut) -> str:
+    """``script`` (a joined resolve_batch.lua) with ``cut.statement`` inserted as a line of its
+    own before or after the marker line (indented as the marker, or after it as the next line
+    when that is not blank); CutError, naming the marker, when the marker is not a line of the
+    script exactly once."""
+    lines = script.split("\n")
+    marker = cut.marker.strip()
+    found = [k for k, line in enumerate(lines) if line.strip() == marker]
+    if len(found) != 1:
+        raise CutError(
+            f"cut {cut.name}: the marker line {marker!r} is in the joined script "
+            f"{len(found)} times, not once: move the cut with the code (lua_icount.cuts)"
+        )
+    at = found[0] + 1 if cut.after else found[0]
+    like = lines[found[0]]
+    if cut.after and at < len(lines) and lines[at].strip():
+        like = lines[at]
+    indent = like[: len(like) - len(like.lstrip())]
+    return "\n".join([*lines[:at], indent + cut.statement, *lines[at:]])
+
+
+def op_kinds(args: Sequence[bytes]) -> list[str]:
+    """The kind of each op of a call's ARGV (this tree's format; the op layout of argv.lua and
+    group_argv.lua): ``MERGE``, ``PROPERTY_TRACK`` or ``PLAIN_TRACK``."""
+    at, kinds = codec.HEADER_LENGTH, []
+    for _ in range(int(args[OPS_AT])):
+        flags, props = int(args[at]), int(args[at + 7])
+        if flags & protocol.OpFlag.MERGE_WITH_OTHER and args[at + 3] != args[at + 1]:
+            kinds.append(MERGE)
+        else:
+            kinds.append(PROPERTY_TRACK if props else PLAIN_TRACK)
+        at += 8 + 3 * props
+        groups = int(args[at])
+        at += 2 if groups else 1  # the count, then the type cap when there are groups
+        for _ in range(groups):
+            at += 5 + 3 * int(args[at + 4])
+        at += 2  # source, bucket
+        if flags & protocol.OpFlag.BUFFERABLE:
+            at += 3  # ingestion time, payload, entry id
+    if at != len(args):
+        raise ValueError(f"not a call of format {protocol.FORMAT_VERSION}: values left over")
+    return kinds
+
+
+def breakdown(full: Count, by_cut: Mapping[str, Count], kinds: Mapping[str, int]) -> list[str]:
+    """The Markdown tables of ``--breakdown``: the cumulative stages of a call (``cuts``
+    without a kind, then ``full``) per op and as a share of the full script's, then each
+    kind's rule (``full`` less its cut) per op of that kind (``kinds``: ops per kind in the
+    timed calls) and as a share of the full script's."""
+    ops = max(1, full.ops)
+    whole = max(1, full.instructions)
+    lines = [
+        "| stage (cumulative) | instructions per op | share of the full | the stage's own per op |",
+        "|---|---:|---:|---:|",
+    ]
+    before = 0
+    stages = [(c.description, by_cut[c.name]) for c in cuts() if c.kind is None]
+    for description, c in [*stages, ("+ the rules: the full script", full)]:
+        lines.append(
+            f"| {description} | {c.instructions / ops:,.0f} | "
+            f"{100 * c.instructions / whole:.1f}% | {(c.instructions - before) / ops:,.0f} |"
+        )
+        before = c.instructions
+    lines += [
+        "",
+        "| rule of | ops of the kind | instructions per op of the kind | share of the full |",
+        "|---|---:|---:|---:|",
+    ]
+    for cut in cuts():
+        if cut.kind is None:
+            continue
+        saved = full.instructions - by_cut[cut.name].instructions
+        n = kinds.get(cut.kind, 0)
+        per = f"{saved / n:,.0f}" if n else "-"
+        lines.append(f"| {cut.kind} | {n:,} | {per} | {100 * saved / whole:.1f}% |")
+    floor = next(c for c in reversed(cuts()) if c.kind is None)
+    rules = full.instructions - by_cut[floor.name].instructions
+    lines.append(
+        f"| every op (the full script less the {floor.name} cut) | {full.ops:,} | "
+        f"{rules / ops:,.0f} | {100 * rules / whole:.1f}% |"
+    )
+    return lines
 
 
 def missing_tools(names: Sequence[str]) -> list[str]:
@@ -525,6 +747,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--keep", type=Path, default=None, metavar="DIR", help="keep each server's dumps in DIR"
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also count cut variants of this tree's script: where an op's instructions go",
+    )
     args = parser.parse_args(argv)
     missing = missing_tools([*TOOLS, *(["callgrind_annotate"] if args.top else [])])
     if missing:
@@ -557,17 +784,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     warm_calls = sum(len(b) for b in per_batch[: args.warmup])
     warm, timed = calls[:warm_calls], calls[warm_calls:]
 
-    variants = [Variant("this tree", load_script("resolve_batch.lua")), *args.compare]
+    script = load_script("resolve_batch.lua")
+    variants = [Variant("this tree", script), *args.compare]
+    cut_variants: list[Variant] = []
+    if args.breakdown:
+        try:
+            cut_variants = [Variant(f"cut {c.name}", cut_script(script, c)) for c in cuts()]
+        except ValueError as exc:
+            print(f"error: --breakdown: {exc}", file=sys.stderr)
+            return 2
     counts: list[Count] = []
+    cut_counts: list[Count] = []
     top: list[str] = []
     version = ""
     try:
-        for variant in variants:
+        for variant in [*variants, *cut_variants]:
             _say(f"{variant.label}: {len(warm)} warm-up and {len(timed)} timed calls")
             with callgrind_redis(args.redis_server, args.keep, variant.label) as server:
                 version = version or str(server.client.info("server")["redis_version"])
                 result, dump = count(server, variant, warm, timed)
-                counts.append(result)
+                # a cut variant answers and leaves otherwise by design: not compared
+                (cut_counts if variant in cut_variants else counts).append(result)
                 if args.top and not top:
                     total, rows = annotate_top(dump, args.top)
                     top = top_table(total, rows, counts[0].ops)
@@ -597,6 +834,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(f"### {counts[0].label}: the {args.top} functions of the most own instructions\n")
         print("\n".join(top))
+    if cut_counts:
+        kinds = Counter(kind for _, a in timed for kind in op_kinds(a))
+        by_cut = {c.name: n for c, n in zip(cuts(), cut_counts, strict=True)}
+        print()
+        print(
+            f"### Where {counts[0].label}'s instructions per op go (--breakdown: cut variants "
+            "of its script, each returning at a marker; a stage's own instructions are its "
+            "count less the one before)\n"
+        )
+        print("\n".join(breakdown(counts[0], by_cut, kinds)))
+        print(
+            "\nA rule's row: the full script's instructions less those of the variant where "
+            "the ops of that kind return a constant entry instead, per op of the kind; the "
+            "kinds' rows need not add up to every op's, since a skipped rule also changes the "
+            "state the later ops meet (a skipped merge leaves two persons). The plain-track "
+            "cut skips only the tracks of an id a person already holds."
+        )
     return 0 if same else 1
 
 

@@ -1,22 +1,37 @@
 """The instruction-count harness's pure parts (``tests/bench/lua_icount.py``), without valgrind
 or Redis: a callgrind dump's total, callgrind_annotate's function list, the table and its
-ratios, the verdict on compared scripts, and the calls written in an older ARGV format."""
+ratios, the verdict on compared scripts, the calls written in an older ARGV format, and the cut
+variants of ``--breakdown`` (made from this tree's joined script; that Redis loads them is
+checked against ``REDIS_URL`` when it is set)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.bench.lua_icount import (
+    MERGE,
+    PLAIN_TRACK,
+    PROPERTY_TRACK,
     Count,
+    Cut,
+    CutError,
     Variant,
+    breakdown,
     compare_option,
+    constant_entry,
+    cut_script,
+    cuts,
     downgrade,
     dump_part,
     dump_total,
     first_difference,
+    op_kinds,
     stable_tokens,
     table,
     top_functions,
@@ -24,6 +39,7 @@ from tests.bench.lua_icount import (
     verdict,
 )
 from worker.store import protocol
+from worker.store.lua_loader import load_script
 
 DUMP = """\
 # callgrind format
@@ -213,3 +229,131 @@ def test_a_compared_script_is_label_and_path(tmp_path: Path) -> None:
         compare_option(f"x={tmp_path / 'missing.lua'}")
     with pytest.raises(ValueError, match="no format_version"):
         _ = Variant("bad", "return 1").format_version
+
+
+def _cut_line(script: str, cut: Cut) -> tuple[list[str], int]:
+    lines = cut_script(script, cut).split("\n")
+    at = [k for k, line in enumerate(lines) if line.strip() == cut.statement]
+    assert len(at) == 1, cut.name
+    return lines, at[0]
+
+
+@pytest.mark.parametrize("cut", cuts(), ids=lambda c: c.name)
+def test_each_cut_lands_once_next_to_its_marker_in_this_trees_script(cut: Cut) -> None:
+    script = load_script("resolve_batch.lua")
+    assert [line.strip() for line in script.split("\n")].count(cut.marker) == 1
+    lines, at = _cut_line(script, cut)
+    neighbour = lines[at - 1] if cut.after else lines[at + 1]
+    assert neighbour.strip() == cut.marker
+    assert "\n".join(lines[:at] + lines[at + 1 :]) == script  # nothing else changed
+    assert lines[at].startswith(" " * (len(neighbour) - len(neighbour.lstrip())))
+
+
+def test_the_cuts_return_where_their_description_says() -> None:
+    script = load_script("resolve_batch.lua")
+    by_name = {c.name: c for c in cuts()}
+    assert [c.name for c in cuts()] == [
+        "call",
+        "argv",
+        "prefetch",
+        "floor",
+        "plain",
+        "property",
+        "merge",
+    ]
+    lines, at = _cut_line(script, by_name["call"])
+    assert "redis.call('EXISTS', KEYS[10])" in "\n".join(lines[at - 4 : at])
+    lines, at = _cut_line(script, by_name["prefetch"])
+    assert lines[at - 2 : at] == [
+        "ctx.ops = argv.parse_ops(ARGV, ctx.config)",
+        "union_find.prefetch(ctx, ctx.ops)",
+    ]
+    for name in ("floor", "property", "merge"):
+        lines, at = _cut_line(script, by_name[name])
+        assert lines[at - 1] == "function rules.apply(ctx, op, warning)"
+    lines, at = _cut_line(script, by_name["plain"])
+    assert [line.strip() for line in lines[at - 2 : at]] == [
+        "local root = union_find.find(ctx, op.into)",
+        "if root then",
+    ]
+    assert {c.kind for c in cuts()} == {None, PLAIN_TRACK, PROPERTY_TRACK, MERGE}
+
+
+def test_a_marker_not_found_once_is_named_in_the_error() -> None:
+    cut = Cut("gone", "a marker the code no longer has", "local nothing = 1", False, "x()")
+    with pytest.raises(CutError, match=r"cut gone: the marker line 'local nothing = 1' .* 0 times"):
+        cut_script(load_script("resolve_batch.lua"), cut)
+    with pytest.raises(CutError, match="2 times"):
+        cut_script("local nothing = 1\n  local nothing = 1\n", cut)
+    assert cut_script("a\n  local nothing = 1\n", cut) == "a\n  x()\n  local nothing = 1\n"
+
+
+def test_the_constant_entry_has_every_reply_entry_field() -> None:
+    entry = json.loads(constant_entry())
+    assert len(entry) == len(protocol.REPLY_ENTRY_FIELDS)
+    assert entry[protocol.REPLY_ENTRY_FIELDS.index("person_mode")] == "full"
+    assert constant_entry() == '["x","full",1,true,{},false,false,[],[],"1",false,{},[]]'
+    with pytest.raises(ValueError, match=r"no placeholder for reply entry field.* new_field"):
+        constant_entry((*protocol.REPLY_ENTRY_FIELDS, "new_field"))
+
+
+def test_every_cut_is_a_script_redis_loads() -> None:
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.skip("REDIS_URL is not set: no Redis to load the cut variants in")
+    script = load_script("resolve_batch.lua")
+    client = redis.Redis.from_url(url)
+    try:
+        for cut in cuts():
+            sha = client.script_load(cut_script(script, cut))
+            assert client.script_exists(sha) == [True], cut.name
+    finally:
+        client.close()
+
+
+def test_op_kinds_walk_the_op_layout() -> None:
+    header = [protocol.FORMAT_VERSION.encode(), *(b"h%d" % k for k in range(2, 17))]
+    header[14] = b"5"
+    plain = [b"1", b"a", b"", b"", b"", b"1000", b"1", b"0", b"0", b"s", b"b"]
+    props = [b"1", b"a", b"", b"", b"", b"1000", b"1", b"1", b"s", b"k", b"1", b"0", b"", b""]
+    merge = [b"5", b"a", b"", b"b", b"", b"1000", b"1", b"0", b"0", b"", b""]
+    self_merge = [b"13", b"a", b"", b"a", b"", b"1000", b"1", b"0"]
+    self_merge += [b"1", b"9", b"org", b"o1", b'"o1"', b"1", b"1", b"s", b"k", b"1"]
+    self_merge += [b"", b"", b"1000", b"payload", b"e1"]  # source, bucket; buffer fields
+    args = [*header, *plain, *props, *merge, *self_merge, *plain]
+    assert op_kinds(args) == [PLAIN_TRACK, PROPERTY_TRACK, MERGE, PLAIN_TRACK, PLAIN_TRACK]
+    with pytest.raises(ValueError, match="values left over"):
+        op_kinds([*args, b"extra"])
+
+
+def test_the_breakdown_gives_the_stages_and_each_kinds_rule() -> None:
+    def n(label: str, per_op: int) -> Count:
+        return Count(label, 10, 100, per_op * 100, (), "")
+
+    full = n("this tree", 1000)
+    by_cut = {
+        "call": n("call", 100),
+        "argv": n("argv", 250),
+        "prefetch": n("prefetch", 300),
+        "floor": n("floor", 400),
+        "plain": n("plain", 900),
+        "property": n("property", 700),
+        "merge": n("merge", 800),
+    }
+    kinds = {PLAIN_TRACK: 50, PROPERTY_TRACK: 30, MERGE: 20}
+    lines = breakdown(full, by_cut, kinds)
+    assert [line.split(" | ")[1:] for line in lines[2:7]] == [
+        ["100", "10.0%", "100 |"],
+        ["250", "25.0%", "150 |"],
+        ["300", "30.0%", "50 |"],
+        ["400", "40.0%", "100 |"],
+        ["1,000", "100.0%", "600 |"],
+    ]
+    assert lines[2].startswith("| the call itself")
+    assert lines[10:] == [
+        "| plain track | 50 | 200 | 10.0% |",
+        "| property track | 30 | 1,000 | 30.0% |",
+        "| merge | 20 | 1,000 | 20.0% |",
+        "| every op (the full script less the floor cut) | 100 | 600 | 60.0% |",
+    ]
+    assert breakdown(full, by_cut, {})[10] == "| plain track | 0 | - | 10.0% |"
