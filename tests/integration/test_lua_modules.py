@@ -503,3 +503,14 @@ def test_reply_entry_is_what_codec_decodes(client: redis.Redis) -> None:
         "groups": {},
         "group_changes": [],
     }
+
+
+def test_every_breakdown_cut_is_a_script_redis_loads(client: redis.Redis) -> None:
+    # tests/bench/lua_icount.py --breakdown counts these variants of the resolve script
+    from tests.bench.lua_icount import cut_script, cuts
+    from worker.store.lua_loader import load_script
+
+    script = load_script("resolve_batch.lua")
+    for cut in cuts():
+        sha = client.script_load(cut_script(script, cut))
+        assert client.script_exists(sha) == [True], cut.name

@@ -2,17 +2,15 @@
 or Redis: a callgrind dump's total, callgrind_annotate's function list, the table and its
 ratios, the verdict on compared scripts, the calls written in an older ARGV format, and the cut
 variants of ``--breakdown`` (made from this tree's joined script; that Redis loads them is
-checked against ``REDIS_URL`` when it is set)."""
+checked in tests/integration/test_lua_modules.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.bench.lua_icount import (
     MERGE,
@@ -295,20 +293,6 @@ def test_the_constant_entry_has_every_reply_entry_field() -> None:
     assert constant_entry() == '["x","full",1,true,{},false,false,[],[],"1",false,{},[]]'
     with pytest.raises(ValueError, match=r"no placeholder for reply entry field.* new_field"):
         constant_entry((*protocol.REPLY_ENTRY_FIELDS, "new_field"))
-
-
-def test_every_cut_is_a_script_redis_loads() -> None:
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        pytest.skip("REDIS_URL is not set: no Redis to load the cut variants in")
-    script = load_script("resolve_batch.lua")
-    client = redis.Redis.from_url(url)
-    try:
-        for cut in cuts():
-            sha = client.script_load(cut_script(script, cut))
-            assert client.script_exists(sha) == [True], cut.name
-    finally:
-        client.close()
 
 
 def test_op_kinds_walk_the_op_layout() -> None:
