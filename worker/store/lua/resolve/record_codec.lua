@@ -63,8 +63,7 @@ record_codec.fill(fields, value) -> false when value is unreadable, else true, f
 record_codec.decode(value, root, tenant) -> fields, or nil when unreadable (or implicit without
   root and tenant: root the id whose value it is, tenant raw, record_codec.tenant_of):
   { person_id, person_id_bytes (the 16 bytes; nil: stored as text; false: implicit), implicit
-  (the person id is root's, not stored), explicit (format 9 with the person id stored: a
-  writer found it is not root's), created_at and last_seen (numbers), created_at_text
+  (the person id is root's, not stored), created_at and last_seen (numbers), created_at_text
   (digits), identified, spilled, version, version_text, id_count, snapshot, props, others_text,
   legacy (format 6: then meta_text and vals_text instead of props and others_text, the ids
   being in the set) }.
@@ -283,7 +282,6 @@ function record_codec.fill(fields, value)
     if person_id == nil then
       return false
     end
-    fields.explicit = true
   end
   local wide = flags >= WIDE
   if #value < pos + (wide and WIDE_SIZE or NARROW_SIZE) - 1 then

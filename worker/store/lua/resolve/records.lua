@@ -5,9 +5,7 @@ formats 7 and 6 still read) is record_codec.lua's.
 
 A person table: person_id, person_id_bytes (its 16 bytes; nil: stored as text; false: not
 made yet), implicit_root (the root at which its record was read implicit: its person id that
-root's, record_codec.person_uuid) and explicit_root (the root at which its format-9 record was
-read with its person id stored: not that root's, so encode need not derive root's again),
-created_at /
+root's, record_codec.person_uuid), created_at /
 created_at_text, last_seen / last_seen_text, identified, version / version_text, id_count,
 spilled (the tree's ids are kept in the root's members string, union_find.lua), others_text
 and others (the tree's ids other than the root as stored, and as an array once decoded:
@@ -35,8 +33,7 @@ records.meta_of(person) -> meta, decoded on first use.
 records.snapshot(person) -> the visible properties as a JSON object text.
 records.tenant(ctx) -> the call's raw tenant (from its ids key), or nil.
 records.encode(person, root, ctx) -> the record text of person at root: implicit (no person id
-  stored) when its person id is the one root creates (derived once per person and root: a
-  record read at root says which it is, implicit_root and explicit_root).
+  stored) when its person id is the one root creates.
 ]]
 local records = {}
 
@@ -130,7 +127,7 @@ function records.load(ctx, root)
     version_text = false, id_count = 0, spilled = false, others_text = '', others = false,
     stored_members = false, props = '', meta = false, vals = false, properties_size = 0,
     snapshot = false, properties_changed = false, legacy = false, implicit = false,
-    implicit_root = false, explicit = false, explicit_root = false,
+    implicit_root = false,
   }
   if not record_codec.fill(person, ctx.values[root]) then
     error('resolve_batch: unreadable person record at ' .. root)
@@ -141,8 +138,6 @@ function records.load(ctx, root)
     if not person.person_id then
       error('resolve_batch: unreadable person record at ' .. root)
     end
-  elseif person.explicit then
-    person.explicit_root = root
   end
   if person.created_at == nil or person.last_seen == nil then
     error('resolve_batch: unreadable person record at ' .. root)
@@ -243,15 +238,12 @@ end
 
 function records.encode(person, root, ctx)
   local implicit = person.implicit_root == root
-  if not implicit and person.explicit_root ~= root then
+  if not implicit then
     implicit = person.person_id == root_person_id(ctx, root)
     if implicit then
       person.implicit_root = root
-    else
-      person.explicit_root = root
-      if person.person_id_bytes == false then
-        person.person_id_bytes = record_codec.person_id_bytes(person.person_id)
-      end
+    elseif person.person_id_bytes == false then
+      person.person_id_bytes = record_codec.person_id_bytes(person.person_id)
     end
   end
   if person.properties_changed then
