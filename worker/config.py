@@ -215,8 +215,9 @@ class RedisSettings(_Section):
     """Operations per Lua call: keeps each script short so Redis is never blocked for long."""
     max_call_cost: int = Field(default=96, ge=1)
     """Cost of one Lua call's operations in plain-track units (a track of a known id without
-    property operations 1; a merge or property change 3, plus 1 per 8 property operations):
-    a batch of heavy events is cut into shorter calls (``worker/store/call_cost.py``)."""
+    property operations 1; property or group operations +2, a merge +1, +1 per 8 property
+    operations): a batch of heavy events is cut into shorter calls
+    (``worker/store/call_cost.py``)."""
     retry_attempts: int = Field(default=8, ge=1)
     retry_backoff_seconds: float = Field(default=0.05, gt=0)
     retry_backoff_max_seconds: float = Field(default=2.0, gt=0)

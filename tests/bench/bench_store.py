@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -40,8 +40,10 @@ from tests.bench.common import (
     named_url,
     run_header,
 )
+from worker.identity import rules
 from worker.identity.config import IdentityConfig
-from worker.identity.model import EventKind, IdentityEvent, PropertyUpdates
+from worker.identity.model import EventKind, IdentityEvent, PreparedOp, PropertyUpdates
+from worker.store import call_cost
 from worker.store.redis_store import (
     DEFAULT_MAX_CALL_COST,
     DEFAULT_MAX_OPS_PER_CALL,
@@ -240,6 +242,116 @@ def bench_chunk_sizes(client: redis.Redis, args: argparse.Namespace) -> list[str
     ]
 
 
+KIND_CALL_OPS = 48
+"""Ops per call of ``bench_kinds`` (every call one kind, never cut by cost)."""
+
+
+class _KindEvents:
+    """Events of one kind at a time on a population of ``persons`` identified persons (each
+    ``u<i>`` with its anonymous ``a<i>`` and three properties); every event has a source."""
+
+    def __init__(self, persons: int, seed: int = 5) -> None:
+        self.persons = persons
+        self._rng = random.Random(seed)
+        self._n = itertools.count(1)
+        self._ts = T0
+
+    def event(
+        self, kind: EventKind, distinct_id: str, other: str | None = None, keys: int = 0
+    ) -> IdentityEvent:
+        self._ts += 1
+        n = next(self._n)
+        updates = PropertyUpdates(set=tuple((f"k{i}", f"v{self._ts}") for i in range(keys)))
+        return IdentityEvent(
+            tenant=TENANT,
+            kind=kind,
+            distinct_id=distinct_id,
+            uuid=str(uuid.UUID(int=(1 << 96) | n)),
+            timestamp_ms=self._ts,
+            other_id=other,
+            updates=updates,
+            source=f"kinds/0/{n}",
+        )
+
+    def anyone(self) -> int:
+        return self._rng.randrange(self.persons)
+
+
+def _kinds(gen: _KindEvents) -> list[tuple[str, Callable[[int], list[IdentityEvent]]]]:
+    """Per kind, a maker of one call's events (``KIND_CALL_OPS``) for repetition ``r``."""
+    n = KIND_CALL_OPS
+
+    def tracks(keys: int) -> Callable[[int], list[IdentityEvent]]:
+        return lambda r: [
+            gen.event(EventKind.TRACK, f"a{gen.anyone()}", keys=keys) for _ in range(n)
+        ]
+
+    def same_person(r: int) -> list[IdentityEvent]:
+        ids = [gen.anyone() for _ in range(n)]
+        return [gen.event(EventKind.IDENTIFY, f"u{i}", f"a{i}", keys=1) for i in ids]
+
+    def joins(r: int) -> list[IdentityEvent]:
+        ids = [gen.anyone() for _ in range(n)]
+        return [gen.event(EventKind.IDENTIFY, f"u{i}", f"x{r}-{k}-{i}") for k, i in enumerate(ids)]
+
+    def new_pairs(r: int) -> list[IdentityEvent]:
+        return [gen.event(EventKind.ALIAS, f"m{r}-{k}", f"n{r}-{k}") for k in range(n)]
+
+    return [
+        ("track of a known id, no property operation", tracks(0)),
+        ("track with `$set` of 2 keys", tracks(2)),
+        ("track with `$set` of 16 keys", tracks(16)),
+        ("track with `$set` of 64 keys", tracks(64)),
+        ("identify of an id with its own anonymous id (A3.5), `$set` of 1 key", same_person),
+        ("identify joining a new anonymous id (A3.4)", joins),
+        ("alias of two new ids (A3.3)", new_pairs),
+    ]
+
+
+def bench_kinds(client: redis.Redis, args: argparse.Namespace) -> list[str]:
+    """Server time per op of calls of one kind each, beside the cost ``call_cost.op_cost``
+    gives the kind (in plain-track units): how the cost model was set, checked in every run."""
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    store = _store(client, prefix, KIND_CALL_OPS, max_cost=1 << 30)
+    gen = _KindEvents(persons=2_000)
+    for start in range(0, gen.persons, 500):
+        store.resolve_batch(
+            TENANT,
+            [
+                gen.event(EventKind.IDENTIFY, f"u{i}", f"a{i}", keys=3)
+                for i in range(start, start + 500)
+            ],
+            now_ms=T0,
+        )
+    reps = 4 if args.quick else 12
+    rows, plain = [], 0.0
+    for name, make in _kinds(gen):
+        calls = [make(r) for r in range(reps)]
+        with ServerTime(client, CLIENT_NAME) as server:
+            for events in calls:
+                store.resolve_batch(TENANT, events, now_ms=T0)
+        scripts = server.durations.get("EVALSHA", [0])
+        per_op = statistics.median(scripts) / KIND_CALL_OPS
+        plain = plain or per_op
+        prepared = rules.prepare(calls[0][0], store.config)
+        assert isinstance(prepared, PreparedOp), name
+        units = call_cost.op_cost(prepared)
+        rows.append(
+            f"| {name} | {per_op:.1f} | {per_op / plain:.1f} | {units} | "
+            f"{statistics.median(scripts) / 1000:.2f} |"
+        )
+    delete_prefix(client, prefix)
+    return [
+        f"### Server time per op by kind (calls of {KIND_CALL_OPS} ops of one kind, "
+        f"median of {reps} calls; SLOWLOG)",
+        "",
+        "| kind | µs per op | of a plain track | cost units (`call_cost.op_cost`) | call ms |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+
+
 def _population(n_ids: int, seed: int = 11) -> Iterator[tuple[list[IdentityEvent], int]]:
     """Batches creating ``n_ids`` distinct ids (and how many persons each batch creates):
     persons of 1 id (70%) or of 2 ids (30%, an identify merging an anonymous id), each with two
@@ -324,7 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--population", type=int, help="distinct ids for the memory measure")
     parser.add_argument("--batches", type=int, help="timed batches of 500 (batched variant)")
     parser.add_argument("--chunk", type=int, default=DEFAULT_MAX_OPS_PER_CALL)
-    parser.add_argument("--skip", action="append", default=[], choices=["memory", "chunks"])
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=["memory", "chunks", "kinds"]
+    )
     parser.add_argument("--keep", action="store_true", help="keep the memory population")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -343,6 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out += bench_throughput(client, args)
     if "chunks" not in args.skip:
         out += bench_chunk_sizes(client, args)
+    if "kinds" not in args.skip:
+        out += bench_kinds(client, args)
     if "memory" not in args.skip:
         out += bench_memory(client, args)
     print("\n".join(out))

@@ -1,13 +1,16 @@
 """How a tenant's prepared ops are cut into script calls (pure: no I/O).
 
-A call's server time grows with what its ops do, not only with how many there are: a track
-of an id a person holds, with no property operation, is the cheapest op the resolve script
-runs; an op that changes properties or merges persons loads, decodes and writes its person's
-record and costs about three times as much (server time per op of calls of one kind,
-docs/BENCHMARKS.md section 5), and each further property operation adds about a tenth of a
-plain track (counted as an eighth). So each op has a cost in *plain-track units*
-(``op_cost``), and a call holds at most ``max_ops`` ops and at most ``max_cost`` units
-(``split``), except that one op alone is always a call of its own whatever it costs.
+A call's server time grows with what its ops do, not only with how many there are. Measured
+per op in calls of one kind (``tests/bench/bench_store.py``, "Server time per op by kind",
+docs/BENCHMARKS.md section 5), against a track of an id a person holds without property
+operations (the cheapest op the resolve script runs): an op that changes properties loads,
+decodes, re-encodes and writes its person's record, about 2-4 times a plain track; a merge
+that joins ids 1.3-2 times; an identify that merges and sets properties about 4 times; each
+property operation about a tenth of a plain track more. So each op has a cost in
+*plain-track units* (``op_cost``): 1, plus 2 for property or group operations, plus 1 for a
+merge, plus 1 per 8 property operations (person and group); and a call holds at most
+``max_ops`` ops and at most ``max_cost`` units (``split``), except that one op alone is always
+a call of its own whatever it costs.
 
 ``split`` makes as few calls as those two bounds allow and spreads the cost evenly over
 them, so a batch of heavy ops becomes several calls of similar length rather than full calls
@@ -23,10 +26,12 @@ from worker.identity.model import PreparedOp, PropertyUpdates
 
 PLAIN: Final = 1
 """A track (or any op) with no merge, no property operation and no group operation."""
-HEAVY: Final = 3
-"""An op that merges (identify with an anonymous id, alias), changes properties or groups."""
+PROPERTIES: Final = 2
+"""Added for property or group operations (the person's or a group's record rewritten)."""
+MERGE: Final = 1
+"""Added for a merge (identify with an anonymous id, alias)."""
 PROPERTY_OPERATIONS_PER_UNIT: Final = 8
-"""Property operations (person and group) that add one unit to a heavy op's cost."""
+"""Property operations (person and group) that add one more unit."""
 
 
 def _operations(updates: PropertyUpdates) -> int:
@@ -38,9 +43,12 @@ def op_cost(op: PreparedOp) -> int:
     operations = _operations(op.updates)
     for group in op.groups:
         operations += 1 + _operations(group.updates)
-    if op.merge_with is None and operations == 0:
-        return PLAIN
-    return HEAVY + operations // PROPERTY_OPERATIONS_PER_UNIT
+    cost = PLAIN
+    if operations:
+        cost += PROPERTIES + operations // PROPERTY_OPERATIONS_PER_UNIT
+    if op.merge_with is not None:
+        cost += MERGE
+    return cost
 
 
 def split(ops: Sequence[PreparedOp], max_ops: int, max_cost: int) -> list[Sequence[PreparedOp]]:

@@ -109,11 +109,11 @@ also costs a fixed ~50 µs here)."""
 
 DEFAULT_MAX_CALL_COST = 96
 """Cost of the ops of one script call, in plain-track units (``call_cost.op_cost``: a track of
-a known id without property operations 1, an op that merges or changes properties 3 and more).
-64 plain tracks cost 64; the benchmark mixes cost 110-120 per 64 ops, so their calls are cut
-at 50-55 ops, and a chunk of merges and ``$set`` events at 32 ops, which keeps the heaviest
-calls of ``tests/bench/bench_store.py`` under 2 ms where 64 such ops took up to 2.6 ms
-(docs/BENCHMARKS.md)."""
+a known id without property operations 1; property or group operations +2, a merge +1, +1 per
+8 property operations). 64 plain tracks cost 64; the benchmark mixes cost 115-125 per 64 ops,
+so their calls hold about 50 ops, and calls of identifies with ``$set`` 24: a call stays near
+1.5 ms of server time on the development VM (96 plain tracks' worth, 15.7 µs each), where 64
+ops of the heavy kinds took up to 2.9 ms (docs/BENCHMARKS.md section 5)."""
 
 DEFAULT_REPLY_TTL_MS = 120_000
 """How long a call's reply is kept for a retry. Longer than the worst retry schedule (and than a
