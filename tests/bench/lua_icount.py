@@ -332,8 +332,16 @@ def cuts() -> tuple[Cut, ...]:
     apply = "function rules.apply(ctx, op, warning)"
     return (
         Cut(
+            "transport",
+            "the call's transport: RESP parsing, ARGV into Lua, the reply (the script returns "
+            "before its first module)",
+            "local PROTOCOL = {",
+            False,
+            "do return 'x' end",
+        ),
+        Cut(
             "call",
-            "the call itself: RESP parsing, ARGV into Lua, the GET of the reply key, the reply",
+            "+ the script's modules defined (on every call), the GET of the reply key",
             "ctx.config = argv.header(ARGV)",
             False,
             "do return 'x' end",

@@ -251,6 +251,7 @@ def test_the_cuts_return_where_their_description_says() -> None:
     script = load_script("resolve_batch.lua")
     by_name = {c.name: c for c in cuts()}
     assert [c.name for c in cuts()] == [
+        "transport",
         "call",
         "argv",
         "prefetch",
@@ -259,6 +260,10 @@ def test_the_cuts_return_where_their_description_says() -> None:
         "property",
         "merge",
     ]
+    lines, at = _cut_line(script, by_name["transport"])
+    assert lines[0].startswith("#!lua")
+    assert not any(line.startswith("local ") for line in lines[:at])  # before every module
+    assert lines[at + 1] == "local PROTOCOL = {"
     lines, at = _cut_line(script, by_name["call"])
     assert "redis.call('EXISTS', KEYS[10])" in "\n".join(lines[at - 4 : at])
     lines, at = _cut_line(script, by_name["prefetch"])
@@ -316,6 +321,7 @@ def test_the_breakdown_gives_the_stages_and_each_kinds_rule() -> None:
 
     full = n("this tree", 1000)
     by_cut = {
+        "transport": n("transport", 60),
         "call": n("call", 100),
         "argv": n("argv", 250),
         "prefetch": n("prefetch", 300),
@@ -326,18 +332,19 @@ def test_the_breakdown_gives_the_stages_and_each_kinds_rule() -> None:
     }
     kinds = {PLAIN_TRACK: 50, PROPERTY_TRACK: 30, MERGE: 20}
     lines = breakdown(full, by_cut, kinds)
-    assert [line.split(" | ")[1:] for line in lines[2:7]] == [
-        ["100", "10.0%", "100 |"],
+    assert [line.split(" | ")[1:] for line in lines[2:8]] == [
+        ["60", "6.0%", "60 |"],
+        ["100", "10.0%", "40 |"],
         ["250", "25.0%", "150 |"],
         ["300", "30.0%", "50 |"],
         ["400", "40.0%", "100 |"],
         ["1,000", "100.0%", "600 |"],
     ]
-    assert lines[2].startswith("| the call itself")
-    assert lines[10:] == [
+    assert lines[2].startswith("| the call's transport")
+    assert lines[11:] == [
         "| plain track | 50 | 200 | 10.0% |",
         "| property track | 30 | 1,000 | 30.0% |",
         "| merge | 20 | 1,000 | 20.0% |",
         "| every op (the full script less the floor cut) | 100 | 600 | 60.0% |",
     ]
-    assert breakdown(full, by_cut, {})[10] == "| plain track | 0 | - | 10.0% |"
+    assert breakdown(full, by_cut, {})[11] == "| plain track | 0 | - | 10.0% |"
