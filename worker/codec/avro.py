@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -88,6 +89,17 @@ def _without_logical_types(node: Any) -> Any:
     if isinstance(node, list):
         return [_without_logical_types(v) for v in node]
     return node
+
+
+_OBJECT_REPR: Final = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
+
+
+def _reason(exc: Exception) -> str:
+    """A decoding error's text for its dead letter: the same for the same bytes, so without the
+    memory address of a Python object fastavro may name (``cannot read boolean from
+    <_io.BytesIO object at 0x...>`` reads ``... from <_io.BytesIO>``)."""
+    text = _OBJECT_REPR.sub(r"<\1>", str(exc))
+    return f"{type(exc).__name__}: {text}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +263,7 @@ class AvroCodec:
                 f"schema id {schema_id} cannot be read as {name.value}: {exc}",
             ) from exc
         except Exception as exc:  # fastavro raises many types; none may leave the codec
-            raise DecodeError("avro_invalid", f"{type(exc).__name__}: {exc}") from exc
+            raise DecodeError("avro_invalid", _reason(exc)) from exc
         if buffer.tell() != len(body):
             raise DecodeError(
                 "avro_invalid", f"{len(body) - buffer.tell()} trailing bytes after the record"
