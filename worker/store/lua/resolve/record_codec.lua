@@ -432,8 +432,11 @@ end
 local QUOTED = {}
 
 function record_codec.snapshot_of(vals)
-  -- the pieces joined once: no string is made per key
-  local parts, layout, n, m = { '{' }, {}, 1, 0
+  -- the pieces joined once: no string is made per key; both arrays made at the size of four
+  -- keys (a table grown one step at a time is resized, and rehashed, at 1, 2, 4, 8, 16)
+  local parts = { '{', nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+    nil }
+  local layout, n, m = { nil, nil, nil, nil, nil, nil, nil, nil }, 1, 0
   for key, text in pairs(vals) do
     local quoted = QUOTED[key]
     if quoted == nil then
@@ -445,8 +448,9 @@ function record_codec.snapshot_of(vals)
     layout[m + 1], layout[m + 2] = key, #quoted
     m = m + 2
   end
-  parts[n > 1 and n or 2] = '}' -- in place of the last ','
-  return concat(parts), layout
+  n = n > 1 and n or 2
+  parts[n] = '}' -- in place of the last ','
+  return concat(parts, '', 1, n), layout
 end
 
 function record_codec.encode_props(meta, vals, snapshot, layout)
