@@ -123,7 +123,9 @@ local function apply_personless(ctx, op, warning)
     false, false, warnings, reply.NONE, nil, false, grouped.groups, grouped.changes)
 end
 
-function rules.structure(ctx, op, warning)
+-- rules.structure's part as values: root, warnings, overrides, merged, created, remade, bump
+-- (rules.apply passes them on to finish: no part table made per op).
+local function structure(ctx, op, warning)
   if ctx.any_deleted ~= false then -- (as in rules.apply)
     deleted.rederive(ctx, op)
   end
@@ -224,6 +226,11 @@ function rules.structure(ctx, op, warning)
   if fresh and case_fold.collides(ctx, fresh) then
     warnings[#warnings + 1] = CASE_COLLISION -- informational, after the merge warnings
   end
+  return root, warnings, overrides, merged, created, remade, bump
+end
+
+function rules.structure(ctx, op, warning)
+  local root, warnings, overrides, merged, created, remade, bump = structure(ctx, op, warning)
   return {
     root = root, warnings = warnings, overrides = overrides, merged = merged,
     created = created, remade = remade, bump = bump, moved = created or remade,
@@ -244,9 +251,10 @@ function rules.settle(ctx, part)
   part.settled = true
 end
 
-function rules.finish(ctx, op, part)
-  local root = part.root
-  if part.settled then
+-- rules.finish of a part given as values (moved: the part's created or remade, or settled).
+local function finish(ctx, op, root, warnings, overrides, merged, created, remade, bump, moved,
+    settled)
+  if settled then
     root = union_find.find(ctx, op.into)
   end
   local person = ctx.persons[root] or records.load(ctx, root)
@@ -255,35 +263,38 @@ function rules.finish(ctx, op, part)
     local refused
     changed, refused = properties.update(ctx, person, op, true)
     if refused then
-      part.warnings[#part.warnings + 1] = PROPERTIES_SIZE
+      warnings[#warnings + 1] = PROPERTIES_SIZE
     end
   end
-  local moved = part.moved
-  if part.settled then
+  if settled then
     if changed then
       bump_version(person)
       moved = true
     end
-  elseif (part.bump or changed) and not part.created and not part.remade then
+  elseif (bump or changed) and not created and not remade then
     bump_version(person)
     moved = true
   end
   -- written back only when the op changed it: an identify of an id already identified with
   -- its anonymous id, or a $set of the values it holds, writes nothing (seen() marks a moved
   -- created_at or last_seen itself)
-  if changed or part.settled or part.merged or part.created or part.bump or part.remade then
+  if changed or settled or merged or created or bump or remade then
     ctx.dirty[root] = true
   end
   local grouped = ctx.no_group_types and #op.groups == 0 and groups.NOTHING
     or groups.apply(ctx, op, person)
-  local warnings = part.warnings
   for k = 1, #grouped.warnings do -- (none mostly: no ipairs call)
     warnings[#warnings + 1] = grouped.warnings[k]
   end
   return reply.entry(person.person_id, FULL, person.created_at_text, person.identified,
     person.snapshot or records.snapshot(person), -- (made only when false: records.lua)
-    part.merged, part.created, part.warnings, part.overrides, person.version_text, moved,
+    merged, created, warnings, overrides, person.version_text, moved,
     grouped.groups, grouped.changes)
+end
+
+function rules.finish(ctx, op, part)
+  return finish(ctx, op, part.root, part.warnings, part.overrides, part.merged, part.created,
+    part.remade, part.bump, part.moved, part.settled)
 end
 
 function rules.apply(ctx, op, warning)
@@ -320,7 +331,9 @@ function rules.apply(ctx, op, warning)
         grouped.groups, grouped.changes)
     end
   end
-  return rules.finish(ctx, op, rules.structure(ctx, op, warning))
+  local root, warnings, overrides, merged, created, remade, bump = structure(ctx, op, warning)
+  return finish(ctx, op, root, warnings, overrides, merged, created, remade, bump,
+    created or remade, false)
 end
 
 return rules
