@@ -37,6 +37,15 @@ local CASE_COLLISION = PROTOCOL.warning.case_collision
 local FULL = PROTOCOL.person_mode.full
 local NONE = reply.NONE
 
+-- list with item appended: a new list in place of NONE (shared, never changed).
+local function add(list, item)
+  if list == NONE then
+    return { item }
+  end
+  list[#list + 1] = item
+  return list
+end
+
 function rules.merge(ctx, into_root, into_person, other_root, other_person, overrides)
   local other_ids = union_find.members_of(ctx, other_root, other_person)
   for _, id in ipairs(other_ids) do
@@ -130,8 +139,8 @@ local function structure(ctx, op, warning)
     deleted.rederive(ctx, op)
   end
   local max_ids = ctx.config.max_ids
-  local warnings = { warning }
-  local overrides = {}
+  local warnings = warning and { warning } or NONE -- (NONE: made on the first warning)
+  local overrides = NONE -- (made by the merge that has some)
   local merged = false -- A3.3, A3.4, allowed A3.6
   local created = false -- the event created its person (its version stays 0)
   local remade = false -- A3.6 merge: version already set to max + 1
@@ -154,10 +163,10 @@ local function structure(ctx, op, warning)
       root, created = op.into, true
       local person = records.create(ctx, op.into, op.into_person_id, op.ts, op.ts_text)
       if max_ids < 2 then
-        warnings[#warnings + 1] = MERGE_LIMIT
+        warnings = add(warnings, MERGE_LIMIT)
       else
         union_find.join(ctx, op.other, root, person)
-        overrides[1] = { op.other, op.other_person_id, op.into_person_id }
+        overrides = { { op.other, op.other_person_id, op.into_person_id } }
         merged = true
       end
     elseif not other_root then
@@ -165,23 +174,23 @@ local function structure(ctx, op, warning)
       root = into_root
       local into_person = ctx.persons[into_root] or records.load(ctx, into_root)
       if into_person.id_count >= max_ids then
-        warnings[#warnings + 1] = MERGE_LIMIT
+        warnings = add(warnings, MERGE_LIMIT)
       else
         union_find.join(ctx, op.other, into_root, into_person)
-        overrides[1] = { op.other, op.other_person_id, into_person.person_id }
+        overrides = { { op.other, op.other_person_id, into_person.person_id } }
         merged, bump = true, true
       end
     elseif not into_root then
       -- A3.4: into joins other's person (which keeps its id).
       local other_person = ctx.persons[other_root] or records.load(ctx, other_root)
       if other_person.id_count >= max_ids then
-        warnings[#warnings + 1] = MERGE_LIMIT
+        warnings = add(warnings, MERGE_LIMIT)
         root, created = op.into, true
         records.create(ctx, op.into, op.into_person_id, op.ts, op.ts_text)
       else
         root = other_root
         union_find.join(ctx, op.into, other_root, other_person)
-        overrides[1] = { op.into, op.into_person_id, other_person.person_id }
+        overrides = { { op.into, op.into_person_id, other_person.person_id } }
         merged, bump = true, true
       end
     elseif into_root == other_root then
@@ -193,10 +202,11 @@ local function structure(ctx, op, warning)
       local other_person = ctx.persons[other_root] or records.load(ctx, other_root)
       root = into_root
       if other_person.identified and not op.dangerous then
-        warnings[#warnings + 1] = ALREADY_IDENTIFIED
+        warnings = add(warnings, ALREADY_IDENTIFIED)
       elseif into_person.id_count + other_person.id_count > max_ids then
-        warnings[#warnings + 1] = MERGE_LIMIT
+        warnings = add(warnings, MERGE_LIMIT)
       else
+        overrides = {}
         root = rules.merge(ctx, into_root, into_person, other_root, other_person, overrides)
         merged, remade = true, true
       end
@@ -224,7 +234,7 @@ local function structure(ctx, op, warning)
     fresh[#fresh + 1] = op.other
   end
   if fresh and case_fold.collides(ctx, fresh) then
-    warnings[#warnings + 1] = CASE_COLLISION -- informational, after the merge warnings
+    warnings = add(warnings, CASE_COLLISION) -- informational, after the merge warnings
   end
   return root, warnings, overrides, merged, created, remade, bump
 end
@@ -263,7 +273,7 @@ local function finish(ctx, op, root, warnings, overrides, merged, created, remad
     local refused
     changed, refused = properties.update(ctx, person, op, true)
     if refused then
-      warnings[#warnings + 1] = PROPERTIES_SIZE
+      warnings = add(warnings, PROPERTIES_SIZE)
     end
   end
   if settled then
@@ -284,7 +294,7 @@ local function finish(ctx, op, root, warnings, overrides, merged, created, remad
   local grouped = ctx.no_group_types and #op.groups == 0 and groups.NOTHING
     or groups.apply(ctx, op, person)
   for k = 1, #grouped.warnings do -- (none mostly: no ipairs call)
-    warnings[#warnings + 1] = grouped.warnings[k]
+    warnings = add(warnings, grouped.warnings[k])
   end
   return reply.entry(person.person_id, FULL, person.created_at_text, person.identified,
     person.snapshot or records.snapshot(person), -- (made only when false: records.lua)
