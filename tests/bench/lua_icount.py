@@ -2,9 +2,9 @@
 a test).
 
     .venv/bin/python -m tests.bench.lua_icount --redis-url redis://127.0.0.1:36480/0 \\
-        [--mix drain|store] [--batches 20] [--warmup 10] [--chunk 64] [--no-sources] \\
-        [--compare LABEL=OLD_JOINED_SCRIPT.lua ...] [--redis-server PATH] [--top N] \\
-        [--breakdown] [--keep DIR]
+        [--mix drain|store|identify|settrack] [--batches 20] [--warmup 10] [--chunk 64] \\
+        [--no-sources] [--compare LABEL=OLD_JOINED_SCRIPT.lua ...] [--redis-server PATH] \\
+        [--top N] [--breakdown] [--keep DIR]
 
 On a shared machine the script's time moves by ±20% between runs of one script; the
 instructions Redis executes for the same calls repeat to a fraction of a percent (below),
@@ -48,6 +48,14 @@ upstream tarball (``https://download.redis.io/releases/redis-7.0.15.tar.gz``), t
 OPTIMIZATION=-O2 MALLOC=libc`` in it (``src/redis-server``, with symbols; without
 ``MALLOC=libc`` it links its own jemalloc).
 
+``--mix identify`` and ``--mix settrack`` (``focus_batches``): one kind of the drain mix's
+events alone, to count a rule by itself. The warm-up batches make ``--warmup`` x 250 persons
+of two ids each as the drain mix makes them (a track of ``anon-N`` with ``$set`` of ``plan`` and
+``n``, then the identify of ``user-N`` with ``anon-N`` with ``$set`` of ``email_domain``); the
+timed batches are identifies of those known pairs with the same ``$set`` (contract A3.5, the
+same person: the drain mix's common identify) or tracks of ``anon-N`` with ``$set`` of ``plan``
+and ``n`` (its tracks with property operations). ``--universe`` does not apply.
+
 ``--breakdown``: where the instructions of an op go. Besides the variants above, counts cut
 variants of this tree's joined script (``cuts``): copies with a ``return`` inserted next to a
 marker line (``cut_script``; a marker not found exactly once stops the run, naming it, rather
@@ -74,13 +82,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import itertools
 import json
+import random
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -88,9 +99,11 @@ from pathlib import Path
 
 import redis
 
+from tests.bench.bench_store import TENANT
 from tests.bench.common import run_header
 from tests.bench.lua_profile import Call, capture, mix_batches, state_digest, with_sources
 from tests.faults.services import free_ports
+from worker.identity.model import EventKind, IdentityEvent, JsonValue, PropertyUpdates
 from worker.store import codec, protocol, redis_store
 from worker.store.lua_loader import load_script
 
@@ -479,6 +492,53 @@ def breakdown(full: Count, by_cut: Mapping[str, Count], kinds: Mapping[str, int]
     return lines
 
 
+FOCUS_MIXES = ("identify", "settrack")
+"""The mixes of one kind of the drain mix's events (``focus_batches``)."""
+
+FOCUS_T0 = 1_760_000_000_000
+"""The first event's time in the focused mixes (the drain mix's)."""
+
+
+def focus_batches(mix: str, warmup: int, batches: int, seed: int = 1) -> list[list[IdentityEvent]]:
+    """The ``warmup`` + ``batches`` batches of 500 of a focused mix (``FOCUS_MIXES``): the
+    warm-up makes ``warmup`` x 250 persons of two ids, ``anon-N`` (a track with ``$set`` of
+    ``plan`` and ``n``) then ``user-N`` (an identify with ``anon-N``, ``$set`` of
+    ``email_domain``); each timed event picks a person at random: an identify of its pair with
+    that ``$set`` again (``identify``: A3.5, same person) or a track of ``anon-N`` with
+    ``$set`` of ``plan`` and ``n`` (``settrack``). Events carry canonical uuids and increasing
+    times, as the drain mix's."""
+    if mix not in FOCUS_MIXES:
+        raise ValueError(f"not a focused mix: {mix!r}")
+    rng = random.Random(seed)
+    at = itertools.count()
+
+    def event(kind: EventKind, user: int, updates: dict[str, JsonValue]) -> IdentityEvent:
+        i = next(at)
+        merge = kind is EventKind.IDENTIFY
+        return IdentityEvent(
+            tenant=TENANT,
+            kind=kind,
+            distinct_id=f"user-{user}" if merge else f"anon-{user}",
+            uuid=str(uuid.UUID(int=rng.getrandbits(128))),
+            timestamp_ms=FOCUS_T0 + i,
+            other_id=f"anon-{user}" if merge else None,
+            updates=PropertyUpdates(set=tuple(updates.items())),
+        )
+
+    def settrack(user: int) -> IdentityEvent:
+        plan = rng.choice(["free", "pro"])
+        return event(EventKind.TRACK, user, {"plan": plan, "n": next(at)})
+
+    def identify(user: int) -> IdentityEvent:
+        return event(EventKind.IDENTIFY, user, {"email_domain": "example.com"})
+
+    users = warmup * 250
+    events = [e for user in range(users) for e in (settrack(user), identify(user))]
+    timed = identify if mix == "identify" else settrack
+    events += [timed(rng.randrange(users)) for _ in range(batches * 500)]
+    return [events[k : k + 500] for k in range(0, len(events), 500)]
+
+
 def missing_tools(names: Sequence[str]) -> list[str]:
     return [name for name in names if shutil.which(name) is None]
 
@@ -713,9 +773,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--mix",
-        choices=("store", "drain"),
+        choices=("store", "drain", *FOCUS_MIXES),
         default="drain",
-        help="bench_worker's backlog (default), or bench_store's mix",
+        help="bench_worker's backlog (default), bench_store's mix, or one kind of the "
+        "backlog's events (focus_batches)",
     )
     parser.add_argument("--batches", type=int, default=20, help="timed batches of 500")
     parser.add_argument("--warmup", type=int, default=10, help="batches of 500 replayed first")
@@ -782,7 +843,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
 
     client = redis.Redis.from_url(args.redis_url)
-    events = mix_batches(args)
+    if args.mix in FOCUS_MIXES:
+        events = focus_batches(args.mix, args.warmup, args.batches)
+    else:
+        events = mix_batches(args)
     if not args.no_sources:
         events = with_sources(events)
     _say(f"capturing the store's calls for {len(events)} batches of 500 ({args.mix} mix)")

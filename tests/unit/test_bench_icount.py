@@ -29,6 +29,7 @@ from tests.bench.lua_icount import (
     dump_part,
     dump_total,
     first_difference,
+    focus_batches,
     op_kinds,
     stable_tokens,
     table,
@@ -36,6 +37,7 @@ from tests.bench.lua_icount import (
     top_table,
     verdict,
 )
+from worker.identity.model import EventKind
 from worker.store import protocol
 from worker.store.lua_loader import load_script
 
@@ -348,3 +350,31 @@ def test_the_breakdown_gives_the_stages_and_each_kinds_rule() -> None:
         "| every op (the full script less the floor cut) | 100 | 600 | 60.0% |",
     ]
     assert breakdown(full, by_cut, {})[11] == "| plain track | 0 | - | 10.0% |"
+
+
+@pytest.mark.parametrize(
+    ("mix", "kind"), [("identify", EventKind.IDENTIFY), ("settrack", EventKind.TRACK)]
+)
+def test_a_focused_mix_makes_its_pairs_then_times_one_kind(mix: str, kind: EventKind) -> None:
+    batches = focus_batches(mix, warmup=2, batches=3)
+    assert [len(b) for b in batches] == [500] * 5
+    warm, timed = [e for b in batches[:2] for e in b], [e for b in batches[2:] for e in b]
+    # the warm-up: per person a track of anon-N with $set of plan and n, then its identify
+    assert [(e.kind, e.distinct_id, e.other_id) for e in warm[:2]] == [
+        (EventKind.TRACK, "anon-0", None),
+        (EventKind.IDENTIFY, "user-0", "anon-0"),
+    ]
+    assert {k for k, _ in warm[0].updates.set} == {"plan", "n"}
+    assert warm[1].updates.set == (("email_domain", "example.com"),)
+    # the timed events: one kind, of the persons made
+    assert {e.kind for e in timed} == {kind}
+    assert {e.distinct_id.split("-")[1] for e in timed} <= {str(n) for n in range(500)}
+    if kind is EventKind.IDENTIFY:
+        assert all(e.other_id == "anon-" + e.distinct_id.split("-")[1] for e in timed)
+    times = [e.timestamp_ms for b in batches for e in b]
+    assert times == sorted(set(times))
+
+
+def test_a_focused_mix_of_another_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a focused mix"):
+        focus_batches("drain", warmup=1, batches=1)

@@ -73,12 +73,13 @@ function properties.compare_metas(x, y)
 end
 
 local compare_metas = properties.compare_metas
+local NO_CHANGES = {} -- (never changed: an op that changes nothing makes no table)
 
 function properties.update(ctx, person, op, stored)
   -- (records.vals_of and meta_of called only when not decoded yet: false)
   local vals = person.vals or records.vals_of(person)
   local meta = person.meta or records.meta_of(person)
-  local changes = {}
+  local changes, n = NO_CHANGES, 0 -- key, meta, text, ... (flat: no table per change)
   local size = person.properties_size
   local visible = false -- vals change (else the snapshot of this call still holds)
   local props, ord, timestamp_mode = op.props, op.ord, ctx.config.timestamp_mode
@@ -113,7 +114,11 @@ function properties.update(ctx, person, op, stored)
       replace = current_text ~= nil
     end
     if replace then
-      changes[#changes + 1] = { key, new_meta, new_text }
+      if n == 0 then
+        changes = { nil, nil, nil }
+      end
+      changes[n + 1], changes[n + 2], changes[n + 3] = key, new_meta, new_text
+      n = n + 3
       -- the snapshot stays only when the key keeps its text (a nil stored, even over no key,
       -- may change the table, and so the order pairs walks it in)
       if not new_text or new_text ~= current_text then
@@ -127,15 +132,16 @@ function properties.update(ctx, person, op, stored)
       end
     end
   end
-  if #changes == 0 then
+  if n == 0 then
     return false, false
   end
   if size > ctx.config.max_bytes and size > person.properties_size then
     return false, true
   end
-  for _, change in ipairs(changes) do
-    meta[change[1]] = change[2] or nil
-    vals[change[1]] = change[3] or nil
+  for k = 1, n, 3 do
+    local key = changes[k]
+    meta[key] = changes[k + 1] or nil
+    vals[key] = changes[k + 2] or nil
   end
   person.properties_size = size
   if visible or not person.layout then -- a stored snapshot (no layout) is made again

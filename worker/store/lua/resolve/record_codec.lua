@@ -432,8 +432,11 @@ end
 local QUOTED = {}
 
 function record_codec.snapshot_of(vals)
-  -- the pieces joined once: no string is made per key
-  local parts, layout, n, m = { '{' }, {}, 1, 0
+  -- the pieces joined once: no string is made per key; both arrays made at the size of four
+  -- keys (a table grown one step at a time is resized, and rehashed, at 1, 2, 4, 8, 16)
+  local parts = { '{', nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+    nil }
+  local layout, n, m = { nil, nil, nil, nil, nil, nil, nil, nil }, 1, 0
   for key, text in pairs(vals) do
     local quoted = QUOTED[key]
     if quoted == nil then
@@ -445,41 +448,48 @@ function record_codec.snapshot_of(vals)
     layout[m + 1], layout[m + 2] = key, #quoted
     m = m + 2
   end
-  parts[n > 1 and n or 2] = '}' -- in place of the last ','
-  return concat(parts), layout
+  n = n > 1 and n or 2
+  parts[n] = '}' -- in place of the last ','
+  return concat(parts, '', 1, n), layout
+end
+
+-- The state of meta m (encode_props): its order key's index in ords (added, and indexed by
+-- index, when new) and its code.
+local function state_of(m, ords, index)
+  local ord = sub(m, 2)
+  if byte(ord, 1) ~= 0 then -- a text (pack_order is a lookup for a text met before)
+    ord = record_codec.pack_order(ord)
+  end
+  local i = index[ord]
+  if i == nil then
+    i = #ords + 1
+    ords[i], index[ord] = ord, i
+  end
+  return (i - 1) * 4 + CODE_NUMBER[byte(m, 1)]
 end
 
 function record_codec.encode_props(meta, vals, snapshot, layout)
   if not snapshot or not layout then
     snapshot, layout = record_codec.snapshot_of(vals)
   end
-  local ords, index, visible, hidden, n_ords, n = {}, {}, {}, {}, 0, 0
-  local function state(m)
-    local ord = sub(m, 2)
-    if byte(ord, 1) ~= 0 then -- a text (pack_order is a lookup for a text met before)
-      ord = record_codec.pack_order(ord)
-    end
-    local i = index[ord]
-    if i == nil then
-      n_ords = n_ords + 1
-      i = n_ords
-      ords[i], index[ord] = ord, i
-    end
-    return (i - 1) * 4 + CODE_NUMBER[byte(m, 1)]
-  end
+  -- (no closure made per call; ords and visible made at the size of four keys: a table grown
+  -- from empty is resized at 1, 2, 4, 8, 16)
+  local ords, index, hidden, n = { nil, nil, nil, nil }, {}, {}, 0
+  local visible = { nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil }
   for k = 1, #layout, 2 do
     local key = layout[k]
-    visible[n + 1], visible[n + 2], visible[n + 3] = layout[k + 1], #vals[key], state(meta[key])
+    visible[n + 1], visible[n + 2], visible[n + 3] = layout[k + 1], #vals[key],
+      state_of(meta[key], ords, index)
     n = n + 3
   end
   n = 0
   for key, m in pairs(meta) do
     if vals[key] == nil then
-      hidden[n + 1], hidden[n + 2] = key, state(m)
+      hidden[n + 1], hidden[n + 2] = key, state_of(m, ords, index)
       n = n + 2
     end
   end
-  if n_ords == 0 then
+  if #ords == 0 then
     return snapshot, ''
   end
   return snapshot, pack(ords, visible, hidden)

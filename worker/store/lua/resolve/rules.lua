@@ -37,6 +37,15 @@ local CASE_COLLISION = PROTOCOL.warning.case_collision
 local FULL = PROTOCOL.person_mode.full
 local NONE = reply.NONE
 
+-- list with item appended: a new list in place of NONE (shared, never changed).
+local function add(list, item)
+  if list == NONE then
+    return { item }
+  end
+  list[#list + 1] = item
+  return list
+end
+
 function rules.merge(ctx, into_root, into_person, other_root, other_person, overrides)
   local other_ids = union_find.members_of(ctx, other_root, other_person)
   for _, id in ipairs(other_ids) do
@@ -123,13 +132,15 @@ local function apply_personless(ctx, op, warning)
     false, false, warnings, reply.NONE, nil, false, grouped.groups, grouped.changes)
 end
 
-function rules.structure(ctx, op, warning)
+-- rules.structure's part as values: root, warnings, overrides, merged, created, remade, bump
+-- (rules.apply passes them on to finish: no part table made per op).
+local function structure(ctx, op, warning)
   if ctx.any_deleted ~= false then -- (as in rules.apply)
     deleted.rederive(ctx, op)
   end
   local max_ids = ctx.config.max_ids
-  local warnings = { warning }
-  local overrides = {}
+  local warnings = warning and { warning } or NONE -- (NONE: made on the first warning)
+  local overrides = NONE -- (made by the merge that has some)
   local merged = false -- A3.3, A3.4, allowed A3.6
   local created = false -- the event created its person (its version stays 0)
   local remade = false -- A3.6 merge: version already set to max + 1
@@ -152,10 +163,10 @@ function rules.structure(ctx, op, warning)
       root, created = op.into, true
       local person = records.create(ctx, op.into, op.into_person_id, op.ts, op.ts_text)
       if max_ids < 2 then
-        warnings[#warnings + 1] = MERGE_LIMIT
+        warnings = add(warnings, MERGE_LIMIT)
       else
         union_find.join(ctx, op.other, root, person)
-        overrides[1] = { op.other, op.other_person_id, op.into_person_id }
+        overrides = { { op.other, op.other_person_id, op.into_person_id } }
         merged = true
       end
     elseif not other_root then
@@ -163,23 +174,23 @@ function rules.structure(ctx, op, warning)
       root = into_root
       local into_person = ctx.persons[into_root] or records.load(ctx, into_root)
       if into_person.id_count >= max_ids then
-        warnings[#warnings + 1] = MERGE_LIMIT
+        warnings = add(warnings, MERGE_LIMIT)
       else
         union_find.join(ctx, op.other, into_root, into_person)
-        overrides[1] = { op.other, op.other_person_id, into_person.person_id }
+        overrides = { { op.other, op.other_person_id, into_person.person_id } }
         merged, bump = true, true
       end
     elseif not into_root then
       -- A3.4: into joins other's person (which keeps its id).
       local other_person = ctx.persons[other_root] or records.load(ctx, other_root)
       if other_person.id_count >= max_ids then
-        warnings[#warnings + 1] = MERGE_LIMIT
+        warnings = add(warnings, MERGE_LIMIT)
         root, created = op.into, true
         records.create(ctx, op.into, op.into_person_id, op.ts, op.ts_text)
       else
         root = other_root
         union_find.join(ctx, op.into, other_root, other_person)
-        overrides[1] = { op.into, op.into_person_id, other_person.person_id }
+        overrides = { { op.into, op.into_person_id, other_person.person_id } }
         merged, bump = true, true
       end
     elseif into_root == other_root then
@@ -191,10 +202,11 @@ function rules.structure(ctx, op, warning)
       local other_person = ctx.persons[other_root] or records.load(ctx, other_root)
       root = into_root
       if other_person.identified and not op.dangerous then
-        warnings[#warnings + 1] = ALREADY_IDENTIFIED
+        warnings = add(warnings, ALREADY_IDENTIFIED)
       elseif into_person.id_count + other_person.id_count > max_ids then
-        warnings[#warnings + 1] = MERGE_LIMIT
+        warnings = add(warnings, MERGE_LIMIT)
       else
+        overrides = {}
         root = rules.merge(ctx, into_root, into_person, other_root, other_person, overrides)
         merged, remade = true, true
       end
@@ -222,8 +234,13 @@ function rules.structure(ctx, op, warning)
     fresh[#fresh + 1] = op.other
   end
   if fresh and case_fold.collides(ctx, fresh) then
-    warnings[#warnings + 1] = CASE_COLLISION -- informational, after the merge warnings
+    warnings = add(warnings, CASE_COLLISION) -- informational, after the merge warnings
   end
+  return root, warnings, overrides, merged, created, remade, bump
+end
+
+function rules.structure(ctx, op, warning)
+  local root, warnings, overrides, merged, created, remade, bump = structure(ctx, op, warning)
   return {
     root = root, warnings = warnings, overrides = overrides, merged = merged,
     created = created, remade = remade, bump = bump, moved = created or remade,
@@ -244,9 +261,10 @@ function rules.settle(ctx, part)
   part.settled = true
 end
 
-function rules.finish(ctx, op, part)
-  local root = part.root
-  if part.settled then
+-- rules.finish of a part given as values (moved: the part's created or remade, or settled).
+local function finish(ctx, op, root, warnings, overrides, merged, created, remade, bump, moved,
+    settled)
+  if settled then
     root = union_find.find(ctx, op.into)
   end
   local person = ctx.persons[root] or records.load(ctx, root)
@@ -255,35 +273,38 @@ function rules.finish(ctx, op, part)
     local refused
     changed, refused = properties.update(ctx, person, op, true)
     if refused then
-      part.warnings[#part.warnings + 1] = PROPERTIES_SIZE
+      warnings = add(warnings, PROPERTIES_SIZE)
     end
   end
-  local moved = part.moved
-  if part.settled then
+  if settled then
     if changed then
       bump_version(person)
       moved = true
     end
-  elseif (part.bump or changed) and not part.created and not part.remade then
+  elseif (bump or changed) and not created and not remade then
     bump_version(person)
     moved = true
   end
   -- written back only when the op changed it: an identify of an id already identified with
   -- its anonymous id, or a $set of the values it holds, writes nothing (seen() marks a moved
   -- created_at or last_seen itself)
-  if changed or part.settled or part.merged or part.created or part.bump or part.remade then
+  if changed or settled or merged or created or bump or remade then
     ctx.dirty[root] = true
   end
   local grouped = ctx.no_group_types and #op.groups == 0 and groups.NOTHING
     or groups.apply(ctx, op, person)
-  local warnings = part.warnings
   for k = 1, #grouped.warnings do -- (none mostly: no ipairs call)
-    warnings[#warnings + 1] = grouped.warnings[k]
+    warnings = add(warnings, grouped.warnings[k])
   end
   return reply.entry(person.person_id, FULL, person.created_at_text, person.identified,
     person.snapshot or records.snapshot(person), -- (made only when false: records.lua)
-    part.merged, part.created, part.warnings, part.overrides, person.version_text, moved,
+    merged, created, warnings, overrides, person.version_text, moved,
     grouped.groups, grouped.changes)
+end
+
+function rules.finish(ctx, op, part)
+  return finish(ctx, op, part.root, part.warnings, part.overrides, part.merged, part.created,
+    part.remade, part.bump, part.moved, part.settled)
 end
 
 function rules.apply(ctx, op, warning)
@@ -320,7 +341,9 @@ function rules.apply(ctx, op, warning)
         grouped.groups, grouped.changes)
     end
   end
-  return rules.finish(ctx, op, rules.structure(ctx, op, warning))
+  local root, warnings, overrides, merged, created, remade, bump = structure(ctx, op, warning)
+  return finish(ctx, op, root, warnings, overrides, merged, created, remade, bump,
+    created or remade, false)
 end
 
 return rules

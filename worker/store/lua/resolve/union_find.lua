@@ -98,14 +98,24 @@ function union_find.find(ctx, id)
   end
   local node = id
   local marker = byte(value, 1) -- (one byte() per value met)
-  local path = marker == PARENT and {} or nil -- no table for an id that is a root
+  -- the ids walked: first, then a table from the second on (none for a root or a path of one
+  -- hop, the common ones); a value prefetched is read without a call
+  local values, first, path = ctx.values, nil, nil
   while marker == PARENT do
-    path[#path + 1] = node
-    if #path > 100000 then
-      error('resolve_batch: parent cycle at ' .. id)
+    if first == nil then
+      first = node
+    else
+      path = path or { first }
+      path[#path + 1] = node
+      if #path > 100000 then
+        error('resolve_batch: parent cycle at ' .. id)
+      end
     end
     node = sub(value, 2)
-    value = union_find.get(ctx, node)
+    value = values[node]
+    if value == nil then
+      value = union_find.get(ctx, node)
+    end
     if not value then
       error('resolve_batch: broken parent chain at ' .. node)
     end
