@@ -4,13 +4,15 @@ A call's server time grows with what its ops do, not only with how many there ar
 per op in calls of one kind (``tests/bench/bench_store.py``, "Server time per op by kind",
 docs/BENCHMARKS.md section 5), against a track of an id a person holds without property
 operations (the cheapest op the resolve script runs): an op that changes properties loads,
-decodes, re-encodes and writes its person's record, about 2-4 times a plain track; a merge
-that joins ids 1.3-2 times; an identify that merges and sets properties about 4 times; each
-property operation about a tenth of a plain track more. So each op has a cost in
-*plain-track units* (``op_cost``): 1, plus 2 for property or group operations, plus 1 for a
-merge, plus 1 per 8 property operations (person and group); and a call holds at most
-``max_ops`` ops and at most ``max_cost`` units (``split``), except that one op alone is always
-a call of its own whatever it costs.
+decodes, re-encodes and writes its person's record, about twice a plain track on persons of
+a few properties and more on persons of many (their whole record is rewritten), so it counts
+3; a merge 1.4 times, an identify that merges and sets a property about twice (counted 2 and
+4: the worker cannot see the persons' sizes, so the model leans high); each property
+operation about a tenth of a plain track more. So each op has a cost in *plain-track units*
+(``op_cost``): 1, plus 2 for property or group operations, plus 1 for a merge, plus 1 per 8
+property operations (person and group); and a call holds at most ``max_ops`` ops and at most
+``max_cost`` units (``split``), except that one op alone is always a call of its own whatever
+it costs.
 
 ``split`` makes as few calls as those two bounds allow and spreads the cost evenly over
 them, so a batch of heavy ops becomes several calls of similar length rather than full calls
