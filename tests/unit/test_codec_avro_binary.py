@@ -12,13 +12,13 @@ from fastavro import schemaless_reader
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.unit.test_codec_errors import _event_record
 from tests.unit.test_codec_roundtrip import input_events
 from worker.codec import native
 from worker.codec.avro import AvroCodec, SchemaName, _without_logical_types
 from worker.codec.avro_binary import Reader, plan
 from worker.codec.errors import DecodeError, EncodeError
 from worker.codec.wire import frame
-from worker.identity.model import JsonValue
 
 DIRECT = AvroCodec()
 FASTAVRO = AvroCodec(direct=False)
@@ -174,24 +174,7 @@ def test_varints(encoded: bytes, value: int) -> None:
 
 def test_long_varints_go_to_fastavro() -> None:
     """A ten-byte varint (a long beyond 63 bits) is left to fastavro: the same record."""
-    record: dict[str, JsonValue] = {
-        "uuid": "3f0c9f1e-9d55-4c8e-a1a9-3c5a2b0b2f11",
-        "type": "track",
-        "tenant": "t",
-        "distinct_id": "d",
-        "event": "e",
-        "timestamp": 2**63 - 1,
-        "sent_at": -(2**63),
-        "other_id": None,
-        "merge_dangerously": False,
-        "process_person": True,
-        "source": "client",
-        "properties": "{}",
-        "set": None,
-        "set_once": None,
-        "unset": [],
-        "event_groups": [],
-    }
+    record = _event_record(timestamp=2**63 - 1, sent_at=-(2**63), event_groups=[])
     message = FASTAVRO.encode(SchemaName.EVENT, record)
     assert DIRECT.encode(SchemaName.EVENT, record) == message
     assert _decode(DIRECT, message) == _decode(FASTAVRO, message)
