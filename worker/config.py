@@ -218,6 +218,11 @@ class RedisSettings(_Section):
     property operations 1; property or group operations +2, a merge +1, +1 per 8 property
     operations): a batch of heavy events is cut into shorter calls
     (``worker/store/call_cost.py``)."""
+    script_command: Literal["auto", "fcall", "evalsha"] = "auto"
+    """How the resolve script is called: ``fcall`` as a function library loaded once (Redis
+    7+; its modules are not defined anew on every call), ``evalsha`` as a script; ``auto``
+    calls the library where Redis takes ``FUNCTION LOAD`` and is not a cluster, else
+    ``EVALSHA`` (``worker/store/script_call.py``)."""
     retry_attempts: int = Field(default=8, ge=1)
     retry_backoff_seconds: float = Field(default=0.05, gt=0)
     retry_backoff_max_seconds: float = Field(default=2.0, gt=0)

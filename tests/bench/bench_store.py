@@ -179,7 +179,7 @@ def bench_throughput(client: redis.Redis, args: argparse.Namespace) -> list[str]
         timed = [workload.batch(500) for _ in range(batches)]
         with ServerTime(client, CLIENT_NAME) as server:
             rate, latencies = _throughput(store, timed)
-        scripts = server.durations.get("EVALSHA", [0])
+        scripts = server.scripts() or [0]
         results[name] = rate
         rows.append(
             f"| {name} | {max_ops} | {batches * 500:,} | {rate:,.0f} | "
@@ -218,7 +218,7 @@ def bench_chunk_sizes(client: redis.Redis, args: argparse.Namespace) -> list[str
         timed = [workload.batch(500) for _ in range(max(4, args.batches // 2))]
         with ServerTime(client, CLIENT_NAME) as server:
             rate, _ = _throughput(store, timed)
-        scripts = server.durations.get("EVALSHA", [0])
+        scripts = server.scripts() or [0]
         ops = sum(len(batch) for batch in timed)
         label = f"{chunk}" if cost == unbounded else f"{chunk}, max_call_cost {cost} (defaults)"
         rows.append(
@@ -331,7 +331,7 @@ def bench_kinds(client: redis.Redis, args: argparse.Namespace) -> list[str]:
             for events in calls:
                 store.resolve_batch(TENANT, events, now_ms=T0)
         delete_prefix(client, prefix)
-        scripts = server.durations.get("EVALSHA", [0])
+        scripts = server.scripts() or [0]
         per_op = statistics.median(scripts) / KIND_CALL_OPS
         plain = plain or per_op
         prepared = rules.prepare(calls[0][0], store.config)

@@ -811,7 +811,7 @@ def report(
             "### Redis server time of the worker's commands (SLOWLOG, its named connections)",
             "",
             "| run | script calls | µs per event (scripts) | µs per event (all) | "
-            "script p50 µs | script p99 µs | script max µs | commandstats evalsha µs/call |",
+            "script p50 µs | script p99 µs | script max µs | commandstats script µs/call |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for run in server_runs:

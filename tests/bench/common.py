@@ -7,7 +7,8 @@
   (``--build``), and ``mapped_libraries``: its shared objects a worker process loaded;
 - ``ServerTime``: Redis server time of the commands sent by clients of one name (SLOWLOG with
   ``slowlog-log-slower-than 0``, read while the run goes so no entry is lost), beside the
-  ``INFO commandstats`` delta of ``evalsha`` (every client of the server);
+  ``INFO commandstats`` delta of the script commands (``evalsha`` and ``fcall``: the store calls
+  its script either way, ``worker/store/script_call.py``; every client of the server);
 - ``memory_breakdown``: bytes of Redis per distinct id of one tenant, split into the union-find
   (the ids hash without the person records), the person records and the members sets.
 """
@@ -182,6 +183,10 @@ def _text(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
+SCRIPT_COMMANDS = ("EVALSHA", "FCALL")
+"""The commands that call the store's resolve script."""
+
+
 @dataclass
 class ServerTime:
     """Collects, while active, the SLOWLOG entries of clients named ``client_name``.
@@ -205,7 +210,7 @@ class ServerTime:
         head = self.client.slowlog_get(1)
         if head:
             self._last_id = int(head[0]["id"])
-        self._stats_before = self._evalsha_stats()
+        self._stats_before = self._script_stats()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="slowlog", daemon=True)
         self._thread.start()
@@ -230,14 +235,23 @@ class ServerTime:
             self.durations.setdefault(command, []).append(int(entry["duration"]))
         self._last_id = newest
 
-    def _evalsha_stats(self) -> tuple[int, int]:
-        stats = self.client.info("commandstats").get("cmdstat_evalsha", {})
-        return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+    def _script_stats(self) -> tuple[int, int]:
+        info = self.client.info("commandstats")
+        calls = usec = 0
+        for command in SCRIPT_COMMANDS:
+            stats = info.get(f"cmdstat_{command.lower()}", {})
+            calls += int(stats.get("calls", 0))
+            usec += int(stats.get("usec", 0))
+        return calls, usec
+
+    def scripts(self) -> list[int]:
+        """The durations of the script calls (``EVALSHA`` and ``FCALL``), in µs, sorted."""
+        return sorted(d for command in SCRIPT_COMMANDS for d in self.durations.get(command, []))
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(10)
-        calls, usec = self._evalsha_stats()
+        calls, usec = self._script_stats()
         self.commandstats_calls = calls - self._stats_before[0]
         self.commandstats_usec = usec - self._stats_before[1]
         for key, value in self._saved.items():
@@ -245,7 +259,7 @@ class ServerTime:
 
     def summary(self, events: int) -> dict[str, Any]:
         """Server µs per event and per script call for ``events`` resolved events."""
-        scripts = sorted(self.durations.get("EVALSHA", []))
+        scripts = self.scripts()
         total = sum(sum(v) for v in self.durations.values())
         return {
             "calls": len(scripts),

@@ -333,7 +333,7 @@ def median_per_id(
             missing = script(args=[*head, *ids])
             if missing != 0:
                 raise RuntimeError(f"{layout.name}: {missing} ids not found")
-    durations = server.durations.get("EVALSHA", [])
+    durations = server.scripts()
     if len(durations) != len(calls):
         raise RuntimeError(f"SLOWLOG kept {len(durations)} of {len(calls)} calls")
     client.slowlog_reset()

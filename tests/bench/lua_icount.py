@@ -4,7 +4,7 @@ a test).
     .venv/bin/python -m tests.bench.lua_icount --redis-url redis://127.0.0.1:36480/0 \\
         [--mix drain|store|identify|settrack] [--batches 20] [--warmup 10] [--chunk 64] \\
         [--no-sources] [--compare LABEL=OLD_JOINED_SCRIPT.lua ...] [--redis-server PATH] \\
-        [--top N] [--breakdown] [--keep DIR]
+        [--top N] [--breakdown] [--fcall] [--keep DIR]
 
 On a shared machine the script's time moves by ±20% between runs of one script; the
 instructions Redis executes for the same calls repeat to a fraction of a percent (below),
@@ -96,6 +96,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import cast
 
 import redis
 
@@ -105,7 +106,7 @@ from tests.bench.lua_profile import Call, capture, mix_batches, state_digest, wi
 from tests.faults.services import free_ports
 from worker.identity.model import EventKind, IdentityEvent, JsonValue, PropertyUpdates
 from worker.store import codec, protocol, redis_store
-from worker.store.lua_loader import load_script
+from worker.store.lua_loader import Library, load_library, load_script
 
 OPS_AT = 14
 """The ARGV index of a call's op count (resolve_batch.lua's header)."""
@@ -132,6 +133,8 @@ class Variant:
 
     label: str
     script: str
+    library: Library | None = None
+    """called as this function library (``FUNCTION LOAD``, ``FCALL``) instead of ``EVALSHA``"""
 
     @property
     def format_version(self) -> str:
@@ -720,13 +723,20 @@ def count(
     """The variant's instructions over ``timed``, replayed after ``warm`` on ``server``, and
     the dump they were read from."""
     client = server.client
-    sha = client.script_load(variant.script)
+    if variant.library is not None:
+        client.function_load(variant.library.code)
+        command, target = "FCALL", variant.library.function
+    else:
+        command, target = "EVALSHA", client.script_load(variant.script)
 
     def run(calls: Sequence[Call]) -> list[bytes]:
         out = []
         for keys, args in calls:
             keys = [k.replace(b"lp-old", PREFIX, 1) for k in keys]
-            out.append(client.evalsha(sha, len(keys), *keys, *args))
+            reply = client.execute_command(  # type: ignore[no-untyped-call]
+                command, target, len(keys), *keys, *args
+            )
+            out.append(cast(bytes, reply))
         return out
 
     if variant.format_version != protocol.FORMAT_VERSION:
@@ -800,6 +810,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tree), labelled LABEL (repeatable)",
     )
     parser.add_argument(
+        "--fcall",
+        action="store_true",
+        help="also count this tree's script called as a function library (FUNCTION LOAD, "
+        "FCALL; Redis 7+), as the store calls it where it can",
+    )
+    parser.add_argument(
         "--redis-server",
         default="redis-server",
         metavar="PATH",
@@ -858,6 +874,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     script = load_script("resolve_batch.lua")
     variants = [Variant("this tree", script), *args.compare]
+    if args.fcall:
+        library = load_library("resolve_batch.lua")
+        variants.insert(1, Variant("this tree, FCALL", script, library))
     cut_variants: list[Variant] = []
     if args.breakdown:
         try:

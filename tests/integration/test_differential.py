@@ -7,8 +7,9 @@ property operations with clashing keys and timestamps, replays and malformed dup
 several tenants, small distinct-id caps and small size limits, ids differing only by case
 (``distinct_id_case_collision``), groups (group property updates,
 explicit groups, remembered memberships carried by merges, small group-type caps; docs/IDENTITY.md
-"Groups"), in both ordering modes, with the
-60-second buffer off and on. Backend events (with a ``buffer_payload``, of any kind) may wait;
+"Groups"), in both ordering modes, with the 60-second buffer off and on; the Redis store calls
+its script as a function library (``FCALL``, ``auto`` on Redis 7+) or with ``EVALSHA``, half
+the sequences each. Backend events (with a ``buffer_payload``, of any kind) may wait;
 batches are interleaved with ``release_due`` calls at advancing times (timeouts, expired
 leases) and acknowledgements (of released entries, and now and then of an event still
 waiting), under small per-id and per-tenant caps. Both stores get the same calls (the Redis
@@ -67,6 +68,7 @@ from worker.identity.properties import canonical_json
 from worker.identity.reference import ReferenceStore
 from worker.store.base import BufferingStore
 from worker.store.redis_store import RedisIdentityStore
+from worker.store.script_call import ScriptCommand
 
 pytestmark = pytest.mark.integration
 
@@ -153,6 +155,9 @@ class Scenario:
     steps: Steps
     chunk: int
     """operations per script call of the Redis store"""
+    script_command: ScriptCommand = ScriptCommand.AUTO
+    """how the Redis store calls its script: ``auto`` (its function library on Redis 7+) or
+    ``evalsha``"""
 
 
 # -- generating scenarios ----------------------------------------------------------------------
@@ -381,7 +386,8 @@ def scenario(c: Choices, ordering: OrderingMode, buffered: bool) -> Scenario:
                 seen = [entry_id(e) for e in events if e.tenant == tenant] or [""]
                 stray = c.pick(seen) if c.number(0, 99) < 15 else None
                 steps.append((c.pick(ADVANCES), Ack(tenant, c.number(0, 4), stray)))
-    return Scenario(config, buffer, steps, c.number(1, 5))
+    command = c.pick((ScriptCommand.AUTO, ScriptCommand.EVALSHA))
+    return Scenario(config, buffer, steps, c.number(1, 5), command)
 
 
 @st.composite
@@ -487,6 +493,7 @@ class _Pair:
             prefix=prefix,
             max_ops_per_call=scenario.chunk,
             buffer=scenario.buffer,
+            script_command=scenario.script_command,
         )
         self.unacknowledged: dict[str, list[str]] = {tenant: [] for tenant in TENANTS}
         self.waiting: dict[str, set[str]] = {tenant: set() for tenant in TENANTS}
@@ -607,7 +614,10 @@ class _Pair:
 
 
 def _check(client: redis.Redis, scenario: Scenario, prefix: str) -> None:
-    note(f"config={scenario.config} buffer={scenario.buffer} chunk={scenario.chunk}")
+    note(
+        f"config={scenario.config} buffer={scenario.buffer} chunk={scenario.chunk} "
+        f"script_command={scenario.script_command}"
+    )
     pair = _Pair(client, scenario, prefix)
     now = T0
     try:

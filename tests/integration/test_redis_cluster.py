@@ -27,6 +27,7 @@ from worker.identity.model import EventKind, IdentityEvent, Outcome
 from worker.store.codec import BufferPolicy
 from worker.store.keys import TenantKeys
 from worker.store.redis_store import RedisIdentityStore
+from worker.store.script_call import ScriptCommand
 
 pytestmark = pytest.mark.integration
 
@@ -137,12 +138,26 @@ def _wait_ping(port: int) -> None:
         client.close()
 
 
-def test_the_store_runs_on_a_cluster_with_tenants_on_several_nodes(cluster_url: str) -> None:
+@pytest.mark.parametrize(
+    ("command", "called_with"),
+    [(ScriptCommand.AUTO, b"EVALSHA"), (ScriptCommand.FCALL, b"FCALL")],
+    ids=["auto", "fcall"],
+)
+def test_the_store_runs_on_a_cluster_with_tenants_on_several_nodes(
+    cluster_url: str, command: ScriptCommand, called_with: bytes
+) -> None:
+    """``auto`` calls the script with EVALSHA on a cluster (redis-py reads its keys itself);
+    ``fcall`` loads the library on every primary and calls it there."""
     settings = Settings(redis={"url": cluster_url, "cluster": True})  # type: ignore[arg-type]
     client = redis_client(settings)
     assert isinstance(client, redis.RedisCluster)
+    prefix = f"iwc-{command}"
     store = RedisIdentityStore(
-        client, IdentityConfig(), prefix="iwc", buffer=BufferPolicy(delay_ms=60_000)
+        client,
+        IdentityConfig(),
+        prefix=prefix,
+        buffer=BufferPolicy(delay_ms=60_000),
+        script_command=command,
     )
     tenants = [f"team-{i}" for i in range(12)] + ["a:b{c}d%"]
     nodes = set()
@@ -166,9 +181,10 @@ def test_the_store_runs_on_a_cluster_with_tenants_on_several_nodes(cluster_url: 
         person = store.person_for(tenant, "user")
         assert person is not None
         assert person.distinct_ids == {"anon", "user"}
-        slot = key_slot(TenantKeys("iwc", tenant).ids.encode())
+        slot = key_slot(TenantKeys(prefix, tenant).ids.encode())
         nodes.add(client.nodes_manager.get_node_from_slot(slot).name)
     assert len(nodes) >= 2  # the tenants really live on different nodes
+    assert store.script_call().command == called_with
 
     waiting = IdentityEvent(
         "team-0",

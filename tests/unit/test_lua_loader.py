@@ -12,7 +12,7 @@ import pytest
 from worker.identity.config import IdentityConfig
 from worker.store import codec, protocol
 from worker.store.keys import TenantKeys
-from worker.store.lua_loader import SCRIPTS, join, load_script
+from worker.store.lua_loader import LIBRARY_PREFIX, SCRIPTS, join, load_library, load_script
 
 MODULES = (
     "argv",
@@ -166,3 +166,41 @@ def test_every_module_is_joined_once() -> None:
 def test_join_refuses_a_module_included_twice() -> None:
     with pytest.raises(ValueError, match="twice"):
         join('--- @include "resolve/ordering"\n--- @include "resolve/ordering"\n')
+
+
+def test_the_library_is_the_script_with_its_modules_defined_by_the_first_call() -> None:
+    """``load_library``: the main script's text after its includes is the function's body,
+    the modules are defined inside ``define`` (a library that loads gets no globals), and
+    the library and function are named by the digest of the code."""
+    library = load_library("resolve_batch.lua")
+    script = load_script("resolve_batch.lua")
+    digest = library.name.removeprefix(LIBRARY_PREFIX)
+    assert re.fullmatch(r"[0-9a-f]{16}", digest)
+    assert library.function == f"resolve_batch_{digest}"
+    first, rest = library.code.split("\n", 1)
+    assert first == f"#!lua name={library.name}"
+    head, _, tail = rest.partition("local function define()\n")
+    assert "local " not in head.replace("-- ", "")  # nothing runs at load but the registration
+    body = script[script.index("-- A library loaded once (FCALL)") :]
+    assert "\n".join(line.strip() for line in body.splitlines()) in "\n".join(
+        line.strip() for line in tail.splitlines()
+    )
+    assert f"function_name = '{library.function}'" in tail
+    assert "local record_codec = (function()" in tail.split("return function(KEYS, ARGV)")[0]
+    assert load_library("resolve_batch.lua") is library  # built once
+
+
+def test_a_change_of_the_code_renames_the_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.store import lua_loader
+
+    before = load_library("resolve_batch.lua")
+    real = lua_loader.module_source
+
+    def changed(name: str) -> str:
+        text = real(name)
+        return text + "\n-- changed\n" if name == "resolve_batch" else text
+
+    monkeypatch.setattr(lua_loader, "module_source", changed)
+    after = lua_loader.load_library.__wrapped__("resolve_batch.lua")
+    assert after.name != before.name
+    assert after.function != before.function

@@ -8,14 +8,23 @@ A script is one file whose ``--- @include "name"`` lines are replaced, at load t
 is one script, registered once and run with ``EVALSHA`` (redis-py's ``Script`` reloads it on
 ``NOSCRIPT``).
 
-``python -m worker.store.lua_loader DIR`` writes each joined script to ``DIR`` (``make lint``
-runs luacheck on them).
+``resolve_batch.lua`` is also built as a Redis function library (``load_library``; Redis 7+:
+``FUNCTION LOAD`` once, then ``FCALL``): its modules become the library's top level, defined
+once when the library loads instead of on every call, and the main script's text after its
+last include becomes the function's body, which gets ``KEYS`` and ``ARGV`` as its parameters.
+The library and function names end with a digest of the code, so workers of two versions (a
+rolling deploy) call each their own.
+
+``python -m worker.store.lua_loader DIR`` writes each joined script, and each library as
+``<name>.library.lua``, to ``DIR`` (``make lint`` runs luacheck on them).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -24,6 +33,13 @@ from worker.store import protocol
 
 SCRIPTS = ("resolve_batch.lua", "read_person.lua", "delete_person.lua")
 """The scripts the store runs."""
+
+LIBRARIES = ("resolve_batch.lua",)
+"""The scripts also built as a function library (``load_library``)."""
+
+LIBRARY_PREFIX = "identity_worker_"
+"""Start of every library's name (then the digest of its code): ``FUNCTION LIST LIBRARYNAME
+identity_worker_`` lists the libraries workers loaded."""
 
 PROTOCOL_INCLUDE = "protocol"
 
@@ -72,6 +88,49 @@ def wrap(name: str, text: str) -> str:
     return f"local {table} = (function()\n{body}\nend)()"
 
 
+@dataclass(frozen=True, slots=True)
+class Library:
+    """A script built as a function library: ``FUNCTION LOAD code``, then ``FCALL function``."""
+
+    name: str
+    function: str
+    code: str
+
+
+@cache
+def load_library(file_name: str) -> Library:
+    """The script ``lua/<file_name>`` as a function library: its includes defined by the
+    library's first call (a library that loads gets no globals to define them with), the rest
+    of the main script the body of one function, named ``<script>_<digest>`` (the digest, of
+    the library's code, also names the library)."""
+    source = module_source(file_name.removesuffix(".lua"))
+    includes = list(_INCLUDE.finditer(source))
+    if not includes:
+        raise ValueError(f"{file_name} has no include: nothing to define once")
+    end = includes[-1].end()
+    top, body = join(source[:end]), source[end:].strip("\n")
+    if top.startswith("#!"):
+        top = top.split("\n", 1)[1]  # the script's flags line; a library has its own
+    inner = "\n".join("    " + line if line else line for line in body.split("\n"))
+    digest = hashlib.sha1((top + "\n" + body).encode()).hexdigest()[:16]  # noqa: S324 (a name)
+    script = file_name.removesuffix(".lua")
+    name, function = LIBRARY_PREFIX + digest, f"{script}_{digest}"
+    code = (
+        f"#!lua name={name}\n"
+        "-- While a library loads, Redis gives it no global but redis.register_function (and\n"
+        "-- redis.log): the modules are defined by the first call, then kept for the next ones.\n"
+        "local function define()\n"
+        f"{top}\n\n"
+        f"  return function(KEYS, ARGV)\n{inner}\n  end\nend\n\n"
+        "local run -- define()'s function, once the first call made it\n"
+        f"redis.register_function{{\n  function_name = '{function}',\n"
+        "  callback = function(keys, args)\n"
+        "    if run == nil then\n      run = define()\n    end\n"
+        "    return run(keys, args)\n  end,\n}\n"
+    )
+    return Library(name, function, code)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m worker.store.lua_loader DIR", file=sys.stderr)
@@ -80,6 +139,9 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name in SCRIPTS:
         (out / name).write_text(load_script(name), encoding="utf-8")
+    for name in LIBRARIES:
+        library = out / (name.removesuffix(".lua") + ".library.lua")
+        library.write_text(load_library(name).code, encoding="utf-8")
     return 0
 
 

@@ -1,5 +1,6 @@
-"""Sends a round of ``EVALSHA`` calls without waiting for each reply, and yields the replies in
-order as they arrive, so the caller decodes reply ``k`` while Redis runs call ``k + 1``.
+"""Sends a round of script calls (``EVALSHA`` or ``FCALL``: ``script_call.py``) without waiting
+for each reply, and yields the replies in order as they arrive, so the caller decodes reply
+``k`` while Redis runs call ``k + 1``.
 
 On a single Redis (or a primary behind Sentinel) the whole round is packed into one write on one
 pooled connection (``Round.send``, which returns at once: the caller may work while Redis runs
@@ -25,9 +26,9 @@ from collections.abc import Generator, Iterator, Sequence
 from typing import Any, cast
 
 import redis
-from redis.commands.core import Script
 
-from worker.store.resp import pack_evalsha_round
+from worker.store.resp import pack_script_round
+from worker.store.script_call import ScriptCall
 
 CHAIN_BROKEN = "IWCHAIN"
 """First word of the script's refusal of a call whose predecessor in its round did not run
@@ -37,7 +38,7 @@ SKIPPED = redis.exceptions.ResponseError(f"{CHAIN_BROKEN} not sent: an earlier c
 """What a call not sent (one at a time, after its group's error) gets instead of a reply."""
 
 Command = tuple[str, list[bytes], list[bytes]]
-"""(group, KEYS, ARGV) of one ``EVALSHA``: the group is the tenant whose calls chain."""
+"""(group, KEYS, ARGV) of one script call: the group is the tenant whose calls chain."""
 
 
 class Round:
@@ -65,7 +66,7 @@ class Round:
     def __init__(
         self,
         client: redis.Redis | redis.RedisCluster,
-        script: Script,
+        script: ScriptCall,
         commands: Sequence[Command],
         *,
         one_at_a_time: bool = False,
@@ -138,17 +139,17 @@ class Round:
 
 
 def _pack(
-    script: Script, commands: Sequence[Command], preamble: Sequence[Sequence[bytes]] = ()
+    script: ScriptCall, commands: Sequence[Command], preamble: Sequence[Sequence[bytes]] = ()
 ) -> list[bytes]:
     """The round as RESP bytes, in one piece, as hiredis (a dependency, ``redis[hiredis]``)
     packs each command (``resp``, compiled, writes its bytes); redis-py would first copy every
     argument in Python, all bytes already."""
-    sha = script.sha.encode() if isinstance(script.sha, str) else script.sha
-    return [pack_evalsha_round(sha, [(keys, args) for _, keys, args in commands], preamble)]
+    calls = [(keys, args) for _, keys, args in commands]
+    return [pack_script_round(script.command, script.target, calls, preamble)]
 
 
 def _one_at_a_time(
-    client: redis.Redis | redis.RedisCluster, script: Script, commands: Sequence[Command]
+    client: redis.Redis | redis.RedisCluster, script: ScriptCall, commands: Sequence[Command]
 ) -> Iterator[object]:
     failed: set[str] = set()
     for group, keys, args in commands:
@@ -156,7 +157,18 @@ def _one_at_a_time(
             yield SKIPPED
             continue
         try:
-            reply = cast(object, client.evalsha(script.sha, len(keys), *keys, *args))
+            reply = cast(
+                object,
+                client.execute_command(  # type: ignore[no-untyped-call]
+                    # by its name in text: redis-py's cluster client reads an EVALSHA's keys
+                    # itself only so (bytes: a COMMAND GETKEYS round trip first)
+                    script.command.decode(),
+                    script.target,
+                    len(keys),
+                    *keys,
+                    *args,
+                ),
+            )
         except redis.exceptions.ResponseError as exc:
             failed.add(group)
             reply = exc

@@ -6,7 +6,8 @@ executable port of the stateful part of ``worker.identity.reference``).
 
 Retries and exactly-once
 ------------------------
-A chunk is one ``EVALSHA``, and the script applies it whole or not at all (Redis runs a script
+A chunk is one call of the script (``EVALSHA``, or ``FCALL`` of the same code loaded as a function
+library: ``script_call.py``), and the script applies it whole or not at all (Redis runs a script
 atomically but does not roll it back on an error, so the script checks its input and reads
 everything before its first write; see the top of ``resolve_batch.lua``). Connection drops,
 timeouts, ``LOADING``, ``BUSY``, ``READONLY`` and the like are retried with exponential backoff
@@ -31,9 +32,10 @@ refuses it (``IWCHAIN``, nothing applied) when that reply does not exist, that i
 predecessor was refused or did not run. So a tenant's chunks apply in order, each only after the
 one before it, exactly as if each waited for the previous reply: a refused chunk ``k`` (a script
 error, which ``pipeline.resolving`` narrows down by bisection) leaves chunks ``1..k-1`` applied
-and ``k+1..`` not, and so does ``NOSCRIPT`` (the script is loaded and the calls from ``k`` on
-are sent again). A reply that cannot be decoded is the exception: it ran, and so did the
-tenant's later chunks of the round (their receipts answer the bisection's replays).
+and ``k+1..`` not, and so does ``NOSCRIPT`` or ``Function not found`` (the script is loaded
+and the calls from ``k`` on are sent again). A reply that cannot be decoded is the exception:
+it ran, and so did the tenant's later chunks of the round (their receipts answer the
+bisection's replays).
 
 A lost reply: a connection that drops after the server ran the script but before the reply
 arrived. Each call carries a fresh token and the script keeps its reply under
@@ -55,6 +57,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import time
 import uuid
@@ -96,7 +99,8 @@ from worker.store import (
 )
 from worker.store.base import BatchResult, BufferStats, Released
 from worker.store.keys import TenantKeys, due_index
-from worker.store.lua_loader import load_script
+from worker.store.lua_loader import load_library, load_script
+from worker.store.script_call import ScriptCall, ScriptCommand
 
 DEFAULT_MAX_OPS_PER_CALL = 64
 """Operations per script call. Measured with tests/bench/bench_store.py on the 2-vCPU
@@ -131,6 +135,8 @@ touches keys of one tenant, which share one hash slot."""
 
 _TRANSIENT_REPLIES = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
+
+log = logging.getLogger(__name__)
 
 _MAX_PENDING_FORGETS = 50_000
 """Receipts ``forget`` may hold back before it sends their ``HDEL``s on its own."""
@@ -168,7 +174,8 @@ class RedisIdentityStore:
     ``max_ops_per_call`` and ``max_call_cost`` bound the work of one script call (ops, and
     their cost in plain-track units: ``call_cost``); ``retry_attempts`` bounds the
     attempts per call (backoff ``retry_base_delay_s * 2**n``, capped at ``retry_max_delay_s``,
-    with full jitter); ``sleep`` is injectable for tests.
+    with full jitter); ``script_command`` says how the resolve script is called
+    (``script_call.py``: ``auto``, ``fcall`` or ``evalsha``); ``sleep`` is injectable for tests.
     """
 
     def __init__(
@@ -185,6 +192,7 @@ class RedisIdentityStore:
         reply_ttl_ms: int = DEFAULT_REPLY_TTL_MS,
         receipt_ttl_ms: int = DEFAULT_RECEIPT_TTL_MS,
         buffer: codec.BufferPolicy = codec.NO_BUFFER,
+        script_command: ScriptCommand = ScriptCommand.AUTO,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if max_ops_per_call < 1:
@@ -211,7 +219,9 @@ class RedisIdentityStore:
         self._max_delay = retry_max_delay_s
         self._limits = codec.CallLimits.of(config, reply_ttl_ms, receipt_ttl_ms)
         self._sleep = sleep
-        self._resolve = client.register_script(load_script("resolve_batch.lua"))
+        self._script_command = ScriptCommand(script_command)
+        self._script: ScriptCall | None = None
+        """how the resolve script is called: chosen on first use (``script_call``)"""
         self._read = client.register_script(load_script("read_person.lua"))
         self._due_update = client.register_script(load_script("due_index.lua"))
         self._delete = client.register_script(load_script("delete_person.lua"))
@@ -231,6 +241,40 @@ class RedisIdentityStore:
     @property
     def config(self) -> IdentityConfig:
         return self._config
+
+    def script_call(self) -> ScriptCall:
+        """How the resolve script is called, chosen (and a library loaded) on first use:
+        ``FCALL`` of the function library where ``script_command`` allows and Redis takes it,
+        else ``EVALSHA``. Raises ``TransientStoreError`` when Redis cannot be reached (the
+        choice is made again on the next call), ``PermanentStoreError`` when ``fcall`` was
+        asked for and Redis refuses ``FUNCTION LOAD``."""
+        chosen = self._script
+        if chosen is None:
+            chosen = self._script = self._choose_script_call()
+        return chosen
+
+    def _choose_script_call(self) -> ScriptCall:
+        mode = self._script_command
+        script = ScriptCall.evalsha(load_script("resolve_batch.lua"))
+        cluster = isinstance(self._client, redis.RedisCluster)
+        if mode is ScriptCommand.EVALSHA or (mode is ScriptCommand.AUTO and cluster):
+            return script  # loaded by the first NOSCRIPT
+        library = ScriptCall.fcall(load_library("resolve_batch.lua"))
+        try:
+            self._call(lambda: library.load(self._client))
+        except PermanentStoreError as exc:
+            if mode is ScriptCommand.FCALL:
+                raise PermanentStoreError(
+                    f"redis.script_command is fcall, but Redis refused FUNCTION LOAD: {exc}"
+                ) from exc
+            log.warning(
+                "Redis refused FUNCTION LOAD (%s): the resolve script is called with EVALSHA "
+                "(redis.script_command=auto)",
+                exc,
+            )
+            return script
+        log.info("the resolve script is called as function %s", library.target.decode())
+        return library
 
     def keys(self, tenant: str) -> TenantKeys:
         """The key schema of ``tenant`` under this store's prefix."""
@@ -367,7 +411,7 @@ class RedisIdentityStore:
         commands = [(c.tenant, c.keys, c.args) for c in calls]
         return pipelined.Round(
             self._client,
-            self._resolve,
+            self.script_call(),
             commands,
             one_at_a_time=not self._chained,
             preamble=forgets,
@@ -479,6 +523,7 @@ class RedisIdentityStore:
     def _send_round(
         self, calls: list[_Call], failed: dict[str, Exception], started: pipelined.Round | None
     ) -> None:
+        script = self.script_call()
         pending = calls
         attempt = loads = 0
         while pending:
@@ -502,7 +547,7 @@ class RedisIdentityStore:
                         retry.append(call)
                         continue
                     if isinstance(raw, redis.exceptions.ResponseError):
-                        if isinstance(raw, redis.exceptions.NoScriptError):
+                        if script.missing(raw):
                             reload = True
                         elif not pipelined.is_chain_refusal(raw):
                             if classify(raw) is not TransientStoreError:
@@ -534,7 +579,7 @@ class RedisIdentityStore:
                 loads += 1
                 if loads > self._attempts:
                     raise PermanentStoreError("Redis keeps forgetting the script")
-                self._call(lambda: self._client.script_load(self._resolve.script))
+                self._call(lambda: script.load(self._client))
             if problem is not None and retry:
                 attempt += 1
                 if attempt >= self._attempts:
@@ -893,6 +938,10 @@ class PlannedRound:
         """Write the round and return at once (on a cluster client nothing goes before
         ``results``). A failure to write is raised by ``results``."""
         if self._started is None and not self._done:
+            try:
+                self._store.script_call()  # chosen (a library loaded) by the first round
+            except StoreError:
+                return  # nothing sent: ``results`` tries again, and raises what it meets
             self._started = self._store._start_round(self._planned.calls)
             self._started.send()
 

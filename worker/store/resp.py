@@ -1,7 +1,8 @@
 """A round of Redis commands as RESP bytes, the bytes ``hiredis.pack_command`` writes.
 
 ``hiredis`` formats each argument's length with ``snprintf`` into a growing buffer, about 1,600
-instructions an argument; a round's ``EVALSHA`` calls carry about 12 arguments per event. This
+instructions an argument; a round's script calls (``EVALSHA`` or ``FCALL``) carry about 12
+arguments per event. This
 module writes the same bytes from a table of length headers and one ``join`` (compiled, about a
 quarter of the work). An argument that is not ``bytes`` (never on the worker's path) sends its
 command through ``hiredis`` as before, so the bytes stay its own; so does every command when
@@ -22,28 +23,29 @@ _COMPILED: Final = not __file__.endswith(".py")
 """This module is an extension module (the compiled build)."""
 
 
-def pack_evalsha_round(
-    sha: bytes,
+def pack_script_round(
+    command: bytes,
+    target: bytes,
     calls: Sequence[tuple[Sequence[bytes], Sequence[bytes]]],
     preamble: Sequence[Sequence[bytes]] = (),
 ) -> bytes:
-    """The ``preamble`` commands, then ``EVALSHA sha len(keys) *keys *args`` per (keys, args) of
-    ``calls``, as one piece of RESP."""
+    """The ``preamble`` commands, then ``command target len(keys) *keys *args`` per (keys, args)
+    of ``calls`` (``EVALSHA sha ...`` or ``FCALL function ...``), as one piece of RESP."""
     if not _COMPILED:
         return b"".join(
             [
-                *(pack_command(cast(Any, tuple(command))) for command in preamble),
+                *(pack_command(cast(Any, tuple(words))) for words in preamble),
                 *(
-                    pack_command(cast(Any, (b"EVALSHA", sha, len(keys), *keys, *args)))
+                    pack_command(cast(Any, (command, target, len(keys), *keys, *args)))
                     for keys, args in calls
                 ),
             ]
         )
     parts: list[bytes] = []
-    for command in preamble:
-        _command(parts, list(command))
+    for words in preamble:
+        _command(parts, list(words))
     for keys, args in calls:
-        _command(parts, [b"EVALSHA", sha, str(len(keys)).encode(), *keys, *args])
+        _command(parts, [command, target, str(len(keys)).encode(), *keys, *args])
     return b"".join(parts)
 
 

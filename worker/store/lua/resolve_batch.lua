@@ -82,6 +82,11 @@ EXISTS each (and an HGET per id only when the tenant has such a hash); every cha
 at the end with one HSET per 500 fields, a record only when its text changed; members strings
 are touched only by joins and merges of trees past 8 ids; the rest is Lua.
 
+Loading: run with EVALSHA, this script defines its modules on every call; lua_loader.py also
+builds it as a function library (FUNCTION LOAD once, then FCALL): the modules are defined when
+the library loads, and everything below the includes is the function's body
+(redis_store.py, "How the script is called").
+
 Atomicity: Redis does not roll a script back when it raises, so every write is deferred to
 write_back.lua: malformed ARGV or corrupt data met on the way raises before anything is written.
 The "#!lua" line (no allow-oom flag) makes Redis refuse the whole call up front when it is over
@@ -105,6 +110,9 @@ half done.
 --- @include "resolve/buffer"
 --- @include "resolve/receipts"
 --- @include "resolve/write_back"
+
+-- A library loaded once (FCALL) keeps its modules between calls: their caches start empty.
+record_codec.new_call()
 
 -- The one state of the call; each module's header says which fields it reads and writes.
 local ctx = {

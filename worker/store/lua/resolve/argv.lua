@@ -44,8 +44,10 @@ local function bits_of(flags)
   return { has_flag(flags, flag.process_person), has_flag(flags, flag.merge_dangerously),
     has_flag(flags, flag.merge_with_other), has_flag(flags, flag.bufferable) }
 end
--- The bits of each flags text met in this call, filled on first use (a call meets a few values;
--- building them all when the script starts cost more than the ops' own reading of them).
+-- The bits of each flags text met, filled on first use (a call meets a few values; building
+-- them all when the script starts cost more than the ops' own reading of them). Only plain
+-- forms are kept ("5", not "05"): at most max_flags + 1 entries, also in a library loaded once
+-- and called many times (FCALL).
 local FLAG_BITS = {}
 local NO_PROPS = {}
 -- The counts an op carries most (its property operations), read without tonumber (which goes
@@ -101,7 +103,9 @@ local function read_ops(src, at, first, last, stored, ops)
         bad('op ' .. index)
       end
       bits = bits_of(flags) -- a value met first here, or not in its plain form ("05")
-      FLAG_BITS[src[at]] = bits
+      if tostring(flags) == src[at] then
+        FLAG_BITS[src[at]] = bits
+      end
     end
     local into, other, ts_text, ord = src[at + 1], src[at + 3], src[at + 5], src[at + 6]
     local ts = tonumber(ts_text)

@@ -574,4 +574,11 @@ function record_codec.tree_ids(root, fields, read)
   return ids
 end
 
+-- Forgets what the caches above (PACKED, UNPACKED, META_TEXT, QUOTED) hold: called at the start
+-- of every call, so that a library loaded once and called many times (FCALL) holds no more
+-- than one call's worth, as a script defined anew on every call (EVALSHA) does.
+function record_codec.new_call()
+  PACKED, UNPACKED, META_TEXT, QUOTED = {}, {}, {}, {}
+end
+
 return record_codec
