@@ -6,7 +6,7 @@ import dataclasses
 import itertools
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -49,13 +49,6 @@ def ev(kind: str, distinct_id: str, *, backend: bool = False, **fields: object) 
         buffer_payload=f"payload-{event_uuid}".encode() if backend else None,
         **fields,  # type: ignore[arg-type]
     )
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_url)
-    yield c
-    c.close()
 
 
 def make_store(client: redis.Redis, prefix: str, **policy: int) -> RedisIdentityStore:

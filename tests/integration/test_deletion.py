@@ -25,13 +25,6 @@ T0 = 1_700_000_000_000
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def store(client: redis.Redis) -> Iterator[RedisIdentityStore]:
     prefix = f"test-del-{uuid.uuid4().hex[:12]}"
     yield RedisIdentityStore(client, IdentityConfig(), prefix=prefix)

@@ -28,13 +28,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    redis_client = redis.Redis.from_url(redis_url)
-    yield redis_client
-    redis_client.close()
-
-
-@pytest.fixture
 def store(client: redis.Redis) -> Iterator[RedisIdentityStore]:
     prefix = f"test-format-{uuid.uuid4().hex[:10]}"
     yield RedisIdentityStore(client, IdentityConfig(), prefix=prefix)
