@@ -219,8 +219,8 @@ class RedisSettings(_Section):
     operations): a batch of heavy events is cut into shorter calls
     (``worker/store/call_cost.py``)."""
     script_command: Literal["auto", "fcall", "evalsha"] = "auto"
-    """How the resolve script is called: ``fcall`` as a function library loaded once (Redis
-    7+; its modules are not defined anew on every call), ``evalsha`` as a script; ``auto``
+    """How the resolve script is called: ``fcall`` as a function library loaded once (its
+    modules are not defined anew on every call), ``evalsha`` as a script; ``auto``
     calls the library where Redis takes ``FUNCTION LOAD`` and is not a cluster, else
     ``EVALSHA`` (``worker/store/script_call.py``)."""
     retry_attempts: int = Field(default=8, ge=1)

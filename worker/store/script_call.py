@@ -1,5 +1,5 @@
 """How the store calls its resolve script (``redis.script_command``): ``EVALSHA`` of the joined
-script, or ``FCALL`` of the same code loaded once as a function library (Redis 7+).
+script, or ``FCALL`` of the same code loaded once as a function library.
 
 A script run with ``EVALSHA`` defines its modules (closures, tables, patterns: fifteen of them)
 on every call, about 340,000 instructions of Redis's time a call, 5% of a call of 48 ops
@@ -8,8 +8,8 @@ call and reused by every later one (``lua_loader.load_library``). Both run the s
 the same keys and answer alike (tests/integration/test_script_call.py).
 
 ``auto``, the default, calls the library on a single Redis (or a Sentinel primary) that takes
-``FUNCTION LOAD``, and falls back to ``EVALSHA`` where it cannot: a Redis before 7.0 (no
-``FUNCTION``), an ACL user without ``FUNCTION LOAD``, and a Redis Cluster client (redis-py
+``FUNCTION LOAD``, and falls back to ``EVALSHA`` where it cannot: an ACL user without
+``FUNCTION LOAD``, a Redis-compatible server without functions, and a Redis Cluster client (redis-py
 finds an ``FCALL``'s slot with a ``COMMAND GETKEYS`` round trip per call; it reads an
 ``EVALSHA``'s keys itself). ``fcall`` insists (a refused ``FUNCTION LOAD`` stops the worker);
 ``evalsha`` never loads a library.
