@@ -9,9 +9,10 @@ is one script, registered once and run with ``EVALSHA`` (redis-py's ``Script`` r
 ``NOSCRIPT``).
 
 ``resolve_batch.lua`` is also built as a Redis function library (``load_library``; Redis 7+:
-``FUNCTION LOAD`` once, then ``FCALL``): its modules become the library's top level, defined
-once when the library loads instead of on every call, and the main script's text after its
-last include becomes the function's body, which gets ``KEYS`` and ``ARGV`` as its parameters.
+``FUNCTION LOAD`` once, then ``FCALL``): its modules are defined by the library's first call
+and kept for the later ones instead of defined on every call (a library that loads gets no
+globals to define them with), and the main script's text after its last include becomes the
+function's body, which gets ``KEYS`` and ``ARGV`` as its parameters.
 The library and function names end with a digest of the code, so workers of two versions (a
 rolling deploy) call each their own.
 
