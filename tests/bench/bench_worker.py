@@ -817,7 +817,8 @@ def report(
         for run in server_runs:
             s = run.server or {}
             out.append(
-                f"| {run.name} | {s['calls']:,} | {s['script_us_per_event']:.1f} | "
+                f"| {run.name} | {s['calls']:,} {s.get('script_command', '')} | "
+                f"{s['script_us_per_event']:.1f} | "
                 f"{s['all_us_per_event']:.1f} | {s['script_p50_us']:,.0f} | "
                 f"{s['script_p99_us']:,.0f} | {s['script_max_us']:,} | "
                 f"{s['commandstats_usec_per_call']:,.0f} |"

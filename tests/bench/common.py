@@ -263,6 +263,7 @@ class ServerTime:
         total = sum(sum(v) for v in self.durations.values())
         return {
             "calls": len(scripts),
+            "script_command": "/".join(c for c in SCRIPT_COMMANDS if self.durations.get(c)) or "-",
             "script_us_per_event": sum(scripts) / events if events else 0.0,
             "all_us_per_event": total / events if events else 0.0,
             "script_p50_us": statistics.median(scripts) if scripts else 0,
