@@ -5,8 +5,8 @@ A script is one file whose ``--- @include "name"`` lines are replaced, at load t
 ``lua/name.lua``, or, for ``--- @include "protocol"``, by the ``PROTOCOL`` table rendered from
 ``protocol.py``. A module file returns its table (``return argv``) and becomes ``local argv =
 (function() ... end)()`` in the joined script, so its private locals stay private. The result
-is one script, registered once and run with ``EVALSHA`` (redis-py's ``Script`` reloads it on
-``NOSCRIPT``).
+is one script, registered once and run with ``EVALSHA`` (redis-py's ``Script``, and for the
+resolve script ``script_call.py``, load it again on ``NOSCRIPT``).
 
 ``resolve_batch.lua`` is also built as a Redis function library (``load_library``; Redis 7+:
 ``FUNCTION LOAD`` once, then ``FCALL``): its modules are defined by the library's first call

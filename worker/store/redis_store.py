@@ -886,7 +886,7 @@ class RedisIdentityStore:
 
 @dataclass(slots=True)
 class _Call:
-    """One ``EVALSHA`` of a round: a tenant's chunk, its token, the earlier reply it deletes,
+    """One script call of a round: a tenant's chunk, its token, the earlier reply it deletes,
     its KEYS and ARGV; ``reply`` once answered."""
 
     tenant: str
