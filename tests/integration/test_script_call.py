@@ -4,6 +4,7 @@ answers either way (the differential test runs both against the reference model)
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
 from collections.abc import Iterator
@@ -147,3 +148,25 @@ def test_an_unreachable_redis_is_not_taken_for_one_without_functions() -> None:
     with pytest.raises(TransientStoreError):
         run(store, ev("track", "a"))
     client.close()
+
+
+@pytest.mark.usefixtures("functions")
+def test_a_full_redis_is_not_taken_for_one_without_functions(
+    client: redis.Redis, prefix: str
+) -> None:
+    """``FUNCTION LOAD`` refused for ``maxmemory`` (deny-oom): the error is raised and no
+    fallback kept; once Redis takes writes again, the library is loaded and called."""
+    config = client.config_get("maxmemory*")
+    if config.get("maxmemory-policy") != "noeviction":
+        pytest.skip("would evict keys: the test Redis is not noeviction")
+    with contextlib.suppress(redis.exceptions.ResponseError):  # not loaded yet
+        client.function_delete(load_library("resolve_batch.lua").name)
+    store = RedisIdentityStore(client, IdentityConfig(), prefix=prefix)
+    client.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(PermanentStoreError, match="maxmemory"):
+            run(store, ev("track", "a"))
+    finally:
+        client.config_set("maxmemory", str(config["maxmemory"]))
+    assert run(store, ev("alias", "a", other="b"))[0].merged
+    assert store.script_call().command == b"FCALL"

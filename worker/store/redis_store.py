@@ -245,9 +245,10 @@ class RedisIdentityStore:
     def script_call(self) -> ScriptCall:
         """How the resolve script is called, chosen (and a library loaded) on first use:
         ``FCALL`` of the function library where ``script_command`` allows and Redis takes it,
-        else ``EVALSHA``. Raises ``TransientStoreError`` when Redis cannot be reached (the
-        choice is made again on the next call), ``PermanentStoreError`` when ``fcall`` was
-        asked for and Redis refuses ``FUNCTION LOAD``."""
+        else ``EVALSHA``. Raises ``TransientStoreError`` when Redis cannot be reached and
+        ``PermanentStoreError`` when it is over ``maxmemory`` (the choice is made again on the
+        next call), ``PermanentStoreError`` when ``fcall`` was asked for and Redis refuses
+        ``FUNCTION LOAD``."""
         chosen = self._script
         if chosen is None:
             chosen = self._script = self._choose_script_call()
@@ -263,6 +264,8 @@ class RedisIdentityStore:
         try:
             self._call(lambda: library.load(self._client))
         except PermanentStoreError as exc:
+            if isinstance(exc.__cause__, redis.exceptions.OutOfMemoryError):
+                raise  # a full Redis refuses every write: choose once it takes them again
             if mode is ScriptCommand.FCALL:
                 raise PermanentStoreError(
                     f"redis.script_command is fcall, but Redis refused FUNCTION LOAD: {exc}"
