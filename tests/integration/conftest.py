@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -14,3 +15,14 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
     redis_client = redis.Redis.from_url(redis_url)
     yield redis_client
     redis_client.close()
+
+
+@pytest.fixture
+def prefix(client: redis.Redis) -> Iterator[str]:
+    """A fresh key prefix; every key starting with it is deleted after the test (stores made
+    on ``prefix + "-x"`` included)."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    keys = list(client.scan_iter(match=f"{name}*", count=1000))
+    if keys:
+        client.delete(*keys)

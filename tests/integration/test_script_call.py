@@ -25,15 +25,6 @@ from worker.store.script_call import ScriptCommand
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def prefix(client: redis.Redis) -> Iterator[str]:
-    name = f"sc-{uuid.uuid4().hex[:12]}"
-    yield name
-    keys = list(client.scan_iter(match=f"{name}*", count=1000))
-    if keys:
-        client.delete(*keys)
-
-
 def _major(client: redis.Redis) -> int:
     return int(str(client.info("server")["redis_version"]).split(".")[0])
 
