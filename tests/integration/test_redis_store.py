@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
+from tests.support.records import assert_python_reads_record
 from worker.errors import InternalError, PermanentStoreError, TransientStoreError
 from worker.identity.config import IdentityConfig
 from worker.identity.model import (
@@ -146,6 +147,10 @@ def _s(raw: bytes | str) -> str:
     return raw.decode("utf-8", "surrogatepass") if isinstance(raw, bytes) else raw
 
 
+def _b(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
 def check_invariants(client: redis.Redis, keys: TenantKeys) -> dict[str, set[str]]:
     """Check the union-find of one tenant; return root -> distinct ids.
 
@@ -173,6 +178,10 @@ def check_invariants(client: redis.Redis, keys: TenantKeys) -> dict[str, set[str
         view = client.eval(read, 2, keys.ids, keys.members_prefix, "id", root)
         found_root, found = person_record.root_and_person(cast(bytes, view))
         assert found_root == root
+        spilled = client.get(keys.members(root)) if len(ids) > MEMBERS_INLINE else None
+        assert_python_reads_record(
+            keys.tenant, _b(root), raw[root], cast(bytes, view), cast(bytes | None, spilled)
+        )
         assert found.person_id not in person_ids, f"{found.person_id} at {root}"
         person_ids[found.person_id] = root
         assert found.distinct_ids == ids
