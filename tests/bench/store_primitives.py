@@ -2,7 +2,7 @@
 test).
 
     .venv/bin/python -m tests.bench.store_primitives --redis-url redis://127.0.0.1:36400/0 \\
-        [--batches 20] [--warmup 10] [--reference]
+        [--batches 20] [--warmup 10] [--reference] [--records]
 
 The resolve script runs the rules inside Redis: about 146,000 instructions, 15-21 µs of Redis's
 one command thread, per op of the drain mix, and no script of its design gets under about 7 µs
@@ -24,7 +24,13 @@ receipts it kept, each op's reply entry as a JSON text). Prints the ``INFO comma
 op of each beside the real call's: Redis's time inside the commands, not its parsing of them
 (about 0.5 µs per op more for the script's ARGV). With ``--reference``, also the CPU per event,
 in this process, of the pure-Python reference model (``worker/identity/reference.py``: the rules
-as Python runs them, not written for speed) on the same events.
+as Python runs them, not written for speed) on the same events. With ``--records``, also the
+worker's CPU for the records themselves (``worker/store/record_format.py``, in this process) on
+the records the timed calls left: a record's header decoded, its property states decoded,
+encoded again, the record encoded (best of 3 passes over every record; the states' rows over the
+records that have some). For the compiled build: ``PYTHONPATH=.local/compiled:. .venv/bin/python
+-P -m tests.bench.store_primitives ...`` (``-P`` keeps the working directory's ``worker`` from
+shadowing the build's).
 
 Not counted: the members strings of trees past 8 ids, the buffer, groups, case folds and
 deletions (writes the drain mix makes rarely or never), new ids' parent pointers, and the
@@ -39,7 +45,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -48,9 +54,10 @@ import redis
 from tests.bench.bench_store import T0, TENANT
 from tests.bench.common import run_header
 from tests.bench.lua_profile import Call, capture, mix_batches, with_sources
+from worker import build
 from worker.identity.config import IdentityConfig
 from worker.identity.reference import ReferenceStore
-from worker.store import codec
+from worker.store import codec, record_format
 from worker.store.lua_loader import load_library
 from worker.store.script_call import ScriptCall
 
@@ -163,8 +170,14 @@ def _write_args(
     return args
 
 
-def measure(client: redis.Redis, calls: Sequence[Call], warmup: int) -> dict[str, float]:
-    """µs per op of the reads, the real call and the conditional write, over the timed calls."""
+def measure(
+    client: redis.Redis,
+    calls: Sequence[Call],
+    warmup: int,
+    records: dict[bytes, bytes] | None = None,
+) -> dict[str, float]:
+    """µs per op of the reads, the real call and the conditional write, over the timed calls.
+    ``records``, if given, gets the values of the ids hash the calls left."""
     library = load_library("resolve_batch.lua")
     ScriptCall.fcall(library).load(client)
     client.function_load(WRITE_CODE, replace=True)
@@ -195,6 +208,9 @@ def measure(client: redis.Redis, calls: Sequence[Call], warmup: int) -> dict[str
                 totals["reads"] += reads
                 totals["script"] += script
                 totals["write"] += written
+        if records is not None and calls:
+            ids_key = calls[0][0][0].replace(b"lp-old", prefix, 1)
+            records.update(cast(dict[bytes, bytes], client.hgetall(ids_key)))
     finally:
         client.function_delete(WRITE_LIBRARY)
         keys_left = list(client.scan_iter(match=prefix + b":*", count=5000))
@@ -202,6 +218,43 @@ def measure(client: redis.Redis, calls: Sequence[Call], warmup: int) -> dict[str
             client.unlink(*keys_left[k : k + 5000])
     return {name: total / max(1, ops_timed) for name, total in totals.items()} | {
         "ops": float(ops_timed)
+    }
+
+
+def record_us(values: dict[bytes, bytes], tenant: str, rounds: int = 3) -> dict[str, float]:
+    """CPU µs per record of ``record_format``'s steps on the person records among ``values``
+    (the ids hash), best of ``rounds``: ``decode`` (header), then, over the records with
+    property states, ``decode_props``, ``encode_props``, and all four with ``encode``."""
+    raw_tenant = tenant.encode()
+    roots = [(k, v) for k, v in values.items() if record_format.is_record(v)]
+    with_props = [(k, v) for k, v in roots if record_format.decode(v).props]
+    decoded = [record_format.decode(v, k, raw_tenant) for k, v in with_props]
+    states = [record_format.decode_props(r) for r in decoded]
+
+    def whole(item: tuple[bytes, bytes]) -> None:
+        record = record_format.decode(item[1], item[0], raw_tenant)
+        record.snapshot, record.props = record_format.encode_props(
+            *record_format.decode_props(record)
+        )
+        record_format.encode(record)
+
+    def best(step: Callable[[Any], object], items: Sequence[Any]) -> float:
+        fastest = float("inf")
+        for _ in range(rounds):
+            started = time.process_time()
+            for item in items:
+                step(item)
+            fastest = min(fastest, (time.process_time() - started) / max(1, len(items)) * 1e6)
+        return fastest
+
+    return {
+        "records": float(len(roots)),
+        "with_props": float(len(with_props)),
+        "decode": best(lambda kv: record_format.decode(kv[1], kv[0], raw_tenant), roots),
+        "decode_props": best(record_format.decode_props, decoded),
+        "encode_props": best(lambda mv: record_format.encode_props(*mv), states),
+        "encode": best(record_format.encode, decoded),
+        "whole": best(whole, with_props),
     }
 
 
@@ -229,6 +282,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--reference", action="store_true", help="also time the reference model in process"
     )
+    parser.add_argument(
+        "--records",
+        action="store_true",
+        help="also time record_format on the records the calls left (the worker's side)",
+    )
     args = parser.parse_args(argv)
     client = redis.Redis.from_url(args.redis_url)
     mix = argparse.Namespace(
@@ -238,8 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_batch = capture(client, batches, 64)
     warm_calls = sum(len(b) for b in per_batch[: args.warmup])
     calls = [c for b in per_batch for c in b]
+    values: dict[bytes, bytes] | None = {} if args.records else None
     try:
-        result = measure(client, calls, warm_calls)
+        result = measure(client, calls, warm_calls, values)
     except (redis.RedisError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -253,6 +312,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"| reads: ids, parents, receipts (`HMGET`s) | {result['reads']:.2f} |")
     print(f"| conditional write: changed records and receipts | {result['write']:.2f} |")
     print(f"| reads and write together | {result['reads'] + result['write']:.2f} |")
+    if values is not None:
+        costs = record_us(values, TENANT)
+        print(
+            f"\n## The worker's side: record_format on the {int(costs['records']):,} records the "
+            f"calls left ({int(costs['with_props']):,} with property states; "
+            f"{build.describe()}; CPU, best of 3)\n"
+        )
+        print("| step | µs per record |\n|---|---:|")
+        print(f"| decode a record (header, person id, parts) | {costs['decode']:.2f} |")
+        print(f"| decode its property states | {costs['decode_props']:.2f} |")
+        print(f"| encode them again | {costs['encode_props']:.2f} |")
+        print(f"| encode the record | {costs['encode']:.2f} |")
+        print(f"| all four (an event that changes a property) | {costs['whole']:.2f} |")
     if args.reference:
         print(
             f"\nThe reference model, in this process, on the same {len(batches)} batches: "
