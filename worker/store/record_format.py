@@ -362,17 +362,21 @@ def decode_props(record: Record) -> tuple[dict[bytes, State], dict[bytes, bytes]
     tombstones of timestamp-mode unsets), in stored order."""
     if record.format == FORMAT_6:
         return _legacy_props(record)
+    return decode_states(record.snapshot, record.props)
+
+
+def decode_states(snapshot: bytes, props: bytes) -> tuple[dict[bytes, State], dict[bytes, bytes]]:
+    """``decode_props`` of a record of format 9 or 7 by its snapshot and stored states."""
     meta: dict[bytes, State] = {}
     vals: dict[bytes, bytes] = {}
-    if not record.props:
+    if not props:
         return meta, vals
     try:
-        ords, visible, hidden = msgpack_subset.unpack(record.props)
+        ords, visible, hidden = msgpack_subset.unpack(props)
     except ValueError as exc:
         raise RecordError(f"unreadable property states: {exc}") from exc
     if not (isinstance(ords, list) and isinstance(visible, list) and isinstance(hidden, list)):
         raise RecordError("property states that are not three arrays")
-    snapshot = record.snapshot
     pos = 1  # after "{"
     for k in range(0, len(visible) - 2, 3):
         key_length, text_length, state = visible[k], visible[k + 1], visible[k + 2]

@@ -1,0 +1,887 @@
+"""The resolve script's stateful rules in Python (pure: no I/O): step 2 of docs/ARCHITECTURE.md,
+*Rules in the worker*. Not called by the worker yet.
+
+``run(state, call)`` does what ``lua/resolve_batch.lua`` does for one call of the ``resolve``
+command, on the tenant's data as ``state`` gives it, and returns the reply entries the script
+would return (JSON texts in the script's format, ``protocol.REPLY_ENTRY_FIELDS``) and the writes
+it would make. It is a port of ``lua/resolve/rules.lua``, ``records.lua``, ``properties.lua``,
+``ordering.lua``, ``union_find.lua``, ``case_fold.lua``, ``deleted.lua`` and the union-find part
+of ``write_back.lua``, module for module, with the same names, so the two can be read side by
+side; ``tests/integration/test_engine.py`` runs both from the same data and requires the same
+entries and the same persons.
+
+What it covers: calls without the buffer (a buffer delay of 0), without group operations on a
+tenant that has no group type, whose ops have no source (no receipts), on records of formats 9
+and 7. Anything else raises ``Unsupported`` before anything is computed, so that the caller can
+send the call to the script instead. Records are written in format 9 (``record_format.py``); a
+snapshot's keys come in the order Python's dicts keep them (the script's in its tables' order:
+the same JSON object, other bytes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from worker.store import protocol, record_format
+from worker.store.record_format import State
+
+_SET, _SET_ONCE, _UNSET, _SET_THEN_UNSET = (
+    protocol.SET.encode(),
+    protocol.SET_ONCE.encode(),
+    protocol.UNSET.encode(),
+    protocol.SET_THEN_UNSET.encode(),
+)
+_PARENT = ord("P")
+_NONE: tuple[str, ...] = ()
+_HEADER_SIZE = 16
+
+
+class Unsupported(Exception):
+    """A call this engine does not cover (the script must run it)."""
+
+
+class EngineError(ValueError):
+    """Data the script would refuse too: malformed ARGV, a broken parent chain, an unreadable
+    record."""
+
+
+class TenantState(Protocol):
+    """The tenant's data, as the engine reads it."""
+
+    @property
+    def tenant(self) -> bytes:
+        """The raw tenant (an implicit record's person id is derived from it)."""
+        ...
+
+    @property
+    def group_type_count(self) -> int:
+        """How many group types the tenant has."""
+        ...
+
+    def value(self, distinct_id: bytes) -> bytes | None:
+        """The field of the ids hash: ``b"P"`` and a parent, or a person record."""
+        ...
+
+    def members(self, root: bytes) -> bytes | None:
+        """The members string of ``root`` (a tree past ``MEMBERS_INLINE`` ids)."""
+        ...
+
+    def in_fold(self, folded: bytes) -> bool:
+        """Whether ``folded`` is a field of the case-fold hash."""
+        ...
+
+    def deleted_person_id(self, distinct_id: bytes) -> str | None:
+        """The person id a deleted id starts next (the deleted hash), or None."""
+        ...
+
+
+@dataclass(slots=True)
+class Config:
+    timestamp_mode: bool
+    max_ids: int
+    max_bytes: int
+    force_upgrade_ms: int
+    last_seen_ms: int
+
+
+@dataclass(slots=True)
+class Op:
+    process: bool
+    dangerous: bool
+    merge: bool
+    into: bytes
+    into_person_id: str
+    other: bytes
+    other_person_id: str
+    ts: int
+    ts_text: bytes
+    ord: bytes
+    props: list[tuple[bytes, bytes, bytes]]
+
+
+@dataclass(slots=True)
+class Call:
+    config: Config
+    ops: list[Op]
+
+
+@dataclass(slots=True)
+class Writes:
+    """What the call writes: ``ids`` the fields of the ids hash set, ``members_deleted`` the
+    members strings deleted, then ``members_appended`` (root -> the text appended; a root in
+    ``members_fresh`` had its key deleted first), ``folds`` the case-fold fields added."""
+
+    ids: dict[bytes, bytes] = field(default_factory=dict)
+    members_deleted: set[bytes] = field(default_factory=set)
+    members_appended: dict[bytes, bytes] = field(default_factory=dict)
+    members_fresh: set[bytes] = field(default_factory=set)
+    folds: list[bytes] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Outcome:
+    entries: list[bytes]
+    writes: Writes
+
+
+# -- ARGV (argv.lua) ----------------------------------------------------------------------------
+
+
+def parse_call(args: Sequence[bytes]) -> Call:
+    """The header and ops of a ``resolve`` call's ARGV (``codec.encode_args``)."""
+    if len(args) < _HEADER_SIZE:
+        raise EngineError("ARGV: header")
+    if args[0].decode() != protocol.FORMAT_VERSION:
+        raise EngineError(f"ARGV: format version {args[0]!r}")
+    if args[11] != protocol.COMMAND_RESOLVE.encode():
+        raise Unsupported("a release call")
+    try:
+        mode = args[1].decode()
+        max_ids, max_bytes, force_upgrade = int(args[2]), int(args[3]), int(args[4])
+        buffer_delay, op_count, last_seen = int(args[7]), int(args[14]), int(args[15])
+    except ValueError as exc:
+        raise EngineError("ARGV: header") from exc
+    if mode not in protocol.ORDERING_MODES.values():
+        raise EngineError(f"ARGV: ordering mode {mode!r}")
+    if buffer_delay > 0:
+        raise Unsupported("the buffer")
+    config = Config(
+        mode == protocol.ORDERING_MODES["timestamp"],
+        max_ids,
+        max_bytes,
+        force_upgrade,
+        max(1, last_seen),
+    )
+    ops: list[Op] = []
+    at = _HEADER_SIZE
+    for index in range(op_count):
+        op, at = _parse_op(args, at, index + 1)
+        ops.append(op)
+    if at != len(args):
+        raise EngineError(f"ARGV: {len(args) - at} unread values")
+    return Call(config, ops)
+
+
+def _parse_op(args: Sequence[bytes], at: int, index: int) -> tuple[Op, int]:
+    try:
+        flags, nprops = int(args[at]), int(args[at + 7])
+        into, other, ts_text, order = args[at + 1], args[at + 3], args[at + 5], args[at + 6]
+        ts = int(ts_text)
+    except (IndexError, ValueError) as exc:
+        raise EngineError(f"ARGV: op {index}") from exc
+    if not 0 <= flags <= protocol.MAX_FLAGS or nprops < 0:
+        raise EngineError(f"ARGV: op {index}")
+    if flags & protocol.OpFlag.BUFFERABLE:
+        raise Unsupported("a bufferable op")
+    props: list[tuple[bytes, bytes, bytes]] = []
+    pos = at + 8
+    for _ in range(nprops):
+        if pos + 2 >= len(args) or args[pos] not in (_SET, _SET_ONCE, _UNSET, _SET_THEN_UNSET):
+            raise EngineError(f"ARGV: a property operation of op {index}")
+        props.append((args[pos], args[pos + 1], args[pos + 2]))
+        pos += 3
+    if pos + 2 >= len(args):
+        raise EngineError(f"ARGV: op {index} cut short")
+    if args[pos] != b"0":
+        raise Unsupported("group operations")
+    source = args[pos + 1]
+    if source != b"":
+        raise Unsupported("an op with a source (receipts)")
+    op = Op(
+        process=bool(flags & protocol.OpFlag.PROCESS_PERSON),
+        dangerous=bool(flags & protocol.OpFlag.MERGE_DANGEROUSLY),
+        merge=bool(flags & protocol.OpFlag.MERGE_WITH_OTHER) and other != into,
+        into=into,
+        into_person_id=args[at + 2].decode(),
+        other=other,
+        other_person_id=args[at + 4].decode(),
+        ts=ts,
+        ts_text=ts_text,
+        ord=order,
+        props=props,
+    )
+    return op, pos + 3
+
+
+# -- persons (records.lua) ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Person:
+    person_id: str
+    implicit_root: bytes | None
+    created_at: int
+    created_at_text: bytes
+    last_seen: int
+    identified: bool
+    version: int
+    id_count: int
+    spilled: bool
+    others: list[bytes]
+    stored_members: bool
+    snapshot: bytes | None
+    props: bytes
+    meta: dict[bytes, bytes] | None = None
+    """key -> code .. order key (stored form or text), as the script's metas"""
+    vals: dict[bytes, bytes] | None = None
+    properties_size: int = 0
+    properties_changed: bool = False
+
+
+class _Ctx:
+    """One call's state (the script's ``ctx``)."""
+
+    def __init__(self, state: TenantState, config: Config, ops: list[Op]) -> None:
+        if state.group_type_count:
+            raise Unsupported("a tenant with group types")
+        self.state = state
+        self.config = config
+        self.ops = ops
+        self.values: dict[bytes, bytes | None] = {}
+        self.written: set[bytes] = set()
+        self.added: dict[bytes, list[bytes]] = {}
+        self.fresh: set[bytes] = set()
+        self.dropped: set[bytes] = set()
+        self.persons: dict[bytes, Person] = {}
+        self.dirty: set[bytes] = set()
+        self.folds: dict[bytes, bool] = {}
+        self.folds_out: list[bytes] = []
+        self.deleted: dict[bytes, str | None] = {}
+
+    # union_find.lua
+
+    def get(self, distinct_id: bytes) -> bytes | None:
+        if distinct_id in self.values:
+            return self.values[distinct_id]
+        value = self.state.value(distinct_id)
+        self.values[distinct_id] = value
+        return value
+
+    def put(self, distinct_id: bytes, value: bytes) -> None:
+        self.values[distinct_id] = value
+        self.written.add(distinct_id)
+
+    def find(self, distinct_id: bytes) -> bytes | None:
+        value = self.get(distinct_id)
+        if value is None:
+            return None
+        if not value:
+            raise EngineError(f"unreadable entry for {distinct_id!r}")
+        node = distinct_id
+        path: list[bytes] = []
+        while value[0] == _PARENT:
+            path.append(node)
+            if len(path) > 100_000:
+                raise EngineError(f"parent cycle at {distinct_id!r}")
+            node = value[1:]
+            found = self.get(node)
+            if not found:
+                raise EngineError(f"broken parent chain at {node!r}")
+            value = found
+        if not record_format.is_record(value):  # (b"R": a root made by this call)
+            raise EngineError(f"unreadable entry for {node!r}")
+        for walked in path[:-1]:
+            self.put(walked, b"P" + node)
+        return node
+
+    def members_of(self, root: bytes, person: Person) -> list[bytes]:
+        if not person.spilled:
+            return [root, *person.others]
+        ids: list[bytes] = []
+        if root not in self.fresh:
+            ids = record_format.parse_members(self.state.members(root) or b"")
+        return ids + self.added.get(root, [])
+
+    def spill(self, root: bytes, person: Person) -> None:
+        self.added[root] = [root, *person.others]
+        self.fresh.add(root)
+        person.spilled, person.others = True, []
+
+    def _add_ids(self, root: bytes, person: Person, ids: list[bytes]) -> None:
+        if not person.spilled:
+            person.others.extend(ids)
+            if len(person.others) + 1 > protocol.MEMBERS_INLINE:
+                self.spill(root, person)
+            return
+        self.added.setdefault(root, []).extend(ids)
+
+    def join(self, distinct_id: bytes, root: bytes, person: Person) -> None:
+        self.put(distinct_id, b"P" + root)
+        self._add_ids(root, person, [distinct_id])
+        person.id_count += 1
+
+    def union(
+        self,
+        big: bytes,
+        small: bytes,
+        small_ids: list[bytes],
+        small_person: Person,
+        big_person: Person,
+    ) -> None:
+        self.put(small, b"P" + big)
+        self._add_ids(big, big_person, small_ids)
+        self.added.pop(small, None)
+        self.fresh.discard(small)
+        if small_person.stored_members:
+            self.dropped.add(small)
+
+    # records.lua
+
+    def load(self, root: bytes) -> Person:
+        person = self.persons.get(root)
+        if person is not None:
+            return person
+        value = self.values.get(root)
+        if value is None:
+            raise EngineError(f"unreadable person record at {root!r}")
+        try:
+            record = record_format.decode(value, root, self.state.tenant)
+        except record_format.RecordError as exc:
+            raise EngineError(f"unreadable person record at {root!r}") from exc
+        if record.format == record_format.FORMAT_6:
+            raise Unsupported("a format 6 record (migrated by the script)")
+        person = Person(
+            person_id=record.person_id or "",
+            implicit_root=root if record.implicit else None,
+            created_at=record.created_at,
+            created_at_text=b"%d" % record.created_at,
+            last_seen=record.last_seen,
+            identified=record.identified,
+            version=record.version,
+            id_count=record.id_count,
+            spilled=record.spilled,
+            others=[] if record.spilled else record_format.parse_members(record.others),
+            stored_members=record.spilled,
+            snapshot=record.snapshot,
+            props=record.props,
+        )
+        self.persons[root] = person
+        return person
+
+    def create(self, distinct_id: bytes, person_id: str, ts: int, ts_text: bytes) -> Person:
+        person = Person(
+            person_id=person_id,
+            implicit_root=None,
+            created_at=ts,
+            created_at_text=ts_text,
+            last_seen=self.seen_at(ts),
+            identified=False,
+            version=0,
+            id_count=1,
+            spilled=False,
+            others=[],
+            stored_members=False,
+            snapshot=b"{}",
+            props=b"",
+            meta={},
+            vals={},
+            properties_changed=True,
+        )
+        self.persons[distinct_id] = person
+        self.dirty.add(distinct_id)
+        self.put(distinct_id, b"R")  # a root; its record replaces this at the end
+        return person
+
+    def seen_at(self, ts: int) -> int:
+        return ts - ts % self.config.last_seen_ms
+
+    def properties_of(self, person: Person) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+        """The person's metas and value texts, decoded on first use."""
+        if person.meta is None or person.vals is None:
+            try:
+                meta, vals = record_format.decode_states(person.snapshot or b"{}", person.props)
+            except record_format.RecordError as exc:
+                raise EngineError(f"unreadable properties of {person.person_id}") from exc
+            person.meta = {key: state.code + state.order for key, state in meta.items()}
+            person.vals = vals
+            person.properties_size = sum(len(k) + len(t) for k, t in vals.items())
+        return person.meta, person.vals
+
+    def snapshot(self, person: Person) -> bytes:
+        if person.snapshot is None:
+            _, vals = self.properties_of(person)
+            person.snapshot = (
+                b"{" + b",".join(record_format.quote(k) + b":" + t for k, t in vals.items()) + b"}"
+            )
+        return person.snapshot
+
+    def encode(self, person: Person, root: bytes) -> bytes:
+        implicit = person.implicit_root == root or person.person_id == record_format.person_uuid(
+            self.state.tenant, root
+        )
+        if implicit:
+            person.implicit_root = root
+        if person.properties_changed:
+            metas, vals = self.properties_of(person)
+            meta = {key: State(m[:1], m[1:]) for key, m in metas.items()}
+            person.snapshot, person.props = record_format.encode_props(meta, vals)
+            person.properties_changed = False
+        record = record_format.Record(
+            person_id=person.person_id,
+            implicit=implicit,
+            created_at=person.created_at,
+            last_seen=person.last_seen,
+            identified=person.identified,
+            spilled=person.spilled,
+            version=person.version,
+            id_count=person.id_count,
+            snapshot=self.snapshot(person),
+            props=person.props,
+            others=b"" if person.spilled else record_format.members_text(person.others),
+        )
+        return record_format.encode(record)
+
+    # case_fold.lua
+
+    def _in_fold(self, folded: bytes) -> bool:
+        known = self.folds.get(folded)
+        if known is None:
+            known = self.folds[folded] = self.state.in_fold(folded)
+        return known
+
+    def collides(self, fresh: list[bytes]) -> bool:
+        hit = False
+        for distinct_id in fresh:
+            folded = distinct_id.lower()  # ASCII only, as Lua's string.lower
+            if folded != distinct_id:
+                if self._in_fold(folded) or self.get(folded):
+                    hit = True
+                if not self.folds.get(folded):
+                    self.folds[folded] = True
+                    self.folds_out.append(folded)
+            elif self._in_fold(distinct_id):
+                hit = True
+        return hit
+
+    # deleted.lua
+
+    def rederive(self, op: Op) -> None:
+        into = self._deleted(op.into)
+        if into:
+            op.into_person_id = into
+        if op.other != b"":
+            other = self._deleted(op.other)
+            if other:
+                op.other_person_id = other
+
+    def _deleted(self, distinct_id: bytes) -> str | None:
+        if distinct_id not in self.deleted:
+            self.deleted[distinct_id] = self.state.deleted_person_id(distinct_id)
+        return self.deleted[distinct_id]
+
+
+# -- ordering.lua and properties.lua ------------------------------------------------------------
+
+
+def _order_of(meta: bytes) -> bytes:
+    """The order key of a meta as text (its stored form turned back)."""
+    order = meta[1:]
+    return record_format.order_text(order) if order[:1] == b"\0" else order
+
+
+def outranks(
+    new_meta: bytes, new_text: bytes, current_meta: bytes | None, current_text: bytes
+) -> bool:
+    """``ordering.outranks``: strong ops (set, unset) outrank set_once; among strong ops the later
+    order key wins, among weak ones the earlier; on an equal key the larger value text."""
+    if current_meta is None:
+        return True
+    new_strong = new_meta[:1] != _SET_ONCE
+    if new_strong != (current_meta[:1] != _SET_ONCE):
+        return new_strong
+    new_order, current_order = _order_of(new_meta), _order_of(current_meta)
+    if new_order == current_order:
+        return new_text > current_text
+    return (new_order > current_order) == new_strong
+
+
+def update(ctx: _Ctx, person: Person, op: Op) -> tuple[bool, bool]:
+    """``properties.update`` of a person record: (changed, refused for size)."""
+    meta, vals = ctx.properties_of(person)
+    changes: list[tuple[bytes, bytes | None, bytes | None]] = []
+    size = person.properties_size
+    timestamp_mode = ctx.config.timestamp_mode
+    for code, key, text in op.props:
+        current_meta, current_text = meta.get(key), vals.get(key)
+        new_meta: bytes | None = None
+        new_text: bytes | None = None
+        if timestamp_mode:
+            new_meta = code + op.ord
+            if code != _UNSET:
+                new_text = text
+            replace = current_meta is None or outranks(
+                new_meta, text, current_meta, current_text or b""
+            )
+        elif code == _SET:
+            new_meta, new_text = _SET + op.ord, text
+            replace = text != current_text
+        elif code == _SET_ONCE:
+            new_meta, new_text = _SET + op.ord, text
+            replace = current_text is None
+        elif code == _SET_THEN_UNSET:
+            if current_text is None:
+                new_meta, new_text = _SET + op.ord, text
+            replace = True
+        else:
+            replace = current_text is not None
+        if replace:
+            changes.append((key, new_meta, new_text))
+            if current_text is not None:
+                size -= len(key) + len(current_text)
+            if new_text is not None:
+                size += len(key) + len(new_text)
+    if not changes:
+        return False, False
+    if size > ctx.config.max_bytes and size > person.properties_size:
+        return False, True
+    for key, new_meta, new_text in changes:
+        if new_meta is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = new_meta
+        if new_text is None:
+            vals.pop(key, None)
+        else:
+            vals[key] = new_text
+    person.properties_size = size
+    person.snapshot = None
+    person.properties_changed = True
+    return True, False
+
+
+def join_properties(
+    ctx: _Ctx, into: Person, other: Person
+) -> tuple[dict[bytes, bytes], dict[bytes, bytes], int]:
+    """``properties.join``: timestamp mode, the outranking state of each key; arrival mode,
+    {...other, ...into}."""
+    into_meta, into_vals = ctx.properties_of(into)
+    other_meta, other_vals = ctx.properties_of(other)
+    meta: dict[bytes, bytes] = {}
+    vals: dict[bytes, bytes] = {}
+    if ctx.config.timestamp_mode:
+        for key, m in into_meta.items():
+            meta[key] = m
+            if key in into_vals:
+                vals[key] = into_vals[key]
+        for key, m in other_meta.items():
+            text = other_vals.get(key)
+            if outranks(m, text or b"", meta.get(key), vals.get(key, b"")):
+                meta[key] = m
+                if text is None:
+                    vals.pop(key, None)
+                else:
+                    vals[key] = text
+    else:
+        for source_meta, source_vals in ((other_meta, other_vals), (into_meta, into_vals)):
+            for key, m in source_meta.items():
+                meta[key] = m
+                if key in source_vals:
+                    vals[key] = source_vals[key]
+                else:
+                    vals.pop(key, None)
+    return meta, vals, sum(len(k) + len(t) for k, t in vals.items())
+
+
+# -- reply.lua ----------------------------------------------------------------------------------
+
+
+def _json_string(text: bytes) -> bytes:
+    return record_format.quote(text)
+
+
+def entry(
+    person_id: str,
+    person_mode: str,
+    created_at: bytes | None,
+    identified: bool,
+    properties: bytes,
+    merged: bool,
+    created: bool,
+    warnings: Sequence[str],
+    overrides: Sequence[tuple[bytes, str, str]],
+    version: int | None,
+    changed: bool,
+) -> bytes:
+    """``reply.entry`` of an op without groups."""
+    overrides_text = (
+        b"["
+        + b",".join(
+            b"[" + _json_string(i) + b',"' + old.encode() + b'","' + new.encode() + b'"]'
+            for i, old, new in overrides
+        )
+        + b"]"
+    )
+    warnings_text = b"[" + b",".join(b'"' + w.encode() + b'"' for w in warnings) + b"]"
+    return b"".join(
+        (
+            b'["',
+            person_id.encode(),
+            b'","',
+            person_mode.encode(),
+            b'",',
+            created_at if created_at is not None else b"null",
+            b",",
+            b"true" if identified else b"false",
+            b",",
+            properties,
+            b",",
+            b"true" if merged else b"false",
+            b",",
+            b"true" if created else b"false",
+            b",",
+            warnings_text,
+            b",",
+            overrides_text,
+            b",",
+            b"%d" % version if version is not None else b"null",
+            b",",
+            b"true" if changed else b"false",
+            b",{},[]]",
+        )
+    )
+
+
+# -- rules.lua ----------------------------------------------------------------------------------
+
+_FULL = protocol.PERSON_MODES["full"]
+_PROPERTYLESS = protocol.PERSON_MODES["propertyless"]
+_FORCE_UPGRADE = protocol.PERSON_MODES["force_upgrade"]
+
+
+def _widen(ctx: _Ctx, root: bytes, person: Person, op: Op) -> None:
+    ts = op.ts
+    if ts < person.created_at:
+        person.created_at, person.created_at_text = ts, op.ts_text
+    if ctx.seen_at(ts) > person.last_seen:
+        person.last_seen = ctx.seen_at(ts)
+    ctx.dirty.add(root)
+
+
+def _moves(ctx: _Ctx, person: Person, op: Op) -> bool:
+    return op.ts < person.created_at or ctx.seen_at(op.ts) > person.last_seen
+
+
+def _apply_personless(ctx: _Ctx, op: Op) -> bytes:
+    root = ctx.find(op.into)
+    if root is not None:
+        person = ctx.load(root)
+        mode = (
+            _FORCE_UPGRADE
+            if op.ts > person.created_at + ctx.config.force_upgrade_ms
+            else _PROPERTYLESS
+        )
+        return entry(
+            person.person_id,
+            mode,
+            person.created_at_text,
+            person.identified,
+            b"{}",
+            False,
+            False,
+            _NONE,
+            (),
+            None,
+            False,
+        )
+    return entry(
+        op.into_person_id, _PROPERTYLESS, None, False, b"{}", False, False, _NONE, (), None, False
+    )
+
+
+def _merge(
+    ctx: _Ctx,
+    into_root: bytes,
+    into_person: Person,
+    other_root: bytes,
+    other_person: Person,
+    overrides: list[tuple[bytes, str, str]],
+) -> bytes:
+    other_ids = ctx.members_of(other_root, other_person)
+    overrides.extend((i, other_person.person_id, into_person.person_id) for i in other_ids)
+    big, small, small_ids, big_person, small_person = (
+        into_root,
+        other_root,
+        other_ids,
+        into_person,
+        other_person,
+    )
+    if other_person.id_count > into_person.id_count:
+        big, small, big_person, small_person = other_root, into_root, other_person, into_person
+        small_ids = ctx.members_of(into_root, into_person)
+    ctx.union(big, small, small_ids, small_person, big_person)
+    meta, vals, size = join_properties(ctx, into_person, other_person)
+    merged = Person(
+        person_id=into_person.person_id,
+        implicit_root=None,
+        created_at=into_person.created_at,
+        created_at_text=into_person.created_at_text,
+        last_seen=max(into_person.last_seen, other_person.last_seen),
+        identified=True,
+        version=max(into_person.version, other_person.version) + 1,
+        id_count=into_person.id_count + other_person.id_count,
+        spilled=big_person.spilled,
+        others=big_person.others,
+        stored_members=big_person.stored_members,
+        snapshot=None,
+        props=b"",
+        meta=meta,
+        vals=vals,
+        properties_size=size,
+        properties_changed=True,
+    )
+    if other_person.created_at < into_person.created_at:
+        merged.created_at, merged.created_at_text = (
+            other_person.created_at,
+            other_person.created_at_text,
+        )
+    ctx.persons.pop(small, None)
+    ctx.dirty.discard(small)
+    ctx.persons[big] = merged
+    ctx.dirty.add(big)
+    return big
+
+
+def apply(ctx: _Ctx, op: Op) -> bytes:
+    """``rules.apply`` (no buffer, no groups): the op's reply entry."""
+    ctx.rederive(op)
+    if not op.process:
+        return _apply_personless(ctx, op)
+    if not op.merge and not op.props:
+        known = ctx.find(op.into)
+        if known is not None:  # the common event: a plain track of a known id
+            person = ctx.load(known)
+            if _moves(ctx, person, op):
+                _widen(ctx, known, person, op)
+            return entry(
+                person.person_id,
+                _FULL,
+                person.created_at_text,
+                person.identified,
+                ctx.snapshot(person),
+                False,
+                False,
+                _NONE,
+                (),
+                person.version,
+                False,
+            )
+    warnings: list[str] = []
+    overrides: list[tuple[bytes, str, str]] = []
+    merged = created = remade = bump = False
+    limit = protocol.WARNING_MERGE_LIMIT
+    root: bytes
+    into_root = ctx.find(op.into)
+    other_new = op.merge and not ctx.get(op.other)
+    if not op.merge:
+        if into_root is not None:
+            root = into_root
+        else:
+            root, created = op.into, True
+            ctx.create(op.into, op.into_person_id, op.ts, op.ts_text)
+    else:
+        other_root = ctx.find(op.other)
+        if into_root is None and other_root is None:  # A3.3
+            root, created = op.into, True
+            person = ctx.create(op.into, op.into_person_id, op.ts, op.ts_text)
+            if ctx.config.max_ids < 2:
+                warnings.append(limit)
+            else:
+                ctx.join(op.other, root, person)
+                overrides = [(op.other, op.other_person_id, op.into_person_id)]
+                merged = True
+        elif into_root is not None and other_root is None:  # A3.4: other joins into's person
+            root = into_root
+            into_person = ctx.load(into_root)
+            if into_person.id_count >= ctx.config.max_ids:
+                warnings.append(limit)
+            else:
+                ctx.join(op.other, into_root, into_person)
+                overrides = [(op.other, op.other_person_id, into_person.person_id)]
+                merged = bump = True
+        elif into_root is None and other_root is not None:  # A3.4: into joins other's person
+            other_person = ctx.load(other_root)
+            if other_person.id_count >= ctx.config.max_ids:
+                warnings.append(limit)
+                root, created = op.into, True
+                ctx.create(op.into, op.into_person_id, op.ts, op.ts_text)
+            else:
+                root = other_root
+                ctx.join(op.into, other_root, other_person)
+                overrides = [(op.into, op.into_person_id, other_person.person_id)]
+                merged = bump = True
+        elif into_root is not None and other_root is not None and into_root == other_root:  # A3.5
+            root = into_root
+        elif into_root is not None and other_root is not None:  # A3.6
+            into_person = ctx.load(into_root)
+            other_person = ctx.load(other_root)
+            root = into_root
+            if other_person.identified and not op.dangerous:
+                warnings.append(protocol.WARNING_ALREADY_IDENTIFIED)
+            elif into_person.id_count + other_person.id_count > ctx.config.max_ids:
+                warnings.append(limit)
+            else:
+                overrides = []
+                root = _merge(ctx, into_root, into_person, other_root, other_person, overrides)
+                merged = remade = True
+    person = ctx.load(root)
+    if _moves(ctx, person, op):
+        _widen(ctx, root, person, op)
+    if op.merge and not person.identified:
+        person.identified = True
+        bump = True
+    fresh: list[bytes] = []
+    if into_root is None:
+        fresh.append(op.into)
+    if other_new and ctx.get(op.other):
+        fresh.append(op.other)
+    if fresh and ctx.collides(fresh):
+        warnings.append(protocol.WARNING_CASE_COLLISION)
+    # finish
+    changed = False
+    if op.props:
+        changed, refused = update(ctx, person, op)
+        if refused:
+            warnings.append(protocol.WARNING_PROPERTIES_SIZE)
+    moved = created or remade
+    if (bump or changed) and not created and not remade:
+        person.version += 1
+        moved = True
+    if changed or merged or created or bump or remade:
+        ctx.dirty.add(root)
+    return entry(
+        person.person_id,
+        _FULL,
+        person.created_at_text,
+        person.identified,
+        ctx.snapshot(person),
+        merged,
+        created,
+        warnings,
+        overrides,
+        person.version,
+        moved,
+    )
+
+
+def run(state: TenantState, call: Call) -> Outcome:
+    """The call's reply entries and writes (``write_back.lua``'s union-find part)."""
+    ctx = _Ctx(state, call.config, call.ops)
+    entries = [apply(ctx, op) for op in call.ops]
+    writes = Writes(folds=list(ctx.folds_out))
+    writes.members_deleted = set(ctx.dropped)
+    for root, ids in ctx.added.items():
+        if root in ctx.persons and ids:
+            writes.members_appended[root] = record_format.members_text(ids)
+            if root in ctx.fresh and root not in ctx.dropped:
+                writes.members_fresh.add(root)
+    for root in ctx.dirty:
+        text = ctx.encode(ctx.persons[root], root)
+        if text != ctx.values.get(root):
+            ctx.put(root, text)
+    for distinct_id in ctx.written:
+        value = ctx.values[distinct_id]
+        if value is not None:
+            writes.ids[distinct_id] = value
+    return Outcome(entries, writes)
