@@ -5,8 +5,9 @@ come in another order) and leave the same data: the same ids hash (parents byte 
 records with the same fields, properties and ids), members strings and case folds.
 
 The calls are the differential test's sequences (``test_differential.scenario``) without what
-the engine does not cover yet: the buffer, groups and receipts (the events' buffer payloads,
-groups and sources are dropped); deletions stay (``delete_person.lua`` runs between calls)."""
+the engine does not cover yet: the buffer and groups (the events' buffer payloads and groups
+are dropped); replays answered from receipts, forgotten receipts and deletions stay
+(``delete_person.lua`` runs between calls). The receipts each call keeps are compared too."""
 
 from __future__ import annotations
 
@@ -24,14 +25,15 @@ import redis
 from tests.integration.test_differential import (
     Batch,
     Delete,
+    Forget,
     SeededChoices,
     scenario,
 )
 from worker.identity import rules
 from worker.identity.config import IdentityConfig
-from worker.identity.model import EventKind, IdentityEvent, OrderingMode, PreparedOp
+from worker.identity.model import EventKind, GroupInput, IdentityEvent, OrderingMode, PreparedOp
 from worker.store import codec, engine, record_format
-from worker.store.keys import TenantKeys
+from worker.store.keys import TenantKeys, glob_escape
 from worker.store.lua_loader import load_library
 from worker.store.redis_store import RedisIdentityStore
 from worker.store.script_call import ScriptCall
@@ -72,6 +74,10 @@ class RedisState:
         value = cast(bytes | None, self._client.hget(self._keys.deleted, distinct_id))
         return value.split(b"|", 1)[1].decode() if value else None
 
+    def receipt(self, bucket: bytes, source: bytes) -> bytes | None:
+        key = self._keys.receipts_prefix.encode() + bucket
+        return cast(bytes | None, self._client.hget(key, source))
+
 
 def _semantic(field: bytes, value: bytes, tenant: bytes) -> object:
     """What a value of the ids hash means: a parent, or a record's fields and properties."""
@@ -107,6 +113,17 @@ def _json(text: bytes) -> Any:
     return json.loads(text)
 
 
+def _receipts(client: redis.Redis, keys: TenantKeys) -> dict[tuple[bytes, bytes], Any]:
+    """(bucket, source) -> the kept entry, as a JSON value (no buffer: no released ids)."""
+    prefix = keys.receipts_prefix.encode()
+    found: dict[tuple[bytes, bytes], Any] = {}
+    for key in client.scan_iter(match=glob_escape(keys.receipts_prefix) + "*", count=1000):
+        raw = cast(bytes, key)
+        for source, text in cast(dict[bytes, bytes], client.hgetall(raw)).items():
+            found[(raw[len(prefix) :], source)] = _json(text.split(b"\n", 1)[0])
+    return found
+
+
 class Pair:
     """One tenant's calls, each run by the engine, then by the script; compared."""
 
@@ -135,6 +152,7 @@ class Pair:
         ids_before = cast(dict[bytes, bytes], self.client.hgetall(keys.ids))
         members_before = _members(self.client, keys)
         folds_before = set(cast(dict[bytes, bytes], self.client.hgetall(keys.case_folds)))
+        receipts_before = _receipts(self.client, keys)
 
         outcome = engine.run(RedisState(self.client, keys), engine.parse_call(args))
 
@@ -163,6 +181,11 @@ class Pair:
         assert want_members == _members(self.client, keys), f"call {self.calls}: members"
         folds = set(cast(dict[bytes, bytes], self.client.hgetall(keys.case_folds)))
         assert folds_before | set(outcome.writes.folds) == folds, f"call {self.calls}: folds"
+        want_receipts = receipts_before
+        for bucket, receipts in outcome.writes.receipts.items():
+            for source, receipt in receipts:
+                want_receipts[(bucket, source)] = _json(receipt)
+        assert want_receipts == _receipts(self.client, keys), f"call {self.calls}: receipts"
 
 
 @pytest.fixture
@@ -180,13 +203,13 @@ def _check(client: redis.Redis, seed: int, ordering: OrderingMode, prefix: str) 
     for advance, action in generated.steps:
         now += advance
         if isinstance(action, Batch):
-            events = [
-                dataclasses.replace(e, groups=(), source=None, buffer_payload=None)
-                for e in action.events
-            ]
+            events = [dataclasses.replace(e, groups=(), buffer_payload=None) for e in action.events]
             pair.run(action.tenant, events, generated.chunk, now)
         elif isinstance(action, Delete):
             pair.store.delete_person(action.tenant, distinct_id=action.distinct_id)
+        elif isinstance(action, Forget):
+            pair.store.forget(action.tenant, action.sources)
+            pair.store.flush_forgotten()
     return pair.calls
 
 
@@ -305,10 +328,12 @@ def test_what_the_engine_does_not_cover_is_refused_before_anything_is_computed()
     )
     op = rules.prepare(event, config)
     assert isinstance(op, PreparedOp)
-    sourced = rules.prepare(dataclasses.replace(event, source="in/0/1"), config)
-    assert isinstance(sourced, PreparedOp)
-    with pytest.raises(engine.Unsupported, match="source"):
-        engine.parse_call(codec.encode_args([sourced], limits))
+    grouped = rules.prepare(
+        dataclasses.replace(event, groups=(GroupInput("company", "acme"),)), config
+    )
+    assert isinstance(grouped, PreparedOp)
+    with pytest.raises(engine.Unsupported, match="group"):
+        engine.parse_call(codec.encode_args([grouped], limits))
     buffered = codec.BufferPolicy(delay_ms=60_000, max_per_id=10, max_total=10, lease_ms=1)
     with pytest.raises(engine.Unsupported, match="buffer"):
         engine.parse_call(codec.encode_args([op], limits, buffer=buffered))

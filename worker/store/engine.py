@@ -11,11 +11,12 @@ side; ``tests/integration/test_engine.py`` runs both from the same data and requ
 entries and the same persons.
 
 What it covers: calls without the buffer (a buffer delay of 0), without group operations on a
-tenant that has no group type, whose ops have no source (no receipts), on records of formats 9
-and 7. Anything else raises ``Unsupported`` before anything is computed, so that the caller can
-send the call to the script instead. Records are written in format 9 (``record_format.py``); a
-snapshot's keys come in the order Python's dicts keep them (the script's in its tables' order:
-the same JSON object, other bytes).
+tenant that has no group type, on records of formats 9 and 7; receipts (an op with a source is
+answered from the receipt of an earlier call or op, else applied and its entry kept), unless a
+receipt lists buffered entries to release again. Anything else raises ``Unsupported`` before
+anything is computed, so that the caller can send the call to the script instead. Records are
+written in format 9 (``record_format.py``); a snapshot's keys come in the order Python's dicts
+keep them (the script's in its tables' order: the same JSON object, other bytes).
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ class TenantState(Protocol):
         """The person id a deleted id starts next (the deleted hash), or None."""
         ...
 
+    def receipt(self, bucket: bytes, source: bytes) -> bytes | None:
+        """The receipt kept for ``source`` in the receipt hash of ``bucket``, or None."""
+        ...
+
 
 @dataclass(slots=True)
 class Config:
@@ -99,6 +104,8 @@ class Op:
     ts_text: bytes
     ord: bytes
     props: list[tuple[bytes, bytes, bytes]]
+    source: bytes = b""
+    bucket: bytes = b""
 
 
 @dataclass(slots=True)
@@ -118,6 +125,8 @@ class Writes:
     members_appended: dict[bytes, bytes] = field(default_factory=dict)
     members_fresh: set[bytes] = field(default_factory=set)
     folds: list[bytes] = field(default_factory=list)
+    receipts: dict[bytes, list[tuple[bytes, bytes]]] = field(default_factory=dict)
+    """bucket -> (source, receipt text) in the order kept"""
 
 
 @dataclass(slots=True)
@@ -186,9 +195,6 @@ def _parse_op(args: Sequence[bytes], at: int, index: int) -> tuple[Op, int]:
         raise EngineError(f"ARGV: op {index} cut short")
     if args[pos] != b"0":
         raise Unsupported("group operations")
-    source = args[pos + 1]
-    if source != b"":
-        raise Unsupported("an op with a source (receipts)")
     op = Op(
         process=bool(flags & protocol.OpFlag.PROCESS_PERSON),
         dangerous=bool(flags & protocol.OpFlag.MERGE_DANGEROUSLY),
@@ -201,6 +207,8 @@ def _parse_op(args: Sequence[bytes], at: int, index: int) -> tuple[Op, int]:
         ts_text=ts_text,
         ord=order,
         props=props,
+        source=args[pos + 1],
+        bucket=args[pos + 2],
     )
     return op, pos + 3
 
@@ -249,6 +257,8 @@ class _Ctx:
         self.folds: dict[bytes, bool] = {}
         self.folds_out: list[bytes] = []
         self.deleted: dict[bytes, str | None] = {}
+        self.receipts_in: dict[tuple[bytes, bytes], bytes | None] = {}
+        self.receipts_out: dict[bytes, list[tuple[bytes, bytes]]] = {}
 
     # union_find.lua
 
@@ -865,11 +875,51 @@ def apply(ctx: _Ctx, op: Op) -> bytes:
     )
 
 
+# -- receipts.lua --------------------------------------------------------------------------------
+
+
+def _read_receipts(ctx: _Ctx) -> None:
+    """The receipt of every op with a source, read before anything is applied; one that also
+    lists buffered entries to release again is for the script (``Unsupported``)."""
+    for op in ctx.ops:
+        if op.source != b"" and (op.bucket, op.source) not in ctx.receipts_in:
+            text = ctx.state.receipt(op.bucket, op.source)
+            if text is not None and b"\n" in text and text.split(b"\n", 1)[1] not in (b"", b"[]"):
+                raise Unsupported("a receipt of released buffered entries")
+            ctx.receipts_in[(op.bucket, op.source)] = text
+
+
+def _answer(ctx: _Ctx, op: Op) -> bytes | None:
+    """``receipts.answer``: the entry kept for the op's source (by an earlier call, or by an
+    earlier op of this one), or None."""
+    if op.source == b"":
+        return None
+    text = ctx.receipts_in.get((op.bucket, op.source))
+    if text is None:
+        return None
+    return text.split(b"\n", 1)[0]
+
+
+def _keep(ctx: _Ctx, op: Op, entry_text: bytes) -> None:
+    """``receipts.keep`` (no buffer: the entry alone)."""
+    if op.source == b"":
+        return
+    ctx.receipts_out.setdefault(op.bucket, []).append((op.source, entry_text))
+    ctx.receipts_in[(op.bucket, op.source)] = entry_text
+
+
 def run(state: TenantState, call: Call) -> Outcome:
     """The call's reply entries and writes (``write_back.lua``'s union-find part)."""
     ctx = _Ctx(state, call.config, call.ops)
-    entries = [apply(ctx, op) for op in call.ops]
-    writes = Writes(folds=list(ctx.folds_out))
+    _read_receipts(ctx)
+    entries: list[bytes] = []
+    for op in call.ops:
+        answered = _answer(ctx, op)
+        if answered is None:
+            answered = apply(ctx, op)
+            _keep(ctx, op, answered)
+        entries.append(answered)
+    writes = Writes(folds=list(ctx.folds_out), receipts=ctx.receipts_out)
     writes.members_deleted = set(ctx.dropped)
     for root, ids in ctx.added.items():
         if root in ctx.persons and ids:
