@@ -8,7 +8,7 @@ import re
 import pytest
 import redis
 
-from tests.bench import store_primitives
+from tests.bench import engine_cost, store_primitives
 
 pytestmark = pytest.mark.integration
 
@@ -50,3 +50,20 @@ def test_store_primitives_times_the_worker_side_records(
     for row in timed:
         assert float(row.rsplit("|", 2)[1]) > 0, row
     assert list(client.scan_iter(match="sp-*", count=1000)) == []
+
+
+def test_engine_cost_compares_the_engine_with_the_script_and_leaves_nothing_behind(
+    client: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if int(str(client.info("server")["redis_version"]).split(".")[0]) < 7:
+        pytest.skip("the script calls Redis functions (Redis 7+)")
+    argv = ["--redis-url", redis_url, "--batches", "1", "--warmup", "1"]
+    assert engine_cost.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "every reply entry the same" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "µs" not in line]
+    assert len(rows) == 2, out  # the engine, the script
+    for row in rows:
+        assert float(row.rsplit("|", 2)[1]) > 0, row
+    assert list(client.scan_iter(match="ec-*", count=1000)) == []
+    assert list(client.scan_iter(match="lp-cap-*", count=1000)) == []

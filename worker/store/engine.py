@@ -35,6 +35,11 @@ _SET, _SET_ONCE, _UNSET, _SET_THEN_UNSET = (
     protocol.SET_THEN_UNSET.encode(),
 )
 _PARENT = ord("P")
+_PROCESS = int(protocol.OpFlag.PROCESS_PERSON)
+_DANGEROUS = int(protocol.OpFlag.MERGE_DANGEROUSLY)
+_MERGE = int(protocol.OpFlag.MERGE_WITH_OTHER)
+_BUFFERABLE = int(protocol.OpFlag.BUFFERABLE)
+_CODES = frozenset((_SET, _SET_ONCE, _UNSET, _SET_THEN_UNSET))
 _NONE: tuple[str, ...] = ()
 _HEADER_SIZE = 16
 
@@ -182,12 +187,12 @@ def _parse_op(args: Sequence[bytes], at: int, index: int) -> tuple[Op, int]:
         raise EngineError(f"ARGV: op {index}") from exc
     if not 0 <= flags <= protocol.MAX_FLAGS or nprops < 0:
         raise EngineError(f"ARGV: op {index}")
-    if flags & protocol.OpFlag.BUFFERABLE:
+    if flags & _BUFFERABLE:
         raise Unsupported("a bufferable op")
     props: list[tuple[bytes, bytes, bytes]] = []
     pos = at + 8
     for _ in range(nprops):
-        if pos + 2 >= len(args) or args[pos] not in (_SET, _SET_ONCE, _UNSET, _SET_THEN_UNSET):
+        if pos + 2 >= len(args) or args[pos] not in _CODES:
             raise EngineError(f"ARGV: a property operation of op {index}")
         props.append((args[pos], args[pos + 1], args[pos + 2]))
         pos += 3
@@ -196,9 +201,9 @@ def _parse_op(args: Sequence[bytes], at: int, index: int) -> tuple[Op, int]:
     if args[pos] != b"0":
         raise Unsupported("group operations")
     op = Op(
-        process=bool(flags & protocol.OpFlag.PROCESS_PERSON),
-        dangerous=bool(flags & protocol.OpFlag.MERGE_DANGEROUSLY),
-        merge=bool(flags & protocol.OpFlag.MERGE_WITH_OTHER) and other != into,
+        process=flags & _PROCESS != 0,
+        dangerous=flags & _DANGEROUS != 0,
+        merge=flags & _MERGE != 0 and other != into,
         into=into,
         into_person_id=args[at + 2].decode(),
         other=other,
@@ -257,6 +262,13 @@ class _Ctx:
         self.folds: dict[bytes, bool] = {}
         self.folds_out: list[bytes] = []
         self.deleted: dict[bytes, str | None] = {}
+        self.root_person_ids: dict[bytes, str] = {}
+        """the person id each id creates (``records.lua``'s root_person_id): the one the op
+        sent in ARGV for an id it names and that was never deleted, else computed"""
+        for op in ops:
+            self.root_person_ids[op.into] = op.into_person_id
+            if op.other:
+                self.root_person_ids[op.other] = op.other_person_id
         self.receipts_in: dict[tuple[bytes, bytes], bytes | None] = {}
         self.receipts_out: dict[bytes, list[tuple[bytes, bytes]]] = {}
 
@@ -347,13 +359,13 @@ class _Ctx:
         if value is None:
             raise EngineError(f"unreadable person record at {root!r}")
         try:
-            record = record_format.decode(value, root, self.state.tenant)
+            record = record_format.decode(value)
         except record_format.RecordError as exc:
             raise EngineError(f"unreadable person record at {root!r}") from exc
         if record.format == record_format.FORMAT_6:
             raise Unsupported("a format 6 record (migrated by the script)")
         person = Person(
-            person_id=record.person_id or "",
+            person_id=record.person_id or self.root_person_id(root),
             implicit_root=root if record.implicit else None,
             created_at=record.created_at,
             created_at_text=b"%d" % record.created_at,
@@ -418,9 +430,7 @@ class _Ctx:
         return person.snapshot
 
     def encode(self, person: Person, root: bytes) -> bytes:
-        implicit = person.implicit_root == root or person.person_id == record_format.person_uuid(
-            self.state.tenant, root
-        )
+        implicit = person.implicit_root == root or person.person_id == self.root_person_id(root)
         if implicit:
             person.implicit_root = root
         if person.properties_changed:
@@ -442,6 +452,13 @@ class _Ctx:
             others=b"" if person.spilled else record_format.members_text(person.others),
         )
         return record_format.encode(record)
+
+    def root_person_id(self, root: bytes) -> str:
+        person_id = self.root_person_ids.get(root)
+        if person_id is None or self.deleted.get(root):
+            person_id = record_format.person_uuid(self.state.tenant, root)
+            self.root_person_ids[root] = person_id
+        return person_id
 
     # case_fold.lua
 

@@ -13,7 +13,7 @@ and both are read (``float``, ``None``). Anything else is refused with ``ValueEr
 from __future__ import annotations
 
 import struct
-from typing import Final, TypeAlias
+from typing import Final, TypeAlias, cast
 
 Value: TypeAlias = bytes | int | float | list["Value"] | dict["Value", "Value"] | None
 
@@ -43,7 +43,17 @@ def unpack(data: bytes) -> list[Value]:
 
 
 def _pack_into(out: bytearray, value: Value) -> None:
-    if isinstance(value, bytes):
+    if type(value) is list:  # (a record's states: arrays of strings and integers)
+        _pack_length(out, len(value), 0x90, 0xDC, 0xDD)
+        for item in value:
+            kind = type(item)
+            if kind is int:
+                _pack_int(out, cast(int, item))
+            elif kind is bytes:
+                _pack_bytes(out, cast(bytes, item))
+            else:
+                _pack_into(out, item)
+    elif isinstance(value, bytes):
         _pack_bytes(out, value)
     elif isinstance(value, bool):
         raise ValueError("a boolean has no place in a record")

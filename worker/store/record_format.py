@@ -338,10 +338,13 @@ _ESCAPES: Final = {
 }
 
 
+_NEEDS_ESCAPE: Final = re.compile(rb'[\x00-\x1f"/\\\x7f]')
+
+
 def quote(text: bytes) -> bytes:
     """The JSON string of ``text`` as Redis's ``cjson.encode`` writes it: byte by byte, control
     bytes, ``"``, ``/``, ``\\`` and DEL escaped, every other byte as it is."""
-    if not any(byte in _ESCAPES for byte in text):
+    if _NEEDS_ESCAPE.search(text) is None:
         return b'"' + text + b'"'
     return b'"' + b"".join(_ESCAPES.get(byte, bytes((byte,))) for byte in text) + b'"'
 

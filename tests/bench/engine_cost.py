@@ -1,0 +1,177 @@
+"""The identity rules in the worker (``worker/store/engine.py``) beside the resolve script in
+Redis, on the same calls (a script, not a test).
+
+    .venv/bin/python -m tests.bench.engine_cost --redis-url redis://127.0.0.1:36400/0 \\
+        [--batches 20] [--warmup 10] [--chunk 64]
+
+For the compiled build: ``PYTHONPATH=.local/compiled:. .venv/bin/python -P -m
+tests.bench.engine_cost ...`` (``-P`` keeps the working directory's ``worker`` from shadowing
+the build's).
+
+Captures the store's calls for the drain mix (``lua_profile.capture``: batches of 500, chunks of
+``--chunk`` ops, a source per event as the worker's events have) and replays them on a
+throwaway prefix (deleted after): before each call the tenant's data is copied into memory
+(the ids hash, members strings, case folds, the receipt hashes the call names), then the script
+runs the call in Redis (timed: ``INFO commandstats``, Redis's time inside ``FCALL``). Then the
+engine runs every call, one after the other, each on the copy taken before it (timed: CPU of
+this process, ``time.process_time``, the ARGV parsed included; the copies are made first, so
+that their reading does not share the engine's time). The engine's reply entries must equal the
+script's (as JSON values) for every call, or the run reports no speed and exits 1. Prints µs per
+op of each, and their ratio. The process's garbage collector is tuned as the worker's
+(``worker/runtime.py``), and the copies are frozen out of its reach while the engine runs.
+
+What the engine's figure leaves out: reading the data it needs from Redis and the write of what
+it changed (``store_primitives``: about 2 µs of Redis per op, and the worker's side of those
+round trips), and a cache that would keep records decoded between calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from typing import cast
+
+import redis
+
+from tests.bench.bench_store import TENANT
+from tests.bench.common import run_header
+from tests.bench.lua_profile import Call, capture, mix_batches, with_sources
+from tests.bench.store_primitives import Usec
+from worker import build
+from worker.runtime import DEFAULT_GC_THRESHOLD, tune_gc
+from worker.store import engine
+from worker.store.keys import TenantKeys, glob_escape
+from worker.store.lua_loader import load_library
+from worker.store.script_call import ScriptCall
+
+
+class MemoryState:
+    """``engine.TenantState`` over a copy of the tenant's data read before a call."""
+
+    def __init__(self, client: redis.Redis, keys: TenantKeys, buckets: set[bytes]) -> None:
+        self.tenant = keys.tenant.encode("utf-8", "surrogatepass")
+        self.group_type_count = int(client.scard(keys.groups_prefix + "types"))
+        self._ids = cast(dict[bytes, bytes], client.hgetall(keys.ids))
+        prefix = keys.members_prefix.encode()
+        self._members = {
+            cast(bytes, k)[len(prefix) :]: cast(bytes, client.get(k))
+            for k in client.scan_iter(match=keys.members_pattern(), count=1000)
+        }
+        self._folds = set(cast(dict[bytes, bytes], client.hgetall(keys.case_folds)))
+        self._deleted = cast(dict[bytes, bytes], client.hgetall(keys.deleted))
+        receipts = keys.receipts_prefix.encode()
+        self._receipts = {
+            bucket: cast(dict[bytes, bytes], client.hgetall(receipts + bucket))
+            for bucket in buckets
+        }
+
+    def value(self, distinct_id: bytes) -> bytes | None:
+        return self._ids.get(distinct_id)
+
+    def members(self, root: bytes) -> bytes | None:
+        return self._members.get(root)
+
+    def in_fold(self, folded: bytes) -> bool:
+        return folded in self._folds
+
+    def deleted_person_id(self, distinct_id: bytes) -> str | None:
+        value = self._deleted.get(distinct_id)
+        return value.split(b"|", 1)[1].decode() if value else None
+
+    def receipt(self, bucket: bytes, source: bytes) -> bytes | None:
+        return self._receipts.get(bucket, {}).get(source)
+
+
+def measure(client: redis.Redis, calls: Sequence[Call], warmup: int) -> dict[str, float]:
+    """µs per op of the engine (CPU) and of the script (Redis), over the timed calls. Raises
+    ``RuntimeError`` when the engine answers a call otherwise than the script."""
+    library = load_library("resolve_batch.lua")
+    ScriptCall.fcall(library).load(client)
+    prefix = f"ec-{uuid.uuid4().hex[:8]}"
+    keys = TenantKeys(prefix, TENANT)
+    usec = Usec(client)
+    script_us = 0.0
+    ops_timed = 0
+    replayed: list[tuple[MemoryState, list[bytes], object]] = []
+    try:  # first the script, each call after a copy of what it starts from is taken
+        for index, (names, args) in enumerate(calls):
+            names = [k.replace(b"lp-old", prefix.encode(), 1) for k in names]
+            ops = engine.parse_call(args).ops
+            state = MemoryState(client, keys, {op.bucket for op in ops if op.source})
+            before = usec.read("fcall")
+            reply = client.fcall(library.function, len(names), *names, *args)
+            ran = usec.read("fcall") - before
+            replayed.append((state, args, json.loads(cast(bytes, reply))[0]))
+            if index >= warmup:
+                ops_timed += len(ops)
+                script_us += ran
+    finally:
+        left = list(client.scan_iter(match=glob_escape(prefix) + "*", count=5000))
+        for k in range(0, len(left), 5000):
+            client.unlink(*left[k : k + 5000])
+    # then the engine over the same calls from the same data, one call after the other (the
+    # copies and the script's answers moved out of the collector's reach, as the worker does
+    # with what its start-up made: worker/runtime.py)
+    gc.collect()
+    gc.freeze()
+    engine_us = 0.0
+    answers: list[list[bytes]] = []
+    for index, (state, args, _) in enumerate(replayed):
+        started = time.process_time()
+        outcome = engine.run(state, engine.parse_call(args))
+        spent = time.process_time() - started
+        answers.append(outcome.entries)
+        if index >= warmup:
+            engine_us += spent * 1e6
+    gc.unfreeze()
+    for index, ((_, _, want), entries) in enumerate(zip(replayed, answers, strict=True)):
+        if [json.loads(e) for e in entries] != want:
+            raise RuntimeError(f"call {index}: the engine answered otherwise than the script")
+    n = max(1, ops_timed)
+    return {"ops": float(ops_timed), "engine": engine_us / n, "script": script_us / n}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n", 1)[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--redis-url", required=True, help="a Redis 7+ (a throwaway prefix)")
+    parser.add_argument("--batches", type=int, default=20, help="timed batches of 500")
+    parser.add_argument("--warmup", type=int, default=10, help="batches of 500 run first")
+    parser.add_argument("--chunk", type=int, default=64, help="ops per call")
+    args = parser.parse_args(argv)
+    client = redis.Redis.from_url(args.redis_url)
+    mix = argparse.Namespace(
+        mix="drain", batches=args.batches, warmup=args.warmup, universe=None, seed=1
+    )
+    per_batch = capture(client, with_sources(mix_batches(mix)), args.chunk)
+    tune_gc(DEFAULT_GC_THRESHOLD)  # the worker's own settings (worker/runtime.py)
+    warm_calls = sum(len(b) for b in per_batch[: args.warmup])
+    try:
+        result = measure(client, [c for b in per_batch for c in b], warm_calls)
+    except (redis.RedisError, RuntimeError, engine.EngineError, engine.Unsupported) as exc:
+        print(f"no speed: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(run_header(client)))
+    print(
+        f"\n## The drain mix's calls, the rules in the worker and in Redis "
+        f"({int(result['ops']):,} timed ops, {args.batches} batches of 500 after {args.warmup}, "
+        f"chunk {args.chunk}; the worker: {build.describe()}; every reply entry the same)\n"
+    )
+    print("| where the rules run | µs per op |\n|---|---:|")
+    print(f"| the worker: `engine.run` (CPU of this process) | {result['engine']:.2f} |")
+    print(f"| Redis: the resolve script (`FCALL`, INFO commandstats) | {result['script']:.2f} |")
+    ratio = result["engine"] / result["script"] if result["script"] else float("nan")
+    print(f"\nThe engine's µs per op are {ratio:.2f} of the script's.")
+    client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
