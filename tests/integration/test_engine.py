@@ -5,9 +5,9 @@ come in another order) and leave the same data: the same ids hash (parents byte 
 records with the same fields, properties and ids), members strings and case folds.
 
 The calls are the differential test's sequences (``test_differential.scenario``) without what
-the engine does not cover yet: the buffer and groups (the events' buffer payloads and groups
-are dropped); replays answered from receipts, forgotten receipts and deletions stay
-(``delete_person.lua`` runs between calls). The receipts each call keeps are compared too."""
+the engine does not cover yet: the buffer (the events' buffer payloads are dropped); groups,
+replays answered from receipts, forgotten receipts and deletions stay (``delete_person.lua``
+runs between calls). The receipts and the group state each call leaves are compared too."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from tests.integration.test_differential import (
 )
 from worker.identity import rules
 from worker.identity.config import IdentityConfig
-from worker.identity.model import EventKind, GroupInput, IdentityEvent, OrderingMode, PreparedOp
-from worker.store import codec, engine, record_format
+from worker.identity.model import EventKind, IdentityEvent, OrderingMode, PreparedOp
+from worker.store import codec, engine, protocol, record_format
 from worker.store.keys import TenantKeys, glob_escape
 from worker.store.lua_loader import load_library
 from worker.store.redis_store import RedisIdentityStore
@@ -57,9 +57,16 @@ class RedisState:
     def tenant(self) -> bytes:
         return self._keys.tenant.encode("utf-8", "surrogatepass")
 
-    @property
-    def group_type_count(self) -> int:
-        return int(self._client.scard(self._keys.groups_prefix + "types"))
+    def group_types(self) -> set[bytes]:
+        return cast(set[bytes], self._client.smembers(self._keys.groups_prefix + "types"))
+
+    def group_record(self, field: bytes) -> bytes | None:
+        key = self._keys.groups_prefix + "records"
+        return cast(bytes | None, self._client.hget(key, field))
+
+    def group_members(self, person_id: bytes) -> bytes | None:
+        key = self._keys.groups_prefix + "members"
+        return cast(bytes | None, self._client.hget(key, person_id))
 
     def value(self, distinct_id: bytes) -> bytes | None:
         return cast(bytes | None, self._client.hget(self._keys.ids, distinct_id))
@@ -113,6 +120,21 @@ def _json(text: bytes) -> Any:
     return json.loads(text)
 
 
+def _groups(client: redis.Redis, keys: TenantKeys) -> tuple[Any, ...]:
+    """The tenant's group types, records and memberships (JSON values: an empty table of
+    cjson may be [] where Python writes {})."""
+
+    def values(name: str) -> dict[bytes, Any]:
+        raw = cast(dict[bytes, bytes], client.hgetall(keys.groups_prefix + name))
+        return {
+            field: {k: (v or {}) if k in ("m", "v") else v for k, v in _json(text).items()}
+            for field, text in raw.items()
+        }
+
+    types = cast(set[bytes], client.smembers(keys.groups_prefix + "types"))
+    return types, values("records"), values("members")
+
+
 def _receipts(client: redis.Redis, keys: TenantKeys) -> dict[tuple[bytes, bytes], Any]:
     """(bucket, source) -> the kept entry, as a JSON value (no buffer: no released ids)."""
     prefix = keys.receipts_prefix.encode()
@@ -153,6 +175,7 @@ class Pair:
         members_before = _members(self.client, keys)
         folds_before = set(cast(dict[bytes, bytes], self.client.hgetall(keys.case_folds)))
         receipts_before = _receipts(self.client, keys)
+        types_before, records_before, members_before_g = _groups(self.client, keys)
 
         outcome = engine.run(RedisState(self.client, keys), engine.parse_call(args))
 
@@ -186,6 +209,19 @@ class Pair:
             for source, receipt in receipts:
                 want_receipts[(bucket, source)] = _json(receipt)
         assert want_receipts == _receipts(self.client, keys), f"call {self.calls}: receipts"
+        writes = outcome.writes
+        want_groups = (
+            types_before | set(writes.group_types),
+            records_before | {f: _json(t) for f, t in writes.group_records.items()},
+            {
+                p: m
+                for p, m in (
+                    members_before_g | {p: _json(t) for p, t in writes.group_members.items()}
+                ).items()
+                if p not in writes.group_members_deleted
+            },
+        )
+        assert want_groups == _groups(self.client, keys), f"call {self.calls}: groups"
 
 
 @pytest.fixture
@@ -203,7 +239,7 @@ def _check(client: redis.Redis, seed: int, ordering: OrderingMode, prefix: str) 
     for advance, action in generated.steps:
         now += advance
         if isinstance(action, Batch):
-            events = [dataclasses.replace(e, groups=(), buffer_payload=None) for e in action.events]
+            events = [dataclasses.replace(e, buffer_payload=None) for e in action.events]
             pair.run(action.tenant, events, generated.chunk, now)
         elif isinstance(action, Delete):
             pair.store.delete_person(action.tenant, distinct_id=action.distinct_id)
@@ -328,12 +364,9 @@ def test_what_the_engine_does_not_cover_is_refused_before_anything_is_computed()
     )
     op = rules.prepare(event, config)
     assert isinstance(op, PreparedOp)
-    grouped = rules.prepare(
-        dataclasses.replace(event, groups=(GroupInput("company", "acme"),)), config
-    )
-    assert isinstance(grouped, PreparedOp)
-    with pytest.raises(engine.Unsupported, match="group"):
-        engine.parse_call(codec.encode_args([grouped], limits))
+    release = codec.encode_args([], limits, command=protocol.COMMAND_RELEASE)
+    with pytest.raises(engine.Unsupported, match="release"):
+        engine.parse_call(release)
     buffered = codec.BufferPolicy(delay_ms=60_000, max_per_id=10, max_total=10, lease_ms=1)
     with pytest.raises(engine.Unsupported, match="buffer"):
         engine.parse_call(codec.encode_args([op], limits, buffer=buffered))

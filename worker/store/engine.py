@@ -10,8 +10,8 @@ of ``write_back.lua``, module for module, with the same names, so the two can be
 side; ``tests/integration/test_engine.py`` runs both from the same data and requires the same
 entries and the same persons.
 
-What it covers: calls without the buffer (a buffer delay of 0), without group operations on a
-tenant that has no group type, on records of formats 9 and 7; receipts (an op with a source is
+What it covers: calls without the buffer (a buffer delay of 0), on records of formats 9 and 7;
+groups (types, group properties, memberships); receipts (an op with a source is
 answered from the receipt of an earlier call or op, else applied and its entry kept), unless a
 receipt lists buffered entries to release again. Anything else raises ``Unsupported`` before
 anything is computed, so that the caller can send the call to the script instead. Records are
@@ -21,6 +21,8 @@ keep them (the script's in its tables' order: the same JSON object, other bytes)
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -40,7 +42,6 @@ _DANGEROUS = int(protocol.OpFlag.MERGE_DANGEROUSLY)
 _MERGE = int(protocol.OpFlag.MERGE_WITH_OTHER)
 _BUFFERABLE = int(protocol.OpFlag.BUFFERABLE)
 _CODES = frozenset((_SET, _SET_ONCE, _UNSET, _SET_THEN_UNSET))
-_NONE: tuple[str, ...] = ()
 _HEADER_SIZE = 16
 
 
@@ -61,9 +62,16 @@ class TenantState(Protocol):
         """The raw tenant (an implicit record's person id is derived from it)."""
         ...
 
-    @property
-    def group_type_count(self) -> int:
-        """How many group types the tenant has."""
+    def group_types(self) -> set[bytes]:
+        """The tenant's group types (the set ``<g>types``)."""
+        ...
+
+    def group_record(self, field: bytes) -> bytes | None:
+        """A group's record (``<g>records``: type, a zero byte, key -> cjson)."""
+        ...
+
+    def group_members(self, person_id: bytes) -> bytes | None:
+        """A person's memberships (``<g>members``: person id -> cjson)."""
         ...
 
     def value(self, distinct_id: bytes) -> bytes | None:
@@ -111,6 +119,20 @@ class Op:
     props: list[tuple[bytes, bytes, bytes]]
     source: bytes = b""
     bucket: bytes = b""
+    groups: list[GroupOp] = field(default_factory=list)
+    max_group_types: int = 0
+
+
+@dataclass(slots=True)
+class GroupOp:
+    """One group of an op (``group_argv.lua``)."""
+
+    type: bytes
+    key: bytes
+    key_text: bytes
+    attach: bool
+    remember: bool
+    props: list[tuple[bytes, bytes, bytes]]
 
 
 @dataclass(slots=True)
@@ -132,6 +154,10 @@ class Writes:
     folds: list[bytes] = field(default_factory=list)
     receipts: dict[bytes, list[tuple[bytes, bytes]]] = field(default_factory=dict)
     """bucket -> (source, receipt text) in the order kept"""
+    group_types: list[bytes] = field(default_factory=list)
+    group_records: dict[bytes, bytes] = field(default_factory=dict)
+    group_members: dict[bytes, bytes] = field(default_factory=dict)
+    group_members_deleted: set[bytes] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -196,10 +222,9 @@ def _parse_op(args: Sequence[bytes], at: int, index: int) -> tuple[Op, int]:
             raise EngineError(f"ARGV: a property operation of op {index}")
         props.append((args[pos], args[pos + 1], args[pos + 2]))
         pos += 3
-    if pos + 2 >= len(args):
+    groups, max_types, pos = _parse_groups(args, pos, index)
+    if pos + 1 >= len(args):
         raise EngineError(f"ARGV: op {index} cut short")
-    if args[pos] != b"0":
-        raise Unsupported("group operations")
     op = Op(
         process=flags & _PROCESS != 0,
         dangerous=flags & _DANGEROUS != 0,
@@ -212,10 +237,39 @@ def _parse_op(args: Sequence[bytes], at: int, index: int) -> tuple[Op, int]:
         ts_text=ts_text,
         ord=order,
         props=props,
-        source=args[pos + 1],
-        bucket=args[pos + 2],
+        source=args[pos],
+        bucket=args[pos + 1],
+        groups=groups,
+        max_group_types=max_types,
     )
-    return op, pos + 3
+    return op, pos + 2
+
+
+def _parse_groups(args: Sequence[bytes], at: int, index: int) -> tuple[list[GroupOp], int, int]:
+    """``group_argv.parse``: the op's groups, the tenant's cap on types, the index after."""
+    try:
+        count = int(args[at])
+        at += 1
+        max_types = 0
+        if count > 0:
+            max_types = int(args[at])
+            at += 1
+        groups: list[GroupOp] = []
+        for _ in range(count):
+            flags, nprops = int(args[at + 3]), int(args[at + 4])
+            if not 0 <= flags <= 3 or nprops < 0:
+                raise ValueError(flags)
+            props = [
+                (args[at + 5 + 3 * k], args[at + 6 + 3 * k], args[at + 7 + 3 * k])
+                for k in range(nprops)
+            ]
+            groups.append(
+                GroupOp(args[at], args[at + 1], args[at + 2], flags & 1 == 1, flags >= 2, props)
+            )
+            at += 5 + 3 * nprops
+    except (IndexError, ValueError) as exc:
+        raise EngineError(f"ARGV: the groups of op {index}") from exc
+    return groups, max_types, at
 
 
 # -- persons (records.lua) ----------------------------------------------------------------------
@@ -247,8 +301,6 @@ class _Ctx:
     """One call's state (the script's ``ctx``)."""
 
     def __init__(self, state: TenantState, config: Config, ops: list[Op]) -> None:
-        if state.group_type_count:
-            raise Unsupported("a tenant with group types")
         self.state = state
         self.config = config
         self.ops = ops
@@ -271,6 +323,7 @@ class _Ctx:
                 self.root_person_ids[op.other] = op.other_person_id
         self.receipts_in: dict[tuple[bytes, bytes], bytes | None] = {}
         self.receipts_out: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self.groups = _Groups()
 
     # union_find.lua
 
@@ -526,30 +579,43 @@ def outranks(
 
 def update(ctx: _Ctx, person: Person, op: Op) -> tuple[bool, bool]:
     """``properties.update`` of a person record: (changed, refused for size)."""
+    return update_props(ctx, person, op.props, op.ord, ctx.config.max_bytes)
+
+
+def update_props(
+    ctx: _Ctx,
+    person: Person,
+    props: Sequence[tuple[bytes, bytes, bytes]],
+    order: bytes,
+    max_bytes: float,
+) -> tuple[bool, bool]:
+    """``properties.update`` of ``person`` (a person, a group or memberships: ``_pseudo``) with
+    ``props`` at the order key ``order``: (changed, refused for size)."""
     meta, vals = ctx.properties_of(person)
     changes: list[tuple[bytes, bytes | None, bytes | None]] = []
     size = person.properties_size
     timestamp_mode = ctx.config.timestamp_mode
-    for code, key, text in op.props:
+    ord_ = order
+    for code, key, text in props:
         current_meta, current_text = meta.get(key), vals.get(key)
         new_meta: bytes | None = None
         new_text: bytes | None = None
         if timestamp_mode:
-            new_meta = code + op.ord
+            new_meta = code + ord_
             if code != _UNSET:
                 new_text = text
             replace = current_meta is None or outranks(
                 new_meta, text, current_meta, current_text or b""
             )
         elif code == _SET:
-            new_meta, new_text = _SET + op.ord, text
+            new_meta, new_text = _SET + ord_, text
             replace = text != current_text
         elif code == _SET_ONCE:
-            new_meta, new_text = _SET + op.ord, text
+            new_meta, new_text = _SET + ord_, text
             replace = current_text is None
         elif code == _SET_THEN_UNSET:
             if current_text is None:
-                new_meta, new_text = _SET + op.ord, text
+                new_meta, new_text = _SET + ord_, text
             replace = True
         else:
             replace = current_text is not None
@@ -561,7 +627,7 @@ def update(ctx: _Ctx, person: Person, op: Op) -> tuple[bool, bool]:
                 size += len(key) + len(new_text)
     if not changes:
         return False, False
-    if size > ctx.config.max_bytes and size > person.properties_size:
+    if size > max_bytes and size > person.properties_size:
         return False, True
     for key, new_meta, new_text in changes:
         if new_meta is None:
@@ -630,8 +696,10 @@ def entry(
     overrides: Sequence[tuple[bytes, str, str]],
     version: int | None,
     changed: bool,
+    groups_text: bytes = b"{}",
+    changes_text: bytes = b"[]",
 ) -> bytes:
-    """``reply.entry`` of an op without groups."""
+    """``reply.entry``."""
     overrides_text = (
         b"["
         + b",".join(
@@ -665,9 +733,202 @@ def entry(
             b"%d" % version if version is not None else b"null",
             b",",
             b"true" if changed else b"false",
-            b",{},[]]",
+            b",",
+            groups_text,
+            b",",
+            changes_text,
+            b"]",
         )
     )
+
+
+# -- groups.lua ---------------------------------------------------------------------------------
+
+
+def _pseudo(meta: dict[bytes, bytes], vals: dict[bytes, bytes]) -> Person:
+    """A group's properties or a person's memberships, as properties.update takes them."""
+    return Person(
+        person_id="",
+        implicit_root=None,
+        created_at=0,
+        created_at_text=b"0",
+        last_seen=0,
+        identified=False,
+        version=0,
+        id_count=0,
+        spilled=False,
+        others=[],
+        stored_members=False,
+        snapshot=None,
+        props=b"",
+        meta=meta,
+        vals=vals,
+        properties_size=sum(len(k) + len(t) for k, t in vals.items()),
+    )
+
+
+def _b(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _decoded(raw: bytes | None) -> tuple[dict[bytes, bytes], dict[bytes, bytes], int]:
+    if raw is None:
+        return {}, {}, 0
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise EngineError("an unreadable group record") from exc
+    meta, vals = value.get("m"), value.get("v")
+    version = value.get("n")
+    return (
+        {_b(k): _b(v) for k, v in meta.items()} if isinstance(meta, dict) else {},
+        {_b(k): _b(v) for k, v in vals.items()} if isinstance(vals, dict) else {},
+        int(version) if isinstance(version, int | float) else 0,
+    )
+
+
+def _encoded(meta: dict[bytes, bytes], vals: dict[bytes, bytes], version: int | None) -> bytes:
+    def text(raw: bytes) -> str:
+        return raw.decode("utf-8", "surrogatepass")
+
+    value: dict[str, object] = {
+        "m": {text(k): text(v) for k, v in meta.items()},
+        "v": {text(k): text(v) for k, v in vals.items()},
+    }
+    if version is not None:
+        value["n"] = version
+    return _b(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+class _Groups:
+    """The call's group state (``groups.lua``'s)."""
+
+    def __init__(self) -> None:
+        self.types: set[bytes] | None = None
+        self.new_types: list[bytes] = []
+        self.records: dict[bytes, tuple[Person, list[int]]] = {}
+        """field -> (properties, [version])"""
+        self.dirty: set[bytes] = set()
+        self.members: dict[bytes, Person] = {}
+        self.members_dirty: set[bytes] = set()
+        self.members_dropped: set[bytes] = set()
+
+    def types_of(self, ctx: _Ctx) -> set[bytes]:
+        if self.types is None:
+            self.types = set(ctx.state.group_types())
+        return self.types
+
+    def record_of(self, ctx: _Ctx, field: bytes) -> tuple[Person, list[int]]:
+        found = self.records.get(field)
+        if found is None:
+            meta, vals, version = _decoded(ctx.state.group_record(field))
+            found = self.records[field] = (_pseudo(meta, vals), [version])
+        return found
+
+    def members_of(self, ctx: _Ctx, person_id: bytes) -> Person:
+        found = self.members.get(person_id)
+        if found is None:
+            meta, vals, _ = _decoded(ctx.state.group_members(person_id))
+            found = self.members[person_id] = _pseudo(meta, vals)
+        return found
+
+
+def apply_groups(ctx: _Ctx, op: Op, person: Person | None) -> tuple[bytes, bytes, list[str]]:
+    """``groups.apply``: the entry's groups and group changes texts, and warnings."""
+    g = ctx.groups
+    types = g.types_of(ctx)
+    if not op.groups and (person is None or not types):
+        return b"{}", b"[]", []
+    warnings: list[str] = []
+    kept: list[GroupOp] = []
+    for group in op.groups:
+        if group.type not in types:
+            if len(types) >= op.max_group_types:
+                warnings.append(protocol.WARNING_GROUP_TYPE_LIMIT)
+            else:
+                types.add(group.type)
+                g.new_types.append(group.type)
+                kept.append(group)
+        else:
+            kept.append(group)
+    changes: list[bytes] = []
+    for group in kept:
+        if group.props:
+            field = group.type + b"\0" + group.key
+            record, version = g.record_of(ctx, field)
+            changed, refused = update_props(ctx, record, group.props, op.ord, ctx.config.max_bytes)
+            if refused:
+                warnings.append(protocol.WARNING_GROUP_PROPERTIES_SIZE)
+            elif changed:
+                version[0] += 1
+                g.dirty.add(field)
+                changes.append(
+                    b"["
+                    + record_format.quote(group.type)
+                    + b","
+                    + group.key_text
+                    + b","
+                    + b"%d" % version[0]
+                    + b","
+                    + ctx.snapshot(record)
+                    + b"]"
+                )
+    keys: dict[bytes, bytes] = {}  # type -> key text
+    if person is not None and types:
+        person_id = _b(person.person_id)
+        m = g.members_of(ctx, person_id)
+        remembered = [(_SET, group.type, group.key_text) for group in kept if group.remember]
+        if remembered and update_props(ctx, m, remembered, op.ord, math.inf)[0]:
+            g.members_dirty.add(person_id)
+        _, member_vals = ctx.properties_of(m)
+        keys.update(member_vals)
+    for group in kept:
+        if group.attach:
+            keys[group.type] = group.key_text
+    parts: list[bytes] = []
+    for group_type, text in keys.items():
+        try:
+            key = json.loads(text)
+        except ValueError as exc:
+            raise EngineError("an unreadable group key") from exc
+        record, _ = g.record_of(ctx, group_type + b"\0" + _b(str(key)))
+        _, record_vals = ctx.properties_of(record)
+        props = ctx.snapshot(record) if record_vals else b"{}"
+        parts.append(record_format.quote(group_type) + b":[" + text + b"," + props + b"]")
+    return b"{" + b",".join(parts) + b"}", b"[" + b",".join(changes) + b"]", warnings
+
+
+def merge_groups(ctx: _Ctx, into: Person, other: Person) -> None:
+    """``groups.merge`` (A3.6): other's memberships joined into into's."""
+    g = ctx.groups
+    if not g.types_of(ctx):
+        return
+    into_id, other_id = _b(into.person_id), _b(other.person_id)
+    into_m = g.members_of(ctx, into_id)
+    other_m = g.members_of(ctx, other_id)
+    other_meta, _ = ctx.properties_of(other_m)
+    if not other_meta:
+        return
+    meta, vals, _ = join_properties(ctx, into_m, other_m)
+    g.members[into_id] = _pseudo(meta, vals)
+    g.members_dirty.add(into_id)
+    g.members[other_id] = _pseudo({}, {})
+    g.members_dirty.discard(other_id)
+    g.members_dropped.add(other_id)
+
+
+def _group_writes(ctx: _Ctx, writes: Writes) -> None:
+    """``groups.write``."""
+    g = ctx.groups
+    writes.group_types = list(g.new_types)
+    for name in g.dirty:
+        record, version = g.records[name]
+        meta, vals = ctx.properties_of(record)
+        writes.group_records[name] = _encoded(meta, vals, version[0])
+    writes.group_members_deleted = {p for p in g.members_dropped if p not in g.members_dirty}
+    for person_id in g.members_dirty:
+        meta, vals = ctx.properties_of(g.members[person_id])
+        writes.group_members[person_id] = _encoded(meta, vals, None)
 
 
 # -- rules.lua ----------------------------------------------------------------------------------
@@ -692,6 +953,7 @@ def _moves(ctx: _Ctx, person: Person, op: Op) -> bool:
 
 def _apply_personless(ctx: _Ctx, op: Op) -> bytes:
     root = ctx.find(op.into)
+    groups_text, changes_text, warnings = apply_groups(ctx, op, None)
     if root is not None:
         person = ctx.load(root)
         mode = (
@@ -707,13 +969,27 @@ def _apply_personless(ctx: _Ctx, op: Op) -> bytes:
             b"{}",
             False,
             False,
-            _NONE,
+            warnings,
             (),
             None,
             False,
+            groups_text,
+            changes_text,
         )
     return entry(
-        op.into_person_id, _PROPERTYLESS, None, False, b"{}", False, False, _NONE, (), None, False
+        op.into_person_id,
+        _PROPERTYLESS,
+        None,
+        False,
+        b"{}",
+        False,
+        False,
+        warnings,
+        (),
+        None,
+        False,
+        groups_text,
+        changes_text,
     )
 
 
@@ -738,6 +1014,7 @@ def _merge(
         big, small, big_person, small_person = other_root, into_root, other_person, into_person
         small_ids = ctx.members_of(into_root, into_person)
     ctx.union(big, small, small_ids, small_person, big_person)
+    merge_groups(ctx, into_person, other_person)
     meta, vals, size = join_properties(ctx, into_person, other_person)
     merged = Person(
         person_id=into_person.person_id,
@@ -771,7 +1048,7 @@ def _merge(
 
 
 def apply(ctx: _Ctx, op: Op) -> bytes:
-    """``rules.apply`` (no buffer, no groups): the op's reply entry."""
+    """``rules.apply`` (no buffer): the op's reply entry."""
     ctx.rederive(op)
     if not op.process:
         return _apply_personless(ctx, op)
@@ -781,6 +1058,7 @@ def apply(ctx: _Ctx, op: Op) -> bytes:
             person = ctx.load(known)
             if _moves(ctx, person, op):
                 _widen(ctx, known, person, op)
+            groups_text, changes_text, group_warnings = apply_groups(ctx, op, person)
             return entry(
                 person.person_id,
                 _FULL,
@@ -789,10 +1067,12 @@ def apply(ctx: _Ctx, op: Op) -> bytes:
                 ctx.snapshot(person),
                 False,
                 False,
-                _NONE,
+                group_warnings,
                 (),
                 person.version,
                 False,
+                groups_text,
+                changes_text,
             )
     warnings: list[str] = []
     overrides: list[tuple[bytes, str, str]] = []
@@ -877,6 +1157,7 @@ def apply(ctx: _Ctx, op: Op) -> bytes:
         moved = True
     if changed or merged or created or bump or remade:
         ctx.dirty.add(root)
+    groups_text, changes_text, group_warnings = apply_groups(ctx, op, person)
     return entry(
         person.person_id,
         _FULL,
@@ -885,10 +1166,12 @@ def apply(ctx: _Ctx, op: Op) -> bytes:
         ctx.snapshot(person),
         merged,
         created,
-        warnings,
+        warnings + group_warnings,
         overrides,
         person.version,
         moved,
+        groups_text,
+        changes_text,
     )
 
 
@@ -937,6 +1220,7 @@ def run(state: TenantState, call: Call) -> Outcome:
             _keep(ctx, op, answered)
         entries.append(answered)
     writes = Writes(folds=list(ctx.folds_out), receipts=ctx.receipts_out)
+    _group_writes(ctx, writes)
     writes.members_deleted = set(ctx.dropped)
     for root, ids in ctx.added.items():
         if root in ctx.persons and ids:
