@@ -11,7 +11,7 @@ the build's).
 Captures the store's calls for the drain mix (``lua_profile.capture``: batches of 500, chunks of
 ``--chunk`` ops, a source per event as the worker's events have) and replays them on a
 throwaway prefix (deleted after): before each call the tenant's data is copied into memory
-(the ids hash, members strings, case folds, the receipt hashes the call names), then the script
+(the ids hash, members strings, case folds, groups, the receipt hashes the call names), then the script
 runs the call in Redis (timed: ``INFO commandstats``, Redis's time inside ``FCALL``). Then the
 engine runs every call, one after the other, each on the copy taken before it (timed: CPU of
 this process, ``time.process_time``, the ARGV parsed included; the copies are made first, so
@@ -55,7 +55,13 @@ class MemoryState:
 
     def __init__(self, client: redis.Redis, keys: TenantKeys, buckets: set[bytes]) -> None:
         self.tenant = keys.tenant.encode("utf-8", "surrogatepass")
-        self.group_type_count = int(client.scard(keys.groups_prefix + "types"))
+        self._types = cast(set[bytes], client.smembers(keys.groups_prefix + "types"))
+        self._group_records = cast(
+            dict[bytes, bytes], client.hgetall(keys.groups_prefix + "records")
+        )
+        self._group_members = cast(
+            dict[bytes, bytes], client.hgetall(keys.groups_prefix + "members")
+        )
         self._ids = cast(dict[bytes, bytes], client.hgetall(keys.ids))
         prefix = keys.members_prefix.encode()
         self._members = {
@@ -69,6 +75,15 @@ class MemoryState:
             bucket: cast(dict[bytes, bytes], client.hgetall(receipts + bucket))
             for bucket in buckets
         }
+
+    def group_types(self) -> set[bytes]:
+        return set(self._types)
+
+    def group_record(self, field: bytes) -> bytes | None:
+        return self._group_records.get(field)
+
+    def group_members(self, person_id: bytes) -> bytes | None:
+        return self._group_members.get(person_id)
 
     def value(self, distinct_id: bytes) -> bytes | None:
         return self._ids.get(distinct_id)
