@@ -10,10 +10,10 @@ the build's).
 
 Captures the store's calls for the drain mix (``lua_profile.capture``: batches of 500, chunks of
 ``--chunk`` ops, a source per event as the worker's events have) and replays them on a
-throwaway prefix (deleted after): before each call the tenant's data is copied into memory
-(the ids hash, members strings, case folds, groups, the receipt hashes the call names), then the script
-runs the call in Redis (timed: ``INFO commandstats``, Redis's time inside ``FCALL``). Then the
-engine runs every call, one after the other, each on the copy taken before it (timed: CPU of
+throwaway prefix (deleted after): before each call the tenant's data is copied into memory (the
+ids hash, members strings, case folds, groups, the receipt hashes the call names), then the
+script runs the call in Redis (timed: ``INFO commandstats``, Redis's time inside ``FCALL``).
+Then the engine runs every call, one after the other, each on the copy taken before it (CPU of
 this process, ``time.process_time``, the ARGV parsed included; the copies are made first, so
 that their reading does not share the engine's time). The engine's reply entries must equal the
 script's (as JSON values) for every call, or the run reports no speed and exits 1. Prints µs per
