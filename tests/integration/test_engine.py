@@ -11,7 +11,6 @@ runs between calls). The receipts and the group state each call leaves are compa
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
@@ -23,9 +22,11 @@ import pytest
 import redis
 
 from tests.integration.test_differential import (
+    Ack,
     Batch,
     Delete,
     Forget,
+    ReleaseDue,
     SeededChoices,
     scenario,
 )
@@ -85,6 +86,33 @@ class RedisState:
         key = self._keys.receipts_prefix.encode() + bucket
         return cast(bytes | None, self._client.hget(key, source))
 
+    def has_queues(self) -> bool:
+        return bool(self._client.exists(self._keys.buffer_due))
+
+    def queue(self, distinct_id: bytes) -> list[bytes]:
+        key = self._keys.buffer_prefix.encode() + b"q:" + distinct_id
+        return cast(list[bytes], self._client.lrange(key, 0, -1))
+
+    def waiting_count(self) -> int:
+        return int(cast(bytes | None, self._client.get(self._keys.buffer_count)) or 0)
+
+    def buffered_entry(self, entry_id: bytes) -> bytes | None:
+        return cast(bytes | None, self._client.hget(self._keys.buffer_entries, entry_id))
+
+    def first_release(self, entry_id: bytes) -> bytes | None:
+        return cast(bytes | None, self._client.hget(self._keys.buffer_releases, entry_id))
+
+    def leased(self, entry_id: bytes) -> bool:
+        return self._client.zscore(self._keys.buffer_pending, entry_id) is not None
+
+    def expired_leases(self, now: int, limit: int) -> list[bytes]:
+        key = self._keys.buffer_pending
+        return cast(list[bytes], self._client.zrangebyscore(key, "-inf", now, 0, limit))
+
+    def due_ids(self, now: int, limit: int) -> list[bytes]:
+        key = self._keys.buffer_due
+        return cast(list[bytes], self._client.zrangebyscore(key, "-inf", now, 0, limit))
+
 
 def _semantic(field: bytes, value: bytes, tenant: bytes) -> object:
     """What a value of the ids hash means: a parent, or a record's fields and properties."""
@@ -120,6 +148,67 @@ def _json(text: bytes) -> Any:
     return json.loads(text)
 
 
+def _buffer(client: redis.Redis, keys: TenantKeys) -> dict[str, Any]:
+    """The tenant's buffer: queues, due times, entries (as JSON values), payloads, first
+    releases, leases, the waiting count."""
+    prefix = keys.buffer_prefix.encode()
+    queues = {
+        cast(bytes, k)[len(prefix) + 2 :]: cast(list[bytes], client.lrange(k, 0, -1))
+        for k in client.scan_iter(match=glob_escape(keys.buffer_prefix) + "q:*", count=1000)
+    }
+    entries = cast(dict[bytes, bytes], client.hgetall(keys.buffer_entries))
+    return {
+        "queues": queues,
+        "due": dict(
+            cast(list[tuple[bytes, float]], client.zrange(keys.buffer_due, 0, -1, withscores=True))
+        ),
+        "entries": {k: _json(v) for k, v in entries.items()},
+        "payloads": cast(dict[bytes, bytes], client.hgetall(keys.buffer_payloads)),
+        "releases": {
+            k: (v.split(b" ", 2)[:2], _json(v.split(b" ", 2)[2]))
+            for k, v in cast(dict[bytes, bytes], client.hgetall(keys.buffer_releases)).items()
+        },
+        "pending": dict(
+            cast(
+                list[tuple[bytes, float]],
+                client.zrange(keys.buffer_pending, 0, -1, withscores=True),
+            )
+        ),
+        "n": int(cast(bytes | None, client.get(keys.buffer_count)) or 0),
+    }
+
+
+def _expected_buffer(before: dict[str, Any], writes: engine.Writes) -> dict[str, Any]:
+    queues = {k: list(v) for k, v in before["queues"].items()}
+    due = dict(before["due"])
+    for distinct_id in writes.queues_cleared:
+        queues.pop(distinct_id, None)
+        due.pop(distinct_id, None)
+    for distinct_id, pushed in writes.queues_pushed.items():
+        queues.setdefault(distinct_id, []).extend(pushed)
+    for distinct_id, at in writes.due_added.items():
+        due[distinct_id] = float(at)
+    pending = dict(before["pending"])
+    for entry_id, deadline in writes.leases.items():
+        if deadline is None:
+            pending.pop(entry_id, None)
+        else:
+            pending[entry_id] = float(deadline)
+    releases = dict(before["releases"])
+    for entry_id, text in writes.releases.items():
+        parts = text.split(b" ", 2)
+        releases[entry_id] = (parts[:2], _json(parts[2]))
+    return {
+        "queues": queues,
+        "due": due,
+        "entries": before["entries"] | {k: _json(v[0]) for k, v in writes.entries.items()},
+        "payloads": before["payloads"] | {k: v[1] for k, v in writes.entries.items()},
+        "releases": releases,
+        "pending": pending,
+        "n": before["n"] + writes.waiting_delta,
+    }
+
+
 def _groups(client: redis.Redis, keys: TenantKeys) -> tuple[Any, ...]:
     """The tenant's group types, records and memberships (JSON values: an empty table of
     cjson may be [] where Python writes {})."""
@@ -135,55 +224,98 @@ def _groups(client: redis.Redis, keys: TenantKeys) -> tuple[Any, ...]:
     return types, values("records"), values("members")
 
 
+def _receipt(text: bytes) -> tuple[Any, Any]:
+    """A receipt: its entry and the entry ids it released, as JSON values."""
+    answered, _, ids = text.partition(b"\n")
+    return _json(answered), _json(ids) if ids else []
+
+
 def _receipts(client: redis.Redis, keys: TenantKeys) -> dict[tuple[bytes, bytes], Any]:
-    """(bucket, source) -> the kept entry, as a JSON value (no buffer: no released ids)."""
+    """(bucket, source) -> the kept entry and released ids (``_receipt``)."""
     prefix = keys.receipts_prefix.encode()
     found: dict[tuple[bytes, bytes], Any] = {}
     for key in client.scan_iter(match=glob_escape(keys.receipts_prefix) + "*", count=1000):
         raw = cast(bytes, key)
         for source, text in cast(dict[bytes, bytes], client.hgetall(raw)).items():
-            found[(raw[len(prefix) :], source)] = _json(text.split(b"\n", 1)[0])
+            found[(raw[len(prefix) :], source)] = _receipt(text)
     return found
 
 
 class Pair:
     """One tenant's calls, each run by the engine, then by the script; compared."""
 
-    def __init__(self, client: redis.Redis, config: IdentityConfig, prefix: str) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        config: IdentityConfig,
+        prefix: str,
+        buffer: codec.BufferPolicy = codec.NO_BUFFER,
+    ) -> None:
         self.client = client
         self.config = config
-        self.store = RedisIdentityStore(client, config, prefix=prefix)
+        self.buffer = buffer
+        self.unacknowledged: list[str] = []
+        self.store = RedisIdentityStore(client, config, prefix=prefix, buffer=buffer)
         self.library = load_library("resolve_batch.lua")
         ScriptCall.fcall(self.library).load(client)
         self.limits = codec.CallLimits.of(config, 0, 3_600_000)
         self.calls = 0
 
-    def run(self, tenant: str, events: list[IdentityEvent], chunk: int, now: int) -> None:
+    def run(
+        self,
+        tenant: str,
+        events: list[IdentityEvent],
+        chunk: int,
+        now: int,
+        buffered: bool = False,
+    ) -> None:
         ops = [
             op
             for op in (rules.prepare(event, self.config) for event in events)
             if isinstance(op, PreparedOp)
         ]
+        buffer = self.buffer if buffered else codec.NO_BUFFER
         for start in range(0, len(ops), chunk):
-            self.call(tenant, ops[start : start + chunk], now)
+            args = codec.encode_args(
+                ops[start : start + chunk], self.limits, now_ms=now, buffer=buffer
+            )
+            self.call(tenant, args, ops)
 
-    def call(self, tenant: str, ops: list[PreparedOp], now: int) -> None:
+    def release_due(self, tenant: str, now: int, limit: int) -> None:
+        args = codec.encode_args(
+            [],
+            self.limits,
+            now_ms=now,
+            buffer=self.buffer,
+            command=protocol.COMMAND_RELEASE,
+            release_limit=limit,
+        )
+        self.call(tenant, args, [])
+
+    def ack(self, tenant: str, count: int) -> None:
+        acked, self.unacknowledged = self.unacknowledged[:count], self.unacknowledged[count:]
+        self.store.ack(tenant, acked)
+
+    def call(self, tenant: str, args: list[bytes], ops: object) -> None:
         keys = self.store.keys(tenant)
         raw_tenant = keys.tenant.encode("utf-8", "surrogatepass")
-        args = codec.encode_args(ops, self.limits, now_ms=now)
         ids_before = cast(dict[bytes, bytes], self.client.hgetall(keys.ids))
         members_before = _members(self.client, keys)
         folds_before = set(cast(dict[bytes, bytes], self.client.hgetall(keys.case_folds)))
         receipts_before = _receipts(self.client, keys)
         types_before, records_before, members_before_g = _groups(self.client, keys)
+        buffer_before = _buffer(self.client, keys)
 
         outcome = engine.run(RedisState(self.client, keys), engine.parse_call(args))
 
         names = [name.encode() for name in keys.script_keys(uuid.uuid4().hex, None)]
         reply = self.client.fcall(self.library.function, len(names), *names, *args)
         self.calls += 1
-        got_entries = _json(cast(bytes, reply))[0]
+        got_entries, got_released, next_due = _json(cast(bytes, reply))
         assert [_json(e) for e in outcome.entries] == got_entries, f"call {self.calls}: {ops}"
+        assert [_json(e) for e in outcome.released] == got_released, f"call {self.calls}"
+        assert (next_due is not False) == outcome.buffer_touched, f"call {self.calls}"
+        self.unacknowledged += [released[-1] for released in got_released]
 
         want_ids = ids_before | outcome.writes.ids
         got_ids = cast(dict[bytes, bytes], self.client.hgetall(keys.ids))
@@ -207,7 +339,7 @@ class Pair:
         want_receipts = receipts_before
         for bucket, receipts in outcome.writes.receipts.items():
             for source, receipt in receipts:
-                want_receipts[(bucket, source)] = _json(receipt)
+                want_receipts[(bucket, source)] = _receipt(receipt)
         assert want_receipts == _receipts(self.client, keys), f"call {self.calls}: receipts"
         writes = outcome.writes
         want_groups = (
@@ -222,6 +354,8 @@ class Pair:
             },
         )
         assert want_groups == _groups(self.client, keys), f"call {self.calls}: groups"
+        want_buffer = _expected_buffer(buffer_before, writes)
+        assert want_buffer == _buffer(self.client, keys), f"call {self.calls}: buffer"
 
 
 @pytest.fixture
@@ -232,33 +366,47 @@ def unique_prefix(client: redis.Redis) -> Iterator[str]:
         client.unlink(key)
 
 
-def _check(client: redis.Redis, seed: int, ordering: OrderingMode, prefix: str) -> int:
-    generated = scenario(SeededChoices(random.Random(seed)), ordering, False)
-    pair = Pair(client, generated.config, f"{prefix}-{seed}")
+def _check(
+    client: redis.Redis, seed: int, ordering: OrderingMode, buffered: bool, prefix: str
+) -> int:
+    generated = scenario(SeededChoices(random.Random(seed)), ordering, buffered)
+    pairs: dict[str, Pair] = {}
+
+    def pair(tenant: str) -> Pair:
+        if tenant not in pairs:  # (one store serves every tenant; a pair per tenant's acks)
+            pairs[tenant] = Pair(client, generated.config, f"{prefix}-{seed}", generated.buffer)
+        return pairs[tenant]
+
     now = T0
     for advance, action in generated.steps:
         now += advance
         if isinstance(action, Batch):
-            events = [dataclasses.replace(e, buffer_payload=None) for e in action.events]
-            pair.run(action.tenant, events, generated.chunk, now)
+            pair(action.tenant).run(
+                action.tenant, action.events, generated.chunk, now, action.buffered
+            )
         elif isinstance(action, Delete):
-            pair.store.delete_person(action.tenant, distinct_id=action.distinct_id)
+            pair(action.tenant).store.delete_person(action.tenant, distinct_id=action.distinct_id)
         elif isinstance(action, Forget):
-            pair.store.forget(action.tenant, action.sources)
-            pair.store.flush_forgotten()
-    return pair.calls
+            pair(action.tenant).store.forget(action.tenant, action.sources)
+            pair(action.tenant).store.flush_forgotten()
+        elif isinstance(action, ReleaseDue):
+            pair(action.tenant).release_due(action.tenant, now, action.limit)
+        elif isinstance(action, Ack):
+            pair(action.tenant).ack(action.tenant, action.count)
+    return sum(p.calls for p in pairs.values())
 
 
+@pytest.mark.parametrize("buffered", [False, True], ids=["buffer-off", "buffer-on"])
 @pytest.mark.parametrize("ordering", list(OrderingMode))
 def test_the_engine_answers_and_writes_as_the_script_does(
-    client: redis.Redis, unique_prefix: str, ordering: OrderingMode
+    client: redis.Redis, unique_prefix: str, ordering: OrderingMode, buffered: bool
 ) -> None:
     calls = 0
     for seed in range(SEQUENCES):
         try:
-            calls += _check(client, seed, ordering, unique_prefix)
+            calls += _check(client, seed, ordering, buffered, unique_prefix)
         except AssertionError as exc:
-            raise AssertionError(f"seed {seed}, {ordering}") from exc
+            raise AssertionError(f"seed {seed}, {ordering}, buffered {buffered}") from exc
     assert calls > SEQUENCES  # every sequence made calls
 
 
@@ -352,23 +500,45 @@ def test_a_find_over_three_hops_compresses_the_path_as_the_script_does(
     assert client.hget(ids, "b0") == b"Pc0"
 
 
-def test_what_the_engine_does_not_cover_is_refused_before_anything_is_computed() -> None:
+class _Format6State(RedisState):
+    """A tenant whose one id holds a format 6 record (a release before format 7)."""
+
+    def __init__(self) -> None:
+        pass
+
+    @property
+    def tenant(self) -> bytes:
+        return b"t"
+
+    def value(self, distinct_id: bytes) -> bytes | None:
+        return b"Rp-1|1|1|0|0|1|2|2|{}{}{}" if distinct_id == b"old" else None
+
+    def receipt(self, bucket: bytes, source: bytes) -> bytes | None:
+        return None
+
+    def group_types(self) -> set[bytes]:
+        return set()
+
+    def deleted_person_id(self, distinct_id: bytes) -> str | None:
+        return None
+
+
+def test_a_format_6_record_and_malformed_argv_are_refused() -> None:
     config = IdentityConfig()
     limits = codec.CallLimits.of(config, 0, 3_600_000)
     event = IdentityEvent(
         tenant="t",
         kind=EventKind.TRACK,
-        distinct_id="a",
+        distinct_id="old",
         uuid="00000000-0000-0000-0000-000000000001",
         timestamp_ms=T0,
     )
     op = rules.prepare(event, config)
     assert isinstance(op, PreparedOp)
-    release = codec.encode_args([], limits, command=protocol.COMMAND_RELEASE)
-    with pytest.raises(engine.Unsupported, match="release"):
-        engine.parse_call(release)
-    buffered = codec.BufferPolicy(delay_ms=60_000, max_per_id=10, max_total=10, lease_ms=1)
-    with pytest.raises(engine.Unsupported, match="buffer"):
-        engine.parse_call(codec.encode_args([op], limits, buffer=buffered))
+    args = codec.encode_args([op], limits)
+    with pytest.raises(engine.Unsupported, match="format 6"):
+        engine.run(_Format6State(), engine.parse_call(args))
     with pytest.raises(engine.EngineError, match="format version"):
-        engine.parse_call([b"1", *codec.encode_args([op], limits)[1:]])
+        engine.parse_call([b"1", *args[1:]])
+    with pytest.raises(engine.EngineError, match="op 1"):
+        engine.parse_call(args[:-3])

@@ -10,11 +10,13 @@ of ``write_back.lua``, module for module, with the same names, so the two can be
 side; ``tests/integration/test_engine.py`` runs both from the same data and requires the same
 entries and the same persons.
 
-What it covers: calls without the buffer (a buffer delay of 0), on records of formats 9 and 7;
-groups (types, group properties, memberships); receipts (an op with a source is
-answered from the receipt of an earlier call or op, else applied and its entry kept), unless a
-receipt lists buffered entries to release again. Anything else raises ``Unsupported`` before
-anything is computed, so that the caller can send the call to the script instead. Records are
+What it covers: both commands (resolve, release), the buffer (queues, overflow, releases in
+either ordering mode, leases and redeliveries), groups (types, group properties, memberships),
+receipts (an op with a source is answered from the receipt of an earlier call or op, the
+entries it released that are still leased returned again), deletions and case folds, on records
+of formats 9 and 7. A format 6 record (a release older than format 7) raises ``Unsupported``:
+the script migrates it. The reply's next due time is read after the writes (``write_back.lua``):
+``Outcome.buffer_touched`` says whether the reply reports it; the writer computes it. Records are
 written in format 9 (``record_format.py``); a snapshot's keys come in the order Python's dicts
 keep them (the script's in its tables' order: the same JSON object, other bytes).
 """
@@ -94,6 +96,38 @@ class TenantState(Protocol):
         """The receipt kept for ``source`` in the receipt hash of ``bucket``, or None."""
         ...
 
+    def has_queues(self) -> bool:
+        """Whether the buffer's due set exists (some id has a queue)."""
+        ...
+
+    def queue(self, distinct_id: bytes) -> list[bytes]:
+        """The entry ids waiting for ``distinct_id``, oldest first (``buf:q:<id>``)."""
+        ...
+
+    def waiting_count(self) -> int:
+        """The tenant's number of waiting entries (``buf:n``)."""
+        ...
+
+    def buffered_entry(self, entry_id: bytes) -> bytes | None:
+        """A buffered entry (``buf:e``): its ingestion time and op fields, as cjson."""
+        ...
+
+    def first_release(self, entry_id: bytes) -> bytes | None:
+        """An entry's first release (``buf:r``): reason, time, reply entry."""
+        ...
+
+    def leased(self, entry_id: bytes) -> bool:
+        """Whether an entry is leased (``buf:pending``)."""
+        ...
+
+    def expired_leases(self, now: int, limit: int) -> list[bytes]:
+        """Up to ``limit`` entry ids whose lease ended by ``now``, earliest first."""
+        ...
+
+    def due_ids(self, now: int, limit: int) -> list[bytes]:
+        """Up to ``limit`` ids whose queue is due by ``now``, earliest first."""
+        ...
+
 
 @dataclass(slots=True)
 class Config:
@@ -102,6 +136,15 @@ class Config:
     max_bytes: int
     force_upgrade_ms: int
     last_seen_ms: int
+    now: int = 0
+    now_text: bytes = b"0"
+    buffer_delay_ms: int = 0
+    buffer_max_per_id: int = 0
+    buffer_max_total: int = 0
+    lease_ms: int = 0
+    release: bool = False
+    """the release command (else resolve)"""
+    release_limit: int = 0
 
 
 @dataclass(slots=True)
@@ -121,6 +164,14 @@ class Op:
     bucket: bytes = b""
     groups: list[GroupOp] = field(default_factory=list)
     max_group_types: int = 0
+    buffer: bool = False
+    """bufferable (then the three fields below)"""
+    fields: list[bytes] = field(default_factory=list)
+    """what a buffered entry keeps of the op: its ARGV from its flags (less the bufferable bit)
+    to the end of its group section"""
+    ingested: bytes = b""
+    payload: bytes = b""
+    entry_id: bytes = b""
 
 
 @dataclass(slots=True)
@@ -158,12 +209,30 @@ class Writes:
     group_records: dict[bytes, bytes] = field(default_factory=dict)
     group_members: dict[bytes, bytes] = field(default_factory=dict)
     group_members_deleted: set[bytes] = field(default_factory=set)
+    queues_cleared: list[bytes] = field(default_factory=list)
+    """ids whose queue was released (key deleted, removed from the due set), before pushes"""
+    queues_pushed: dict[bytes, list[bytes]] = field(default_factory=dict)
+    """id -> the entry ids appended to its queue"""
+    due_added: dict[bytes, int] = field(default_factory=dict)
+    """id -> due time, for a queue this call started"""
+    entries: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
+    """entry id -> (the entry, its payload)"""
+    releases: dict[bytes, bytes] = field(default_factory=dict)
+    """entry id -> its first release (reason, time, reply entry)"""
+    leases: dict[bytes, int | None] = field(default_factory=dict)
+    """entry id -> lease deadline (None: the lease is dropped)"""
+    waiting_delta: int = 0
 
 
 @dataclass(slots=True)
 class Outcome:
     entries: list[bytes]
     writes: Writes
+    released: list[bytes] = field(default_factory=list)
+    """the released entries of the reply (``reply.released`` texts), in release order"""
+    buffer_touched: bool = False
+    """whether the reply reports the tenant's next due time (computed after the writes, from
+    Redis: the writer's to add)"""
 
 
 # -- ARGV (argv.lua) ----------------------------------------------------------------------------
@@ -175,24 +244,33 @@ def parse_call(args: Sequence[bytes]) -> Call:
         raise EngineError("ARGV: header")
     if args[0].decode() != protocol.FORMAT_VERSION:
         raise EngineError(f"ARGV: format version {args[0]!r}")
-    if args[11] != protocol.COMMAND_RESOLVE.encode():
-        raise Unsupported("a release call")
+    command = args[11].decode()
     try:
         mode = args[1].decode()
         max_ids, max_bytes, force_upgrade = int(args[2]), int(args[3]), int(args[4])
-        buffer_delay, op_count, last_seen = int(args[7]), int(args[14]), int(args[15])
+        now, buffer_delay, per_id = int(args[6]), int(args[7]), int(args[8])
+        total, lease, release_limit = int(args[9]), int(args[10]), int(args[12])
+        op_count, last_seen = int(args[14]), int(args[15])
     except ValueError as exc:
         raise EngineError("ARGV: header") from exc
     if mode not in protocol.ORDERING_MODES.values():
         raise EngineError(f"ARGV: ordering mode {mode!r}")
-    if buffer_delay > 0:
-        raise Unsupported("the buffer")
+    if command not in protocol.COMMANDS.values():
+        raise EngineError(f"ARGV: command {command!r}")
     config = Config(
         mode == protocol.ORDERING_MODES["timestamp"],
         max_ids,
         max_bytes,
         force_upgrade,
         max(1, last_seen),
+        now,
+        args[6],
+        buffer_delay,
+        per_id,
+        total,
+        lease,
+        command == protocol.COMMAND_RELEASE,
+        release_limit,
     )
     ops: list[Op] = []
     at = _HEADER_SIZE
@@ -204,7 +282,9 @@ def parse_call(args: Sequence[bytes]) -> Call:
     return Call(config, ops)
 
 
-def _parse_op(args: Sequence[bytes], at: int, index: int) -> tuple[Op, int]:
+def _parse_op(args: Sequence[bytes], at: int, index: int, stored: bool = False) -> tuple[Op, int]:
+    """``argv.parse_op``: the op at ``at``; ``stored``, the fields a buffered entry kept (no
+    source)."""
     try:
         flags, nprops = int(args[at]), int(args[at + 7])
         into, other, ts_text, order = args[at + 1], args[at + 3], args[at + 5], args[at + 6]
@@ -213,8 +293,6 @@ def _parse_op(args: Sequence[bytes], at: int, index: int) -> tuple[Op, int]:
         raise EngineError(f"ARGV: op {index}") from exc
     if not 0 <= flags <= protocol.MAX_FLAGS or nprops < 0:
         raise EngineError(f"ARGV: op {index}")
-    if flags & _BUFFERABLE:
-        raise Unsupported("a bufferable op")
     props: list[tuple[bytes, bytes, bytes]] = []
     pos = at + 8
     for _ in range(nprops):
@@ -223,8 +301,13 @@ def _parse_op(args: Sequence[bytes], at: int, index: int) -> tuple[Op, int]:
         props.append((args[pos], args[pos + 1], args[pos + 2]))
         pos += 3
     groups, max_types, pos = _parse_groups(args, pos, index)
-    if pos + 1 >= len(args):
-        raise EngineError(f"ARGV: op {index} cut short")
+    props_end = pos
+    source = bucket = b""
+    if not stored:
+        if pos + 1 >= len(args):
+            raise EngineError(f"ARGV: op {index} cut short")
+        source, bucket = args[pos], args[pos + 1]
+        pos += 2
     op = Op(
         process=flags & _PROCESS != 0,
         dangerous=flags & _DANGEROUS != 0,
@@ -237,12 +320,21 @@ def _parse_op(args: Sequence[bytes], at: int, index: int) -> tuple[Op, int]:
         ts_text=ts_text,
         ord=order,
         props=props,
-        source=args[pos],
-        bucket=args[pos + 1],
+        source=source,
+        bucket=bucket,
         groups=groups,
         max_group_types=max_types,
     )
-    return op, pos + 2
+    if flags & _BUFFERABLE:
+        if pos + 2 >= len(args):
+            raise EngineError(f"ARGV: the buffer fields of op {index}")
+        op.buffer = True
+        op.fields = [b"%d" % (flags - _BUFFERABLE), *args[at + 1 : props_end]]
+        op.ingested, op.payload, op.entry_id = args[pos], args[pos + 1], args[pos + 2]
+        if not op.ingested.lstrip(b"-").isdigit():
+            raise EngineError(f"ARGV: the buffer fields of op {index}")
+        pos += 3
+    return op, pos
 
 
 def _parse_groups(args: Sequence[bytes], at: int, index: int) -> tuple[list[GroupOp], int, int]:
@@ -324,6 +416,17 @@ class _Ctx:
         self.receipts_in: dict[tuple[bytes, bytes], bytes | None] = {}
         self.receipts_out: dict[bytes, list[tuple[bytes, bytes]]] = {}
         self.groups = _Groups()
+        # buffer.lua
+        self.queues: dict[bytes, _Queue] = {}
+        self.entries_out: dict[bytes, tuple[bytes, bytes]] = {}
+        self.pending_out: dict[bytes, int | None] = {}
+        self.released: list[bytes] = []
+        self.released_ids: list[bytes] = []
+        self.release_out: dict[bytes, bytes] = {}
+        self.buffer_touched = False
+        self.waiting_delta = 0
+        self.waiting_stored: int | None = None
+        self.any_queue: bool | None = None
 
     # union_find.lua
 
@@ -951,9 +1054,10 @@ def _moves(ctx: _Ctx, person: Person, op: Op) -> bool:
     return op.ts < person.created_at or ctx.seen_at(op.ts) > person.last_seen
 
 
-def _apply_personless(ctx: _Ctx, op: Op) -> bytes:
+def _apply_personless(ctx: _Ctx, op: Op, warning: str | None) -> bytes:
     root = ctx.find(op.into)
-    groups_text, changes_text, warnings = apply_groups(ctx, op, None)
+    groups_text, changes_text, group_warnings = apply_groups(ctx, op, None)
+    warnings = ([warning] if warning else []) + group_warnings
     if root is not None:
         person = ctx.load(root)
         mode = (
@@ -1047,11 +1151,26 @@ def _merge(
     return big
 
 
-def apply(ctx: _Ctx, op: Op) -> bytes:
-    """``rules.apply`` (no buffer): the op's reply entry."""
+@dataclass(slots=True)
+class _Part:
+    """``rules.structure``'s part: the op without its property operations."""
+
+    root: bytes
+    warnings: list[str]
+    overrides: list[tuple[bytes, str, str]]
+    merged: bool
+    created: bool
+    remade: bool
+    bump: bool
+    moved: bool
+    settled: bool = False
+
+
+def apply(ctx: _Ctx, op: Op, warning: str | None = None) -> bytes:
+    """``rules.apply``: the op's reply entry; ``warning`` (or None) first in its warnings."""
     ctx.rederive(op)
     if not op.process:
-        return _apply_personless(ctx, op)
+        return _apply_personless(ctx, op, warning)
     if not op.merge and not op.props:
         known = ctx.find(op.into)
         if known is not None:  # the common event: a plain track of a known id
@@ -1067,14 +1186,21 @@ def apply(ctx: _Ctx, op: Op) -> bytes:
                 ctx.snapshot(person),
                 False,
                 False,
-                group_warnings,
+                ([warning] if warning else []) + group_warnings,
                 (),
                 person.version,
                 False,
                 groups_text,
                 changes_text,
             )
-    warnings: list[str] = []
+    return finish(ctx, op, structure(ctx, op, warning))
+
+
+def structure(ctx: _Ctx, op: Op, warning: str | None) -> _Part:
+    """``rules.structure``: the op without its property operations, its version bump still
+    pending."""
+    ctx.rederive(op)
+    warnings: list[str] = [warning] if warning else []
     overrides: list[tuple[bytes, str, str]] = []
     merged = created = remade = bump = False
     limit = protocol.WARNING_MERGE_LIMIT
@@ -1145,17 +1271,43 @@ def apply(ctx: _Ctx, op: Op) -> bytes:
         fresh.append(op.other)
     if fresh and ctx.collides(fresh):
         warnings.append(protocol.WARNING_CASE_COLLISION)
-    # finish
+    return _Part(root, warnings, overrides, merged, created, remade, bump, created or remade)
+
+
+def settle(ctx: _Ctx, part: _Part) -> None:
+    """``rules.settle``: the pending bump applied now (a release comes between the op's
+    structure and its property operations: docs/BUFFER.md, "arrival order")."""
+    if part.bump and not part.created and not part.remade:
+        ctx.load(part.root).version += 1
+        part.moved = True
+    part.settled = True
+
+
+def finish(ctx: _Ctx, op: Op, part: _Part) -> bytes:
+    """``rules.finish``: the op's property and group operations, on the person that holds
+    ``op.into`` now; its reply entry."""
+    root = part.root
+    if part.settled:
+        found = ctx.find(op.into)
+        if found is None:
+            raise EngineError(f"no person holds {op.into!r} after its structure")
+        root = found
+    person = ctx.load(root)
+    warnings = part.warnings
     changed = False
     if op.props:
         changed, refused = update(ctx, person, op)
         if refused:
             warnings.append(protocol.WARNING_PROPERTIES_SIZE)
-    moved = created or remade
-    if (bump or changed) and not created and not remade:
+    moved = part.moved
+    if part.settled:
+        if changed:
+            person.version += 1
+            moved = True
+    elif (part.bump or changed) and not part.created and not part.remade:
         person.version += 1
         moved = True
-    if changed or merged or created or bump or remade:
+    if changed or part.settled or part.merged or part.created or part.bump or part.remade:
         ctx.dirty.add(root)
     groups_text, changes_text, group_warnings = apply_groups(ctx, op, person)
     return entry(
@@ -1164,10 +1316,10 @@ def apply(ctx: _Ctx, op: Op) -> bytes:
         person.created_at_text,
         person.identified,
         ctx.snapshot(person),
-        merged,
-        created,
+        part.merged,
+        part.created,
         warnings + group_warnings,
-        overrides,
+        part.overrides,
         person.version,
         moved,
         groups_text,
@@ -1175,52 +1327,318 @@ def apply(ctx: _Ctx, op: Op) -> bytes:
     )
 
 
+# -- buffer.lua ---------------------------------------------------------------------------------
+
+_REASON_MERGE = protocol.RELEASE_REASONS["merge"]
+_REASON_TIMEOUT = protocol.RELEASE_REASONS["timeout"]
+_REASON_OVERFLOW = protocol.RELEASE_REASONS["overflow"]
+_REASON_REDELIVERY = protocol.RELEASE_REASONS["redelivery"]
+_BUFFERED = entry(
+    "", protocol.PERSON_MODE_BUFFERED, None, False, b"{}", False, False, (), (), None, False
+)
+
+
+@dataclass(slots=True)
+class _Queue:
+    stored: int
+    cleared: bool = False
+    pushed: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """(entry id, entry) pushed by this call"""
+
+
+def _entry_text(fields: Sequence[bytes]) -> bytes:
+    """``cjson.encode`` of an array of strings (a buffered entry)."""
+    return b"[" + b",".join(record_format.quote(f) for f in fields) + b"]"
+
+
+def _entry_fields(text: bytes) -> list[bytes]:
+    try:
+        fields = json.loads(text)
+    except ValueError as exc:
+        raise EngineError("an unreadable buffered entry") from exc
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise EngineError("an unreadable buffered entry")
+    return [_b(f) for f in fields]
+
+
+def _emit(
+    ctx: _Ctx,
+    entry_id: bytes,
+    fields: Sequence[bytes],
+    reason: str,
+    released_ms: bytes,
+    entry_text: bytes,
+) -> None:
+    """Hand a released entry to this caller, leased until now + lease_ms."""
+    event_uuid = fields[7][20:]  # the op's order key ends with its uuid
+    ctx.released.append(
+        b"["
+        + record_format.quote(event_uuid)
+        + b',"'
+        + reason.encode()
+        + b'",'
+        + fields[0]
+        + b","
+        + entry_text
+        + b","
+        + released_ms
+        + b","
+        + record_format.quote(entry_id)
+        + b"]"
+    )
+    ctx.released_ids.append(entry_id)
+    ctx.pending_out[entry_id] = ctx.config.now + ctx.config.lease_ms
+
+
+def _queue(ctx: _Ctx, distinct_id: bytes) -> _Queue:
+    q = ctx.queues.get(distinct_id)
+    if q is None:
+        q = ctx.queues[distinct_id] = _Queue(len(ctx.state.queue(distinct_id)))
+    return q
+
+
+def _has_queues(ctx: _Ctx) -> bool:
+    if ctx.any_queue is None:
+        ctx.any_queue = ctx.state.has_queues()
+    return ctx.any_queue
+
+
+def _waiting(ctx: _Ctx, distinct_id: bytes) -> int:
+    if not _has_queues(ctx):
+        return 0
+    q = _queue(ctx, distinct_id)
+    return q.stored + len(q.pushed)
+
+
+def _total(ctx: _Ctx) -> int:
+    if ctx.waiting_stored is None:
+        ctx.waiting_stored = ctx.state.waiting_count()
+    return ctx.waiting_stored + ctx.waiting_delta
+
+
+def _release(ctx: _Ctx, distinct_id: bytes, reason: str) -> None:
+    """Release every waiting entry of ``distinct_id``, in order: applied now, leased to this
+    caller."""
+    q = _queue(ctx, distinct_id)
+    items: list[tuple[bytes, bytes]] = []
+    if q.stored > 0:
+        for entry_id in ctx.state.queue(distinct_id):
+            text = ctx.state.buffered_entry(entry_id)
+            if text is not None:  # (one acknowledged meanwhile is gone)
+                items.append((entry_id, text))
+    items += q.pushed
+    ctx.waiting_delta -= q.stored + len(q.pushed)
+    q.stored, q.cleared, q.pushed = 0, True, []
+    ctx.buffer_touched = True
+    for index, (entry_id, text) in enumerate(items):
+        fields = _entry_fields(text)
+        op, _ = _parse_op(fields, 1, index + 1, stored=True)
+        warning = protocol.WARNING_BUFFER_OVERFLOW if reason == _REASON_OVERFLOW else None
+        answered = apply(ctx, op, warning)
+        now = ctx.config.now_text
+        _emit(ctx, entry_id, fields, reason, now, answered)
+        ctx.release_out[entry_id] = reason.encode() + b" " + now + b" " + answered
+
+
+def _first_release(ctx: _Ctx, entry_id: bytes) -> tuple[str, bytes, bytes] | None:
+    text = ctx.release_out.get(entry_id)
+    if text is None:
+        text = ctx.state.first_release(entry_id)
+    if text is None:
+        return None
+    parts = text.split(b" ", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[0]:
+        return None
+    return parts[0].decode(), parts[1], parts[2]
+
+
+def _leased(ctx: _Ctx, entry_id: bytes) -> bool:
+    if entry_id in ctx.pending_out:
+        return ctx.pending_out[entry_id] is not None
+    return ctx.state.leased(entry_id)
+
+
+def _stored_entry(ctx: _Ctx, entry_id: bytes) -> bytes | None:
+    out = ctx.entries_out.get(entry_id)
+    if out is not None:
+        return out[0]
+    return ctx.state.buffered_entry(entry_id)
+
+
+def release_again(ctx: _Ctx, entry_id: bytes) -> None:
+    """``buffer.release_again``: an entry released by an op answered from its receipt, still
+    leased, is returned again with its first release's reason, time and reply entry."""
+    if not _leased(ctx, entry_id):
+        return
+    text = _stored_entry(ctx, entry_id)
+    first = _first_release(ctx, entry_id)
+    if text is not None and first is not None:
+        ctx.buffer_touched = True
+        reason, released_ms, answered = first
+        _emit(ctx, entry_id, _entry_fields(text), reason, released_ms, answered)
+
+
+def maybe_buffer(ctx: _Ctx, op: Op) -> bytes | None:
+    """``buffer.maybe_buffer``: the buffered entry when the op waits, else None (apply it)."""
+    config = ctx.config
+    if config.buffer_delay_ms <= 0:
+        return None
+    n = _waiting(ctx, op.into)
+    if n == 0 and ctx.find(op.into) is not None:
+        return None
+    if n >= config.buffer_max_per_id or _total(ctx) >= config.buffer_max_total:
+        _release(ctx, op.into, _REASON_OVERFLOW)
+        return apply(ctx, op, protocol.WARNING_BUFFER_OVERFLOW)
+    entry_id = op.entry_id
+    if entry_id not in ctx.entries_out and ctx.state.buffered_entry(entry_id) is None:
+        text = _entry_text([op.ingested, *op.fields])
+        _queue(ctx, op.into).pushed.append((entry_id, text))
+        ctx.entries_out[entry_id] = (text, op.payload)
+        ctx.waiting_delta += 1
+        ctx.any_queue = True
+        ctx.buffer_touched = True
+    return _BUFFERED
+
+
+def _release_gained(ctx: _Ctx, distinct_id: bytes) -> bool:
+    if _waiting(ctx, distinct_id) > 0 and ctx.find(distinct_id) is not None:
+        _release(ctx, distinct_id, _REASON_MERGE)
+        return True
+    return False
+
+
+def buffer_apply(ctx: _Ctx, op: Op) -> bytes:
+    """``buffer.apply``: an op that does not wait, applied; then, with the buffer on, an id of
+    it that now has a person releases its waiting entries (arrival mode: between the op's
+    structure and its property operations)."""
+    config = ctx.config
+    if config.buffer_delay_ms <= 0 or not _has_queues(ctx):
+        return apply(ctx, op)
+    if config.timestamp_mode or not op.process:
+        answered = apply(ctx, op)
+        _release_gained(ctx, op.into)
+        if op.merge:
+            _release_gained(ctx, op.other)
+        return answered
+    part = structure(ctx, op, None)
+    for distinct_id in (op.into, op.other) if op.merge else (op.into,):
+        if not part.settled and _waiting(ctx, distinct_id) > 0 and ctx.find(distinct_id):
+            settle(ctx, part)
+        _release_gained(ctx, distinct_id)
+    return finish(ctx, op, part)
+
+
+def release_due(ctx: _Ctx) -> None:
+    """``buffer.release_due``: expired leases (reason redelivery: the first release again),
+    then ids whose wait is over (reason timeout), ``release_limit`` of each."""
+    config = ctx.config
+    ctx.buffer_touched = True
+    for index, entry_id in enumerate(ctx.state.expired_leases(config.now, config.release_limit)):
+        text = ctx.state.buffered_entry(entry_id)
+        if text is None:
+            ctx.pending_out[entry_id] = None
+            continue
+        fields = _entry_fields(text)
+        first = _first_release(ctx, entry_id)
+        if first is None:  # released by a script that kept no release: apply it again
+            released_ms = config.now_text
+            op, _ = _parse_op(fields, 1, index + 1, stored=True)
+            answered = apply(ctx, op)
+            ctx.release_out[entry_id] = (
+                _REASON_REDELIVERY.encode() + b" " + released_ms + b" " + answered
+            )
+        else:
+            _, released_ms, answered = first
+        _emit(ctx, entry_id, fields, _REASON_REDELIVERY, released_ms, answered)
+    for distinct_id in ctx.state.due_ids(config.now, config.release_limit):
+        _release(ctx, distinct_id, _REASON_TIMEOUT)
+
+
+def _buffer_writes(ctx: _Ctx, writes: Writes) -> None:
+    """``write_back.lua``'s buffer part."""
+    for distinct_id, q in ctx.queues.items():
+        if q.cleared:
+            writes.queues_cleared.append(distinct_id)
+        if q.pushed:
+            writes.queues_pushed[distinct_id] = [entry_id for entry_id, _ in q.pushed]
+            if q.stored == 0:  # a new queue: due once its first entry has waited long enough
+                first = int(_entry_fields(q.pushed[0][1])[0])
+                writes.due_added[distinct_id] = first + ctx.config.buffer_delay_ms
+    writes.entries = dict(ctx.entries_out)
+    writes.releases = dict(ctx.release_out)
+    writes.leases = dict(ctx.pending_out)
+    writes.waiting_delta = ctx.waiting_delta
+
+
 # -- receipts.lua --------------------------------------------------------------------------------
 
 
 def _read_receipts(ctx: _Ctx) -> None:
-    """The receipt of every op with a source, read before anything is applied; one that also
-    lists buffered entries to release again is for the script (``Unsupported``)."""
+    """The receipt of every op with a source, read before anything is applied."""
     for op in ctx.ops:
         if op.source != b"" and (op.bucket, op.source) not in ctx.receipts_in:
-            text = ctx.state.receipt(op.bucket, op.source)
-            if text is not None and b"\n" in text and text.split(b"\n", 1)[1] not in (b"", b"[]"):
-                raise Unsupported("a receipt of released buffered entries")
-            ctx.receipts_in[(op.bucket, op.source)] = text
+            ctx.receipts_in[(op.bucket, op.source)] = ctx.state.receipt(op.bucket, op.source)
 
 
 def _answer(ctx: _Ctx, op: Op) -> bytes | None:
     """``receipts.answer``: the entry kept for the op's source (by an earlier call, or by an
-    earlier op of this one), or None."""
+    earlier op of this one), or None; the entries it released that are still leased are
+    returned again."""
     if op.source == b"":
         return None
     text = ctx.receipts_in.get((op.bucket, op.source))
     if text is None:
         return None
-    return text.split(b"\n", 1)[0]
+    answered, _, ids = text.partition(b"\n")
+    if ctx.config.buffer_delay_ms > 0:
+        ctx.buffer_touched = True  # a replay reports the due time again
+    if ids:
+        try:
+            released = json.loads(ids)
+        except ValueError as exc:
+            raise EngineError(f"an unreadable receipt for {op.source!r}") from exc
+        for entry_id in released:
+            release_again(ctx, _b(entry_id))
+    return answered
 
 
-def _keep(ctx: _Ctx, op: Op, entry_text: bytes) -> None:
-    """``receipts.keep`` (no buffer: the entry alone)."""
+def _keep(ctx: _Ctx, op: Op, entry_text: bytes, first: int) -> None:
+    """``receipts.keep``: the entry, and the ids of the entries it released (from index
+    ``first`` of ``ctx.released_ids``), as the op's receipt."""
     if op.source == b"":
         return
-    ctx.receipts_out.setdefault(op.bucket, []).append((op.source, entry_text))
-    ctx.receipts_in[(op.bucket, op.source)] = entry_text
+    text = entry_text
+    if first < len(ctx.released_ids):
+        text += b"\n" + _entry_text(ctx.released_ids[first:])
+    ctx.receipts_out.setdefault(op.bucket, []).append((op.source, text))
+    ctx.receipts_in[(op.bucket, op.source)] = text
 
 
 def run(state: TenantState, call: Call) -> Outcome:
-    """The call's reply entries and writes (``write_back.lua``'s union-find part)."""
+    """The call's reply entries, released entries and writes (``resolve_batch.lua``'s body and
+    ``write_back.lua``)."""
     ctx = _Ctx(state, call.config, call.ops)
-    _read_receipts(ctx)
     entries: list[bytes] = []
-    for op in call.ops:
-        answered = _answer(ctx, op)
-        if answered is None:
-            answered = apply(ctx, op)
-            _keep(ctx, op, answered)
-        entries.append(answered)
+    if call.config.release:
+        release_due(ctx)
+    else:
+        _read_receipts(ctx)
+        unbuffered = call.config.buffer_delay_ms <= 0
+        for op in call.ops:
+            answered = _answer(ctx, op)
+            if answered is None:
+                first = len(ctx.released_ids)
+                if unbuffered:
+                    answered = apply(ctx, op)
+                else:
+                    answered = maybe_buffer(ctx, op) if op.buffer else None
+                    if answered is None:
+                        answered = buffer_apply(ctx, op)
+                _keep(ctx, op, answered, first)
+            entries.append(answered)
     writes = Writes(folds=list(ctx.folds_out), receipts=ctx.receipts_out)
     _group_writes(ctx, writes)
+    _buffer_writes(ctx, writes)
     writes.members_deleted = set(ctx.dropped)
     for root, ids in ctx.added.items():
         if root in ctx.persons and ids:
@@ -1235,4 +1653,4 @@ def run(state: TenantState, call: Call) -> Outcome:
         value = ctx.values[distinct_id]
         if value is not None:
             writes.ids[distinct_id] = value
-    return Outcome(entries, writes)
+    return Outcome(entries, writes, ctx.released, ctx.buffer_touched)
