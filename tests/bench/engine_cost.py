@@ -76,6 +76,32 @@ class MemoryState:
             for bucket in buckets
         }
 
+    # The drain mix runs without the buffer: its calls read none of it (no queue, no lease).
+
+    def has_queues(self) -> bool:
+        return False
+
+    def queue(self, distinct_id: bytes) -> list[bytes]:
+        return []
+
+    def waiting_count(self) -> int:
+        return 0
+
+    def buffered_entry(self, entry_id: bytes) -> bytes | None:
+        return None
+
+    def first_release(self, entry_id: bytes) -> bytes | None:
+        return None
+
+    def leased(self, entry_id: bytes) -> bool:
+        return False
+
+    def expired_leases(self, now: int, limit: int) -> list[bytes]:
+        return []
+
+    def due_ids(self, now: int, limit: int) -> list[bytes]:
+        return []
+
     def group_types(self) -> set[bytes]:
         return set(self._types)
 
@@ -116,7 +142,10 @@ def measure(client: redis.Redis, calls: Sequence[Call], warmup: int) -> dict[str
     try:  # first the script, each call after a copy of what it starts from is taken
         for index, (names, args) in enumerate(calls):
             names = [k.replace(b"lp-old", prefix.encode(), 1) for k in names]
-            ops = engine.parse_call(args).ops
+            parsed = engine.parse_call(args)
+            if parsed.config.buffer_delay_ms > 0:
+                raise RuntimeError("a call with the buffer on: not the drain mix")
+            ops = parsed.ops
             state = MemoryState(client, keys, {op.bucket for op in ops if op.source})
             before = usec.read("fcall")
             reply = client.fcall(library.function, len(names), *names, *args)
