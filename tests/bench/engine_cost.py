@@ -1,4 +1,4 @@
-"""The identity rules in the worker (``worker/store/engine.py``) beside the resolve script in
+"""The identity rules in the worker (``worker/store/engine/``) beside the resolve script in
 Redis, on the same calls (a script, not a test).
 
     .venv/bin/python -m tests.bench.engine_cost --redis-url redis://127.0.0.1:36400/0 \\

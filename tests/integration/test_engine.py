@@ -1,4 +1,4 @@
-"""The Python engine (``worker/store/engine.py``) against the resolve script, on a real Redis:
+"""The Python engine (``worker/store/engine/``) against the resolve script, on a real Redis:
 for each call, the engine runs first on the tenant's data as Redis holds it, then the script
 runs the same ARGV; both must give the same reply entries (as JSON values: a snapshot's keys may
 come in another order) and leave the same data: the same ids hash (parents byte for byte,
@@ -41,7 +41,7 @@ from worker.store.script_call import ScriptCall
 
 pytestmark = pytest.mark.integration
 
-SEQUENCES = int(os.environ.get("IDENTITY_ENGINE_SEQUENCES", "60"))
+SEQUENCES = int(os.environ.get("IDENTITY_ENGINE_SEQUENCES", "40"))
 """Seeded sequences per ordering mode."""
 T0 = 1_700_000_000_000
 
