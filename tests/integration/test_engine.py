@@ -1,13 +1,16 @@
 """The Python engine (``worker/store/engine/``) against the resolve script, on a real Redis:
 for each call, the engine runs first on the tenant's data as Redis holds it, then the script
-runs the same ARGV; both must give the same reply entries (as JSON values: a snapshot's keys may
-come in another order) and leave the same data: the same ids hash (parents byte for byte,
-records with the same fields, properties and ids), members strings and case folds.
+runs the same ARGV; both must give the same reply (entries and released entries as JSON values:
+a snapshot's keys may come in another order; whether it reports the next due time) and leave
+the same data: the same ids hash (parents byte for byte, records with the same fields,
+properties and ids), members strings, case folds, receipts, group state and buffer. Each call
+also runs a second time on what the first run read alone (``engine/reads.py``): the answer
+must be the same, so the read set is all a writer needs to check.
 
-The calls are the differential test's sequences (``test_differential.scenario``) without what
-the engine does not cover yet: the buffer (the events' buffer payloads are dropped); groups,
-replays answered from receipts, forgotten receipts and deletions stay (``delete_person.lua``
-runs between calls). The receipts and the group state each call leaves are compared too."""
+The calls are the differential test's sequences (``test_differential.scenario``), buffer off
+and on, every step of them: batches and release calls through both; deletions
+(``delete_person.lua``), forgotten receipts and acknowledgements through the store, between
+calls."""
 
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from worker.identity import rules
 from worker.identity.config import IdentityConfig
 from worker.identity.model import EventKind, IdentityEvent, OrderingMode, PreparedOp
 from worker.store import codec, engine, protocol, record_format
+from worker.store.engine.reads import Recorded, Recording
 from worker.store.keys import TenantKeys, glob_escape
 from worker.store.lua_loader import load_library
 from worker.store.redis_store import RedisIdentityStore
@@ -306,7 +310,11 @@ class Pair:
         types_before, records_before, members_before_g = _groups(self.client, keys)
         buffer_before = _buffer(self.client, keys)
 
-        outcome = engine.run(RedisState(self.client, keys), engine.parse_call(args))
+        recording = Recording(RedisState(self.client, keys))
+        outcome = engine.run(recording, engine.parse_call(args))
+        # the outcome is a function of what the call read (the read set a writer checks)
+        again = engine.run(Recorded(recording.tenant, recording.reads), engine.parse_call(args))
+        assert again == outcome, f"call {self.calls + 1}: an answer outside the read set"
 
         names = [name.encode() for name in keys.script_keys(uuid.uuid4().hex, None)]
         reply = self.client.fcall(self.library.function, len(names), *names, *args)
