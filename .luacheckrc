@@ -44,3 +44,4 @@ files["worker/store/lua/resolve_batch.lua"] = {
 }
 files["worker/store/lua/delete_person.lua"] = { read_globals = { "PROTOCOL", "record_codec" } }
 files["worker/store/lua/read_person.lua"] = { read_globals = { "PROTOCOL", "record_codec" } }
+files["worker/store/lua/commit_batch.lua"] = { read_globals = { "PROTOCOL" } }

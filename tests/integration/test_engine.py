@@ -14,6 +14,7 @@ calls."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -35,11 +36,18 @@ from tests.integration.test_differential import (
 )
 from worker.identity import rules
 from worker.identity.config import IdentityConfig
-from worker.identity.model import EventKind, IdentityEvent, OrderingMode, PreparedOp
+from worker.identity.model import (
+    EventKind,
+    IdentityEvent,
+    OrderingMode,
+    PreparedOp,
+    PropertyUpdates,
+)
 from worker.store import codec, engine, protocol, record_format
+from worker.store.engine.commit import commit_args
 from worker.store.engine.reads import Recorded, Recording
 from worker.store.keys import TenantKeys, glob_escape
-from worker.store.lua_loader import load_library
+from worker.store.lua_loader import load_library, load_script
 from worker.store.redis_store import RedisIdentityStore
 from worker.store.script_call import ScriptCall
 
@@ -182,37 +190,6 @@ def _buffer(client: redis.Redis, keys: TenantKeys) -> dict[str, Any]:
     }
 
 
-def _expected_buffer(before: dict[str, Any], writes: engine.Writes) -> dict[str, Any]:
-    queues = {k: list(v) for k, v in before["queues"].items()}
-    due = dict(before["due"])
-    for distinct_id in writes.queues_cleared:
-        queues.pop(distinct_id, None)
-        due.pop(distinct_id, None)
-    for distinct_id, pushed in writes.queues_pushed.items():
-        queues.setdefault(distinct_id, []).extend(pushed)
-    for distinct_id, at in writes.due_added.items():
-        due[distinct_id] = float(at)
-    pending = dict(before["pending"])
-    for entry_id, deadline in writes.leases.items():
-        if deadline is None:
-            pending.pop(entry_id, None)
-        else:
-            pending[entry_id] = float(deadline)
-    releases = dict(before["releases"])
-    for entry_id, text in writes.releases.items():
-        parts = text.split(b" ", 2)
-        releases[entry_id] = (parts[:2], _json(parts[2]))
-    return {
-        "queues": queues,
-        "due": due,
-        "entries": before["entries"] | {k: _json(v[0]) for k, v in writes.entries.items()},
-        "payloads": before["payloads"] | {k: v[1] for k, v in writes.entries.items()},
-        "releases": releases,
-        "pending": pending,
-        "n": before["n"] + writes.waiting_delta,
-    }
-
-
 def _groups(client: redis.Redis, keys: TenantKeys) -> tuple[Any, ...]:
     """The tenant's group types, records and memberships (JSON values: an empty table of
     cjson may be [] where Python writes {})."""
@@ -245,8 +222,29 @@ def _receipts(client: redis.Redis, keys: TenantKeys) -> dict[tuple[bytes, bytes]
     return found
 
 
+def _ids(client: redis.Redis, keys: TenantKeys) -> dict[bytes, object]:
+    """The ids hash, each value by what it means (``_semantic``)."""
+    tenant = keys.tenant.encode("utf-8", "surrogatepass")
+    raw = cast(dict[bytes, bytes], client.hgetall(keys.ids))
+    return {field: _semantic(field, value, tenant) for field, value in raw.items()}
+
+
+def _data(client: redis.Redis, keys: TenantKeys) -> dict[str, object]:
+    """Everything a call may change, as what it means."""
+    return {
+        "ids": _ids(client, keys),
+        "members": _members(client, keys),
+        "folds": set(cast(dict[bytes, bytes], client.hgetall(keys.case_folds))),
+        "receipts": _receipts(client, keys),
+        "groups": _groups(client, keys),
+        "buffer": _buffer(client, keys),
+    }
+
+
 class Pair:
-    """One tenant's calls, each run by the engine, then by the script; compared."""
+    """One tenant's calls under two prefixes: the script runs each call on the first, the
+    engine on the second, whose writes ``commit_batch.lua`` applies; their replies and data must
+    agree after every call."""
 
     def __init__(
         self,
@@ -259,9 +257,11 @@ class Pair:
         self.config = config
         self.buffer = buffer
         self.unacknowledged: list[str] = []
-        self.store = RedisIdentityStore(client, config, prefix=prefix, buffer=buffer)
+        self.store = RedisIdentityStore(client, config, prefix=f"{prefix}-s", buffer=buffer)
+        self.engine_store = RedisIdentityStore(client, config, prefix=f"{prefix}-e", buffer=buffer)
         self.library = load_library("resolve_batch.lua")
         ScriptCall.fcall(self.library).load(client)
+        self.commit = client.register_script(load_script("commit_batch.lua"))
         self.limits = codec.CallLimits.of(config, 0, 3_600_000)
         self.calls = 0
 
@@ -280,10 +280,8 @@ class Pair:
         ]
         buffer = self.buffer if buffered else codec.NO_BUFFER
         for start in range(0, len(ops), chunk):
-            args = codec.encode_args(
-                ops[start : start + chunk], self.limits, now_ms=now, buffer=buffer
-            )
-            self.call(tenant, args, ops)
+            chunk_ops = ops[start : start + chunk]
+            self.call(tenant, codec.encode_args(chunk_ops, self.limits, now_ms=now, buffer=buffer))
 
     def release_due(self, tenant: str, now: int, limit: int) -> None:
         args = codec.encode_args(
@@ -294,76 +292,47 @@ class Pair:
             command=protocol.COMMAND_RELEASE,
             release_limit=limit,
         )
-        self.call(tenant, args, [])
+        self.call(tenant, args)
 
     def ack(self, tenant: str, count: int) -> None:
         acked, self.unacknowledged = self.unacknowledged[:count], self.unacknowledged[count:]
-        self.store.ack(tenant, acked)
+        for store in (self.store, self.engine_store):
+            store.ack(tenant, acked)
 
-    def call(self, tenant: str, args: list[bytes], ops: object) -> None:
-        keys = self.store.keys(tenant)
-        raw_tenant = keys.tenant.encode("utf-8", "surrogatepass")
-        ids_before = cast(dict[bytes, bytes], self.client.hgetall(keys.ids))
-        members_before = _members(self.client, keys)
-        folds_before = set(cast(dict[bytes, bytes], self.client.hgetall(keys.case_folds)))
-        receipts_before = _receipts(self.client, keys)
-        types_before, records_before, members_before_g = _groups(self.client, keys)
-        buffer_before = _buffer(self.client, keys)
+    def delete(self, tenant: str, distinct_id: str) -> None:
+        deletions = [
+            store.delete_person(tenant, distinct_id=distinct_id)
+            for store in (self.store, self.engine_store)
+        ]
+        assert deletions[0] == deletions[1]
 
-        recording = Recording(RedisState(self.client, keys))
-        outcome = engine.run(recording, engine.parse_call(args))
-        # the outcome is a function of what the call read (the read set a writer checks)
-        again = engine.run(Recorded(recording.tenant, recording.reads), engine.parse_call(args))
-        assert again == outcome, f"call {self.calls + 1}: an answer outside the read set"
+    def forget(self, tenant: str, sources: tuple[str, ...]) -> None:
+        for store in (self.store, self.engine_store):
+            store.forget(tenant, sources)
+            store.flush_forgotten()
 
-        names = [name.encode() for name in keys.script_keys(uuid.uuid4().hex, None)]
-        reply = self.client.fcall(self.library.function, len(names), *names, *args)
+    def call(self, tenant: str, args: list[bytes]) -> None:
         self.calls += 1
-        got_entries, got_released, next_due = _json(cast(bytes, reply))
-        assert [_json(e) for e in outcome.entries] == got_entries, f"call {self.calls}: {ops}"
-        assert [_json(e) for e in outcome.released] == got_released, f"call {self.calls}"
-        assert (next_due is not False) == outcome.buffer_touched, f"call {self.calls}"
-        self.unacknowledged += [released[-1] for released in got_released]
+        where = f"call {self.calls}"
+        script_keys, engine_keys = self.store.keys(tenant), self.engine_store.keys(tenant)
 
-        want_ids = ids_before | outcome.writes.ids
-        got_ids = cast(dict[bytes, bytes], self.client.hgetall(keys.ids))
-        assert set(want_ids) == set(got_ids), f"call {self.calls}: ids differ"
-        for field, value in got_ids.items():
-            assert _semantic(field, want_ids[field], raw_tenant) == _semantic(
-                field, value, raw_tenant
-            ), f"call {self.calls}: {field!r}"
-
-        want_members = {
-            root: ids
-            for root, ids in members_before.items()
-            if root not in outcome.writes.members_deleted
-        }
-        for root, text in outcome.writes.members_appended.items():
-            kept = [] if root in outcome.writes.members_fresh else want_members.get(root, [])
-            want_members[root] = kept + record_format.parse_members(text)
-        assert want_members == _members(self.client, keys), f"call {self.calls}: members"
-        folds = set(cast(dict[bytes, bytes], self.client.hgetall(keys.case_folds)))
-        assert folds_before | set(outcome.writes.folds) == folds, f"call {self.calls}: folds"
-        want_receipts = receipts_before
-        for bucket, receipts in outcome.writes.receipts.items():
-            for source, receipt in receipts:
-                want_receipts[(bucket, source)] = _receipt(receipt)
-        assert want_receipts == _receipts(self.client, keys), f"call {self.calls}: receipts"
-        writes = outcome.writes
-        want_groups = (
-            types_before | set(writes.group_types),
-            records_before | {f: _json(t) for f, t in writes.group_records.items()},
-            {
-                p: m
-                for p, m in (
-                    members_before_g | {p: _json(t) for p, t in writes.group_members.items()}
-                ).items()
-                if p not in writes.group_members_deleted
-            },
+        recording = Recording(RedisState(self.client, engine_keys))
+        outcome = engine.run(recording, engine.parse_call(args))
+        # the outcome is a function of what the call read (the read set the commit checks)
+        again = engine.run(Recorded(recording.tenant, recording.reads), engine.parse_call(args))
+        assert again == outcome, f"{where}: an answer outside the read set"
+        token = uuid.uuid4().hex
+        committed = self.commit(
+            keys=[name.encode() for name in engine_keys.script_keys(token, None)],
+            args=commit_args(recording.reads, outcome, (0, 3_600_000)),
         )
-        assert want_groups == _groups(self.client, keys), f"call {self.calls}: groups"
-        want_buffer = _expected_buffer(buffer_before, writes)
-        assert want_buffer == _buffer(self.client, keys), f"call {self.calls}: buffer"
+
+        names = [name.encode() for name in script_keys.script_keys(token, None)]
+        reply = self.client.fcall(self.library.function, len(names), *names, *args)
+
+        assert _json(cast(bytes, committed)) == _json(cast(bytes, reply)), where
+        self.unacknowledged += [released[-1] for released in _json(cast(bytes, reply))[1]]
+        assert _data(self.client, engine_keys) == _data(self.client, script_keys), where
 
 
 @pytest.fixture
@@ -393,10 +362,9 @@ def _check(
                 action.tenant, action.events, generated.chunk, now, action.buffered
             )
         elif isinstance(action, Delete):
-            pair(action.tenant).store.delete_person(action.tenant, distinct_id=action.distinct_id)
+            pair(action.tenant).delete(action.tenant, action.distinct_id)
         elif isinstance(action, Forget):
-            pair(action.tenant).store.forget(action.tenant, action.sources)
-            pair(action.tenant).store.flush_forgotten()
+            pair(action.tenant).forget(action.tenant, action.sources)
         elif isinstance(action, ReleaseDue):
             pair(action.tenant).release_due(action.tenant, now, action.limit)
         elif isinstance(action, Ack):
@@ -550,3 +518,68 @@ def test_a_format_6_record_and_malformed_argv_are_refused() -> None:
         engine.parse_call([b"1", *args[1:]])
     with pytest.raises(engine.EngineError, match="op 1"):
         engine.parse_call(args[:-3])
+
+
+def _track(distinct_id: str, n: int, **changes: object) -> IdentityEvent:
+    event = IdentityEvent(
+        tenant="t",
+        kind=EventKind.TRACK,
+        distinct_id=distinct_id,
+        uuid=f"00000000-0000-0000-0005-{n:012d}",
+        timestamp_ms=T0 + n,
+    )
+    return dataclasses.replace(event, **changes)  # type: ignore[arg-type]
+
+
+def _computed(
+    client: redis.Redis, store: RedisIdentityStore, events: list[IdentityEvent]
+) -> tuple[Recording, engine.Outcome, list[bytes]]:
+    config = IdentityConfig()
+    ops = [op for op in (rules.prepare(e, config) for e in events) if isinstance(op, PreparedOp)]
+    args = codec.encode_args(ops, codec.CallLimits.of(config, 0, 3_600_000), now_ms=T0)
+    recording = Recording(RedisState(client, store.keys("t")))
+    return recording, engine.run(recording, engine.parse_call(args)), args
+
+
+def test_a_commit_is_refused_whole_when_something_it_read_changed(
+    client: redis.Redis, unique_prefix: str
+) -> None:
+    store = RedisIdentityStore(client, IdentityConfig(), prefix=unique_prefix)
+    store.resolve_batch("t", [_track("a", 1), _track("b", 2)], T0)
+    keys = store.keys("t")
+    merge = dataclasses.replace(_track("a", 3), kind=EventKind.IDENTIFY, other_id="b")
+    recording, outcome, _ = _computed(client, store, [merge, _track("c", 4)])
+    assert ("value", b"b") in recording.reads
+    # another worker changes what the engine read about b: the commit writes nothing
+    store.resolve_batch("t", [_track("b", 5, updates=PropertyUpdates(set=(("k", 1),)))], T0)
+    before = _data(client, keys)
+    commit = client.register_script(load_script("commit_batch.lua"))
+    names = [n.encode() for n in keys.script_keys(uuid.uuid4().hex, None)]
+    with pytest.raises(redis.ResponseError, match="IWSTALE v b changed"):
+        commit(keys=names, args=commit_args(recording.reads, outcome, (0, 3_600_000)))
+    assert _data(client, keys) == before
+    # computed again from what Redis holds now, it commits
+    recording, outcome, _ = _computed(client, store, [merge, _track("c", 4)])
+    reply = commit(keys=names, args=commit_args(recording.reads, outcome, (0, 3_600_000)))
+    assert _json(cast(bytes, reply))[0] == [_json(e) for e in outcome.entries]
+    assert client.hget(keys.ids, "c") is not None
+
+
+def test_a_commit_sent_again_is_answered_from_its_kept_reply_and_applies_nothing_twice(
+    client: redis.Redis, unique_prefix: str
+) -> None:
+    store = RedisIdentityStore(client, IdentityConfig(), prefix=unique_prefix)
+    keys = store.keys("t")
+    recording, outcome, _ = _computed(client, store, [_track("a", 1)])
+    commit = client.register_script(load_script("commit_batch.lua"))
+    names = [n.encode() for n in keys.script_keys(uuid.uuid4().hex, None)]
+    args = commit_args(recording.reads, outcome, (60_000, 3_600_000))
+    first = commit(keys=names, args=args)
+    after = _data(client, keys)
+    # the reply was lost: the same call again (its reads no longer hold) gets the same reply
+    assert commit(keys=names, args=args) == first
+    assert _data(client, keys) == after
+    # a call chained on a predecessor that did not run is refused
+    chained = [*keys.script_keys(uuid.uuid4().hex, None), keys.reply("never-ran")]
+    with pytest.raises(redis.ResponseError, match="IWCHAIN"):
+        commit(keys=[n.encode() for n in chained], args=args)
