@@ -117,18 +117,57 @@ local READ = {
   end,
 }
 
--- The checks: expected "" with kind in upper case means nothing was there.
+-- The checks: expected "" with kind in upper case means nothing was there. The reads of the ids
+-- hash and of the receipt hashes, most of them, are made with one HMGET per hash (of up to 500
+-- fields); the others one command each.
+local by_hash, hashes = {}, {} -- key -> { fields, expected, absent }
+local function batched(key, field, expected, absent)
+  local batch = by_hash[key]
+  if batch == nil then
+    batch = { fields = {}, expected = {}, absent = {} }
+    by_hash[key] = batch
+    hashes[#hashes + 1] = key
+  end
+  local n = #batch.fields + 1
+  batch.fields[n], batch.expected[n], batch.absent[n] = field, expected, absent
+end
+
 for k = 1, count() do
   local kind, a, b, expected = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   at = at + 4
-  local absent = string.upper(kind) == kind
-  local read = READ[string.lower(kind)]
-  if read == nil or expected == nil then
+  if expected == nil then
     error('commit_batch: bad check ' .. k)
   end
-  local got = read(a, b)
-  if (absent and got) or (not absent and got ~= expected) then
-    return redis.error_reply('IWSTALE ' .. string.lower(kind) .. ' ' .. a .. ' changed')
+  local absent = string.upper(kind) == kind
+  local lower = string.lower(kind)
+  if lower == 'v' then
+    batched(ids_key, a, expected, absent)
+  elseif lower == 'r' then
+    batched(receipts_prefix .. a, b, expected, absent)
+  else
+    local read = READ[lower]
+    if read == nil then
+      error('commit_batch: bad check ' .. k)
+    end
+    local got = read(a, b)
+    if (absent and got) or (not absent and got ~= expected) then
+      return redis.error_reply('IWSTALE ' .. lower .. ' ' .. a .. ' changed')
+    end
+  end
+end
+for _, key in ipairs(hashes) do
+  local batch = by_hash[key]
+  local fields = batch.fields
+  for first = 1, #fields, 500 do
+    local last = math.min(first + 499, #fields)
+    local got = redis.call('HMGET', key, unpack(fields, first, last))
+    for j = first, last do
+      local value = got[j - first + 1]
+      if (batch.absent[j] and value) or (not batch.absent[j] and value ~= batch.expected[j]) then
+        return redis.error_reply('IWSTALE ' .. (key == ids_key and 'v' or 'r') .. ' ' ..
+          fields[j] .. ' changed')
+      end
+    end
   end
 end
 
@@ -171,9 +210,22 @@ for _, item in ipairs(members_appended) do
   end
   redis.call('APPEND', members_prefix .. item[1], item[3])
 end
-for _, item in ipairs(ids) do
-  redis.call('HSET', ids_key, item[1], item[2])
+-- (HSETs of up to 500 fields)
+local function hset_all(key, pairs_list, first_of, second_of)
+  local args = {}
+  for _, item in ipairs(pairs_list) do
+    args[#args + 1] = item[first_of]
+    args[#args + 1] = item[second_of]
+    if #args == 1000 then
+      redis.call('HSET', key, unpack(args))
+      args = {}
+    end
+  end
+  if #args > 0 then
+    redis.call('HSET', key, unpack(args))
+  end
 end
+hset_all(ids_key, ids, 1, 2)
 for _, item in ipairs(queues_cleared) do
   redis.call('DEL', buffer_prefix .. 'q:' .. item[1])
   redis.call('ZREM', buffer_prefix .. 'due', item[1])
@@ -216,12 +268,18 @@ end
 for _, item in ipairs(folds) do
   redis.call('HSET', fold_key, item[1], '1')
 end
-local touched = {}
+local by_bucket, buckets = {}, {}
 for _, item in ipairs(receipts) do
-  redis.call('HSET', receipts_prefix .. item[1], item[2], item[3])
-  touched[item[1]] = true
+  local list = by_bucket[item[1]]
+  if list == nil then
+    list = {}
+    by_bucket[item[1]] = list
+    buckets[#buckets + 1] = item[1]
+  end
+  list[#list + 1] = item
 end
-for bucket in pairs(touched) do
+for _, bucket in ipairs(buckets) do
+  hset_all(receipts_prefix .. bucket, by_bucket[bucket], 2, 3)
   redis.call('PEXPIRE', receipts_prefix .. bucket, ARGV[3])
 end
 
