@@ -48,85 +48,11 @@ from worker.store.engine.commit import commit_args
 from worker.store.engine.reads import Recording
 from worker.store.keys import TenantKeys, glob_escape
 from worker.store.lua_loader import load_library, load_script
+from worker.store.prefetch import prefetch
 from worker.store.script_call import ScriptCall
 
-
-class MemoryState:
-    """``engine.TenantState`` over a copy of the tenant's data read before a call."""
-
-    def __init__(self, client: redis.Redis, keys: TenantKeys, buckets: set[bytes]) -> None:
-        self.tenant = keys.tenant.encode("utf-8", "surrogatepass")
-        self._types = cast(set[bytes], client.smembers(keys.groups_prefix + "types"))
-        self._group_records = cast(
-            dict[bytes, bytes], client.hgetall(keys.groups_prefix + "records")
-        )
-        self._group_members = cast(
-            dict[bytes, bytes], client.hgetall(keys.groups_prefix + "members")
-        )
-        self._ids = cast(dict[bytes, bytes], client.hgetall(keys.ids))
-        prefix = keys.members_prefix.encode()
-        self._members = {
-            cast(bytes, k)[len(prefix) :]: cast(bytes, client.get(k))
-            for k in client.scan_iter(match=keys.members_pattern(), count=1000)
-        }
-        self._folds = set(cast(dict[bytes, bytes], client.hgetall(keys.case_folds)))
-        self._deleted = cast(dict[bytes, bytes], client.hgetall(keys.deleted))
-        receipts = keys.receipts_prefix.encode()
-        self._receipts = {
-            bucket: cast(dict[bytes, bytes], client.hgetall(receipts + bucket))
-            for bucket in buckets
-        }
-
-    # The drain mix runs without the buffer: its calls read none of it (no queue, no lease).
-
-    def has_queues(self) -> bool:
-        return False
-
-    def queue(self, distinct_id: bytes) -> list[bytes]:
-        return []
-
-    def waiting_count(self) -> int:
-        return 0
-
-    def buffered_entry(self, entry_id: bytes) -> bytes | None:
-        return None
-
-    def first_release(self, entry_id: bytes) -> bytes | None:
-        return None
-
-    def leased(self, entry_id: bytes) -> bool:
-        return False
-
-    def expired_leases(self, now: int, limit: int) -> list[bytes]:
-        return []
-
-    def due_ids(self, now: int, limit: int) -> list[bytes]:
-        return []
-
-    def group_types(self) -> set[bytes]:
-        return set(self._types)
-
-    def group_record(self, field: bytes) -> bytes | None:
-        return self._group_records.get(field)
-
-    def group_members(self, person_id: bytes) -> bytes | None:
-        return self._group_members.get(person_id)
-
-    def value(self, distinct_id: bytes) -> bytes | None:
-        return self._ids.get(distinct_id)
-
-    def members(self, root: bytes) -> bytes | None:
-        return self._members.get(root)
-
-    def in_fold(self, folded: bytes) -> bool:
-        return folded in self._folds
-
-    def deleted_person_id(self, distinct_id: bytes) -> str | None:
-        value = self._deleted.get(distinct_id)
-        return value.split(b"|", 1)[1].decode() if value else None
-
-    def receipt(self, bucket: bytes, source: bytes) -> bytes | None:
-        return self._receipts.get(bucket, {}).get(source)
+READ_COMMANDS = ("hmget", "exists", "get", "smembers")
+"""The commands of a prefetch (``worker/store/prefetch.py``); INFO commandstats sums them."""
 
 
 def measure(client: redis.Redis, calls: Sequence[Call], warmup: int) -> dict[str, float]:
@@ -139,8 +65,8 @@ def measure(client: redis.Redis, calls: Sequence[Call], warmup: int) -> dict[str
     script_keys = TenantKeys(f"ec-{uuid.uuid4().hex[:8]}", TENANT)
     engine_keys = TenantKeys(f"ec-{uuid.uuid4().hex[:8]}", TENANT)
     usec = Usec(client)
-    script_us = engine_us = commit_us = 0.0
-    ops_timed = 0
+    script_us = engine_us = commit_us = read_us = 0.0
+    ops_timed = misses = 0
     try:
         for index, (names, args) in enumerate(calls):
             parsed = engine.parse_call(args)
@@ -153,9 +79,10 @@ def measure(client: redis.Redis, calls: Sequence[Call], warmup: int) -> dict[str
             reply = client.fcall(library.function, len(names), *names, *args)
             script_us += (usec.read("fcall") - before) if timed else 0
             want = json.loads(cast(bytes, reply))[0]
-            # the engine, on a copy of what the call starts from under the engine's prefix
-            buckets = {op.bucket for op in parsed.ops if op.source}
-            state = MemoryState(client, engine_keys, buckets)
+            # the engine, on what a prefetch reads under its prefix (worker/store/prefetch.py)
+            before = usec.read(*READ_COMMANDS)
+            state = prefetch(client, engine_keys, parsed)
+            read_us += (usec.read(*READ_COMMANDS) - before) if timed else 0
             started = time.process_time()
             recording = Recording(state)  # (the reads the commit checks: recorded as they come)
             outcome = engine.run(recording, engine.parse_call(args))
@@ -170,6 +97,7 @@ def measure(client: redis.Redis, calls: Sequence[Call], warmup: int) -> dict[str
             if json.loads(cast(bytes, done))[0] != want:
                 raise RuntimeError(f"call {index}: the commit answered otherwise than the script")
             ops_timed += len(parsed.ops) if timed else 0
+            misses += state.misses
     finally:
         for keys_of in (script_keys, engine_keys):
             left = list(client.scan_iter(match=glob_escape(keys_of.prefix) + ":*", count=5000))
@@ -181,6 +109,8 @@ def measure(client: redis.Redis, calls: Sequence[Call], warmup: int) -> dict[str
         "engine": engine_us / n,
         "script": script_us / n,
         "commit": commit_us / n,
+        "read": read_us / n,
+        "misses": float(misses),
     }
 
 
@@ -216,12 +146,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine_row = "the worker: `engine.run`, reads recorded (CPU of this process)"
     print(f"| {engine_row} | {result['engine']:.2f} |")
     print(f"| Redis: the resolve script (`FCALL`, INFO commandstats) | {result['script']:.2f} |")
-    print(
-        f"| Redis: `commit_batch.lua` of the engine's writes (`EVALSHA`) | {result['commit']:.2f} |"
+    rows = (
+        ("Redis: the prefetch's reads (`HMGET`s and the tenant's flags)", result["read"]),
+        ("Redis: `commit_batch.lua` of the engine's writes (`EVALSHA`)", result["commit"]),
+        ("Redis: both, the rules in the worker", result["read"] + result["commit"]),
     )
-    ratio = result["engine"] / result["script"] if result["script"] else float("nan")
-    saved = result["commit"] / result["script"] if result["script"] else float("nan")
-    print(f"\nThe engine's µs per op are {ratio:.2f} of the script's; the commit's {saved:.2f}.")
+    for label, value in rows:
+        print(f"| {label} | {value:.2f} |")
+    script = result["script"] or float("nan")
+    print(
+        f"\nThe engine's CPU per op is {result['engine'] / script:.2f} of the script's Redis "
+        f"time; Redis's time with the rules in the worker "
+        f"{(result['read'] + result['commit']) / script:.2f} of it. Reads the round trip did "
+        f"not answer, over every call: {int(result['misses'])}."
+    )
     client.close()
     return 0
 

@@ -7,6 +7,10 @@ properties and ids), members strings, case folds, receipts, group state and buff
 also runs a second time on what the first run read alone (``engine/reads.py``): the answer
 must be the same, so the read set is all a writer needs to check.
 
+The engine reads the way a worker would: a prefetch of the call's data, the rest on demand
+(``worker/store/prefetch.py``); its writes are applied by ``commit_batch.lua``, which checks
+what it read first. The script runs under one prefix, the engine and the commit under another.
+
 The calls are the differential test's sequences (``test_differential.scenario``), buffer off
 and on, every step of them: batches and release calls through both; deletions
 (``delete_person.lua``), forgotten receipts and acknowledgements through the store, between
@@ -48,6 +52,7 @@ from worker.store.engine.commit import commit_args
 from worker.store.engine.reads import Recorded, Recording
 from worker.store.keys import TenantKeys, glob_escape
 from worker.store.lua_loader import load_library, load_script
+from worker.store.prefetch import prefetch
 from worker.store.redis_store import RedisIdentityStore
 from worker.store.script_call import ScriptCall
 
@@ -316,8 +321,10 @@ class Pair:
         where = f"call {self.calls}"
         script_keys, engine_keys = self.store.keys(tenant), self.engine_store.keys(tenant)
 
-        recording = Recording(RedisState(self.client, engine_keys))
-        outcome = engine.run(recording, engine.parse_call(args))
+        call = engine.parse_call(args)
+        state = prefetch(self.client, engine_keys, call)
+        recording = Recording(state)
+        outcome = engine.run(recording, call)
         # the outcome is a function of what the call read (the read set the commit checks)
         again = engine.run(Recorded(recording.tenant, recording.reads), engine.parse_call(args))
         assert again == outcome, f"{where}: an answer outside the read set"

@@ -32,7 +32,12 @@ from pathlib import Path
 
 from worker.store import protocol
 
-SCRIPTS = ("resolve_batch.lua", "read_person.lua", "delete_person.lua", "commit_batch.lua")
+SCRIPTS = (
+    "resolve_batch.lua",
+    "read_person.lua",
+    "delete_person.lua",
+    "commit_batch.lua",
+)
 """The scripts the store runs."""
 
 LIBRARIES = ("resolve_batch.lua",)
