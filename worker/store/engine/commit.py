@@ -69,11 +69,30 @@ def _arg(value: object) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
+def _hash_checks(pairs: list[tuple[bytes, object]]) -> list[bytes]:
+    """Checks of one hash's fields: count, the fields, the presence string, the values."""
+    return [
+        b"%d" % len(pairs),
+        *(field for field, _ in pairs),
+        b"".join(b"0" if answer is None else b"1" for _, answer in pairs),
+        *(b"" if answer is None else _text(answer) for _, answer in pairs),
+    ]
+
+
 def checks(reads: dict[ReadKey, object]) -> list[bytes]:
-    """The checks section: count, then kind, arg1, arg2, expected per read."""
-    out: list[bytes] = [b"%d" % len(reads)]
+    """The checks sections: the ids hash's, the receipt hashes', then the others (count, then
+    kind, arg1, arg2, expected each)."""
+    ids: list[tuple[bytes, object]] = []
+    receipts: dict[bytes, list[tuple[bytes, object]]] = {}
+    others: list[bytes] = []
     for key, answer in reads.items():
         name, args = str(key[0]), [_arg(a) for a in key[1:]]
+        if name == "value":
+            ids.append((args[0], answer))
+            continue
+        if name == "receipt":
+            receipts.setdefault(args[0], []).append((args[1], answer))
+            continue
         kind = CHECKS[name]
         encode = _EXPECTED.get(kind)
         if encode is not None:
@@ -82,8 +101,13 @@ def checks(reads: dict[ReadKey, object]) -> list[bytes]:
             kind, expected = kind.upper(), b""
         else:
             expected = _text(answer)
-        out += [kind.encode(), *[*args, b"", b""][:2], expected]
-    return out
+        others += [kind.encode(), *[*args, b"", b""][:2], expected]
+    out = _hash_checks(ids)
+    out.append(b"%d" % len(receipts))
+    for bucket, pairs in receipts.items():
+        out += [bucket, *_hash_checks(pairs)]
+    out.append(b"%d" % (len(others) // 4))
+    return out + others
 
 
 def commit_args(
@@ -113,9 +137,11 @@ def commit_args(
         [[root, _flag(root in w.members_fresh), text] for root, text in w.members_appended.items()]
     )
     section([[f] for f in w.folds])
-    section(
-        [[bucket, source, text] for bucket, kept in w.receipts.items() for source, text in kept]
-    )
+    args.append(b"%d" % len(w.receipts))
+    for bucket, kept in w.receipts.items():
+        args += [bucket, b"%d" % len(kept)]
+        for source, text in kept:
+            args += [source, text]
     section([[t] for t in w.group_types])
     section([[f, text] for f, text in w.group_records.items()])
     section([[p, text] for p, text in w.group_members.items()])

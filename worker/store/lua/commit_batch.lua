@@ -13,11 +13,15 @@ reply of an earlier round to delete, [5] buffer prefix, [6] receipts prefix, [7]
 
 ARGV: [1] format version, [2] reply TTL ms, [3] receipt TTL ms, [4] "1" when the reply reports
 the next due time (the engine's buffer_touched), [5] the reply entries (a JSON array text),
-[6] the released entries (a JSON array text), then sections, each a count and its items:
-  checks      4 values each: kind, arg1, arg2, expected (worker/store/engine/commit.py, CHECKS)
+[6] the released entries (a JSON array text), then sections, each a count and its items
+(worker/store/engine/commit.py writes them):
+  checks of the ids hash: n, the n ids, a presence string (n times "1" or "0"), the n values
+  checks of receipts: the number of receipt hashes, then each: bucket, then as the ids'
+  other checks: quadruples kind, arg1, arg2, expected (kinds: commit.py, CHECKS; in upper case
+              when nothing was there)
   ids         pairs: id, value (HSET of the ids hash)
   members deleted, members appended (root, fresh "1"/"0", text), folds,
-  receipts    triples: bucket, source, text
+  receipts    the number of receipt hashes, then each: bucket, k, k pairs (source, text)
   group types, group records (field, text), group members (person id, text), group members
               deleted,
   queues cleared, queues pushed (id, n, n entry ids), due added (id, time), entries (entry id,
@@ -117,82 +121,96 @@ local READ = {
   end,
 }
 
--- The checks: expected "" with kind in upper case means nothing was there. The reads of the ids
--- hash and of the receipt hashes, most of them, are made with one HMGET per hash (of up to 500
--- fields); the others one command each.
-local by_hash, hashes = {}, {} -- key -> { fields, expected, absent }
-local function batched(key, field, expected, absent)
-  local batch = by_hash[key]
-  if batch == nil then
-    batch = { fields = {}, expected = {}, absent = {} }
-    by_hash[key] = batch
-    hashes[#hashes + 1] = key
-  end
-  local n = #batch.fields + 1
-  batch.fields[n], batch.expected[n], batch.absent[n] = field, expected, absent
-end
-
-for k = 1, count() do
-  local kind, a, b, expected = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
-  at = at + 4
-  if expected == nil then
-    error('commit_batch: bad check ' .. k)
-  end
-  local absent = string.upper(kind) == kind
-  local lower = string.lower(kind)
-  if lower == 'v' then
-    batched(ids_key, a, expected, absent)
-  elseif lower == 'r' then
-    batched(receipts_prefix .. a, b, expected, absent)
-  else
-    local read = READ[lower]
-    if read == nil then
-      error('commit_batch: bad check ' .. k)
-    end
-    local got = read(a, b)
-    if (absent and got) or (not absent and got ~= expected) then
-      return redis.error_reply('IWSTALE ' .. lower .. ' ' .. a .. ' changed')
-    end
-  end
-end
-for _, key in ipairs(hashes) do
-  local batch = by_hash[key]
-  local fields = batch.fields
-  for first = 1, #fields, 500 do
-    local last = math.min(first + 499, #fields)
-    local got = redis.call('HMGET', key, unpack(fields, first, last))
+-- The checks. The ids hash's and the receipt hashes', nearly all of them, come as a list of
+-- fields, a presence string (one "1" or "0" per field: whether it was there) and their values,
+-- read back with one HMGET per hash (of up to 500 fields) and compared without a table per
+-- check; the others as (kind, arg1, arg2, expected), kind in upper case when nothing was there.
+local function check_hash(key, what)
+  local n = count()
+  local fields, presence, values = at, at + n, at + n + 1
+  at = at + 2 * n + 1
+  for first = 0, n - 1, 500 do
+    local last = math.min(first + 499, n - 1)
+    local got = redis.call('HMGET', key, unpack(ARGV, fields + first, fields + last))
     for j = first, last do
       local value = got[j - first + 1]
-      if (batch.absent[j] and value) or (not batch.absent[j] and value ~= batch.expected[j]) then
-        return redis.error_reply('IWSTALE ' .. (key == ids_key and 'v' or 'r') .. ' ' ..
-          fields[j] .. ' changed')
+      local present = string.byte(ARGV[presence], j + 1) == 49 -- "1"
+      if (present and value ~= ARGV[values + j]) or (not present and value) then
+        return 'IWSTALE ' .. what .. ' ' .. ARGV[fields + j] .. ' changed'
       end
     end
   end
+  return nil
 end
 
--- The writes, as write_back.lua makes them.
-local function items(width)
-  local list = {}
-  for _ = 1, count() do
-    list[#list + 1] = { unpack(ARGV, at, at + width - 1) }
-    at = at + width
-  end
-  return list
+local stale = check_hash(ids_key, 'v')
+if stale then
+  return redis.error_reply(stale)
 end
-
-local ids, members_deleted, members_appended = items(2), items(1), items(3)
-local folds, receipts = items(1), items(3)
-local group_types, group_records, group_members, group_members_deleted =
-  items(1), items(2), items(2), items(1)
-local queues_cleared = items(1)
-local queues_pushed = {}
 for _ = 1, count() do
-  local id, n = ARGV[at], tonumber(ARGV[at + 1])
-  queues_pushed[#queues_pushed + 1] = { id, { unpack(ARGV, at + 2, at + 1 + n) } }
+  local bucket = ARGV[at]
+  at = at + 1
+  stale = check_hash(receipts_prefix .. bucket, 'r')
+  if stale then
+    return redis.error_reply(stale)
+  end
+end
+for k = 1, count() do
+  local kind, a, b, expected = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  at = at + 4
+  local lower = string.lower(kind)
+  local read = READ[lower]
+  if read == nil or expected == nil then
+    error('commit_batch: bad check ' .. k)
+  end
+  local absent = lower ~= kind
+  local got = read(a, b)
+  if (absent and got) or (not absent and got ~= expected) then
+    return redis.error_reply('IWSTALE ' .. lower .. ' ' .. a .. ' changed')
+  end
+end
+
+-- The writes, as write_back.lua makes them: each section read in place (its first index and
+-- count; no table per item).
+local function section(width)
+  local n = count()
+  local first = at
+  at = at + n * width
+  return first, n
+end
+
+local function hset_range(key, first, n) -- n (field, value) pairs from ARGV[first]
+  for k = 0, n - 1, 500 do
+    local last = math.min(k + 499, n - 1)
+    redis.call('HSET', key, unpack(ARGV, first + 2 * k, first + 2 * last + 1))
+  end
+end
+
+local ids_at, ids_n = section(2)
+local deleted_at, deleted_n = section(1)
+local appended_at, appended_n = section(3)
+local folds_at, folds_n = section(1)
+local receipt_buckets = {}
+for _ = 1, count() do
+  local bucket, n = ARGV[at], tonumber(ARGV[at + 1])
+  receipt_buckets[#receipt_buckets + 1] = { bucket, at + 2, n }
+  at = at + 2 + 2 * n
+end
+local types_at, types_n = section(1)
+local records_at, records_n = section(2)
+local gm_at, gm_n = section(2)
+local gm_deleted_at, gm_deleted_n = section(1)
+local cleared_at, cleared_n = section(1)
+local pushed = {}
+for _ = 1, count() do
+  local n = tonumber(ARGV[at + 1])
+  pushed[#pushed + 1] = { ARGV[at], at + 2, n }
   at = at + 2 + n
 end
-local due_added, entries_out, releases, leases = items(2), items(3), items(2), items(2)
+local due_at, due_n = section(2)
+local entries_at, entries_n = section(3)
+local releases_at, releases_n = section(2)
+local leases_at, leases_n = section(2)
 local waiting_delta = tonumber(ARGV[at])
 if waiting_delta == nil or ARGV[at + 1] ~= nil then
   error('commit_batch: bad ARGV at ' .. at)
@@ -201,86 +219,66 @@ end
 if previous_reply ~= reply_key then
   redis.call('DEL', previous_reply)
 end
-for _, item in ipairs(members_deleted) do
-  redis.call('DEL', members_prefix .. item[1])
+for k = 0, deleted_n - 1 do
+  redis.call('DEL', members_prefix .. ARGV[deleted_at + k])
 end
-for _, item in ipairs(members_appended) do
-  if item[2] == '1' then
-    redis.call('DEL', members_prefix .. item[1])
+for k = 0, appended_n - 1 do
+  local root, fresh, text = ARGV[appended_at + 3 * k], ARGV[appended_at + 3 * k + 1],
+    ARGV[appended_at + 3 * k + 2]
+  if fresh == '1' then
+    redis.call('DEL', members_prefix .. root)
   end
-  redis.call('APPEND', members_prefix .. item[1], item[3])
+  redis.call('APPEND', members_prefix .. root, text)
 end
--- (HSETs of up to 500 fields)
-local function hset_all(key, pairs_list, first_of, second_of)
-  local args = {}
-  for _, item in ipairs(pairs_list) do
-    args[#args + 1] = item[first_of]
-    args[#args + 1] = item[second_of]
-    if #args == 1000 then
-      redis.call('HSET', key, unpack(args))
-      args = {}
-    end
-  end
-  if #args > 0 then
-    redis.call('HSET', key, unpack(args))
-  end
+hset_range(ids_key, ids_at, ids_n)
+for k = 0, cleared_n - 1 do
+  redis.call('DEL', buffer_prefix .. 'q:' .. ARGV[cleared_at + k])
+  redis.call('ZREM', buffer_prefix .. 'due', ARGV[cleared_at + k])
 end
-hset_all(ids_key, ids, 1, 2)
-for _, item in ipairs(queues_cleared) do
-  redis.call('DEL', buffer_prefix .. 'q:' .. item[1])
-  redis.call('ZREM', buffer_prefix .. 'due', item[1])
+for _, item in ipairs(pushed) do
+  local key = buffer_prefix .. 'q:' .. item[1]
+  redis.call('RPUSH', key, unpack(ARGV, item[2], item[2] + item[3] - 1))
 end
-for _, item in ipairs(queues_pushed) do
-  redis.call('RPUSH', buffer_prefix .. 'q:' .. item[1], unpack(item[2]))
+for k = 0, due_n - 1 do
+  redis.call('ZADD', buffer_prefix .. 'due', ARGV[due_at + 2 * k + 1], ARGV[due_at + 2 * k])
 end
-for _, item in ipairs(due_added) do
-  redis.call('ZADD', buffer_prefix .. 'due', item[2], item[1])
+for k = 0, entries_n - 1 do
+  local entry_id = ARGV[entries_at + 3 * k]
+  redis.call('HSET', buffer_prefix .. 'e', entry_id, ARGV[entries_at + 3 * k + 1])
+  redis.call('HSET', buffer_prefix .. 'p', entry_id, ARGV[entries_at + 3 * k + 2])
 end
-for _, item in ipairs(entries_out) do
-  redis.call('HSET', buffer_prefix .. 'e', item[1], item[2])
-  redis.call('HSET', buffer_prefix .. 'p', item[1], item[3])
+if releases_n > 0 then
+  hset_range(buffer_prefix .. 'r', releases_at, releases_n)
 end
-for _, item in ipairs(releases) do
-  redis.call('HSET', buffer_prefix .. 'r', item[1], item[2])
-end
-for _, item in ipairs(leases) do
-  if item[2] == '' then
-    redis.call('ZREM', buffer_prefix .. 'pending', item[1])
+for k = 0, leases_n - 1 do
+  local entry_id, deadline = ARGV[leases_at + 2 * k], ARGV[leases_at + 2 * k + 1]
+  if deadline == '' then
+    redis.call('ZREM', buffer_prefix .. 'pending', entry_id)
   else
-    redis.call('ZADD', buffer_prefix .. 'pending', item[2], item[1])
+    redis.call('ZADD', buffer_prefix .. 'pending', deadline, entry_id)
   end
 end
 if waiting_delta ~= 0 then
   redis.call('INCRBY', buffer_prefix .. 'n', waiting_delta)
 end
-for _, item in ipairs(group_types) do
-  redis.call('SADD', groups_prefix .. 'types', item[1])
+if types_n > 0 then
+  redis.call('SADD', groups_prefix .. 'types', unpack(ARGV, types_at, types_at + types_n - 1))
 end
-for _, item in ipairs(group_records) do
-  redis.call('HSET', groups_prefix .. 'records', item[1], item[2])
+if records_n > 0 then
+  hset_range(groups_prefix .. 'records', records_at, records_n)
 end
-for _, item in ipairs(group_members_deleted) do
-  redis.call('HDEL', groups_prefix .. 'members', item[1])
+for k = 0, gm_deleted_n - 1 do
+  redis.call('HDEL', groups_prefix .. 'members', ARGV[gm_deleted_at + k])
 end
-for _, item in ipairs(group_members) do
-  redis.call('HSET', groups_prefix .. 'members', item[1], item[2])
+if gm_n > 0 then
+  hset_range(groups_prefix .. 'members', gm_at, gm_n)
 end
-for _, item in ipairs(folds) do
-  redis.call('HSET', fold_key, item[1], '1')
+for k = 0, folds_n - 1 do
+  redis.call('HSET', fold_key, ARGV[folds_at + k], '1')
 end
-local by_bucket, buckets = {}, {}
-for _, item in ipairs(receipts) do
-  local list = by_bucket[item[1]]
-  if list == nil then
-    list = {}
-    by_bucket[item[1]] = list
-    buckets[#buckets + 1] = item[1]
-  end
-  list[#list + 1] = item
-end
-for _, bucket in ipairs(buckets) do
-  hset_all(receipts_prefix .. bucket, by_bucket[bucket], 2, 3)
-  redis.call('PEXPIRE', receipts_prefix .. bucket, ARGV[3])
+for _, item in ipairs(receipt_buckets) do
+  hset_range(receipts_prefix .. item[1], item[2], item[3])
+  redis.call('PEXPIRE', receipts_prefix .. item[1], ARGV[3])
 end
 
 local due = 'false'
