@@ -16,7 +16,10 @@ catches a library exception. What to catch:
     │       └── SchemaRegistryUnavailableError   (worker.codec.errors; also a CodecError)
     ├── StoreError                          (base of the store's errors)
     │   ├── TransientStoreError             (also a TransientError)
-    │   └── PermanentStoreError             a script or data error that retrying cannot fix
+    │   ├── PermanentStoreError             a script or data error that retrying cannot fix
+    │   │   ├── RecordError                 (worker.store.record_format) an unreadable record
+    │   │   └── EngineError                 (worker.store.engine) data the script refuses too
+    │   └── Unsupported                     (worker.store.engine) a call for the script
     └── CodecError                          (worker.codec.errors: base of the codecs' errors)
         ├── DecodeError                     an input that can never be decoded: dead-lettered
         ├── EncodeError                     one of our own records could not be encoded

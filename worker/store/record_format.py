@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from hashlib import sha1
 from typing import Final
 
+from worker.errors import PermanentStoreError
 from worker.identity.ids import PERSON_NAMESPACE
 from worker.store import msgpack_subset
 from worker.store.protocol import SET, SET_ONCE, UNSET
@@ -64,8 +65,9 @@ _CODE_NUMBER: Final = {code: number for number, code in enumerate(_CODES)}
 _NAMESPACE: Final = PERSON_NAMESPACE.bytes
 
 
-class RecordError(ValueError):
-    """A value of the ids hash that is not a readable record (or members string)."""
+class RecordError(PermanentStoreError):
+    """A value of the ids hash that is not a readable person record (or members string): a
+    bug or a foreign writer in the worker's key space; look at the message."""
 
 
 @dataclass(slots=True)

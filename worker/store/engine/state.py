@@ -6,14 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-
-class Unsupported(Exception):
-    """A call this engine does not cover (the script must run it)."""
+from worker.errors import PermanentStoreError, StoreError
 
 
-class EngineError(ValueError):
-    """Data the script would refuse too: malformed ARGV, a broken parent chain, an unreadable
-    record."""
+class Unsupported(StoreError):
+    """A call this engine does not cover: send it to the resolve script instead (it migrates a
+    format 6 record, for one)."""
+
+
+class EngineError(PermanentStoreError):
+    """Data the resolve script would refuse too (malformed ARGV, a broken parent chain, an
+    unreadable record): not retried; look at the message."""
 
 
 class TenantState(Protocol):
