@@ -1,19 +1,19 @@
 """The Python engine (``worker/store/engine/``) against the resolve script, on a real Redis:
-for each call, the engine runs first on the tenant's data as Redis holds it, then the script
-runs the same ARGV; both must give the same reply (entries and released entries as JSON values:
-a snapshot's keys may come in another order; whether it reports the next due time) and leave
-the same data: the same ids hash (parents byte for byte, records with the same fields,
-properties and ids), members strings, case folds, receipts, group state and buffer. Each call
-also runs a second time on what the first run read alone (``engine/reads.py``): the answer
-must be the same, so the read set is all a writer needs to check.
+for each call, the script runs under one prefix, and the engine, then ``commit_batch.lua``
+with the engine's writes, under another; the two prefixes hold the same data before the call
+and must give the same reply (entries and released entries as JSON values: a snapshot's keys
+may come in another order; the next due time) and hold the same data after it: the same ids
+hash (parents byte for byte, records with the same fields, properties and ids), members
+strings, case folds, receipts, group state and buffer. Each call also runs a second time on
+what the engine's first run read alone (``engine/reads.py``): the answer must be the same, so
+the read set is all the commit needs to check.
 
 The engine reads the way a worker would: a prefetch of the call's data, the rest on demand
-(``worker/store/prefetch.py``); its writes are applied by ``commit_batch.lua``, which checks
-what it read first. The script runs under one prefix, the engine and the commit under another.
+(``worker/store/prefetch.py``).
 
 The calls are the differential test's sequences (``test_differential.scenario``), buffer off
 and on, every step of them: batches and release calls through both; deletions
-(``delete_person.lua``), forgotten receipts and acknowledgements through the store, between
+(``delete_person.lua``), forgotten receipts and acknowledgements through both stores, between
 calls."""
 
 from __future__ import annotations
