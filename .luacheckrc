@@ -30,8 +30,11 @@ files[resolve .. "buffer.lua"] = {
   read_globals = { "PROTOCOL", "argv", "union_find", "rules", "reply" },
 }
 files[resolve .. "receipts.lua"] = { read_globals = { "buffer" } }
+files[resolve .. "round.lua"] = { read_globals = {} }
 files[resolve .. "write_back.lua"] = {
-  read_globals = { "record_codec", "union_find", "records", "reply", "groups", "case_fold" },
+  read_globals = {
+    "record_codec", "union_find", "records", "reply", "groups", "case_fold", "round",
+  },
 }
 -- The main script before joining (its `--- @include` lines are comments); the joined script
 -- is linted too (make lint-lua writes it to .local/lua/).
@@ -39,9 +42,9 @@ files["worker/store/lua/resolve_batch.lua"] = {
   read_globals = {
     "PROTOCOL", "group_argv", "argv", "ordering", "record_codec", "union_find", "records",
     "properties", "reply", "groups", "case_fold", "deleted", "rules", "buffer", "receipts",
-    "write_back",
+    "round", "write_back",
   },
 }
 files["worker/store/lua/delete_person.lua"] = { read_globals = { "PROTOCOL", "record_codec" } }
 files["worker/store/lua/read_person.lua"] = { read_globals = { "PROTOCOL", "record_codec" } }
-files["worker/store/lua/commit_batch.lua"] = { read_globals = { "PROTOCOL" } }
+files["worker/store/lua/commit_batch.lua"] = { read_globals = { "PROTOCOL", "round" } }

@@ -35,36 +35,25 @@ def _moves(ctx: Ctx, person: Person, op: Op) -> bool:
 
 
 def _apply_personless(ctx: Ctx, op: Op, warning: str | None) -> bytes:
+    """A6: personless. Nothing is created or updated; a known id's person is named."""
     root = ctx.find(op.into)
     groups_text, changes_text, group_warnings = apply_groups(ctx, op, None)
     warnings = ([warning] if warning else []) + group_warnings
+    person_id, mode, created_at, identified = op.into_person_id, _PROPERTYLESS, None, False
     if root is not None:
         person = ctx.load(root)
-        mode = (
-            _FORCE_UPGRADE
-            if op.ts > person.created_at + ctx.config.force_upgrade_ms
-            else _PROPERTYLESS
-        )
-        return entry(
+        person_id, created_at, identified = (
             person.person_id,
-            mode,
             person.created_at_text,
             person.identified,
-            b"{}",
-            False,
-            False,
-            warnings,
-            (),
-            None,
-            False,
-            groups_text,
-            changes_text,
         )
+        if op.ts > person.created_at + ctx.config.force_upgrade_ms:
+            mode = _FORCE_UPGRADE
     return entry(
-        op.into_person_id,
-        _PROPERTYLESS,
-        None,
-        False,
+        person_id,
+        mode,
+        created_at,
+        identified,
         b"{}",
         False,
         False,

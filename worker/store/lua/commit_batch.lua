@@ -33,17 +33,15 @@ twice).
 ]==]
 
 --- @include "protocol"
+--- @include "resolve/round"
 
 local ids_key, members_prefix, reply_key, previous_reply = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local buffer_prefix, receipts_prefix, groups_prefix = KEYS[5], KEYS[6], KEYS[7]
 local fold_key, deleted_key = KEYS[8], KEYS[9]
 
-local stored = redis.call('GET', reply_key)
+local stored = round.kept(reply_key) or round.refusal(KEYS[10])
 if stored then
   return stored
-end
-if KEYS[10] and redis.call('EXISTS', KEYS[10]) == 0 then
-  return redis.error_reply('IWCHAIN the previous call of this round did not run')
 end
 if ARGV[1] ~= PROTOCOL.format_version then
   return redis.error_reply('ERR commit_batch: format version ' .. tostring(ARGV[1]))
@@ -283,17 +281,7 @@ end
 
 local due = 'false'
 if ARGV[4] == '1' then
-  local first
-  for _, name in ipairs({ 'due', 'pending' }) do
-    local got = redis.call('ZRANGE', buffer_prefix .. name, 0, 0, 'WITHSCORES')
-    if got[2] then
-      local score = tonumber(got[2])
-      if first == nil or score < first then
-        first = score
-      end
-    end
-  end
-  due = first and string.format('%d', first) or 'null'
+  due = round.next_due(buffer_prefix) or 'null'
 end
 local text = '[' .. ARGV[5] .. ',' .. ARGV[6] .. ',' .. due .. ']'
 if tonumber(ARGV[2]) > 0 then

@@ -109,6 +109,7 @@ half done.
 --- @include "resolve/rules"
 --- @include "resolve/buffer"
 --- @include "resolve/receipts"
+--- @include "resolve/round"
 --- @include "resolve/write_back"
 
 -- A library loaded once (FCALL) keeps its modules between calls: their caches start empty.
@@ -133,14 +134,11 @@ local ctx = {
   deleted = {}, -- deleted.lua
 }
 
--- A retried call: the first attempt ran, return its reply.
-local stored = redis.call('GET', ctx.keys.reply)
+-- A retried call: the first attempt ran, return its reply. A pipelined call runs only after
+-- its predecessor of the round did (KEYS[10]).
+local stored = round.kept(ctx.keys.reply) or round.refusal(KEYS[10])
 if stored then
   return stored
-end
--- A pipelined call runs only after its predecessor of the round did (KEYS[10]).
-if KEYS[10] and redis.call('EXISTS', KEYS[10]) == 0 then
-  return redis.error_reply('IWCHAIN the previous call of this round did not run')
 end
 
 ctx.config = argv.header(ARGV)

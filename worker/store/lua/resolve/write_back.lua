@@ -100,21 +100,6 @@ local function write_receipts(ctx)
   end
 end
 
--- The earliest due time or lease deadline of the tenant's buffer (digits), or nil.
-local function next_due(ctx)
-  local first
-  for _, name in ipairs({ 'due', 'pending' }) do
-    local got = redis.call('ZRANGE', ctx.keys.buffer .. name, 0, 0, 'WITHSCORES')
-    if got[2] then
-      local score = tonumber(got[2])
-      if first == nil or score < first then
-        first = score
-      end
-    end
-  end
-  return first and string.format('%d', first) or nil
-end
-
 function write_back.run(ctx, entries)
   write_union_find(ctx)
   write_buffer(ctx)
@@ -123,7 +108,7 @@ function write_back.run(ctx, entries)
   write_receipts(ctx)
   local due = false
   if ctx.buffer_touched then
-    due = next_due(ctx)
+    due = round.next_due(ctx.keys.buffer)
   end
   local text = reply.whole(entries, ctx.released, due)
   if ctx.config.reply_ttl_ms > 0 then
