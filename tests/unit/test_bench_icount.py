@@ -267,7 +267,7 @@ def test_the_cuts_return_where_their_description_says() -> None:
     assert not any(line.startswith("local ") for line in lines[:at])  # before every module
     assert lines[at + 1] == "local PROTOCOL = {"
     lines, at = _cut_line(script, by_name["call"])
-    assert "redis.call('EXISTS', KEYS[10])" in "\n".join(lines[at - 4 : at])
+    assert "round.refusal(KEYS[10])" in "\n".join(lines[at - 5 : at])
     lines, at = _cut_line(script, by_name["prefetch"])
     assert lines[at - 2 : at] == [
         "ctx.ops = argv.parse_ops(ARGV, ctx.config)",
