@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from worker.store import protocol
@@ -32,6 +33,36 @@ def _widen(ctx: Ctx, root: bytes, person: Person, op: Op) -> None:
 
 def _moves(ctx: Ctx, person: Person, op: Op) -> bool:
     return op.ts < person.created_at or ctx.seen_at(op.ts) > person.last_seen
+
+
+def _full_entry(
+    ctx: Ctx,
+    op: Op,
+    person: Person,
+    merged: bool,
+    created: bool,
+    warnings: list[str],
+    overrides: Sequence[tuple[bytes, str, str]],
+    moved: bool,
+) -> bytes:
+    """The reply entry of an op on ``person`` (person mode full), its group operations applied
+    last (``groups.apply``: their warnings after the op's)."""
+    groups_text, changes_text, group_warnings = apply_groups(ctx, op, person)
+    return entry(
+        person.person_id,
+        _FULL,
+        person.created_at_text,
+        person.identified,
+        ctx.snapshot(person),
+        merged,
+        created,
+        warnings + group_warnings,
+        overrides,
+        person.version,
+        moved,
+        groups_text,
+        changes_text,
+    )
 
 
 def _apply_personless(ctx: Ctx, op: Op, warning: str | None) -> bytes:
@@ -146,22 +177,8 @@ def apply(ctx: Ctx, op: Op, warning: str | None = None) -> bytes:
             person = ctx.load(known)
             if _moves(ctx, person, op):
                 _widen(ctx, known, person, op)
-            groups_text, changes_text, group_warnings = apply_groups(ctx, op, person)
-            return entry(
-                person.person_id,
-                _FULL,
-                person.created_at_text,
-                person.identified,
-                ctx.snapshot(person),
-                False,
-                False,
-                ([warning] if warning else []) + group_warnings,
-                (),
-                person.version,
-                False,
-                groups_text,
-                changes_text,
-            )
+            warnings = [warning] if warning else []
+            return _full_entry(ctx, op, person, False, False, warnings, (), False)
     return finish(ctx, op, structure(ctx, op, warning))
 
 
@@ -278,19 +295,4 @@ def finish(ctx: Ctx, op: Op, part: Part) -> bytes:
         moved = True
     if changed or part.settled or part.merged or part.created or part.bump or part.remade:
         ctx.dirty.add(root)
-    groups_text, changes_text, group_warnings = apply_groups(ctx, op, person)
-    return entry(
-        person.person_id,
-        _FULL,
-        person.created_at_text,
-        person.identified,
-        ctx.snapshot(person),
-        part.merged,
-        part.created,
-        warnings + group_warnings,
-        part.overrides,
-        person.version,
-        moved,
-        groups_text,
-        changes_text,
-    )
+    return _full_entry(ctx, op, person, part.merged, part.created, warnings, part.overrides, moved)
