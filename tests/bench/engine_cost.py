@@ -9,20 +9,19 @@ tests.bench.engine_cost ...`` (``-P`` keeps the working directory's ``worker`` f
 the build's).
 
 Captures the store's calls for the drain mix (``lua_profile.capture``: batches of 500, chunks of
-``--chunk`` ops, a source per event as the worker's events have) and replays them on a
-throwaway prefix (deleted after): before each call the tenant's data is copied into memory (the
-ids hash, members strings, case folds, groups, the receipt hashes the call names), then the
-script runs the call in Redis (timed: ``INFO commandstats``, Redis's time inside ``FCALL``).
-Then the engine runs every call, one after the other, each on the copy taken before it (CPU of
-this process, ``time.process_time``, the ARGV parsed included; the copies are made first, so
-that their reading does not share the engine's time). The engine's reply entries must equal the
-script's (as JSON values) for every call, or the run reports no speed and exits 1. Prints µs per
-op of each, and their ratio. The process's garbage collector is tuned as the worker's
-(``worker/runtime.py``), and the copies are frozen out of its reach while the engine runs.
+``--chunk`` ops, a source per event as the worker's events have) and replays each, in order,
+three ways, each timed: the resolve script under one throwaway prefix (Redis's time inside
+``FCALL``, ``INFO commandstats``); under a second one, the reads of ``worker/store/prefetch.py``
+(Redis's time in its ``HMGET``, ``EXISTS``, ``GET`` and ``SMEMBERS``), the engine on them, its
+reads recorded (CPU of this process, ``time.process_time``, the ARGV parsed included), and
+``lua/commit_batch.lua`` with its writes (Redis's time inside ``EVALSHA``). The engine's and the
+commit's replies must equal the script's (as JSON values) for every call, or the run reports no
+speed and exits 1. Prints µs per op of each, the reads and the commit together, their ratios to
+the script, and how many reads the prefetch did not answer. Both prefixes are deleted after.
+The process's garbage collector is tuned as the worker's (``worker/runtime.py``).
 
-What the engine's figure leaves out: reading the data it needs from Redis and the write of what
-it changed (``store_primitives``: about 2 µs of Redis per op, and the worker's side of those
-round trips), and a cache that would keep records decoded between calls.
+What the engine's figure leaves out: a cache that would keep records decoded between calls;
+and it shares the process with the reads and commits, as a worker's would.
 """
 
 from __future__ import annotations
