@@ -107,11 +107,12 @@ def test_an_output_too_large_for_its_topic_becomes_a_dead_letter(
 def _loop_age(port: int) -> float:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return float(json.loads(r.read())["loop_age_seconds"])
-    except urllib.error.HTTPError as e:
-        return float(json.loads(e.read())["loop_age_seconds"])
+            age = json.loads(r.read())["loop_age_seconds"]
+    except urllib.error.HTTPError as e:  # 503: unhealthy, the body says why
+        age = json.loads(e.read())["loop_age_seconds"]
     except OSError:
         return 0.0  # not listening yet
+    return 0.0 if age is None else float(age)  # null: the loop has not turned yet
 
 
 def test_a_second_signal_exits_at_once(kafka_bootstrap: str, redis_url: str) -> None:

@@ -62,7 +62,7 @@ def test_engine_cost_compares_the_engine_with_the_script_and_leaves_nothing_behi
     out = capsys.readouterr().out
     assert "every reply entry the same" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "µs" not in line]
-    assert len(rows) == 3, out  # the engine, the script, the commit
+    assert len(rows) == 5, out  # the engine, the script, the reads, the commit, both
     for row in rows:
         assert float(row.rsplit("|", 2)[1]) > 0, row
     assert list(client.scan_iter(match="ec-*", count=1000)) == []
