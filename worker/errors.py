@@ -17,9 +17,9 @@ catches a library exception. What to catch:
     ├── StoreError                          (base of the store's errors)
     │   ├── TransientStoreError             (also a TransientError)
     │   ├── PermanentStoreError             a script or data error that retrying cannot fix
-    │   │   ├── RecordError                 (worker.store.record_format) an unreadable record
-    │   │   └── EngineError                 (worker.store.engine) data the script refuses too
-    │   └── Unsupported                     (worker.store.engine) a call for the script
+    │   │   ├── RecordError                 an unreadable stored record (record_format)
+    │   │   └── EngineError                 data the resolve script refuses too (engine)
+    │   └── Unsupported                     a call for the script, not the engine (engine)
     └── CodecError                          (worker.codec.errors: base of the codecs' errors)
         ├── DecodeError                     an input that can never be decoded: dead-lettered
         ├── EncodeError                     one of our own records could not be encoded
@@ -79,6 +79,22 @@ class TransientStoreError(StoreError, TransientError):
 class PermanentStoreError(StoreError):
     """Redis rejected a script or holds data the worker cannot read (a bug or a foreign writer
     in the worker's key space). Not retried: look at the message and the Redis logs."""
+
+
+class RecordError(PermanentStoreError):
+    """A value of the ids hash that is not a readable person record (or members string): a
+    bug or a foreign writer in the worker's key space; look at the message
+    (``worker.store.record_format``)."""
+
+
+class EngineError(PermanentStoreError):
+    """Data the resolve script would refuse too (malformed ARGV, a broken parent chain, an
+    unreadable record): not retried; look at the message (``worker.store.engine``)."""
+
+
+class Unsupported(StoreError):
+    """A call the engine (``worker.store.engine``) does not cover: send it to the resolve script
+    instead (it migrates a format 6 record, for one)."""
 
 
 class KafkaUnavailableError(TransientError):

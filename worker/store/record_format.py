@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from hashlib import sha1
 from typing import Final
 
-from worker.errors import PermanentStoreError
+from worker.errors import RecordError as RecordError
 from worker.identity.ids import PERSON_NAMESPACE
 from worker.store import msgpack_subset
 from worker.store.protocol import SET, SET_ONCE, UNSET
@@ -63,11 +63,6 @@ _HEADER_6: Final = re.compile(
 _CODES: Final = (SET.encode(), SET_ONCE.encode(), UNSET.encode())
 _CODE_NUMBER: Final = {code: number for number, code in enumerate(_CODES)}
 _NAMESPACE: Final = PERSON_NAMESPACE.bytes
-
-
-class RecordError(PermanentStoreError):
-    """A value of the ids hash that is not a readable person record (or members string): a
-    bug or a foreign writer in the worker's key space; look at the message."""
 
 
 @dataclass(slots=True)
