@@ -32,7 +32,12 @@ def uuid5_text(namespace: bytes, name: str) -> str:
     """``str(uuid.uuid5(UUID(bytes=namespace), name))``, written from the SHA-1 digest's hex
     text (no ``UUID`` object, no 128-bit integer): a third of the time. The version (5) is the
     13th hex digit; the variant (binary ``10``) is the top two bits of the 17th."""
-    text = sha1(namespace + name.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return uuid5_of_bytes(namespace, name.encode("utf-8"))
+
+
+def uuid5_of_bytes(namespace: bytes, name: bytes) -> str:
+    """``uuid5_text`` of a name already in bytes (a distinct id as Redis holds it)."""
+    text = sha1(namespace + name, usedforsecurity=False).hexdigest()
     return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{_VARIANT[text[16]]}{text[17:20]}-{text[20:32]}"
 
 

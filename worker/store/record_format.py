@@ -31,11 +31,10 @@ import json
 import re
 import struct
 from dataclasses import dataclass
-from hashlib import sha1
 from typing import Final
 
 from worker.errors import RecordError as RecordError
-from worker.identity.ids import PERSON_NAMESPACE
+from worker.identity.ids import PERSON_NAMESPACE, uuid5_of_bytes
 from worker.store import msgpack_subset
 from worker.store.protocol import SET, SET_ONCE, UNSET
 
@@ -110,9 +109,7 @@ def parent_of(value: bytes) -> bytes | None:
 def person_uuid(tenant: bytes, root: bytes) -> str:
     """The person id ``root`` creates (uuid5 of ``tenant:root``: ``ids.person_id_for``), the
     person id of an implicit record at ``root``."""
-    text = sha1(_NAMESPACE + tenant + b":" + root, usedforsecurity=False).hexdigest()
-    variant = "89ab"[int(text[16], 16) & 3]
-    return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{variant}{text[17:20]}-{text[20:32]}"
+    return uuid5_of_bytes(_NAMESPACE, tenant + b":" + root)
 
 
 def decode(value: bytes, root: bytes | None = None, tenant: bytes | None = None) -> Record:
@@ -135,21 +132,33 @@ def decode(value: bytes, root: bytes | None = None, tenant: bytes | None = None)
     return record
 
 
+def _uuid_text(raw: bytes) -> str:
+    """The canonical text of a uuid's 16 bytes."""
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def _counted(value: bytes, pos: int, what: str) -> tuple[bytes, int]:
+    """The text at ``pos`` written as its length, ``:``, the text (a person id stored as
+    text, each id of a members string), and the position after it."""
+    colon = value.find(b":", pos)
+    digits = value[pos:colon] if colon >= 0 else b""
+    if not digits.isdigit():
+        raise RecordError(f"an unreadable {what}")
+    end = colon + 1 + int(digits)
+    if end > len(value):
+        raise RecordError(f"{what} cut short")
+    return value[colon + 1 : end], end
+
+
 def _person_id_at(value: bytes, binary: bool, pos: int) -> tuple[str, int]:
     if binary:
         raw = value[pos : pos + 16]
         if len(raw) != 16:
             raise RecordError("a person id cut short")
-        text = raw.hex()
-        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}", pos + 16
-    colon = value.find(b":", pos)
-    digits = value[pos:colon] if colon >= 0 else b""
-    if not digits.isdigit():
-        raise RecordError("an unreadable person id length")
-    end = colon + 1 + int(digits)
-    if end > len(value):
-        raise RecordError("a person id cut short")
-    return value[colon + 1 : end].decode("utf-8", "surrogatepass"), end
+        return _uuid_text(raw), pos + 16
+    text, end = _counted(value, pos, "person id")
+    return text.decode("utf-8", "surrogatepass"), end
 
 
 def _parts(value: bytes, at: int, snapshot_length: int, props_length: int) -> tuple[bytes, ...]:
@@ -314,11 +323,7 @@ def order_text(stored: bytes) -> bytes:
     if len(stored) != 1 + _ORDER.size:
         raise RecordError("an order key of the wrong size")
     high, low_high, low_low, raw = _ORDER.unpack_from(stored, 1)
-    hex_text = raw.hex()
-    uuid_text = (
-        f"{hex_text[:8]}-{hex_text[8:12]}-{hex_text[12:16]}-{hex_text[16:20]}-{hex_text[20:]}"
-    )
-    return b"%010d%010d" % (high, low_high << 32 | low_low) + uuid_text.encode()
+    return b"%010d%010d" % (high, low_high << 32 | low_low) + _uuid_text(raw).encode()
 
 
 _ESCAPES: Final = {
@@ -471,15 +476,8 @@ def parse_members(text: bytes) -> list[bytes]:
     ids: list[bytes] = []
     pos = 0
     while pos < len(text):
-        colon = text.find(b":", pos)
-        digits = text[pos:colon] if colon >= 0 else b""
-        if not digits.isdigit():
-            raise RecordError("an unreadable members string")
-        end = colon + 1 + int(digits)
-        if end > len(text):
-            raise RecordError("a members string cut short")
-        ids.append(text[colon + 1 : end])
-        pos = end
+        distinct_id, pos = _counted(text, pos, "members string")
+        ids.append(distinct_id)
     return ids
 
 
