@@ -105,6 +105,22 @@ def test_prelude_holds_protocol() -> None:
             "overflow": "overflow",
             "redelivery": "redelivery",
         },
+        "check": {
+            "members": "m",
+            "in_fold": "f",
+            "deleted_person_id": "d",
+            "group_types": "t",
+            "group_record": "g",
+            "group_members": "p",
+            "has_queues": "q",
+            "queue": "l",
+            "waiting_count": "n",
+            "buffered_entry": "e",
+            "first_release": "o",
+            "leased": "k",
+            "expired_leases": "x",
+            "due_ids": "y",
+        },
     }
     assert protocol.FORMAT_VERSION == codec.FORMAT_VERSION
 

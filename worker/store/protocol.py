@@ -118,6 +118,27 @@ RELEASE_REASONS = {
 """Why a buffered entry was released (the ``reason`` of a released entry)."""
 
 
+COMMIT_CHECKS = {
+    "members": "m",
+    "in_fold": "f",
+    "deleted_person_id": "d",
+    "group_types": "t",
+    "group_record": "g",
+    "group_members": "p",
+    "has_queues": "q",
+    "queue": "l",
+    "waiting_count": "n",
+    "buffered_entry": "e",
+    "first_release": "o",
+    "leased": "k",
+    "expired_leases": "x",
+    "due_ids": "y",
+}
+"""``commit_batch.lua``'s check kind of each read of the engine (``engine/reads.py``) that is not
+one of the ids hash or of a receipt hash (those come as lists: ``engine/commit.py``); in upper
+case when the read found nothing."""
+
+
 def lua_prelude() -> str:
     """The ``PROTOCOL`` table of the joined script: every value above, as Lua."""
     fields: dict[str, str] = {
@@ -134,6 +155,7 @@ def lua_prelude() -> str:
         "person_mode": _lua_table(PERSON_MODES),
         "ordering": _lua_table(ORDERING_MODES),
         "release_reason": _lua_table(RELEASE_REASONS),
+        "check": _lua_table(COMMIT_CHECKS),
     }
     lines = [
         "-- Generated from worker/store/protocol.py by worker/store/lua_loader.py: edit it there.",

@@ -13,26 +13,6 @@ from worker.store import protocol, record_format
 from worker.store.engine.reads import ReadKey
 from worker.store.engine.state import Outcome
 
-CHECKS: dict[str, str] = {
-    "value": "v",
-    "members": "m",
-    "in_fold": "f",
-    "deleted_person_id": "d",
-    "receipt": "r",
-    "group_types": "t",
-    "group_record": "g",
-    "group_members": "p",
-    "has_queues": "q",
-    "queue": "l",
-    "waiting_count": "n",
-    "buffered_entry": "e",
-    "first_release": "o",
-    "leased": "k",
-    "expired_leases": "x",
-    "due_ids": "y",
-}
-"""The script's check kind of each read (upper case: the read found nothing)."""
-
 
 def _flag(value: object) -> bytes:
     return b"1" if value else b"0"
@@ -93,7 +73,7 @@ def checks(reads: dict[ReadKey, object]) -> list[bytes]:
         if name == "receipt":
             receipts.setdefault(args[0], []).append((args[1], answer))
             continue
-        kind = CHECKS[name]
+        kind = protocol.COMMIT_CHECKS[name]
         encode = _EXPECTED.get(kind)
         if encode is not None:
             expected = encode(answer)

@@ -17,7 +17,7 @@ the next due time (the engine's buffer_touched), [5] the reply entries (a JSON a
 (worker/store/engine/commit.py writes them):
   checks of the ids hash: n, the n ids, a presence string (n times "1" or "0"), the n values
   checks of receipts: the number of receipt hashes, then each: bucket, then as the ids'
-  other checks: quadruples kind, arg1, arg2, expected (kinds: commit.py, CHECKS; in upper case
+  other checks: quadruples kind, arg1, arg2, expected (kinds: PROTOCOL.check; in upper case
               when nothing was there)
   ids         pairs: id, value (HSET of the ids hash)
   members deleted, members appended (root, fresh "1"/"0", text), folds,
@@ -81,39 +81,53 @@ local function flag(value)
   return value and '1' or '0'
 end
 
--- What the engine read, read again: kind -> function(arg1, arg2) -> the value as the worker
--- encodes it (worker/store/engine/commit.py), or false for nothing.
+-- What the engine read, read again (the reads not of the ids or receipt hashes): kind
+-- (PROTOCOL.check) -> function(arg1, arg2) -> the value as the worker encodes it
+-- (worker/store/engine/commit.py), or false for nothing.
+local CHECK = PROTOCOL.check
 local READ = {
-  v = function(id) return redis.call('HGET', ids_key, id) end,
-  m = function(root) return redis.call('GET', members_prefix .. root) end,
-  f = function(folded) return flag(redis.call('HEXISTS', fold_key, folded) == 1) end,
-  d = function(id)
+  [CHECK.members] = function(root) return redis.call('GET', members_prefix .. root) end,
+  [CHECK.in_fold] = function(folded)
+    return flag(redis.call('HEXISTS', fold_key, folded) == 1)
+  end,
+  [CHECK.deleted_person_id] = function(id)
     local value = redis.call('HGET', deleted_key, id)
     return value and string.match(value, '^%d+|(.+)$') or false
   end,
-  r = function(bucket, source) return redis.call('HGET', receipts_prefix .. bucket, source) end,
-  t = function()
+  [CHECK.group_types] = function()
     local types = redis.call('SMEMBERS', groups_prefix .. 'types')
     table.sort(types, bytewise)
     return members_text(types)
   end,
-  g = function(field) return redis.call('HGET', groups_prefix .. 'records', field) end,
-  p = function(person_id) return redis.call('HGET', groups_prefix .. 'members', person_id) end,
-  q = function() return flag(redis.call('EXISTS', buffer_prefix .. 'due') == 1) end,
-  l = function(id)
+  [CHECK.group_record] = function(field)
+    return redis.call('HGET', groups_prefix .. 'records', field)
+  end,
+  [CHECK.group_members] = function(person_id)
+    return redis.call('HGET', groups_prefix .. 'members', person_id)
+  end,
+  [CHECK.has_queues] = function()
+    return flag(redis.call('EXISTS', buffer_prefix .. 'due') == 1)
+  end,
+  [CHECK.queue] = function(id)
     return members_text(redis.call('LRANGE', buffer_prefix .. 'q:' .. id, 0, -1))
   end,
-  n = function() return tostring(tonumber(redis.call('GET', buffer_prefix .. 'n') or '0')) end,
-  e = function(entry_id) return redis.call('HGET', buffer_prefix .. 'e', entry_id) end,
-  o = function(entry_id) return redis.call('HGET', buffer_prefix .. 'r', entry_id) end,
-  k = function(entry_id)
+  [CHECK.waiting_count] = function()
+    return tostring(tonumber(redis.call('GET', buffer_prefix .. 'n') or '0'))
+  end,
+  [CHECK.buffered_entry] = function(entry_id)
+    return redis.call('HGET', buffer_prefix .. 'e', entry_id)
+  end,
+  [CHECK.first_release] = function(entry_id)
+    return redis.call('HGET', buffer_prefix .. 'r', entry_id)
+  end,
+  [CHECK.leased] = function(entry_id)
     return flag(redis.call('ZSCORE', buffer_prefix .. 'pending', entry_id) ~= false)
   end,
-  x = function(now, limit)
+  [CHECK.expired_leases] = function(now, limit)
     return members_text(redis.call('ZRANGEBYSCORE', buffer_prefix .. 'pending', '-inf', now,
       'LIMIT', 0, limit))
   end,
-  y = function(now, limit)
+  [CHECK.due_ids] = function(now, limit)
     return members_text(redis.call('ZRANGEBYSCORE', buffer_prefix .. 'due', '-inf', now,
       'LIMIT', 0, limit))
   end,
