@@ -17,19 +17,22 @@ PARENT = ord("P")
 
 @dataclass(slots=True)
 class Person:
+    """A person record, decoded (``load``), made (``create``), or a group's properties or
+    memberships (``pseudo``: only its property fields count). The defaults are an empty one."""
+
     person_id: str
-    implicit_root: bytes | None
-    created_at: int
-    created_at_text: bytes
-    last_seen: int
-    identified: bool
-    version: int
-    id_count: int
-    spilled: bool
-    others: list[bytes]
-    stored_members: bool
-    snapshot: bytes | None
-    props: bytes
+    implicit_root: bytes | None = None
+    created_at: int = 0
+    created_at_text: bytes = b"0"
+    last_seen: int = 0
+    identified: bool = False
+    version: int = 0
+    id_count: int = 0
+    spilled: bool = False
+    others: list[bytes] = field(default_factory=list)
+    stored_members: bool = False
+    snapshot: bytes | None = None
+    props: bytes = b""
     meta: dict[bytes, bytes] | None = None
     """key -> code .. order key (stored form or text), as the script's metas"""
     vals: dict[bytes, bytes] | None = None
@@ -189,18 +192,11 @@ class Ctx:
     def create(self, distinct_id: bytes, person_id: str, ts: int, ts_text: bytes) -> Person:
         person = Person(
             person_id=person_id,
-            implicit_root=None,
             created_at=ts,
             created_at_text=ts_text,
             last_seen=self.seen_at(ts),
-            identified=False,
-            version=0,
             id_count=1,
-            spilled=False,
-            others=[],
-            stored_members=False,
             snapshot=b"{}",
-            props=b"",
             meta={},
             vals={},
             properties_changed=True,
@@ -307,18 +303,6 @@ def pseudo(meta: dict[bytes, bytes], vals: dict[bytes, bytes]) -> Person:
     """A group's properties or a person's memberships, as properties.update takes them."""
     return Person(
         person_id="",
-        implicit_root=None,
-        created_at=0,
-        created_at_text=b"0",
-        last_seen=0,
-        identified=False,
-        version=0,
-        id_count=0,
-        spilled=False,
-        others=[],
-        stored_members=False,
-        snapshot=None,
-        props=b"",
         meta=meta,
         vals=vals,
         properties_size=sum(len(k) + len(t) for k, t in vals.items()),

@@ -120,11 +120,11 @@ def _merge(
     ctx.union(big, small, small_ids, small_person, big_person)
     merge_groups(ctx, into_person, other_person)
     meta, vals, size = join_properties(ctx, into_person, other_person)
+    first = other_person if other_person.created_at < into_person.created_at else into_person
     merged = Person(
         person_id=into_person.person_id,
-        implicit_root=None,
-        created_at=into_person.created_at,
-        created_at_text=into_person.created_at_text,
+        created_at=first.created_at,
+        created_at_text=first.created_at_text,
         last_seen=max(into_person.last_seen, other_person.last_seen),
         identified=True,
         version=max(into_person.version, other_person.version) + 1,
@@ -132,18 +132,11 @@ def _merge(
         spilled=big_person.spilled,
         others=big_person.others,
         stored_members=big_person.stored_members,
-        snapshot=None,
-        props=b"",
         meta=meta,
         vals=vals,
         properties_size=size,
         properties_changed=True,
     )
-    if other_person.created_at < into_person.created_at:
-        merged.created_at, merged.created_at_text = (
-            other_person.created_at,
-            other_person.created_at_text,
-        )
     ctx.persons.pop(small, None)
     ctx.dirty.discard(small)
     ctx.persons[big] = merged
