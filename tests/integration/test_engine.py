@@ -63,74 +63,6 @@ SEQUENCES = int(os.environ.get("IDENTITY_ENGINE_SEQUENCES", "40"))
 T0 = 1_700_000_000_000
 
 
-class RedisState:
-    """``engine.TenantState`` read from Redis as it stands (the engine runs before the
-    script, so nothing changes under it)."""
-
-    def __init__(self, client: redis.Redis, keys: TenantKeys) -> None:
-        self._client = client
-        self._keys = keys
-
-    @property
-    def tenant(self) -> bytes:
-        return self._keys.tenant.encode("utf-8", "surrogatepass")
-
-    def group_types(self) -> set[bytes]:
-        return cast(set[bytes], self._client.smembers(self._keys.groups_prefix + "types"))
-
-    def group_record(self, field: bytes) -> bytes | None:
-        key = self._keys.groups_prefix + "records"
-        return cast(bytes | None, self._client.hget(key, field))
-
-    def group_members(self, person_id: bytes) -> bytes | None:
-        key = self._keys.groups_prefix + "members"
-        return cast(bytes | None, self._client.hget(key, person_id))
-
-    def value(self, distinct_id: bytes) -> bytes | None:
-        return cast(bytes | None, self._client.hget(self._keys.ids, distinct_id))
-
-    def members(self, root: bytes) -> bytes | None:
-        return cast(bytes | None, self._client.get(self._keys.members_prefix.encode() + root))
-
-    def in_fold(self, folded: bytes) -> bool:
-        return bool(self._client.hexists(self._keys.case_folds, folded))
-
-    def deleted_person_id(self, distinct_id: bytes) -> str | None:
-        value = cast(bytes | None, self._client.hget(self._keys.deleted, distinct_id))
-        return value.split(b"|", 1)[1].decode() if value else None
-
-    def receipt(self, bucket: bytes, source: bytes) -> bytes | None:
-        key = self._keys.receipts_prefix.encode() + bucket
-        return cast(bytes | None, self._client.hget(key, source))
-
-    def has_queues(self) -> bool:
-        return bool(self._client.exists(self._keys.buffer_due))
-
-    def queue(self, distinct_id: bytes) -> list[bytes]:
-        key = self._keys.buffer_prefix.encode() + b"q:" + distinct_id
-        return cast(list[bytes], self._client.lrange(key, 0, -1))
-
-    def waiting_count(self) -> int:
-        return int(cast(bytes | None, self._client.get(self._keys.buffer_count)) or 0)
-
-    def buffered_entry(self, entry_id: bytes) -> bytes | None:
-        return cast(bytes | None, self._client.hget(self._keys.buffer_entries, entry_id))
-
-    def first_release(self, entry_id: bytes) -> bytes | None:
-        return cast(bytes | None, self._client.hget(self._keys.buffer_releases, entry_id))
-
-    def leased(self, entry_id: bytes) -> bool:
-        return self._client.zscore(self._keys.buffer_pending, entry_id) is not None
-
-    def expired_leases(self, now: int, limit: int) -> list[bytes]:
-        key = self._keys.buffer_pending
-        return cast(list[bytes], self._client.zrangebyscore(key, "-inf", now, 0, limit))
-
-    def due_ids(self, now: int, limit: int) -> list[bytes]:
-        key = self._keys.buffer_due
-        return cast(list[bytes], self._client.zrangebyscore(key, "-inf", now, 0, limit))
-
-
 def _semantic(field: bytes, value: bytes, tenant: bytes) -> object:
     """What a value of the ids hash means: a parent, or a record's fields and properties."""
     parent = record_format.parent_of(value)
@@ -483,44 +415,18 @@ def test_a_find_over_three_hops_compresses_the_path_as_the_script_does(
     assert client.hget(ids, "b0") == b"Pc0"
 
 
-class _Format6State(RedisState):
-    """A tenant whose one id holds a format 6 record (a release before format 7)."""
-
-    def __init__(self) -> None:
-        pass
-
-    @property
-    def tenant(self) -> bytes:
-        return b"t"
-
-    def value(self, distinct_id: bytes) -> bytes | None:
-        return b"Rp-1|1|1|0|0|1|2|2|{}{}{}" if distinct_id == b"old" else None
-
-    def receipt(self, bucket: bytes, source: bytes) -> bytes | None:
-        return None
-
-    def group_types(self) -> set[bytes]:
-        return set()
-
-    def deleted_person_id(self, distinct_id: bytes) -> str | None:
-        return None
-
-
-def test_a_format_6_record_and_malformed_argv_are_refused() -> None:
+def test_a_format_6_record_and_malformed_argv_are_refused(
+    client: redis.Redis, unique_prefix: str
+) -> None:
     config = IdentityConfig()
-    limits = codec.CallLimits.of(config, 0, 3_600_000)
-    event = IdentityEvent(
-        tenant="t",
-        kind=EventKind.TRACK,
-        distinct_id="old",
-        uuid="00000000-0000-0000-0000-000000000001",
-        timestamp_ms=T0,
-    )
-    op = rules.prepare(event, config)
+    keys = RedisIdentityStore(client, config, prefix=unique_prefix).keys("t")
+    client.hset(keys.ids, "old", b"Rp-1|1|1|0|0|1|2|2|{}{}{}")  # a format 6 record
+    op = rules.prepare(_track("old", 1), config)
     assert isinstance(op, PreparedOp)
-    args = codec.encode_args([op], limits)
+    args = codec.encode_args([op], codec.CallLimits.of(config, 0, 3_600_000))
+    call = engine.parse_call(args)
     with pytest.raises(engine.Unsupported, match="format 6"):
-        engine.run(_Format6State(), engine.parse_call(args))
+        engine.run(prefetch(client, keys, call), call)
     with pytest.raises(engine.EngineError, match="format version"):
         engine.parse_call([b"1", *args[1:]])
     with pytest.raises(engine.EngineError, match="op 1"):
@@ -544,8 +450,9 @@ def _computed(
     config = IdentityConfig()
     ops = [op for op in (rules.prepare(e, config) for e in events) if isinstance(op, PreparedOp)]
     args = codec.encode_args(ops, codec.CallLimits.of(config, 0, 3_600_000), now_ms=T0)
-    recording = Recording(RedisState(client, store.keys("t")))
-    return recording, engine.run(recording, engine.parse_call(args)), args
+    call = engine.parse_call(args)
+    recording = Recording(prefetch(client, store.keys("t"), call))
+    return recording, engine.run(recording, call), args
 
 
 def test_a_commit_is_refused_whole_when_something_it_read_changed(
