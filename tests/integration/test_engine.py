@@ -332,40 +332,14 @@ def test_a_tree_past_the_inline_ids_spills_into_its_members_string(
     pair = Pair(client, config, unique_prefix)
     anon = [f"anon-{n}" for n in range(12)]
     events = [
-        IdentityEvent(
-            tenant="t",
-            kind=EventKind.IDENTIFY,
-            distinct_id="user" if n % 2 else anon[n],
-            uuid=f"00000000-0000-0000-0000-{n:012d}",
-            timestamp_ms=T0 + n,
-            other_id=anon[n] if n % 2 else "user",
-        )
+        _merging("user", anon[n], n, False) if n % 2 else _merging(anon[n], "user", n, False)
         for n in range(12)
     ]
     pair.run("t", events, 64, T0)
     # and a second person of as many ids merged into it: a union of two spilled trees
-    other = [
-        IdentityEvent(
-            tenant="t",
-            kind=EventKind.ALIAS,
-            distinct_id="other",
-            uuid=f"00000000-0000-0000-0001-{n:012d}",
-            timestamp_ms=T0 + 100 + n,
-            other_id=f"o-{n}",
-        )
-        for n in range(10)
-    ]
+    other = [_event(EventKind.ALIAS, "other", 100 + n, other_id=f"o-{n}") for n in range(10)]
     pair.run("t", other, 3, T0)
-    merge = IdentityEvent(
-        tenant="t",
-        kind=EventKind.IDENTIFY,
-        distinct_id="user",
-        uuid="00000000-0000-0000-0002-000000000000",
-        timestamp_ms=T0 + 500,
-        other_id="other",
-        merge_dangerously=True,
-    )
-    pair.run("t", [merge], 64, T0)
+    pair.run("t", [_merging("user", "other", 500)], 64, T0)
     # one tree of every id, kept in the members string of its root (the engine's writes were
     # compared with the script's at every call: this checks the sequence reached the case)
     ((root, ids),) = _members(client, pair.store.keys("t")).items()
@@ -374,16 +348,24 @@ def test_a_tree_past_the_inline_ids_spills_into_its_members_string(
     assert root in everyone
 
 
-def _merging(distinct_id: str, other: str, n: int, dangerous: bool = True) -> IdentityEvent:
-    return IdentityEvent(
+def _event(kind: EventKind, distinct_id: str, n: int, **changes: object) -> IdentityEvent:
+    """The ``n``-th event of a test's tenant ``t``: its uuid and time from ``n``."""
+    event = IdentityEvent(
         tenant="t",
-        kind=EventKind.IDENTIFY,
+        kind=kind,
         distinct_id=distinct_id,
-        uuid=f"00000000-0000-0000-0003-{n:012d}",
+        uuid=f"00000000-0000-0000-0000-{n:012d}",
         timestamp_ms=T0 + n,
-        other_id=other,
-        merge_dangerously=dangerous,
     )
+    return dataclasses.replace(event, **changes)  # type: ignore[arg-type]
+
+
+def _merging(distinct_id: str, other: str, n: int, dangerous: bool = True) -> IdentityEvent:
+    return _event(EventKind.IDENTIFY, distinct_id, n, other_id=other, merge_dangerously=dangerous)
+
+
+def _track(distinct_id: str, n: int, **changes: object) -> IdentityEvent:
+    return _event(EventKind.TRACK, distinct_id, n, **changes)
 
 
 def test_a_find_over_three_hops_compresses_the_path_as_the_script_does(
@@ -403,14 +385,7 @@ def test_a_find_over_three_hops_compresses_the_path_as_the_script_does(
     ids = pair.store.keys("t").ids
     assert client.hget(ids, "a1") == b"Pa0"
     assert client.hget(ids, "a0") == b"Pb0"
-    track = IdentityEvent(
-        tenant="t",
-        kind=EventKind.TRACK,
-        distinct_id="a1",
-        uuid="00000000-0000-0000-0004-000000000000",
-        timestamp_ms=T0 + 30,
-    )
-    pair.run("t", [track], 64, T0)
+    pair.run("t", [_track("a1", 30)], 64, T0)
     assert (client.hget(ids, "a1"), client.hget(ids, "a0")) == (b"Pc0", b"Pc0")
     assert client.hget(ids, "b0") == b"Pc0"
 
@@ -431,17 +406,6 @@ def test_a_format_6_record_and_malformed_argv_are_refused(
         engine.parse_call([b"1", *args[1:]])
     with pytest.raises(engine.EngineError, match="op 1"):
         engine.parse_call(args[:-3])
-
-
-def _track(distinct_id: str, n: int, **changes: object) -> IdentityEvent:
-    event = IdentityEvent(
-        tenant="t",
-        kind=EventKind.TRACK,
-        distinct_id=distinct_id,
-        uuid=f"00000000-0000-0000-0005-{n:012d}",
-        timestamp_ms=T0 + n,
-    )
-    return dataclasses.replace(event, **changes)  # type: ignore[arg-type]
 
 
 def _computed(
