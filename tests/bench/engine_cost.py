@@ -38,7 +38,7 @@ import redis
 
 from tests.bench.bench_store import TENANT
 from tests.bench.common import run_header
-from tests.bench.lua_profile import Call, capture, mix_batches, with_sources
+from tests.bench.lua_profile import Call, drain_calls
 from tests.bench.store_primitives import Usec
 from worker import build
 from worker.runtime import DEFAULT_GC_THRESHOLD, tune_gc
@@ -124,14 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=64, help="ops per call")
     args = parser.parse_args(argv)
     client = redis.Redis.from_url(args.redis_url)
-    mix = argparse.Namespace(
-        mix="drain", batches=args.batches, warmup=args.warmup, universe=None, seed=1
-    )
-    per_batch = capture(client, with_sources(mix_batches(mix)), args.chunk)
+    _, calls, warm_calls = drain_calls(client, args.batches, args.warmup, args.chunk)
     tune_gc(DEFAULT_GC_THRESHOLD)  # the worker's own settings (worker/runtime.py)
-    warm_calls = sum(len(b) for b in per_batch[: args.warmup])
     try:
-        result = measure(client, [c for b in per_batch for c in b], warm_calls)
+        result = measure(client, calls, warm_calls)
     except (redis.RedisError, RuntimeError, engine.EngineError, engine.Unsupported) as exc:
         print(f"no speed: {exc}", file=sys.stderr)
         return 1

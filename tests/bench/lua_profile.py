@@ -586,6 +586,19 @@ def mix_batches(args: argparse.Namespace) -> list[list[IdentityEvent]]:
     return [events[k : k + 500] for k in range(0, len(events), 500)]
 
 
+def drain_calls(
+    client: redis.Redis, batches: int, warmup: int, chunk: int
+) -> tuple[list[list[IdentityEvent]], list[Call], int]:
+    """The drain mix's ``warmup`` + ``batches`` batches of 500 (a source per event), the calls
+    the store makes for them (``capture``, chunks of ``chunk`` ops), and how many of those
+    calls are the warm-up's."""
+    mix = argparse.Namespace(mix="drain", batches=batches, warmup=warmup, universe=None, seed=1)
+    events = with_sources(mix_batches(mix))
+    per_batch = capture(client, events, chunk)
+    warm_calls = sum(len(b) for b in per_batch[:warmup])
+    return events, [c for b in per_batch for c in b], warm_calls
+
+
 def with_sources(batches: Sequence[list[IdentityEvent]]) -> list[list[IdentityEvent]]:
     """``batches`` with a source per event, as the worker's events have (receipts kept)."""
     return [

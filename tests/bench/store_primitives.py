@@ -53,7 +53,7 @@ import redis
 
 from tests.bench.bench_store import T0, TENANT
 from tests.bench.common import run_header
-from tests.bench.lua_profile import Call, capture, mix_batches, with_sources
+from tests.bench.lua_profile import Call, drain_calls
 from worker import build
 from worker.identity.config import IdentityConfig
 from worker.identity.reference import ReferenceStore
@@ -289,13 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     client = redis.Redis.from_url(args.redis_url)
-    mix = argparse.Namespace(
-        mix="drain", batches=args.batches, warmup=args.warmup, universe=None, seed=1
-    )
-    batches = with_sources(mix_batches(mix))
-    per_batch = capture(client, batches, 64)
-    warm_calls = sum(len(b) for b in per_batch[: args.warmup])
-    calls = [c for b in per_batch for c in b]
+    batches, calls, warm_calls = drain_calls(client, args.batches, args.warmup, 64)
     values: dict[bytes, bytes] | None = {} if args.records else None
     try:
         result = measure(client, calls, warm_calls, values)
