@@ -326,6 +326,7 @@ def test_prelude_is_protocol(client: redis.Redis) -> None:
         "person_mode": protocol.PERSON_MODES,
         "ordering": protocol.ORDERING_MODES,
         "release_reason": protocol.RELEASE_REASONS,
+        "check": protocol.COMMIT_CHECKS,
     }
 
 
