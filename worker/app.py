@@ -32,6 +32,7 @@ from worker.pipeline.releaser import BufferReleaser
 from worker.pipeline.runner import Runner
 from worker.store.base import BufferingStore
 from worker.store.codec import BufferPolicy
+from worker.store.commit_plan import RulesMode
 from worker.store.redis_store import RedisClient, RedisIdentityStore
 from worker.store.script_call import ScriptCommand
 
@@ -87,6 +88,7 @@ def build_store(settings: Settings, client: RedisClient) -> RedisIdentityStore:
         max_ops_per_call=settings.redis.max_ops_per_call,
         max_call_cost=settings.redis.max_call_cost,
         script_command=ScriptCommand(settings.redis.script_command),
+        rules=RulesMode(settings.redis.rules),
         retry_attempts=settings.redis.retry_attempts,
         retry_base_delay_s=settings.redis.retry_backoff_seconds,
         retry_max_delay_s=settings.redis.retry_backoff_max_seconds,

@@ -223,6 +223,11 @@ class RedisSettings(_Section):
     modules are not defined anew on every call), ``evalsha`` as a script; ``auto``
     calls the library where Redis takes ``FUNCTION LOAD`` and is not a cluster, else
     ``EVALSHA`` (``worker/store/script_call.py``)."""
+    rules: Literal["script", "worker"] = "script"
+    """Where the identity rules run: ``script`` in Redis (the resolve script), ``worker`` in
+    the worker, which reads a call's data, applies the rules and sends their writes to
+    ``commit_batch.lua``, applied only if nothing it read changed (docs/ARCHITECTURE.md,
+    *Rules in the worker*): less Redis time per event, more worker CPU."""
     retry_attempts: int = Field(default=8, ge=1)
     retry_backoff_seconds: float = Field(default=0.05, gt=0)
     retry_backoff_max_seconds: float = Field(default=2.0, gt=0)

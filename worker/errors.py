@@ -19,7 +19,8 @@ catches a library exception. What to catch:
     │   ├── PermanentStoreError             a script or data error that retrying cannot fix
     │   │   ├── RecordError                 an unreadable stored record (record_format)
     │   │   └── EngineError                 data the resolve script refuses too (engine)
-    │   └── Unsupported                     a call for the script, not the engine (engine)
+    │   ├── Unsupported                     a call for the script, not the engine (engine)
+    │   └── NeedsFreshReads                 a call planned once its round's earlier calls ran
     └── CodecError                          (worker.codec.errors: base of the codecs' errors)
         ├── DecodeError                     an input that can never be decoded: dead-lettered
         ├── EncodeError                     one of our own records could not be encoded
@@ -95,6 +96,12 @@ class EngineError(PermanentStoreError):
 class Unsupported(StoreError):
     """A call the engine (``worker.store.engine``) does not cover: send it to the resolve script
     instead (it migrates a format 6 record, for one)."""
+
+
+class NeedsFreshReads(StoreError):
+    """A call the engine can plan only from Redis as the earlier calls of its round leave it
+    (they wrote to the buffer: ``worker.store.engine.overlay``). Never leaves the store: the
+    call is planned again once they answered."""
 
 
 class KafkaUnavailableError(TransientError):

@@ -44,7 +44,12 @@ def e2e_settings(
     base: dict[str, Any] = {
         "kafka": {"bootstrap_servers": kafka_bootstrap, "group_id": name},
         "topics": topics.model_dump(),
-        "redis": {"url": redis_url, "key_prefix": name},
+        "redis": {
+            "url": redis_url,
+            "key_prefix": name,
+            # IDENTITY_TEST_REDIS_RULES=worker: the end-to-end tests with the rules in the worker
+            "rules": os.environ.get("IDENTITY_TEST_REDIS_RULES", "script"),
+        },
         "batch": {"max_wait_seconds": 0.05, "shutdown_timeout_seconds": 20},
         "observability": {"metrics_port": 0},
     }

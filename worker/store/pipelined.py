@@ -11,6 +11,9 @@ the calls go one at a time instead (nothing is sent before ``replies``), and a c
 (tenant) already had an error reply is not sent: it gets ``SKIPPED``, as a pipelined call would
 get the script's chain refusal.
 
+A command may name its own script (``scripts``: the store's commits of the rules computed in the
+worker, ``commit_batch.lua``, beside resolve calls); the others call the round's ``script``.
+
 A round may lead with a ``preamble`` of other commands (the store's pending ``HDEL``s of
 receipts): sent first in the same write, their replies read and dropped, errors included.
 
@@ -60,6 +63,7 @@ class Round:
         "_one_at_a_time",
         "_preamble",
         "_script",
+        "_scripts",
         "_sent",
     )
 
@@ -71,10 +75,15 @@ class Round:
         *,
         one_at_a_time: bool = False,
         preamble: Sequence[Sequence[bytes]] = (),
+        scripts: Sequence[ScriptCall | None] = (),
     ) -> None:
         self._client = client
         self._script = script
         self._commands = commands
+        self._scripts = [
+            (scripts[i] if i < len(scripts) else None) or script for i in range(len(commands))
+        ]
+        """the script each command calls"""
         self._one_at_a_time = one_at_a_time or isinstance(client, redis.RedisCluster)
         self._preamble = preamble
         self._connection: Any = None
@@ -96,7 +105,7 @@ class Round:
         pool = client.connection_pool
         try:
             self._connection = pool.get_connection()
-            packed = _pack(self._script, self._commands, self._preamble)
+            packed = _pack(self._scripts, self._commands, self._preamble)
             self._connection.send_packed_command(packed)
         except (redis.exceptions.RedisError, OSError) as exc:
             self._error = exc
@@ -108,7 +117,7 @@ class Round:
             for command in self._preamble:
                 with contextlib.suppress(redis.exceptions.ResponseError):
                     self._client.execute_command(*command)  # type: ignore[no-untyped-call]
-            yield from _one_at_a_time(self._client, self._script, self._commands)
+            yield from _one_at_a_time(self._client, self._scripts, self._commands)
             return
         self.send()
         try:
@@ -139,20 +148,35 @@ class Round:
 
 
 def _pack(
-    script: ScriptCall, commands: Sequence[Command], preamble: Sequence[Sequence[bytes]] = ()
+    scripts: Sequence[ScriptCall],
+    commands: Sequence[Command],
+    preamble: Sequence[Sequence[bytes]] = (),
 ) -> list[bytes]:
-    """The round as RESP bytes, in one piece, as hiredis (a dependency, ``redis[hiredis]``)
-    packs each command (``resp``, compiled, writes its bytes); redis-py would first copy every
-    argument in Python, all bytes already."""
-    calls = [(keys, args) for _, keys, args in commands]
-    return [pack_script_round(script.command, script.target, calls, preamble)]
+    """The round as RESP bytes, in one piece per run of commands calling one script, as hiredis
+    (a dependency, ``redis[hiredis]``) packs each command (``resp``, compiled, writes its
+    bytes); redis-py would first copy every argument in Python, all bytes already."""
+    if not commands:
+        return [pack_script_round(b"", b"", [], preamble)]
+    pieces: list[bytes] = []
+    start = 0
+    for end in range(1, len(commands) + 1):
+        if end < len(commands) and scripts[end] is scripts[start]:
+            continue
+        script = scripts[start]
+        calls = [(keys, args) for _, keys, args in commands[start:end]]
+        lead = preamble if start == 0 else ()
+        pieces.append(pack_script_round(script.command, script.target, calls, lead))
+        start = end
+    return pieces
 
 
 def _one_at_a_time(
-    client: redis.Redis | redis.RedisCluster, script: ScriptCall, commands: Sequence[Command]
+    client: redis.Redis | redis.RedisCluster,
+    scripts: Sequence[ScriptCall],
+    commands: Sequence[Command],
 ) -> Iterator[object]:
     failed: set[str] = set()
-    for group, keys, args in commands:
+    for script, (group, keys, args) in zip(scripts, commands, strict=True):
         if group in failed:
             yield SKIPPED
             continue

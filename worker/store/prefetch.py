@@ -107,6 +107,11 @@ class PrefetchedState:
         self._any_fold = any_fold
         self._any_deleted = any_deleted
 
+    def forgotten(self, receipts: Iterable[tuple[bytes, bytes]]) -> None:
+        """Receipts (bucket, source) whose ``HDEL`` runs before the call: read as absent."""
+        for bucket, source in receipts:
+            self._receipts[(bucket, source)] = None
+
     def _miss(self) -> redis.Redis:
         self.misses += 1
         return self._client

@@ -48,6 +48,18 @@ yet: a busy worker keeps about one round of replies per tenant; the TTL removes 
 ``reply_ttl_ms=0`` nothing is kept to chain on: the calls go one at a time, as on a Redis
 Cluster client (whose tenants live on different nodes).
 
+Rules in the worker (``rules=worker``, ``redis.rules``; docs/ARCHITECTURE.md, *Rules in the
+worker*): a call is planned when its round is sent (``commit_plan.py``: its data read, the
+engine run on it over the writes of the tenant's calls planned before it in the round, the
+commit encoded) and sent as a call of ``lua/commit_batch.lua`` with the resolve call's KEYS,
+chained and kept the same way, so everything above holds for it. A commit whose reads changed
+meanwhile (another worker on the tenant) is refused whole (``IWSTALE``): it and the tenant's
+later calls (refused by the chain) are planned again from fresh reads and sent in a further
+wave of the round, in order; after ``MAX_STALE`` refusals, and for a call the engine does not
+cover (``Unsupported``: a format 6 record), the tenant's calls from there on go to the resolve
+script. A call that needs the buffer as an earlier call of its round leaves it
+(``NeedsFreshReads``) waits for the next wave.
+
 The due-tenants index (``<prefix>:buffer-due``, docs/BUFFER.md) is updated after each round,
 per tenant, from the next due time the tenant's last call that touched its buffer returned (a
 refused tenant's too: its earlier calls ran).
@@ -72,9 +84,11 @@ import redis
 from worker.errors import (
     ConfigError,
     InternalError,
+    NeedsFreshReads,
     PermanentStoreError,
     StoreError,
     TransientStoreError,
+    Unsupported,
 )
 from worker.identity import rules
 from worker.identity.config import IdentityConfig
@@ -98,7 +112,9 @@ from worker.store import (
     protocol,
 )
 from worker.store.base import BatchResult, BufferStats, Released
-from worker.store.keys import TenantKeys, due_index
+from worker.store.commit_plan import PlannedCommit, RulesMode, RulesStats, is_stale, plan_commit
+from worker.store.engine.state import Writes
+from worker.store.keys import TenantKeys, due_index, receipt_bucket
 from worker.store.lua_loader import load_library, load_script
 from worker.store.script_call import ScriptCall, ScriptCommand
 
@@ -138,6 +154,10 @@ _TRANSIENT_REPLIES = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "
 
 log = logging.getLogger(__name__)
 
+MAX_STALE = 3
+"""Refusals (``IWSTALE``) of one call's commit before the call goes to the resolve script,
+which cannot be refused so (``rules=worker``)."""
+
 _MAX_PENDING_FORGETS = 50_000
 """Receipts ``forget`` may hold back before it sends their ``HDEL``s on its own."""
 
@@ -175,7 +195,9 @@ class RedisIdentityStore:
     their cost in plain-track units: ``call_cost``); ``retry_attempts`` bounds the
     attempts per call (backoff ``retry_base_delay_s * 2**n``, capped at ``retry_max_delay_s``,
     with full jitter); ``script_command`` says how the resolve script is called
-    (``script_call.py``: ``auto``, ``fcall`` or ``evalsha``); ``sleep`` is injectable for tests.
+    (``script_call.py``: ``auto``, ``fcall`` or ``evalsha``); ``rules`` where the rules run
+    (``script``: in Redis, the resolve script; ``worker``: here, their writes committed, above);
+    ``sleep`` is injectable for tests.
     """
 
     def __init__(
@@ -193,6 +215,7 @@ class RedisIdentityStore:
         receipt_ttl_ms: int = DEFAULT_RECEIPT_TTL_MS,
         buffer: codec.BufferPolicy = codec.NO_BUFFER,
         script_command: ScriptCommand = ScriptCommand.AUTO,
+        rules: RulesMode = RulesMode.SCRIPT,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if max_ops_per_call < 1:
@@ -233,10 +256,17 @@ class RedisIdentityStore:
         self._forgotten: list[list[bytes]] = []
         """``HDEL``s of ``forget`` not sent yet: they lead the next round"""
         self._forgotten_fields = 0
+        self._forgotten_receipts: dict[str, list[tuple[bytes, bytes]]] = {}
+        """per tenant, the receipts (bucket, source) of ``_forgotten`` (``rules=worker``)"""
         self._lock = Lock()
         self._buffer = buffer
         self._tenant_index = f"{prefix}:buffered-tenants"
         self._indexed: set[str] = set()
+        self._rules = RulesMode(rules)
+        self._commit = ScriptCall.evalsha(load_script("commit_batch.lua"))
+        self._ttls = (reply_ttl_ms, receipt_ttl_ms)
+        self.rules_stats = RulesStats()
+        """what the rules in the worker did so far (``rules=worker``)"""
 
     @property
     def config(self) -> IdentityConfig:
@@ -408,20 +438,127 @@ class RedisIdentityStore:
             spans.append((first, len(calls)))
         return _Round(work, calls, outcomes, spans, now_ms)
 
-    def _start_round(self, calls: Sequence[_Call]) -> pipelined.Round:
-        """The round of ``calls``, led by the pending ``forget``s (not sent yet)."""
-        forgets = self._take_forgotten() if self._chained and calls else []
-        commands = [(c.tenant, c.keys, c.args) for c in calls]
-        return pipelined.Round(
+    def _start_round(self, calls: Sequence[_Call]) -> _Sending:
+        """The round of ``calls`` (not sent yet), led by the pending ``forget``s; with the
+        rules in the worker, of those of them that can be planned now (``_plan_wave``)."""
+        failed: dict[str, Exception] = {}
+        sent, deferred = list(calls), list[_Call]()
+        forgets: list[list[bytes]] = []
+        receipts: dict[str, list[tuple[bytes, bytes]]] = {}
+        if self._chained and calls:
+            forgets, receipts = self._take_forgotten_receipts()
+        if self._rules is RulesMode.WORKER:
+            try:
+                sent, deferred = self._plan_wave(calls, failed, receipts)
+            except BaseException:
+                with self._lock:  # not sent: they lead a later round
+                    self._forgotten[:0] = forgets
+                    for tenant, pairs in receipts.items():
+                        self._forgotten_receipts.setdefault(tenant, [])[:0] = pairs
+                raise
+            if deferred and not sent:
+                raise InternalError("a wave of the round planned no call")
+        commands = [(c.tenant, c.keys, c.args if c.commit is None else c.commit.args) for c in sent]
+        scripts = [None if c.commit is None else self._commit for c in sent]
+        started = pipelined.Round(
             self._client,
             self.script_call(),
             commands,
             one_at_a_time=not self._chained,
             preamble=forgets,
+            scripts=scripts,
         )
+        return _Sending(started, sent, deferred, failed)
+
+    def _plan_wave(
+        self,
+        calls: Sequence[_Call],
+        failed: dict[str, Exception],
+        forgotten: dict[str, list[tuple[bytes, bytes]]],
+    ) -> tuple[list[_Call], list[_Call]]:
+        """Plan in the worker what of ``calls`` can be planned now: ``(sent, deferred)``. A call
+        already planned is sent as planned (a retry: it may have run) unless an earlier call of
+        its tenant is planned anew; a tenant's first call that must wait for the earlier ones'
+        replies (``NeedsFreshReads``) defers it and its later calls; ``Unsupported`` or
+        ``MAX_STALE`` refusals send the tenant's calls from there on to the script; data the
+        script refuses too fails the tenant (into ``failed``). Raises ``TransientStoreError``
+        when the reads fail."""
+        stats = self.rules_stats
+        sent: list[_Call] = []
+        deferred: list[_Call] = []
+        earlier: dict[str, list[Writes]] = {}  # of the calls planned in this wave
+        fresh: set[str] = set()  # tenants with a call planned anew: their later calls too
+        resent: set[str] = set()  # tenants with a call sent again: did it run? (its reply says)
+        waiting: set[str] = set()
+        for call in calls:
+            tenant = call.tenant
+            if tenant in failed:
+                continue
+            if tenant in waiting:
+                call.commit = None
+                deferred.append(call)
+                continue
+            if call.script:
+                sent.append(call)
+                continue
+            if call.commit is not None and tenant not in fresh:
+                resent.add(tenant)  # as planned: its later calls planned with it still hold
+                sent.append(call)
+                continue
+            if tenant in resent:  # reads now might or might not see the resent call's writes
+                waiting.add(tenant)
+                deferred.append(call)
+                continue
+            fresh.add(tenant)
+            call.commit = None
+            if call.stale >= MAX_STALE:
+                self._to_script(calls, call)
+                sent.append(call)
+                continue
+            try:
+                planned = self._call(
+                    partial(
+                        plan_commit,
+                        cast(redis.Redis, self._client),
+                        self.keys(tenant),
+                        call.args,
+                        earlier.get(tenant, []),
+                        self._ttls,
+                        forgotten.get(tenant, ()),
+                    )
+                )
+            except NeedsFreshReads:
+                stats.deferred += 1
+                waiting.add(tenant)
+                deferred.append(call)
+                continue
+            except Unsupported as exc:
+                log.info("tenant %s: a call goes to the resolve script (%s)", tenant, exc)
+                self._to_script(calls, call)
+                sent.append(call)
+                continue
+            except PermanentStoreError as exc:
+                failed[tenant] = exc
+                continue
+            call.commit = planned
+            stats.commits += 1
+            stats.misses += planned.misses
+            earlier.setdefault(tenant, []).append(planned.writes)
+            sent.append(call)
+        return sent, deferred
+
+    def _to_script(self, calls: Sequence[_Call], first: _Call) -> None:
+        """``first`` and the later calls of its tenant go to the resolve script."""
+        found = False
+        for call in calls:
+            found = found or call is first
+            if found and call.tenant == first.tenant and not call.script:
+                call.script = True
+                call.commit = None
+                self.rules_stats.script += 1
 
     def _finish_round(
-        self, planned: _Round, started: pipelined.Round | None
+        self, planned: _Round, started: _Sending | None
     ) -> list[BatchResult | Exception]:
         """Read (send first when ``started`` is None) the replies of ``planned``, retrying what
         did not run; its results."""
@@ -438,15 +575,15 @@ class RedisIdentityStore:
             outcomes[index] = self._assemble(prepared, calls[begin:end], freed)
         return outcomes
 
-    def _abandon_round(self, planned: _Round, started: pipelined.Round | None) -> None:
+    def _abandon_round(self, planned: _Round, started: _Sending | None) -> None:
         """A round whose results nobody will read (the batch failed elsewhere): if it was
         sent, wait until Redis ran it (its replies are read and dropped), so nothing of it runs
         after a replay of its events; its reply keys are deleted by later calls."""
-        if started is not None and started.sent:
+        if started is not None and started.round.sent:
             with contextlib.suppress(Exception):
-                for _ in started.replies():
+                for _ in started.round.replies():
                     pass
-            started.close()
+            started.round.close()
         with self._lock:
             for call in planned.calls:
                 kept = self._previous_reply.setdefault(call.tenant, [])
@@ -498,7 +635,7 @@ class RedisIdentityStore:
         return calls
 
     def _run_round(
-        self, calls: list[_Call], now_ms: int, started: pipelined.Round | None = None
+        self, calls: list[_Call], now_ms: int, started: _Sending | None = None
     ) -> tuple[dict[str, Exception], dict[str, list[Released]]]:
         """Send ``calls`` pipelined, decode each reply as it arrives (``_Call.reply``), retry
         what did not run; then the due-tenants index and the released payloads. Returns the
@@ -524,7 +661,7 @@ class RedisIdentityStore:
         return failed, self._released(calls, failed)
 
     def _send_round(
-        self, calls: list[_Call], failed: dict[str, Exception], started: pipelined.Round | None
+        self, calls: list[_Call], failed: dict[str, Exception], started: _Sending | None
     ) -> None:
         script = self.script_call()
         pending = calls
@@ -533,15 +670,17 @@ class RedisIdentityStore:
             retry: list[_Call] = []
             blocked: set[str] = set()  # tenants with an earlier call to send again
             problem: Exception | None = None
-            reload = False
+            reload: set[ScriptCall] = set()
             # the pending forgets lead the first attempt; lost if it fails (they expire)
-            sending = started if started is not None else self._start_round(pending)
-            started = None
-            stream = sending.replies()
+            if started is None:  # (the reads of the rules in the worker retry on their own)
+                started = self._start_round(pending)
+            sending, started = started, None
+            sent = sending.calls
+            stream = sending.round.replies()
             read = 0
             try:
                 for raw in stream:
-                    call = pending[read]
+                    call = sent[read]
                     read += 1
                     tenant = call.tenant
                     if tenant in failed:
@@ -550,8 +689,13 @@ class RedisIdentityStore:
                         retry.append(call)
                         continue
                     if isinstance(raw, redis.exceptions.ResponseError):
-                        if script.missing(raw):
-                            reload = True
+                        called = script if call.commit is None else self._commit
+                        if called.missing(raw):
+                            reload.add(called)
+                        elif call.commit is not None and is_stale(raw):
+                            call.stale += 1  # planned again from fresh reads: no backoff
+                            self.rules_stats.stale += 1
+                            call.commit = None
                         elif not pipelined.is_chain_refusal(raw):
                             if classify(raw) is not TransientStoreError:
                                 failed[tenant] = PermanentStoreError(
@@ -573,16 +717,18 @@ class RedisIdentityStore:
                     raise PermanentStoreError(f"Redis refused the call: {exc}") from exc
                 problem = exc
                 retry += [
-                    c for c in pending[read:] if c.tenant not in failed
+                    c for c in sent[read:] if c.tenant not in failed
                 ]  # unknown: sent again, with the same tokens
             finally:
                 stream.close()
-                sending.close()
-            if reload:
+                sending.round.close()
+            failed.update(sending.failed)  # planning refused them: their earlier calls ran
+            retry += [c for c in sending.deferred if c.tenant not in failed]
+            for missing in reload:
                 loads += 1
                 if loads > self._attempts:
                     raise PermanentStoreError("Redis keeps forgetting the script")
-                self._call(lambda: script.load(self._client))
+                self._call(partial(missing.load, self._client))
             if problem is not None and retry:
                 attempt += 1
                 if attempt >= self._attempts:
@@ -680,6 +826,9 @@ class RedisIdentityStore:
             self._send_forgets(commands)
             return
         with self._lock:
+            if self._rules is RulesMode.WORKER:  # the round's planning reads them as gone
+                pairs = self._forgotten_receipts.setdefault(tenant, [])
+                pairs += [(_b(receipt_bucket(source)), _b(source)) for source in sources]
             self._forgotten += commands
             self._forgotten_fields += len(sources)
             full = self._forgotten_fields >= _MAX_PENDING_FORGETS
@@ -693,9 +842,16 @@ class RedisIdentityStore:
             self._send_forgets(commands)
 
     def _take_forgotten(self) -> list[list[bytes]]:
+        return self._take_forgotten_receipts()[0]
+
+    def _take_forgotten_receipts(
+        self,
+    ) -> tuple[list[list[bytes]], dict[str, list[tuple[bytes, bytes]]]]:
+        """The pending ``HDEL``s, and per tenant the receipts (bucket, source) they delete."""
         with self._lock:
             commands, self._forgotten, self._forgotten_fields = self._forgotten, [], 0
-        return commands
+            receipts, self._forgotten_receipts = self._forgotten_receipts, {}
+        return commands, receipts
 
     def _send_forgets(self, commands: Sequence[list[bytes]]) -> None:
         def action() -> None:
@@ -899,6 +1055,22 @@ class _Call:
     keys: list[bytes]
     args: list[bytes]
     reply: codec.Reply | None = None
+    commit: PlannedCommit | None = None
+    """the commit planned in the worker (``rules=worker``), sent instead of ``args``"""
+    script: bool = False
+    """sent to the resolve script although the rules run in the worker"""
+    stale: int = 0
+    """refusals of its commit for stale reads"""
+
+
+@dataclass(slots=True)
+class _Sending:
+    """A wave of a round: the pipelined round, the calls in it, those planned later."""
+
+    round: pipelined.Round
+    calls: list[_Call]
+    deferred: list[_Call]
+    failed: dict[str, Exception]
 
 
 @dataclass(slots=True)
@@ -929,7 +1101,7 @@ class PlannedRound:
         self._planned = planned
         self._requests = requests
         self._refused = refused
-        self._started: pipelined.Round | None = None
+        self._started: _Sending | None = None
         self._done = False
 
     @property
@@ -945,8 +1117,11 @@ class PlannedRound:
                 self._store.script_call()  # chosen (a library loaded) by the first round
             except StoreError:
                 return  # nothing sent: ``results`` tries again, and raises what it meets
-            self._started = self._store._start_round(self._planned.calls)
-            self._started.send()
+            try:
+                self._started = self._store._start_round(self._planned.calls)
+            except StoreError:
+                return  # the reads of the rules in the worker: ``results`` tries again
+            self._started.round.send()
 
     def results(self) -> list[BatchResult | Exception]:
         """Per request, its result or the exception that refused it for good (see

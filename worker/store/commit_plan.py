@@ -1,0 +1,98 @@
+"""One call planned in the worker (``redis.rules = worker``): its data read, the engine run on
+it, its commit encoded (docs/ARCHITECTURE.md, *Rules in the worker*, step 5).
+
+``plan_commit`` takes the resolve script's ARGV of a call, reads the call's data
+(``prefetch.py``: one pipeline, one ``HMGET`` per level of parents, misses on demand), lays the
+writes of the tenant's earlier calls of the round over it (``engine/overlay.py``: they are
+planned, not run yet), runs the engine (``engine/``) on that, recording every read, and returns
+the ARGV of ``lua/commit_batch.lua``: the reads as checks, the writes, the reply. Raises
+``Unsupported`` (the call is for the script), ``NeedsFreshReads`` (plan it again once the earlier
+calls answered), ``EngineError`` / ``RecordError`` (data the script refuses too) and what
+redis-py raises for the reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+import redis
+
+from worker.store import engine
+from worker.store.engine.commit import commit_args
+from worker.store.engine.overlay import Overlay
+from worker.store.engine.reads import Recording
+from worker.store.engine.state import TenantState, Writes
+from worker.store.keys import TenantKeys
+from worker.store.prefetch import prefetch
+
+STALE: Final = "IWSTALE"
+"""First word of ``commit_batch.lua``'s refusal of a commit whose reads changed."""
+
+
+class RulesMode(StrEnum):
+    """``redis.rules``: where the identity rules run."""
+
+    SCRIPT = "script"
+    """in Redis: the resolve script (``lua/resolve_batch.lua``)"""
+    WORKER = "worker"
+    """in the worker (``engine/``), their writes committed by ``lua/commit_batch.lua``"""
+
+
+@dataclass(slots=True)
+class RulesStats:
+    """Counts of the rules in the worker, since the store started."""
+
+    commits: int = 0
+    """calls planned in the worker and sent as commits"""
+    stale: int = 0
+    """commits refused because something they read changed (planned again)"""
+    deferred: int = 0
+    """calls planned in a later wave of their round (``NeedsFreshReads``)"""
+    script: int = 0
+    """calls sent to the resolve script instead (``Unsupported``, or refused ``MAX_STALE``
+    times)"""
+    misses: int = 0
+    """reads the prefetch did not answer (one round trip each)"""
+
+
+def is_stale(error: Exception) -> bool:
+    """Whether ``error`` (a reply) is a commit's refusal for stale reads."""
+    return str(error).startswith(STALE)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCommit:
+    """A call's commit: the ARGV of ``commit_batch.lua``, the writes it makes (for the later
+    calls' overlay), and how many reads the prefetch missed (each one more round trip)."""
+
+    args: list[bytes]
+    writes: Writes
+    misses: int
+
+
+def plan_commit(
+    client: redis.Redis,
+    keys: TenantKeys,
+    args: Sequence[bytes],
+    earlier: Sequence[Writes],
+    limits: tuple[int, int],
+    forgotten: Iterable[tuple[bytes, bytes]] = (),
+) -> PlannedCommit:
+    """The commit of the call whose resolve ARGV is ``args``, after ``earlier`` (the writes of
+    the tenant's calls planned before it in the round, oldest first); ``limits``: the reply and
+    receipt TTLs (ms); ``forgotten``: receipts (bucket, source) the round deletes before its
+    calls (``forget``)."""
+    call = engine.parse_call(list(args))
+    fetched = prefetch(client, keys, call)
+    fetched.forgotten(forgotten)
+    state: TenantState = fetched
+    for writes in earlier:
+        state = Overlay(state, writes)
+    recording = Recording(state)
+    outcome = engine.run(recording, call)
+    return PlannedCommit(
+        commit_args(recording.reads, outcome, limits), outcome.writes, fetched.misses
+    )
