@@ -506,6 +506,12 @@ class Run:
     """each round's rate, when the run is the median of several (``--rounds``)"""
 
 
+def variant_name(title: str, build: Build | None, rules: str | None) -> str:
+    """A drain's row: its format, its build, where its rules ran (``--rules``)."""
+    name = f"worker, {title}" + (f", {build.label}" if build else "")
+    return name + (f", rules in {rules}" if rules else "")
+
+
 def run_worker(
     args: argparse.Namespace,
     client: redis.Redis,
@@ -788,6 +794,7 @@ def report(
         if naive and naive.rate:
             out.append(f"- worker JSON / naive: **{worker_json.rate / naive.rate:.0f}x**")
         out += build_ratios(by_name, passthrough, builds)
+        out += rules_ratios(runs, passthrough)
         parts = (worker_json.cpu_us, worker_json.redis_cpu_us, worker_json.broker_cpu_us)
         if all(parts):
             total = sum(p or 0.0 for p in parts)
@@ -902,6 +909,29 @@ def build_ratios(
     return out
 
 
+def rules_ratios(runs: Sequence[Run], passthrough: dict[str, float]) -> list[str]:
+    """Each drain with the rules in the worker (``--rules``) against the same build's drain with
+    the script: rate, worker CPU and Redis CPU per event."""
+    by_name = {run.name: run for run in runs}
+    out = []
+    for run in runs:
+        base_name, sep, mode = run.name.partition(", rules in ")
+        base = by_name.get(base_name)
+        if not sep or base is None or not run.rate or not base.rate:
+            continue
+        line = f"- {run.name} / {base_name}: **{run.rate / base.rate:.2f}**"
+        for what, mine, theirs in (
+            ("worker CPU", run.cpu_us, base.cpu_us),
+            ("Redis CPU", run.redis_cpu_us, base.redis_cpu_us),
+        ):
+            if mine and theirs:
+                line += f"; {what} per event {mine:,.1f} µs against {theirs:,.1f}"
+        if "json" in passthrough:
+            line += f"; pass-through (json): {run.rate / passthrough['json']:.2f}"
+        out.append(line + f" (rules in {mode})")
+    return out
+
+
 def loaded_lines(runs: Sequence[Run]) -> list[str]:
     """Proof that the runs of a build ran its compiled code."""
     loaded = [run for run in runs if run.loaded is not None]
@@ -939,6 +969,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_build_option(
         parser, "also drain the JSON and Avro backlogs (given once, the scaling runs too)"
+    )
+    parser.add_argument(
+        "--rules",
+        action="append",
+        default=[],
+        choices=["worker"],
+        help="also drain the JSON and Avro backlogs with redis.rules set so (with each build, "
+        "or interpreted when no --build): rows '..., rules in worker'",
     )
     parser.add_argument(
         "--rounds",
@@ -1002,7 +1040,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     formats = [("JSON", "json", json_messages)]
     if "avro" not in args.skip:
         formats.append(("Avro", "avro", as_messages(events, "avro")))
-    variants: list[Build | None] = [None, *builds]
+    variants: list[tuple[Build | None, str | None]] = [(None, None), *((b, None) for b in builds)]
+    hosts: list[Build | None] = [*builds] or [None]
+    variants += [(b, mode) for mode in args.rules for b in hosts]
     drains: dict[str, list[Run]] = {}
     for round_ in range(args.rounds):
         if round_ > 0:
@@ -1011,8 +1051,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for turn, (title, fmt, messages) in enumerate(formats):
             # the interpreted worker and the builds take turns to go first (drift of the machine)
             order = variants if (round_ + turn) % 2 == 0 else variants[::-1]
-            for build in order:
-                name = f"worker, {title}" + (f", {build.label}" if build else "")
+            for build, rules in order:
+                name = variant_name(title, build, rules)
                 run = run_worker(
                     args,
                     client,
@@ -1022,6 +1062,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     fmt,
                     measure_memory=fmt == "json" and build is None and name not in drains,
                     code=build.path if build else None,
+                    sections={"redis": {"rules": rules}} if rules else None,
                 )
                 drains.setdefault(name, []).append(run)
                 lead = f"round {round_ + 1}, " if args.rounds > 1 else ""
@@ -1029,6 +1070,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     passthrough["json"] = statistics.median(ceilings)
     runs = [median_run(drains[f"worker, {title}"]) for title, _, _ in formats[:1]]
     runs += [median_run(drains[f"worker, JSON, {b.label}"]) for b in builds]
+    runs += [median_run(drains[variant_name("JSON", b, r)]) for b, r in variants if r]
     for code in baselines:
         name = f"worker, JSON, {at[code]}"
         runs.append(run_worker(args, client, name, json_messages, want, "json", code=code))
@@ -1036,6 +1078,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for title, _, _ in formats[1:]:
         runs.append(median_run(drains[f"worker, {title}"]))
         runs += [median_run(drains[f"worker, {title}, {b.label}"]) for b in builds]
+        runs += [median_run(drains[variant_name(title, b, r)]) for b, r in variants if r]
     if "naive" not in args.skip:
         runs.append(run_naive(args, client, json_messages, args.naive_events))
         print(f"naive: {runs[-1].rate}", flush=True)

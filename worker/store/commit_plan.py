@@ -1,19 +1,19 @@
 """One call planned in the worker (``redis.rules = worker``): its data read, the engine run on
 it, its commit encoded (docs/ARCHITECTURE.md, *Rules in the worker*, step 5).
 
-``plan_commit`` takes the resolve script's ARGV of a call, reads the call's data
-(``prefetch.py``: one pipeline, one ``HMGET`` per level of parents, misses on demand), lays the
-writes of the tenant's earlier calls of the round over it (``engine/overlay.py``: they are
-planned, not run yet), runs the engine (``engine/``) on that, recording every read, and returns
-the ARGV of ``lua/commit_batch.lua``: the reads as checks, the writes, the reply. Raises
-``Unsupported`` (the call is for the script), ``NeedsFreshReads`` (plan it again once the earlier
-calls answered), ``EngineError`` / ``RecordError`` (data the script refuses too) and what
-redis-py raises for the reads.
+``prefetched`` reads the data of a wave's calls, every tenant's at once (``prefetch.py``: one
+pipeline, then one per level of parents; misses read on demand). ``plan_commit`` takes a call
+(the resolve script's ARGV, parsed), lays the writes of the tenant's earlier calls of the round
+over its tenant's state (``engine/overlay.py``: they are planned, not run yet), runs the engine
+(``engine/``) on that, recording every read, and returns the ARGV of ``lua/commit_batch.lua``:
+the reads as checks, the writes, the reply. It raises ``Unsupported`` (the call is for the
+script), ``NeedsFreshReads`` (plan it again once the earlier calls answered), ``EngineError`` /
+``RecordError`` (data the script refuses too) and what redis-py raises for a missed read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -21,12 +21,13 @@ from typing import Final
 import redis
 
 from worker.store import engine
+from worker.store.engine.call import Call
 from worker.store.engine.commit import commit_args
 from worker.store.engine.overlay import Overlay
 from worker.store.engine.reads import Recording
 from worker.store.engine.state import TenantState, Writes
 from worker.store.keys import TenantKeys
-from worker.store.prefetch import prefetch
+from worker.store.prefetch import PrefetchedState, prefetch_many
 
 STALE: Final = "IWSTALE"
 """First word of ``commit_batch.lua``'s refusal of a commit whose reads changed."""
@@ -73,26 +74,35 @@ class PlannedCommit:
     misses: int
 
 
-def plan_commit(
+def prefetched(
     client: redis.Redis,
-    keys: TenantKeys,
-    args: Sequence[bytes],
+    requests: Sequence[tuple[TenantKeys, Sequence[Call]]],
+    forgotten: Mapping[str, Iterable[tuple[bytes, bytes]]],
+) -> list[PrefetchedState]:
+    """Per request (a tenant's keys and the calls to plan), their data in one state, read for
+    all requests together (``prefetch_many``); ``forgotten``: per tenant, the receipts (bucket,
+    source) the round deletes before its calls (``forget``), read as gone."""
+    states = prefetch_many(client, requests)
+    for (keys, _), state in zip(requests, states, strict=True):
+        state.forgotten(forgotten.get(keys.tenant, ()))
+    return states
+
+
+def plan_commit(
+    state: PrefetchedState,
+    call: Call,
     earlier: Sequence[Writes],
     limits: tuple[int, int],
-    forgotten: Iterable[tuple[bytes, bytes]] = (),
 ) -> PlannedCommit:
-    """The commit of the call whose resolve ARGV is ``args``, after ``earlier`` (the writes of
-    the tenant's calls planned before it in the round, oldest first); ``limits``: the reply and
-    receipt TTLs (ms); ``forgotten``: receipts (bucket, source) the round deletes before its
-    calls (``forget``)."""
-    call = engine.parse_call(list(args))
-    fetched = prefetch(client, keys, call)
-    fetched.forgotten(forgotten)
-    state: TenantState = fetched
+    """The commit of ``call`` (``engine.parse_call`` of its resolve ARGV) from ``state``,
+    after ``earlier`` (the writes of the tenant's calls planned before it in the round, oldest
+    first); ``limits``: the reply and receipt TTLs (ms)."""
+    misses = state.misses
+    view: TenantState = state
     for writes in earlier:
-        state = Overlay(state, writes)
-    recording = Recording(state)
+        view = Overlay(view, writes)
+    recording = Recording(view)
     outcome = engine.run(recording, call)
     return PlannedCommit(
-        commit_args(recording.reads, outcome, limits), outcome.writes, fetched.misses
+        commit_args(recording.reads, outcome, limits), outcome.writes, state.misses - misses
     )

@@ -16,7 +16,7 @@ deletions of a tenant that has some. Nothing read is trusted: the commit checks 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import redis
@@ -25,58 +25,94 @@ from worker.store.engine.call import Call
 from worker.store.keys import TenantKeys
 
 
-def _ids_of(call: Call) -> list[bytes]:
+def _ids_of(calls: Sequence[Call]) -> list[bytes]:
     ids: dict[bytes, None] = {}
-    for op in call.ops:
-        for distinct_id in (op.into, op.other):
-            if distinct_id:
-                ids[distinct_id] = None
-                folded = distinct_id.lower()
-                if folded != distinct_id:
-                    ids[folded] = None
+    for call in calls:
+        for op in call.ops:
+            for distinct_id in (op.into, op.other):
+                if distinct_id:
+                    ids[distinct_id] = None
+                    folded = distinct_id.lower()
+                    if folded != distinct_id:
+                        ids[folded] = None
     return list(ids)
 
 
 def prefetch(client: redis.Redis, keys: TenantKeys, call: Call) -> PrefetchedState:
-    """The call's data as a state: one pipeline (the ops' ids, the receipts of their sources,
-    the tenant-wide values), then one ``HMGET`` per level of parents (none for ids that are
-    roots, the common case: a tree is one level deep but for the ids merged into a bigger
-    one)."""
-    ids = _ids_of(call)
-    receipts = [(op.bucket, op.source) for op in call.ops if op.source]
-    by_bucket: dict[bytes, list[bytes]] = {}
-    for bucket, source in receipts:
-        by_bucket.setdefault(bucket, []).append(source)
+    """The call's data as a state (``prefetch_many`` of one call)."""
+    return prefetch_many(client, [(keys, [call])])[0]
+
+
+def prefetch_many(
+    client: redis.Redis, requests: Sequence[tuple[TenantKeys, Sequence[Call]]]
+) -> list[PrefetchedState]:
+    """Per request (a tenant's keys and calls), the calls' data as one state: one pipeline for
+    every request (the ops' ids, the receipts of their sources, the tenant-wide values), then
+    one pipeline of ``HMGET``s per level of parents (none for ids that are roots, the common
+    case: a tree is one level deep but for the ids merged into a bigger one)."""
     pipe = client.pipeline(transaction=False)
-    if ids:
-        pipe.hmget(keys.ids, ids)
-    for bucket, sources in by_bucket.items():
-        pipe.hmget(keys.receipts_prefix.encode() + bucket, sources)
-    pipe.exists(keys.buffer_due)
-    pipe.get(keys.buffer_count)
-    pipe.smembers(keys.groups_prefix + "types")
-    pipe.exists(keys.case_folds)
-    pipe.exists(keys.deleted)
+    plans: list[tuple[list[bytes], dict[bytes, list[bytes]]]] = []
+    for keys, calls in requests:
+        ids = _ids_of(calls)
+        by_bucket: dict[bytes, dict[bytes, None]] = {}
+        for call in calls:
+            for op in call.ops:
+                if op.source:
+                    by_bucket.setdefault(op.bucket, {})[op.source] = None
+        buckets = {bucket: list(sources) for bucket, sources in by_bucket.items()}
+        plans.append((ids, buckets))
+        if ids:
+            pipe.hmget(keys.ids, ids)
+        for bucket, sources in buckets.items():
+            pipe.hmget(keys.receipts_prefix.encode() + bucket, sources)
+        pipe.exists(keys.buffer_due)
+        pipe.get(keys.buffer_count)
+        pipe.smembers(keys.groups_prefix + "types")
+        pipe.exists(keys.case_folds)
+        pipe.exists(keys.deleted)
     replies: list[Any] = pipe.execute()
-    values: dict[bytes, bytes | None] = {}
-    level = ids
-    got = replies.pop(0) if ids else []
-    while level:
-        parents: list[bytes] = []
-        for distinct_id, value in zip(level, got, strict=True):
-            values[distinct_id] = value
-            if value and value[:1] == b"P" and value[1:] not in values:
-                parents.append(value[1:])
-        level = list(dict.fromkeys(p for p in parents if p not in values))
-        got = client.hmget(keys.ids, level) if level else []
-    found: dict[tuple[bytes, bytes], bytes | None] = {}
-    for bucket, sources in by_bucket.items():
-        for source, text in zip(sources, replies.pop(0), strict=True):
-            found[(bucket, source)] = text
-    due, waiting, types, fold, deleted = replies
-    return PrefetchedState(
-        client, keys, values, found, bool(due), int(waiting or 0), types, bool(fold), bool(deleted)
-    )
+    at = 0
+    states: list[PrefetchedState] = []
+    levels: list[tuple[list[bytes], list[Any]]] = []
+    for (keys, _), (ids, buckets) in zip(requests, plans, strict=True):
+        got: list[Any] = []
+        if ids:
+            got, at = replies[at], at + 1
+        found: dict[tuple[bytes, bytes], bytes | None] = {}
+        for bucket, sources in buckets.items():
+            for source, text in zip(sources, replies[at], strict=True):
+                found[(bucket, source)] = text
+            at += 1
+        due, waiting, types, fold, deleted = replies[at : at + 5]
+        at += 5
+        states.append(
+            PrefetchedState(
+                client,
+                keys,
+                {},
+                found,
+                bool(due),
+                int(waiting or 0),
+                types,
+                bool(fold),
+                bool(deleted),
+            )
+        )
+        levels.append((ids, got))
+    while any(level for level, _ in levels):
+        pipe = client.pipeline(transaction=False)
+        asked: list[int] = []
+        for index, ((level, got), state) in enumerate(zip(levels, states, strict=True)):
+            parents = state.take_level(level, got)
+            levels[index] = (parents, [])
+            if parents:
+                pipe.hmget(state.keys.ids, parents)
+                asked.append(index)
+        if not asked:
+            break
+        for index, got in zip(asked, pipe.execute(), strict=True):
+            levels[index] = (levels[index][0], got)
+    return states
 
 
 class PrefetchedState:
@@ -106,6 +142,21 @@ class PrefetchedState:
         self._types = set(types)
         self._any_fold = any_fold
         self._any_deleted = any_deleted
+
+    @property
+    def keys(self) -> TenantKeys:
+        return self._keys
+
+    def take_level(self, level: list[bytes], got: list[Any]) -> list[bytes]:
+        """Keep the values ``got`` of the ids ``level``; the parents not read yet."""
+        values = self._values
+        parents: dict[bytes, None] = {}
+        for distinct_id, value in zip(level, got, strict=True):
+            values[distinct_id] = value
+        for value in got:
+            if value and value[:1] == b"P" and value[1:] not in values:
+                parents[value[1:]] = None
+        return list(parents)
 
     def forgotten(self, receipts: Iterable[tuple[bytes, bytes]]) -> None:
         """Receipts (bucket, source) whose ``HDEL`` runs before the call: read as absent."""

@@ -105,6 +105,7 @@ from worker.identity.model import (
 from worker.store import (
     call_cost,
     codec,
+    engine,
     group_reads,
     person_reads,
     person_record,
@@ -112,10 +113,18 @@ from worker.store import (
     protocol,
 )
 from worker.store.base import BatchResult, BufferStats, Released
-from worker.store.commit_plan import PlannedCommit, RulesMode, RulesStats, is_stale, plan_commit
+from worker.store.commit_plan import (
+    PlannedCommit,
+    RulesMode,
+    RulesStats,
+    is_stale,
+    plan_commit,
+    prefetched,
+)
 from worker.store.engine.state import Writes
 from worker.store.keys import TenantKeys, due_index, receipt_bucket
 from worker.store.lua_loader import load_library, load_script
+from worker.store.prefetch import PrefetchedState
 from worker.store.script_call import ScriptCall, ScriptCommand
 
 DEFAULT_MAX_OPS_PER_CALL = 64
@@ -484,6 +493,7 @@ class RedisIdentityStore:
         script refuses too fails the tenant (into ``failed``). Raises ``TransientStoreError``
         when the reads fail."""
         stats = self.rules_stats
+        parsed, states = self._read_wave(calls, failed, forgotten)
         sent: list[_Call] = []
         deferred: list[_Call] = []
         earlier: dict[str, list[Writes]] = {}  # of the calls planned in this wave
@@ -519,12 +529,10 @@ class RedisIdentityStore:
                 planned = self._call(
                     partial(
                         plan_commit,
-                        cast(redis.Redis, self._client),
-                        self.keys(tenant),
-                        call.args,
+                        states[tenant],
+                        parsed[id(call)],
                         earlier.get(tenant, []),
                         self._ttls,
-                        forgotten.get(tenant, ()),
                     )
                 )
             except NeedsFreshReads:
@@ -546,6 +554,31 @@ class RedisIdentityStore:
             earlier.setdefault(tenant, []).append(planned.writes)
             sent.append(call)
         return sent, deferred
+
+    def _read_wave(
+        self,
+        calls: Sequence[_Call],
+        failed: dict[str, Exception],
+        forgotten: dict[str, list[tuple[bytes, bytes]]],
+    ) -> tuple[dict[int, engine.Call], dict[str, PrefetchedState]]:
+        """The engine's calls (by ``id`` of the store's) of ``calls`` that may be planned anew
+        in this wave, and per tenant their data, read for all at once. ARGV the engine refuses
+        fails its tenant (into ``failed``)."""
+        parsed: dict[int, engine.Call] = {}
+        by_tenant: dict[str, list[engine.Call]] = {}
+        for call in calls:
+            if call.script or call.tenant in failed:
+                continue
+            try:
+                parsed[id(call)] = found = engine.parse_call(call.args)
+            except PermanentStoreError as exc:
+                failed[call.tenant] = exc
+                continue
+            by_tenant.setdefault(call.tenant, []).append(found)
+        requests = [(self.keys(tenant), found) for tenant, found in by_tenant.items()]
+        client = cast(redis.Redis, self._client)
+        read = self._call(partial(prefetched, client, requests, forgotten)) if requests else []
+        return parsed, {keys.tenant: state for (keys, _), state in zip(requests, read, strict=True)}
 
     def _to_script(self, calls: Sequence[_Call], first: _Call) -> None:
         """``first`` and the later calls of its tenant go to the resolve script."""
