@@ -48,6 +48,7 @@ from worker.identity.model import (
     PropertyUpdates,
 )
 from worker.store import codec, engine, protocol, record_format
+from worker.store.engine.cache import DecodeCache
 from worker.store.engine.commit import commit_args
 from worker.store.engine.reads import Recorded, Recording
 from worker.store.keys import TenantKeys, glob_escape
@@ -201,6 +202,9 @@ class Pair:
         self.commit = client.register_script(load_script("commit_batch.lua"))
         self.limits = codec.CallLimits.of(config, 0, 3_600_000)
         self.calls = 0
+        self.cache = DecodeCache()
+        """kept across the pair's calls, as a store keeps it: every entry must be what decoding
+        its bytes gives"""
 
     def run(
         self,
@@ -256,7 +260,8 @@ class Pair:
         call = engine.parse_call(args)
         state = prefetch(self.client, engine_keys, call)
         recording = Recording(state)
-        outcome = engine.run(recording, call)
+        outcome = engine.run(recording, call, self.cache)
+        check_cache(self.cache)
         # the outcome is a function of what the call read (the read set the commit checks)
         again = engine.run(Recorded(recording.tenant, recording.reads), engine.parse_call(args))
         assert again == outcome, f"{where}: an answer outside the read set"
@@ -272,6 +277,20 @@ class Pair:
         assert _json(cast(bytes, committed)) == _json(cast(bytes, reply)), where
         self.unacknowledged += [released[-1] for released in _json(cast(bytes, reply))[1]]
         assert _data(self.client, engine_keys) == _data(self.client, script_keys), where
+
+
+def check_cache(cache: DecodeCache) -> None:
+    """Every record and property state ``cache`` holds (decoded, or kept when the engine
+    encoded them) is what decoding its bytes gives."""
+    for value, record in cache._records.items():
+        assert record_format.decode(value) == record, value
+    for (snapshot, props), (metas, vals) in cache._states.items():
+        meta, decoded = record_format.decode_states(snapshot, props)
+        # in the same order too (a record encoded from them again lists its keys so)
+        assert [(key, state.code + state.order) for key, state in meta.items()] == list(
+            metas.items()
+        )
+        assert list(decoded.items()) == list(vals.items())
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from typing import Final
 import redis
 
 from worker.store import engine
+from worker.store.engine.cache import DecodeCache
 from worker.store.engine.call import Call
 from worker.store.engine.commit import commit_args
 from worker.store.engine.overlay import Overlay
@@ -93,16 +94,18 @@ def plan_commit(
     call: Call,
     earlier: Sequence[Writes],
     limits: tuple[int, int],
+    cache: DecodeCache | None = None,
 ) -> PlannedCommit:
     """The commit of ``call`` (``engine.parse_call`` of its resolve ARGV) from ``state``,
     after ``earlier`` (the writes of the tenant's calls planned before it in the round, oldest
-    first); ``limits``: the reply and receipt TTLs (ms)."""
+    first); ``limits``: the reply and receipt TTLs (ms); ``cache``: the store's decoded
+    records (``engine/cache.py``)."""
     misses = state.misses
     view: TenantState = state
     for writes in earlier:
         view = Overlay(view, writes)
     recording = Recording(view)
-    outcome = engine.run(recording, call)
+    outcome = engine.run(recording, call, cache)
     return PlannedCommit(
         commit_args(recording.reads, outcome, limits), outcome.writes, state.misses - misses
     )

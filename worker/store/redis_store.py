@@ -121,6 +121,7 @@ from worker.store.commit_plan import (
     plan_commit,
     prefetched,
 )
+from worker.store.engine.cache import DecodeCache
 from worker.store.engine.state import Writes
 from worker.store.keys import TenantKeys, due_index, receipt_bucket
 from worker.store.lua_loader import load_library, load_script
@@ -274,6 +275,8 @@ class RedisIdentityStore:
         self._rules = RulesMode(rules)
         self._commit = ScriptCall.evalsha(load_script("commit_batch.lua"))
         self._ttls = (reply_ttl_ms, receipt_ttl_ms)
+        self._decoded = DecodeCache()
+        """records and property states the engine decoded or encoded, by their bytes"""
         self.rules_stats = RulesStats()
         """what the rules in the worker did so far (``rules=worker``)"""
 
@@ -533,6 +536,7 @@ class RedisIdentityStore:
                         parsed[id(call)],
                         earlier.get(tenant, []),
                         self._ttls,
+                        self._decoded,
                     )
                 )
             except NeedsFreshReads:

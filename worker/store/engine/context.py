@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 
 from worker.store import protocol, record_format
+from worker.store.engine.cache import DecodeCache
 from worker.store.engine.call import Config, Op
 from worker.store.engine.state import EngineError, TenantState, Unsupported
 from worker.store.record_format import State
@@ -43,8 +44,11 @@ class Person:
 class Ctx:
     """One call's state (the script's ``ctx``)."""
 
-    def __init__(self, state: TenantState, config: Config, ops: list[Op]) -> None:
+    def __init__(
+        self, state: TenantState, config: Config, ops: list[Op], cache: DecodeCache | None = None
+    ) -> None:
         self.state = state
+        self.cache = cache if cache is not None else DecodeCache(0)
         self.config = config
         self.ops = ops
         self.values: dict[bytes, bytes | None] = {}
@@ -166,7 +170,7 @@ class Ctx:
         if value is None:
             raise EngineError(f"unreadable person record at {root!r}")
         try:
-            record = record_format.decode(value)
+            record = self.cache.record(value)
         except record_format.RecordError as exc:
             raise EngineError(f"unreadable person record at {root!r}") from exc
         if record.format == record_format.FORMAT_6:
@@ -213,10 +217,10 @@ class Ctx:
         """The person's metas and value texts, decoded on first use."""
         if person.meta is None or person.vals is None:
             try:
-                meta, vals = record_format.decode_states(person.snapshot or b"{}", person.props)
+                metas, vals = self.cache.states(person.snapshot or b"{}", person.props)
             except record_format.RecordError as exc:
                 raise EngineError(f"unreadable properties of {person.person_id}") from exc
-            person.meta = {key: state.code + state.order for key, state in meta.items()}
+            person.meta = metas
             person.vals = vals
             person.properties_size = sum(len(k) + len(t) for k, t in vals.items())
         return person.meta, person.vals
@@ -238,6 +242,7 @@ class Ctx:
             meta = {key: State(m[:1], m[1:]) for key, m in metas.items()}
             person.snapshot, person.props = record_format.encode_props(meta, vals)
             person.properties_changed = False
+            self.cache.keep_states(person.snapshot, person.props, metas, vals)
         record = record_format.Record(
             person_id=person.person_id,
             implicit=implicit,
@@ -251,7 +256,11 @@ class Ctx:
             props=person.props,
             others=b"" if person.spilled else record_format.members_text(person.others),
         )
-        return record_format.encode(record)
+        value = record_format.encode(record)
+        if implicit:
+            record.person_id = None  # as ``decode`` reads it back without the root
+        self.cache.keep_record(value, record)
+        return value
 
     def root_person_id(self, root: bytes) -> str:
         person_id = self.root_person_ids.get(root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from worker.store import record_format
 from worker.store.engine.buffer import buffer_apply, buffer_writes, maybe_buffer, release_due
+from worker.store.engine.cache import DecodeCache
 from worker.store.engine.call import Call
 from worker.store.engine.context import Ctx
 from worker.store.engine.groups import group_writes
@@ -13,10 +14,11 @@ from worker.store.engine.rules import apply
 from worker.store.engine.state import Outcome, TenantState, Writes
 
 
-def run(state: TenantState, call: Call) -> Outcome:
+def run(state: TenantState, call: Call, cache: DecodeCache | None = None) -> Outcome:
     """The call's reply entries, released entries and writes (``resolve_batch.lua``'s body and
-    ``write_back.lua``)."""
-    ctx = Ctx(state, call.config, call.ops)
+    ``write_back.lua``); ``cache``: records and property states decoded or encoded before
+    (``cache.py``), kept across calls."""
+    ctx = Ctx(state, call.config, call.ops, cache)
     entries: list[bytes] = []
     if call.config.release:
         release_due(ctx)
