@@ -241,7 +241,7 @@ def build_worker(
         clock,
         max_messages=settings.batch.max_messages,
         max_wait_seconds=settings.batch.max_wait_seconds,
-        observer=MetricsRecorder(metrics),
+        observer=MetricsRecorder(metrics, store.rules_stats.counts),
         # exactly once: one transaction open at a time, the next batch's store round running
         # while it commits (unless batch.max_in_flight is 1: one batch at a time)
         max_in_flight=1 if exactly_once else settings.batch.max_in_flight,

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from worker.observability.metrics import WorkerMetrics, observe_all
 from worker.observability.recorder import MetricsRecorder
 from worker.observability.status import BatchStats
+from worker.store.commit_plan import RulesStats
 
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 300.0)
 
@@ -75,3 +76,29 @@ def test_the_recorder_observes_a_batch_s_delays() -> None:
     assert samples[("identity_worker_end_to_end_delay_seconds_bucket", "0.25")] == 1
     assert samples[("identity_worker_end_to_end_delay_seconds_bucket", "10.0")] == 3
     assert math.isclose(samples[("identity_worker_end_to_end_delay_seconds_sum", "")], 7.5)
+
+
+class _Unassigned:
+    assignment: frozenset[tuple[str, int]] = frozenset()
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        return {}
+
+
+def test_each_tick_adds_what_the_stores_counts_grew_by() -> None:
+    metrics = WorkerMetrics.create()
+    stats = RulesStats()
+    recorder = MetricsRecorder(metrics, stats.counts)
+
+    def value(event: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "identity_worker_worker_rules_total", {"event": event}
+        )
+
+    assert value("commit") == 0.0  # every event's series exists before its first count
+    stats.commits, stats.stale = 5, 1
+    recorder.tick(_Unassigned())
+    stats.commits = 8
+    recorder.tick(_Unassigned())
+    recorder.tick(_Unassigned())
+    assert (value("commit"), value("stale"), value("script")) == (8.0, 1.0, 0.0)

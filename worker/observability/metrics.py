@@ -24,6 +24,8 @@ from worker.identity.model import WarningKind
 PREFIX = "identity_worker"
 MERGE_RESULTS = ("merged", "refused_identified", "refused_limit", "refused_illegal")
 RELEASE_REASONS = ("merge", "timeout", "overflow", "redelivery")
+RULES_EVENTS = ("commit", "stale", "deferred", "script", "read_missed")
+"""What the rules in the worker count (``redis.rules = worker``; ``RulesStats``)."""
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _DELAY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 300.0)
@@ -51,6 +53,7 @@ class WorkerMetrics:
     commit_failures: Counter
     errors: Counter
     build_info: Info
+    worker_rules: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> WorkerMetrics:
@@ -134,6 +137,14 @@ class WorkerMetrics:
                 registry=r,
             ),
             build_info=Info(f"{p}_build", "Version of the worker", registry=r),
+            worker_rules=Counter(
+                f"{p}_worker_rules_total",
+                "The rules in the worker (redis.rules=worker): calls committed, commits refused "
+                "as stale, calls deferred to a later wave, calls sent to the script, reads the "
+                "prefetch missed",
+                ["event"],
+                registry=r,
+            ),
         )
         metrics.build_info.info({"version": __version__, "build": build.kind()})
         metrics._zero_known_labels()
@@ -150,6 +161,8 @@ class WorkerMetrics:
             self.errors.labels(component.value)
         for reason in RELEASE_REASONS:
             self.buffer_releases.labels(reason)
+        for event in RULES_EVENTS:
+            self.worker_rules.labels(event)
 
     def set_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
         """Replace the lag gauge's series with ``lags`` (revoked partitions disappear)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from worker.errors import Component, TransientError
@@ -23,8 +24,15 @@ class Assigned(Protocol):
 
 
 class MetricsRecorder:
-    def __init__(self, metrics: WorkerMetrics) -> None:
+    """``counts``: cumulative counts by label of ``identity_worker_worker_rules_total`` (the
+    store's ``RulesStats``), read at each tick."""
+
+    def __init__(
+        self, metrics: WorkerMetrics, counts: Callable[[], Mapping[str, int]] | None = None
+    ) -> None:
         self._m = metrics
+        self._counts = counts
+        self._counted: dict[str, int] = {}
 
     def batch_done(self, size: int, seconds: float, stats: BatchStats) -> None:
         m = self._m
@@ -60,6 +68,12 @@ class MetricsRecorder:
 
     def tick(self, source: Assigned) -> None:
         self._m.assigned_partitions.set(len(source.assignment))
+        if self._counts is not None:
+            for event, total in self._counts().items():
+                grown = total - self._counted.get(event, 0)
+                if grown > 0:
+                    self._m.worker_rules.labels(event).inc(grown)
+                    self._counted[event] = total
         try:
             self._m.set_lag(source.lag())
         except TransientError as exc:  # lag is best effort: never stop the loop for it

@@ -59,6 +59,16 @@ class RulesStats:
     misses: int = 0
     """reads the prefetch did not answer (one round trip each)"""
 
+    def counts(self) -> dict[str, int]:
+        """By the label of ``identity_worker_worker_rules_total``."""
+        return {
+            "commit": self.commits,
+            "stale": self.stale,
+            "deferred": self.deferred,
+            "script": self.script,
+            "read_missed": self.misses,
+        }
+
 
 def is_stale(error: Exception) -> bool:
     """Whether ``error`` (a reply) is a commit's refusal for stale reads."""
