@@ -134,12 +134,13 @@ BENCH_LATENCY_ARGS ?=
 BENCH_STORE_ARGS ?= --population 300000 --batches 40
 BENCH_EXACTLY_ONCE_ARGS ?= --rounds 2
 BENCH_BUILD ?= compiled=.local/compiled
+BENCH_RULES ?= --rules worker
 bench: install services-up compiled ## Benchmarks, a few minutes: drain beside pass-through and naive, JSON and Avro, Redis time and bytes, latency, 1-3 workers, the rules in the worker beside the script (report: .local/bench/report.md; results: docs/BENCHMARKS.md)
 	@mkdir -p $(BENCH_OUT)
 	@set -o pipefail; { \
 	  $(PY) -m tests.bench.bench_worker --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 \
 	    --out $(BENCH_OUT)/drain.json $$([ -x $(VENV)/bin/py-spy ] && echo --py-spy $(BENCH_OUT)/worker.pyspy) \
-	    $(if $(BENCH_BUILD),--build $(BENCH_BUILD)) $(BENCH_WORKER_ARGS) && \
+	    $(if $(BENCH_BUILD),--build $(BENCH_BUILD)) $(BENCH_RULES) $(BENCH_WORKER_ARGS) && \
 	  $(PY) -m tests.bench.bench_latency --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 \
 	    --drain-json $(BENCH_OUT)/drain.json $(if $(BENCH_BUILD),--build $(lastword $(subst =, ,$(BENCH_BUILD)))) $(BENCH_LATENCY_ARGS) && \
 	  $(PY) -m tests.bench.bench_store --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 $(BENCH_STORE_ARGS) && \

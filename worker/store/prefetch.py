@@ -1,5 +1,6 @@
 """The tenant's data for one call of the engine, read up front, the rest read when the engine
-asks for it (docs/ARCHITECTURE.md, *Rules in the worker*, step 3). Not used by the worker yet.
+asks for it (docs/ARCHITECTURE.md, *Rules in the worker*, step 3); ``prefetch_many`` reads the
+calls of a round's wave, every tenant's, together.
 
 ``prefetch(client, keys, call)`` reads, in one pipeline, the call's ids (each op's ``into``,
 ``other``, and the lowercase form of an id that is not lowercase, which a case collision reads),

@@ -1,5 +1,5 @@
 """The resolve script in Python (pure: no I/O): step 2 of docs/ARCHITECTURE.md, *Rules in the
-worker*. Not called by the worker yet.
+worker*. The store runs it when ``redis.rules`` is ``worker`` (``commit_plan.py``).
 
 ``run(state, call)`` does what ``lua/resolve_batch.lua`` does for one call (``parse_call`` reads
 its ARGV, either command), on the tenant's data as ``state`` gives it, and returns the reply

@@ -3,9 +3,9 @@
 commit_batch.lua: applies the writes of one call that the worker's engine computed
 (worker/store/engine/, docs/ARCHITECTURE.md, "Rules in the worker", step 3), if and only if
 everything the engine read is still as it read it; else it writes nothing and refuses the call
-with "IWSTALE" (the worker reads again and computes again). Not called by the worker yet:
-tests/integration/test_engine.py commits with it and compares the data it leaves with the
-resolve script's.
+with "IWSTALE" (the worker reads again and computes again). The store calls it for every call
+when redis.rules is worker (redis_store.py); tests/integration/test_engine.py also commits
+with it call by call and compares the data it leaves with the resolve script's.
 
 KEYS: as resolve_batch.lua's ([1] ids, [2] members prefix, [3] this call's reply key, [4] a
 reply of an earlier round to delete, [5] buffer prefix, [6] receipts prefix, [7] groups prefix,
