@@ -25,6 +25,7 @@ from worker.config import Settings
 from worker.identity.config import IdentityConfig
 from worker.identity.model import EventKind, IdentityEvent, Outcome
 from worker.store.codec import BufferPolicy
+from worker.store.commit_plan import RulesMode
 from worker.store.keys import TenantKeys
 from worker.store.redis_store import RedisIdentityStore
 from worker.store.script_call import ScriptCommand
@@ -139,25 +140,31 @@ def _wait_ping(port: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("command", "called_with"),
-    [(ScriptCommand.AUTO, b"EVALSHA"), (ScriptCommand.FCALL, b"FCALL")],
-    ids=["auto", "fcall"],
+    ("command", "called_with", "rules"),
+    [
+        (ScriptCommand.AUTO, b"EVALSHA", RulesMode.SCRIPT),
+        (ScriptCommand.FCALL, b"FCALL", RulesMode.SCRIPT),
+        (ScriptCommand.AUTO, b"EVALSHA", RulesMode.WORKER),
+    ],
+    ids=["auto", "fcall", "rules-in-worker"],
 )
 def test_the_store_runs_on_a_cluster_with_tenants_on_several_nodes(
-    cluster_url: str, command: ScriptCommand, called_with: bytes
+    cluster_url: str, command: ScriptCommand, called_with: bytes, rules: RulesMode
 ) -> None:
     """``auto`` calls the script with EVALSHA on a cluster (redis-py reads its keys itself);
-    ``fcall`` loads the library on every primary and calls it there."""
+    ``fcall`` loads the library on every primary and calls it there; with the rules in the
+    worker, the reads and the commits go to the tenant's node."""
     settings = Settings(redis={"url": cluster_url, "cluster": True})  # type: ignore[arg-type]
     client = redis_client(settings)
     assert isinstance(client, redis.RedisCluster)
-    prefix = f"iwc-{command}"
+    prefix = f"iwc-{command}-{rules}"
     store = RedisIdentityStore(
         client,
         IdentityConfig(),
         prefix=prefix,
         buffer=BufferPolicy(delay_ms=60_000),
         script_command=command,
+        rules=rules,
     )
     tenants = [f"team-{i}" for i in range(12)] + ["a:b{c}d%"]
     nodes = set()
@@ -203,6 +210,12 @@ def test_the_store_runs_on_a_cluster_with_tenants_on_several_nodes(
     assert (stats.events, stats.leased) == (0, 0)
     assert store.buffered_tenants() == ["team-0"]
     assert {p.distinct_ids for p in store.persons("team-3")} == {frozenset({"anon", "user"})}
+    counts = store.rules_stats
+    if rules is RulesMode.WORKER:  # every call committed, none fell back to the script
+        assert counts.commits >= len(tenants) + 2
+        assert (counts.stale, counts.script) == (0, 0)
+    else:
+        assert counts.commits == 0
     client.close()
     # redis-py's cluster client opens a node connection while it loads a script on a node
     # (EVALSHA -> NOSCRIPT -> SCRIPT LOAD) and leaves it to the garbage collector; collect it
