@@ -1062,7 +1062,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     fmt,
                     measure_memory=fmt == "json" and build is None and name not in drains,
                     code=build.path if build else None,
-                    sections={"redis": {"rules": rules}} if rules else None,
+                    sections={"redis": {"rules": rules or "script"}},
                 )
                 drains.setdefault(name, []).append(run)
                 lead = f"round {round_ + 1}, " if args.rounds > 1 else ""
