@@ -9,6 +9,7 @@ the engine's call-by-call agreement with the script is ``test_engine.py``'s.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 import redis
 
 import worker.store.redis_store as redis_store
+from worker.errors import PermanentStoreError
 from worker.identity.buffer import BufferPolicy
 from worker.identity.config import IdentityConfig
 from worker.identity.model import EventKind, IdentityEvent, PropertyUpdates
@@ -160,3 +162,17 @@ def test_a_call_that_reads_the_buffer_its_round_wrote_waits_for_a_second_wave(
     assert stats.deferred >= 1
     assert (stats.stale, stats.commits, stats.script) == (0, 4, 0)
     assert mine.persons("t") == script.persons("t")
+
+
+def test_a_tenant_whose_keys_a_foreign_writer_broke_fails_alone(
+    client: redis.Redis, stores: tuple[RedisIdentityStore, RedisIdentityStore]
+) -> None:
+    mine, _ = stores
+    client.set(mine.keys("broken").ids, "not a hash")  # WRONGTYPE for every read of it
+    broken = dataclasses.replace(_event(1, "u"), tenant="broken")
+    results = mine.resolve_buffered_many([("broken", [broken]), ("t", [_set(2, "u", "a", 1)])], T0)
+    assert isinstance(results[0], PermanentStoreError)
+    assert "WRONGTYPE" in str(results[0])
+    healthy = results[1]
+    assert not isinstance(healthy, Exception)
+    assert dict(healthy.resolutions[0].properties) == {"a": 1}

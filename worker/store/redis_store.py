@@ -581,7 +581,19 @@ class RedisIdentityStore:
             by_tenant.setdefault(call.tenant, []).append(found)
         requests = [(self.keys(tenant), found) for tenant, found in by_tenant.items()]
         client = cast(redis.Redis, self._client)
-        read = self._call(partial(prefetched, client, requests, forgotten)) if requests else []
+        try:
+            read = self._call(partial(prefetched, client, requests, forgotten)) if requests else []
+        except PermanentStoreError as exc:
+            if len(requests) == 1:
+                failed[requests[0][0].tenant] = exc
+                return parsed, {}
+            read = []  # one tenant's keys (a foreign writer's): each tenant read on its own
+            for request in list(requests):
+                try:
+                    read += self._call(partial(prefetched, client, [request], forgotten))
+                except PermanentStoreError as exc:
+                    failed[request[0].tenant] = exc
+                    requests.remove(request)
         return parsed, {keys.tenant: state for (keys, _), state in zip(requests, read, strict=True)}
 
     def _to_script(self, calls: Sequence[_Call], first: _Call) -> None:
