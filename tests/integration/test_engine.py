@@ -480,3 +480,25 @@ def test_a_commit_sent_again_is_answered_from_its_kept_reply_and_applies_nothing
     chained = [*keys.script_keys(uuid.uuid4().hex, None), keys.reply("never-ran")]
     with pytest.raises(redis.ResponseError, match="IWCHAIN"):
         commit(keys=[n.encode() for n in chained], args=args)
+
+
+def test_a_commit_without_its_entries_answers_and_keeps_the_next_due_time_alone(
+    client: redis.Redis, unique_prefix: str
+) -> None:
+    store = RedisIdentityStore(client, IdentityConfig(), prefix=unique_prefix)
+    keys = store.keys("t")
+    recording, outcome, _ = _computed(client, store, [_track("a", 1), _track("b", 2)])
+    commit = client.register_script(load_script("commit_batch.lua"))
+    token = uuid.uuid4().hex
+    names = [n.encode() for n in keys.script_keys(token, None)]
+    args = commit_args(recording.reads, outcome, (60_000, 3_600_000), echo=False)
+    assert commit(keys=names, args=args) == b"false"  # no buffer touched
+    assert client.get(keys.reply(token)) == b"false"  # what a retry and the chain find
+    assert commit(keys=names, args=args) == b"false"
+    # the same writes as the commit that returns its entries (both prefixes started empty)
+    other = RedisIdentityStore(client, IdentityConfig(), prefix=f"{unique_prefix}-echo").keys("t")
+    echoed = [n.encode() for n in other.script_keys(uuid.uuid4().hex, None)]
+    full = commit(keys=echoed, args=commit_args(recording.reads, outcome, (60_000, 3_600_000)))
+    assert _json(cast(bytes, full))[2] is False
+    assert _data(client, keys) == _data(client, other)
+    assert client.hlen(keys.ids) == 2

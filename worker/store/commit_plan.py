@@ -23,7 +23,7 @@ import redis
 from worker.store import engine
 from worker.store.engine.cache import DecodeCache
 from worker.store.engine.call import Call
-from worker.store.engine.commit import commit_args
+from worker.store.engine.commit import commit_args, reply_texts
 from worker.store.engine.overlay import Overlay
 from worker.store.engine.reads import Recording
 from worker.store.engine.state import TenantState, Writes
@@ -83,6 +83,14 @@ class PlannedCommit:
     args: list[bytes]
     writes: Writes
     misses: int
+    entries: bytes = b"[]"
+    """the reply entries (a JSON array text): the commit answers the next due time alone"""
+    released: bytes = b"[]"
+    """the released entries (a JSON array text)"""
+
+    def reply(self, due: bytes) -> bytes:
+        """The whole reply, as the resolve script's, from the commit's (the next due time)."""
+        return b"[" + self.entries + b"," + self.released + b"," + due + b"]"
 
 
 def prefetched(
@@ -116,6 +124,11 @@ def plan_commit(
         view = Overlay(view, writes)
     recording = Recording(view)
     outcome = engine.run(recording, call, cache)
+    entries, released = reply_texts(outcome)
     return PlannedCommit(
-        commit_args(recording.reads, outcome, limits), outcome.writes, state.misses - misses
+        commit_args(recording.reads, outcome, limits, echo=False),
+        outcome.writes,
+        state.misses - misses,
+        entries,
+        released,
     )

@@ -757,6 +757,8 @@ class RedisIdentityStore:
                         blocked.add(tenant)
                         retry.append(call)
                         continue
+                    if call.commit is not None:  # the commit answers the next due time alone
+                        raw = call.commit.reply(_bytes(cast(bytes | str, raw)))
                     try:
                         call.reply = codec.decode_reply(cast(bytes | str, raw), call.ops)
                     except (ValueError, KeyError, TypeError) as exc:

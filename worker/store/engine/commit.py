@@ -90,19 +90,31 @@ def checks(reads: dict[ReadKey, object]) -> list[bytes]:
     return out + others
 
 
+def reply_texts(outcome: Outcome) -> tuple[bytes, bytes]:
+    """The reply's entries and released entries, as JSON array texts."""
+    return b"[" + b",".join(outcome.entries) + b"]", b"[" + b",".join(outcome.released) + b"]"
+
+
 def commit_args(
-    reads: dict[ReadKey, object], outcome: Outcome, limits: tuple[int, int]
+    reads: dict[ReadKey, object],
+    outcome: Outcome,
+    limits: tuple[int, int],
+    *,
+    echo: bool = True,
 ) -> list[bytes]:
-    """The whole ARGV; ``limits``: the reply TTL and the receipt TTL (ms)."""
+    """The whole ARGV; ``limits``: the reply TTL and the receipt TTL (ms). ``echo``: the
+    commit returns (and keeps) the whole reply, as the resolve script does; else the caller
+    keeps the entries (``reply_texts``) and the commit answers the next due time alone."""
     w = outcome.writes
     reply_ttl, receipt_ttl = limits
+    entries, released = reply_texts(outcome) if echo else (b"", b"")
     args: list[bytes] = [
         protocol.FORMAT_VERSION.encode(),
         b"%d" % reply_ttl,
         b"%d" % receipt_ttl,
         _flag(outcome.buffer_touched),
-        b"[" + b",".join(outcome.entries) + b"]",
-        b"[" + b",".join(outcome.released) + b"]",
+        entries,
+        released,
         *checks(reads),
     ]
 

@@ -13,8 +13,9 @@ reply of an earlier round to delete, [5] buffer prefix, [6] receipts prefix, [7]
 
 ARGV: [1] format version, [2] reply TTL ms, [3] receipt TTL ms, [4] "1" when the reply reports
 the next due time (the engine's buffer_touched), [5] the reply entries (a JSON array text),
-[6] the released entries (a JSON array text), then sections, each a count and its items
-(worker/store/engine/commit.py writes them):
+[6] the released entries (a JSON array text), both empty when the worker keeps them itself (the
+store does: then the reply, and the reply kept, is the next due time alone), then sections,
+each a count and its items (worker/store/engine/commit.py writes them):
   checks of the ids hash: n, the n ids, a presence string (n times "1" or "0"), the n values
   checks of receipts: the number of receipt hashes, then each: bucket, then as the ids'
   other checks: quadruples kind, arg1, arg2, expected (kinds: PROTOCOL.check; in upper case
@@ -28,8 +29,8 @@ the next due time (the engine's buffer_touched), [5] the reply entries (a JSON a
   entry, payload), releases (entry id, text), leases (entry id, deadline or "" to drop),
   then the waiting delta.
 Writes are made in write_back.lua's order. Reply: [entries, released, next_due] as
-resolve_batch.lua's, kept at KEYS[3] for the reply TTL (a retry gets it back; nothing is applied
-twice).
+resolve_batch.lua's (with ARGV[5] empty: next_due alone, "false", "null" or digits), kept at
+KEYS[3] for the reply TTL (a retry gets it back; nothing is applied twice).
 ]==]
 
 --- @include "protocol"
@@ -297,7 +298,10 @@ local due = 'false'
 if ARGV[4] == '1' then
   due = round.next_due(buffer_prefix) or 'null'
 end
-local text = '[' .. ARGV[5] .. ',' .. ARGV[6] .. ',' .. due .. ']'
+local text = due -- ARGV[5] empty: the worker holds the entries; the reply is the due time alone
+if ARGV[5] ~= '' then
+  text = '[' .. ARGV[5] .. ',' .. ARGV[6] .. ',' .. due .. ']'
+end
 if tonumber(ARGV[2]) > 0 then
   redis.call('SET', reply_key, text, 'PX', ARGV[2])
 end
