@@ -22,6 +22,7 @@ from worker.identity.config import IdentityConfig
 from worker.identity.model import EventKind, IdentityEvent, Outcome, PropertyUpdates, WarningKind
 from worker.identity.timestamps import normalize_timestamp
 from worker.store.codec import BufferPolicy, order_key
+from worker.store.commit_plan import RulesMode
 from worker.store.redis_store import RedisIdentityStore
 
 pytestmark = pytest.mark.integration
@@ -33,11 +34,11 @@ PAYLOADS = OutputEncoder("json", CODEC)
 TENANT = "2"
 
 
-@pytest.fixture
-def store(redis_url: str) -> Iterator[RedisIdentityStore]:
+@pytest.fixture(params=list(RulesMode), ids=lambda mode: f"rules-in-{mode}")
+def store(redis_url: str, request: pytest.FixtureRequest) -> Iterator[RedisIdentityStore]:
     client = redis.Redis.from_url(redis_url)
     prefix = f"hostile-{uuid.uuid4().hex[:12]}"
-    yield RedisIdentityStore(client, CONFIG, prefix=prefix, buffer=BUFFER)
+    yield RedisIdentityStore(client, CONFIG, prefix=prefix, buffer=BUFFER, rules=request.param)
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys:
         client.delete(*keys)

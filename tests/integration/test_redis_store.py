@@ -48,6 +48,7 @@ from worker.pipeline.resolving import Rejected, Resolver
 from worker.store import codec, person_record
 from worker.store.base import BatchResult, IdentityStore
 from worker.store.codec import person_id_for
+from worker.store.commit_plan import RulesMode
 from worker.store.keys import TenantKeys
 from worker.store.lua_loader import load_script
 from worker.store.protocol import MEMBERS_INLINE
@@ -73,11 +74,17 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 StoreFactory = Callable[..., RedisIdentityStore]
 
 
-@pytest.fixture
-def make_store(redis_client: redis.Redis, prefix: str) -> StoreFactory:
+@pytest.fixture(params=list(RulesMode), ids=lambda mode: f"rules-in-{mode}")
+def make_store(
+    redis_client: redis.Redis, prefix: str, request: pytest.FixtureRequest
+) -> StoreFactory:
+    """Stores of the test's prefix; each test runs twice, the rules in Redis (the resolve
+    script) and in the worker (``redis.rules``)."""
+
     def make(config: IdentityConfig | None = None, **kwargs: Any) -> RedisIdentityStore:
         kwargs.setdefault("prefix", prefix)
         kwargs.setdefault("client", redis_client)
+        kwargs.setdefault("rules", request.param)
         return RedisIdentityStore(config=config or IdentityConfig(), **kwargs)
 
     return make
@@ -757,7 +764,11 @@ def _losing_connection(lose: set[int]) -> type[redis.Connection]:
     class Losing(redis.Connection):
         def read_response(self, *args: Any, **kwargs: Any) -> Any:
             reply = super().read_response(*args, **kwargs)
-            if isinstance(reply, bytes) and reply.startswith(b"[[") and next(counter) in lose:
+            # a resolve call's reply, or a commit's (the rules in the worker: its due time)
+            answered = isinstance(reply, bytes) and (
+                reply.startswith(b"[[") or reply in (b"false", b"null")
+            )
+            if answered and next(counter) in lose:
                 self.disconnect()  # type: ignore[no-untyped-call]
                 raise redis.exceptions.ConnectionError("connection reset after the script ran")
             return reply

@@ -528,12 +528,16 @@ class RedisIdentityStore:
                 self._to_script(calls, call)
                 sent.append(call)
                 continue
+            found = parsed[id(call)]
+            if isinstance(found, PermanentStoreError):  # its earlier calls go, as the script's
+                failed[tenant] = found
+                continue
             try:
                 planned = self._call(
                     partial(
                         plan_commit,
                         states[tenant],
-                        parsed[id(call)],
+                        found,
                         earlier.get(tenant, []),
                         self._ttls,
                         self._decoded,
@@ -564,19 +568,19 @@ class RedisIdentityStore:
         calls: Sequence[_Call],
         failed: dict[str, Exception],
         forgotten: dict[str, list[tuple[bytes, bytes]]],
-    ) -> tuple[dict[int, engine.Call], dict[str, PrefetchedState]]:
+    ) -> tuple[dict[int, engine.Call | PermanentStoreError], dict[str, PrefetchedState]]:
         """The engine's calls (by ``id`` of the store's) of ``calls`` that may be planned anew
-        in this wave, and per tenant their data, read for all at once. ARGV the engine refuses
-        fails its tenant (into ``failed``)."""
-        parsed: dict[int, engine.Call] = {}
+        in this wave (or why the engine refuses a call's ARGV), and per tenant their data, read
+        for all at once. A tenant whose data cannot be read fails (into ``failed``)."""
+        parsed: dict[int, engine.Call | PermanentStoreError] = {}
         by_tenant: dict[str, list[engine.Call]] = {}
         for call in calls:
             if call.script or call.tenant in failed:
                 continue
             try:
                 parsed[id(call)] = found = engine.parse_call(call.args)
-            except PermanentStoreError as exc:
-                failed[call.tenant] = exc
+            except PermanentStoreError as exc:  # the tenant fails at this call (planning)
+                parsed[id(call)] = exc
                 continue
             by_tenant.setdefault(call.tenant, []).append(found)
         requests = [(self.keys(tenant), found) for tenant, found in by_tenant.items()]

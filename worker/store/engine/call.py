@@ -100,9 +100,9 @@ class Call:
 def parse_call(args: Sequence[bytes]) -> Call:
     """The header and ops of a ``resolve`` call's ARGV (``codec.encode_args``)."""
     if len(args) < _HEADER_SIZE:
-        raise EngineError("ARGV: header")
+        raise EngineError("bad ARGV: header")
     if args[0].decode() != protocol.FORMAT_VERSION:
-        raise EngineError(f"ARGV: format version {args[0]!r}")
+        raise EngineError(f"bad ARGV: format version {args[0]!r}")
     command = args[11].decode()
     try:
         mode = args[1].decode()
@@ -111,11 +111,11 @@ def parse_call(args: Sequence[bytes]) -> Call:
         total, lease, release_limit = int(args[9]), int(args[10]), int(args[12])
         op_count, last_seen = int(args[14]), int(args[15])
     except ValueError as exc:
-        raise EngineError("ARGV: header") from exc
+        raise EngineError("bad ARGV: header") from exc
     if mode not in protocol.ORDERING_MODES.values():
-        raise EngineError(f"ARGV: ordering mode {mode!r}")
+        raise EngineError(f"bad ARGV: ordering mode {mode!r}")
     if command not in protocol.COMMANDS.values():
-        raise EngineError(f"ARGV: command {command!r}")
+        raise EngineError(f"bad ARGV: command {command!r}")
     config = Config(
         mode == protocol.ORDERING_MODES["timestamp"],
         max_ids,
@@ -137,7 +137,7 @@ def parse_call(args: Sequence[bytes]) -> Call:
         op, at = parse_op(args, at, index + 1)
         ops.append(op)
     if at != len(args):
-        raise EngineError(f"ARGV: {len(args) - at} unread values")
+        raise EngineError(f"bad ARGV: {len(args) - at} unread values")
     return Call(config, ops)
 
 
@@ -149,14 +149,14 @@ def parse_op(args: Sequence[bytes], at: int, index: int, stored: bool = False) -
         into, other, ts_text, order = args[at + 1], args[at + 3], args[at + 5], args[at + 6]
         ts = int(ts_text)
     except (IndexError, ValueError) as exc:
-        raise EngineError(f"ARGV: op {index}") from exc
+        raise EngineError(f"bad ARGV: op {index}") from exc
     if not 0 <= flags <= protocol.MAX_FLAGS or nprops < 0:
-        raise EngineError(f"ARGV: op {index}")
+        raise EngineError(f"bad ARGV: op {index}")
     props: list[tuple[bytes, bytes, bytes]] = []
     pos = at + 8
     for _ in range(nprops):
         if pos + 2 >= len(args) or args[pos] not in _CODES:
-            raise EngineError(f"ARGV: a property operation of op {index}")
+            raise EngineError(f"bad ARGV: a property operation of op {index}")
         props.append((args[pos], args[pos + 1], args[pos + 2]))
         pos += 3
     groups, max_types, pos = parse_groups(args, pos, index)
@@ -164,7 +164,7 @@ def parse_op(args: Sequence[bytes], at: int, index: int, stored: bool = False) -
     source = bucket = b""
     if not stored:
         if pos + 1 >= len(args):
-            raise EngineError(f"ARGV: op {index} cut short")
+            raise EngineError(f"bad ARGV: op {index} cut short")
         source, bucket = args[pos], args[pos + 1]
         pos += 2
     op = Op(
@@ -186,12 +186,12 @@ def parse_op(args: Sequence[bytes], at: int, index: int, stored: bool = False) -
     )
     if flags & _BUFFERABLE:
         if pos + 2 >= len(args):
-            raise EngineError(f"ARGV: the buffer fields of op {index}")
+            raise EngineError(f"bad ARGV: the buffer fields of op {index}")
         op.buffer = True
         op.fields = [b"%d" % (flags - _BUFFERABLE), *args[at + 1 : props_end]]
         op.ingested, op.payload, op.entry_id = args[pos], args[pos + 1], args[pos + 2]
         if not op.ingested.lstrip(b"-").isdigit():
-            raise EngineError(f"ARGV: the buffer fields of op {index}")
+            raise EngineError(f"bad ARGV: the buffer fields of op {index}")
         pos += 3
     return op, pos
 
@@ -219,5 +219,5 @@ def parse_groups(args: Sequence[bytes], at: int, index: int) -> tuple[list[Group
             )
             at += 5 + 3 * nprops
     except (IndexError, ValueError) as exc:
-        raise EngineError(f"ARGV: the groups of op {index}") from exc
+        raise EngineError(f"bad ARGV: the groups of op {index}") from exc
     return groups, max_types, at
