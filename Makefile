@@ -143,6 +143,8 @@ bench: install services-up compiled ## Benchmarks, a few minutes: drain beside p
 	    $(if $(BENCH_BUILD),--build $(BENCH_BUILD)) $(BENCH_RULES) $(BENCH_WORKER_ARGS) && \
 	  $(PY) -m tests.bench.bench_latency --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 \
 	    --drain-json $(BENCH_OUT)/drain.json $(if $(BENCH_BUILD),--build $(lastword $(subst =, ,$(BENCH_BUILD)))) $(BENCH_LATENCY_ARGS) && \
+	  $(if $(BENCH_RULES),$(PY) -m tests.bench.bench_latency --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 \
+	    --drain-json $(BENCH_OUT)/drain.json $(if $(BENCH_BUILD),--build $(lastword $(subst =, ,$(BENCH_BUILD)))) --rules worker $(BENCH_LATENCY_ARGS) &&) \
 	  $(PY) -m tests.bench.bench_store --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 $(BENCH_STORE_ARGS) && \
 	  $(if $(BENCH_BUILD),PYTHONPATH=$(abspath $(lastword $(subst =, ,$(BENCH_BUILD)))):. $(PY) -P,$(PY)) \
 	    -m tests.bench.engine_cost --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 && \

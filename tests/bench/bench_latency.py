@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import threading
@@ -276,6 +277,13 @@ def main() -> None:
     )
     parser.add_argument("--logs", type=Path, default=Path(".local/bench/logs"))
     parser.add_argument(
+        "--rules",
+        choices=["script", "worker"],
+        default=os.environ.get("IDENTITY_TEST_REDIS_RULES", "script"),
+        help="where the worker runs the identity rules (redis.rules); the drain rate is then "
+        "that mode's row of --drain-json",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -293,7 +301,7 @@ def main() -> None:
         if drain is None:
             if not args.drain_json.exists():
                 parser.error(f"no --rates, no --drain-rate and no {args.drain_json}")
-            drain, of = drain_of(json.loads(args.drain_json.read_text()), build)
+            drain, of = drain_of(json.loads(args.drain_json.read_text()), build, args.rules)
             of += f" in {args.drain_json}"
             if not drain:
                 parser.error(f"{args.drain_json} holds no drain rate (its gate failed?)")
@@ -301,7 +309,11 @@ def main() -> None:
         print(f"fractions of the drain rate {drain:,.0f} events/s ({of})\n")
     print("\n".join(run_header()[:-1]))
     where = "in this process" if args.in_process else "in a process of its own"
-    print(f"- the worker runs {where}: {build or interpreted()}\n")
+    print(f"- the worker runs {where}: {build or interpreted()}")
+    print(
+        f"- the identity rules run in {'the worker' if args.rules == 'worker' else 'Redis'}"
+        f" (redis.rules={args.rules})\n"
+    )
     print(
         "| rate (events/s) | of drain | events | p50 ms | p90 ms | p99 ms | max ms "
         "| worker CPU µs/event | broker CPU µs/event | messages per batch |"
@@ -321,6 +333,7 @@ def main() -> None:
                 batch=batch,
                 observability={"metrics_port": free_port()},
                 kafka={"consumer": args.consumer},
+                redis={"rules": args.rules},
             )
             worker = start_worker(settings, args)
             broker = local_broker_pid(args.bootstrap)
@@ -359,6 +372,7 @@ def main() -> None:
             f"lat-{uuid.uuid4().hex[:8]}",
             buffer={"enabled": True, "delay_seconds": args.buffer_delay},
             batch=batch,
+            redis={"rules": args.rules},
         )
         interval = settings.buffer.release_interval_seconds
         print(
@@ -373,14 +387,21 @@ def main() -> None:
         print(_row(f"{args.buffered_rate:,}", lateness))
 
 
-def drain_of(drain: dict[str, Any], build: Build | None) -> tuple[float | None, str]:
+def drain_of(
+    drain: dict[str, Any], build: Build | None, rules: str = "script"
+) -> tuple[float | None, str]:
     """The drain rate of ``bench_worker``'s output ``drain`` of the worker this run measures:
-    the build's JSON drain when ``drain`` has one, else the interpreted worker's; and its row."""
+    the build's JSON drain when ``drain`` has one, else the interpreted worker's (with the rules
+    in the worker: that mode's row, ``--rules worker`` of ``bench_worker``); and its row."""
+    suffix = ", rules in worker" if rules == "worker" else ""
     if build is not None:
         for label, path in drain.get("builds", {}).items():
-            name = f"worker, JSON, {label}"
+            name = f"worker, JSON, {label}{suffix}"
             if Path(path) == build.path and drain["runs"].get(name):
                 return drain["runs"][name], name
+    if suffix:
+        name = f"worker, JSON{suffix}"
+        return drain["runs"].get(name), name
     return drain["drain_rate"], "worker, JSON"
 
 

@@ -81,3 +81,26 @@ def test_latency_takes_the_drain_rate_of_the_build_it_measures(tmp_path: Path) -
     assert drain_of(drain, build) == (120.0, "worker, JSON, compiled")
     assert drain_of(drain, None) == (100.0, "worker, JSON")
     assert drain_of({**drain, "builds": {}}, build) == (100.0, "worker, JSON")
+
+
+def test_latency_with_the_rules_in_the_worker_takes_that_modes_drain_rate(
+    tmp_path: Path,
+) -> None:
+    build = parse_build(f"compiled={_tree(tmp_path / 'c', compiled=True)}")
+    drain = {
+        "drain_rate": 100.0,
+        "runs": {
+            "worker, JSON": 100.0,
+            "worker, JSON, compiled": 120.0,
+            "worker, JSON, compiled, rules in worker": 80.0,
+            "worker, JSON, rules in worker": 60.0,
+        },
+        "builds": {"compiled": str(build.path)},
+    }
+    assert drain_of(drain, build, "worker") == (80.0, "worker, JSON, compiled, rules in worker")
+    assert drain_of(drain, None, "worker") == (60.0, "worker, JSON, rules in worker")
+    assert drain_of({**drain, "runs": {}}, None, "worker") == (
+        None,
+        "worker, JSON, rules in worker",
+    )
+    assert drain_of(drain, build, "script") == (120.0, "worker, JSON, compiled")
