@@ -59,6 +59,12 @@ def stores(client: redis.Redis, prefix: str) -> tuple[RedisIdentityStore, RedisI
 
 
 @pytest.fixture
+def other(client: redis.Redis, prefix: str) -> RedisIdentityStore:
+    """Another worker, on the same keys as ``stores``' first (the script's rules)."""
+    return RedisIdentityStore(client, IdentityConfig(), prefix=prefix)
+
+
+@pytest.fixture
 def interleave(monkeypatch: pytest.MonkeyPatch) -> list[Callable[[], object]]:
     """Actions run between a call's planning and its commit, one per planning, as another
     writer would (the planning itself is the store's own)."""
@@ -75,13 +81,11 @@ def interleave(monkeypatch: pytest.MonkeyPatch) -> list[Callable[[], object]]:
 
 
 def test_a_commit_whose_reads_changed_is_planned_again_and_sees_the_other_write(
-    client: redis.Redis,
-    prefix: str,
     stores: tuple[RedisIdentityStore, RedisIdentityStore],
+    other: RedisIdentityStore,
     interleave: list[Callable[[], object]],
 ) -> None:
     mine, script = stores
-    other = RedisIdentityStore(client, IdentityConfig(), prefix=prefix)  # another worker
     for store in (mine, script):
         store.resolve_batch("t", [_set(1, "u", "a", 1)], T0)
     # between the planning and the commit, the other worker sets b on u's person
@@ -96,13 +100,11 @@ def test_a_commit_whose_reads_changed_is_planned_again_and_sees_the_other_write(
 
 
 def test_a_call_refused_again_and_again_goes_to_the_script(
-    client: redis.Redis,
-    prefix: str,
     stores: tuple[RedisIdentityStore, RedisIdentityStore],
+    other: RedisIdentityStore,
     interleave: list[Callable[[], object]],
 ) -> None:
     mine, script = stores
-    other = RedisIdentityStore(client, IdentityConfig(), prefix=prefix)
     events = [_set(1, "u", "a", 1), _set(2, "v", "a", 1)]
     for store in (mine, script):
         store.resolve_batch("t", events, T0)
