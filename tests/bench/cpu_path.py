@@ -1,7 +1,7 @@
 """The worker's own CPU per event on its path, in process (a script, not a test).
 
     .venv/bin/python -m tests.bench.cpu_path --redis-url redis://127.0.0.1:16379/0 \\
-        [--build .local/compiled] [--events 20000] [--rounds 4] [--format avro]
+        [--build .local/compiled] [--events 20000] [--rounds 4] [--format avro] [--rules worker]
 
 Runs ``bench_worker``'s JSON backlog (``--format avro``: the same events as Avro input, written
 out as Avro, as ``bench_worker``'s Avro pass does) through the batch pipeline of ``worker.app``
@@ -73,6 +73,9 @@ def main() -> None:
         "--format", choices=["json", "avro"], default="json", help="input and output format"
     )
     parser.add_argument(
+        "--rules", choices=["script", "worker"], default="script", help="redis.rules"
+    )
+    parser.add_argument(
         "--no-digest", action="store_true", help="the first round does not hash the outputs"
     )
     args = parser.parse_args()
@@ -111,7 +114,7 @@ def main() -> None:
         prefix = f"cpu-path-{os.getpid()}-{number}"
         settings = load_settings(
             kafka={"bootstrap_servers": "127.0.0.1:1", "group_id": prefix},
-            redis={"url": args.redis_url, "key_prefix": prefix},
+            redis={"url": args.redis_url, "key_prefix": prefix, "rules": args.rules},
             buffer={"enabled": False},
             formats={"output": args.format},
         )

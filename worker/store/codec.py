@@ -21,6 +21,7 @@ from typing import Any, Final
 import orjson
 
 from worker.codec.fields import may_hold_long_integer
+from worker.errors import EngineError
 from worker.identity import ids
 from worker.identity.buffer import BufferPolicy as BufferPolicy
 from worker.identity.buffer import entry_id
@@ -43,6 +44,8 @@ from worker.identity.model import (
 )
 from worker.identity.properties import canonical_json, event_operations
 from worker.store import protocol
+from worker.store.engine.call import CODES as _CODES
+from worker.store.engine.call import Call, Config, GroupOp, Op, parse_groups
 from worker.store.keys import receipt_bucket
 from worker.store.protocol import FORMAT_VERSION as FORMAT_VERSION  # re-exported
 from worker.store.protocol import OpFlag
@@ -230,6 +233,115 @@ def encode_args(
         if bufferable and event.buffer_payload is not None:
             out += (now_bytes, event.buffer_payload, entry_id(event).encode(_ENCODING, _ERRORS))
     return out
+
+
+def engine_call(
+    ops: Sequence[PreparedOp],
+    limits: CallLimits,
+    *,
+    now_ms: int = 0,
+    buffer: BufferPolicy = NO_BUFFER,
+    command: str = protocol.COMMAND_RESOLVE,
+    release_limit: int = 0,
+) -> Call:
+    """The engine's call (``redis.rules=worker``) of the same arguments as ``encode_args``:
+    what ``engine.parse_call`` reads from its ARGV, built without writing and parsing the
+    ARGV (``tests/unit/test_codec_engine_call.py`` holds the two equal). Raises
+    ``EngineError`` where ``parse_call`` would refuse the ARGV."""
+    last_seen = limits.last_seen_resolution_ms
+    config = Config(
+        timestamp_mode=limits.ordering is OrderingMode.TIMESTAMP,
+        max_ids=limits.max_distinct_ids,
+        max_bytes=limits.max_properties_bytes,
+        force_upgrade_ms=limits.force_upgrade_after_ms,
+        last_seen_ms=max(1, last_seen),
+        now=now_ms,
+        now_text=b"%d" % now_ms,
+        buffer_delay_ms=buffer.delay_ms,
+        buffer_max_per_id=buffer.max_per_id,
+        buffer_max_total=buffer.max_total,
+        lease_ms=buffer.lease_ms,
+        release=command == protocol.COMMAND_RELEASE,
+        release_limit=release_limit,
+    )
+    ordering = limits.ordering
+    buffer_on = buffer.delay_ms > 0
+    out: list[Op] = []
+    for index, op in enumerate(ops):
+        event = op.event
+        tenant = event.tenant
+        ids = _tenant_ids(tenant)
+        into, into_person = _id_args(ids, tenant, event.distinct_id)
+        other_id = op.merge_with
+        other, other_person = _NO_ID if other_id is None else _id_args(ids, tenant, other_id)
+        updates = op.updates
+        props = [
+            (
+                code.encode(),
+                key.encode(_ENCODING, _ERRORS),
+                b""
+                if code == protocol.UNSET
+                else _canonical_text(value).encode(_ENCODING, _ERRORS),
+            )
+            for code, key, value in (
+                key_operations(updates, ordering) if not updates.is_empty else _NO_KEY_OPS
+            )
+        ]
+        for triple in props:
+            if triple[0] not in _CODES:
+                raise EngineError(f"bad ARGV: a property operation of op {index + 1}")
+        groups: list[GroupOp] = []
+        max_types = 0
+        group_args: list[bytes] = []
+        if op.groups:
+            group_args = [
+                arg.encode(_ENCODING, _ERRORS) for arg in group_section(op.groups, limits)
+            ]
+            groups, max_types, _ = parse_groups(group_args, 0, index + 1)
+        ts_text = str(event.timestamp_ms).encode()
+        order = _order_key_bytes(event.timestamp_ms, event.uuid)
+        source = event.source
+        engine_op = Op(
+            process=event.process_person,
+            dangerous=event.merge_dangerously,
+            merge=other_id is not None and other != into,
+            into=into,
+            into_person_id=into_person.decode(),
+            other=other,
+            other_person_id=other_person.decode(),
+            ts=event.timestamp_ms,
+            ts_text=ts_text,
+            ord=order,
+            props=props,
+            source=source.encode(_ENCODING, _ERRORS) if source else b"",
+            bucket=receipt_bucket(source).encode(_ENCODING, _ERRORS) if source else b"",
+            groups=groups,
+            max_group_types=max_types,
+        )
+        if buffer_on and event.buffer_payload is not None:
+            flags = (
+                (_PROCESS_PERSON if event.process_person else 0)
+                | (_MERGE_DANGEROUSLY if event.merge_dangerously else 0)
+                | (_MERGE_WITH_OTHER if other_id is not None else 0)
+            )
+            engine_op.buffer = True
+            engine_op.fields = [
+                _FLAG_BYTES[flags],
+                into,
+                into_person,
+                other,
+                other_person,
+                ts_text,
+                order,
+                _SMALL_BYTES[len(props)] if len(props) < _SMALL else str(len(props)).encode(),
+                *[part for triple in props for part in triple],
+                *(group_args or [b"0"]),
+            ]
+            engine_op.ingested = b"%d" % now_ms
+            engine_op.payload = event.buffer_payload
+            engine_op.entry_id = entry_id(event).encode(_ENCODING, _ERRORS)
+        out.append(engine_op)
+    return Call(config, out)
 
 
 HEADER_LENGTH: Final = 16

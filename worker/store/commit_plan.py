@@ -26,7 +26,7 @@ from worker.store.engine.call import Call
 from worker.store.engine.commit import commit_args, reply_texts
 from worker.store.engine.overlay import Overlay
 from worker.store.engine.reads import Recording
-from worker.store.engine.state import TenantState, Writes
+from worker.store.engine.state import Writes
 from worker.store.keys import TenantKeys
 from worker.store.prefetch import PrefetchedState, prefetch_many
 
@@ -110,19 +110,16 @@ def prefetched(
 def plan_commit(
     state: PrefetchedState,
     call: Call,
-    earlier: Sequence[Writes],
+    earlier: Overlay | None,
     limits: tuple[int, int],
     cache: DecodeCache | None = None,
 ) -> PlannedCommit:
     """The commit of ``call`` (``engine.parse_call`` of its resolve ARGV) from ``state``,
-    after ``earlier`` (the writes of the tenant's calls planned before it in the round, oldest
-    first); ``limits``: the reply and receipt TTLs (ms); ``cache``: the store's decoded
-    records (``engine/cache.py``)."""
+    after ``earlier`` (``state`` with the writes of the tenant's calls planned before it in the
+    round laid on; None: none); ``limits``: the reply and receipt TTLs (ms); ``cache``: the
+    store's decoded records (``engine/cache.py``)."""
     misses = state.misses
-    view: TenantState = state
-    for writes in earlier:
-        view = Overlay(view, writes)
-    recording = Recording(view)
+    recording = Recording(state if earlier is None else earlier)
     outcome = engine.run(recording, call, cache)
     entries, released = reply_texts(outcome)
     return PlannedCommit(

@@ -305,7 +305,22 @@ def encode(record: Record) -> bytes:
 def pack_order(text: bytes) -> bytes:
     """The stored form of an order key (``ordering.lua``: 20 digits then the event's uuid): a
     zero byte, the two 10-digit halves as big-endian integers of 4 and 5 bytes and the uuid's
-    16 bytes (26 bytes, which compare as the texts do); any other key is stored as its text."""
+    16 bytes (26 bytes, which compare as the texts do); any other key is stored as its text.
+    Remembered (``_PACKED``): a key is packed for its record and again for the decode cache,
+    and an op's key for each property it sets."""
+    packed = _PACKED.get(text)
+    if packed is None:
+        if len(_PACKED) >= _PACKED_LIMIT:
+            _PACKED.clear()
+        packed = _PACKED[text] = _pack_order(text)
+    return packed
+
+
+_PACKED: Final[dict[bytes, bytes]] = {}
+_PACKED_LIMIT: Final = 4096
+
+
+def _pack_order(text: bytes) -> bytes:
     match = _ORDER_TEXT.fullmatch(text)
     if match is None:
         return text

@@ -122,7 +122,7 @@ from worker.store.commit_plan import (
     prefetched,
 )
 from worker.store.engine.cache import DecodeCache
-from worker.store.engine.state import Writes
+from worker.store.engine.overlay import Overlay
 from worker.store.keys import TenantKeys, due_index, receipt_bucket
 from worker.store.lua_loader import load_library, load_script
 from worker.store.prefetch import PrefetchedState
@@ -470,7 +470,9 @@ class RedisIdentityStore:
                 raise
             if deferred and not sent:
                 raise InternalError("a wave of the round planned no call")
-        commands = [(c.tenant, c.keys, c.args if c.commit is None else c.commit.args) for c in sent]
+        commands = [
+            (c.tenant, c.keys, c.argv() if c.commit is None else c.commit.args) for c in sent
+        ]
         scripts = [None if c.commit is None else self._commit for c in sent]
         started = pipelined.Round(
             self._client,
@@ -499,7 +501,7 @@ class RedisIdentityStore:
         parsed, states = self._read_wave(calls, failed, forgotten)
         sent: list[_Call] = []
         deferred: list[_Call] = []
-        earlier: dict[str, list[Writes]] = {}  # of the calls planned in this wave
+        earlier: dict[str, Overlay] = {}  # a tenant's data after its calls planned in this wave
         fresh: set[str] = set()  # tenants with a call planned anew: their later calls too
         resent: set[str] = set()  # tenants with a call sent again: did it run? (its reply says)
         waiting: set[str] = set()
@@ -538,7 +540,7 @@ class RedisIdentityStore:
                         plan_commit,
                         states[tenant],
                         found,
-                        earlier.get(tenant, []),
+                        earlier.get(tenant),
                         self._ttls,
                         self._decoded,
                     )
@@ -559,7 +561,10 @@ class RedisIdentityStore:
             call.commit = planned
             stats.commits += 1
             stats.misses += planned.misses
-            earlier.setdefault(tenant, []).append(planned.writes)
+            view = earlier.get(tenant)
+            if view is None:
+                view = earlier[tenant] = Overlay(states[tenant])
+            view.add(planned.writes)
             sent.append(call)
         return sent, deferred
 
@@ -577,11 +582,13 @@ class RedisIdentityStore:
         for call in calls:
             if call.script or call.tenant in failed:
                 continue
+            found, call.engine = call.engine, None  # its ops change as the engine runs them
             try:
-                parsed[id(call)] = found = engine.parse_call(call.args)
+                found = found or engine.parse_call(call.argv())  # planned again: from ARGV
             except PermanentStoreError as exc:  # the tenant fails at this call (planning)
                 parsed[id(call)] = exc
                 continue
+            parsed[id(call)] = found
             by_tenant.setdefault(call.tenant, []).append(found)
         requests = [(self.keys(tenant), found) for tenant, found in by_tenant.items()]
         client = cast(redis.Redis, self._client)
@@ -675,7 +682,8 @@ class RedisIdentityStore:
             if predecessor is not None and self._chained:
                 names.append(keys.reply(predecessor))
             script_keys = [name.encode() for name in names]
-            args = codec.encode_args(
+            encode = partial(
+                codec.encode_args,
                 chunk,
                 self._limits,
                 now_ms=now_ms,
@@ -683,7 +691,22 @@ class RedisIdentityStore:
                 command=command,
                 release_limit=limit,
             )
-            calls.append(_Call(tenant, chunk, token, delete, script_keys, args))
+            call = _Call(tenant, chunk, token, delete, script_keys, encode)
+            if self._rules is RulesMode.WORKER:  # ARGV only if it goes to the script
+                try:
+                    call.engine = codec.engine_call(
+                        chunk,
+                        self._limits,
+                        now_ms=now_ms,
+                        buffer=buffer,
+                        command=command,
+                        release_limit=limit,
+                    )
+                except PermanentStoreError:  # refused when planned: the tenant fails there
+                    call.argv()
+            else:
+                call.argv()
+            calls.append(call)
             predecessor = chains[tenant] = token
         return calls
 
@@ -1108,7 +1131,12 @@ class _Call:
     token: str
     delete: str | None
     keys: list[bytes]
-    args: list[bytes]
+    encode: Callable[[], list[bytes]]
+    """its ARGV (``codec.encode_args``), written at most once (``argv``)"""
+    args: list[bytes] | None = None
+    engine: engine.Call | None = None
+    """with the rules in the worker, the engine's call (``codec.engine_call``: the ARGV as the
+    engine reads it, never written unless the call goes to the script)"""
     reply: codec.Reply | None = None
     commit: PlannedCommit | None = None
     """the commit planned in the worker (``rules=worker``), sent instead of ``args``"""
@@ -1116,6 +1144,11 @@ class _Call:
     """sent to the resolve script although the rules run in the worker"""
     stale: int = 0
     """refusals of its commit for stale reads"""
+
+    def argv(self) -> list[bytes]:
+        if self.args is None:
+            self.args = self.encode()
+        return self.args
 
 
 @dataclass(slots=True)

@@ -28,7 +28,8 @@ _MERGE = int(protocol.OpFlag.MERGE_WITH_OTHER)
 _BUFFERABLE = int(protocol.OpFlag.BUFFERABLE)
 
 
-_CODES = frozenset((SET, SET_ONCE, UNSET, SET_THEN_UNSET))
+CODES = frozenset((SET, SET_ONCE, UNSET, SET_THEN_UNSET))
+"""The property operation codes of ARGV."""
 
 
 _HEADER_SIZE = 16
@@ -155,7 +156,7 @@ def parse_op(args: Sequence[bytes], at: int, index: int, stored: bool = False) -
     props: list[tuple[bytes, bytes, bytes]] = []
     pos = at + 8
     for _ in range(nprops):
-        if pos + 2 >= len(args) or args[pos] not in _CODES:
+        if pos + 2 >= len(args) or args[pos] not in CODES:
             raise EngineError(f"bad ARGV: a property operation of op {index}")
         props.append((args[pos], args[pos + 1], args[pos + 2]))
         pos += 3

@@ -1,9 +1,9 @@
 """The tenant's data as Redis will hold it once an earlier call of the round ran (pure: no I/O).
 
 A round carries several calls of one tenant (``call_cost.split``), all planned before any is
-sent: call ``k + 1`` must see what call ``k`` writes. ``Overlay(inner, writes)`` answers every
-read from ``writes`` (the ``Writes`` of call ``k``, as ``commit_batch.lua`` applies them) where
-they decide it, else from ``inner`` (the prefetch, or the overlay of an earlier call). Call
+sent: call ``k + 1`` must see what calls ``1..k`` write. ``Overlay(inner)``, with the ``Writes``
+of each planned call laid on by ``add`` (as ``commit_batch.lua`` applies them, in order), answers
+every read from those writes where they decide it, else from ``inner`` (the prefetch). Call
 ``k + 1``'s commit runs after call ``k``'s (they chain), so its checks, recorded through the
 overlay, hold then unless another writer came between.
 
@@ -31,17 +31,49 @@ def _touches_buffer(writes: Writes) -> bool:
 
 
 class Overlay:
-    """A ``TenantState``: ``inner`` after ``writes``."""
+    """A ``TenantState``: ``inner`` after ``writes`` and the writes ``add`` lays on later, in
+    order. The writes are folded into one layer as they come (a round's ``k``-th call reads
+    through one lookup, not through ``k - 1`` nested views)."""
 
-    def __init__(self, inner: TenantState, writes: Writes) -> None:
+    def __init__(self, inner: TenantState, writes: Writes | None = None) -> None:
         self._inner = inner
-        self._writes = writes
-        self._buffer_written = _touches_buffer(writes)
-        self._receipts: dict[tuple[bytes, bytes], bytes] = {
-            (bucket, source): text
-            for bucket, kept in writes.receipts.items()
-            for source, text in kept
-        }
+        self._ids: dict[bytes, bytes] = {}
+        self._members: dict[bytes, tuple[bool, bytes | None]] = {}
+        """root -> (its key deleted first, the text appended since)"""
+        self._folds: set[bytes] = set()
+        self._receipts: dict[tuple[bytes, bytes], bytes] = {}
+        self._group_types: set[bytes] = set()
+        self._group_records: dict[bytes, bytes] = {}
+        self._group_members: dict[bytes, bytes | None] = {}
+        """person id -> its memberships text (None: deleted)"""
+        self._buffer_written = False
+        self._waiting_delta = 0
+        if writes is not None:
+            self.add(writes)
+
+    def add(self, writes: Writes) -> None:
+        """Lay ``writes`` (a later call's, as ``commit_batch.lua`` applies them) on top."""
+        self._ids.update(writes.ids)
+        members = self._members
+        for root in writes.members_deleted:
+            members[root] = (True, None)
+        for root in writes.members_fresh:
+            members[root] = (True, None)
+        for root, text in writes.members_appended.items():
+            reset, appended = members.get(root, (False, None))
+            members[root] = (reset, text if appended is None else appended + text)
+        self._folds.update(writes.folds)
+        receipts = self._receipts
+        for bucket, kept in writes.receipts.items():
+            for source, text in kept:
+                receipts[(bucket, source)] = text
+        self._group_types.update(writes.group_types)
+        self._group_records.update(writes.group_records)
+        for person_id in writes.group_members_deleted:  # the HDELs run before the HSETs
+            self._group_members[person_id] = None
+        self._group_members.update(writes.group_members)
+        self._buffer_written = self._buffer_written or _touches_buffer(writes)
+        self._waiting_delta += writes.waiting_delta
 
     @property
     def tenant(self) -> bytes:
@@ -52,23 +84,21 @@ class Overlay:
             raise NeedsFreshReads(f"{what} after an earlier call of the round wrote the buffer")
 
     def value(self, distinct_id: bytes) -> bytes | None:
-        written = self._writes.ids.get(distinct_id)
+        written = self._ids.get(distinct_id)
         return written if written is not None else self._inner.value(distinct_id)
 
     def members(self, root: bytes) -> bytes | None:
-        w = self._writes
-        before = (
-            None
-            if root in w.members_deleted or root in w.members_fresh
-            else self._inner.members(root)
-        )
-        appended = w.members_appended.get(root)
+        found = self._members.get(root)
+        if found is None:
+            return self._inner.members(root)
+        reset, appended = found
+        before = None if reset else self._inner.members(root)
         if appended is None:
             return before
         return (before or b"") + appended
 
     def in_fold(self, folded: bytes) -> bool:
-        return folded in self._writes.folds or self._inner.in_fold(folded)
+        return folded in self._folds or self._inner.in_fold(folded)
 
     def deleted_person_id(self, distinct_id: bytes) -> str | None:
         return self._inner.deleted_person_id(distinct_id)  # calls never write deletions
@@ -78,19 +108,15 @@ class Overlay:
         return written if written is not None else self._inner.receipt(bucket, source)
 
     def group_types(self) -> set[bytes]:
-        return self._inner.group_types() | set(self._writes.group_types)
+        return self._inner.group_types() | self._group_types
 
     def group_record(self, field: bytes) -> bytes | None:
-        written = self._writes.group_records.get(field)
+        written = self._group_records.get(field)
         return written if written is not None else self._inner.group_record(field)
 
     def group_members(self, person_id: bytes) -> bytes | None:
-        w = self._writes
-        written = w.group_members.get(person_id)  # the HDELs run before the HSETs
-        if written is not None:
-            return written
-        if person_id in w.group_members_deleted:
-            return None
+        if person_id in self._group_members:
+            return self._group_members[person_id]
         return self._inner.group_members(person_id)
 
     def has_queues(self) -> bool:
@@ -102,7 +128,7 @@ class Overlay:
         return self._inner.queue(distinct_id)
 
     def waiting_count(self) -> int:
-        return self._inner.waiting_count() + self._writes.waiting_delta
+        return self._inner.waiting_count() + self._waiting_delta
 
     def buffered_entry(self, entry_id: bytes) -> bytes | None:
         self._buffer("an entry")
