@@ -27,6 +27,10 @@ from worker.identity.model import (
 )
 from worker.kafka.records import OutputRecord, RawMessage
 from worker.pipeline.items import Decoded, Output, OutputKind
+from worker.store.engine.call import Op
+from worker.store.engine.context import Person
+from worker.store.engine.rules import Part
+from worker.store.record_format import Record, State
 
 QUICKENED = (
     InputEvent,
@@ -39,6 +43,7 @@ QUICKENED = (
     RawMessage,
     OutputRecord,
     EncodedRecord,
+    State,
 )
 
 
@@ -142,6 +147,7 @@ REQUIRED: dict[type[Any], dict[str, Any]] = {
     RawMessage: {"topic": "topic", "partition": 0, "offset": 0, "key": None, "value": None},
     OutputRecord: {"topic": "topic", "value": None},
     EncodedRecord: {"key": b"", "value": b""},
+    State: {"code": b"s", "order": b"1"},
 }
 
 
@@ -175,6 +181,71 @@ def test_the_worker_classes_are_quickened_and_still_frozen(cls: type[Any]) -> No
     by_name = cls(**{f.name: getattr(obj, f.name) for f in fields})
     assert _fields(by_name) == tuple(values)
     assert dataclasses.replace(obj) == obj
+
+
+MUTABLE: dict[type[Any], dict[str, Any]] = {
+    # the engine's mutable dataclasses, built per op: each writes its own __init__
+    Op: {
+        "process": True,
+        "dangerous": False,
+        "merge": False,
+        "into": b"a",
+        "into_person_id": "p",
+        "other": b"",
+        "other_person_id": "",
+        "ts": 1,
+        "ts_text": b"1",
+        "ord": b"o",
+        "props": [],
+    },
+    Person: {"person_id": "p"},
+    Part: {
+        "root": b"r",
+        "warnings": [],
+        "overrides": [],
+        "merged": False,
+        "created": True,
+        "remade": False,
+        "bump": False,
+        "moved": False,
+    },
+    Record: {
+        "person_id": None,
+        "implicit": True,
+        "created_at": 1,
+        "last_seen": 2,
+        "identified": False,
+        "spilled": False,
+        "version": 3,
+        "id_count": 4,
+        "snapshot": b"{}",
+        "props": b"",
+        "others": b"",
+    },
+}
+
+
+@pytest.mark.parametrize("cls", list(MUTABLE), ids=lambda c: c.__name__)
+def test_the_engine_s_own_inits_take_their_fields(cls: type[Any]) -> None:
+    """Their own ``__init__`` (native code when compiled) has the dataclass's fields in order,
+    with their defaults; a default factory gives each object its own value."""
+    if build.kind() == "compiled":
+        assert "__mypyc_attrs__" in cls.__dict__
+    fields = dataclasses.fields(cls)
+    required = MUTABLE[cls]
+    assert set(required) == {f.name for f in fields if _required(f)}
+    obj, other = cls(**required), cls(**required)
+    for f in fields:
+        if f.default is not dataclasses.MISSING:
+            assert getattr(obj, f.name) == f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            assert getattr(obj, f.name) == f.default_factory()
+            assert getattr(obj, f.name) is not getattr(other, f.name)
+    values = [getattr(obj, f.name) for f in fields]
+    again = cls(*values)  # the fields in order, then by name
+    assert _fields(again) == tuple(values)
+    assert again == obj
+    assert _fields(cls(**{f.name: getattr(obj, f.name) for f in fields})) == tuple(values)
 
 
 def test_a_class_s_own_init_must_take_its_fields() -> None:

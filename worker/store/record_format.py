@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from worker.errors import RecordError as RecordError
+from worker.fast_init import fast_init
 from worker.identity.ids import PERSON_NAMESPACE, uuid5_of_bytes
 from worker.store import msgpack_subset
 from worker.store.protocol import SET, SET_ONCE, UNSET
@@ -86,6 +87,38 @@ class Record:
     legacy_vals: bytes = b""
     """Format 6 only: the cjson object of the value texts."""
 
+    def __init__(  # compiled: native code (the generated one is interpreted)
+        self,
+        person_id: str | None,
+        implicit: bool,
+        created_at: int,
+        last_seen: int,
+        identified: bool,
+        spilled: bool,
+        version: int,
+        id_count: int,
+        snapshot: bytes,
+        props: bytes,
+        others: bytes,
+        format: int = FORMAT_9,
+        legacy_meta: bytes = b"",
+        legacy_vals: bytes = b"",
+    ) -> None:
+        self.person_id = person_id
+        self.implicit = implicit
+        self.created_at = created_at
+        self.last_seen = last_seen
+        self.identified = identified
+        self.spilled = spilled
+        self.version = version
+        self.id_count = id_count
+        self.snapshot = snapshot
+        self.props = props
+        self.others = others
+        self.format = format
+        self.legacy_meta = legacy_meta
+        self.legacy_vals = legacy_vals
+
 
 @dataclass(frozen=True, slots=True)
 class State:
@@ -94,6 +127,13 @@ class State:
 
     code: bytes
     order: bytes
+
+    def __init__(self, code: bytes, order: bytes) -> None:  # compiled: native (``fast_init``)
+        self.code = code  # type: ignore[misc]
+        self.order = order  # type: ignore[misc]
+
+
+fast_init(State)
 
 
 def is_record(value: bytes) -> bool:

@@ -79,6 +79,50 @@ class Op:
     payload: bytes = b""
     entry_id: bytes = b""
 
+    def __init__(  # compiled: native code (the generated one is interpreted)
+        self,
+        process: bool,
+        dangerous: bool,
+        merge: bool,
+        into: bytes,
+        into_person_id: str,
+        other: bytes,
+        other_person_id: str,
+        ts: int,
+        ts_text: bytes,
+        ord: bytes,
+        props: list[tuple[bytes, bytes, bytes]],
+        source: bytes = b"",
+        bucket: bytes = b"",
+        groups: list[GroupOp] | None = None,
+        max_group_types: int = 0,
+        buffer: bool = False,
+        fields: list[bytes] | None = None,
+        ingested: bytes = b"",
+        payload: bytes = b"",
+        entry_id: bytes = b"",
+    ) -> None:
+        self.process = process
+        self.dangerous = dangerous
+        self.merge = merge
+        self.into = into
+        self.into_person_id = into_person_id
+        self.other = other
+        self.other_person_id = other_person_id
+        self.ts = ts
+        self.ts_text = ts_text
+        self.ord = ord
+        self.props = props
+        self.source = source
+        self.bucket = bucket
+        self.groups = [] if groups is None else groups
+        self.max_group_types = max_group_types
+        self.buffer = buffer
+        self.fields = [] if fields is None else fields
+        self.ingested = ingested
+        self.payload = payload
+        self.entry_id = entry_id
+
 
 @dataclass(slots=True)
 class GroupOp:

@@ -40,6 +40,44 @@ class Person:
     properties_size: int = 0
     properties_changed: bool = False
 
+    def __init__(  # compiled: native code (the generated one is interpreted)
+        self,
+        person_id: str,
+        implicit_root: bytes | None = None,
+        created_at: int = 0,
+        created_at_text: bytes = b"0",
+        last_seen: int = 0,
+        identified: bool = False,
+        version: int = 0,
+        id_count: int = 0,
+        spilled: bool = False,
+        others: list[bytes] | None = None,
+        stored_members: bool = False,
+        snapshot: bytes | None = None,
+        props: bytes = b"",
+        meta: dict[bytes, bytes] | None = None,
+        vals: dict[bytes, bytes] | None = None,
+        properties_size: int = 0,
+        properties_changed: bool = False,
+    ) -> None:
+        self.person_id = person_id
+        self.implicit_root = implicit_root
+        self.created_at = created_at
+        self.created_at_text = created_at_text
+        self.last_seen = last_seen
+        self.identified = identified
+        self.version = version
+        self.id_count = id_count
+        self.spilled = spilled
+        self.others = [] if others is None else others
+        self.stored_members = stored_members
+        self.snapshot = snapshot
+        self.props = props
+        self.meta = meta
+        self.vals = vals
+        self.properties_size = properties_size
+        self.properties_changed = properties_changed
+
 
 class Ctx:
     """One call's state (the script's ``ctx``)."""

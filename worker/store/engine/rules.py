@@ -158,6 +158,28 @@ class Part:
     moved: bool
     settled: bool = False
 
+    def __init__(  # compiled: native code (the generated one is interpreted)
+        self,
+        root: bytes,
+        warnings: list[str],
+        overrides: list[tuple[bytes, str, str]],
+        merged: bool,
+        created: bool,
+        remade: bool,
+        bump: bool,
+        moved: bool,
+        settled: bool = False,
+    ) -> None:
+        self.root = root
+        self.warnings = warnings
+        self.overrides = overrides
+        self.merged = merged
+        self.created = created
+        self.remade = remade
+        self.bump = bump
+        self.moved = moved
+        self.settled = settled
+
 
 def apply(ctx: Ctx, op: Op, warning: str | None = None) -> bytes:
     """``rules.apply``: the op's reply entry; ``warning`` (or None) first in its warnings."""
