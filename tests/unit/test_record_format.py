@@ -7,6 +7,7 @@ record of the integration tests (``tests/support/records.py``)."""
 from __future__ import annotations
 
 import json
+import re
 import struct
 import uuid
 
@@ -249,6 +250,43 @@ def test_an_order_key_is_stored_in_26_bytes_that_compare_as_its_text() -> None:
     for text in (b"1234", b"09223372036854775908" + UUID.upper().encode()):
         assert record_format.pack_order(text) == text  # not packable: kept as text
         assert record_format.order_text(text) == text
+
+
+_ORDER_TEXT = re.compile(
+    rb"(\d{10})(\d{10})([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+)
+"""What packs (ordering.lua's keys: 20 digits, then the event's uuid in canonical form)."""
+
+
+def _packed(text: bytes) -> bytes:
+    match = _ORDER_TEXT.fullmatch(text)
+    if match is None or int(match[1]) >= 1 << 32:
+        return text
+    high, low = int(match[1]), int(match[2])
+    raw = bytes.fromhex(match[3].replace(b"-", b"").decode())
+    return b"\0" + struct.pack(">IBI16s", high, low >> 32, low & 0xFFFFFFFF, raw)
+
+
+_ORDER_KEYS = st.one_of(
+    st.tuples(
+        st.integers(min_value=0, max_value=10**20 - 1),
+        st.uuids(),
+        st.sampled_from([str, lambda u: str(u).upper(), lambda u: str(u).replace("-", "")]),
+    ).map(lambda t: b"%020d" % t[0] + t[2](t[1]).encode()),
+    st.binary(min_size=50, max_size=60).filter(lambda b: b[:1] != b"\0"),  # (a stored form)
+    st.text("0123456789abcdef-٣", min_size=54, max_size=58).map(str.encode),
+)
+
+
+@given(_ORDER_KEYS, _ORDER_KEYS)
+def test_order_keys_pack_as_the_pattern_says_and_compare_as_their_texts(a: bytes, b: bytes) -> None:
+    for text in (a, b):
+        assert record_format.pack_order(text) == _packed(text)
+        assert record_format.order_text(record_format.pack_order(text)) == text
+    pa, pb = record_format.pack_order(a), record_format.pack_order(b)
+    if pa[:1] == pb[:1] == b"\0":
+        assert (pa < pb) == (a < b)
+        assert (pa == pb) == (a == b)
 
 
 def test_keys_are_quoted_as_cjson_quotes_them() -> None:

@@ -52,9 +52,6 @@ _WIDE_HEADER: Final = struct.Struct(">qqqqII")
 _TIME_LIMIT: Final = 1 << 48
 _COUNT_LIMIT: Final = 1 << 16
 _ORDER: Final = struct.Struct(">IBI16s")  # order key halves: I4, then I5 as (high 1, low 4)
-_ORDER_TEXT: Final = re.compile(
-    rb"(\d{10})(\d{10})([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-)
 _CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _HEADER_7: Final = re.compile(rb"(-?\d+)\|(-?\d+)\|([01])([01])\|(\d+)\|(\d+)\|(\d+)\|(\d+)\|")
 _HEADER_6: Final = re.compile(
@@ -361,14 +358,28 @@ _PACKED_LIMIT: Final = 4096
 
 
 def _pack_order(text: bytes) -> bytes:
-    match = _ORDER_TEXT.fullmatch(text)
-    if match is None:
+    # 20 ASCII digits, then a lowercase uuid: 8-4-4-4-12 hex digits
+    if (
+        len(text) != 56
+        or text[28] != _DASH
+        or text[33] != _DASH
+        or text[38] != _DASH
+        or text[43] != _DASH
+        or not text[:20].isdigit()
+    ):
         return text
-    high, low = int(match[1]), int(match[2])
+    digits = text[20:28] + text[29:33] + text[34:38] + text[39:43] + text[44:]
+    if not _HEX_DIGITS.issuperset(digits):
+        return text
+    high, low = int(text[:10]), int(text[10:20])
     if high >= 1 << 32:  # (the script's keys start with 09223: never)
         return text
-    raw = bytes.fromhex(match[3].replace(b"-", b"").decode())
+    raw = bytes.fromhex(digits.decode())
     return b"\0" + _ORDER.pack(high, low >> 32, low & 0xFFFFFFFF, raw)
+
+
+_DASH: Final = ord("-")
+_HEX_DIGITS: Final = frozenset(b"0123456789abcdef")
 
 
 def order_text(stored: bytes) -> bytes:

@@ -8,6 +8,7 @@ its reply. The layout is at the top of the script.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from worker.store import protocol, record_format
 from worker.store.engine.reads import ReadKey
@@ -66,13 +67,14 @@ def checks(reads: dict[ReadKey, object]) -> list[bytes]:
     receipts: dict[bytes, list[tuple[bytes, object]]] = {}
     others: list[bytes] = []
     for key, answer in reads.items():
-        name, args = str(key[0]), [_arg(a) for a in key[1:]]
-        if name == "value":
-            ids.append((args[0], answer))
+        name = key[0]
+        if name == "value":  # (the ids and receipts: bytes)
+            ids.append((cast(bytes, key[1]), answer))
             continue
         if name == "receipt":
-            receipts.setdefault(args[0], []).append((args[1], answer))
+            receipts.setdefault(cast(bytes, key[1]), []).append((cast(bytes, key[2]), answer))
             continue
+        name, args = str(name), [_arg(a) for a in key[1:]]
         kind = protocol.COMMIT_CHECKS[name]
         encode = _EXPECTED.get(kind)
         if encode is not None:

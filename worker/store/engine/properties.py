@@ -10,10 +10,19 @@ from worker.store.engine.call import SET, SET_ONCE, SET_THEN_UNSET, UNSET, Op
 from worker.store.engine.context import Ctx, Person
 
 
-def _order_of(meta: bytes) -> bytes:
-    """The order key of a meta as text (its stored form turned back)."""
-    order = meta[1:]
-    return record_format.order_text(order) if order[:1] == b"\0" else order
+def _orders(new_meta: bytes, current_meta: bytes) -> tuple[bytes, bytes]:
+    """The order keys of two metas, in forms that compare as their texts do: both stored
+    (``record_format.pack_order``: 26 bytes that compare as the text) when both pack, else
+    both texts."""
+    a, b = new_meta[1:], current_meta[1:]
+    a_stored, b_stored = a[:1] == b"\0", b[:1] == b"\0"
+    if a_stored == b_stored:
+        return a, b
+    if a_stored:
+        b = record_format.pack_order(b)
+        return (a, b) if b[:1] == b"\0" else (record_format.order_text(a), b)
+    a = record_format.pack_order(a)
+    return (a, b) if a[:1] == b"\0" else (a, record_format.order_text(b))
 
 
 def outranks(
@@ -26,7 +35,7 @@ def outranks(
     new_strong = new_meta[:1] != SET_ONCE
     if new_strong != (current_meta[:1] != SET_ONCE):
         return new_strong
-    new_order, current_order = _order_of(new_meta), _order_of(current_meta)
+    new_order, current_order = _orders(new_meta, current_meta)
     if new_order == current_order:
         return new_text > current_text
     return (new_order > current_order) == new_strong
