@@ -620,14 +620,20 @@ def run_passthrough(
     loads: Callable[[bytes], Any],
     dumps: Callable[[Any], bytes],
     overlap: bool = False,
+    cpu: dict[str, float] | None = None,
 ) -> float:
     """The pass-through consumer's rate. ``overlap``: instead of a blocking flush and a
     synchronous commit per batch, produce and go on; commit a batch's offsets (asynchronously)
     once Kafka acknowledged all of its outputs, while the next batch is being processed: offsets
-    still never pass unwritten output (the produce-then-commit shape)."""
+    still never pass unwritten output (the produce-then-commit shape). ``cpu``: filled with
+    the CPU µs per event of this process (``process``) and of the local broker (``broker``)
+    over the drain."""
     settings = bench_settings(args, f"bench-{uuid.uuid4().hex[:8]}")
     preload(settings, messages)
     n = len(messages.values)
+    broker = local_broker_pid(settings.kafka.bootstrap_servers)
+    broker_before = cpu_seconds(broker) if broker is not None else None
+    process_before = time.process_time()
     consumer = Consumer(
         {
             **settings.kafka.common(),
@@ -707,6 +713,11 @@ def run_passthrough(
             consumer.commit(asynchronous=False)
             marks.append((time.perf_counter(), done))
     commit_acknowledged(block=True)
+    if cpu is not None:
+        cpu["process"] = (time.process_time() - process_before) / n * 1e6
+        broker_after = cpu_seconds(broker) if broker is not None else None
+        if broker_before is not None and broker_after is not None:
+            cpu["broker"] = (broker_after - broker_before) / n * 1e6
     consumer.close()
     return rate_of(marks, n)
 
@@ -764,7 +775,10 @@ def report(
     scaling: list[Run],
     args: argparse.Namespace,
     builds: Sequence[Build] = (),
+    passthrough_cpu: dict[str, dict[str, float]] | None = None,
 ) -> list[str]:
+    """``passthrough_cpu``: per pass-through, the CPU µs per event of its process and of the
+    broker (medians of its runs)."""
     out = ["### Drain, side by side", ""]
     out += [
         "| variant | events | events/s | worker CPU µs per event | Redis CPU µs per event "
@@ -772,7 +786,14 @@ def report(
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, rate in passthrough.items():
-        out.append(f"| pass-through ({name}) | {args.events:,} | {rate:,.0f} | - | - | - | - |")
+        measured = (passthrough_cpu or {}).get(name, {})
+        process, broker = (
+            f"{measured[part]:,.0f}" if part in measured else "-" for part in ("process", "broker")
+        )
+        out.append(
+            f"| pass-through ({name}) | {args.events:,} | {rate:,.0f} | {process} | - "
+            f"| {broker} | - |"
+        )
     for run in runs:
         gate_text = "ok" if run.gate and run.gate.ok else f"FAILED: {run.gate and run.gate.detail}"
         cpus = " | ".join(
@@ -1021,19 +1042,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     want = expected(json_messages, args.events)
     print(f"reference model: {args.events:,} events in {time.perf_counter() - t0:.1f}s", flush=True)
 
+    passthrough_cpu: dict[str, list[dict[str, float]]] = {}  # each run's CPU per event
+
+    def measured_passthrough(
+        name: str, loads: Callable[[bytes], Any], dumps: Callable[[Any], bytes], overlap: bool
+    ) -> float:
+        cpu: dict[str, float] = {}
+        rate = run_passthrough(args, json_messages, loads, dumps, overlap, cpu)
+        passthrough_cpu.setdefault(name, []).append(cpu)
+        return rate
+
     def json_passthrough() -> float:
-        return run_passthrough(args, json_messages, json.loads, lambda o: json.dumps(o).encode())
+        return measured_passthrough("json", json.loads, lambda o: json.dumps(o).encode(), False)
 
     # a broker freshly started runs its first backlogs slower (its JIT warming up): one
     # untimed pass-through first, then the json pass-through again in every round below
     warm = json_passthrough()
+    passthrough_cpu.clear()
     print(f"pass-through warm-up (not counted): {warm:,.0f} events/s", flush=True)
     ceilings = [json_passthrough()]
     passthrough = {
         "json": ceilings[0],
-        "orjson": run_passthrough(args, json_messages, orjson.loads, orjson.dumps),
-        "orjson, commit after acks": run_passthrough(
-            args, json_messages, orjson.loads, orjson.dumps, overlap=True
+        "orjson": measured_passthrough("orjson", orjson.loads, orjson.dumps, False),
+        "orjson, commit after acks": measured_passthrough(
+            "orjson, commit after acks", orjson.loads, orjson.dumps, True
         ),
     }
     print(f"pass-through: {passthrough}", flush=True)
@@ -1104,7 +1136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{scaling[-1].name}: {scaling[-1].rate}", flush=True)
 
     print()
-    print("\n".join(report(runs, passthrough, scaling, args, builds)))
+    ceiling_cpu = {
+        name: {
+            part: statistics.median(m[part] for m in measured if part in m)
+            for part in ("process", "broker")
+            if any(part in m for m in measured)
+        }
+        for name, measured in passthrough_cpu.items()
+    }
+    print("\n".join(report(runs, passthrough, scaling, args, builds, ceiling_cpu)))
     if args.py_spy is not None and args.py_spy.exists():
         print("### Where the sampled JSON run's worker spent its time\n")
         print("\n".join(profile_report(args.py_spy)))

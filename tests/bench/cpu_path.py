@@ -8,7 +8,8 @@ out as Avro, as ``bench_worker``'s Avro pass does) through the batch pipeline of
 without Kafka: decode, plan (the rules, the store's ARGV), the Redis round (a real Redis, its
 own key prefix, deleted after each round), the reply, the outputs, and a sink that only counts
 what it is given (and hashes it in the first round, so two builds can be shown to write the
-same bytes). It prints the process CPU time per event of each round (the first one warms up).
+same bytes). It prints the process CPU time per event of each round (the first one warms up),
+and the first round's outputs per input event by topic (records, bytes of keys and values).
 Without the broker and the drain's overlap its figures are steadier than ``bench_worker``'s, and
 under ``valgrind --tool=callgrind`` (``--events 3000 --rounds 1 --no-digest``) the instructions
 of each step per event are exact: how the changes of docs/BENCHMARKS.md section 7 were chosen.
@@ -39,11 +40,16 @@ class CountingSink:
         self.records = 0
         self.digest = hashlib.sha256()
         self.hashing = hashing
+        self.topics: dict[str, list[int]] = {}
+        """topic -> [records, bytes of their keys and values]"""
 
     def produce(
         self, record: Any, tag: int = 0, report: Callable[[Any], None] | None = None
     ) -> None:
         self.records += 1
+        counted = self.topics.setdefault(record.topic, [0, 0])
+        counted[0] += 1
+        counted[1] += len(record.key or b"") + len(record.value or b"")
         if self.hashing:
             for part in (record.topic.encode(), record.key or b"", record.value or b""):
                 self.digest.update(len(part).to_bytes(4, "big") + part)
@@ -133,6 +139,11 @@ def main() -> None:
         cpu_us = (time.process_time() - started) / len(messages) * 1e6
         if number == 0 and not args.no_digest:
             print(f"outputs: {sink.records} records, sha256 {sink.digest.hexdigest()[:16]}")
+            for topic, (records, size) in sorted(sink.topics.items()):
+                print(
+                    f"  {topic}: {records / len(messages):.3f} records and "
+                    f"{size / len(messages):,.0f} bytes (keys and values) per input event"
+                )
         else:
             per_event.append(cpu_us)
         print(f"round {number + 1}: {cpu_us:.1f} µs of CPU per event")
