@@ -21,7 +21,7 @@ import worker.store.redis_store as redis_store
 from worker.errors import PermanentStoreError
 from worker.identity.buffer import BufferPolicy
 from worker.identity.config import IdentityConfig
-from worker.identity.model import EventKind, IdentityEvent, PropertyUpdates
+from worker.identity.model import EventKind, IdentityEvent, PropertyUpdates, WarningKind
 from worker.store.commit_plan import PlannedCommit, RulesMode, plan_commit
 from worker.store.redis_store import MAX_STALE, RedisIdentityStore
 
@@ -95,6 +95,55 @@ def test_a_commit_whose_reads_changed_is_planned_again_and_sees_the_other_write(
     want = script.resolve_batch("t", [_set(3, "u", "c", 3)], T0)
     assert got == want
     assert dict(got[0].properties) == {"a": 1, "b": 2, "c": 3}
+    assert (mine.rules_stats.stale, mine.rules_stats.commits) == (1, 3)
+    assert mine.persons("t") == script.persons("t")
+
+
+def test_a_first_deletion_between_planning_and_commit_refuses_the_commit(
+    stores: tuple[RedisIdentityStore, RedisIdentityStore],
+    other: RedisIdentityStore,
+    interleave: list[Callable[[], object]],
+) -> None:
+    """While a tenant has deleted no one, a call reads that once (not each id's deletion). Here
+    another writer creates x and deletes it between the planning and the commit of a call that
+    creates x: x's field is absent both times, but a deleted id starts a new person id (A10),
+    so the commit is refused and the call planned again takes that person id."""
+    mine, script = stores
+    for store in (mine, script):
+        store.resolve_batch("t", [_set(1, "y", "a", 1)], T0)
+
+    def create_and_delete(store: RedisIdentityStore) -> None:
+        store.resolve_batch("t", [_set(2, "x", "a", 1)], T0)
+        store.delete_person("t", distinct_id="x")
+
+    interleave.append(partial(create_and_delete, other))
+    create_and_delete(script)
+    batch = [_set(3, "x", "b", 2), _set(4, "y", "b", 2)]
+    got = mine.resolve_batch("t", batch, T0)
+    want = script.resolve_batch("t", batch, T0)
+    assert got == want
+    assert got[0].person_created
+    assert (mine.rules_stats.stale, mine.rules_stats.commits) == (1, 3)
+    assert mine.persons("t") == script.persons("t")
+
+
+def test_a_first_case_fold_between_planning_and_commit_refuses_the_commit(
+    stores: tuple[RedisIdentityStore, RedisIdentityStore],
+    other: RedisIdentityStore,
+    interleave: list[Callable[[], object]],
+) -> None:
+    """While a tenant has no case folds, a call reads that once: ``X`` created between the
+    planning and the commit of a call creating ``x`` refuses the commit; planned again, the
+    call warns of the collision."""
+    mine, script = stores
+    for store in (mine, script):
+        store.resolve_batch("t", [_set(1, "y", "a", 1)], T0)
+    interleave.append(partial(other.resolve_batch, "t", [_set(2, "X", "a", 1)], T0))
+    script.resolve_batch("t", [_set(2, "X", "a", 1)], T0)
+    batch = [_set(3, "x", "b", 2)]
+    got = mine.resolve_batch("t", batch, T0)
+    assert got == script.resolve_batch("t", batch, T0)
+    assert [w.kind for w in got[0].warnings] == [WarningKind.DISTINCT_ID_CASE_COLLISION]
     assert (mine.rules_stats.stale, mine.rules_stats.commits) == (1, 3)
     assert mine.persons("t") == script.persons("t")
 

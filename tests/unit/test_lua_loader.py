@@ -120,6 +120,8 @@ def test_prelude_holds_protocol() -> None:
             "leased": "k",
             "expired_leases": "x",
             "due_ids": "y",
+            "any_fold": "c",
+            "any_deleted": "a",
         },
     }
     assert protocol.FORMAT_VERSION == codec.FORMAT_VERSION

@@ -177,6 +177,12 @@ class PrefetchedState:
         key = self._keys.members_prefix.encode() + root
         return cast(bytes | None, self._miss().get(key))
 
+    def any_fold(self) -> bool:
+        return self._any_fold
+
+    def any_deleted(self) -> bool:
+        return self._any_deleted
+
     def in_fold(self, folded: bytes) -> bool:
         if not self._any_fold:
             return False

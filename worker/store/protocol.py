@@ -133,6 +133,8 @@ COMMIT_CHECKS = {
     "leased": "k",
     "expired_leases": "x",
     "due_ids": "y",
+    "any_fold": "c",
+    "any_deleted": "a",
 }
 """``commit_batch.lua``'s check kind of each read of the engine (``engine/reads.py``) that is not
 one of the ids hash or of a receipt hash (those come as lists: ``engine/commit.py``); in upper

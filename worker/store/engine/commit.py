@@ -39,6 +39,8 @@ _EXPECTED: dict[str, Callable[[object], bytes]] = {
     "f": _flag,
     "q": _flag,
     "k": _flag,
+    "c": _flag,
+    "a": _flag,
     "t": _listed,
     "l": _listed,
     "x": _listed,

@@ -97,6 +97,8 @@ class Ctx:
         self.persons: dict[bytes, Person] = {}
         self.dirty: set[bytes] = set()
         self.folds: dict[bytes, bool] = {}
+        self.any_fold: bool | None = None
+        self.any_deleted: bool | None = None
         self.folds_out: list[bytes] = []
         self.deleted: dict[bytes, str | None] = {}
         self.root_person_ids: dict[bytes, str] = {}
@@ -312,7 +314,9 @@ class Ctx:
     def _in_fold(self, folded: bytes) -> bool:
         known = self.folds.get(folded)
         if known is None:
-            known = self.folds[folded] = self.state.in_fold(folded)
+            if self.any_fold is None:  # one read (and one check) while the tenant has no folds
+                self.any_fold = self.state.any_fold()
+            known = self.folds[folded] = self.any_fold and self.state.in_fold(folded)
         return known
 
     def collides(self, fresh: list[bytes]) -> bool:
@@ -342,7 +346,11 @@ class Ctx:
 
     def _deleted(self, distinct_id: bytes) -> str | None:
         if distinct_id not in self.deleted:
-            self.deleted[distinct_id] = self.state.deleted_person_id(distinct_id)
+            if self.any_deleted is None:  # one read while the tenant deleted no one
+                self.any_deleted = self.state.any_deleted()
+            self.deleted[distinct_id] = (
+                self.state.deleted_person_id(distinct_id) if self.any_deleted else None
+            )
         return self.deleted[distinct_id]
 
 

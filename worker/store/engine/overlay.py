@@ -97,6 +97,12 @@ class Overlay:
             return before
         return (before or b"") + appended
 
+    def any_fold(self) -> bool:
+        return bool(self._folds) or self._inner.any_fold()
+
+    def any_deleted(self) -> bool:
+        return self._inner.any_deleted()  # calls never write deletions
+
     def in_fold(self, folded: bytes) -> bool:
         return folded in self._folds or self._inner.in_fold(folded)
 

@@ -42,6 +42,16 @@ class Recording:
         self._keep(("members", root), answer)
         return answer
 
+    def any_fold(self) -> bool:
+        answer = self._inner.any_fold()
+        self._keep(("any_fold",), answer)
+        return answer
+
+    def any_deleted(self) -> bool:
+        answer = self._inner.any_deleted()
+        self._keep(("any_deleted",), answer)
+        return answer
+
     def in_fold(self, folded: bytes) -> bool:
         answer = self._inner.in_fold(folded)
         self._keep(("in_fold", folded), answer)
@@ -130,6 +140,12 @@ class Recorded:
 
     def members(self, root: bytes) -> bytes | None:
         return _optional_bytes(self._answer("members", root))
+
+    def any_fold(self) -> bool:
+        return bool(self._answer("any_fold"))
+
+    def any_deleted(self) -> bool:
+        return bool(self._answer("any_deleted"))
 
     def in_fold(self, folded: bytes) -> bool:
         return bool(self._answer("in_fold", folded))

@@ -41,8 +41,16 @@ class TenantState(Protocol):
         """The members string of ``root`` (a tree past ``MEMBERS_INLINE`` ids)."""
         ...
 
+    def any_fold(self) -> bool:
+        """Whether the case-fold hash exists (else ``in_fold`` is false for every field)."""
+        ...
+
     def in_fold(self, folded: bytes) -> bool:
         """Whether ``folded`` is a field of the case-fold hash."""
+        ...
+
+    def any_deleted(self) -> bool:
+        """Whether the deleted hash exists (else ``deleted_person_id`` is None for every id)."""
         ...
 
     def deleted_person_id(self, distinct_id: bytes) -> str | None:

@@ -91,6 +91,12 @@ local READ = {
   [CHECK.in_fold] = function(folded)
     return flag(redis.call('HEXISTS', fold_key, folded) == 1)
   end,
+  [CHECK.any_fold] = function()
+    return flag(redis.call('EXISTS', fold_key) == 1)
+  end,
+  [CHECK.any_deleted] = function()
+    return flag(redis.call('EXISTS', deleted_key) == 1)
+  end,
   [CHECK.deleted_person_id] = function(id)
     local value = redis.call('HGET', deleted_key, id)
     return value and string.match(value, '^%d+|(.+)$') or false
