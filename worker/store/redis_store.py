@@ -693,15 +693,8 @@ class RedisIdentityStore:
             )
             call = _Call(tenant, chunk, token, delete, script_keys, encode)
             if self._rules is RulesMode.WORKER:  # ARGV only if it goes to the script
-                try:
-                    call.engine = codec.engine_call(
-                        chunk,
-                        self._limits,
-                        now_ms=now_ms,
-                        buffer=buffer,
-                        command=command,
-                        release_limit=limit,
-                    )
+                try:  # (the same arguments)
+                    call.engine = codec.engine_call(*encode.args, **encode.keywords)
                 except PermanentStoreError:  # refused when planned: the tenant fails there
                     call.argv()
             else:
