@@ -82,6 +82,13 @@ def main() -> None:
         "--rules", choices=["script", "worker"], default="script", help="redis.rules"
     )
     parser.add_argument(
+        "--redis",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another redis setting (repeatable), e.g. max_ops_per_call=128",
+    )
+    parser.add_argument(
         "--no-digest", action="store_true", help="the first round does not hash the outputs"
     )
     args = parser.parse_args()
@@ -120,7 +127,12 @@ def main() -> None:
         prefix = f"cpu-path-{os.getpid()}-{number}"
         settings = load_settings(
             kafka={"bootstrap_servers": "127.0.0.1:1", "group_id": prefix},
-            redis={"url": args.redis_url, "key_prefix": prefix, "rules": args.rules},
+            redis={
+                "url": args.redis_url,
+                "key_prefix": prefix,
+                "rules": args.rules,
+                **dict(option.split("=", 1) for option in args.redis),
+            },
             buffer={"enabled": False},
             formats={"output": args.format},
         )
