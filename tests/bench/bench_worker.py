@@ -776,9 +776,10 @@ def report(
     args: argparse.Namespace,
     builds: Sequence[Build] = (),
     passthrough_cpu: dict[str, dict[str, float]] | None = None,
+    ceilings: Sequence[float] = (),
 ) -> list[str]:
     """``passthrough_cpu``: per pass-through, the CPU µs per event of its process and of the
-    broker (medians of its runs)."""
+    broker (medians of its runs); ``ceilings``: the json pass-through's rate of each round."""
     out = ["### Drain, side by side", ""]
     out += [
         "| variant | events | events/s | worker CPU µs per event | Redis CPU µs per event "
@@ -832,6 +833,19 @@ def report(
         for run in rounds:
             each = " / ".join("gate failed" if r is None else f"{r:,.0f}" for r in run.rounds)
             out.append(f"  - {run.name}: {each}")
+        if len(ceilings) > 1:  # the machine drifts between rounds: each round beside its own
+            out.append(
+                "- each round's rate over that round's pass-through (json: "
+                + " / ".join(f"{c:,.0f}" for c in ceilings)
+                + "), and their median:"
+            )
+            for run in rounds:
+                ratios = [
+                    r / c for r, c in zip(run.rounds, ceilings, strict=False) if r is not None
+                ]
+                each = " / ".join(f"{r:.2f}" for r in ratios)
+                middle = f"**{statistics.median(ratios):.2f}**" if ratios else "-"
+                out.append(f"  - {run.name}: {each}; median {middle}")
     out.append("")
     server_runs = [r for r in [*runs, *scaling] if r.server]
     if server_runs:
@@ -1144,7 +1158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         for name, measured in passthrough_cpu.items()
     }
-    print("\n".join(report(runs, passthrough, scaling, args, builds, ceiling_cpu)))
+    print("\n".join(report(runs, passthrough, scaling, args, builds, ceiling_cpu, ceilings)))
     if args.py_spy is not None and args.py_spy.exists():
         print("### Where the sampled JSON run's worker spent its time\n")
         print("\n".join(profile_report(args.py_spy)))
