@@ -506,26 +506,42 @@ def encode_props(meta: dict[bytes, State], vals: dict[bytes, bytes]) -> tuple[by
     index: dict[bytes, int] = {}
     visible: list[msgpack_subset.Value] = []
     hidden: list[msgpack_subset.Value] = []
-
-    def number(state: State) -> int:
-        order = state.order if state.order[:1] == b"\0" else pack_order(state.order)
-        i = index.get(order)
-        if i is None:
-            i = index[order] = len(ords)
-            ords.append(order)
-        return i * 4 + _CODE_NUMBER[state.code]
-
     for key, text in vals.items():
-        quoted = quote(key)
+        quoted = _quoted(key)
         parts.append(quoted + b":" + text)
-        visible += [len(quoted), len(text), number(meta[key])]
+        visible += [len(quoted), len(text), _number(meta[key], index, ords)]
     for key, state in meta.items():
         if key not in vals:
-            hidden += [key, number(state)]
+            hidden += [key, _number(state, index, ords)]
     snapshot = b"{" + b",".join(parts) + b"}"
     if not ords:
         return snapshot, b""
     return snapshot, msgpack_subset.pack(ords, visible, hidden)
+
+
+def _number(state: State, index: dict[bytes, int], ords: list[msgpack_subset.Value]) -> int:
+    """A state's number in the stored states: its order key's index (``ords``, each stored
+    once, numbered in the order first met; ``index`` finds them) times 4 plus its code's."""
+    order = state.order if state.order[:1] == b"\0" else pack_order(state.order)
+    i = index.get(order)
+    if i is None:
+        i = index[order] = len(ords)
+        ords.append(order)
+    return i * 4 + _CODE_NUMBER[state.code]
+
+
+def _quoted(key: bytes) -> bytes:
+    """``quote(key)``, remembered (a tenant's property keys recur in every record)."""
+    quoted = _QUOTED.get(key)
+    if quoted is None:
+        if len(_QUOTED) >= _QUOTED_LIMIT:
+            _QUOTED.clear()
+        quoted = _QUOTED[key] = quote(key)
+    return quoted
+
+
+_QUOTED: Final[dict[bytes, bytes]] = {}
+_QUOTED_LIMIT: Final = 4096
 
 
 # -- members strings -------------------------------------------------------------------------
