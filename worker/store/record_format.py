@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -345,16 +346,22 @@ def pack_order(text: bytes) -> bytes:
     16 bytes (26 bytes, which compare as the texts do); any other key is stored as its text.
     Remembered (``_PACKED``): a key is packed for its record and again for the decode cache,
     and an op's key for each property it sets."""
-    packed = _PACKED.get(text)
-    if packed is None:
-        if len(_PACKED) >= _PACKED_LIMIT:
-            _PACKED.clear()
-        packed = _PACKED[text] = _pack_order(text)
-    return packed
+    return _remembered(_PACKED, text, _pack_order)
 
 
 _PACKED: Final[dict[bytes, bytes]] = {}
-_PACKED_LIMIT: Final = 4096
+_REMEMBERED: Final = 4096
+"""Values a memo of this module (``_PACKED``, ``_QUOTED``) holds at most: emptied when full."""
+
+
+def _remembered(memo: dict[bytes, bytes], key: bytes, compute: Callable[[bytes], bytes]) -> bytes:
+    """``compute(key)``, from ``memo`` when it holds it (``compute`` is a pure function)."""
+    found = memo.get(key)
+    if found is None:
+        if len(memo) >= _REMEMBERED:
+            memo.clear()
+        found = memo[key] = compute(key)
+    return found
 
 
 def _pack_order(text: bytes) -> bytes:
@@ -532,16 +539,10 @@ def _number(state: State, index: dict[bytes, int], ords: list[msgpack_subset.Val
 
 def _quoted(key: bytes) -> bytes:
     """``quote(key)``, remembered (a tenant's property keys recur in every record)."""
-    quoted = _QUOTED.get(key)
-    if quoted is None:
-        if len(_QUOTED) >= _QUOTED_LIMIT:
-            _QUOTED.clear()
-        quoted = _QUOTED[key] = quote(key)
-    return quoted
+    return _remembered(_QUOTED, key, quote)
 
 
 _QUOTED: Final[dict[bytes, bytes]] = {}
-_QUOTED_LIMIT: Final = 4096
 
 
 # -- members strings -------------------------------------------------------------------------
