@@ -30,43 +30,37 @@ def entry(
     overrides_text = (
         b"["
         + b",".join(
-            b"[" + json_string(i) + b',"' + old.encode() + b'","' + new.encode() + b'"]'
-            for i, old, new in overrides
+            [
+                b"[" + json_string(i) + b',"' + old.encode() + b'","' + new.encode() + b'"]'
+                for i, old, new in overrides
+            ]
         )
         + b"]"
+        if overrides
+        else b"[]"
     )
-    warnings_text = b"[" + b",".join(b'"' + w.encode() + b'"' for w in warnings) + b"]"
-    return b"".join(
-        (
-            b'["',
-            person_id.encode(),
-            b'","',
-            person_mode.encode(),
-            b'",',
-            created_at if created_at is not None else b"null",
-            b",",
-            b"true" if identified else b"false",
-            b",",
-            properties,
-            b",",
-            b"true" if merged else b"false",
-            b",",
-            b"true" if created else b"false",
-            b",",
-            warnings_text,
-            b",",
-            overrides_text,
-            b",",
-            b"%d" % version if version is not None else b"null",
-            b",",
-            b"true" if changed else b"false",
-            b",",
-            groups_text,
-            b",",
-            changes_text,
-            b"]",
-        )
+    warnings_text = (
+        b'["' + b'","'.join([w.encode() for w in warnings]) + b'"]' if warnings else b"[]"
     )
+    return _ENTRY % (
+        person_id.encode(),
+        person_mode.encode(),
+        created_at if created_at is not None else b"null",
+        b"true" if identified else b"false",
+        properties,
+        b"true" if merged else b"false",
+        b"true" if created else b"false",
+        warnings_text,
+        overrides_text,
+        b"%d" % version if version is not None else b"null",
+        b"true" if changed else b"false",
+        groups_text,
+        changes_text,
+    )
+
+
+_ENTRY = b'["%s","%s",%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s]'
+"""An entry's JSON array: the fields of ``protocol.REPLY_ENTRY_FIELDS`` in order."""
 
 
 def json_strings(fields: Sequence[bytes]) -> bytes:
