@@ -31,6 +31,7 @@ from worker.identity.model import (
     GroupChange,
     GroupInput,
     GroupView,
+    IdentityEvent,
     IdentityWarning,
     JsonValue,
     OrderingMode,
@@ -188,18 +189,11 @@ def encode_args(
         tenant = event.tenant
         bufferable = buffer_on and event.buffer_payload is not None
         other = op.merge_with
-        flags = (
-            (_PROCESS_PERSON if event.process_person else 0)
-            | (_MERGE_DANGEROUSLY if event.merge_dangerously else 0)
-            | (_MERGE_WITH_OTHER if other is not None else 0)
-            | (_BUFFERABLE if bufferable else 0)
-        )
+        flags = _flags(event, other is not None) | (_BUFFERABLE if bufferable else 0)
         ids = _tenant_ids(tenant)
         into_args = _id_args(ids, tenant, event.distinct_id)
         other_args = _NO_ID if other is None else _id_args(ids, tenant, other)
-        updates = op.updates
-        key_ops = key_operations(updates, ordering) if not updates.is_empty else _NO_KEY_OPS
-        count = len(key_ops)
+        props = _property_args(op.updates, ordering)
         out += (
             _FLAG_BYTES[flags],
             into_args[0],
@@ -208,31 +202,58 @@ def encode_args(
             other_args[1],
             str(event.timestamp_ms).encode(),
             _order_key_bytes(event.timestamp_ms, event.uuid),
-            _SMALL_BYTES[count] if count < _SMALL else str(count).encode(),
+            _count_arg(len(props)),
         )
-        for code, key, value in key_ops:
-            out += (
-                code.encode(),
-                key.encode(_ENCODING, _ERRORS),
-                b""
-                if code == protocol.UNSET
-                else _canonical_text(value).encode(_ENCODING, _ERRORS),
-            )
-        if op.groups:
-            out += [arg.encode(_ENCODING, _ERRORS) for arg in group_section(op.groups, limits)]
-        else:
-            out.append(b"0")
-        source = event.source
-        if source:
-            out += (
-                source.encode(_ENCODING, _ERRORS),
-                receipt_bucket(source).encode(_ENCODING, _ERRORS),
-            )
-        else:
-            out += (b"", b"")
+        for triple in props:
+            out += triple
+        out += _group_args(op.groups, limits)
+        out += _source_args(event.source)
         if bufferable and event.buffer_payload is not None:
             out += (now_bytes, event.buffer_payload, entry_id(event).encode(_ENCODING, _ERRORS))
     return out
+
+
+def _flags(event: IdentityEvent, merging: bool) -> int:
+    """An op's flags in ARGV, but for the bufferable one."""
+    return (
+        (_PROCESS_PERSON if event.process_person else 0)
+        | (_MERGE_DANGEROUSLY if event.merge_dangerously else 0)
+        | (_MERGE_WITH_OTHER if merging else 0)
+    )
+
+
+def _property_args(
+    updates: PropertyUpdates, ordering: OrderingMode
+) -> list[tuple[bytes, bytes, bytes]]:
+    """An op's property operations as ARGV values: (code, key, canonical JSON of the value)."""
+    if updates.is_empty:
+        return []
+    return [
+        (
+            code.encode(),
+            key.encode(_ENCODING, _ERRORS),
+            b"" if code == protocol.UNSET else _canonical_text(value).encode(_ENCODING, _ERRORS),
+        )
+        for code, key, value in key_operations(updates, ordering)
+    ]
+
+
+def _count_arg(count: int) -> bytes:
+    return _SMALL_BYTES[count] if count < _SMALL else str(count).encode()
+
+
+def _group_args(groups: Sequence[GroupInput], limits: CallLimits) -> list[bytes]:
+    """An op's group section as ARGV values (``group_section``)."""
+    if not groups:
+        return [b"0"]
+    return [arg.encode(_ENCODING, _ERRORS) for arg in group_section(groups, limits)]
+
+
+def _source_args(source: str | None) -> tuple[bytes, bytes]:
+    """An op's source and its receipt bucket as ARGV values (empty: no source)."""
+    if not source:
+        return b"", b""
+    return source.encode(_ENCODING, _ERRORS), receipt_bucket(source).encode(_ENCODING, _ERRORS)
 
 
 def engine_call(
@@ -274,33 +295,18 @@ def engine_call(
         into, into_person = _id_args(ids, tenant, event.distinct_id)
         other_id = op.merge_with
         other, other_person = _NO_ID if other_id is None else _id_args(ids, tenant, other_id)
-        updates = op.updates
-        props = [
-            (
-                code.encode(),
-                key.encode(_ENCODING, _ERRORS),
-                b""
-                if code == protocol.UNSET
-                else _canonical_text(value).encode(_ENCODING, _ERRORS),
-            )
-            for code, key, value in (
-                key_operations(updates, ordering) if not updates.is_empty else _NO_KEY_OPS
-            )
-        ]
+        props = _property_args(op.updates, ordering)
         for triple in props:
             if triple[0] not in _CODES:
                 raise EngineError(f"bad ARGV: a property operation of op {index + 1}")
+        group_args = _group_args(op.groups, limits)
         groups: list[GroupOp] = []
         max_types = 0
-        group_args: list[bytes] = []
         if op.groups:
-            group_args = [
-                arg.encode(_ENCODING, _ERRORS) for arg in group_section(op.groups, limits)
-            ]
             groups, max_types, _ = parse_groups(group_args, 0, index + 1)
         ts_text = str(event.timestamp_ms).encode()
         order = _order_key_bytes(event.timestamp_ms, event.uuid)
-        source = event.source
+        source, bucket = _source_args(event.source)
         engine_op = Op(
             process=event.process_person,
             dangerous=event.merge_dangerously,
@@ -313,29 +319,24 @@ def engine_call(
             ts_text=ts_text,
             ord=order,
             props=props,
-            source=source.encode(_ENCODING, _ERRORS) if source else b"",
-            bucket=receipt_bucket(source).encode(_ENCODING, _ERRORS) if source else b"",
+            source=source,
+            bucket=bucket,
             groups=groups,
             max_group_types=max_types,
         )
         if buffer_on and event.buffer_payload is not None:
-            flags = (
-                (_PROCESS_PERSON if event.process_person else 0)
-                | (_MERGE_DANGEROUSLY if event.merge_dangerously else 0)
-                | (_MERGE_WITH_OTHER if other_id is not None else 0)
-            )
             engine_op.buffer = True
-            engine_op.fields = [
-                _FLAG_BYTES[flags],
+            engine_op.fields = [  # its ARGV from its flags to the end of its group section
+                _FLAG_BYTES[_flags(event, other_id is not None)],
                 into,
                 into_person,
                 other,
                 other_person,
                 ts_text,
                 order,
-                _SMALL_BYTES[len(props)] if len(props) < _SMALL else str(len(props)).encode(),
+                _count_arg(len(props)),
                 *[part for triple in props for part in triple],
-                *(group_args or [b"0"]),
+                *group_args,
             ]
             engine_op.ingested = b"%d" % now_ms
             engine_op.payload = event.buffer_payload
@@ -357,7 +358,6 @@ _SMALL: Final = 64
 _SMALL_BYTES: Final = [str(n).encode() for n in range(_SMALL)]
 """The ARGV text of the small counts (an op's property operations)."""
 _NO_ID: Final = (b"", b"")
-_NO_KEY_OPS: Final[list[tuple[str, str, JsonValue]]] = []
 _canonical: Final = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, sort_keys=True
 ).encode
