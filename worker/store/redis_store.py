@@ -105,7 +105,6 @@ from worker.identity.model import (
 from worker.store import (
     call_cost,
     codec,
-    engine,
     group_reads,
     person_reads,
     person_record,
@@ -122,6 +121,7 @@ from worker.store.commit_plan import (
     prefetched,
 )
 from worker.store.engine.cache import DecodeCache
+from worker.store.engine.call import Call as EngineCall
 from worker.store.engine.overlay import Overlay
 from worker.store.keys import TenantKeys, due_index, receipt_bucket
 from worker.store.lua_loader import load_library, load_script
@@ -573,18 +573,18 @@ class RedisIdentityStore:
         calls: Sequence[_Call],
         failed: dict[str, Exception],
         forgotten: dict[str, list[tuple[bytes, bytes]]],
-    ) -> tuple[dict[int, engine.Call | PermanentStoreError], dict[str, PrefetchedState]]:
+    ) -> tuple[dict[int, EngineCall | PermanentStoreError], dict[str, PrefetchedState]]:
         """The engine's calls (by ``id`` of the store's) of ``calls`` that may be planned anew
         in this wave (or why the engine refuses a call's ARGV), and per tenant their data, read
         for all at once. A tenant whose data cannot be read fails (into ``failed``)."""
-        parsed: dict[int, engine.Call | PermanentStoreError] = {}
-        by_tenant: dict[str, list[engine.Call]] = {}
+        parsed: dict[int, EngineCall | PermanentStoreError] = {}
+        by_tenant: dict[str, list[EngineCall]] = {}
         for call in calls:
             if call.script or call.tenant in failed:
                 continue
             found, call.engine = call.engine, None  # its ops change as the engine runs them
             try:
-                found = found or engine.parse_call(call.argv())  # planned again: from ARGV
+                found = found or call.engine_call()  # planned again: built again
             except PermanentStoreError as exc:  # the tenant fails at this call (planning)
                 parsed[id(call)] = exc
                 continue
@@ -693,10 +693,8 @@ class RedisIdentityStore:
             )
             call = _Call(tenant, chunk, token, delete, script_keys, encode)
             if self._rules is RulesMode.WORKER:  # ARGV only if it goes to the script
-                try:  # (the same arguments)
-                    call.engine = codec.engine_call(*encode.args, **encode.keywords)
-                except PermanentStoreError:  # refused when planned: the tenant fails there
-                    call.argv()
+                with contextlib.suppress(PermanentStoreError):  # refused again when planned:
+                    call.engine = call.engine_call()  # its tenant fails at that call
             else:
                 call.argv()
             calls.append(call)
@@ -1124,11 +1122,12 @@ class _Call:
     token: str
     delete: str | None
     keys: list[bytes]
-    encode: Callable[[], list[bytes]]
-    """its ARGV (``codec.encode_args``), written at most once (``argv``)"""
+    encode: partial[list[bytes]]
+    """``codec.encode_args`` with the call's arguments: its ARGV, written at most once
+    (``argv``), or from the same arguments the engine's call (``engine_call``)"""
     args: list[bytes] | None = None
-    engine: engine.Call | None = None
-    """with the rules in the worker, the engine's call (``codec.engine_call``: the ARGV as the
+    engine: EngineCall | None = None
+    """with the rules in the worker, the engine's call for its next planning (the ARGV as the
     engine reads it, never written unless the call goes to the script)"""
     reply: codec.Reply | None = None
     commit: PlannedCommit | None = None
@@ -1142,6 +1141,11 @@ class _Call:
         if self.args is None:
             self.args = self.encode()
         return self.args
+
+    def engine_call(self) -> EngineCall:
+        """A fresh engine's call of the call's ops (``codec.engine_call``; ``EngineError`` where
+        the engine would refuse their ARGV)."""
+        return codec.engine_call(*self.encode.args, **self.encode.keywords)
 
 
 @dataclass(slots=True)

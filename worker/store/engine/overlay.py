@@ -31,11 +31,11 @@ def _touches_buffer(writes: Writes) -> bool:
 
 
 class Overlay:
-    """A ``TenantState``: ``inner`` after ``writes`` and the writes ``add`` lays on later, in
-    order. The writes are folded into one layer as they come (a round's ``k``-th call reads
-    through one lookup, not through ``k - 1`` nested views)."""
+    """A ``TenantState``: ``inner`` after the writes ``add`` lays on, in order. The writes are
+    folded into one layer as they come (a round's ``k``-th call reads through one lookup, not
+    through ``k - 1`` nested views)."""
 
-    def __init__(self, inner: TenantState, writes: Writes | None = None) -> None:
+    def __init__(self, inner: TenantState) -> None:
         self._inner = inner
         self._ids: dict[bytes, bytes] = {}
         self._members: dict[bytes, tuple[bool, bytes | None]] = {}
@@ -48,8 +48,6 @@ class Overlay:
         """person id -> its memberships text (None: deleted)"""
         self._buffer_written = False
         self._waiting_delta = 0
-        if writes is not None:
-            self.add(writes)
 
     def add(self, writes: Writes) -> None:
         """Lay ``writes`` (a later call's, as ``commit_batch.lua`` applies them) on top."""
