@@ -114,8 +114,7 @@ def plan_commit(
     limits: tuple[int, int],
     cache: DecodeCache | None = None,
 ) -> PlannedCommit:
-    """The commit of ``call`` (the engine's call: ``codec.engine_call``, or
-    ``engine.parse_call`` of its resolve ARGV) from ``state``,
+    """The commit of ``call`` (the engine's call: ``codec.engine_call``) from ``state``,
     after ``earlier`` (``state`` with the writes of the tenant's calls planned before it in the
     round laid on; None: none); ``limits``: the reply and receipt TTLs (ms); ``cache``: the
     store's decoded records (``engine/cache.py``)."""
