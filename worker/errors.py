@@ -77,6 +77,14 @@ class TransientStoreError(StoreError, TransientError):
     component: ClassVar[Component] = Component.REDIS
 
 
+class StoreAccessError(TransientStoreError):
+    """Redis refused the worker's user (a failed ``AUTH``, or an ACL without a command or key
+    the worker needs: ``NOPERM``). The configuration, not an event: no event is dead-lettered
+    for it and nothing is committed; the batch is retried with the runner's backoff until the
+    credentials or the ACL are fixed. The message names what Redis refused (docs/OPERATIONS.md,
+    *Where the rules run*, lists the commands)."""
+
+
 class PermanentStoreError(StoreError):
     """Redis rejected a script or holds data the worker cannot read (a bug or a foreign writer
     in the worker's key space). Not retried: look at the message and the Redis logs."""

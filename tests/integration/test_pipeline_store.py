@@ -1,4 +1,5 @@
-"""The worker against real Kafka and Redis when the Lua script refuses one event: that event is
+"""The worker against real Kafka and Redis when the store refuses one event (the Lua script, or
+with the rules in the worker the engine, which refuses the same ARGV): that event is
 dead-lettered (``store_rejected``), the others of its batch are resolved and emitted in order,
 and the worker keeps going."""
 
@@ -7,8 +8,10 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis
 
 from tests.e2e.harness import Collector, e2e_settings, produce, running_worker
 from worker.identity.ids import person_id_for
@@ -38,8 +41,15 @@ def poison_ops(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.interpreted_only(reason="plants a bad operation by replacing a compiled function")
-def test_an_event_the_script_refuses_is_dead_lettered_and_the_batch_goes_on(
-    kafka_bootstrap: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("rules", "refusal"), [("script", b"PermanentStoreError: "), ("worker", b"EngineError: ")]
+)
+def test_an_event_the_store_refuses_is_dead_lettered_and_the_batch_goes_on(
+    kafka_bootstrap: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    rules: str,
+    refusal: bytes,
 ) -> None:
     poison_ops(monkeypatch)
     name = f"refused-{uuid.uuid4().hex[:8]}"
@@ -48,7 +58,8 @@ def test_an_event_the_script_refuses_is_dead_lettered_and_the_batch_goes_on(
         redis_url,
         name,
         buffer={"enabled": False},
-        redis={"max_ops_per_call": 3},  # several chunks: the earlier ones are applied first
+        # several chunks: the earlier ones are applied first
+        redis={"max_ops_per_call": 3, "rules": rules},
     )
     topics = settings.topics
     ids = [f"u{i}" for i in range(10)]
@@ -85,7 +96,7 @@ def test_an_event_the_script_refuses_is_dead_lettered_and_the_batch_goes_on(
 
     headers = dict(dead.headers())
     assert headers[HEADER_REASON] == b"store_rejected"
-    assert headers[HEADER_MESSAGE].startswith(b"PermanentStoreError: ")
+    assert headers[HEADER_MESSAGE].startswith(refusal)
     assert b"bad ARGV" in headers[HEADER_MESSAGE]
     assert dead.value() == values[6]
     assert len(collector.messages[topics.dead_letters]) == 1
@@ -97,3 +108,61 @@ def test_an_event_the_script_refuses_is_dead_lettered_and_the_batch_goes_on(
             person = persons[d]
             assert person is not None
             assert person.person_id == person_id_for("t", d)
+
+
+@pytest.mark.parametrize("rules", ["script", "worker"])
+def test_a_redis_user_refused_the_script_holds_the_batch_until_its_acl_is_fixed(
+    kafka_bootstrap: str, redis_url: str, rules: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NOPERM is the deployment's, not an event's: no event becomes a dead letter, nothing is
+    committed; once the ACL allows the commands, the same events are resolved."""
+    admin = redis.Redis.from_url(redis_url)
+    parts = urlsplit(redis_url)
+    if parts.username or parts.password:
+        pytest.skip("the Redis URL carries its own user: the test creates one of its own")
+    user, password = f"iw-acl-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    try:
+        # every command but those that run a script (the resolve script, or the commit)
+        admin.acl_setuser(
+            user, enabled=True, passwords=[f"+{password}"], keys=["*"],
+            commands=["+@all", "-eval", "-evalsha", "-script", "-fcall", "-function"],
+        )  # fmt: skip
+    except redis.exceptions.ResponseError as exc:
+        pytest.skip(f"this Redis does not let the test create an ACL user: {exc}")
+    netloc = f"{user}:{password}@{parts.hostname}:{parts.port or 6379}"
+    name = f"acl-{uuid.uuid4().hex[:8]}"
+    settings = e2e_settings(
+        kafka_bootstrap,
+        urlunsplit(parts._replace(netloc=netloc)),
+        name,
+        buffer={"enabled": False},
+        redis={"rules": rules, "retry_attempts": 1},
+    )
+    topics = settings.topics
+    ids = [f"u{i}" for i in range(3)]
+    values = [
+        json.dumps(
+            {"type": "track", "tenant": "t", "uuid": str(uuid.uuid4()), "distinct_id": d,
+             "event": "pageview", "timestamp": T0 + i}
+        ).encode()
+        for i, d in enumerate(ids)
+    ]  # fmt: skip
+    collector = Collector(settings, [topics.enriched, topics.dead_letters])
+    try:
+        with running_worker(settings):
+            produce(settings, [(topics.track, b"t:k", v) for v in values])
+            collector.settle(4.0)  # a few refused attempts, backing off
+            assert collector.messages[topics.enriched] == []
+            assert collector.messages[topics.dead_letters] == []
+            retries = [r for r in caplog.records if "will retry: StoreAccessError" in r.message]
+            assert retries, "the refusal is reported"
+            assert "no permissions" in retries[0].message
+            admin.acl_setuser(user, enabled=True, commands=["+@all"])
+            enriched = collector.wait_for(topics.enriched, 3, timeout=60)
+            collector.settle(1.0)
+    finally:
+        collector.close()
+        admin.acl_deluser(user)
+        admin.close()
+    assert sorted(json.loads(m.value())["distinct_id"] for m in enriched) == ids
+    assert collector.messages[topics.dead_letters] == []

@@ -23,7 +23,13 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from tests.support.records import assert_python_reads_record
-from worker.errors import InternalError, PermanentStoreError, TransientStoreError
+from worker.errors import (
+    InternalError,
+    PermanentStoreError,
+    StoreAccessError,
+    TransientError,
+    TransientStoreError,
+)
 from worker.identity.config import IdentityConfig
 from worker.identity.model import (
     DistinctIdOverride,
@@ -1164,21 +1170,36 @@ def test_a_flushed_script_cache_is_reloaded(
 
 
 @pytest.mark.parametrize(
-    ("error", "transient"),
+    ("error", "kind"),
     [
-        (redis.exceptions.ConnectionError("reset"), True),
-        (redis.exceptions.TimeoutError("slow"), True),
-        (redis.exceptions.BusyLoadingError("LOADING"), True),
-        (redis.exceptions.ReadOnlyError("READONLY You can't write against a replica."), True),
-        (redis.exceptions.ResponseError("BUSY Redis is busy running a script."), True),
-        (redis.exceptions.ResponseError("MASTERDOWN Link with MASTER is down"), True),
-        (redis.exceptions.AuthenticationError("invalid password"), False),
-        (redis.exceptions.ResponseError("ERR user_script:1: boom"), False),
-        (redis.exceptions.OutOfMemoryError("OOM command not allowed"), False),
+        (redis.exceptions.ConnectionError("reset"), TransientStoreError),
+        (redis.exceptions.TimeoutError("slow"), TransientStoreError),
+        (redis.exceptions.BusyLoadingError("LOADING"), TransientStoreError),
+        (
+            redis.exceptions.ReadOnlyError("READONLY You can't write against a replica."),
+            TransientStoreError,
+        ),
+        (
+            redis.exceptions.ResponseError("BUSY Redis is busy running a script."),
+            TransientStoreError,
+        ),
+        (
+            redis.exceptions.ResponseError("MASTERDOWN Link with MASTER is down"),
+            TransientStoreError,
+        ),
+        # the user's, not an event's: retried by the runner, never dead-lettered
+        (redis.exceptions.AuthenticationError("invalid password"), StoreAccessError),
+        (
+            redis.exceptions.NoPermissionError("NOPERM no permissions to run 'evalsha'"),
+            StoreAccessError,
+        ),
+        (redis.exceptions.ResponseError("ERR user_script:1: boom"), PermanentStoreError),
+        (redis.exceptions.OutOfMemoryError("OOM command not allowed"), PermanentStoreError),
     ],
 )
-def test_classify(error: Exception, transient: bool) -> None:
-    assert (classify(error) is TransientStoreError) == transient
+def test_classify(error: Exception, kind: type[Exception]) -> None:
+    assert classify(error) is kind
+    assert issubclass(classify(error), TransientError) == (kind is not PermanentStoreError)
 
 
 def _free_port() -> int:

@@ -6,13 +6,13 @@ abandoned, and the scripted source of ``test_runner_in_flight``."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from tests.unit.test_orchestrator import TOPICS, MemorySink, Report, Unbuffered
 from tests.unit.test_runner_in_flight import PARTITION, Script, delivered_inputs, run
 from worker.errors import TransientStoreError
 from worker.identity.model import IdentityEvent
-from worker.kafka.records import OutputRecord
+from worker.kafka.records import OutputRecord, Partition
 from worker.store.base import BatchResult
 
 Log = list[tuple[str, str]]
@@ -174,3 +174,39 @@ def test_a_batch_outputs_are_produced_while_the_next_batch_round_runs() -> None:
         produced = store.log.index(("produce", f"u{2 * batch}"))
         mine, following = steps(store.log, f"u{2 * batch}"), steps(store.log, f"u{2 * batch + 2}")
         assert mine["read"] < following["send"] < produced < following["read"]
+
+
+class TimedPauses(Script):
+    """A ``Script`` that records how long each back-off paused the partitions."""
+
+    def __init__(self, sink: MemorySink, count: int, batch: int, hooks: dict[int, object]) -> None:
+        super().__init__(sink, count, batch, hooks)  # type: ignore[arg-type]
+        self.pauses: list[float] = []
+        self._paused_at = 0.0
+
+    def pause(self, partitions: Iterable[Partition]) -> None:
+        super().pause(partitions)
+        self._paused_at = self.clock.monotonic()
+
+    def resume(self, partitions: Iterable[Partition]) -> None:
+        super().resume(partitions)
+        self.pauses.append(round(self.clock.monotonic() - self._paused_at, 3))
+
+
+def test_reads_failing_again_after_each_retry_back_off_longer_each_time() -> None:
+    # a refusal that lasts (an ACL without the script's command) shows at each round's read,
+    # one turn after the turn that sent it: that turn must not count as the failure's end
+    store, sink = Rounds(), MemorySink()
+
+    def fail_reads(script: Script) -> None:
+        store.fail_reads = 3
+
+    script = TimedPauses(sink, count=8, batch=2, hooks={2: fail_reads})
+    run(script, max_in_flight=3, store=store)
+
+    # 0.2, 0.4, 0.8 s (the script's polls advance its clock by 0.2 s at most)
+    assert len(script.pauses) == 3
+    assert script.pauses[0] == 0.2
+    assert script.pauses[0] < script.pauses[1] < script.pauses[2]
+    assert delivered_inputs(sink) == [f"u{i}" for i in range(8)]
+    assert script.commits[-1][1] == 8

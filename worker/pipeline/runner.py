@@ -212,6 +212,9 @@ class Runner:
         self._lost = False
         self._launched: tuple[_Flight, PlannedBatch] | None = None
         """the newest batch, its store round sent and not read yet (``processor.overlaps``)"""
+        self._completed = 0
+        """batches whose outputs were produced so far: a turn that launched a round and
+        completed nothing has not shown that the failure before it is over"""
         if overlap is None:
             overlap = self._max_in_flight > 1
         self._overlaps = processor.overlaps and overlap
@@ -234,11 +237,13 @@ class Runner:
         while not self._stop.is_set():
             now = self._clock.monotonic()
             self.health.last_loop_monotonic = now
+            completed = self._completed
             try:
                 self._turn(now)
                 self.health.last_error = None
                 self.health.mark_ok()
-                backoff = self._backoff_initial
+                if self._completed != completed or self._launched is None:
+                    backoff = self._backoff_initial  # (a refusal shows at the round's read)
             except TransientError as exc:
                 during_commit, self._commit_failed = self._commit_failed, False
                 self._record_failure(exc, during_commit)
@@ -271,6 +276,7 @@ class Runner:
                 self._overlap(flight, batch)
             else:
                 flight.outcome, flight.pending = self._processor.start(batch)
+                self._completed += 1
         else:
             self._complete_launched()
         self._settle(self._max_in_flight - 1)
@@ -299,6 +305,7 @@ class Runner:
         if previous is not None:
             before, done = previous
             before.outcome, before.pending = self._processor.complete(done)
+            self._completed += 1
 
     def _complete_launched(self) -> None:
         """Read the launched batch's store answers and produce its outputs."""
@@ -306,6 +313,7 @@ class Runner:
         if launched is not None:
             flight, planned = launched
             flight.outcome, flight.pending = self._processor.complete(planned)
+            self._completed += 1
 
     def _take_launched(self) -> tuple[_Flight, PlannedBatch] | None:
         """The launched batch, no longer launched; ``None`` if there is none or it was given

@@ -86,6 +86,7 @@ from worker.errors import (
     InternalError,
     NeedsFreshReads,
     PermanentStoreError,
+    StoreAccessError,
     StoreError,
     TransientStoreError,
     Unsupported,
@@ -173,8 +174,9 @@ _MAX_PENDING_FORGETS = 50_000
 
 
 def classify(exc: Exception) -> type[StoreError]:
-    """The store error a redis-py (or socket) exception becomes."""
-    permanent = (
+    """The store error a redis-py (or socket) exception becomes: a refusal of the worker's user
+    (``StoreAccessError``) is retried by the runner, never pinned on an event."""
+    access = (
         redis.exceptions.AuthenticationError,
         redis.exceptions.AuthorizationError,
         redis.exceptions.NoPermissionError,
@@ -188,8 +190,8 @@ def classify(exc: Exception) -> type[StoreError]:
         redis.exceptions.TryAgainError,
         OSError,
     )
-    if isinstance(exc, permanent):
-        return PermanentStoreError
+    if isinstance(exc, access):
+        return StoreAccessError
     if isinstance(exc, transient):
         return TransientStoreError
     if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES):
@@ -305,7 +307,7 @@ class RedisIdentityStore:
         library = ScriptCall.fcall(load_library("resolve_batch.lua"))
         try:
             self._call(lambda: library.load(self._client))
-        except PermanentStoreError as exc:
+        except (PermanentStoreError, StoreAccessError) as exc:
             if isinstance(exc.__cause__, redis.exceptions.OutOfMemoryError):
                 raise  # a full Redis refuses every write: choose once it takes them again
             if mode is ScriptCommand.FCALL:
@@ -764,7 +766,10 @@ class RedisIdentityStore:
                             self.rules_stats.stale += 1
                             call.commit = None
                         elif not pipelined.is_chain_refusal(raw):
-                            if classify(raw) is not TransientStoreError:
+                            kind = classify(raw)
+                            if kind is StoreAccessError:  # the user's: every call would be
+                                raise kind(f"Redis refused the call: {raw}")
+                            if kind is not TransientStoreError:
                                 failed[tenant] = PermanentStoreError(
                                     f"Redis refused the call: {raw}"
                                 )
@@ -782,8 +787,9 @@ class RedisIdentityStore:
                     except (ValueError, KeyError, TypeError) as exc:
                         failed[tenant] = PermanentStoreError(f"unreadable data from Redis: {exc!r}")
             except (redis.exceptions.RedisError, OSError) as exc:
-                if classify(exc) is not TransientStoreError:
-                    raise PermanentStoreError(f"Redis refused the call: {exc}") from exc
+                kind = classify(exc)
+                if kind is not TransientStoreError:
+                    raise kind(f"Redis refused the call: {exc}") from exc
                 problem = exc
                 retry += [
                     c for c in sent[read:] if c.tenant not in failed
