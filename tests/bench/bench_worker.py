@@ -52,7 +52,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -303,6 +303,8 @@ class Progress:
     services: dict[str, Callable[[], float | None]] = field(default_factory=dict)
     """the services' CPU seconds so far (Redis, the broker), read at each mark"""
     service_cpu: list[dict[str, float | None]] = field(default_factory=list)
+    sched: list[tuple[int, int] | None] = field(default_factory=list)
+    """the processes' main threads' run and wait nanoseconds so far (``scheduled``), summed"""
 
     def __post_init__(self) -> None:
         self._consumer = Consumer({**self.settings.kafka.common(), "group.id": self.group})
@@ -324,6 +326,7 @@ class Progress:
                 self.marks.append((now, done))
                 self.cpu.append(sum(cpu_seconds(pid) for pid in self.pids))
                 self.service_cpu.append({name: read() for name, read in self.services.items()})
+                self.sched.append(summed(scheduled(pid) for pid in self.pids))
                 last = done
             time.sleep(0.02)
         self._consumer.close()
@@ -333,6 +336,12 @@ class Progress:
         """CPU time of the worker processes per event, between the first and the last mark."""
         events = self.marks[-1][1] - self.marks[0][1]
         return 1e6 * (self.cpu[-1] - self.cpu[0]) / events if events else 0.0
+
+    def thread_time(self) -> ThreadTime | None:
+        """How the main threads spent the time between the first and the last mark."""
+        return ThreadTime.between(
+            self.sched[0], self.sched[-1], self.marks[-1][0] - self.marks[0][0], len(self.pids)
+        )
 
     def service_us_per_event(self, name: str) -> float | None:
         """CPU time of service ``name`` per event over the same interval (None: not read)."""
@@ -378,6 +387,60 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scheduled(pid: int | None = None) -> tuple[int, int] | None:
+    """Nanoseconds the main thread of process ``pid`` (None: the calling thread) has run, and
+    has waited for a CPU while runnable, so far (Linux ``schedstat``); None where unreadable."""
+    path = f"/proc/{pid}/task/{pid}/schedstat" if pid else "/proc/thread-self/schedstat"
+    try:
+        with open(path, encoding="ascii") as stat:
+            running, waiting, _slices = stat.read().split()
+    except (OSError, ValueError):
+        return None
+    return int(running), int(waiting)
+
+
+def summed(values: Iterable[tuple[int, int] | None]) -> tuple[int, int] | None:
+    """The sum of threads' ``scheduled`` values; None if one is unknown."""
+    running = waiting = 0
+    for value in values:
+        if value is None:
+            return None
+        running, waiting = running + value[0], waiting + value[1]
+    return running, waiting
+
+
+@dataclass(frozen=True)
+class ThreadTime:
+    """How a process's main thread spent a drain's wall time: running on a CPU, runnable but
+    waiting for one (the machine's cores busy with other work), and the rest blocked (waiting
+    for Redis, the broker, a poll). The worker's thread is its bound: what it cannot run,
+    nothing else runs for it."""
+
+    running: float
+    waiting: float
+
+    @property
+    def blocked(self) -> float:
+        return max(0.0, 1.0 - self.running - self.waiting)
+
+    @classmethod
+    def between(
+        cls,
+        first: tuple[int, int] | None,
+        last: tuple[int, int] | None,
+        seconds: float,
+        threads: int = 1,
+    ) -> ThreadTime | None:
+        """Shares of ``threads`` threads' time over ``seconds`` of wall time."""
+        if first is None or last is None or seconds <= 0 or threads < 1:
+            return None
+        wall = seconds * 1e9 * threads
+        return cls((last[0] - first[0]) / wall, (last[1] - first[1]) / wall)
+
+    def row(self) -> str:
+        return f"{self.running:.0%} | {self.waiting:.0%} | {self.blocked:.0%}"
 
 
 def rate_of(marks: Sequence[tuple[float, int]], total: int) -> float:
@@ -504,6 +567,8 @@ class Run:
     """shared objects of the build in ``code`` the (first) worker process had mapped"""
     rounds: list[float | None] = field(default_factory=list)
     """each round's rate, when the run is the median of several (``--rounds``)"""
+    thread: ThreadTime | None = None
+    """how the worker processes' main threads spent the drain"""
 
 
 def variant_name(title: str, build: Build | None, rules: str | None) -> str:
@@ -578,6 +643,7 @@ def run_worker(
         progress.service_us_per_event("broker"),
         code,
         loaded,
+        thread=progress.thread_time(),
     )
 
 
@@ -611,6 +677,17 @@ def median_run(runs: Sequence[Run]) -> Run:
         redis_cpu_us=median([r.redis_cpu_us for r in runs]),
         broker_cpu_us=median([r.broker_cpu_us for r in runs]),
         rounds=[r.rate for r in runs],
+        thread=median_thread([r.thread for r in runs]),
+    )
+
+
+def median_thread(times: Sequence[ThreadTime | None]) -> ThreadTime | None:
+    """The median of each share over the runs that have one."""
+    known = [t for t in times if t is not None]
+    if not known:
+        return None
+    return ThreadTime(
+        statistics.median(t.running for t in known), statistics.median(t.waiting for t in known)
     )
 
 
@@ -655,6 +732,7 @@ def run_passthrough(
     topic = settings.topics.enriched
     done = 0
     marks: list[tuple[float, int]] = []
+    sched: list[tuple[int, int] | None] = []  # this thread's ``scheduled`` at each mark
     acked = [0]
 
     def on_delivery(error: KafkaError | None, _message: object) -> None:
@@ -677,6 +755,7 @@ def run_passthrough(
             else:
                 consumer.commit(offsets=offsets, asynchronous=True)
             marks.append((time.perf_counter(), count))
+            sched.append(scheduled())
             pending.pop(0)
 
     produced = 0
@@ -712,12 +791,17 @@ def run_passthrough(
             producer.flush(30)
             consumer.commit(asynchronous=False)
             marks.append((time.perf_counter(), done))
+            sched.append(scheduled())
     commit_acknowledged(block=True)
     if cpu is not None:
         cpu["process"] = (time.process_time() - process_before) / n * 1e6
         broker_after = cpu_seconds(broker) if broker is not None else None
         if broker_before is not None and broker_after is not None:
             cpu["broker"] = (broker_after - broker_before) / n * 1e6
+        if marks:
+            thread = ThreadTime.between(sched[0], sched[-1], marks[-1][0] - marks[0][0])
+            if thread is not None:
+                cpu["running"], cpu["waiting"] = thread.running, thread.waiting
     consumer.close()
     return rate_of(marks, n)
 
@@ -765,6 +849,27 @@ def run_naive(args: argparse.Namespace, client: redis.Redis, messages: Messages,
 # -- report ---------------------------------------------------------------------------------------
 
 
+def thread_lines(runs: Sequence[Run], passthrough_cpu: dict[str, dict[str, float]]) -> list[str]:
+    """Each drain's main thread: running, runnable waiting for a CPU, blocked (``ThreadTime``)."""
+    rows = [
+        f"| pass-through ({name}) | {ThreadTime(m['running'], m['waiting']).row()} |"
+        for name, m in passthrough_cpu.items()
+        if "running" in m and "waiting" in m
+    ]
+    rows += [f"| {run.name} | {run.thread.row()} |" for run in runs if run.thread is not None]
+    if not rows:
+        return []
+    return [
+        "- the main thread of each drain's process (Linux schedstat; a worker's thread is its "
+        "bound), shares of the drain's wall time:",
+        "",
+        "| variant | running | runnable, waiting for a CPU | blocked (Redis, the broker, a poll) |",
+        "|---|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+
+
 def _rate(run: Run) -> str:
     return "**no speed: gate failed**" if run.rate is None else f"{run.rate:,.0f}"
 
@@ -779,7 +884,8 @@ def report(
     ceilings: Sequence[float] = (),
 ) -> list[str]:
     """``passthrough_cpu``: per pass-through, the CPU µs per event of its process and of the
-    broker (medians of its runs); ``ceilings``: the json pass-through's rate of each round."""
+    broker, and its thread's shares (``running``, ``waiting``: ``ThreadTime``), medians of its
+    runs; ``ceilings``: the json pass-through's rate of each round."""
     out = ["### Drain, side by side", ""]
     out += [
         "| variant | events | events/s | worker CPU µs per event | Redis CPU µs per event "
@@ -826,6 +932,7 @@ def report(
                 f"on this machine's {cores} cores that bounds the drain at "
                 f"{cores * 1e6 / total:,.0f} events/s"
             )
+    out += thread_lines(runs, passthrough_cpu or {})
     out += loaded_lines([*runs, *scaling])
     rounds = [run for run in runs if len(run.rounds) > 1]
     if rounds:
@@ -1153,7 +1260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ceiling_cpu = {
         name: {
             part: statistics.median(m[part] for m in measured if part in m)
-            for part in ("process", "broker")
+            for part in ("process", "broker", "running", "waiting")
             if any(part in m for m in measured)
         }
         for name, measured in passthrough_cpu.items()
