@@ -134,8 +134,8 @@ BENCH_LATENCY_ARGS ?=
 BENCH_STORE_ARGS ?= --population 300000 --batches 40
 BENCH_EXACTLY_ONCE_ARGS ?= --rounds 2
 BENCH_BUILD ?= compiled=.local/compiled
-BENCH_RULES ?= --rules worker
-bench: install services-up compiled ## Benchmarks, a few minutes: drain beside pass-through and naive, JSON and Avro, Redis time and bytes, latency, 1-3 workers, the rules in the worker beside the script (report: .local/bench/report.md; results: docs/BENCHMARKS.md)
+BENCH_RULES ?= --rules script
+bench: install services-up compiled ## Benchmarks, a few minutes: drain beside pass-through and naive, JSON and Avro, Redis time and bytes, latency, 1-3 workers, the rules in the resolve script beside the default (the rules in the worker) (report: .local/bench/report.md; results: docs/BENCHMARKS.md)
 	@mkdir -p $(BENCH_OUT)
 	@set -o pipefail; { \
 	  $(PY) -m tests.bench.bench_worker --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 \
@@ -144,7 +144,7 @@ bench: install services-up compiled ## Benchmarks, a few minutes: drain beside p
 	  $(PY) -m tests.bench.bench_latency --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 \
 	    --drain-json $(BENCH_OUT)/drain.json $(if $(BENCH_BUILD),--build $(lastword $(subst =, ,$(BENCH_BUILD)))) $(BENCH_LATENCY_ARGS) && \
 	  $(if $(BENCH_RULES),$(PY) -m tests.bench.bench_latency --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 \
-	    --drain-json $(BENCH_OUT)/drain.json $(if $(BENCH_BUILD),--build $(lastword $(subst =, ,$(BENCH_BUILD)))) --rules worker $(BENCH_LATENCY_ARGS) &&) \
+	    --drain-json $(BENCH_OUT)/drain.json $(if $(BENCH_BUILD),--build $(lastword $(subst =, ,$(BENCH_BUILD)))) $(BENCH_RULES) $(BENCH_LATENCY_ARGS) &&) \
 	  $(PY) -m tests.bench.bench_store --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 $(BENCH_STORE_ARGS) && \
 	  $(if $(BENCH_BUILD),PYTHONPATH=$(abspath $(lastword $(subst =, ,$(BENCH_BUILD)))):. $(PY) -P,$(PY)) \
 	    -m tests.bench.engine_cost --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 && \

@@ -59,7 +59,7 @@ from tests.bench.common import (
     run_header,
     wait_for,
 )
-from tests.e2e.harness import e2e_settings
+from tests.e2e.harness import DEFAULT_RULES, e2e_settings
 from worker.app import build_worker
 from worker.config import Settings
 from worker.runtime import tune_gc
@@ -279,7 +279,7 @@ def main() -> None:
     parser.add_argument(
         "--rules",
         choices=["script", "worker"],
-        default=os.environ.get("IDENTITY_TEST_REDIS_RULES", "script"),
+        default=os.environ.get("IDENTITY_TEST_REDIS_RULES", DEFAULT_RULES),
         help="where the worker runs the identity rules (redis.rules); the drain rate is then "
         "that mode's row of --drain-json",
     )
@@ -388,12 +388,13 @@ def main() -> None:
 
 
 def drain_of(
-    drain: dict[str, Any], build: Build | None, rules: str = "script"
+    drain: dict[str, Any], build: Build | None, rules: str = DEFAULT_RULES
 ) -> tuple[float | None, str]:
     """The drain rate of ``bench_worker``'s output ``drain`` of the worker this run measures:
-    the build's JSON drain when ``drain`` has one, else the interpreted worker's (with the rules
-    in the worker: that mode's row, ``--rules worker`` of ``bench_worker``); and its row."""
-    suffix = ", rules in worker" if rules == "worker" else ""
+    the build's JSON drain when ``drain`` has one, else the interpreted worker's (with ``rules``
+    other than the setting's default: that mode's row, ``--rules`` of ``bench_worker``); and
+    its row."""
+    suffix = f", rules in {rules}" if rules != DEFAULT_RULES else ""
     if build is not None:
         for label, path in drain.get("builds", {}).items():
             name = f"worker, JSON, {label}{suffix}"

@@ -22,6 +22,8 @@ of the ``worker`` package in ``DIR`` (``make compiled``: ``.local/compiled``), r
 each such run checks its worker process loaded the build's compiled modules. With a single
 ``--build`` the scaling runs use that build; the sampled run (``--py-spy``, ``--profile``) is
 always the interpreted worker, whose frames a profiler can see.
+The worker rows run with ``redis.rules``'s default (``worker``); ``--rules script`` adds the
+same drains with the rules in the resolve script (rows ``..., rules in script``).
 ``--rounds N`` repeats the drains (the medians are reported), the interpreted worker and the
 builds taking turns to go first, and the json pass-through with them (its median is the
 ceiling); an untimed pass-through runs first of all, so no measured run meets a cold broker.
@@ -78,7 +80,7 @@ from tests.bench.common import (
     worker_lines,
 )
 from tests.bench.profile import report as profile_report
-from tests.e2e.harness import e2e_settings, settings_env
+from tests.e2e.harness import DEFAULT_RULES, e2e_settings, settings_env
 from worker.app import build_store
 from worker.codec.avro import AvroCodec, SchemaName
 from worker.codec.decode import DecodeOptions, decode_message
@@ -1052,8 +1054,8 @@ def build_ratios(
 
 
 def rules_ratios(runs: Sequence[Run], passthrough: dict[str, float]) -> list[str]:
-    """Each drain with the rules in the worker (``--rules``) against the same build's drain with
-    the script: rate, worker CPU and Redis CPU per event."""
+    """Each drain with ``--rules`` against the same build's drain with the setting's default:
+    rate, worker CPU and Redis CPU per event."""
     by_name = {run.name: run for run in runs}
     out = []
     for run in runs:
@@ -1116,9 +1118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rules",
         action="append",
         default=[],
-        choices=["worker"],
+        choices=[mode for mode in ("script", "worker") if mode != DEFAULT_RULES],
         help="also drain the JSON and Avro backlogs with redis.rules set so (with each build, "
-        "or interpreted when no --build): rows '..., rules in worker'",
+        "or interpreted when no --build), beside the setting's default (the other rows): "
+        "rows '..., rules in MODE'",
     )
     parser.add_argument(
         "--rounds",
@@ -1215,7 +1218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     fmt,
                     measure_memory=fmt == "json" and build is None and name not in drains,
                     code=build.path if build else None,
-                    sections={"redis": {"rules": rules or "script"}},
+                    sections={"redis": {"rules": rules or DEFAULT_RULES}},
                 )
                 drains.setdefault(name, []).append(run)
                 lead = f"round {round_ + 1}, " if args.rounds > 1 else ""

@@ -1,7 +1,7 @@
 """The worker's own CPU per event on its path, in process (a script, not a test).
 
     .venv/bin/python -m tests.bench.cpu_path --redis-url redis://127.0.0.1:16379/0 \\
-        [--build .local/compiled] [--events 20000] [--rounds 4] [--format avro] [--rules worker]
+        [--build .local/compiled] [--events 20000] [--rounds 4] [--format avro] [--rules script]
 
 Runs ``bench_worker``'s JSON backlog (``--format avro``: the same events as Avro input, written
 out as Avro, as ``bench_worker``'s Avro pass does) through the batch pipeline of ``worker.app``
@@ -79,7 +79,9 @@ def main() -> None:
         "--format", choices=["json", "avro"], default="json", help="input and output format"
     )
     parser.add_argument(
-        "--rules", choices=["script", "worker"], default="script", help="redis.rules"
+        "--rules",
+        choices=["script", "worker"],
+        help="redis.rules (default: the setting's default)",
     )
     parser.add_argument(
         "--redis",
@@ -130,7 +132,7 @@ def main() -> None:
             redis={
                 "url": args.redis_url,
                 "key_prefix": prefix,
-                "rules": args.rules,
+                **({"rules": args.rules} if args.rules else {}),
                 **dict(option.split("=", 1) for option in args.redis),
             },
             buffer={"enabled": False},

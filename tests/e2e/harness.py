@@ -19,8 +19,11 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 
 from worker.app import Worker, build_worker
 from worker.clock import Clock
-from worker.config import Settings, TopicSettings, load_settings
+from worker.config import RedisSettings, Settings, TopicSettings, load_settings
 from worker.kafka.admin import create_topics, topic_specs
+
+DEFAULT_RULES: str = RedisSettings.model_fields["rules"].default
+"""``redis.rules`` when a test names none: the setting's default."""
 
 
 def e2e_settings(
@@ -47,8 +50,9 @@ def e2e_settings(
         "redis": {
             "url": redis_url,
             "key_prefix": name,
-            # IDENTITY_TEST_REDIS_RULES=worker: the end-to-end tests with the rules in the worker
-            "rules": os.environ.get("IDENTITY_TEST_REDIS_RULES", "script"),
+            # IDENTITY_TEST_REDIS_RULES=script: the end-to-end tests with the rules in Redis's
+            # script (unset: the setting's default)
+            "rules": os.environ.get("IDENTITY_TEST_REDIS_RULES", DEFAULT_RULES),
         },
         "batch": {"max_wait_seconds": 0.05, "shutdown_timeout_seconds": 20},
         "observability": {"metrics_port": 0},

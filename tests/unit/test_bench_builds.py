@@ -13,6 +13,7 @@ from confluent_kafka import cimpl
 from tests.bench.bench_latency import drain_of
 from tests.bench.bench_worker import Gate, Run, median_run
 from tests.bench.common import mapped_libraries, parse_build
+from tests.e2e.harness import DEFAULT_RULES
 
 EXTENSION = "native.cpython-311-x86_64-linux-gnu.so"
 
@@ -83,24 +84,28 @@ def test_latency_takes_the_drain_rate_of_the_build_it_measures(tmp_path: Path) -
     assert drain_of({**drain, "builds": {}}, build) == (100.0, "worker, JSON")
 
 
-def test_latency_with_the_rules_in_the_worker_takes_that_modes_drain_rate(
+def test_latency_with_the_other_rules_takes_that_modes_drain_rate(
     tmp_path: Path,
 ) -> None:
+    # the rows without "rules in" ran with redis.rules's default (worker); bench_worker's
+    # --rules script adds the rows "..., rules in script"
     build = parse_build(f"compiled={_tree(tmp_path / 'c', compiled=True)}")
     drain = {
         "drain_rate": 100.0,
         "runs": {
             "worker, JSON": 100.0,
             "worker, JSON, compiled": 120.0,
-            "worker, JSON, compiled, rules in worker": 80.0,
-            "worker, JSON, rules in worker": 60.0,
+            "worker, JSON, compiled, rules in script": 80.0,
+            "worker, JSON, rules in script": 60.0,
         },
         "builds": {"compiled": str(build.path)},
     }
-    assert drain_of(drain, build, "worker") == (80.0, "worker, JSON, compiled, rules in worker")
-    assert drain_of(drain, None, "worker") == (60.0, "worker, JSON, rules in worker")
-    assert drain_of({**drain, "runs": {}}, None, "worker") == (
+    assert DEFAULT_RULES == "worker"
+    assert drain_of(drain, build, "script") == (80.0, "worker, JSON, compiled, rules in script")
+    assert drain_of(drain, None, "script") == (60.0, "worker, JSON, rules in script")
+    assert drain_of({**drain, "runs": {}}, None, "script") == (
         None,
-        "worker, JSON, rules in worker",
+        "worker, JSON, rules in script",
     )
-    assert drain_of(drain, build, "script") == (120.0, "worker, JSON, compiled")
+    assert drain_of(drain, build, "worker") == (120.0, "worker, JSON, compiled")
+    assert drain_of(drain, build) == (120.0, "worker, JSON, compiled")
