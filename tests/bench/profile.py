@@ -15,13 +15,21 @@ from collections import Counter
 from pathlib import Path
 
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Redis: waiting for the Lua reply (socket read)", ("read_response (",)),
+    (
+        "Redis: waiting for a reply (socket read: a script's, a commit's, the reads')",
+        ("read_response (",),
+    ),
     ("Redis: sending the call", ("send_packed_command (", "send_command (")),
+    # redis.rules=worker (the default): the engine, the reads it needs, its commit's ARGV
+    (
+        "the rules in the worker (engine, reads, commit plan)",
+        ("store/engine/", "commit_plan.py", "prefetch.py"),
+    ),
     ("store: encoding the call's arguments", ("encode_args",)),
     ("store: decoding the reply", ("decode_reply", "store/codec.py")),
     ("identity rules before the call (prepare, checks)", ("identity/rules.py",)),
-    ("Kafka: producer flush (waiting for acks)", ("flush (",)),
-    ("Kafka: synchronous offset commit", ("commit (",)),
+    ("Kafka: producer flush (waiting for acks)", ("flush (worker/kafka/",)),
+    ("Kafka: synchronous offset commit", ("commit (worker/kafka/",)),
     ("Kafka: consuming the batch", ("poll_batch", "consume (")),
     ("JSON text: decoding the input (loads_json)", ("loads_json",)),
     ("JSON text: encoding the outputs (dumps_json)", ("dumps_json",)),
