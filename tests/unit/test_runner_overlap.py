@@ -12,7 +12,7 @@ from tests.unit.test_orchestrator import TOPICS, MemorySink, Report, Unbuffered
 from tests.unit.test_runner_in_flight import PARTITION, Script, delivered_inputs, run
 from worker.errors import TransientStoreError
 from worker.identity.model import IdentityEvent
-from worker.kafka.records import OutputRecord, Partition
+from worker.kafka.records import OutputRecord, Partition, RawMessage
 from worker.store.base import BatchResult
 
 Log = list[tuple[str, str]]
@@ -210,3 +210,38 @@ def test_reads_failing_again_after_each_retry_back_off_longer_each_time() -> Non
     assert script.pauses[0] < script.pauses[1] < script.pauses[2]
     assert delivered_inputs(sink) == [f"u{i}" for i in range(8)]
     assert script.commits[-1][1] == 8
+
+
+class ReadinessAtPolls(TimedPauses):
+    """A ``TimedPauses`` that records, at each poll outside a back-off, whether the runner's
+    health says Redis answers."""
+
+    def __init__(self, sink: MemorySink, count: int, batch: int, hooks: dict[int, object]) -> None:
+        super().__init__(sink, count, batch, hooks)
+        self.redis_ok: list[bool] = []
+
+    def poll_batch(self, max_messages: int, timeout: float) -> list[RawMessage]:
+        if not self.paused and self.runner is not None:
+            self.redis_ok.append(self.runner.health.redis_ok)
+        return super().poll_batch(max_messages, timeout)
+
+
+def test_a_turn_that_only_sent_a_round_does_not_report_redis_back() -> None:
+    store, sink = Rounds(), MemorySink()
+
+    def fail_reads(script: Script) -> None:
+        store.fail_reads = 3
+
+    script = ReadinessAtPolls(sink, count=8, batch=2, hooks={2: fail_reads})
+    run(script, max_in_flight=3, store=store)
+
+    # Redis reported down at the first refused read, and up again only once a batch completed:
+    # no poll between two refusals sees it up (the turn that sent the next round is not proof)
+    changes = [
+        i for i in range(1, len(script.redis_ok)) if script.redis_ok[i] != script.redis_ok[i - 1]
+    ]
+    assert len(changes) == 2, script.redis_ok
+    assert script.redis_ok[0]
+    assert not script.redis_ok[changes[0]]
+    assert script.redis_ok[-1]
+    assert delivered_inputs(sink) == [f"u{i}" for i in range(8)]

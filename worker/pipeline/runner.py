@@ -240,10 +240,13 @@ class Runner:
             completed = self._completed
             try:
                 self._turn(now)
-                self.health.last_error = None
-                self.health.mark_ok()
                 if self._completed != completed or self._launched is None:
-                    backoff = self._backoff_initial  # (a refusal shows at the round's read)
+                    # the loop went round: a batch completed, or nothing waits on a round (a
+                    # turn that only sent a round has not shown a failure is over: a refusal
+                    # shows when the round is read, a turn later)
+                    self.health.last_error = None
+                    self.health.mark_ok()
+                    backoff = self._backoff_initial
             except TransientError as exc:
                 during_commit, self._commit_failed = self._commit_failed, False
                 self._record_failure(exc, during_commit)
